@@ -1,0 +1,99 @@
+"""Shared vocabulary of the xDS layer: type URLs, push order, proxy identity, snapshots.
+
+The server (transport) and the generators (content) both speak these types and nothing
+else of each other: the server knows nothing of Istio kinds, the generators nothing of
+gRPC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
+
+_PREFIX = "type.googleapis.com/"
+LISTENER = _PREFIX + "envoy.config.listener.v3.Listener"
+ROUTE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
+CLUSTER = _PREFIX + "envoy.config.cluster.v3.Cluster"
+ENDPOINT = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+SECRET = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
+
+# Make-before-break: what is referenced is sent before what references it.
+PUSH_ORDER: tuple[str, ...] = (SECRET, CLUSTER, ENDPOINT, LISTENER, ROUTE)
+# In state-of-the-world, an empty resource_names subscription means "everything" only
+# for these types.
+WILDCARD_TYPES = frozenset({LISTENER, CLUSTER})
+SHORT_NAMES = {LISTENER: "LDS", ROUTE: "RDS", CLUSTER: "CDS", ENDPOINT: "EDS", SECRET: "SDS"}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A local port on which the sidecar forwards to one service port (TCP, gRPC...)."""
+
+    host: str  # service host as the app names it, e.g. "ratings" or "ratings.default"
+    port: int  # service port
+    local_port: int  # 127.0.0.1:local_port on the sidecar
+
+
+@dataclass(frozen=True)
+class ProxyMetadata:
+    """What the agent tells the control plane about its sidecar (Envoy node metadata)."""
+
+    workload: str  # name of the Workload resource this sidecar fronts
+    outbound_port: int  # HTTP proxy listener for the app (HTTP_PROXY=127.0.0.1:port)
+    app_ports: Mapping[str, int] = field(default_factory=dict)  # service port name -> app port
+    upstreams: tuple[Upstream, ...] = ()
+    admin_port: int = 0
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A connected sidecar, as identified by its xDS node."""
+
+    node_id: str  # "<workload>.<namespace>"
+    namespace: str
+    metadata: ProxyMetadata
+
+    @property
+    def workload(self) -> str:
+        return self.metadata.workload
+
+
+def resource_hash(resources: Mapping[str, Message]) -> str:
+    """A content version: equal contents give equal versions, across restarts too."""
+    h = hashlib.sha256()
+    for name in sorted(resources):
+        h.update(name.encode())
+        h.update(b"\0")
+        h.update(resources[name].SerializeToString(deterministic=True))
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """All resources of one type for one proxy, with a content version."""
+
+    items: Mapping[str, Message]
+    version: str = ""
+
+    @staticmethod
+    def of(items: Mapping[str, Message]) -> Resources:
+        return Resources(items=dict(items), version=resource_hash(items))
+
+
+@dataclass(frozen=True)
+class ProxySnapshot:
+    """Everything one proxy should have, by type URL."""
+
+    resources: Mapping[str, Resources]
+    mesh_revision: int = 0  # store revision this snapshot was computed from
+
+    def get(self, type_url: str) -> Resources:
+        return self.resources.get(type_url) or Resources(items={}, version=resource_hash({}))
+
+    @property
+    def version(self) -> str:
+        return "-".join(self.get(t).version[:6] for t in PUSH_ORDER)
