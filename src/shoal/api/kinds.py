@@ -1,0 +1,52 @@
+"""The kinds shoal accepts: apiVersions, names, aliases and the spec model of each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shoal.api.mesh import ServiceSpec, WorkloadSpec
+from shoal.api.meta import Model
+from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec
+from shoal.errors import NotFound
+
+SHOAL_MESH = "mesh.shoal.io/v1alpha1"
+ISTIO_NETWORKING = ("networking.istio.io/v1", "networking.istio.io/v1beta1",
+                    "networking.istio.io/v1alpha3")
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str  # "VirtualService"
+    api_versions: tuple[str, ...]  # accepted; the first is the one shoal writes
+    spec: type[Model]
+    plural: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def api_version(self) -> str:
+        return self.api_versions[0]
+
+    def names(self) -> set[str]:
+        return {self.name.lower(), self.plural, *self.aliases}
+
+
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind("Service", (SHOAL_MESH,), ServiceSpec, "services", ("svc",)),
+        Kind("Workload", (SHOAL_MESH,), WorkloadSpec, "workloads", ("wl", "we")),
+        Kind("VirtualService", ISTIO_NETWORKING, VirtualServiceSpec, "virtualservices", ("vs",)),
+        Kind("DestinationRule", ISTIO_NETWORKING, DestinationRuleSpec, "destinationrules",
+             ("dr",)),
+    )
+}
+
+
+def resolve_kind(name: str) -> Kind:
+    """Find a kind by its name, plural or short alias, case-insensitively (like kubectl)."""
+    wanted = name.lower()
+    for kind in KINDS.values():
+        if wanted in kind.names():
+            return kind
+    known = ", ".join(sorted(KINDS))
+    raise NotFound(f"unknown kind {name!r} (known kinds: {known})")

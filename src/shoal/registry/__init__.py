@@ -1,0 +1,1 @@
+"""Services, workloads and endpoints: the mesh model the generators read."""

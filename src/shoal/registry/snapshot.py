@@ -1,0 +1,173 @@
+"""A consistent, immutable view of the mesh at one store revision.
+
+Built by the sync loop from the store; read by the (pure) generators. Indexes are
+computed lazily once per snapshot, so generating config for many proxies from one
+snapshot does the lookups once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from shoal.api.mesh import ServicePort, ServiceSpec, WorkloadSpec
+from shoal.api.meta import Resource
+from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Mesh-wide settings (embedded defaults; later a MeshConfig kind)."""
+
+    domain: str = "cluster.local"  # services are <name>.<namespace>.svc.<domain>
+    trust_domain: str = "cluster.local"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One address:port serving one port of one service, from one workload."""
+
+    workload: str
+    namespace: str
+    address: str
+    port: int
+    labels: tuple[tuple[str, str], ...]
+    locality: str
+    weight: int
+    service_account: str
+
+    def matches(self, selector: dict[str, str]) -> bool:
+        labels = dict(self.labels)
+        return all(labels.get(k) == v for k, v in selector.items())
+
+
+@dataclass(frozen=True)
+class MeshSnapshot:
+    revision: int
+    resources: tuple[Resource, ...]
+    config: MeshConfig = field(default_factory=MeshConfig)
+
+    @staticmethod
+    def build(resources: Iterable[Resource], revision: int,
+              config: MeshConfig | None = None) -> MeshSnapshot:
+        ordered = sorted(resources, key=lambda r: (r.kind, r.metadata.namespace, r.metadata.name))
+        return MeshSnapshot(revision, tuple(ordered), config or MeshConfig())
+
+    # -- indexes ---------------------------------------------------------------------------
+
+    @cached_property
+    def _by_kind(self) -> dict[str, list[Resource]]:
+        out: dict[str, list[Resource]] = defaultdict(list)
+        for r in self.resources:
+            out[r.kind].append(r)
+        return out
+
+    def of_kind(self, kind: str) -> list[Resource]:
+        return self._by_kind.get(kind, [])
+
+    @property
+    def services(self) -> list[Resource]:
+        return self.of_kind("Service")
+
+    @property
+    def workloads(self) -> list[Resource]:
+        return self.of_kind("Workload")
+
+    @cached_property
+    def _services(self) -> dict[tuple[str, str], Resource]:
+        return {(r.metadata.namespace, r.metadata.name): r for r in self.services}
+
+    @cached_property
+    def _workloads(self) -> dict[tuple[str, str], Resource]:
+        return {(r.metadata.namespace, r.metadata.name): r for r in self.workloads}
+
+    def service(self, namespace: str, name: str) -> Resource | None:
+        return self._services.get((namespace, name))
+
+    def workload(self, namespace: str, name: str) -> Resource | None:
+        return self._workloads.get((namespace, name))
+
+    # -- names ----------------------------------------------------------------------------
+
+    def fqdn(self, service: Resource) -> str:
+        return f"{service.metadata.name}.{service.metadata.namespace}.svc.{self.config.domain}"
+
+    def resolve_host(self, host: str, namespace: str) -> Resource | None:
+        """Istio host semantics: a short name is relative to ``namespace``."""
+        host = host.lower().rstrip(".")
+        parts = host.split(".")
+        if len(parts) == 1:
+            return self.service(namespace, parts[0])
+        if len(parts) == 2 or (len(parts) == 3 and parts[2] == "svc"):
+            return self.service(parts[1], parts[0])
+        suffix = ".svc." + self.config.domain
+        if host.endswith(suffix) and len(parts) == 3 + len(self.config.domain.split(".")):
+            return self.service(parts[1], parts[0])
+        return None
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    @cached_property
+    def _members(self) -> dict[tuple[str, str], list[Resource]]:
+        """(namespace, service) -> workloads its selector picks, in name order."""
+        out: dict[tuple[str, str], list[Resource]] = defaultdict(list)
+        for svc in self.services:
+            spec: ServiceSpec = svc.spec
+            if not spec.selector:
+                continue
+            for wl in self.workloads:
+                wspec: WorkloadSpec = wl.spec
+                if wl.metadata.namespace == svc.metadata.namespace and all(
+                    wspec.labels.get(k) == v for k, v in spec.selector.items()
+                ):
+                    out[(svc.metadata.namespace, svc.metadata.name)].append(wl)
+        return out
+
+    def endpoints(self, service: Resource, port: ServicePort,
+                  subset: dict[str, str] | None = None) -> list[Endpoint]:
+        out = []
+        for wl in self._members.get((service.metadata.namespace, service.metadata.name), []):
+            spec: WorkloadSpec = wl.spec
+            ep = Endpoint(
+                workload=wl.metadata.name,
+                namespace=wl.metadata.namespace,
+                address=spec.address,
+                port=spec.ports.get(port.name) or port.target_port or port.port,
+                labels=tuple(sorted(spec.labels.items())),
+                locality=spec.locality,
+                weight=spec.weight,
+                service_account=spec.service_account,
+            )
+            if subset is None or ep.matches(subset):
+                out.append(ep)
+        return out
+
+    def services_of_workload(self, workload: Resource) -> list[Resource]:
+        key = (workload.metadata.namespace, workload.metadata.name)
+        return [
+            svc for svc in self.services
+            if any((w.metadata.namespace, w.metadata.name) == key
+                   for w in self._members.get((svc.metadata.namespace, svc.metadata.name), []))
+        ]
+
+    # -- routing config -------------------------------------------------------------------
+
+    def virtual_services_for(self, service: Resource) -> list[Resource]:
+        """VirtualServices whose hosts name ``service``, oldest first (Istio's tie-break)."""
+        out = []
+        for vs in self.of_kind("VirtualService"):
+            spec: VirtualServiceSpec = vs.spec
+            if any(self.resolve_host(h, vs.metadata.namespace) is service for h in spec.hosts):
+                out.append(vs)
+        return sorted(out, key=lambda r: (r.metadata.creation_timestamp or "", r.metadata.name))
+
+    def destination_rule_for(self, service: Resource) -> Resource | None:
+        rules = []
+        for dr in self.of_kind("DestinationRule"):
+            spec: DestinationRuleSpec = dr.spec
+            if self.resolve_host(spec.host, dr.metadata.namespace) is service:
+                rules.append(dr)
+        rules.sort(key=lambda r: (r.metadata.creation_timestamp or "", r.metadata.name))
+        return rules[0] if rules else None
