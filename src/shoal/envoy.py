@@ -12,6 +12,7 @@ for port 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import signal
@@ -136,7 +137,7 @@ class EnvoyProcess:
         return self._proc.poll() if self._proc else None
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code (None if never started)."""
+        """SIGTERM, then SIGKILL after ``timeout``; the exit code (None if never started)."""
         if self._proc is None:
             return None
         if self._proc.poll() is None:
@@ -165,10 +166,8 @@ class EnvoyProcess:
 
     def _signal(self, sig: int) -> None:
         assert self._proc is not None
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self._proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
     async def wait_exit(self, poll_interval: float = 0.1) -> int:
         """Wait (polling) until the current process exits; returns its exit code."""

@@ -2,7 +2,13 @@
 
 from shoal.api.kinds import KINDS, Kind, resolve_kind
 from shoal.api.meta import Metadata, Resource, ResourceKey
-from shoal.api.parse import load_documents, load_resource, parse_documents, parse_yaml
+from shoal.api.parse import (
+    load_documents,
+    load_resource,
+    parse_document,
+    parse_documents,
+    parse_yaml,
+)
 
 __all__ = [
     "KINDS",
@@ -12,6 +18,7 @@ __all__ = [
     "ResourceKey",
     "load_documents",
     "load_resource",
+    "parse_document",
     "parse_documents",
     "parse_yaml",
     "resolve_kind",

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import Field, field_validator, model_validator
 
 from shoal.api.meta import DNS_LABEL, Model
 
-LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 
@@ -23,7 +25,7 @@ def check_labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
-class Protocol(str, Enum):
+class Protocol(StrEnum):
     HTTP = "http"
     HTTP2 = "http2"
     GRPC = "grpc"

@@ -144,13 +144,18 @@ class MeshSnapshot:
                 out.append(ep)
         return out
 
+    @cached_property
+    def _services_of(self) -> dict[tuple[str, str], list[Resource]]:
+        out: dict[tuple[str, str], list[Resource]] = defaultdict(list)
+        for (ns, name), members in self._members.items():
+            svc = self._services[(ns, name)]
+            for wl in members:
+                out[(wl.metadata.namespace, wl.metadata.name)].append(svc)
+        return out
+
     def services_of_workload(self, workload: Resource) -> list[Resource]:
-        key = (workload.metadata.namespace, workload.metadata.name)
-        return [
-            svc for svc in self.services
-            if any((w.metadata.namespace, w.metadata.name) == key
-                   for w in self._members.get((svc.metadata.namespace, svc.metadata.name), []))
-        ]
+        return list(self._services_of.get((workload.metadata.namespace,
+                                           workload.metadata.name), []))
 
     # -- routing config -------------------------------------------------------------------
 

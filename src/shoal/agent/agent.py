@@ -1,0 +1,236 @@
+"""The per-workload agent behind ``shoal run`` (Istio's pilot-agent, in small).
+
+Lifecycle:
+
+1. plan ports, write the bootstrap, start Envoy (supervised: restarted when it dies);
+2. wait for Envoy to be LIVE (initial LDS/CDS received) — at most ``ready_timeout``,
+   then start the app anyway, so a missing control plane never blocks the app;
+3. start the app and wait until it listens on its port (bounded; then go on anyway);
+4. register the workload and heartbeat (retrying for ever while the control plane is away);
+5. on SIGTERM/SIGINT: deregister, drain Envoy's inbound listeners for ``drain_seconds``,
+   stop the app (SIGTERM, SIGKILL after a grace), stop Envoy; exit 0.
+   If the app exits on its own: deregister, stop Envoy, exit with the app's status.
+   A second signal skips the remaining drain wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import httpx
+
+from shoal.agent.app import AppProcess, exit_status
+from shoal.agent.bootstrap import build_bootstrap
+from shoal.agent.config import AgentConfig, Plan, app_env, make_plan
+from shoal.agent.registration import (
+    ControlPlaneClient,
+    Registration,
+    service_document,
+    workload_document,
+)
+from shoal.agent.supervisor import EnvoySupervisor
+from shoal.envoy import EnvoyProcess, free_port
+from shoal.errors import Unavailable
+from shoal.xds.node import node_id, node_metadata
+from shoal.xds.types import ProxyMetadata
+
+log = logging.getLogger("shoal.agent")
+
+
+def bootstrap_for(config: AgentConfig, plan: Plan) -> dict[str, object]:
+    meta = ProxyMetadata(
+        workload=plan.workload,
+        outbound_port=plan.outbound_port,
+        app_ports={config.port_name: plan.app_port},
+        upstreams=plan.upstreams,
+        admin_port=plan.admin_port,
+    )
+    return build_bootstrap(
+        node_id=node_id(plan.workload, config.namespace),
+        cluster=config.service,
+        metadata=node_metadata(meta, config.namespace),
+        admin_port=plan.admin_port,
+        xds_host=plan.xds_host,
+        xds_port=plan.xds_port,
+        delta=config.xds_delta,
+        locality_text=config.locality,
+    )
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        pick_port: Callable[[], int] = free_port,
+        control_plane: ControlPlaneClient | None = None,
+    ) -> None:
+        self.config = config
+        self.plan = make_plan(config, pick_port=pick_port)
+        self.envoy = EnvoyProcess(
+            self.plan.bootstrap_path,
+            run_dir=self.plan.run_dir,
+            log_level=config.envoy_log_level,
+            drain_seconds=config.drain_seconds,
+        )
+        self.supervisor = EnvoySupervisor(self.envoy)
+        self.app = AppProcess(config.command, app_env(config, self.plan, os.environ))
+        self.control_plane = control_plane or ControlPlaneClient(config.control_plane)
+        self.registration = Registration(
+            self.control_plane,
+            workload_document(config, self.plan),
+            service_document(config),
+            ttl_seconds=config.lease_seconds,
+        )
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._app_exit: int | None = None  # set when the app exited on its own
+
+    # -- signals ---------------------------------------------------------------------
+    def request_stop(self, reason: str = "requested") -> None:
+        self._signals += 1
+        if not self._stop.is_set():
+            log.info("stopping", extra={"reason": reason})
+        self._stop.set()
+
+    def _install_signals(self) -> list[int]:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_stop, sig.name)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                pass
+        return installed
+
+    # -- main ------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Run until stopped or the app exits; returns the process exit status."""
+        installed = self._install_signals()
+        loop = asyncio.get_running_loop()
+        try:
+            return await self._run()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self.control_plane.aclose()
+
+    async def _run(self) -> int:
+        self._write_bootstrap()
+        self.envoy.start()
+        log.info("envoy started", extra={
+            "pid": self.envoy.pid, "workload": self.plan.workload,
+            "admin_port": self.plan.admin_port, "outbound_port": self.plan.outbound_port,
+            "inbound_port": self.plan.inbound_port, "app_port": self.plan.app_port,
+            "run_dir": str(self.plan.run_dir)})
+        try:
+            async with asyncio.TaskGroup() as tg:
+                supervisor = tg.create_task(self.supervisor.run(), name="envoy-supervisor")
+                try:
+                    status = await self._lifecycle(tg)
+                finally:
+                    supervisor.cancel()
+            return status
+        finally:
+            if self.app.started:
+                await self.app.stop(self.config.stop_grace)
+            await self.envoy.astop()
+            log.info("stopped", extra={"envoy_restarts": self.supervisor.restarts})
+
+    def _write_bootstrap(self) -> None:
+        """Write the bootstrap and ``agent.json`` (ports and names, for tools and humans)."""
+        self.plan.run_dir.mkdir(parents=True, exist_ok=True)
+        doc = bootstrap_for(self.config, self.plan)
+        tmp = self.plan.bootstrap_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        tmp.replace(self.plan.bootstrap_path)
+        state = {
+            "agentPid": os.getpid(), "workload": self.plan.workload,
+            "namespace": self.config.namespace, "service": self.config.service,
+            "nodeId": node_id(self.plan.workload, self.config.namespace),
+            "adminPort": self.plan.admin_port, "outboundPort": self.plan.outbound_port,
+            "inboundPort": self.plan.inbound_port, "appPort": self.plan.app_port,
+            "upstreams": {f"{u.host}:{u.port}": u.local_port for u in self.plan.upstreams},
+        }
+        (self.plan.run_dir / "agent.json").write_text(json.dumps(state, indent=2))
+
+    async def _lifecycle(self, tg: asyncio.TaskGroup) -> int:
+        await self._wait_envoy_live()
+        if self._stop.is_set():
+            return 0
+        self.app.start()
+        app_waiter = tg.create_task(self._watch_app(), name="app-waiter")
+        listening = await self.app.wait_listening(
+            "127.0.0.1", self.plan.app_port, self.config.app_start_timeout, self._stop.is_set)
+        if not listening and not self._stop.is_set():
+            log.warning("application is not listening yet; registering anyway", extra={
+                "app_port": self.plan.app_port, "waited_s": self.config.app_start_timeout})
+        heartbeat: asyncio.Task[None] | None = None
+        if not self._stop.is_set():
+            heartbeat = tg.create_task(self.registration.run(), name="registration")
+        await self._stop.wait()
+        return await self._shutdown(heartbeat, app_waiter)
+
+    async def _watch_app(self) -> None:
+        code = await self.app.wait_exit()
+        if not self._stop.is_set():
+            self._app_exit = exit_status(code)
+            log.warning("application exited", extra={"exit_status": self._app_exit})
+            self._stop.set()
+
+    async def _wait_envoy_live(self) -> None:
+        """Wait for LIVE, logging progress; give up after ``ready_timeout`` (never fatal)."""
+        deadline = time.monotonic() + self.config.ready_timeout
+        next_report = time.monotonic() + 5.0
+        state: str | None = None
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+            while not self._stop.is_set():
+                state = await self.envoy.server_state(client)
+                if state == "LIVE":
+                    log.info("envoy is live", extra={"pid": self.envoy.pid})
+                    return
+                now = time.monotonic()
+                if now >= deadline:
+                    log.warning("envoy is not live yet (control plane unreachable?); "
+                                "starting the application anyway", extra={
+                                    "state": state, "xds": self.config.xds,
+                                    "waited_s": self.config.ready_timeout})
+                    return
+                if now >= next_report:
+                    next_report = now + 5.0
+                    log.info("waiting for envoy to receive its config", extra={
+                        "state": state, "xds": self.config.xds})
+                await asyncio.sleep(0.1)
+
+    async def _shutdown(
+        self, heartbeat: asyncio.Task[None] | None, app_waiter: asyncio.Task[None]
+    ) -> int:
+        if heartbeat is not None:
+            heartbeat.cancel()
+            await self.registration.deregister()
+        if self._app_exit is None and self.app.poll() is None:
+            await self._drain()
+            code = await self.app.stop(self.config.stop_grace)
+            log.info("application stopped", extra={"returncode": code})
+        app_waiter.cancel()
+        return self._app_exit if self._app_exit is not None else 0
+
+    async def _drain(self) -> None:
+        """Stop taking new inbound connections, give in-flight requests time to finish."""
+        try:
+            await self.envoy.admin_post("/drain_listeners?graceful&inboundonly")
+            log.info("draining inbound listeners", extra={
+                "drain_s": self.config.drain_seconds})
+        except Unavailable as e:
+            log.warning("could not drain envoy", extra={"error": str(e)})
+        signals = self._signals
+        deadline = time.monotonic() + self.config.drain_seconds
+        while time.monotonic() < deadline and self._signals == signals:
+            await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))

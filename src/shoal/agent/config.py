@@ -1,0 +1,202 @@
+"""What the agent is asked to do (:class:`AgentConfig`) and what it decided (:class:`Plan`).
+
+Everything here is pure: port picking and randomness are injected, so the plan for a
+given config is reproducible in tests.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shoal.api.meta import DNS_LABEL, DNS_SUBDOMAIN
+from shoal.errors import AgentError
+from shoal.xds.types import Upstream
+
+PROTOCOLS = ("http", "http2", "grpc", "tcp")
+DEFAULT_CONTROL_PLANE = "http://127.0.0.1:15080"
+DEFAULT_XDS = "127.0.0.1:15010"
+_LABEL_KEY = re.compile(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+@dataclass(frozen=True)
+class UpstreamSpec:
+    """``--upstream HOST:PORT[=LOCALPORT]``; ``local_port`` None means "pick a free one"."""
+
+    host: str
+    port: int
+    local_port: int | None = None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    service: str
+    port: int
+    command: tuple[str, ...]
+    namespace: str = "default"
+    protocol: str = "http"
+    port_name: str = "http"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    app_port: int | None = None  # default: port
+    inbound_port: int | None = None  # default: a free port
+    address: str = "127.0.0.1"
+    name: str | None = None  # workload name; default <service>-<5 random>
+    service_account: str | None = None  # default: service
+    locality: str = ""  # region/zone/subzone
+    upstreams: tuple[UpstreamSpec, ...] = ()
+    control_plane: str = DEFAULT_CONTROL_PLANE
+    xds: str = DEFAULT_XDS
+    xds_delta: bool = False
+    drain_seconds: float = 5.0
+    run_dir: Path | None = None
+    lease_seconds: int = 15
+    ready_timeout: float = 30.0  # wait this long for Envoy LIVE, then start the app anyway
+    app_start_timeout: float = 60.0  # wait this long for the app to listen, then register anyway
+    stop_grace: float = 10.0  # SIGTERM -> SIGKILL for the app
+    envoy_log_level: str = "warning"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The concrete ports, names and paths of one agent run."""
+
+    workload: str
+    admin_port: int
+    outbound_port: int
+    inbound_port: int
+    app_port: int
+    upstreams: tuple[Upstream, ...]
+    xds_host: str
+    xds_port: int
+    run_dir: Path
+
+    @property
+    def bootstrap_path(self) -> Path:
+        return self.run_dir / "envoy-bootstrap.json"
+
+
+def parse_upstream(text: str) -> UpstreamSpec:
+    """``HOST:PORT`` or ``HOST:PORT=LOCALPORT``."""
+    target, _, local = text.partition("=")
+    host, sep, port = target.rpartition(":")
+    try:
+        if not sep or not host:
+            raise ValueError
+        spec = UpstreamSpec(host, int(port), int(local) if local else None)
+    except ValueError:
+        raise AgentError(f"--upstream {text!r}: expected HOST:PORT[=LOCALPORT]") from None
+    if not 0 < spec.port < 65536 or not 0 <= (spec.local_port or 0) < 65536:
+        raise AgentError(f"--upstream {text!r}: port out of range")
+    return spec
+
+
+def parse_labels(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``k=v`` items into a dict; later items win."""
+    out: dict[str, str] = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not _LABEL_KEY.match(k) or not _LABEL_VALUE.match(v):
+            raise AgentError(f"--label {item!r}: expected KEY=VALUE with a valid label key/value")
+        out[k] = v
+    return out
+
+
+def parse_host_port(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise AgentError(f"{what} {text!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+def validate(config: AgentConfig) -> None:
+    """Reject what the control plane would reject anyway, with one line naming the flag."""
+    problems: list[str] = []
+    if not DNS_LABEL.match(config.service) or len(config.service) > 63:
+        problems.append(f"--service {config.service!r}: must be a lowercase DNS-1123 label")
+    if not DNS_LABEL.match(config.namespace) or len(config.namespace) > 63:
+        problems.append(f"--namespace {config.namespace!r}: must be a lowercase DNS-1123 label")
+    if config.name is not None and not DNS_SUBDOMAIN.match(config.name):
+        problems.append(f"--name {config.name!r}: must be a lowercase DNS-1123 name")
+    if config.protocol not in PROTOCOLS:
+        problems.append(f"--protocol {config.protocol!r}: one of {', '.join(PROTOCOLS)}")
+    if not DNS_LABEL.match(config.port_name):
+        problems.append(f"--port-name {config.port_name!r}: must be a lowercase DNS-1123 label")
+    for flag, value in (("--port", config.port), ("--app-port", config.app_port),
+                        ("--inbound-port", config.inbound_port)):
+        if value is not None and not 0 < value < 65536:
+            problems.append(f"{flag} {value}: out of range 1-65535")
+    if config.locality and len(config.locality.split("/")) > 3:
+        problems.append(f"--locality {config.locality!r}: expected REGION[/ZONE[/SUBZONE]]")
+    if not config.command:
+        problems.append("no application command given (shoal run ... -- CMD ARGS...)")
+    if config.drain_seconds < 0:
+        problems.append("--drain-seconds must not be negative")
+    if problems:
+        raise AgentError("; ".join(problems))
+
+
+def random_suffix(rng: random.Random | None = None, n: int = 5) -> str:
+    rng = rng or random.SystemRandom()
+    return "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(n))
+
+
+def make_plan(
+    config: AgentConfig,
+    *,
+    pick_port: Callable[[], int],
+    suffix: Callable[[], str] = random_suffix,
+) -> Plan:
+    """Choose the workload name, every port and the run directory for ``config``."""
+    validate(config)
+    workload = config.name or f"{config.service}-{suffix()}"
+    xds_host, xds_port = parse_host_port(config.xds, "--xds")
+    upstreams = tuple(
+        Upstream(u.host, u.port, u.local_port or pick_port()) for u in config.upstreams
+    )
+    run_dir = config.run_dir or Path(tempfile.gettempdir()) / "shoal-run" / (
+        f"{config.namespace}.{workload}"
+    )
+    return Plan(
+        workload=workload,
+        admin_port=pick_port(),
+        outbound_port=pick_port(),
+        inbound_port=config.inbound_port or pick_port(),
+        app_port=config.app_port or config.port,
+        upstreams=upstreams,
+        xds_host=xds_host,
+        xds_port=xds_port,
+        run_dir=Path(run_dir),
+    )
+
+
+def upstream_env_name(host: str, port: int) -> str:
+    """``SHOAL_UPSTREAM_<HOST>_<PORT>``: HOST upper-cased, non-alphanumerics as ``_``."""
+    return f"SHOAL_UPSTREAM_{re.sub(r'[^A-Z0-9]', '_', host.upper())}_{port}"
+
+
+def app_env(config: AgentConfig, plan: Plan, base: Mapping[str, str]) -> dict[str, str]:
+    """The application's environment: ``base`` plus the proxy, port and identity variables."""
+    proxy = f"http://127.0.0.1:{plan.outbound_port}"
+    env = dict(base)
+    env.update(
+        HTTP_PROXY=proxy,
+        http_proxy=proxy,
+        NO_PROXY="localhost,127.0.0.1",
+        no_proxy="localhost,127.0.0.1",
+        PORT=str(plan.app_port),
+        SHOAL_APP_PORT=str(plan.app_port),
+        SHOAL_SERVICE=config.service,
+        SHOAL_WORKLOAD=plan.workload,
+        SHOAL_NAMESPACE=config.namespace,
+        SHOAL_OUTBOUND_PROXY=proxy,
+    )
+    for u in plan.upstreams:
+        env[upstream_env_name(u.host, u.port)] = f"127.0.0.1:{u.local_port}"
+    return env

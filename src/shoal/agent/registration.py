@@ -1,0 +1,184 @@
+"""Registering the workload with the control plane and keeping its lease alive.
+
+The control plane may be down at start or go away later: :class:`Registration` keeps
+retrying with capped back-off and never gives up (the app and Envoy keep running; Envoy
+keeps its last config). A 404 on heartbeat means the lease expired: register again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from shoal.agent.backoff import Backoff
+from shoal.agent.config import AgentConfig, Plan
+from shoal.errors import AgentError, Unavailable
+
+log = logging.getLogger("shoal.agent.registration")
+API_VERSION = "mesh.shoal.io/v1alpha1"
+
+
+def workload_document(config: AgentConfig, plan: Plan) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Workload",
+        "metadata": {
+            "name": plan.workload,
+            "namespace": config.namespace,
+            "annotations": {"shoal.io/registered-by": "agent"},
+        },
+        "spec": {
+            "address": config.address,
+            "labels": {"app": config.service, **dict(config.labels)},
+            "ports": {config.port_name: plan.inbound_port},
+            "serviceAccount": config.service_account or config.service,
+            "locality": config.locality,
+        },
+    }
+
+
+def service_document(config: AgentConfig) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Service",
+        "metadata": {"name": config.service, "namespace": config.namespace},
+        "spec": {
+            "selector": {"app": config.service},
+            "ports": [{"name": config.port_name, "port": config.port,
+                       "protocol": config.protocol}],
+        },
+    }
+
+
+def _error_line(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+    except ValueError:
+        return f"HTTP {r.status_code}: {r.text.strip()[:200]}"
+    msg = str(body.get("error") or f"HTTP {r.status_code}")
+    violations = body.get("violations") or []
+    if violations:
+        msg += " (" + "; ".join(f"{v.get('path')}: {v.get('message')}" for v in violations) + ")"
+    return f"HTTP {r.status_code}: {msg}"
+
+
+class ControlPlaneClient:
+    """The agent's three REST calls. Network failures raise :class:`Unavailable`;
+    refusals raise :class:`AgentError` with the server's one-line reason."""
+
+    def __init__(self, base_url: str, client: httpx.AsyncClient | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = client or httpx.AsyncClient(timeout=5.0, trust_env=False)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            return await self._client.request(method, self.base_url + path, **kw)
+        except httpx.HTTPError as e:
+            raise Unavailable(f"control plane {self.base_url}: {type(e).__name__}: {e}") from e
+
+    async def register(
+        self, workload: Mapping[str, Any], service: Mapping[str, Any] | None, ttl: int
+    ) -> float:
+        """Register; returns the lease in seconds."""
+        body = {"workload": workload, "service": service, "ttlSeconds": ttl}
+        r = await self._call("POST", "/api/v1/workloads", json=body)
+        if r.status_code != 200:
+            raise AgentError(f"registration refused: {_error_line(r)}")
+        return float(r.json().get("leaseSeconds") or ttl)
+
+    async def heartbeat(self, namespace: str, name: str) -> float | None:
+        """Renew the lease; returns it, or None when the control plane does not know the
+        workload (404)."""
+        r = await self._call("PUT", f"/api/v1/workloads/{namespace}/{name}/heartbeat")
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise AgentError(f"heartbeat refused: {_error_line(r)}")
+        try:
+            return float(r.json().get("leaseSeconds") or 0) or 15.0
+        except ValueError:
+            return 15.0
+
+    async def deregister(self, namespace: str, name: str) -> None:
+        r = await self._call("DELETE", f"/api/v1/workloads/{namespace}/{name}")
+        if r.status_code not in (200, 204, 404):
+            raise AgentError(f"deregistration refused: {_error_line(r)}")
+
+
+class Registration:
+    """Register, then heartbeat every lease/3 until cancelled; re-register on 404."""
+
+    def __init__(
+        self,
+        client: ControlPlaneClient,
+        workload: Mapping[str, Any],
+        service: Mapping[str, Any] | None,
+        *,
+        ttl_seconds: int = 15,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.client = client
+        self.workload = workload
+        self.service = service
+        self.ttl = ttl_seconds
+        self.backoff = backoff or Backoff(initial=0.5, maximum=10.0)
+        self.namespace = str(workload["metadata"]["namespace"])
+        self.name = str(workload["metadata"]["name"])
+        self.registrations = 0
+        self.heartbeats = 0
+
+    async def _register_until_done(self) -> float:
+        while True:
+            try:
+                lease = await self.client.register(self.workload, self.service, self.ttl)
+            except (Unavailable, AgentError) as e:
+                delay = self.backoff.next()
+                log.warning("registration failed, retrying", extra={
+                    "error": str(e), "retry_in_s": round(delay, 2)})
+                await asyncio.sleep(delay)
+                continue
+            self.backoff.reset()
+            self.registrations += 1
+            log.info("registered with the control plane", extra={
+                "workload": f"{self.namespace}/{self.name}", "lease_s": lease,
+                "registrations": self.registrations})
+            return lease
+
+    async def run(self) -> None:
+        lease = await self._register_until_done()
+        wait = max(0.2, lease / 3)
+        while True:
+            await asyncio.sleep(wait)
+            try:
+                renewed = await self.client.heartbeat(self.namespace, self.name)
+            except (Unavailable, AgentError) as e:
+                wait = min(self.backoff.next(), max(0.2, lease / 3))
+                log.warning("heartbeat failed, retrying", extra={
+                    "error": str(e), "retry_in_s": round(wait, 2)})
+                continue
+            self.backoff.reset()
+            if renewed is None:
+                log.warning("control plane does not know this workload; registering again",
+                            extra={"workload": f"{self.namespace}/{self.name}"})
+                lease = await self._register_until_done()
+            else:
+                self.heartbeats += 1
+                lease = renewed
+            wait = max(0.2, lease / 3)
+
+    async def deregister(self, timeout: float = 3.0) -> bool:
+        """Best effort: True if the control plane confirmed (or never knew the workload)."""
+        try:
+            await asyncio.wait_for(self.client.deregister(self.namespace, self.name), timeout)
+        except (TimeoutError, Unavailable, AgentError) as e:
+            log.warning("deregistration failed", extra={"error": str(e)})
+            return False
+        log.info("deregistered", extra={"workload": f"{self.namespace}/{self.name}"})
+        return True

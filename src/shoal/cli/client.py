@@ -1,0 +1,92 @@
+"""A small synchronous client of the control plane's REST API (used by the CLI)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from shoal.control.config import DEFAULT_API_PORT
+from shoal.errors import Conflict, NotFound, ShoalError, Unavailable, ValidationError, Violation
+
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_API_PORT}"
+
+
+def default_url() -> str:
+    return os.environ.get("SHOAL_CONTROL_PLANE", DEFAULT_URL)
+
+
+class ApiClient:
+    def __init__(self, base_url: str | None = None, *, timeout: float = 10.0,
+                 transport: httpx.BaseTransport | None = None):
+        self.base_url = (base_url or default_url()).rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kw)
+        except httpx.TransportError as e:
+            raise Unavailable(f"cannot reach the control plane at {self.base_url} ({e}); "
+                              "is it running? (`shoal up` starts one)") from None
+        if resp.status_code < 400:
+            return resp.json()
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {"error": resp.text.strip() or resp.reason_phrase}
+        message = body.get("error", resp.reason_phrase)
+        if resp.status_code == 422 and body.get("violations"):
+            raise ValidationError([Violation(v.get("path", ""), v.get("message", ""),
+                                             v.get("document", ""))
+                                   for v in body["violations"]])
+        if resp.status_code == 404:
+            raise NotFound(message)
+        if resp.status_code == 409:
+            raise Conflict(message)
+        if resp.status_code == 503:
+            raise Unavailable(message)
+        raise ShoalError(f"control plane answered {resp.status_code}: {message}")
+
+    # -- resources ------------------------------------------------------------------------
+
+    def apply(self, text: str, *, source: str = "", dry_run: bool = False) -> Any:
+        params = {"source": source}
+        if dry_run:
+            params["dryRun"] = "true"
+        return self.request("POST", "/api/v1/apply", content=text.encode(), params=params,
+                            headers={"Content-Type": "application/yaml"})
+
+    def list(self, kind: str | None = None, namespace: str | None = None) -> Any:
+        params = {k: v for k, v in (("kind", kind), ("namespace", namespace)) if v}
+        return self.request("GET", "/api/v1/resources", params=params)
+
+    def get(self, kind: str, namespace: str, name: str) -> Any:
+        return self.request("GET", f"/api/v1/resources/{kind}/{namespace}/{name}")
+
+    def delete(self, kind: str, namespace: str, name: str) -> Any:
+        return self.request("DELETE", f"/api/v1/resources/{kind}/{namespace}/{name}")
+
+    # -- proxies --------------------------------------------------------------------------
+
+    def proxies(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/api/v1/proxies")["proxies"]
+
+    def proxy_config(self, name: str, kind: str | None = None) -> Any:
+        params = {"type": kind} if kind else {}
+        return self.request("GET", f"/api/v1/proxies/{name}/config", params=params)
+
+    def ready(self) -> bool:
+        try:
+            return self._http.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False

@@ -1,0 +1,213 @@
+"""``shoal run``: start an application with its sidecar (the per-workload agent).
+
+The lead registers :func:`run` on the main Typer app with::
+
+    app.command("run", context_settings=RUN_CONTEXT_SETTINGS)(run)
+
+:func:`run_command` is the same thing with plain typed parameters (no Typer involved).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shoal.agent import Agent, AgentConfig
+from shoal.agent.config import (
+    DEFAULT_CONTROL_PLANE,
+    DEFAULT_XDS,
+    parse_labels,
+    parse_upstream,
+)
+from shoal.errors import ShoalError
+from shoal.logs import configure_logging
+
+RUN_CONTEXT_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+log = logging.getLogger("shoal.cli.run")
+
+
+def run_command(
+    service: str,
+    port: int,
+    command: list[str],
+    *,
+    namespace: str = "default",
+    protocol: str = "http",
+    port_name: str = "http",
+    labels: list[str] | None = None,
+    app_port: int | None = None,
+    inbound_port: int | None = None,
+    address: str = "127.0.0.1",
+    name: str | None = None,
+    service_account: str | None = None,
+    locality: str = "",
+    upstreams: list[str] | None = None,
+    control_plane: str = DEFAULT_CONTROL_PLANE,
+    xds: str = DEFAULT_XDS,
+    xds_delta: bool = False,
+    drain_seconds: float = 5.0,
+    run_dir: Path | None = None,
+    lease_seconds: int = 15,
+    ready_timeout: float = 30.0,
+    log_level: str = "info",
+) -> int:
+    """Run the agent in this process; returns the exit status (raises ShoalError on bad input)."""
+    configure_logging(log_level)
+    agent = Agent(agent_config(
+        service, port, command, namespace=namespace, protocol=protocol, port_name=port_name,
+        labels=labels, app_port=app_port, inbound_port=inbound_port, address=address, name=name,
+        service_account=service_account, locality=locality, upstreams=upstreams,
+        control_plane=control_plane, xds=xds, xds_delta=xds_delta, drain_seconds=drain_seconds,
+        run_dir=run_dir, lease_seconds=lease_seconds, ready_timeout=ready_timeout,
+    ))
+    return asyncio.run(agent.run())
+
+
+def agent_config(
+    service: str,
+    port: int,
+    command: list[str],
+    *,
+    namespace: str = "default",
+    protocol: str = "http",
+    port_name: str = "http",
+    labels: list[str] | None = None,
+    app_port: int | None = None,
+    inbound_port: int | None = None,
+    address: str = "127.0.0.1",
+    name: str | None = None,
+    service_account: str | None = None,
+    locality: str = "",
+    upstreams: list[str] | None = None,
+    control_plane: str = DEFAULT_CONTROL_PLANE,
+    xds: str = DEFAULT_XDS,
+    xds_delta: bool = False,
+    drain_seconds: float = 5.0,
+    run_dir: Path | None = None,
+    lease_seconds: int = 15,
+    ready_timeout: float = 30.0,
+) -> AgentConfig:
+    """Flags -> :class:`AgentConfig` (raises AgentError naming the bad flag)."""
+    return AgentConfig(
+        service=service,
+        port=port,
+        command=tuple(command),
+        namespace=namespace,
+        protocol=protocol,
+        port_name=port_name,
+        labels=parse_labels(labels or []),
+        app_port=app_port,
+        inbound_port=inbound_port,
+        address=address,
+        name=name,
+        service_account=service_account,
+        locality=locality,
+        upstreams=tuple(parse_upstream(u) for u in upstreams or []),
+        control_plane=control_plane,
+        xds=xds,
+        xds_delta=xds_delta,
+        drain_seconds=drain_seconds,
+        run_dir=run_dir,
+        lease_seconds=lease_seconds,
+        ready_timeout=ready_timeout,
+    )
+
+
+def run(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Option(
+        "--service", "-s", help="Service this workload belongs to (label app=SERVICE).")],
+    port: Annotated[int, typer.Option(
+        "--port", "-p", help="Service port peers call (e.g. 9080).")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace.")] = "default",
+    protocol: Annotated[str, typer.Option(
+        help="Protocol of the port: http, http2, grpc or tcp.")] = "http",
+    port_name: Annotated[str, typer.Option(help="Name of the service port.")] = "http",
+    label: Annotated[list[str] | None, typer.Option(
+        "--label", "-l", help="Workload label KEY=VALUE (repeatable), e.g. version=v2.")] = None,
+    app_port: Annotated[int | None, typer.Option(
+        help="Port the app listens on at 127.0.0.1 (default: --port); given to it as $PORT.")
+    ] = None,
+    inbound_port: Annotated[int | None, typer.Option(
+        help="Port the sidecar accepts peers on at --address (default: a free port).")] = None,
+    address: Annotated[str, typer.Option(
+        help="Address peers reach this workload's sidecar at.")] = "127.0.0.1",
+    name: Annotated[str | None, typer.Option(
+        help="Workload name (default: SERVICE-<5 random characters>).")] = None,
+    service_account: Annotated[str | None, typer.Option(
+        help="Identity of the workload (default: the service name).")] = None,
+    locality: Annotated[str, typer.Option(help="REGION/ZONE/SUBZONE of the workload.")] = "",
+    upstream: Annotated[list[str] | None, typer.Option(
+        "--upstream", "-u",
+        help="HOST:PORT[=LOCALPORT] (repeatable): the sidecar listens on 127.0.0.1:LOCALPORT "
+             "and forwards to that service port; the app gets $SHOAL_UPSTREAM_<HOST>_<PORT>.")
+    ] = None,
+    control_plane: Annotated[str, typer.Option(
+        envvar="SHOAL_CONTROL_PLANE", help="Control plane REST base URL.")
+    ] = DEFAULT_CONTROL_PLANE,
+    xds: Annotated[str, typer.Option(
+        envvar="SHOAL_XDS", help="Control plane xDS (gRPC) address HOST:PORT.")] = DEFAULT_XDS,
+    xds_delta: Annotated[bool, typer.Option(
+        "--xds-delta", help="Use incremental (delta) xDS instead of state-of-the-world.")
+    ] = False,
+    drain_seconds: Annotated[float, typer.Option(
+        help="On stop: seconds to let in-flight requests finish after draining.")] = 5.0,
+    run_dir: Annotated[Path | None, typer.Option(
+        help="Where the Envoy bootstrap and log go (default: a temp dir per workload).")
+    ] = None,
+    lease_seconds: Annotated[int, typer.Option(
+        help="Registration lease; heartbeats are sent every third of it.")] = 15,
+    ready_timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for Envoy to get its config before starting the app anyway.")
+    ] = 30.0,
+    log_level: Annotated[str, typer.Option(
+        envvar="SHOAL_LOG_LEVEL", help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run CMD with a sidecar Envoy (the per-workload agent).
+
+    Example: shoal run -s reviews -p 9080 -l version=v2 -- python -m shoal.demo.reviews
+
+    CMD gets HTTP_PROXY set to its sidecar, so http://SERVICE:PORT/ calls go
+    through the mesh, and $PORT set to the port it must listen on (127.0.0.1).
+    The workload is registered with the control plane while it runs. On
+    SIGTERM/Ctrl-C the agent deregisters, drains the sidecar, then stops CMD.
+    If CMD exits by itself, shoal run exits with CMD's status.
+    """
+    command = list(ctx.args)
+    if command and command[0] == "--":
+        command = command[1:]
+    configure_logging(log_level)
+    try:  # bad flags: exit 2 before anything is started
+        agent = Agent(agent_config(
+            service, port, command, namespace=namespace, protocol=protocol,
+            port_name=port_name, labels=label, app_port=app_port, inbound_port=inbound_port,
+            address=address, name=name, service_account=service_account, locality=locality,
+            upstreams=upstream, control_plane=control_plane, xds=xds, xds_delta=xds_delta,
+            drain_seconds=drain_seconds, run_dir=run_dir, lease_seconds=lease_seconds,
+            ready_timeout=ready_timeout,
+        ))
+    except ShoalError as e:
+        typer.echo(f"shoal run: {e}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        status = asyncio.run(agent.run())
+    except ShoalError as e:
+        typer.echo(f"shoal run: {e}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(status)
+
+
+def standalone_app() -> typer.Typer:
+    """A Typer app with only ``run`` (used by ``python -m shoal.agent``)."""
+    app = typer.Typer(add_completion=False, no_args_is_help=True)
+    app.command("run", context_settings=RUN_CONTEXT_SETTINGS)(run)
+
+    @app.callback()
+    def _root() -> None:
+        """shoal agent."""
+
+    return app

@@ -1,0 +1,145 @@
+"""`shoal up`, `shoal down`, `shoal status`: a whole local mesh with the demo application."""
+
+from __future__ import annotations
+
+import sys
+import time
+from importlib import resources as pkg_resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from shoal.cli.client import ApiClient
+from shoal.cli.output import console, err_console, table
+from shoal.cli.procs import LocalProcesses, UpState
+from shoal.cli.proxies import status_rows
+from shoal.cli.serve import default_home
+from shoal.control.config import DEFAULT_API_PORT, DEFAULT_XDS_PORT
+from shoal.demo.topology import DEMO_WORKLOADS, DemoWorkload
+from shoal.errors import ShoalError, Unavailable
+
+HomeOpt = Annotated[Path | None, typer.Option(
+    "--home", envvar="SHOAL_HOME", help="State directory (default: ~/.shoal).")]
+
+
+def demo_config() -> str:
+    return pkg_resources.files("shoal.demo").joinpath("bookinfo.yaml").read_text()
+
+
+def _agent_argv(w: DemoWorkload, home: Path, api: str, xds: str, product_port: int
+                ) -> list[str]:
+    argv = [sys.executable, "-m", "shoal", "run", "--service", w.service,
+            "--port", str(w.port), "--protocol", w.protocol, "--name", w.name,
+            "--control-plane", api, "--xds", xds, "--run-dir", str(home / "run" / w.name),
+            "--drain-seconds", "1"]
+    for k, v in w.labels.items():
+        if k != "app":
+            argv += ["--label", f"{k}={v}"]
+    if w.service == "productpage":
+        argv += ["--inbound-port", str(product_port)]
+    argv += ["--app-port", "0", "--", *w.command]
+    return argv
+
+
+def _wait(what: str, check: Any, timeout: float, log_hint: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    with console.status(f"{what}..."):
+        while time.monotonic() < deadline:
+            try:
+                result = check()
+                if result:
+                    return result
+            except (ShoalError, httpx.HTTPError) as e:
+                last_error = str(e)
+            time.sleep(0.2)
+    raise Unavailable(f"timed out after {timeout:.0f}s: {what}"
+                      f"{f' ({last_error})' if last_error else ''}; see {log_hint}")
+
+
+def up(
+    home: HomeOpt = None,
+    api_port: Annotated[int, typer.Option(help="Control plane REST port.")] = DEFAULT_API_PORT,
+    xds_port: Annotated[int, typer.Option(help="Control plane xDS port.")] = DEFAULT_XDS_PORT,
+    port: Annotated[int, typer.Option(help="Port of the product page (its sidecar).")] = 9080,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for everything.")] = 120.0,
+) -> None:
+    """Start a control plane and the demo application, every workload with its sidecar."""
+    home = home or default_home()
+    procs = LocalProcesses(home)
+    existing = procs.load()
+    if existing is not None and existing.api and ApiClient(existing.api).ready():
+        console.print(f"shoal is already up (control plane {existing.api}). "
+                      f"Product page: {existing.product_page}")
+        return
+    if existing is not None:
+        procs.stop(existing)  # leftovers of an earlier run that did not end cleanly
+    state = UpState(api=f"http://127.0.0.1:{api_port}",
+                    product_page=f"http://127.0.0.1:{port}/productpage")
+    xds = f"127.0.0.1:{xds_port}"
+    client = ApiClient(state.api)
+    try:
+        procs.spawn(state, "control-plane", [
+            sys.executable, "-m", "shoal", "control-plane", "--api", f"127.0.0.1:{api_port}",
+            "--xds", xds, "--data-dir", str(home / "data")])
+        _wait("starting the control plane", client.ready, timeout,
+              str(procs.logs / "control-plane.log"))
+        client.apply(demo_config(), source="demo/bookinfo.yaml")
+        for w in DEMO_WORKLOADS:
+            procs.spawn(state, w.name, _agent_argv(w, home, state.api, xds, port))
+
+        def all_synced() -> bool:
+            proxies = [p for p in client.proxies() if p.get("connected", True)]
+            names = {p.get("workload") for p in proxies if p.get("sync") == "SYNCED"}
+            return all(w.name in names for w in DEMO_WORKLOADS)
+
+        _wait(f"starting {len(DEMO_WORKLOADS)} workloads and their sidecars", all_synced,
+              timeout, str(procs.logs))
+        _wait("checking the product page", lambda: httpx.get(
+            state.product_page, timeout=5).status_code == 200, timeout, str(procs.logs))
+    except BaseException:
+        err_console.print("[red]shoal up failed; stopping what it started[/red]")
+        procs.stop(state)
+        raise
+    finally:
+        client.close()
+    console.print(f"[green]shoal is up[/green]: control plane {state.api}, "
+                  f"{len(DEMO_WORKLOADS)} workloads with sidecars.")
+    console.print(f"Product page: [bold]{state.product_page}[/bold]")
+    console.print("Try: shoal status | shoal apply -f samples/reviews-v3.yaml | shoal down")
+
+
+def down(home: HomeOpt = None) -> None:
+    """Stop everything `shoal up` started (agents drain first; no process is left)."""
+    procs = LocalProcesses(home or default_home())
+    state = procs.load()
+    if state is None:
+        console.print("Nothing to stop: shoal is not up.")
+        return
+    stopped = procs.stop(state)
+    console.print(f"Stopped {len(stopped)} processes (and their sidecars and apps).")
+
+
+def status(ctx: typer.Context) -> None:
+    """Services, workloads and the sync state of each proxy."""
+    client: ApiClient = ctx.obj()
+    with client:
+        services = client.list("Service")["items"]
+        workloads = client.list("Workload")["items"]
+        proxies = client.proxies()
+    table(["namespace", "name", "ports", "selector"], [
+        [s["metadata"]["namespace"], s["metadata"]["name"],
+         ",".join(f"{p['port']}/{p.get('protocol', 'http')}" for p in s["spec"]["ports"]),
+         ",".join(f"{k}={v}" for k, v in s["spec"].get("selector", {}).items())]
+        for s in services], title="services")
+    console.print()
+    table(["namespace", "name", "address", "labels"], [
+        [w["metadata"]["namespace"], w["metadata"]["name"],
+         ",".join(f"{w['spec']['address']}:{p}" for p in w["spec"].get("ports", {}).values()),
+         ",".join(f"{k}={v}" for k, v in w["spec"].get("labels", {}).items())]
+        for w in workloads], title="workloads")
+    console.print()
+    table(["name", "status", "CDS", "EDS", "LDS", "RDS", "stream", "version"],
+          status_rows(proxies), title="proxies")

@@ -1,0 +1,1 @@
+"""The control-plane process: wiring of components and the REST API."""

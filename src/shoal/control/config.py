@@ -1,0 +1,41 @@
+"""Settings of one control-plane process (embedded defaults; flags override)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shoal.registry.snapshot import MeshConfig
+
+DEFAULT_API_PORT = 15080
+DEFAULT_XDS_PORT = 15010
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    @staticmethod
+    def parse(text: str, default_host: str = "127.0.0.1") -> Address:
+        host, _, port = text.rpartition(":")
+        return Address(host.strip("[]") or default_host, int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ControlPlaneConfig:
+    data_dir: Path
+    api: Address = field(default_factory=lambda: Address("127.0.0.1", DEFAULT_API_PORT))
+    xds: Address = field(default_factory=lambda: Address("127.0.0.1", DEFAULT_XDS_PORT))
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    lease_ttl: float = 15.0  # seconds an agent may stay silent before its workload expires
+    debounce: float = 0.05  # quiet period before a push
+    max_delay: float = 0.5  # longest a change waits under a stream of further changes
+    store: str = "sqlite"  # sqlite | memory
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "shoal.db"

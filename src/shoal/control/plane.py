@@ -1,0 +1,125 @@
+"""The control-plane process: builds the components and runs them as one task group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+
+from shoal.api import load_resource
+from shoal.control.config import Address, ControlPlaneConfig
+from shoal.control.proxies import ProxyInspector
+from shoal.control.rest import RestApi
+from shoal.errors import Unavailable
+from shoal.registry.leases import WorkloadRegistry
+from shoal.store.base import Store
+from shoal.store.memory import MemoryStore
+from shoal.store.sqlite import SqliteStore
+from shoal.xds.cache import SnapshotCache
+from shoal.xds.server import StatusTracker, XdsServer
+from shoal.xds.sync import Sync
+
+log = logging.getLogger(__name__)
+
+GRPC_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_concurrent_streams", 100_000),
+]
+
+
+def open_store(config: ControlPlaneConfig) -> Store:
+    if config.store == "memory":
+        return MemoryStore(loads=load_resource)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(config.db_path, loads=load_resource)
+
+
+@dataclass
+class ControlPlane:
+    """All components of one control plane, constructed from a config (no I/O yet)."""
+
+    config: ControlPlaneConfig
+    store: Store
+    registry: WorkloadRegistry
+    cache: SnapshotCache
+    status: StatusTracker
+    sync: Sync
+    xds: XdsServer
+    api: RestApi
+    ready: asyncio.Event
+    api_address: Address | None = None
+    xds_address: Address | None = None
+
+    @staticmethod
+    def build(config: ControlPlaneConfig, store: Store | None = None) -> ControlPlane:
+        store = store or open_store(config)
+        cache = SnapshotCache()
+        status = StatusTracker()
+        sync = Sync(store, cache, mesh_config=config.mesh, debounce=config.debounce,
+                    max_delay=config.max_delay)
+        xds = XdsServer(cache, sync, status)
+        registry = WorkloadRegistry(store, ttl=config.lease_ttl)
+        ready = asyncio.Event()
+        inspector = ProxyInspector(lambda: [s.to_dict() for s in xds.status()],
+                                   lambda: sync.proxies)
+        api = RestApi(store, registry, inspector, ready=ready)
+        return ControlPlane(config, store, registry, cache, status, sync, xds, api, ready)
+
+    async def run(self) -> None:
+        """Serve until cancelled; ``ready`` is set once both listeners accept."""
+        async with self.serving():
+            await asyncio.Event().wait()
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[ControlPlane]:
+        """Start everything, yield while serving, stop everything (in reverse order).
+
+        Port 0 in the config picks a free port; ``api_address``/``xds_address`` tell which.
+        """
+        await self.registry.start()
+        grpc_server = grpc.aio.server(options=GRPC_OPTIONS)
+        self.xds.add_to(grpc_server)
+        xds_port = grpc_server.add_insecure_port(str(self.config.xds))
+        if xds_port == 0:
+            raise Unavailable(f"cannot listen for xDS on {self.config.xds}")
+        self.xds_address = Address(self.config.xds.host, xds_port)
+        runner = web.AppRunner(self.api.app(), access_log=None, handler_cancellation=True,
+                               shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.api.host, self.config.api.port,
+                           reuse_address=True)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                sync_ready = asyncio.Event()
+                tasks = [tg.create_task(self.sync.run(sync_ready), name="sync")]
+                await sync_ready.wait()
+                await grpc_server.start()
+                try:
+                    await site.start()
+                except OSError as e:
+                    raise Unavailable(f"cannot listen for the API on {self.config.api}: {e}") \
+                        from e
+                sock = site._server.sockets[0]  # type: ignore[union-attr]
+                self.api_address = Address(self.config.api.host, sock.getsockname()[1])
+                tasks.append(tg.create_task(self.registry.run(), name="leases"))
+                self.ready.set()
+                log.info("control plane ready", extra={
+                    "api": str(self.api_address), "xds": str(self.xds_address),
+                    "store": self.config.store})
+                try:
+                    yield self
+                finally:
+                    self.ready.clear()
+                    for task in tasks:
+                        task.cancel()
+                    await runner.cleanup()
+                    await grpc_server.stop(grace=1.0)
+        finally:
+            await self.store.close()

@@ -1,0 +1,309 @@
+"""A fake Envoy ADS client, for tests and benchmarks (SotW or delta).
+
+It behaves like a sidecar's xDS client, without the proxy: it subscribes to CDS and LDS
+(wildcard), then to EDS for the EDS clusters it received and to RDS for the route config
+names of the HTTP connection managers in the listeners it received. It ACKs every
+response unless told to NACK a type. One instance is one task and one gRPC stream, so a
+thousand of them run in one process; pass a shared ``channel`` to multiplex them over one
+connection.
+
+    async with FakeAdsClient("127.0.0.1:15010", "web.default", metadata) as c:
+        await c.wait_for(snapshot)             # versions match this ProxySnapshot
+        cluster = c.resources[CLUSTER]["web"]  # decoded protobuf messages
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import json_format, struct_pb2
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+
+from shoal.errors import Unavailable
+from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, ProxySnapshot
+
+DECODERS: dict[str, type[Message]] = {
+    CLUSTER: cluster_pb2.Cluster,
+    ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+    LISTENER: listener_pb2.Listener,
+    ROUTE: route_pb2.RouteConfiguration,
+    SECRET: secret_pb2.Secret,
+}
+_HCM_URL = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+
+Condition = Callable[["FakeAdsClient"], bool] | ProxySnapshot | Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Received:
+    """One response, in arrival order."""
+
+    type_url: str
+    version: str
+    names: tuple[str, ...]  # resources in the response
+    removed: tuple[str, ...]  # delta removals
+    nacked: bool
+
+
+def resource_name(msg: Message) -> str:
+    if isinstance(msg, endpoint_pb2.ClusterLoadAssignment):
+        return msg.cluster_name
+    return str(getattr(msg, "name", ""))
+
+
+def eds_names(clusters: Mapping[str, Message]) -> set[str]:
+    out = set()
+    for c in clusters.values():
+        if isinstance(c, cluster_pb2.Cluster) and c.type == cluster_pb2.Cluster.EDS:
+            out.add(c.eds_cluster_config.service_name or c.name)
+    return out
+
+
+def rds_names(listeners: Mapping[str, Message]) -> set[str]:
+    out = set()
+    for lis in listeners.values():
+        if not isinstance(lis, listener_pb2.Listener):
+            continue
+        chains = [*lis.filter_chains, lis.default_filter_chain]
+        for f in (f for chain in chains for f in chain.filters):
+            if f.typed_config.type_url == _HCM_URL:
+                hcm = hcm_pb2.HttpConnectionManager()
+                f.typed_config.Unpack(hcm)
+                if hcm.HasField("rds"):
+                    out.add(hcm.rds.route_config_name)
+    return out
+
+
+class FakeAdsClient:
+    def __init__(
+        self,
+        target: str,
+        node_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        delta: bool = False,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        self.target = target
+        self.node = base_pb2.Node(id=node_id, cluster="shoal")
+        if metadata is not None:
+            self.node.metadata.CopyFrom(json_format.ParseDict(dict(metadata), struct_pb2.Struct()))
+        self.delta = delta
+        self.resources: dict[str, dict[str, Message]] = {t: {} for t in DECODERS}
+        self.versions: dict[str, str] = {}  # type -> last accepted version
+        self.received: list[Received] = []
+        self.subscribed: dict[str, set[str]] = {}  # non-wildcard type -> names
+        self.error: grpc.aio.AioRpcError | None = None
+        self._nacks: dict[str, str] = {}
+        self._nonces: dict[str, str] = {}
+        self._own_channel = channel is None
+        self._channel = channel
+        self._call: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._first = True
+
+    # -- control ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.target)
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
+        if self.delta:
+            self._call = stub.DeltaAggregatedResources()
+        else:
+            self._call = stub.StreamAggregatedResources()
+        for type_url in (CLUSTER, LISTENER):
+            await self._request(type_url)
+        self._task = asyncio.create_task(self._run(), name=f"fake-ads {self.node.id}")
+
+    async def close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._own_channel and self._channel is not None:
+            await self._channel.close()
+
+    async def __aenter__(self) -> FakeAdsClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def nack(self, type_url: str, message: str = "rejected by FakeAdsClient") -> None:
+        """NACK every further response of ``type_url`` with ``message``."""
+        self._nacks[type_url] = message
+
+    def accept(self, type_url: str) -> None:
+        self._nacks.pop(type_url, None)
+
+    @property
+    def closed(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    @property
+    def code(self) -> grpc.StatusCode | None:
+        return self.error.code() if self.error is not None else None
+
+    # -- waiting ---------------------------------------------------------------------------
+    def synced_with(self, snapshot: ProxySnapshot) -> bool:
+        """Every type this client subscribed to is at the snapshot's version."""
+        types = [CLUSTER, LISTENER, *self.subscribed]
+        return all(self.versions.get(t) == snapshot.get(t).version for t in types)
+
+    async def wait_for(self, cond: Condition, timeout: float = 10.0) -> None:
+        """Wait until ``cond`` holds: a predicate, a snapshot, or {type_url: version}."""
+        check = self._condition(cond)
+        async with asyncio.timeout(timeout):
+            while not check(self):
+                if self.closed:
+                    raise Unavailable(f"{self.node.id}: ADS stream ended: {self.error}")
+                await self._changed.wait()
+
+    async def wait_closed(self, timeout: float = 10.0) -> grpc.StatusCode | None:
+        assert self._task is not None
+        async with asyncio.timeout(timeout):
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._task)
+        return self.code
+
+    @staticmethod
+    def _condition(cond: Condition) -> Callable[[FakeAdsClient], bool]:
+        if isinstance(cond, ProxySnapshot):
+            return lambda c: c.synced_with(cond)
+        if isinstance(cond, Mapping):
+            want = dict(cond)
+            return lambda c: all(c.versions.get(t) == v for t, v in want.items())
+        return cond
+
+    # -- the stream --------------------------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            while True:
+                response = await self._call.read()
+                if response is grpc.aio.EOF:
+                    return
+                await self._on_response(response)
+                self._pulse()
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                self.error = e
+        except asyncio.InvalidStateError:
+            return  # closed by us while answering
+        finally:
+            self._pulse()
+
+    def _pulse(self) -> None:
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    async def _on_response(self, r: Any) -> None:
+        t = r.type_url
+        self._nonces[t] = r.nonce
+        version = r.system_version_info if self.delta else r.version_info
+        names = tuple(x.name for x in r.resources) if self.delta else ()
+        removed = tuple(r.removed_resources) if self.delta else ()
+        if t in self._nacks:
+            self.received.append(Received(t, version, names, removed, nacked=True))
+            await self._request(t, nonce=r.nonce, error=self._nacks[t])
+            return
+        decoded = self._apply(r)
+        if not self.delta:
+            names = tuple(decoded)
+        self.versions[t] = version
+        self.received.append(Received(t, version, names, removed, nacked=False))
+        # Like Envoy: subscriptions that follow from new clusters/listeners go out before
+        # the ACK of the response that caused them.
+        if t == CLUSTER:
+            await self._follow(ENDPOINT, eds_names(self.resources[CLUSTER]))
+        elif t == LISTENER:
+            await self._follow(ROUTE, rds_names(self.resources[LISTENER]))
+        await self._request(t, nonce=r.nonce)
+
+    def _apply(self, r: Any) -> dict[str, Message]:
+        t = r.type_url
+        cls = DECODERS.get(t)
+        store = self.resources.setdefault(t, {})
+        decoded: dict[str, Message] = {}
+        anys = [x.resource for x in r.resources] if self.delta else list(r.resources)
+        for a in anys:
+            msg = cls.FromString(a.value) if cls else a
+            name = resource_name(msg) if cls else ""
+            decoded[name] = msg
+        if self.delta:
+            store.update(decoded)
+            for name in r.removed_resources:
+                store.pop(name, None)
+        else:
+            store.clear()
+            store.update(decoded)
+        return decoded
+
+    async def _follow(self, type_url: str, names: set[str]) -> None:
+        old = self.subscribed.get(type_url)
+        if old == names or (old is None and not names):
+            return
+        self.subscribed[type_url] = set(names)
+        store = self.resources.setdefault(type_url, {})
+        for gone in (old or set()) - names:
+            store.pop(gone, None)
+        if self.delta:
+            await self._request(
+                type_url, subscribe=names - (old or set()), unsubscribe=(old or set()) - names
+            )
+        else:
+            await self._request(type_url, nonce=self._nonces.get(type_url, ""))
+
+    async def _request(
+        self,
+        type_url: str,
+        *,
+        nonce: str = "",
+        error: str | None = None,
+        subscribe: set[str] | None = None,
+        unsubscribe: set[str] | None = None,
+    ) -> None:
+        node = self.node if self._first else None
+        self._first = False
+        status = status_pb2.Status(code=3, message=error) if error is not None else None
+        req: Message
+        if self.delta:
+            req = discovery_pb2.DeltaDiscoveryRequest(
+                node=node,
+                type_url=type_url,
+                response_nonce=nonce,
+                error_detail=status,
+                resource_names_subscribe=sorted(subscribe or ()),
+                resource_names_unsubscribe=sorted(unsubscribe or ()),
+            )
+        else:
+            req = discovery_pb2.DiscoveryRequest(
+                node=node,
+                type_url=type_url,
+                version_info=self.versions.get(type_url, ""),
+                response_nonce=nonce,
+                error_detail=status,
+                resource_names=sorted(self.subscribed.get(type_url, ())),
+            )
+        await self._call.write(req)

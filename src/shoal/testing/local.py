@@ -1,0 +1,261 @@
+"""Real shoal processes on this machine, for tests and benchmarks.
+
+    with ControlPlaneProcess(tmp_path) as cp:
+        with AgentProcess(cp, service="echo", port=8080, command=[...]) as agent:
+            cp.client().apply(yaml_text)
+            cp.wait_synced({agent.name})
+
+Everything binds free loopback ports; ``stop`` leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from shoal.cli.client import ApiClient
+from shoal.errors import Unavailable
+
+T = TypeVar("T")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(
+    check: Callable[[], T], timeout: float = 30.0, what: str = "condition", interval: float = 0.1
+) -> T:
+    """Poll ``check`` until it returns something truthy (exceptions count as not yet)."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as e:  # polling: any failure means "not yet"
+            last = e
+        time.sleep(interval)
+    raise TimeoutError(
+        f"timed out after {timeout}s waiting for {what}"
+        + (f" (last error: {last!r})" if last else "")
+    )
+
+
+class _Process:
+    def __init__(self, name: str, log: Path):
+        self.name = name
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class ControlPlaneProcess(_Process):
+    """`shoal control-plane` on free ports with its data in ``workdir``."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        api_port: int | None = None,
+        xds_port: int | None = None,
+        lease_ttl: float = 15.0,
+        store: str = "sqlite",
+    ):
+        super().__init__("control-plane", workdir / "logs" / "control-plane.log")
+        self.workdir = workdir
+        self.api_port = api_port or free_port()
+        self.xds_port = xds_port or free_port()
+        self.lease_ttl = lease_ttl
+        self.store = store
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def xds(self) -> str:
+        return f"127.0.0.1:{self.xds_port}"
+
+    def start(self, timeout: float = 30.0) -> ControlPlaneProcess:
+        self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "shoal",
+                "control-plane",
+                "--api",
+                f"127.0.0.1:{self.api_port}",
+                "--xds",
+                self.xds,
+                "--data-dir",
+                str(self.workdir / "data"),
+                "--store",
+                self.store,
+                "--lease-ttl",
+                str(self.lease_ttl),
+            ]
+        )
+        try:
+            wait_for(lambda: self.client().ready(), timeout, "the control plane to be ready")
+        except TimeoutError:
+            self.stop()
+            raise Unavailable(f"control plane did not start:\n{self.log_text()[-3000:]}") from None
+        return self
+
+    def restart(self, *, kill: bool = False) -> ControlPlaneProcess:
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        return self.start()
+
+    def client(self) -> ApiClient:
+        return ApiClient(self.url)
+
+    def proxies(self) -> list[dict[str, Any]]:
+        with self.client() as c:
+            return c.proxies()
+
+    def wait_synced(self, workloads: set[str], timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Until a connected proxy of each named workload is SYNCED."""
+
+        def check() -> list[dict[str, Any]] | None:
+            proxies = [p for p in self.proxies() if p.get("connected", True)]
+            synced = {p.get("workload") for p in proxies if p.get("sync") == "SYNCED"}
+            return proxies if workloads <= synced else None
+
+        return wait_for(check, timeout, f"proxies of {sorted(workloads)} to be SYNCED")
+
+    def __enter__(self) -> ControlPlaneProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class AgentProcess(_Process):
+    """`shoal run` for one workload (the agent starts Envoy and the command)."""
+
+    def __init__(
+        self,
+        cp: ControlPlaneProcess,
+        *,
+        service: str,
+        port: int,
+        command: Sequence[str],
+        labels: dict[str, str] | None = None,
+        protocol: str = "http",
+        name: str | None = None,
+        app_port: int | None = None,
+        inbound_port: int | None = None,
+        upstreams: Sequence[str] = (),
+        extra: Sequence[str] = (),
+        drain_seconds: float = 0.5,
+        env: dict[str, str] | None = None,
+    ):
+        name = name or f"{service}-{uuid.uuid4().hex[:5]}"
+        super().__init__(name, cp.workdir / "logs" / f"{name}.log")
+        self.cp = cp
+        self.app_port = app_port or free_port()
+        self.env = env
+        argv = [
+            sys.executable,
+            "-m",
+            "shoal",
+            "run",
+            "--service",
+            service,
+            "--port",
+            str(port),
+            "--protocol",
+            protocol,
+            "--name",
+            name,
+            "--app-port",
+            str(self.app_port),
+            "--control-plane",
+            cp.url,
+            "--xds",
+            cp.xds,
+            "--run-dir",
+            str(cp.workdir / "run" / name),
+            "--drain-seconds",
+            str(drain_seconds),
+            "--lease-seconds",
+            "6",
+        ]
+        for k, v in (labels or {}).items():
+            argv += ["--label", f"{k}={v}"]
+        if inbound_port:
+            argv += ["--inbound-port", str(inbound_port)]
+        for u in upstreams:
+            argv += ["--upstream", u]
+        argv += [*extra, "--", *command]
+        self.argv = argv
+
+    def start(self) -> AgentProcess:
+        self._spawn(self.argv, self.env)
+        return self
+
+    def __enter__(self) -> AgentProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,69 @@
+"""Pack each distinct resource message into an ``Any`` once, however many proxies get it.
+
+Generators hand THE SAME protobuf message object to many proxies (one Cluster for a
+thousand sidecars). Serializing is the hot path of a push, so the packed form is cached
+per message *object* (keyed by ``id(msg)``; the entry holds a strong reference, so the id
+cannot be reused while the entry lives). Messages put in a snapshot must not be mutated
+afterwards. Entries no longer referenced by a live snapshot are dropped by :meth:`sweep`;
+correctness never depends on sweeping — a dropped entry is simply packed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+_PREFIX = "type.googleapis.com/"
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """One resource ready for the wire."""
+
+    msg: Message  # the original (kept alive so its id stays unique)
+    any: any_pb2.Any
+    version: str  # content hash of the serialized resource (delta per-resource version)
+
+
+def pack(msg: Message) -> Packed:
+    """Pack without caching (deterministic serialization, so equal content = equal bytes)."""
+    value = msg.SerializeToString(deterministic=True)
+    packed_any = any_pb2.Any(type_url=_PREFIX + msg.DESCRIPTOR.full_name, value=value)
+    return Packed(msg=msg, any=packed_any, version=hashlib.sha256(value).hexdigest()[:16])
+
+
+class PackCache:
+    """``id(msg) -> Packed`` with identity check; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, Packed] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, msg: Message) -> Packed:
+        entry = self._entries.get(id(msg))
+        if entry is not None and entry.msg is msg:
+            self.hits += 1
+            return entry
+        self.misses += 1
+        entry = pack(msg)
+        self._entries[id(msg)] = entry
+        return entry
+
+    def sweep(self, live: Iterable[Message]) -> int:
+        """Keep only entries for messages in ``live``; return how many were dropped."""
+        keep: dict[int, Packed] = {}
+        for msg in live:
+            entry = self._entries.get(id(msg))
+            if entry is not None and entry.msg is msg:
+                keep[id(msg)] = entry
+        dropped = len(self._entries) - len(keep)
+        self._entries = keep
+        return dropped

@@ -1,0 +1,89 @@
+"""Config generators: (mesh snapshot, proxy) -> Envoy resources, as pure functions.
+
+    ctx = GenerationContext(mesh)          # one per MeshSnapshot
+    snapshot = generate(ctx, proxy)        # for each proxy
+
+Everything proxy-independent is built once in the context and shared by reference;
+see :mod:`shoal.xds.generate.context`.
+"""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+
+from shoal.xds.generate import listeners, names, vhosts
+from shoal.xds.generate.context import GenerationContext
+from shoal.xds.generate.inbound import inbound_ports
+from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Proxy, ProxySnapshot, Resources
+
+__all__ = ["GenerationContext", "generate"]
+
+
+def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
+    """Every resource type for one proxy, at the context's mesh revision.
+
+    Listeners that would bind an address already taken by an earlier one are left out,
+    in this order of precedence: ``outbound_http``, inbound ports, upstream ports.
+    """
+    mesh = ctx.mesh
+    lds: dict[str, listener_pb2.Listener] = {}
+    rds: dict[str, route_pb2.RouteConfiguration] = {}
+    inbound_cds: dict[str, cluster_pb2.Cluster] = {}
+    bound: set[tuple[str, int]] = set()
+
+    def add(listener: listener_pb2.Listener) -> bool:
+        sa = listener.address.socket_address
+        if listener.name in lds or (sa.address, sa.port_value) in bound:
+            return False
+        bound.add((sa.address, sa.port_value))
+        lds[listener.name] = listener
+        return True
+
+    if proxy.metadata.outbound_port:
+        add(ctx.outbound_listener(proxy.metadata.outbound_port))
+        rds[names.OUTBOUND_HTTP] = ctx.outbound_route_config(proxy.namespace)
+
+    services = ctx.services_of_workload(proxy.namespace, proxy.workload)
+    for ip in inbound_ports(mesh, proxy, services):
+        route_config = (
+            vhosts.inbound_route_config(ip.endpoint_port, ip.cluster)
+            if ip.protocol.is_http
+            else None
+        )
+        if add(
+            listeners.inbound_listener(
+                ip.listener, ip.address, ip.endpoint_port, ip.cluster, route_config
+            )
+        ):
+            inbound_cds[ip.cluster] = ctx.inbound_cluster(
+                ip.cluster, ip.app_port, ip.protocol.is_http2
+            )
+
+    for up in proxy.metadata.upstreams:
+        service = mesh.resolve_host(up.host, proxy.namespace)
+        port = service.spec.port(up.port) if service is not None else None
+        if service is None or port is None:
+            continue  # unknown host or port: no listener; the app gets connection refused
+        if (
+            add(ctx.upstream_listener(up.host, service, port, up.local_port))
+            and port.protocol.is_http
+        ):
+            rc = ctx.upstream_route_config(service, port)
+            rds[rc.name] = rc
+
+    shared = ctx.cluster_resources
+    cds = Resources(
+        items={**shared.items, **inbound_cds},
+        version=ctx.version_of(inbound_cds, base=shared.version),
+    )
+    return ProxySnapshot(
+        resources={
+            CLUSTER: cds,
+            ENDPOINT: ctx.endpoint_resources,
+            LISTENER: Resources(items=lds, version=ctx.version_of(lds)),
+            ROUTE: Resources(items=rds, version=ctx.version_of(rds)),
+        },
+        mesh_revision=mesh.revision,
+    )

@@ -1,0 +1,164 @@
+"""GenerationContext: what every proxy of one mesh snapshot shares, computed once.
+
+Outbound clusters, load assignments, the routes of each service port, the
+``outbound_http`` route configuration of each namespace and the route configuration of
+each upstream port are built on first use and then the SAME message objects are handed
+to every proxy (the xDS cache serializes each distinct object once). Messages given out
+must never be mutated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from functools import cached_property
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+from envoy.config.route.v3 import route_pb2
+from google.protobuf.message import Message
+
+from shoal.api.mesh import ServicePort
+from shoal.api.meta import Resource
+from shoal.registry.snapshot import MeshSnapshot
+from shoal.xds.generate import clusters, endpoints, listeners, names, routes, vhosts
+from shoal.xds.types import Resources
+
+
+class GenerationContext:
+    """One per :class:`MeshSnapshot`; memoizes everything that does not depend on a proxy."""
+
+    def __init__(self, mesh: MeshSnapshot):
+        self.mesh = mesh
+        self._routes: dict[tuple[str, str, int], list[rc_pb2.Route]] = {}
+        self._outbound_rc: dict[str, route_pb2.RouteConfiguration] = {}
+        self._upstream_rc: dict[tuple[str, str, int], route_pb2.RouteConfiguration] = {}
+        self._listeners: dict[tuple[object, ...], listener_pb2.Listener] = {}
+        self._inbound_clusters: dict[tuple[str, int, bool], cluster_pb2.Cluster] = {}
+        self._digests: dict[int, tuple[Message, bytes]] = {}
+
+    # -- shared by every proxy ------------------------------------------------------------
+
+    @cached_property
+    def _outbound(
+        self,
+    ) -> tuple[dict[str, cluster_pb2.Cluster], dict[str, endpoint_pb2.ClusterLoadAssignment]]:
+        mesh = self.mesh
+        cds: dict[str, cluster_pb2.Cluster] = {}
+        eds: dict[str, endpoint_pb2.ClusterLoadAssignment] = {}
+        for service in mesh.services:
+            dr = mesh.destination_rule_for(service)
+            for name, port_number, subset in clusters.outbound_cluster_names(mesh, service):
+                port = service.spec.port(port_number)
+                cds[name] = clusters.outbound_cluster(name, port.protocol.is_http2)
+                labels = dr.spec.subset(subset).labels if subset and dr is not None else None
+                eds[name] = endpoints.load_assignment(name, mesh.endpoints(service, port, labels))
+        return dict(sorted(cds.items())), dict(sorted(eds.items()))
+
+    @property
+    def clusters(self) -> Mapping[str, cluster_pb2.Cluster]:
+        """Outbound clusters by name (every service port, every subset)."""
+        return self._outbound[0]
+
+    @property
+    def load_assignments(self) -> Mapping[str, endpoint_pb2.ClusterLoadAssignment]:
+        return self._outbound[1]
+
+    @cached_property
+    def cluster_resources(self) -> Resources:
+        return Resources(items=self.clusters, version=self.version_of(self.clusters))
+
+    @cached_property
+    def endpoint_resources(self) -> Resources:
+        """EDS is the same for every proxy: one shared Resources object."""
+        return Resources(
+            items=self.load_assignments, version=self.version_of(self.load_assignments)
+        )
+
+    @cached_property
+    def _services_by_workload(self) -> dict[tuple[str, str], list[Resource]]:
+        """(namespace, workload) -> the services selecting it, in (namespace, name) order
+        (an index, so that finding a proxy's inbound services is not a scan)."""
+        out: dict[tuple[str, str], list[Resource]] = {}
+        for service in self.mesh.services:
+            members = {
+                (ep.namespace, ep.workload)
+                for ep in self.mesh.endpoints(service, service.spec.ports[0])
+            }
+            for key in sorted(members):
+                out.setdefault(key, []).append(service)
+        return out
+
+    def services_of_workload(self, namespace: str, workload: str) -> list[Resource]:
+        return self._services_by_workload.get((namespace, workload), [])
+
+    def routes(self, service: Resource, port: ServicePort) -> list[rc_pb2.Route]:
+        key = (service.metadata.namespace, service.metadata.name, port.port)
+        if key not in self._routes:
+            self._routes[key] = routes.service_routes(self.mesh, service, port)
+        return self._routes[key]
+
+    def outbound_route_config(self, namespace: str) -> route_pb2.RouteConfiguration:
+        if namespace not in self._outbound_rc:
+            self._outbound_rc[namespace] = vhosts.outbound_route_config(
+                self.mesh, namespace, self.routes
+            )
+        return self._outbound_rc[namespace]
+
+    def upstream_route_config(
+        self, service: Resource, port: ServicePort
+    ) -> route_pb2.RouteConfiguration:
+        key = (service.metadata.namespace, service.metadata.name, port.port)
+        if key not in self._upstream_rc:
+            self._upstream_rc[key] = vhosts.upstream_route_config(
+                self.mesh, service, port, self.routes
+            )
+        return self._upstream_rc[key]
+
+    # -- per proxy, but often equal across proxies (memoized by their arguments) --------
+
+    def outbound_listener(self, port: int) -> listener_pb2.Listener:
+        key = ("outbound", port)
+        if key not in self._listeners:
+            self._listeners[key] = listeners.outbound_http_listener(port)
+        return self._listeners[key]
+
+    def upstream_listener(
+        self, host: str, service: Resource, port: ServicePort, local_port: int
+    ) -> listener_pb2.Listener:
+        fqdn = self.mesh.fqdn(service)
+        key = ("upstream", host, fqdn, port.port, local_port)
+        if key not in self._listeners:
+            if port.protocol.is_http:
+                rds = names.upstream_route(fqdn, port.port)
+                lis = listeners.upstream_http_listener(host, port.port, local_port, rds)
+            else:
+                cluster = names.outbound_cluster(port.port, None, fqdn)
+                lis = listeners.upstream_tcp_listener(host, port.port, local_port, cluster)
+            self._listeners[key] = lis
+        return self._listeners[key]
+
+    def inbound_cluster(self, name: str, app_port: int, http2: bool) -> cluster_pb2.Cluster:
+        key = (name, app_port, http2)
+        if key not in self._inbound_clusters:
+            self._inbound_clusters[key] = clusters.inbound_cluster(name, app_port, http2)
+        return self._inbound_clusters[key]
+
+    # -- versions -------------------------------------------------------------------------
+
+    def digest(self, msg: Message) -> bytes:
+        """Content hash of one message, computed once per message object."""
+        entry = self._digests.get(id(msg))
+        if entry is None or entry[0] is not msg:
+            value = hashlib.sha256(msg.SerializeToString(deterministic=True)).digest()
+            entry = self._digests[id(msg)] = (msg, value)
+        return entry[1]
+
+    def version_of(self, items: Mapping[str, Message], base: str = "") -> str:
+        """A content version of ``items`` (plus ``base``, the version of a shared part)."""
+        h = hashlib.sha256(base.encode())
+        for name in sorted(items):
+            h.update(name.encode() + b"\0" + self.digest(items[name]))
+        return h.hexdigest()[:16]

@@ -1,0 +1,42 @@
+"""ClusterLoadAssignments (EDS): a cluster's endpoints grouped by locality."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from google.protobuf import wrappers_pb2
+
+from shoal.registry.snapshot import Endpoint
+from shoal.xds.generate.protocol import socket_address
+
+
+def locality(text: str) -> base_pb2.Locality:
+    """ "region/zone/subzone" (each part optional) -> Locality."""
+    parts = [*text.split("/"), "", "", ""][:3] if text else ["", "", ""]
+    return base_pb2.Locality(region=parts[0], zone=parts[1], sub_zone=parts[2])
+
+
+def load_assignment(
+    cluster: str, endpoints: Iterable[Endpoint]
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """Endpoints grouped by locality (sorted), each weighted by its workload's weight."""
+    by_locality: dict[str, list[Endpoint]] = defaultdict(list)
+    for ep in endpoints:
+        by_locality[ep.locality].append(ep)
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster)
+    for loc in sorted(by_locality):
+        group = cla.endpoints.add()
+        if loc:
+            group.locality.CopyFrom(locality(loc))
+        for ep in sorted(by_locality[loc], key=lambda e: (e.address, e.port, e.workload)):
+            group.lb_endpoints.append(
+                ec_pb2.LbEndpoint(
+                    endpoint=ec_pb2.Endpoint(address=socket_address(ep.address, ep.port)),
+                    load_balancing_weight=wrappers_pb2.UInt32Value(value=ep.weight),
+                )
+            )
+    return cla

@@ -1,0 +1,54 @@
+"""What a proxy receives: one inbound listener and cluster per port of the services that
+select its workload."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shoal.api.mesh import Protocol, WorkloadSpec
+from shoal.api.meta import Resource
+from shoal.registry.snapshot import MeshSnapshot
+from shoal.xds.generate import names
+from shoal.xds.types import Proxy
+
+
+@dataclass(frozen=True)
+class InboundPort:
+    listener: str  # inbound|<port name>|<endpoint port>
+    address: str  # the workload's address
+    endpoint_port: int  # where the sidecar receives
+    cluster: str  # inbound|<app port>|<port name>
+    app_port: int  # where the application listens on 127.0.0.1
+    protocol: Protocol
+
+
+def inbound_ports(
+    mesh: MeshSnapshot, proxy: Proxy, services: Sequence[Resource]
+) -> list[InboundPort]:
+    """Inbound ports of ``proxy``'s workload (none when it is not registered yet), given
+    the ``services`` that select it.
+
+    Services are visited in the given order; when two of them use the same endpoint
+    port, the first one defines the listener.
+    """
+    workload = mesh.workload(proxy.namespace, proxy.workload)
+    if workload is None:
+        return []
+    spec: WorkloadSpec = workload.spec
+    out: dict[int, InboundPort] = {}
+    for service in services:
+        for port in service.spec.ports:
+            endpoint_port = spec.ports.get(port.name) or port.target_port or port.port
+            if endpoint_port in out:
+                continue
+            app_port = proxy.metadata.app_ports.get(port.name, port.port)
+            out[endpoint_port] = InboundPort(
+                listener=names.inbound_listener(port.name, endpoint_port),
+                address=spec.address,
+                endpoint_port=endpoint_port,
+                cluster=names.inbound_cluster(app_port, port.name),
+                app_port=app_port,
+                protocol=port.protocol,
+            )
+    return list(out.values())

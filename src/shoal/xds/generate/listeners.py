@@ -1,0 +1,67 @@
+"""Listener builders: the app's HTTP proxy port, local upstream ports, inbound ports."""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_pb2
+
+from shoal.xds.generate import names
+from shoal.xds.generate.protocol import http_connection_manager, socket_address, tcp_proxy
+
+LOCALHOST = "127.0.0.1"
+
+
+def _listener(
+    name: str,
+    address: str,
+    port: int,
+    direction: int,
+    network_filter: listener_components_pb2.Filter,
+) -> listener_pb2.Listener:
+    return listener_pb2.Listener(
+        name=name,
+        address=socket_address(address, port),
+        traffic_direction=direction,
+        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
+    )
+
+
+def outbound_http_listener(port: int) -> listener_pb2.Listener:
+    """127.0.0.1:port, the app's HTTP proxy; routes come from RDS ``outbound_http``."""
+    hcm = http_connection_manager(names.OUTBOUND_HTTP, rds=names.OUTBOUND_HTTP)
+    return _listener(names.OUTBOUND_HTTP, LOCALHOST, port, base_pb2.OUTBOUND, hcm)
+
+
+def upstream_tcp_listener(
+    host: str, port: int, local_port: int, cluster: str
+) -> listener_pb2.Listener:
+    f = tcp_proxy(names.upstream_stat_prefix(host, port), cluster)
+    return _listener(
+        names.upstream_listener(host, port), LOCALHOST, local_port, base_pb2.OUTBOUND, f
+    )
+
+
+def upstream_http_listener(
+    host: str, port: int, local_port: int, route_config: str
+) -> listener_pb2.Listener:
+    f = http_connection_manager(names.upstream_stat_prefix(host, port), rds=route_config)
+    return _listener(
+        names.upstream_listener(host, port), LOCALHOST, local_port, base_pb2.OUTBOUND, f
+    )
+
+
+def inbound_listener(
+    name: str,
+    address: str,
+    port: int,
+    cluster: str,
+    route_config: route_pb2.RouteConfiguration | None,
+) -> listener_pb2.Listener:
+    """HTTP (inline route table) when ``route_config`` is given, else a TCP proxy."""
+    prefix = names.inbound_stat_prefix(port)
+    if route_config is not None:
+        f = http_connection_manager(prefix, route_config=route_config)
+    else:
+        f = tcp_proxy(prefix, cluster)
+    return _listener(name, address, port, base_pb2.INBOUND, f)

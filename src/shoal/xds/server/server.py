@@ -1,0 +1,158 @@
+"""The ADS gRPC edge: stream lifecycle, node identity, hooks, errors -> gRPC status."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from shoal.errors import NotFound, ShoalError, Unavailable, ValidationError
+from shoal.xds.cache import SnapshotCache
+from shoal.xds.node import parse_node
+from shoal.xds.server.delta import DeltaStream
+from shoal.xds.server.hooks import ConnectionHooks
+from shoal.xds.server.sotw import SotwStream
+from shoal.xds.server.status import ProxyStatus, StatusTracker
+from shoal.xds.server.stream import SlowClient, StreamContext, StreamCore
+
+log = logging.getLogger(__name__)
+
+
+class _StreamEnded(Exception):
+    """The client closed its side of the stream."""
+
+
+def grpc_code(err: ShoalError) -> grpc.StatusCode:
+    if isinstance(err, ValidationError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(err, SlowClient):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(err, NotFound):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(err, Unavailable):
+        return grpc.StatusCode.UNAVAILABLE
+    return grpc.StatusCode.INTERNAL
+
+
+class XdsServer:
+    """Aggregated discovery service (SotW and delta) serving snapshots from a cache.
+
+    ``max_queue`` bounds the responses waiting to be written per stream; ``send_timeout``
+    is how long one write may wait for a client that does not read; ``ack_timeout`` how
+    long a response may stay unanswered. Each limit cuts the stream with
+    RESOURCE_EXHAUSTED (see :mod:`shoal.xds.server.stream`).
+    """
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        hooks: ConnectionHooks,
+        status: StatusTracker | None = None,
+        *,
+        max_queue: int = 16,
+        send_timeout: float = 30.0,
+        ack_timeout: float = 60.0,
+    ) -> None:
+        self.cache = cache
+        self.hooks = hooks
+        self.tracker = status if status is not None else StatusTracker()
+        self.max_queue = max_queue
+        self.send_timeout = send_timeout
+        self.ack_timeout = ack_timeout
+        self._ids = itertools.count(1)
+        self._streams: Counter[str] = Counter()  # live streams per node id
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
+
+    def status(self) -> list[ProxyStatus]:
+        return self.tracker.all()
+
+    def connected(self) -> dict[str, int]:
+        """Node id -> number of live streams."""
+        return dict(self._streams)
+
+    async def serve(
+        self, flavour: type[StreamCore], requests: AsyncIterator[Any], context: Any
+    ) -> None:
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            return
+        try:
+            proxy = parse_node(first.node)
+        except ValidationError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            return
+        node_id = proxy.node_id
+        stream_id = next(self._ids)
+        self._streams[node_id] += 1
+        self.tracker.connected(node_id, stream_id, flavour.flavour)
+        log.info("xds stream opened", extra={"node": node_id, "stream": stream_id})
+        failure: ShoalError | None = None
+        try:
+            await self.hooks.proxy_connected(proxy)
+            ctx = StreamContext(
+                node_id,
+                stream_id,
+                self.cache,
+                self.tracker,
+                self.max_queue,
+                self.send_timeout,
+                self.ack_timeout,
+            )
+            core = flavour(ctx)
+            core.on_request(first)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._read(core, requests))
+                tg.create_task(self._watch(core))
+                tg.create_task(core.write_loop(context.write))
+                tg.create_task(core.watchdog())
+        except* _StreamEnded:
+            pass
+        except* ShoalError as group:
+            failure = group.exceptions[0]  # type: ignore[assignment]
+        finally:
+            await asyncio.shield(self._closed(node_id, stream_id))
+        if failure is not None:
+            log.warning("xds stream cut", extra={"node": node_id, "reason": str(failure)})
+            await context.abort(grpc_code(failure), str(failure))
+
+    async def _read(self, core: StreamCore, requests: AsyncIterator[Any]) -> None:
+        async for req in requests:
+            core.on_request(req)
+        raise _StreamEnded
+
+    async def _watch(self, core: StreamCore) -> None:
+        async for snapshot in self.cache.watch(core.ctx.node_id):
+            if snapshot is not None:  # removed: keep serving what the client has
+                core.set_target(snapshot)
+
+    async def _closed(self, node_id: str, stream_id: int) -> None:
+        self.tracker.disconnected(node_id, stream_id)
+        self._streams[node_id] -= 1
+        if self._streams[node_id] <= 0:
+            del self._streams[node_id]
+            await self.hooks.proxy_disconnected(node_id)
+        log.info("xds stream closed", extra={"node": node_id, "stream": stream_id})
+
+
+class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(self, server: XdsServer) -> None:
+        self._server = server
+
+    async def StreamAggregatedResources(
+        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Any
+    ) -> None:
+        await self._server.serve(SotwStream, request_iterator, context)
+
+    async def DeltaAggregatedResources(
+        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Any
+    ) -> None:
+        await self._server.serve(DeltaStream, request_iterator, context)

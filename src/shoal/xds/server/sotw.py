@@ -1,0 +1,74 @@
+"""State-of-the-world ADS: full resource sets per type, one ``version_info`` per type."""
+
+from __future__ import annotations
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from shoal.xds.server.stream import StreamContext, StreamCore, TypeState
+from shoal.xds.types import CLUSTER, ENDPOINT, WILDCARD_TYPES
+
+
+class SotwStream(StreamCore):
+    """SotW semantics on top of :class:`StreamCore`.
+
+    * A request whose ``response_nonce`` is not the latest sent for its type is stale and
+      ignored entirely. An empty nonce (first request of a type) is never stale.
+    * Empty ``resource_names`` means "all" only for LDS/CDS.
+    * A type is answered when its version or its subscribed names change.
+    * After a CDS response, the next (non-stale) EDS request is answered even if nothing
+      changed: Envoy re-requests EDS for (re)warming clusters and would otherwise wait out
+      its initial-fetch timeout.
+    * On the first request of a type, a ``version_info`` equal to the version the server
+      wants counts as already delivered (no re-push after a control-plane restart).
+    """
+
+    flavour = "sotw"
+
+    def __init__(self, ctx: StreamContext) -> None:
+        super().__init__(ctx)
+        self.eds_after_cds = False
+
+    def on_request(self, req: discovery_pb2.DiscoveryRequest) -> None:
+        st = self.type_state(req.type_url)
+        if req.response_nonce and req.response_nonce != st.nonce:
+            return  # stale: answers an older response
+        if req.response_nonce:
+            error = req.error_detail.message if req.HasField("error_detail") else None
+            self.answer(st, req.response_nonce, error)
+        names = set(req.resource_names)
+        wildcard = req.type_url in WILDCARD_TYPES and (not names or "*" in names)
+        names.discard("*")
+        if not st.requested:
+            st.requested = True
+            st.dirty = True
+            if req.version_info and not req.response_nonce:
+                # Reconnect: the client says what it has; no push if that is current.
+                st.sent_version = st.acked_version = req.version_info
+                st.dirty = False
+        elif names != st.names or wildcard != st.wildcard:
+            st.dirty = True
+        st.names, st.wildcard = names, wildcard
+        if req.type_url == ENDPOINT and self.eds_after_cds:
+            st.dirty = True
+        self.pump()
+
+    def pending(self, st: TypeState) -> bool:
+        return st.dirty or st.sent_version != self.desired(st.type_url)[1]
+
+    def build(self, st: TypeState) -> discovery_pb2.DiscoveryResponse:
+        items = self.selected(st)
+        version = self.desired(st.type_url)[1]
+        st.nonce = self.next_nonce()
+        st.sent_version = version
+        st.dirty = False
+        if st.type_url == CLUSTER:
+            self.client_clusters = items
+            self.eds_after_cds = True
+        elif st.type_url == ENDPOINT:
+            self.eds_after_cds = False
+        return discovery_pb2.DiscoveryResponse(
+            version_info=version,
+            type_url=st.type_url,
+            nonce=st.nonce,
+            resources=[self.packed(items[n]).any for n in sorted(items)],
+        )

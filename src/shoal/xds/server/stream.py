@@ -1,0 +1,238 @@
+"""The flavour-independent core of one ADS stream (go-control-plane style).
+
+One :class:`StreamCore` per gRPC stream holds, per type URL, what the client subscribed
+to, what was sent and what was acknowledged. :meth:`StreamCore.pump` decides what to send
+next; the wire flavours (:mod:`.sotw`, :mod:`.delta`) only say whether a type needs a
+response and how to build it.
+
+Rules implemented here:
+
+* **One response in flight per type.** Nothing new is sent for a type until the previous
+  response was ACKed or NACKed; memory per stream is bounded by design.
+* **Push order, make-before-break.** Types go out in ``PUSH_ORDER`` (SDS, CDS, EDS, LDS,
+  RDS); a type is sent only when every earlier subscribed type is settled (sent and
+  acknowledged). Clusters that disappear from the snapshot are *retained* in CDS until
+  LDS and RDS are settled at the new version; then CDS is pushed again without them.
+* **NACKs never loop.** A NACK is recorded; nothing is re-sent because of it.
+* **A client that cannot keep up is cut, memory does not grow.** Snapshots coalesce
+  (latest wins) and one response per type is in flight, so a slow client only lags.
+  Responses wait for the writer in a queue of ``max_queue`` items; overflow, a write that
+  cannot complete within ``send_timeout`` (gRPC buffers are full), or a response left
+  unanswered for ``ack_timeout`` cuts the stream (the edge maps :class:`SlowClient` to
+  RESOURCE_EXHAUSTED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from google.protobuf.message import Message
+
+from shoal.errors import ShoalError
+from shoal.xds.cache import Packed, SnapshotCache
+from shoal.xds.server.status import StatusTracker
+from shoal.xds.types import CLUSTER, LISTENER, PUSH_ORDER, ROUTE, ProxySnapshot
+
+
+class SlowClient(ShoalError):
+    """An xDS client did not read its responses fast enough; its stream is cut."""
+
+
+@dataclass
+class TypeState:
+    """Per-type bookkeeping of one stream."""
+
+    type_url: str
+    requested: bool = False  # the client asked for this type at least once
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    nonce: str = ""  # nonce of the latest response sent
+    in_flight: bool = False  # latest response not yet ACKed/NACKed
+    in_flight_version: str = ""
+    sent_at: float = 0.0  # loop time of the latest response
+    sent_version: str = ""
+    acked_version: str = ""
+    nacked: bool = False  # the latest answered response was a NACK
+    dirty: bool = False  # respond even if the version did not change (SotW)
+    client_has: dict[str, str] = field(default_factory=dict)  # delta: name -> version
+
+
+@dataclass(frozen=True)
+class StreamContext:
+    """What a stream needs from its server (constructor injection)."""
+
+    node_id: str
+    stream_id: int
+    cache: SnapshotCache
+    status: StatusTracker
+    max_queue: int = 16
+    send_timeout: float = 30.0
+    ack_timeout: float = 60.0
+
+
+class StreamCore:
+    flavour: ClassVar[str] = ""
+
+    def __init__(self, ctx: StreamContext) -> None:
+        self.ctx = ctx
+        self.target: ProxySnapshot | None = None
+        self.types: dict[str, TypeState] = {t: TypeState(t) for t in PUSH_ORDER}
+        self.retained: dict[str, Message] = {}  # removed clusters kept for make-before-break
+        self.client_clusters: dict[str, Message] = {}  # clusters the client was last sent
+        self.outbox: asyncio.Queue[Message] = asyncio.Queue(ctx.max_queue)
+        self._nonce = 0
+        self._desired: dict[str, tuple[Mapping[str, Message], str]] = {}
+
+    # -- flavour hooks ----------------------------------------------------------------------
+    def on_request(self, req: Any) -> None:
+        """Apply one request from the client (ACK/NACK, subscription), then pump."""
+        raise NotImplementedError
+
+    def pending(self, st: TypeState) -> bool:
+        """Does this (requested, not in flight) type need a response now?"""
+        raise NotImplementedError
+
+    def build(self, st: TypeState) -> Message:
+        """Build the response for ``st`` and record what the client now has."""
+        raise NotImplementedError
+
+    # -- inputs -----------------------------------------------------------------------------
+    def set_target(self, snapshot: ProxySnapshot) -> None:
+        """A new snapshot from the cache (latest wins)."""
+        new = snapshot.get(CLUSTER).items
+        self.retained = {n: m for n, m in self.client_clusters.items() if n not in new}
+        self.target = snapshot
+        self._desired.clear()
+        self.ctx.status.snapshot(self.ctx.node_id, self.ctx.stream_id, snapshot.version)
+        self.pump()
+
+    def answer(self, st: TypeState, nonce: str, error: str | None) -> None:
+        """The client answered the response with ``nonce`` (caller checked it is latest)."""
+        if not st.in_flight or nonce != st.nonce:
+            return
+        st.in_flight = False
+        c = self.ctx
+        if error is not None:
+            st.nacked = True
+            c.status.nacked(c.node_id, c.stream_id, st.type_url, st.in_flight_version, error)
+        else:
+            st.nacked = False
+            st.acked_version = st.in_flight_version
+            c.status.acked(c.node_id, c.stream_id, st.type_url, st.acked_version)
+
+    # -- what the client should have ----------------------------------------------------------
+    def desired(self, type_url: str) -> tuple[Mapping[str, Message], str]:
+        """All resources of a type this client should have (before name filtering), version."""
+        got = self._desired.get(type_url)
+        if got is None:
+            assert self.target is not None
+            res = self.target.get(type_url)
+            items, version = res.items, res.version
+            if type_url == CLUSTER and self.retained:
+                items = {**self.retained, **items}
+                h = hashlib.sha256()
+                for n in sorted(self.retained):
+                    h.update(n.encode() + b"\0" + self.packed(self.retained[n]).version.encode())
+                version = f"{version}+{h.hexdigest()[:8]}"
+            got = self._desired[type_url] = (items, version)
+        return got
+
+    def selected(self, st: TypeState) -> dict[str, Message]:
+        """The desired resources this client subscribed to."""
+        items, _ = self.desired(st.type_url)
+        if st.wildcard:
+            return dict(items)
+        return {n: items[n] for n in st.names if n in items}
+
+    def packed(self, msg: Message) -> Packed:
+        return self.ctx.cache.packed(msg)
+
+    def next_nonce(self) -> str:
+        self._nonce += 1
+        return str(self._nonce)
+
+    # -- deciding what to send -----------------------------------------------------------------
+    def settled(self, type_url: str) -> bool:
+        st = self.types[type_url]
+        return not st.requested or (not st.in_flight and not self.pending(st))
+
+    def pump(self) -> None:
+        """Queue every response that may go out now, in push order."""
+        if self.target is None:
+            return
+        if self.retained and self.settled(LISTENER) and self.settled(ROUTE):
+            self.retained = {}
+            self._desired.pop(CLUSTER, None)
+        c = self.ctx
+        for st in self.types.values():
+            if st.requested:
+                c.status.want(c.node_id, c.stream_id, st.type_url, self.desired(st.type_url)[1])
+        for type_url in PUSH_ORDER:
+            st = self.types[type_url]
+            if not st.requested:
+                continue
+            want = self.desired(type_url)[1]
+            if st.in_flight:
+                return
+            if self.pending(st):
+                self._send(st)
+                return
+            if not st.nacked and st.acked_version != want:
+                # Nothing to send: the client already has what it should (e.g. delta, or a
+                # version it reported on reconnect).
+                st.acked_version = want
+                c.status.acked(c.node_id, c.stream_id, type_url, want)
+        # Unknown (non-standard) types are served after the standard ones.
+        for st in self.types.values():
+            extra = st.type_url not in PUSH_ORDER and st.requested and not st.in_flight
+            if extra and self.pending(st):
+                self._send(st)
+
+    def _send(self, st: TypeState) -> None:
+        response = self.build(st)
+        st.in_flight = True
+        st.in_flight_version = st.sent_version
+        st.sent_at = asyncio.get_running_loop().time()
+        c = self.ctx
+        c.status.sent(c.node_id, c.stream_id, st.type_url, st.sent_version)
+        try:
+            self.outbox.put_nowait(response)
+        except asyncio.QueueFull:
+            raise SlowClient(f"{c.node_id}: more than {c.max_queue} responses queued") from None
+
+    def type_state(self, type_url: str) -> TypeState:
+        st = self.types.get(type_url)
+        if st is None:
+            st = self.types[type_url] = TypeState(type_url)
+        return st
+
+    # -- the writer ----------------------------------------------------------------------------
+    async def write_loop(self, write: Callable[[Message], Awaitable[None]]) -> None:
+        while True:
+            response = await self.outbox.get()
+            try:
+                async with asyncio.timeout(self.ctx.send_timeout):
+                    await write(response)
+            except TimeoutError:
+                raise SlowClient(
+                    f"{self.ctx.node_id}: a response was not taken within "
+                    f"{self.ctx.send_timeout:g}s"
+                ) from None
+
+    async def watchdog(self) -> None:
+        """Cut the stream when a response stays unanswered for ``ack_timeout``."""
+        loop = asyncio.get_running_loop()
+        limit = self.ctx.ack_timeout
+        while True:
+            await asyncio.sleep(limit / 4)
+            now = loop.time()
+            for st in self.types.values():
+                if st.in_flight and now - st.sent_at > limit:
+                    raise SlowClient(
+                        f"{self.ctx.node_id}: {st.type_url} response not acknowledged "
+                        f"within {limit:g}s"
+                    )

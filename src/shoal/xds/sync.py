@@ -1,0 +1,195 @@
+"""Store events -> debounce -> recompute the affected proxies -> versioned snapshots.
+
+The sync loop owns the control plane's view of the mesh (a :class:`MeshSnapshot` kept
+current from the store's watch) and the set of connected proxies. It is the xDS
+server's connection hook: a proxy that connects gets its snapshot computed at once from
+the current mesh; later changes are batched (``debounce`` of quiet, at most
+``max_delay`` after the first change) and only the proxies they can affect are
+recomputed. The cache then pushes only the types whose content version changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shoal.api.meta import Resource, ResourceKey
+from shoal.errors import WatchExpired
+from shoal.registry.snapshot import MeshConfig, MeshSnapshot
+from shoal.store.base import EventType, Store
+from shoal.xds.cache import SnapshotCache
+from shoal.xds.generate import GenerationContext, generate
+from shoal.xds.types import Proxy, ProxySnapshot
+
+log = logging.getLogger(__name__)
+
+# Kinds every proxy sees (until Sidecar scoping exists): a change affects all proxies.
+MESH_WIDE = frozenset({"Service", "VirtualService", "DestinationRule"})
+
+
+@dataclass
+class SyncStats:
+    pushes: int = 0  # recompute rounds
+    proxies_computed: int = 0
+    last_revision: int = 0
+    last_compute_seconds: float = 0.0
+
+
+class Sync:
+    def __init__(
+        self,
+        store: Store,
+        cache: SnapshotCache,
+        *,
+        mesh_config: MeshConfig | None = None,
+        debounce: float = 0.05,
+        max_delay: float = 0.5,
+        generator: Callable[[GenerationContext, Proxy], ProxySnapshot] = generate,
+    ):
+        self._store = store
+        self._cache = cache
+        self._config = mesh_config or MeshConfig()
+        self._debounce = debounce
+        self._max_delay = max_delay
+        self._generate = generator
+        self._resources: dict[ResourceKey, Resource] = {}
+        self._revision = 0
+        self._ctx: GenerationContext | None = None
+        self._proxies: dict[str, Proxy] = {}
+        self._connections: dict[str, int] = {}
+        self._pending: set[ResourceKey] = set()
+        self._changed = asyncio.Event()
+        self.stats = SyncStats()
+
+    # -- the mesh view ----------------------------------------------------------------------
+
+    @property
+    def mesh(self) -> MeshSnapshot:
+        return self._context().mesh
+
+    def _context(self) -> GenerationContext:
+        if self._ctx is None:
+            mesh = MeshSnapshot.build(self._resources.values(), self._revision, self._config)
+            self._ctx = GenerationContext(mesh)
+        return self._ctx
+
+    async def _relist(self) -> int:
+        resources, revision = await self._store.list()
+        old = self._resources
+        self._resources = {r.key: r for r in resources}
+        self._revision = revision
+        self._pending |= {
+            k for k in old.keys() | self._resources.keys() if old.get(k) != self._resources.get(k)
+        }
+        self._ctx = None
+        return revision
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Follow the store until cancelled. ``ready`` is set once the mesh is loaded."""
+        revision = await self._relist()
+        self._pending.clear()
+        if ready is not None:
+            ready.set()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._push_loop())
+            while True:
+                try:
+                    async for event in self._store.watch(since=revision):
+                        if event.type is EventType.PUT:
+                            self._resources[event.key] = event.resource
+                        else:
+                            self._resources.pop(event.key, None)
+                        revision = self._revision = event.revision
+                        self._pending.add(event.key)
+                        self._changed.set()
+                except WatchExpired:
+                    log.warning("store history compacted under the watch; re-listing")
+                    revision = await self._relist()
+                    self._changed.set()
+
+    async def _push_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._changed.wait()
+            first = loop.time()
+            # Debounce: wait for a quiet period, but never longer than max_delay.
+            while True:
+                self._changed.clear()
+                remaining = self._max_delay - (loop.time() - first)
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._changed.wait(), min(self._debounce, remaining))
+                except TimeoutError:
+                    break
+            self._changed.clear()
+            self.push_pending()
+
+    def push_pending(self) -> None:
+        """Rebuild the mesh view and recompute every proxy the pending changes affect."""
+        if not self._pending:
+            return
+        changed, self._pending = self._pending, set()
+        old_mesh = self._ctx.mesh if self._ctx is not None else None
+        self._ctx = None
+        ctx = self._context()
+        affected = self._affected(changed, old_mesh, ctx.mesh)
+        started = time.perf_counter()
+        for node_id in affected:
+            self._compute(ctx, node_id)
+        self.stats.pushes += 1
+        self.stats.last_revision = ctx.mesh.revision
+        self.stats.last_compute_seconds = time.perf_counter() - started
+        log.info(
+            "config pushed",
+            extra={
+                "revision": ctx.mesh.revision,
+                "changed": len(changed),
+                "proxies": len(affected),
+            },
+        )
+
+    def _affected(
+        self, changed: set[ResourceKey], old: MeshSnapshot | None, new: MeshSnapshot
+    ) -> list[str]:
+        if any(k.kind in MESH_WIDE for k in changed):
+            return list(self._proxies)
+        workloads = {(k.namespace, k.name) for k in changed if k.kind == "Workload"}
+        for mesh in (old, new):
+            if mesh is None:
+                continue
+            for ns, name in workloads:
+                wl = mesh.workload(ns, name)
+                if wl is not None and mesh.services_of_workload(wl):
+                    return list(self._proxies)  # endpoints of a service changed
+        return [nid for nid, p in self._proxies.items() if (p.namespace, p.workload) in workloads]
+
+    def _compute(self, ctx: GenerationContext, node_id: str) -> None:
+        proxy = self._proxies.get(node_id)
+        if proxy is None:
+            return
+        self._cache.set(node_id, self._generate(ctx, proxy))
+        self.stats.proxies_computed += 1
+
+    # -- xDS connection hooks ---------------------------------------------------------------
+
+    async def proxy_connected(self, proxy: Proxy) -> None:
+        self._proxies[proxy.node_id] = proxy
+        self._connections[proxy.node_id] = self._connections.get(proxy.node_id, 0) + 1
+        self._compute(self._context(), proxy.node_id)
+
+    async def proxy_disconnected(self, node_id: str) -> None:
+        left = self._connections.get(node_id, 0) - 1
+        if left > 0:
+            self._connections[node_id] = left
+            return
+        self._connections.pop(node_id, None)
+        self._proxies.pop(node_id, None)
+        self._cache.remove(node_id)
+
+    @property
+    def proxies(self) -> dict[str, Proxy]:
+        return dict(self._proxies)

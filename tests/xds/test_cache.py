@@ -1,0 +1,96 @@
+"""SnapshotCache and the per-message pack cache."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+
+from shoal.xds.cache import PackCache, SnapshotCache
+from shoal.xds.types import CLUSTER, ProxySnapshot, Resources
+
+
+def snap(*names: str, shared: dict[str, Any] | None = None) -> ProxySnapshot:
+    shared = shared if shared is not None else {}
+    items = {n: shared.setdefault(n, cluster_pb2.Cluster(name=n)) for n in names}
+    return ProxySnapshot(resources={CLUSTER: Resources.of(items)})
+
+
+def test_set_get_remove() -> None:
+    cache = SnapshotCache()
+    s = snap("a")
+    assert cache.get("n") is None
+    cache.set("n", s)
+    assert cache.get("n") is s
+    assert cache.node_ids() == ["n"]
+    cache.remove("n")
+    assert cache.get("n") is None
+    cache.remove("n")  # idempotent
+
+
+async def test_watch_is_latest_wins() -> None:
+    cache = SnapshotCache()
+    first, s2, s3 = snap("a"), snap("b"), snap("c")
+    cache.set("n", first)
+    seen: list[ProxySnapshot | None] = []
+    got_one = asyncio.Event()
+
+    async def consume() -> None:
+        async for s in cache.watch("n"):
+            seen.append(s)
+            got_one.set()
+            if s is None:
+                return
+
+    task = asyncio.create_task(consume())
+    await got_one.wait()
+    got_one.clear()
+    cache.set("n", s2)  # overwritten before the consumer runs: never seen
+    cache.set("n", s3)
+    await got_one.wait()
+    assert seen == [first, s3]
+    cache.remove("n")
+    await asyncio.wait_for(task, 10)
+    assert seen == [first, s3, None]
+
+
+async def test_watch_before_first_snapshot() -> None:
+    cache = SnapshotCache()
+    it = aiter(cache.watch("late"))
+    pending = asyncio.ensure_future(anext(it))
+    await asyncio.sleep(0)
+    assert not pending.done()
+    s = snap("a")
+    cache.set("late", s)
+    assert await asyncio.wait_for(pending, 10) is s
+
+
+def test_pack_once_per_message_object() -> None:
+    packs = PackCache()
+    shared: dict[str, Any] = {}
+    c = snap("a", shared=shared).get(CLUSTER).items["a"]
+    p1, p2 = packs.get(c), packs.get(c)
+    assert p1 is p2 and packs.hits == 1 and packs.misses == 1
+    assert p1.any.type_url == "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    assert cluster_pb2.Cluster.FromString(p1.any.value) == c
+    twin = cluster_pb2.Cluster(name="a")  # equal content, other object: same version
+    assert packs.get(twin).version == p1.version
+    assert packs.get(cluster_pb2.Cluster(name="b")).version != p1.version
+
+
+def test_sweep_keeps_only_live_messages() -> None:
+    cache = SnapshotCache()
+    shared: dict[str, Any] = {}
+    for i in range(100):  # 100 proxies share the same two clusters
+        cache.set(f"n{i}", snap("a", "b", shared=shared))
+    for s in (cache.get(f"n{i}") for i in range(100)):
+        assert s is not None
+        for m in s.get(CLUSTER).items.values():
+            cache.packed(m)
+    assert len(cache.packs) == 2 and cache.packs.misses == 2
+    old = cache.get("n0")
+    assert old is not None
+    cache.packed(cluster_pb2.Cluster(name="orphan"))
+    assert cache.sweep() == 1
+    assert len(cache.packs) == 2

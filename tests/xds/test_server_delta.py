@@ -1,0 +1,127 @@
+"""Delta ADS against the fake client and raw gRPC streams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import json_format, struct_pb2
+
+from shoal.xds.cache import pack
+from shoal.xds.server import Sync
+from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+
+Harness = Any  # tests/xds/conftest.py:Harness
+
+
+async def test_initial_push(harness: Harness, build: Any) -> None:
+    snap = build.snapshot({"a": 8001, "b": 8002}, {"/": "a", "/b": "b"})
+    harness.hooks.initial = snap
+    async with harness.client(delta=True) as c:
+        await c.wait_for(snap)
+        assert set(c.resources[CLUSTER]) == {"a", "b"}
+        assert set(c.resources[ENDPOINT]) == {"a", "b"}
+        assert set(c.resources[LISTENER]) == {"http"}
+        assert set(c.resources[ROUTE]) == {"local"}
+        await build.eventually(lambda: harness.xds.status()[0].sync == Sync.SYNCED)
+        assert harness.xds.status()[0].flavour == "delta"
+
+
+async def test_update_sends_only_changes_in_order(harness: Harness, build: Any) -> None:
+    snap1 = build.snapshot({"a": 8001, "b": 8002}, {"/": "a"}, listen_port=15001)
+    harness.hooks.initial = snap1
+    async with harness.client(delta=True) as c:
+        await c.wait_for(snap1)
+        n = len(c.received)
+        snap2 = build.snapshot({"a": 8001, "b": 8002, "c": 8003}, {"/": "c"}, listen_port=15002)
+        harness.cache.set(build.node, snap2)
+        await c.wait_for(snap2)
+        got = c.received[n:]
+        order = [r.type_url for r in got]
+        assert list(dict.fromkeys(order)) == [CLUSTER, ENDPOINT, LISTENER, ROUTE]
+        assert order == sorted(order, key=PUSH_ORDER.index)
+        assert got[0].names == ("c",)  # only the new cluster
+        assert set(c.resources[ENDPOINT]) == {"a", "b", "c"}
+
+
+async def test_cluster_removal_is_make_before_break(harness: Harness, build: Any) -> None:
+    snap1 = build.snapshot({"a": 8001, "b": 8002}, {"/": "a", "/b": "b"})
+    harness.hooks.initial = snap1
+    async with harness.client(delta=True) as c:
+        await c.wait_for(snap1)
+        n = len(c.received)
+        snap2 = build.snapshot({"a": 8001}, {"/": "a"})
+        harness.cache.set(build.node, snap2)
+        await c.wait_for(lambda c: "b" not in c.resources[CLUSTER])
+        await c.wait_for(snap2)
+        log = c.received[n:]
+        removal = next(i for i, r in enumerate(log) if r.type_url == CLUSTER and r.removed)
+        assert log[removal].removed == ("b",)
+        rds = next(i for i, r in enumerate(log) if r.type_url == ROUTE)
+        assert rds < removal
+        assert set(c.resources[CLUSTER]) == {"a"}
+
+
+async def test_nack_is_recorded_and_not_looped(harness: Harness, build: Any) -> None:
+    snap1 = build.snapshot({"a": 8001}, {"/": "a"})
+    harness.hooks.initial = snap1
+    async with harness.client(delta=True) as c:
+        await c.wait_for(snap1)
+        c.nack(ROUTE, "unknown cluster 'zzz'")
+        snap2 = build.snapshot({"a": 8001}, {"/": "zzz"})
+        harness.cache.set(build.node, snap2)
+        await build.eventually(lambda: harness.xds.status()[0].sync == Sync.NACKED)
+        nack = harness.xds.status()[0].types[ROUTE].nack
+        assert nack is not None and nack.message == "unknown cluster 'zzz'"
+        snap3 = build.snapshot({"a": 8001, "b": 8002}, {"/": "zzz"})
+        harness.cache.set(build.node, snap3)
+        await c.wait_for({CLUSTER: snap3.get(CLUSTER).version})
+        await build.eventually(
+            lambda: (
+                harness.xds.status()[0].types[CLUSTER].acked_version == snap3.get(CLUSTER).version
+            )
+        )
+        assert [r.nacked for r in c.received if r.type_url == ROUTE] == [False, True]
+        assert harness.xds.status()[0].sync == Sync.NACKED
+
+
+async def test_reconnect_with_initial_versions_sends_only_differences(
+    harness: Harness, build: Any
+) -> None:
+    snap = build.snapshot({"a": 8001, "b": 8002}, {"/": "a"})
+    harness.cache.set(build.node, snap)
+    node = base_pb2.Node(id=build.node)
+    node.metadata.CopyFrom(json_format.ParseDict(build.meta, struct_pb2.Struct()))
+    clusters = snap.get(CLUSTER).items
+    async with grpc.aio.insecure_channel(harness.address) as ch:
+        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(ch).DeltaAggregatedResources()
+        req = discovery_pb2.DeltaDiscoveryRequest(
+            node=node,
+            type_url=CLUSTER,
+            initial_resource_versions={"a": pack(clusters["a"]).version, "gone": "x"},
+        )
+        await call.write(req)
+        r = await call.read()
+        assert [x.name for x in r.resources] == ["b"]
+        assert list(r.removed_resources) == ["gone"]
+        assert r.resources[0].version == pack(clusters["b"]).version
+        call.cancel()
+
+
+async def test_reconnect_of_same_node_keeps_newest_stream(harness: Harness, build: Any) -> None:
+    snap1 = build.snapshot({"a": 8001}, {"/": "a"})
+    harness.hooks.initial = snap1
+    old = harness.client(delta=True)
+    await old.start()
+    await old.wait_for(snap1)
+    async with harness.client(delta=True) as new:
+        await new.wait_for(snap1)
+        await old.close()
+        await build.eventually(lambda: harness.xds.connected() == {build.node: 1})
+        assert harness.hooks.disconnected == []
+        snap2 = build.snapshot({"a": 8001}, {"/": "b"})
+        harness.cache.set(build.node, snap2)
+        await new.wait_for(snap2)
+    await build.eventually(lambda: harness.hooks.disconnected == [build.node])
