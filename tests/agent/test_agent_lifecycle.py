@@ -8,7 +8,7 @@ import signal
 
 import httpx
 import pytest
-from conftest import wait_until
+from agent_helpers import wait_until
 from fake_control_plane import process_alive
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]

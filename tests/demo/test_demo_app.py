@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from shoal.api import parse_yaml
+from shoal.cli.up import demo_config
 from shoal.demo import topology
 from shoal.demo.common import PROPAGATED_HEADERS
 from shoal.envoy import free_port
@@ -263,7 +265,7 @@ def test_topology():
     args = topology.run_args(w, app_port=41000)
     assert args[args.index("--") + 1:] == list(w.command)
     assert "version=v2" in args and "41000" in args
-    svcs = topology.service_resources()
-    assert [s["metadata"]["name"] for s in svcs] == list(topology.SERVICES)
-    assert svcs[0]["spec"]["ports"] == [{"name": "http", "port": 9080, "protocol": "http"}]
+    config = parse_yaml(demo_config())
+    services = {r.metadata.name for r in config if r.kind == "Service"}
+    assert services == {w.service for w in topology.WORKLOADS}
     assert set(PROPAGATED_HEADERS) >= {"end-user", "x-request-id", "traceparent", "b3"}

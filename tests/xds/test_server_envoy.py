@@ -181,6 +181,6 @@ async def test_real_envoy(harness: Harness, build: Any, tmp_path: Path, api_type
             harness.cache.set(build.node, bad)
             await build.eventually(lambda: harness.xds.status()[0].sync == Sync.NACKED, 30)
             nack = harness.xds.status()[0].types[LISTENER].nack
-            assert nack is not None and "stat_prefix" in nack.message.lower().replace(" ", "_")
+            assert nack is not None and "StatPrefix" in nack.message
             assert await body_of(http, url) == "two"
             assert proc.poll() is None

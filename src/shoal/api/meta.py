@@ -32,7 +32,8 @@ class Model(BaseModel):
     unsupported: ClassVar[frozenset[str]] = frozenset()
 
     def dump(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        """The wire form: camelCase, without fields left at their defaults."""
+        return self.model_dump(by_alias=True, exclude_defaults=True, mode="json")
 
 
 class Metadata(Model):
@@ -43,6 +44,10 @@ class Metadata(Model):
     # Set by the store: the store revision at which this resource was last written.
     resource_version: str | None = None
     creation_timestamp: str | None = None
+
+    def dump(self) -> dict[str, Any]:
+        return {"name": self.name, "namespace": self.namespace, **{
+            k: v for k, v in super().dump().items() if k not in ("name", "namespace")}}
 
     @field_validator("name")
     @classmethod

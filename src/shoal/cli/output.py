@@ -20,7 +20,8 @@ class Format(StrEnum):
     JSON = "json"
 
 
-console = Console()
+# Piped output is not wrapped at 80 columns: it is for grep and friends.
+console = Console(width=None if sys.stdout.isatty() else 240)
 err_console = Console(stderr=True)
 
 

@@ -28,7 +28,7 @@ def status_rows(proxies: list[dict[str, Any]]) -> list[list[Any]]:
         state = p.get("sync", "?") if p.get("connected", True) else "DISCONNECTED"
         rows.append([p["node_id"], state,
                      *(_type_state(by_type[c]) if c in by_type else "-" for c in TYPE_COLUMNS),
-                     p.get("flavour", ""), (p.get("snapshot_version") or "")[:24]])
+                     p.get("flavour", "")])
     return rows
 
 
@@ -42,7 +42,7 @@ def proxy_status(ctx: typer.Context,
     if output in (Format.YAML, Format.JSON):
         dump(proxies, output)
         return
-    table(["name", "status", *TYPE_COLUMNS, "stream", "version"], status_rows(proxies),
+    table(["name", "status", *TYPE_COLUMNS, "stream"], status_rows(proxies),
           title="proxies")
     for p in proxies:
         for t in p.get("types", []):

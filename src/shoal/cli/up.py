@@ -17,7 +17,8 @@ from shoal.cli.procs import LocalProcesses, UpState
 from shoal.cli.proxies import status_rows
 from shoal.cli.serve import default_home
 from shoal.control.config import DEFAULT_API_PORT, DEFAULT_XDS_PORT
-from shoal.demo.topology import DEMO_WORKLOADS, DemoWorkload
+from shoal.demo.topology import WORKLOADS, DemoWorkload, run_args
+from shoal.envoy import free_port
 from shoal.errors import ShoalError, Unavailable
 
 HomeOpt = Annotated[Path | None, typer.Option(
@@ -30,17 +31,11 @@ def demo_config() -> str:
 
 def _agent_argv(w: DemoWorkload, home: Path, api: str, xds: str, product_port: int
                 ) -> list[str]:
-    argv = [sys.executable, "-m", "shoal", "run", "--service", w.service,
-            "--port", str(w.port), "--protocol", w.protocol, "--name", w.name,
-            "--control-plane", api, "--xds", xds, "--run-dir", str(home / "run" / w.name),
-            "--drain-seconds", "1"]
-    for k, v in w.labels.items():
-        if k != "app":
-            argv += ["--label", f"{k}={v}"]
+    argv = [sys.executable, "-m", "shoal", "run", "--control-plane", api, "--xds", xds,
+            "--run-dir", str(home / "run" / w.name), "--drain-seconds", "1"]
     if w.service == "productpage":
         argv += ["--inbound-port", str(product_port)]
-    argv += ["--app-port", "0", "--", *w.command]
-    return argv
+    return argv + run_args(w, app_port=free_port())
 
 
 def _wait(what: str, check: Any, timeout: float, log_hint: str) -> Any:
@@ -87,15 +82,16 @@ def up(
         _wait("starting the control plane", client.ready, timeout,
               str(procs.logs / "control-plane.log"))
         client.apply(demo_config(), source="demo/bookinfo.yaml")
-        for w in DEMO_WORKLOADS:
-            procs.spawn(state, w.name, _agent_argv(w, home, state.api, xds, port))
+        for w in WORKLOADS:
+            procs.spawn(state, w.name, _agent_argv(w, home, state.api, xds, port),
+                        env=dict(w.env))
 
         def all_synced() -> bool:
             proxies = [p for p in client.proxies() if p.get("connected", True)]
             names = {p.get("workload") for p in proxies if p.get("sync") == "SYNCED"}
-            return all(w.name in names for w in DEMO_WORKLOADS)
+            return all(w.name in names for w in WORKLOADS)
 
-        _wait(f"starting {len(DEMO_WORKLOADS)} workloads and their sidecars", all_synced,
+        _wait(f"starting {len(WORKLOADS)} workloads and their sidecars", all_synced,
               timeout, str(procs.logs))
         _wait("checking the product page", lambda: httpx.get(
             state.product_page, timeout=5).status_code == 200, timeout, str(procs.logs))
@@ -106,7 +102,7 @@ def up(
     finally:
         client.close()
     console.print(f"[green]shoal is up[/green]: control plane {state.api}, "
-                  f"{len(DEMO_WORKLOADS)} workloads with sidecars.")
+                  f"{len(WORKLOADS)} workloads with sidecars.")
     console.print(f"Product page: [bold]{state.product_page}[/bold]")
     console.print("Try: shoal status | shoal apply -f samples/reviews-v3.yaml | shoal down")
 
@@ -141,5 +137,5 @@ def status(ctx: typer.Context) -> None:
          ",".join(f"{k}={v}" for k, v in w["spec"].get("labels", {}).items())]
         for w in workloads], title="workloads")
     console.print()
-    table(["name", "status", "CDS", "EDS", "LDS", "RDS", "stream", "version"],
+    table(["name", "status", "CDS", "EDS", "LDS", "RDS", "stream"],
           status_rows(proxies), title="proxies")

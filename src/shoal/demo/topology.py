@@ -1,4 +1,6 @@
-"""The demo's workloads and Services, as data: what ``shoal up`` starts (each via the agent).
+"""The demo's workloads, as data: what ``shoal up`` starts, each via the agent.
+
+Their Services and DestinationRules are in ``bookinfo.yaml``.
 
 Every service port is 9080 (what callers use: ``http://reviews:9080``). Several workloads
 share a host, so whoever starts them must give each its own app port
@@ -10,10 +12,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 SERVICE_PORT = 9080
-API_VERSION = "mesh.shoal.io/v1alpha1"
 
 
 @dataclass(frozen=True)
@@ -50,20 +50,6 @@ WORKLOADS: tuple[DemoWorkload, ...] = (
     _wl("reviews", "v3"),
     _wl("ratings"),
 )
-SERVICES: tuple[str, ...] = ("productpage", "details", "reviews", "ratings")
-
-
-def service_resources(namespace: str = "default") -> list[dict[str, Any]]:
-    """The demo's Service resources (one http port 9080 each)."""
-    return [{
-        "apiVersion": API_VERSION,
-        "kind": "Service",
-        "metadata": {"name": s, "namespace": namespace},
-        "spec": {"selector": {"app": s},
-                 "ports": [{"name": "http", "port": SERVICE_PORT, "protocol": "http"}]},
-    } for s in SERVICES]
-
-
 def run_args(w: DemoWorkload, *, app_port: int, namespace: str = "default") -> list[str]:
     """Arguments for ``shoal run`` (after ``run``) that start ``w`` with its sidecar.
 

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
-from shoal.xds.server.stream import StreamCore, TypeState
+from shoal.xds.server.stream import StreamCore, TypeState, eds_name
 from shoal.xds.types import CLUSTER, ENDPOINT, WILDCARD_TYPES
-
-
-def eds_name(msg: Message) -> str | None:
-    """The ClusterLoadAssignment name an EDS cluster asks for."""
-    if isinstance(msg, cluster_pb2.Cluster) and msg.type == cluster_pb2.Cluster.EDS:
-        return msg.eds_cluster_config.service_name or msg.name
-    return None
 
 
 class DeltaStream(StreamCore):
@@ -34,6 +26,7 @@ class DeltaStream(StreamCore):
     flavour = "delta"
 
     def on_request(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        self.seen_request(req.type_url)
         st = self.type_state(req.type_url)
         if req.response_nonce and req.response_nonce == st.nonce:
             error = req.error_detail.message if req.HasField("error_detail") else None

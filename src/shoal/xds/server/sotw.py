@@ -29,6 +29,7 @@ class SotwStream(StreamCore):
         self.eds_after_cds = False
 
     def on_request(self, req: discovery_pb2.DiscoveryRequest) -> None:
+        self.seen_request(req.type_url)
         st = self.type_state(req.type_url)
         if req.response_nonce and req.response_nonce != st.nonce:
             return  # stale: answers an older response

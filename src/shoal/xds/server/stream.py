@@ -11,8 +11,11 @@ Rules implemented here:
   response was ACKed or NACKed; memory per stream is bounded by design.
 * **Push order, make-before-break.** Types go out in ``PUSH_ORDER`` (SDS, CDS, EDS, LDS,
   RDS); a type is sent only when every earlier subscribed type is settled (sent and
-  acknowledged). Clusters that disappear from the snapshot are *retained* in CDS until
-  LDS and RDS are settled at the new version; then CDS is pushed again without them.
+  acknowledged) — except that EDS may follow CDS at once: Envoy ACKs CDS only after the
+  new clusters are warm, and they warm with EDS. Later types wait until the client has
+  processed CDS (its ACK, or its next EDS request). Clusters that disappear from the
+  snapshot are *retained* in CDS (and their endpoints in EDS) until LDS and RDS are
+  settled at the new version; then CDS and EDS are pushed again without them.
 * **NACKs never loop.** A NACK is recorded; nothing is re-sent because of it.
 * **A client that cannot keep up is cut, memory does not grow.** Snapshots coalesce
   (latest wins) and one response per type is in flight, so a slow client only lags.
@@ -30,12 +33,20 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf.message import Message
 
 from shoal.errors import ShoalError
 from shoal.xds.cache import Packed, SnapshotCache
 from shoal.xds.server.status import StatusTracker
-from shoal.xds.types import CLUSTER, LISTENER, PUSH_ORDER, ROUTE, ProxySnapshot
+from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, ProxySnapshot
+
+
+def eds_name(msg: Message) -> str | None:
+    """The ClusterLoadAssignment name an EDS cluster asks for."""
+    if isinstance(msg, cluster_pb2.Cluster) and msg.type == cluster_pb2.Cluster.EDS:
+        return msg.eds_cluster_config.service_name or msg.name
+    return None
 
 
 class SlowClient(ShoalError):
@@ -81,10 +92,12 @@ class StreamCore:
         self.ctx = ctx
         self.target: ProxySnapshot | None = None
         self.types: dict[str, TypeState] = {t: TypeState(t) for t in PUSH_ORDER}
-        self.retained: dict[str, Message] = {}  # removed clusters kept for make-before-break
+        # make-before-break: type -> removed resources kept until LDS/RDS stop using them
+        self.retained: dict[str, dict[str, Message]] = {}
         self.client_clusters: dict[str, Message] = {}  # clusters the client was last sent
         self.outbox: asyncio.Queue[Message] = asyncio.Queue(ctx.max_queue)
         self._nonce = 0
+        self.cds_processed = True
         self._desired: dict[str, tuple[Mapping[str, Message], str]] = {}
 
     # -- flavour hooks ----------------------------------------------------------------------
@@ -104,7 +117,17 @@ class StreamCore:
     def set_target(self, snapshot: ProxySnapshot) -> None:
         """A new snapshot from the cache (latest wins)."""
         new = snapshot.get(CLUSTER).items
-        self.retained = {n: m for n, m in self.client_clusters.items() if n not in new}
+        gone = {n: m for n, m in self.client_clusters.items() if n not in new}
+        old_eds = dict(self.retained.get(ENDPOINT, {}))
+        if self.target is not None:
+            old_eds.update(self.target.get(ENDPOINT).items)
+        new_eds = snapshot.get(ENDPOINT).items
+        keep_eds = {}
+        for msg in gone.values():
+            service = eds_name(msg)
+            if service and service not in new_eds and service in old_eds:
+                keep_eds[service] = old_eds[service]
+        self.retained = {t: r for t, r in ((CLUSTER, gone), (ENDPOINT, keep_eds)) if r}
         self.target = snapshot
         self._desired.clear()
         self.ctx.status.snapshot(self.ctx.node_id, self.ctx.stream_id, snapshot.version)
@@ -115,6 +138,8 @@ class StreamCore:
         if not st.in_flight or nonce != st.nonce:
             return
         st.in_flight = False
+        if st.type_url == CLUSTER:
+            self.cds_processed = True
         c = self.ctx
         if error is not None:
             st.nacked = True
@@ -132,11 +157,12 @@ class StreamCore:
             assert self.target is not None
             res = self.target.get(type_url)
             items, version = res.items, res.version
-            if type_url == CLUSTER and self.retained:
-                items = {**self.retained, **items}
+            kept = self.retained.get(type_url)
+            if kept:
+                items = {**kept, **items}
                 h = hashlib.sha256()
-                for n in sorted(self.retained):
-                    h.update(n.encode() + b"\0" + self.packed(self.retained[n]).version.encode())
+                for n in sorted(kept):
+                    h.update(n.encode() + b"\0" + self.packed(kept[n]).version.encode())
                 version = f"{version}+{h.hexdigest()[:8]}"
             got = self._desired[type_url] = (items, version)
         return got
@@ -166,34 +192,54 @@ class StreamCore:
             return
         if self.retained and self.settled(LISTENER) and self.settled(ROUTE):
             self.retained = {}
-            self._desired.pop(CLUSTER, None)
+            self._desired.clear()
         c = self.ctx
         for st in self.types.values():
             if st.requested:
                 c.status.want(c.node_id, c.stream_id, st.type_url, self.desired(st.type_url)[1])
+        wait_cds = False  # CDS sent, not processed by the client yet: only EDS may go
         for type_url in PUSH_ORDER:
             st = self.types[type_url]
             if not st.requested:
                 continue
-            want = self.desired(type_url)[1]
+            if wait_cds and type_url != ENDPOINT:
+                return
             if st.in_flight:
-                return
-            if self.pending(st):
+                if type_url == CLUSTER and not self.cds_processed:
+                    wait_cds = True
+                    continue
+                if type_url != CLUSTER:
+                    return
+            elif self.pending(st):
                 self._send(st)
-                return
-            if not st.nacked and st.acked_version != want:
-                # Nothing to send: the client already has what it should (e.g. delta, or a
-                # version it reported on reconnect).
-                st.acked_version = want
-                c.status.acked(c.node_id, c.stream_id, type_url, want)
+                if type_url != CLUSTER:
+                    return
+                wait_cds = True
+            else:
+                want = self.desired(type_url)[1]
+                if not st.nacked and st.acked_version != want:
+                    # Nothing to send: the client already has what it should (delta, or
+                    # the version it reported on reconnect).
+                    st.acked_version = want
+                    c.status.acked(c.node_id, c.stream_id, type_url, want)
         # Unknown (non-standard) types are served after the standard ones.
         for st in self.types.values():
             extra = st.type_url not in PUSH_ORDER and st.requested and not st.in_flight
             if extra and self.pending(st):
                 self._send(st)
 
+    def seen_request(self, type_url: str) -> None:
+        """Called for every request, stale or not, before it is applied."""
+        if type_url == ENDPOINT:
+            # Envoy asks for EDS after it applied a CDS update, but ACKs that CDS update
+            # only once the new clusters are warm (which needs EDS): so an EDS request
+            # is the sign that CDS was processed.
+            self.cds_processed = True
+
     def _send(self, st: TypeState) -> None:
         response = self.build(st)
+        if st.type_url == CLUSTER:
+            self.cds_processed = False
         st.in_flight = True
         st.in_flight_version = st.sent_version
         st.sent_at = asyncio.get_running_loop().time()
