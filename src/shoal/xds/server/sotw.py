@@ -44,7 +44,7 @@ class SotwStream(StreamCore):
             st.dirty = True
             if req.version_info and not req.response_nonce:
                 # Reconnect: the client says what it has; no push if that is current.
-                st.sent_version = st.acked_version = req.version_info
+                st.sent_version = req.version_info  # counted as applied by pump()
                 st.dirty = False
         elif names != st.names or wildcard != st.wildcard:
             st.dirty = True

@@ -196,7 +196,14 @@ class StreamCore:
         c = self.ctx
         for st in self.types.values():
             if st.requested:
-                c.status.want(c.node_id, c.stream_id, st.type_url, self.desired(st.type_url)[1])
+                version = self.desired(st.type_url)[1]
+                c.status.want(c.node_id, c.stream_id, st.type_url, version)
+                if not st.in_flight and not st.nacked and not self.pending(st) \
+                        and st.acked_version != version:
+                    # The client already has this version (it said so on reconnect):
+                    # nothing to send, and it counts as applied.
+                    st.acked_version = version
+                    c.status.acked(c.node_id, c.stream_id, st.type_url, version)
         wait_cds = False  # CDS sent, not processed by the client yet: only EDS may go
         for type_url in PUSH_ORDER:
             st = self.types[type_url]
