@@ -1,0 +1,278 @@
+"""The main job, for real: `shoal up` runs the demo through the mesh; the CLI changes it.
+
+One `shoal up` (temp home, free ports) serves the whole module; tests that disrupt the
+mesh (control-plane crash, Envoy kill) come last. `shoal down` must leave no process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shoal.cli.procs import LocalProcesses, marked_processes
+from shoal.testing.local import free_port, wait_for
+
+pytestmark = [pytest.mark.envoy, pytest.mark.slow]
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+@dataclass
+class Up:
+    home: Path
+    api: str
+    page: str
+
+    def shoal(self, *args: str, check: bool = True, stdin: str | None = None
+              ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "SHOAL_HOME": str(self.home), "SHOAL_CONTROL_PLANE": self.api}
+        proc = subprocess.run([sys.executable, "-m", "shoal", *args], env=env, text=True,
+                              capture_output=True, timeout=120, input=stdin)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"shoal {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def reviews(self, n: int, headers: dict[str, str] | None = None) -> Counter[str]:
+        """Who served reviews for n product-page requests (productpage -> reviews)."""
+        out: Counter[str] = Counter()
+        with httpx.Client(timeout=10) as http:
+            for _ in range(n):
+                r = http.get(f"{self.page.rsplit('/', 1)[0]}/api/v1/products/0/reviews",
+                             headers=headers or {})
+                r.raise_for_status()
+                out[r.json()["served_by"]] += 1
+        return out
+
+    def run_dir(self, workload: str) -> Path:
+        return self.home / "run" / workload
+
+    def agent(self, workload: str) -> dict[str, Any]:
+        return json.loads((self.run_dir(workload) / "agent.json").read_text())
+
+    def admin(self, workload: str) -> str:
+        return f"http://127.0.0.1:{self.agent(workload)['adminPort']}"
+
+    def inbound_requests(self, workload: str) -> int:
+        port = self.agent(workload)["inboundPort"]
+        return self.stat(workload, f"http.inbound_{port}.downstream_rq_total")
+
+    def stat(self, workload: str, name: str) -> int:
+        text = httpx.get(f"{self.admin(workload)}/stats", params={"filter": "^" + re.escape(name) + "$"},
+                         timeout=5).text
+        values = [int(line.rsplit(": ", 1)[1]) for line in text.splitlines() if ": " in line]
+        return sum(values)
+
+    def revision(self) -> int:
+        return httpx.get(f"{self.api}/api/v1/resources", timeout=5).json()["revision"]
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory) -> Any:
+    home = tmp_path_factory.mktemp("home")
+    api_port, xds_port, page_port = free_port(), free_port(), free_port()
+    mesh = Up(home, f"http://127.0.0.1:{api_port}",
+              f"http://127.0.0.1:{page_port}/productpage")
+    try:
+        mesh.shoal("up", "--api-port", str(api_port), "--xds-port", str(xds_port),
+                   "--port", str(page_port), "--timeout", "90")
+        yield mesh
+    finally:
+        state = LocalProcesses(home).load()
+        mesh.shoal("down", check=False)
+        if state is not None:
+            leftover = marked_processes(state.session)
+            assert leftover == [], f"shoal down left processes: {leftover}"
+
+
+def test_up_serves_the_product_page_through_the_mesh(up: Up) -> None:
+    page = httpx.get(up.page, timeout=10)
+    assert page.status_code == 200
+    assert "The Comedy of Errors" in page.text
+    assert "Reviewer1" in page.text
+    status = up.shoal("status").stdout
+    for name in ("productpage-v1", "details-v1", "reviews-v1", "reviews-v2", "reviews-v3",
+                 "ratings-v1"):
+        assert name in status
+    assert status.count("SYNCED") >= 6 * 5  # every proxy and each of its 4 types
+
+
+def test_productpage_to_reviews_crosses_two_envoys(up: Up) -> None:
+    out = "cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_total"
+    before_out = up.stat("productpage-v1", out)
+    inbound = {v: up.inbound_requests(f"reviews-{v}") for v in ("v1", "v2", "v3")}
+    served = up.reviews(12)
+    # the productpage sidecar sent every call out to reviews ...
+    assert up.stat("productpage-v1", out) - before_out >= 12
+    # ... and each reviews sidecar received the calls its app served
+    for v in ("v1", "v2", "v3"):
+        got = up.inbound_requests(f"reviews-{v}") - inbound[v]
+        assert got >= served[f"reviews-{v}"]
+    assert set(served) == {"reviews-v1", "reviews-v2", "reviews-v3"}
+
+
+def test_virtual_service_to_v3_is_observed_by_the_next_requests(up: Up) -> None:
+    up.shoal("apply", "-f", str(SAMPLES / "reviews-v3.yaml"))
+    wait_for(lambda: up.reviews(1) == {"reviews-v3": 1}, 10, "reviews v3")
+    assert up.reviews(20) == {"reviews-v3": 20}
+    page = httpx.get(up.page, timeout=10).text
+    assert "color: red" in page or "red" in page
+
+
+def test_header_match_routes_one_user(up: Up) -> None:
+    up.shoal("apply", "-f", str(SAMPLES / "reviews-jason-v2.yaml"))
+    wait_for(lambda: up.reviews(1, {"end-user": "jason"}) == {"reviews-v2": 1}, 10, "jason")
+    assert up.reviews(10, {"end-user": "jason"}) == {"reviews-v2": 10}
+    assert up.reviews(10) == {"reviews-v1": 10}
+
+
+def test_invalid_document_is_rejected_with_its_path_and_nothing_changes(up: Up,
+                                                                        tmp_path: Path) -> None:
+    before = up.revision()
+    vs_before = up.shoal("get", "vs", "reviews", "-o", "json").stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((SAMPLES / "reviews-80-20.yaml").read_text().replace("weight: 20",
+                                                                        "weight: 30")
+                   + "\n---\n" + (SAMPLES / "reviews-v3.yaml").read_text()
+                   .replace("name: reviews, namespace", "name: other, namespace"))
+    proc = up.shoal("apply", "-f", str(bad), check=False)
+    assert proc.returncode == 1
+    assert "spec.http[0].route: weights sum to 110; they must sum to 100" in proc.stderr
+    assert up.revision() == before
+    assert up.shoal("get", "vs", "reviews", "-o", "json").stdout == vs_before
+    assert "other" not in up.shoal("get", "vs").stdout
+
+
+def test_proxy_status_and_proxy_config(up: Up) -> None:
+    status = up.shoal("proxy-status", "-o", "json").stdout
+    proxies = json.loads(status)
+    assert {p["workload"] for p in proxies} >= {"productpage-v1", "reviews-v2"}
+    assert all(p["sync"] == "SYNCED" for p in proxies)
+    clusters = up.shoal("proxy-config", "productpage-v1", "clusters").stdout
+    assert "outbound|9080|v2|reviews.default.svc.cluster.local" in clusters
+    listeners = json.loads(up.shoal("proxy-config", "productpage-v1", "listeners",
+                                    "-o", "json").stdout)
+    assert "outbound_http" in json.dumps(listeners)
+    missing = up.shoal("proxy-config", "nosuchproxy", check=False)
+    assert missing.returncode == 1 and "no connected proxy" in missing.stderr
+
+
+def test_a_nack_is_visible_in_proxy_status(up: Up) -> None:
+    """A sidecar asked to listen on a port another process holds: Envoy rejects the
+    listener, and the operator sees the NACK and Envoy's reason."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    env = {**os.environ, "SHOAL_HOME": str(up.home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shoal", "run", "--service", "nacker", "--port", "7070",
+         "--name", "nacker", "--control-plane", up.api,
+         "--xds", _xds(up), "--upstream", f"ratings:9080={port}", "--app-port",
+         str(free_port()), "--ready-timeout", "5", "--drain-seconds", "0",
+         "--run-dir", str(up.run_dir("nacker")), "--",
+         sys.executable, "-m", "shoal.testing.apps", "http"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        def nacked() -> str | None:
+            out = up.shoal("proxy-status").stdout
+            return out if "NACKED" in out else None
+        out = wait_for(nacked, 30, "a NACK in proxy-status")
+        assert "nacker.default" in out and "LDS NACK" in out
+        assert str(port) in out  # Envoy's message names the address it could not bind
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        taken.close()
+
+
+def _xds(up: Up) -> str:
+    state = LocalProcesses(up.home).load()
+    assert state is not None
+    cp = next(p for p in state.processes if p.name == "control-plane")
+    return cp.argv[cp.argv.index("--xds") + 1]
+
+
+class Load:
+    """Steady requests through the mesh in a background thread, counting failures."""
+
+    def __init__(self, up: Up):
+        self.up = up
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        url = f"{self.up.page.rsplit('/', 1)[0]}/api/v1/products/0/reviews"
+        with httpx.Client(timeout=10) as http:
+            while not self._stop.is_set():
+                try:
+                    r = http.get(url)
+                    if r.status_code == 200 and "reviews" in r.json():
+                        self.ok += 1
+                    else:
+                        self.failures.append(f"{r.status_code}: {r.text[:200]}")
+                except httpx.HTTPError as e:
+                    self.failures.append(repr(e))
+                time.sleep(0.01)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_control_plane_crash_and_restart_keep_traffic_and_config(up: Up) -> None:
+    up.shoal("apply", "-f", str(SAMPLES / "reviews-v3.yaml"))
+    wait_for(lambda: up.reviews(1) == {"reviews-v3": 1}, 10, "reviews v3")
+    procs = LocalProcesses(up.home)
+    state = procs.load()
+    assert state is not None
+    cp = next(p for p in state.processes if p.name == "control-plane")
+    with Load(up) as load:
+        os.kill(cp.pid, signal.SIGKILL)
+        time.sleep(2)  # sidecars run on their last config meanwhile
+        ok_while_down = load.ok
+        state.processes.remove(cp)
+        procs.spawn(state, "control-plane", cp.argv)
+        wait_for(lambda: httpx.get(f"{up.api}/readyz", timeout=2).status_code == 200, 30,
+                 "control plane back")
+        wait_for(lambda: len([p for p in json.loads(up.shoal("proxy-status", "-o", "json")
+                                                    .stdout) if p["sync"] == "SYNCED"]) >= 6,
+                 30, "every proxy to reconnect and sync")
+        time.sleep(1)
+    assert load.failures == []
+    assert ok_while_down > 0 and load.ok > ok_while_down
+    assert "hosts=reviews" in up.shoal("get", "vs").stdout  # config survived
+    assert up.reviews(10) == {"reviews-v3": 10}  # and is still what the proxies apply
+    workloads = up.shoal("get", "workloads").stdout
+    assert all(f"reviews-{v}" in workloads for v in ("v1", "v2", "v3"))
+
+
+def test_a_killed_envoy_is_restarted_by_its_agent(up: Up) -> None:
+    pid_file = up.run_dir("reviews-v3") / "envoy.pid"
+    old = int(pid_file.read_text())
+    os.kill(old, signal.SIGKILL)
+    new = wait_for(lambda: (p := int(pid_file.read_text())) != old and p, 30,
+                   "a new envoy pid")
+    assert new != old
+    wait_for(lambda: up.reviews(3) == {"reviews-v3": 3}, 30, "reviews v3 served again")
+    os.kill(new, 0)  # the new Envoy is alive
