@@ -71,7 +71,8 @@ class Up:
         return self.stat(workload, f"http.inbound_{port}.downstream_rq_total")
 
     def stat(self, workload: str, name: str) -> int:
-        text = httpx.get(f"{self.admin(workload)}/stats", params={"filter": "^" + re.escape(name) + "$"},
+        pattern = "^" + re.escape(name) + "$"
+        text = httpx.get(f"{self.admin(workload)}/stats", params={"filter": pattern},
                          timeout=5).text
         values = [int(line.rsplit(": ", 1)[1]) for line in text.splitlines() if ": " in line]
         return sum(values)
