@@ -157,6 +157,18 @@ def test_invalid_document_is_rejected_with_its_path_and_nothing_changes(up: Up,
     assert "other" not in up.shoal("get", "vs").stdout
 
 
+def test_dry_run_and_delete(up: Up) -> None:
+    before = up.revision()
+    out = up.shoal("apply", "--dry-run", "-f", str(SAMPLES / "reviews-v3.yaml")).stdout
+    assert "(dry run)" in out and up.revision() == before
+    up.shoal("delete", "vs", "reviews")
+    assert "reviews" not in up.shoal("get", "vs").stdout
+    # without a VirtualService, reviews traffic is spread over every version again
+    wait_for(lambda: len(up.reviews(12)) == 3, 10, "round robin over v1, v2, v3")
+    missing = up.shoal("delete", "vs", "reviews", check=False)
+    assert missing.returncode == 1 and "not found" in missing.stderr.lower()
+
+
 def test_proxy_status_and_proxy_config(up: Up) -> None:
     status = up.shoal("proxy-status", "-o", "json").stdout
     proxies = json.loads(status)

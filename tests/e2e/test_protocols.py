@@ -35,8 +35,10 @@ def mesh(tmp_path_factory):
             "store": AgentProcess(cp, service="store", port=9000, protocol="tcp",
                                   name="store", command=app_command("tcp")),
         }
+        # The client's sidecar uses delta xDS, the servers' state-of-the-world: every
+        # test below crosses one sidecar of each flavour.
         client = AgentProcess(cp, service="client", port=7000, name="client",
-                              command=app_command("http"),
+                              command=app_command("http"), extra=["--xds-delta"],
                               upstreams=[f"greeter:50051={free_port()}",
                                          f"store:9000={free_port()}"])
         agents["client"] = client
@@ -55,6 +57,13 @@ def mesh(tmp_path_factory):
         finally:
             for a in agents.values():
                 a.stop()
+
+
+def test_both_xds_flavours_are_in_use(mesh) -> None:
+    cp, _, _ = mesh
+    flavours = {p["workload"]: p["flavour"] for p in cp.proxies()}
+    assert flavours["client"] == "delta"
+    assert flavours["web-a"] == "sotw"
 
 
 def test_http1_by_service_name_through_the_sidecar_proxy(mesh) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.api.mesh import check_labels
 from shoal.api.meta import DNS_LABEL, DNS_SUBDOMAIN
 from shoal.errors import AgentError
 from shoal.xds.types import Upstream
@@ -21,8 +22,6 @@ from shoal.xds.types import Upstream
 PROTOCOLS = ("http", "http2", "grpc", "tcp")
 DEFAULT_CONTROL_PLANE = "http://127.0.0.1:15080"
 DEFAULT_XDS = "127.0.0.1:15010"
-_LABEL_KEY = re.compile(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 
 @dataclass(frozen=True)
@@ -101,8 +100,12 @@ def parse_labels(items: list[str] | tuple[str, ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
         k, sep, v = item.partition("=")
-        if not sep or not _LABEL_KEY.match(k) or not _LABEL_VALUE.match(v):
-            raise AgentError(f"--label {item!r}: expected KEY=VALUE with a valid label key/value")
+        try:
+            if not sep:
+                raise ValueError("expected KEY=VALUE")
+            check_labels({k: v})
+        except ValueError as e:
+            raise AgentError(f"--label {item!r}: {e}") from None
         out[k] = v
     return out
 

@@ -97,3 +97,12 @@ class ProxySnapshot:
     @property
     def version(self) -> str:
         return "-".join(self.get(t).version[:6] for t in PUSH_ORDER)
+
+
+# -- workload identity (SDS) ------------------------------------------------------------------
+# Each sidecar gets its certificate and the trust bundle from ITS OWN AGENT over SDS on a
+# local Unix socket (the private key never leaves the host). Bootstrap defines the
+# cluster; the control plane's generated config only refers to these names.
+SDS_CLUSTER = "sds-grpc"
+SECRET_WORKLOAD_CERT = "default"  # TlsCertificate: SVID chain + key
+SECRET_ROOT_CA = "ROOTCA"  # CertificateValidationContext: the trust bundle (old + new roots)

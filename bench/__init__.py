@@ -1,0 +1,1 @@
+"""shoal benchmarks (not part of the test suite): ``python -m bench.run --help``."""

@@ -1,0 +1,173 @@
+"""Control-plane benchmark: N fake sidecars (ADS clients) converge on config changes.
+
+A real control plane (sqlite store) holds a synthetic mesh (``bench.mesh``). N
+FakeAdsClients run in worker processes (not in the control plane's), each with its own
+gRPC connection and node ``bench-<i>.default`` fronting one of the mesh's Workloads. Each
+round applies a VirtualService weight change for one service and measures, per client,
+the time from just before the apply HTTP call until that client has received (and
+ACKed) the route configuration with the new split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from bench import mesh
+from bench.ads_worker import worker
+from bench.machine import ProcStat, proc_stat
+from bench.profile import Profiler, py_spy, summarize
+from bench.stats import percentile
+from shoal.testing.local import ControlPlaneProcess
+
+
+@dataclass(frozen=True)
+class Options:
+    clients: int = 1000
+    services: int = 50
+    rounds: int = 5
+    workers: int = 2
+    delta: bool = False
+    pause: float = 1.0  # quiet seconds between rounds
+    profile: Path | None = None  # py-spy raw output of the control plane during the rounds
+
+
+@dataclass
+class Result:
+    options: Options
+    apply_mesh_s: float
+    initial_sync_s: float  # all N clients connected and synced, from the first start
+    change_latencies: list[float] = field(default_factory=list)  # seconds, all rounds
+    per_round: list[tuple[float, ...]] = field(default_factory=list)  # min p50 p99 max
+    rss_synced_mb: float = 0.0  # steady: after the initial sync
+    rss_after_mb: float = 0.0  # steady: after the change rounds
+    rss_peak_rounds_mb: float = 0.0  # highest VmRSS sampled during the rounds
+    hwm_mb: float = 0.0  # VmHWM at the end (peak over the whole run)
+    cpu_rounds_s: float = 0.0  # utime+stime during the change rounds
+    cpu_sync_s: float = 0.0  # utime+stime during the initial sync
+    # py-spy: (samples, top inclusive, top self) during the rounds, if profiled
+    profile: tuple[int, list[tuple[str, int]], list[tuple[str, int]]] | None = None
+
+    def pct(self, q: float) -> float:
+        return percentile(self.change_latencies, q)
+
+
+class _Sampler(threading.Thread):
+    """Samples VmRSS of ``pid`` every ``interval`` seconds; ``peak`` is the highest."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak = pid, interval, 0.0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.peak = max(self.peak, proc_stat(self.pid).rss_mb)
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        self.join()
+        return self.peak
+
+
+def _recv(conn: Connection, kind: str, timeout: float = 300.0) -> object:
+    if not conn.poll(timeout):
+        raise TimeoutError(f"no {kind!r} from an ADS worker in {timeout}s")
+    msg = conn.recv()
+    if msg[0] == "error":
+        raise RuntimeError(f"ADS worker failed: {msg[1]}")
+    if msg[0] != kind:
+        raise RuntimeError(f"ADS worker sent {msg[0]!r}, expected {kind!r}")
+    return msg[1] if len(msg) > 1 else None
+
+
+def run(opts: Options, log: Callable[[str], None] = print) -> Result:
+    if opts.profile and py_spy() is None:
+        raise RuntimeError("--profile needs py-spy (pip install py-spy, or set $PY_SPY)")
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-cp-") as tmp:
+        cp = ControlPlaneProcess(Path(tmp), store="sqlite").start()
+        procs: list[mp.process.BaseProcess] = []
+        conns: list[Connection] = []
+        try:
+            t = time.monotonic()
+            with cp.client() as c:
+                c.apply(mesh.mesh_yaml(opts.services), source="bench")
+            apply_s = time.monotonic() - t
+            log(f"mesh applied: {opts.services} services x 2 workloads, DR+VS each "
+                f"({apply_s:.2f} s)")
+            ctx = mp.get_context("spawn")
+            nodes = [(f"bench-{i}.default",
+                      mesh.workload_name(i % opts.services, (i // opts.services) % 2))
+                     for i in range(opts.clients)]
+            before_sync = proc_stat(cp.pid)
+            t0 = time.monotonic()
+            for w in range(opts.workers):
+                parent, child = ctx.Pipe()
+                p = ctx.Process(target=worker, daemon=True,
+                                args=(child, cp.xds, nodes[w::opts.workers],
+                                      mesh.vhost_name(0), opts.delta))
+                p.start()
+                procs.append(p)
+                conns.append(parent)
+            synced_at = [t for conn in conns for t in _recv(conn, "synced")]  # type: ignore[union-attr]
+            result = Result(opts, apply_s, max(synced_at) - t0)
+            time.sleep(2.0)
+            after_sync = proc_stat(cp.pid)
+            result.cpu_sync_s = after_sync.cpu_s - before_sync.cpu_s
+            result.rss_synced_mb = after_sync.rss_mb
+            log(f"{opts.clients} clients synced in {result.initial_sync_s:.2f} s "
+                f"(worker start-up included); control plane RSS {after_sync.rss_mb:.0f} MB")
+            _rounds(cp, conns, opts, result, log)
+            time.sleep(2.0)
+            end: ProcStat = proc_stat(cp.pid)
+            result.rss_after_mb, result.hwm_mb = end.rss_mb, end.hwm_mb
+            return result
+        finally:
+            for conn in conns:
+                with contextlib.suppress(OSError):
+                    conn.send(("stop",))
+            for p in procs:
+                p.join(30)
+                if p.is_alive():
+                    p.terminate()
+            cp.stop()
+
+
+def _rounds(cp: ControlPlaneProcess, conns: list[Connection], opts: Options, result: Result,
+            log: Callable[[str], None]) -> None:
+    sampler = _Sampler(cp.pid)
+    sampler.start()
+    profiler = Profiler(cp.pid, opts.profile) if opts.profile else None
+    if profiler:
+        time.sleep(1.0)  # py-spy attaches
+    before = proc_stat(cp.pid)
+    with cp.client() as c:
+        for k in range(opts.rounds):
+            v1 = 20 if k % 2 == 0 else 80  # the mesh starts at 80/20
+            for conn in conns:
+                conn.send(("watch", mesh.vhost_name(0), (v1, 100 - v1)))
+            for conn in conns:
+                _recv(conn, "watching")
+            t0 = time.monotonic()
+            c.apply(mesh.virtual_service(0, v1), source="bench")
+            done = [t - t0 for conn in conns for t in _recv(conn, "done")]  # type: ignore[union-attr]
+            result.change_latencies += done
+            stats = (min(done), percentile(done, 50), percentile(done, 99), max(done))
+            result.per_round.append(stats)
+            log(f"round {k + 1}: {v1}/{100 - v1} split -> first {stats[0] * 1000:.0f} ms, "
+                f"p50 {stats[1] * 1000:.0f} ms, p99 {stats[2] * 1000:.0f} ms, "
+                f"max {stats[3] * 1000:.0f} ms")
+            time.sleep(opts.pause)
+    result.cpu_rounds_s = proc_stat(cp.pid).cpu_s - before.cpu_s
+    result.rss_peak_rounds_mb = sampler.stop()
+    if profiler and opts.profile:
+        profiler.stop()
+        result.profile = summarize(opts.profile)
+        log(f"py-spy profile of the rounds: {opts.profile}")
