@@ -13,7 +13,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 
-from shoal.xds.generate import listeners, names, vhosts
+from shoal.xds.generate import listeners, names, telemetry, vhosts
 from shoal.xds.generate.context import GenerationContext
 from shoal.xds.generate.inbound import inbound_ports
 from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Proxy, ProxySnapshot, Resources
@@ -54,7 +54,9 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
         )
         if add(
             listeners.inbound_listener(
-                ip.listener, ip.address, ip.endpoint_port, ip.cluster, route_config
+                ip.listener, ip.address, ip.endpoint_port, ip.cluster, route_config,
+                extras=telemetry.http_extras(ctx, telemetry.Direction.INBOUND),
+                tcp_access_log=telemetry.tcp_access_log(ctx, telemetry.Direction.INBOUND),
             )
         ):
             inbound_cds[ip.cluster] = ctx.inbound_cluster(

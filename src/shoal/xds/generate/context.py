@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource
 from shoal.registry.snapshot import MeshSnapshot
-from shoal.xds.generate import clusters, endpoints, listeners, names, routes, vhosts
+from shoal.xds.generate import clusters, endpoints, listeners, names, routes, telemetry, vhosts
 from shoal.xds.types import Resources
 
 
@@ -68,7 +68,8 @@ class GenerationContext:
 
     @cached_property
     def cluster_resources(self) -> Resources:
-        return Resources(items=self.clusters, version=self.version_of(self.clusters))
+        items = {**self.clusters, **telemetry.clusters(self)}
+        return Resources(items=items, version=self.version_of(items))
 
     @cached_property
     def endpoint_resources(self) -> Resources:
@@ -122,7 +123,8 @@ class GenerationContext:
     def outbound_listener(self, port: int) -> listener_pb2.Listener:
         key = ("outbound", port)
         if key not in self._listeners:
-            self._listeners[key] = listeners.outbound_http_listener(port)
+            extras = telemetry.http_extras(self, telemetry.Direction.OUTBOUND)
+            self._listeners[key] = listeners.outbound_http_listener(port, extras)
         return self._listeners[key]
 
     def upstream_listener(
@@ -133,10 +135,12 @@ class GenerationContext:
         if key not in self._listeners:
             if port.protocol.is_http:
                 rds = names.upstream_route(fqdn, port.port)
-                lis = listeners.upstream_http_listener(host, port.port, local_port, rds)
+                extras = telemetry.http_extras(self, telemetry.Direction.OUTBOUND)
+                lis = listeners.upstream_http_listener(host, port.port, local_port, rds, extras)
             else:
                 cluster = names.outbound_cluster(port.port, None, fqdn)
-                lis = listeners.upstream_tcp_listener(host, port.port, local_port, cluster)
+                log = telemetry.tcp_access_log(self, telemetry.Direction.OUTBOUND)
+                lis = listeners.upstream_tcp_listener(host, port.port, local_port, cluster, log)
             self._listeners[key] = lis
         return self._listeners[key]
 

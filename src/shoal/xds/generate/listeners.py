@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_pb2
 
 from shoal.xds.generate import names
-from shoal.xds.generate.protocol import http_connection_manager, socket_address, tcp_proxy
+from shoal.xds.generate.protocol import (
+    NO_EXTRAS,
+    HcmExtras,
+    http_connection_manager,
+    socket_address,
+    tcp_proxy,
+)
 
 LOCALHOST = "127.0.0.1"
 
@@ -27,25 +36,28 @@ def _listener(
     )
 
 
-def outbound_http_listener(port: int) -> listener_pb2.Listener:
+def outbound_http_listener(port: int, extras: HcmExtras = NO_EXTRAS) -> listener_pb2.Listener:
     """127.0.0.1:port, the app's HTTP proxy; routes come from RDS ``outbound_http``."""
-    hcm = http_connection_manager(names.OUTBOUND_HTTP, rds=names.OUTBOUND_HTTP)
+    hcm = http_connection_manager(names.OUTBOUND_HTTP, rds=names.OUTBOUND_HTTP, extras=extras)
     return _listener(names.OUTBOUND_HTTP, LOCALHOST, port, base_pb2.OUTBOUND, hcm)
 
 
 def upstream_tcp_listener(
-    host: str, port: int, local_port: int, cluster: str
+    host: str, port: int, local_port: int, cluster: str,
+    access_log: Sequence[accesslog_pb2.AccessLog] = (),
 ) -> listener_pb2.Listener:
-    f = tcp_proxy(names.upstream_stat_prefix(host, port), cluster)
+    f = tcp_proxy(names.upstream_stat_prefix(host, port), cluster, access_log=access_log)
     return _listener(
         names.upstream_listener(host, port), LOCALHOST, local_port, base_pb2.OUTBOUND, f
     )
 
 
 def upstream_http_listener(
-    host: str, port: int, local_port: int, route_config: str
+    host: str, port: int, local_port: int, route_config: str, extras: HcmExtras = NO_EXTRAS
 ) -> listener_pb2.Listener:
-    f = http_connection_manager(names.upstream_stat_prefix(host, port), rds=route_config)
+    f = http_connection_manager(
+        names.upstream_stat_prefix(host, port), rds=route_config, extras=extras
+    )
     return _listener(
         names.upstream_listener(host, port), LOCALHOST, local_port, base_pb2.OUTBOUND, f
     )
@@ -57,11 +69,13 @@ def inbound_listener(
     port: int,
     cluster: str,
     route_config: route_pb2.RouteConfiguration | None,
+    extras: HcmExtras = NO_EXTRAS,
+    tcp_access_log: Sequence[accesslog_pb2.AccessLog] = (),
 ) -> listener_pb2.Listener:
     """HTTP (inline route table) when ``route_config`` is given, else a TCP proxy."""
     prefix = names.inbound_stat_prefix(port)
     if route_config is not None:
-        f = http_connection_manager(prefix, route_config=route_config)
+        f = http_connection_manager(prefix, route_config=route_config, extras=extras)
     else:
-        f = tcp_proxy(prefix, cluster)
+        f = tcp_proxy(prefix, cluster, access_log=tcp_access_log)
     return _listener(name, address, port, base_pb2.INBOUND, f)

@@ -3,6 +3,10 @@ filters (HTTP connection manager, TCP proxy), the router and HTTP/2 upstream opt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.route.v3 import route_pb2
@@ -51,21 +55,55 @@ def router() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router()))
 
 
+@dataclass(frozen=True)
+class HcmExtras:
+    """What policy plugins (security, telemetry) add to an HTTP connection manager.
+
+    Plugins return these; listener builders apply them. Keep them immutable so one value
+    can be shared by every proxy it applies to.
+    """
+
+    http_filters: tuple[hcm_pb2.HttpFilter, ...] = ()  # run in order, before the router
+    access_log: tuple[accesslog_pb2.AccessLog, ...] = ()
+    tracing: hcm_pb2.HttpConnectionManager.Tracing | None = None
+    # Inbound mTLS: pass the caller's identity to the app (x-forwarded-client-cert).
+    forward_client_cert: bool = False
+
+    def __add__(self, other: HcmExtras) -> HcmExtras:
+        return HcmExtras(
+            http_filters=self.http_filters + other.http_filters,
+            access_log=self.access_log + other.access_log,
+            tracing=other.tracing or self.tracing,
+            forward_client_cert=self.forward_client_cert or other.forward_client_cert,
+        )
+
+
+NO_EXTRAS = HcmExtras()
+
+
 def http_connection_manager(
     stat_prefix: str,
     *,
     rds: str | None = None,
     route_config: route_pb2.RouteConfiguration | None = None,
+    extras: HcmExtras = NO_EXTRAS,
 ) -> listener_components_pb2.Filter:
     """An HCM (codec AUTO: HTTP/1.1, absolute-form URLs, h2c) with RDS or an inline table."""
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        http_filters=[router()],
+        http_filters=[*extras.http_filters, router()],
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(
             allow_absolute_url=wrappers_pb2.BoolValue(value=True)
         ),
+        access_log=list(extras.access_log),
     )
+    if extras.tracing is not None:
+        hcm.tracing.CopyFrom(extras.tracing)
+    if extras.forward_client_cert:
+        hcm.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
+        hcm.set_current_client_cert_details.uri = True
+        hcm.set_current_client_cert_details.subject.value = True
     if rds is not None:
         hcm.rds.CopyFrom(hcm_pb2.Rds(config_source=ads(), route_config_name=rds))
     elif route_config is not None:
@@ -75,8 +113,12 @@ def http_connection_manager(
     return listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))
 
 
-def tcp_proxy(stat_prefix: str, cluster: str) -> listener_components_pb2.Filter:
-    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
+def tcp_proxy(
+    stat_prefix: str, cluster: str, *, access_log: Sequence[accesslog_pb2.AccessLog] = ()
+) -> listener_components_pb2.Filter:
+    proxy = tcp_proxy_pb2.TcpProxy(
+        stat_prefix=stat_prefix, cluster=cluster, access_log=list(access_log)
+    )
     return listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=pack(proxy))
 
 
