@@ -1,0 +1,1 @@
+"""Telemetry: metrics from the sidecars, access logs, traces, topology and SLOs."""

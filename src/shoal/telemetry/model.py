@@ -1,0 +1,94 @@
+"""The contract between telemetry collection (ingest) and its consumers (Prometheus
+exposition, topology, SLOs, dashboard).
+
+Collection turns what the sidecars report into :class:`EdgeSample` values: cumulative
+counters per *edge* (source workload -> destination service/subset, by response code)
+at a point in time. A :class:`MetricsStore` keeps a bounded history of them so consumers
+can ask for rates and latency quantiles over a window (SLO burn rates need 5 m .. 6 h).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Latency histogram bucket upper bounds, milliseconds (Istio's defaults).
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000,
+    1800000, 3600000,
+)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """Who called whom. ``source_*`` is empty for traffic from outside the mesh."""
+
+    source_workload: str
+    source_namespace: str
+    source_service: str  # canonical service of the caller ("" if unknown)
+    destination_service: str  # FQDN: reviews.default.svc.cluster.local
+    destination_namespace: str
+    destination_subset: str = ""  # "" = no subset
+    destination_port: int = 0
+    protocol: str = "http"  # http | grpc | tcp
+    mtls: bool = False
+
+
+@dataclass(frozen=True)
+class EdgeSample:
+    """Cumulative counters of one edge, as reported at ``at`` (unix seconds).
+
+    Counters only grow while the reporting sidecar lives; a restart resets them (the
+    store handles resets like Prometheus' rate()).
+    """
+
+    edge: Edge
+    at: float
+    requests_by_code: dict[int, int] = field(default_factory=dict)  # HTTP status -> count
+    # cumulative counts per LATENCY_BUCKETS_MS bound (+ an implicit +Inf = total)
+    latency_buckets: tuple[int, ...] = ()
+    latency_sum_ms: float = 0.0
+    request_bytes: int = 0
+    response_bytes: int = 0
+    tcp_connections_opened: int = 0
+    tcp_connections_closed: int = 0
+    tcp_sent_bytes: int = 0
+    tcp_received_bytes: int = 0
+    reporter: str = ""  # node id of the sidecar that reported it
+
+
+@dataclass(frozen=True)
+class EdgeRates:
+    """An edge's traffic over a window: what the topology graph and dashboard show."""
+
+    edge: Edge
+    window_seconds: float
+    requests: float  # count in the window
+    rps: float
+    errors: float  # 5xx count in the window
+    error_ratio: float  # errors / requests (0 when no requests)
+    by_code_class: dict[str, float]  # "2xx" -> count
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    request_bytes: float = 0.0
+    response_bytes: float = 0.0
+    tcp_connections: float = 0.0
+
+
+class MetricsStore(Protocol):
+    def add(self, samples: Sequence[EdgeSample]) -> None: ...
+
+    def edges(self) -> list[Edge]: ...
+
+    def rates(self, window_seconds: float, *, now: float | None = None) -> list[EdgeRates]:
+        """Per edge, what happened in the last ``window_seconds``."""
+        ...
+
+    def good_total(self, destination_service: str, window_seconds: float, *,
+                   latency_threshold_ms: float | None = None, now: float | None = None
+                   ) -> tuple[float, float]:
+        """(good, total) requests to a service in the window: good = non-5xx, or, with a
+        latency threshold, faster than it. The SLI of availability and latency SLOs."""
+        ...
