@@ -25,6 +25,7 @@ status: setup
 	$(BIN)/shoal status
 
 test: setup
+	scripts/system-deps.sh chromium prometheus
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -32,6 +33,7 @@ lint: setup
 	$(BIN)/ruff check src tests bench
 
 bench: setup
+	scripts/system-deps.sh nginx-light nghttp2-client wrk
 	$(BIN)/python -m bench.run
 
 clean:

@@ -32,7 +32,7 @@ from shoal.testing.local import ControlPlaneProcess
 class Options:
     clients: int = 1000
     services: int = 50
-    rounds: int = 5
+    rounds: int = 10
     workers: int = 2
     delta: bool = False
     pause: float = 1.0  # quiet seconds between rounds

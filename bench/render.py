@@ -111,7 +111,9 @@ def controlplane_md(r: controlplane.Result, date: str, machine: str, command: st
         ["change → ACK, p99", f"**{p99 * 1000:.0f} ms**"],
         ["change → ACK, max", f"{max(r.change_latencies) * 1000:.0f} ms"],
         ["control plane RSS after initial sync (steady)", f"{r.rss_synced_mb:.0f} MB"],
-        ["control plane RSS after the rounds (steady)", f"{r.rss_after_mb:.0f} MB"],
+        ["control plane RSS after the rounds (steady)",
+         f"{r.rss_after_mb:.0f} MB ({(r.rss_after_mb - r.rss_synced_mb) / o.rounds:+.1f} MB "
+         f"per change)"],
         ["control plane RSS peak during rounds (sampled 10/s)", f"{r.rss_peak_rounds_mb:.0f} MB"],
         ["control plane VmHWM (peak over the run)", f"**{r.hwm_mb:.0f} MB**"],
         ["control plane CPU during the rounds", f"{r.cpu_rounds_s:.2f} s "

@@ -35,7 +35,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     c = p.add_argument_group("control plane")
     c.add_argument("--clients", type=int, help="fake ADS clients (1000; quick 200)")
     c.add_argument("--services", type=int, default=50, help="(%(default)s)")
-    c.add_argument("--changes", type=int, help="change rounds (5; quick 2)")
+    c.add_argument("--changes", type=int, help="change rounds (10; quick 2)")
     c.add_argument("--workers", type=int, default=2, help="client processes (%(default)s)")
     c.add_argument("--delta", action="store_true", help="delta xDS instead of state-of-the-world")
     c.add_argument("--profile", type=Path, metavar="FILE",
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.which in ("controlplane", "all"):
         copts = controlplane.Options(
             clients=_pick(a.clients, 1000, 200, a.quick), services=a.services,
-            rounds=_pick(a.changes, 5, 2, a.quick), workers=a.workers, delta=a.delta,
+            rounds=_pick(a.changes, 10, 2, a.quick), workers=a.workers, delta=a.delta,
             profile=a.profile)
         print(f"== control plane: {copts}", flush=True)
         cpr = controlplane.run(copts, log=lambda s: print(s, flush=True))
