@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # Kinds every proxy sees (until Sidecar scoping exists): a change affects all proxies.
 MESH_WIDE = frozenset({"Service", "VirtualService", "DestinationRule"})
+# Proxies computed between two yields to the event loop during a push.
+YIELD_EVERY = 50
 
 
 @dataclass
@@ -126,10 +128,14 @@ class Sync:
                 except TimeoutError:
                     break
             self._changed.clear()
-            self.push_pending()
+            await self.push_pending()
 
-    def push_pending(self) -> None:
-        """Rebuild the mesh view and recompute every proxy the pending changes affect."""
+    async def push_pending(self) -> None:
+        """Rebuild the mesh view and recompute every proxy the pending changes affect.
+
+        Proxies are computed in batches, yielding to the event loop in between, so that
+        streams start sending to the first proxies while the rest are being computed.
+        """
         if not self._pending:
             return
         changed, self._pending = self._pending, set()
@@ -138,19 +144,18 @@ class Sync:
         ctx = self._context()
         affected = self._affected(changed, old_mesh, ctx.mesh)
         started = time.perf_counter()
-        for node_id in affected:
+        for i, node_id in enumerate(affected):
             self._compute(ctx, node_id)
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+        # Packed forms of resources no snapshot uses any more are garbage now; free them
+        # at once rather than letting each push's leftovers pile up.
+        self._cache.sweep()
         self.stats.pushes += 1
         self.stats.last_revision = ctx.mesh.revision
         self.stats.last_compute_seconds = time.perf_counter() - started
-        log.info(
-            "config pushed",
-            extra={
-                "revision": ctx.mesh.revision,
-                "changed": len(changed),
-                "proxies": len(affected),
-            },
-        )
+        log.info("config pushed", extra={"revision": ctx.mesh.revision,
+                                         "changed": len(changed), "proxies": len(affected)})
 
     def _affected(
         self, changed: set[ResourceKey], old: MeshSnapshot | None, new: MeshSnapshot
