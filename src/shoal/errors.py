@@ -13,7 +13,10 @@ one-line message and a non-zero exit; nothing inside the package catches a broad
     │   └── WatchExpired     a watch asked for history the store no longer keeps
     ├── Unavailable          a peer (control plane, Envoy admin) could not be reached
     ├── EnvoyError           Envoy could not be located, started or configured
-    └── AgentError           the per-workload agent failed to do its job
+    ├── AgentError           the per-workload agent failed to do its job
+    ├── Unauthenticated      missing, invalid or expired credential (token)
+    ├── PermissionDenied     a valid credential that does not allow the request
+    └── CaError              the certificate authority cannot load or use its keys
 """
 
 from __future__ import annotations
@@ -74,3 +77,15 @@ class EnvoyError(ShoalError):
 
 class AgentError(ShoalError):
     """The per-workload agent failed."""
+
+
+class Unauthenticated(ShoalError):
+    """A request carried no credential, or one that is invalid or expired (HTTP 401)."""
+
+
+class PermissionDenied(ShoalError):
+    """A valid credential that does not allow what was asked (HTTP 403)."""
+
+
+class CaError(ShoalError):
+    """The certificate authority could not load, create or use its keys and certificates."""

@@ -47,7 +47,10 @@ def test_bootstrap_content():
     assert ads["grpc_services"] == [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]
     assert b["dynamic_resources"]["lds_config"] == {"ads": {}, "resource_api_version": "V3"}
     assert b["dynamic_resources"]["cds_config"] == {"ads": {}, "resource_api_version": "V3"}
-    [xds] = b["static_resources"]["clusters"]
+    xds, sds = b["static_resources"]["clusters"]
+    assert sds["name"] == "sds-grpc" and "pipe" in (
+        sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"])
+    assert "transport_socket" not in xds  # no --ca-bundle: plaintext xDS
     assert xds["name"] == XDS_CLUSTER and xds["type"] == "STATIC"
     assert xds["connect_timeout"] == "1s"
     assert "http2_protocol_options" in (

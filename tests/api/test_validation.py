@@ -64,9 +64,9 @@ spec:
   hosts: [reviews]
   http:
   - route: [{destination: {host: reviews}}]
-    mirror: {host: reviews}
+    delegate: {name: reviews-routes}
 """)
-    assert found == [("spec.http[0].mirror",
+    assert found == [("spec.http[0].delegate",
                       "is not supported by shoal yet (see docs/reference for supported fields)")]
 
 

@@ -89,6 +89,7 @@ def up(tmp_path_factory) -> Any:
               f"http://127.0.0.1:{page_port}/productpage")
     try:
         mesh.shoal("up", "--api-port", str(api_port), "--xds-port", str(xds_port),
+                   "--agent-api-port", str(free_port()), "--secure-xds-port", str(free_port()),
                    "--port", str(page_port), "--timeout", "90")
         yield mesh
     finally:

@@ -17,7 +17,21 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import json_format
 
-from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, ProxySnapshot
+from shoal.xds.generate.protocol import http2_protocol_options, socket_address
+from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SDS_CLUSTER, ProxySnapshot
+
+
+def sds_cluster(port: int = 15012) -> cluster_pb2.Cluster:
+    """The bootstrap cluster the agent provides: the secrets' source (here 127.0.0.1:port,
+    e.g. a :mod:`shoal.testing.sds` server)."""
+    c = cluster_pb2.Cluster(name=SDS_CLUSTER, type=cluster_pb2.Cluster.STATIC)
+    c.connect_timeout.FromMilliseconds(1000)
+    for key, value in http2_protocol_options().items():
+        c.typed_extension_protocol_options[key].CopyFrom(value)
+    ep = c.load_assignment.endpoints.add().lb_endpoints.add()
+    ep.endpoint.address.CopyFrom(socket_address("127.0.0.1", port))
+    c.load_assignment.cluster_name = SDS_CLUSTER
+    return c
 
 
 def envoy_binary() -> Path:
@@ -26,8 +40,10 @@ def envoy_binary() -> Path:
     return Path(_envoy.__file__).parent / "_bin" / "envoy"
 
 
-def static_bootstrap(snap: ProxySnapshot, node_id: str) -> bootstrap_pb2.Bootstrap:
+def static_bootstrap(snap: ProxySnapshot, node_id: str, sds_port: int = 15012
+                     ) -> bootstrap_pb2.Bootstrap:
     boot = bootstrap_pb2.Bootstrap()
+    boot.static_resources.clusters.add().CopyFrom(sds_cluster(sds_port))
     boot.node.id = node_id
     boot.node.cluster = "shoal-test"
     routes = snap.get(ROUTE).items

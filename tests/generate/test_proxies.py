@@ -17,8 +17,10 @@ from .conftest import GOLDEN_PROXIES, load_mesh, proxy
 
 
 def network_filter(listener, kind):
+    """The filter of this type in the listener's first filter chain (security filters,
+    e.g. RBAC, may come before it)."""
     msg = kind()
-    assert listener.filter_chains[0].filters[0].typed_config.Unpack(msg)
+    assert any(f.typed_config.Unpack(msg) for f in listener.filter_chains[0].filters)
     return msg
 
 

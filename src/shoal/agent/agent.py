@@ -2,6 +2,8 @@
 
 Lifecycle:
 
+0. start the local SDS server; with a token, obtain the workload certificate (bounded
+   wait, so Envoy's listeners warm at once) and keep renewing it;
 1. plan ports, write the bootstrap, start Envoy (supervised: restarted when it dies);
 2. wait for Envoy to be LIVE (initial LDS/CDS received) — at most ``ready_timeout``,
    then start the app anyway, so a missing control plane never blocks the app;
@@ -28,22 +30,26 @@ import httpx
 from shoal.agent.app import AppProcess, exit_status
 from shoal.agent.bootstrap import build_bootstrap
 from shoal.agent.config import AgentConfig, Plan, app_env, make_plan
+from shoal.agent.identity import Svid, WorkloadIdentity, token_reader, token_subject
 from shoal.agent.registration import (
     ControlPlaneClient,
     Registration,
     service_document,
     workload_document,
 )
+from shoal.agent.sds import SdsServer, socket_path
 from shoal.agent.supervisor import EnvoySupervisor
+from shoal.ca.spiffe import SpiffeId
 from shoal.envoy import EnvoyProcess, free_port
-from shoal.errors import Unavailable
+from shoal.errors import AgentError, Unavailable, ValidationError
 from shoal.xds.node import node_id, node_metadata
 from shoal.xds.types import ProxyMetadata
 
 log = logging.getLogger("shoal.agent")
 
 
-def bootstrap_for(config: AgentConfig, plan: Plan) -> dict[str, object]:
+def bootstrap_for(config: AgentConfig, plan: Plan, *, identity: bool = False
+                  ) -> dict[str, object]:
     meta = ProxyMetadata(
         workload=plan.workload,
         outbound_port=plan.outbound_port,
@@ -60,7 +66,26 @@ def bootstrap_for(config: AgentConfig, plan: Plan) -> dict[str, object]:
         xds_port=plan.xds_port,
         delta=config.xds_delta,
         locality_text=config.locality,
+        sds_socket=str(socket_path(plan.run_dir)),
+        xds_ca_file=str(config.ca_bundle.resolve()) if config.ca_bundle else "",
+        client_cert=identity,
     )
+
+
+def identity_for(config: AgentConfig, token: str | None) -> str | None:
+    """The SPIFFE ID the token is for, checked against --namespace/--service-account."""
+    if not token:
+        return None
+    subject = token_subject(token)
+    try:
+        sid = SpiffeId.parse(subject)
+    except ValidationError:
+        raise AgentError(f"the token's subject {subject!r} is not a SPIFFE ID") from None
+    sa = config.service_account or config.service
+    if sid.namespace != config.namespace or sid.service_account != sa:
+        raise AgentError(f"the token is for {subject}, but this workload is namespace "
+                         f"{config.namespace!r}, service account {sa!r}")
+    return subject
 
 
 class Agent:
@@ -81,12 +106,23 @@ class Agent:
         )
         self.supervisor = EnvoySupervisor(self.envoy)
         self.app = AppProcess(config.command, app_env(config, self.plan, os.environ))
-        self.control_plane = control_plane or ControlPlaneClient(config.control_plane)
+        read_token = token_reader(config.token, config.token_file)
+        self.control_plane = control_plane or ControlPlaneClient(
+            config.control_plane, token=read_token, ca_bundle=config.ca_bundle)
+        spiffe_id = identity_for(config, read_token())
+        self.identity = WorkloadIdentity(
+            self.control_plane, spiffe_id, self.plan.workload,
+            renew_fraction=config.renew_fraction) if spiffe_id else None
+        self.sds = SdsServer(self.identity, socket_path(self.plan.run_dir))
+        if self.identity is not None:
+            self.identity.subscribe(self._identity_changed)
         self.registration = Registration(
             self.control_plane,
             workload_document(config, self.plan),
             service_document(config),
             ttl_seconds=config.lease_seconds,
+            report=self._identity_report,
+            on_bundle_version=self.identity.refresh_bundle if self.identity else None,
         )
         self._stop = asyncio.Event()
         self._signals = 0
@@ -122,7 +158,28 @@ class Agent:
                 loop.remove_signal_handler(sig)
             await self.control_plane.aclose()
 
+    def _identity_report(self) -> dict[str, object] | None:
+        svid = self.identity.current if self.identity else None
+        return svid.report() if svid else None
+
+    def _identity_changed(self, svid: Svid) -> None:
+        if self.plan.run_dir.exists():
+            self._write_state()
+
     async def _run(self) -> int:
+        self.plan.run_dir.mkdir(parents=True, exist_ok=True)
+        await self.sds.start()
+        try:
+            return await self._run_with_sds()
+        finally:
+            await self.sds.stop()
+
+    async def _run_with_sds(self) -> int:
+        if self.identity is not None:
+            await self.identity.initial(self.config.ready_timeout, self._stop.is_set)
+        else:
+            log.warning("no token (--token-file / $SHOAL_TOKEN): no workload certificate, "
+                        "so mTLS with this workload will not work")
         self._write_bootstrap()
         self.envoy.start()
         log.info("envoy started", extra={
@@ -133,10 +190,14 @@ class Agent:
         try:
             async with asyncio.TaskGroup() as tg:
                 supervisor = tg.create_task(self.supervisor.run(), name="envoy-supervisor")
+                renewer = tg.create_task(self.identity.run(), name="identity") \
+                    if self.identity is not None else None
                 try:
                     status = await self._lifecycle(tg)
                 finally:
                     supervisor.cancel()
+                    if renewer is not None:
+                        renewer.cancel()
             return status
         finally:
             if self.app.started:
@@ -147,10 +208,13 @@ class Agent:
     def _write_bootstrap(self) -> None:
         """Write the bootstrap and ``agent.json`` (ports and names, for tools and humans)."""
         self.plan.run_dir.mkdir(parents=True, exist_ok=True)
-        doc = bootstrap_for(self.config, self.plan)
+        doc = bootstrap_for(self.config, self.plan, identity=self.identity is not None)
         tmp = self.plan.bootstrap_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=2))
         tmp.replace(self.plan.bootstrap_path)
+        self._write_state()
+
+    def _write_state(self) -> None:
         state = {
             "agentPid": os.getpid(), "workload": self.plan.workload,
             "namespace": self.config.namespace, "service": self.config.service,
@@ -158,8 +222,11 @@ class Agent:
             "adminPort": self.plan.admin_port, "outboundPort": self.plan.outbound_port,
             "inboundPort": self.plan.inbound_port, "appPort": self.plan.app_port,
             "upstreams": {f"{u.host}:{u.port}": u.local_port for u in self.plan.upstreams},
+            "sdsSocket": str(self.sds.path), "identity": self._identity_report(),
         }
-        (self.plan.run_dir / "agent.json").write_text(json.dumps(state, indent=2))
+        tmp = self.plan.run_dir / "agent.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.plan.run_dir / "agent.json")
 
     async def _lifecycle(self, tg: asyncio.TaskGroup) -> int:
         await self._wait_envoy_live()

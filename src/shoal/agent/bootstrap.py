@@ -11,8 +11,12 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+from shoal.xds.types import SDS_CLUSTER, SECRET_ROOT_CA, SECRET_WORKLOAD_CERT
+
 XDS_CLUSTER = "xds_cluster"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+CONTROL_PLANE_NAME = "shoal-control-plane"  # SNI and SAN of the control plane's certificate
 
 
 def _is_ip(host: str) -> bool:
@@ -58,6 +62,59 @@ def xds_cluster(host: str, port: int, *, connect_timeout_s: float = 1.0) -> dict
     }
 
 
+def _http2() -> dict[str, Any]:
+    return {HTTP_PROTOCOL_OPTIONS: {
+        "@type": f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}",
+        "explicit_http_config": {"http2_protocol_options": {}},
+    }}
+
+
+def sds_cluster(socket_path: str) -> dict[str, Any]:
+    """The static cluster reaching the agent's SDS server on a Unix socket (HTTP/2)."""
+    return {
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": SDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "pipe": {"path": socket_path}}}}]}],
+        },
+        "typed_extension_protocol_options": _http2(),
+    }
+
+
+def sds_secret(name: str) -> dict[str, Any]:
+    return {"name": name, "sds_config": {
+        "api_config_source": {
+            "api_type": "GRPC", "transport_api_version": "V3",
+            "grpc_services": [{"envoy_grpc": {"cluster_name": SDS_CLUSTER}}],
+        },
+        "resource_api_version": "V3",
+    }}
+
+
+def xds_tls(*, client_cert: bool, ca_file: str = "") -> dict[str, Any]:
+    """TLS to the control plane: verify it against the trust bundle and its name; with a
+    workload certificate, the bundle comes over SDS (ROOTCA, so root rotations reach it)
+    and the certificate is presented; without one, the bundle is read from ``ca_file``."""
+    san = {"match_typed_subject_alt_names": [
+        {"san_type": "DNS", "matcher": {"exact": CONTROL_PLANE_NAME}}]}
+    common: dict[str, Any]
+    if client_cert:
+        common = {"combined_validation_context": {
+            "default_validation_context": san,
+            "validation_context_sds_secret_config": sds_secret(SECRET_ROOT_CA),
+        }, "tls_certificate_sds_secret_configs": [sds_secret(SECRET_WORKLOAD_CERT)]}
+    else:
+        common = {"validation_context": {"trusted_ca": {"filename": ca_file}, **san}}
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": f"type.googleapis.com/{UPSTREAM_TLS}",
+        "sni": CONTROL_PLANE_NAME,
+        "common_tls_context": common,
+    }}
+
+
 def build_bootstrap(
     *,
     node_id: str,
@@ -69,12 +126,19 @@ def build_bootstrap(
     delta: bool = False,
     locality_text: str = "",
     admin_host: str = "127.0.0.1",
+    sds_socket: str | None = None,
+    xds_ca_file: str = "",
+    client_cert: bool = False,
 ) -> dict[str, Any]:
     """Bootstrap for one sidecar: node, admin on ``admin_host:admin_port``, LDS+CDS over ADS."""
     node: dict[str, Any] = {"id": node_id, "cluster": cluster, "metadata": dict(metadata)}
     if loc := locality(locality_text):
         node["locality"] = loc
     ads_source = {"ads": {}, "resource_api_version": "V3"}
+    xds = xds_cluster(xds_host, xds_port)
+    if xds_ca_file:  # xDS over TLS
+        xds["transport_socket"] = xds_tls(client_cert=client_cert, ca_file=xds_ca_file)
+    clusters = [xds] + ([sds_cluster(sds_socket)] if sds_socket else [])
     return {
         "node": node,
         "admin": {
@@ -90,5 +154,5 @@ def build_bootstrap(
             "lds_config": ads_source,
             "cds_config": dict(ads_source),
         },
-        "static_resources": {"clusters": [xds_cluster(xds_host, xds_port)]},
+        "static_resources": {"clusters": clusters},
     }

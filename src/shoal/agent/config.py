@@ -59,6 +59,11 @@ class AgentConfig:
     app_start_timeout: float = 60.0  # wait this long for the app to listen, then register anyway
     stop_grace: float = 10.0  # SIGTERM -> SIGKILL for the app
     envoy_log_level: str = "warning"
+    # identity (docs/adr/0007-workload-identity.md)
+    token: str | None = None  # literal token (--token / $SHOAL_TOKEN)
+    token_file: Path | None = None  # read on each use, so it can be replaced
+    ca_bundle: Path | None = None  # mesh roots: verify the control plane (REST + xDS TLS)
+    renew_fraction: float = 0.5  # renew the certificate at this fraction of its lifetime
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,12 @@ def validate(config: AgentConfig) -> None:
         problems.append(f"--locality {config.locality!r}: expected REGION[/ZONE[/SUBZONE]]")
     if not config.command:
         problems.append("no application command given (shoal run ... -- CMD ARGS...)")
+    if not 0.05 <= config.renew_fraction <= 0.95:
+        problems.append("--renew-fraction must be within 0.05..0.95")
+    if config.ca_bundle is not None and not config.ca_bundle.is_file():
+        problems.append(f"--ca-bundle {config.ca_bundle}: no such file")
+    if config.token_file is not None and not config.token_file.is_file():
+        problems.append(f"--token-file {config.token_file}: no such file")
     if config.drain_seconds < 0:
         problems.append("--drain-seconds must not be negative")
     if problems:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -66,22 +68,70 @@ def _error_line(r: httpx.Response) -> str:
     return f"HTTP {r.status_code}: {msg}"
 
 
-class ControlPlaneClient:
-    """The agent's three REST calls. Network failures raise :class:`Unavailable`;
-    refusals raise :class:`AgentError` with the server's one-line reason."""
+class Refused(AgentError):
+    """The control plane refused the agent's credential (HTTP 401/403): retrying with the
+    same token cannot help."""
 
-    def __init__(self, base_url: str, client: httpx.AsyncClient | None = None) -> None:
+
+def tls_context(ca_bundle: Path) -> ssl.SSLContext:
+    """Verify the control plane against the mesh trust bundle (not the system CAs)."""
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_bundle))
+    except (OSError, ssl.SSLError) as e:
+        raise AgentError(f"--ca-bundle {ca_bundle}: {e}") from None
+    return ctx
+
+
+class ControlPlaneClient:
+    """The agent's REST calls. Network failures raise :class:`Unavailable`;
+    refusals raise :class:`AgentError` with the server's one-line reason.
+
+    ``token`` is called before each request (a token file may be replaced while the
+    agent runs); ``ca_bundle`` makes the client verify an https:// control plane against
+    the mesh roots, extended by :meth:`trust` when the bundle changes."""
+
+    def __init__(self, base_url: str, client: httpx.AsyncClient | None = None, *,
+                 token: Callable[[], str | None] | None = None,
+                 ca_bundle: Path | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = client or httpx.AsyncClient(timeout=5.0, trust_env=False)
+        self._token = token or (lambda: None)
+        self._ssl = tls_context(ca_bundle) if ca_bundle is not None else None
+        self._client = client or httpx.AsyncClient(
+            timeout=5.0, trust_env=False, verify=self._ssl if self._ssl is not None else True)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    def trust(self, pems: list[str]) -> None:
+        """Also trust these roots from now on (a rotated trust bundle)."""
+        if self._ssl is not None and pems:
+            self._ssl.load_verify_locations(cadata="".join(pems))
+
     async def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        token = self._token()
+        if token:
+            kw["headers"] = {**kw.get("headers", {}), "Authorization": f"Bearer {token}"}
         try:
-            return await self._client.request(method, self.base_url + path, **kw)
+            r = await self._client.request(method, self.base_url + path, **kw)
         except httpx.HTTPError as e:
             raise Unavailable(f"control plane {self.base_url}: {type(e).__name__}: {e}") from e
+        if r.status_code in (401, 403):
+            raise Refused(f"{method} {path} refused: {_error_line(r)}")
+        return r
+
+    async def sign(self, csr_pem: str, workload: str) -> dict[str, Any]:
+        """Ask the CA for a certificate: {certChain, trustBundle, expiresAt, serial...}."""
+        r = await self._call("POST", "/api/v1/certificates",
+                             json={"csr": csr_pem, "workload": workload})
+        if r.status_code != 200:
+            raise AgentError(f"certificate request refused: {_error_line(r)}")
+        return dict(r.json())
+
+    async def trust_bundle(self) -> dict[str, Any]:
+        r = await self._call("GET", "/api/v1/ca/bundle")
+        if r.status_code != 200:
+            raise AgentError(f"trust bundle request failed: {_error_line(r)}")
+        return dict(r.json())
 
     async def register(
         self, workload: Mapping[str, Any], service: Mapping[str, Any] | None, ttl: int
@@ -93,18 +143,25 @@ class ControlPlaneClient:
             raise AgentError(f"registration refused: {_error_line(r)}")
         return float(r.json().get("leaseSeconds") or ttl)
 
-    async def heartbeat(self, namespace: str, name: str) -> float | None:
+    async def heartbeat(self, namespace: str, name: str,
+                        report: Mapping[str, Any] | None = None) -> float | None:
         """Renew the lease; returns it, or None when the control plane does not know the
-        workload (404)."""
-        r = await self._call("PUT", f"/api/v1/workloads/{namespace}/{name}/heartbeat")
+        workload (404). ``report`` (the agent's identity) goes in the body; the trust
+        bundle version of the answer is kept in :attr:`bundle_version`."""
+        kw: dict[str, Any] = {"json": {"identity": dict(report)}} if report else {}
+        r = await self._call("PUT", f"/api/v1/workloads/{namespace}/{name}/heartbeat", **kw)
         if r.status_code == 404:
             return None
         if r.status_code != 200:
             raise AgentError(f"heartbeat refused: {_error_line(r)}")
         try:
-            return float(r.json().get("leaseSeconds") or 0) or 15.0
+            body = r.json()
+            self.bundle_version = str(body.get("bundleVersion") or "")
+            return float(body.get("leaseSeconds") or 0) or 15.0
         except ValueError:
             return 15.0
+
+    bundle_version: str = ""
 
     async def deregister(self, namespace: str, name: str) -> None:
         r = await self._call("DELETE", f"/api/v1/workloads/{namespace}/{name}")
@@ -123,7 +180,11 @@ class Registration:
         *,
         ttl_seconds: int = 15,
         backoff: Backoff | None = None,
+        report: Callable[[], Mapping[str, Any] | None] | None = None,
+        on_bundle_version: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        self.report = report or (lambda: None)
+        self.on_bundle_version = on_bundle_version
         self.client = client
         self.workload = workload
         self.service = service
@@ -157,7 +218,8 @@ class Registration:
         while True:
             await asyncio.sleep(wait)
             try:
-                renewed = await self.client.heartbeat(self.namespace, self.name)
+                renewed = await self.client.heartbeat(self.namespace, self.name,
+                                                      self.report())
             except (Unavailable, AgentError) as e:
                 wait = min(self.backoff.next(), max(0.2, lease / 3))
                 log.warning("heartbeat failed, retrying", extra={
@@ -171,6 +233,8 @@ class Registration:
             else:
                 self.heartbeats += 1
                 lease = renewed
+                if self.on_bundle_version and self.client.bundle_version:
+                    await self.on_bundle_version(self.client.bundle_version)
             wait = max(0.2, lease / 3)
 
     async def deregister(self, timeout: float = 3.0) -> bool:

@@ -7,11 +7,18 @@ from dataclasses import dataclass
 from shoal.api.mesh import ServiceSpec, WorkloadSpec
 from shoal.api.meta import Model
 from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec
+from shoal.api.security import (
+    AuthorizationPolicySpec,
+    PeerAuthenticationSpec,
+    RequestAuthenticationSpec,
+)
+from shoal.api.telemetry import TELEMETRY, ServiceLevelObjectiveSpec
 from shoal.errors import NotFound
 
 SHOAL_MESH = "mesh.shoal.io/v1alpha1"
 ISTIO_NETWORKING = ("networking.istio.io/v1", "networking.istio.io/v1beta1",
                     "networking.istio.io/v1alpha3")
+ISTIO_SECURITY = ("security.istio.io/v1", "security.istio.io/v1beta1")
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,14 @@ KINDS: dict[str, Kind] = {
         Kind("VirtualService", ISTIO_NETWORKING, VirtualServiceSpec, "virtualservices", ("vs",)),
         Kind("DestinationRule", ISTIO_NETWORKING, DestinationRuleSpec, "destinationrules",
              ("dr",)),
+        Kind("PeerAuthentication", ISTIO_SECURITY, PeerAuthenticationSpec,
+             "peerauthentications", ("pa",)),
+        Kind("AuthorizationPolicy", ISTIO_SECURITY, AuthorizationPolicySpec,
+             "authorizationpolicies", ("ap", "authz")),
+        Kind("RequestAuthentication", ISTIO_SECURITY, RequestAuthenticationSpec,
+             "requestauthentications", ("ra",)),
+        Kind("ServiceLevelObjective", (TELEMETRY,), ServiceLevelObjectiveSpec,
+             "servicelevelobjectives", ("slo", "slos")),
     )
 }
 

@@ -7,15 +7,32 @@ a validation error that names it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, field_validator, model_validator
 
+from shoal.api.http_route import (
+    CorsPolicy,
+    Headers,
+    HTTPDirectResponse,
+    HTTPFaultInjection,
+    HTTPRedirect,
+    HTTPRetry,
+    HTTPRewrite,
+    Percent,
+)
 from shoal.api.mesh import check_labels
 from shoal.api.meta import Model
+from shoal.api.traffic_policy import PortSelector, TrafficPolicy
 from shoal.api.types import Duration, NotSupported, StringMatch
 
+__all__ = ["PortSelector", "TrafficPolicy"]
 
-class PortSelector(Model):
-    number: int = Field(ge=1, le=65535)
+
+def _mesh_only(v: list[str]) -> list[str]:
+    if any(g != "mesh" for g in v):
+        raise ValueError("only the 'mesh' gateway is supported yet")
+    return v
 
 
 class Destination(Model):
@@ -27,7 +44,12 @@ class Destination(Model):
 class HTTPRouteDestination(Model):
     destination: Destination
     weight: int | None = Field(default=None, ge=0, le=100)
-    headers: NotSupported = None
+    headers: Headers | None = None
+
+
+class HTTPMirrorPolicy(Model):
+    destination: Destination
+    percentage: Percent | None = None
 
 
 class HTTPMatchRequest(Model):
@@ -41,10 +63,13 @@ class HTTPMatchRequest(Model):
     ignore_uri_case: bool = False
     port: int | None = Field(default=None, ge=1, le=65535)
     scheme: NotSupported = None
-    source_labels: NotSupported = None
+    source_labels: dict[str, str] = Field(default_factory=dict)
     source_namespace: NotSupported = None
-    gateways: NotSupported = None
+    gateways: list[str] = Field(default_factory=list)
     stat_prefix: NotSupported = None
+
+    _gateways = field_validator("gateways")(classmethod(lambda cls, v: _mesh_only(v)))
+    _source = field_validator("source_labels")(classmethod(lambda cls, v: check_labels(v)))
 
     @field_validator("headers", "without_headers")
     @classmethod
@@ -60,39 +85,95 @@ class HTTPRoute(Model):
     match: list[HTTPMatchRequest] = Field(default_factory=list)
     route: list[HTTPRouteDestination] = Field(default_factory=list)
     timeout: Duration | None = None
-    redirect: NotSupported = None
-    direct_response: NotSupported = None
+    redirect: HTTPRedirect | None = None
+    direct_response: HTTPDirectResponse | None = None
     delegate: NotSupported = None
-    rewrite: NotSupported = None
-    retries: NotSupported = None
-    fault: NotSupported = None
-    mirror: NotSupported = None
-    mirrors: NotSupported = None
-    mirror_percentage: NotSupported = None
-    mirror_percent: NotSupported = None
-    cors_policy: NotSupported = None
-    headers: NotSupported = None
+    rewrite: HTTPRewrite | None = None
+    retries: HTTPRetry | None = None
+    fault: HTTPFaultInjection | None = None
+    mirror: Destination | None = None
+    mirrors: list[HTTPMirrorPolicy] = Field(default_factory=list)
+    mirror_percentage: Percent | None = None
+    mirror_percent: int | None = Field(default=None, ge=0, le=100)
+    cors_policy: CorsPolicy | None = None
+    headers: Headers | None = None
 
     @field_validator("route")
     @classmethod
     def _weights(cls, v: list[HTTPRouteDestination]) -> list[HTTPRouteDestination]:
-        if not v:
-            raise ValueError("at least one destination is required")
-        if len(v) > 1 or v[0].weight is not None:
-            weights = [d.weight or 0 for d in v]
-            if len(v) > 1 and any(d.weight is None for d in v):
-                raise ValueError("every destination needs a weight when there are several")
-            if sum(weights) != 100:
-                raise ValueError(f"weights sum to {sum(weights)}; they must sum to 100")
-        return v
+        return check_weights(v)
+
+    @model_validator(mode="after")
+    def _action(self) -> HTTPRoute:
+        actions = [n for n, v in (("route", self.route), ("redirect", self.redirect),
+                                  ("directResponse", self.direct_response)) if v]
+        if len(actions) != 1:
+            raise ValueError("exactly one of route, redirect or directResponse must be set"
+                             + (f" (got {', '.join(actions)})" if actions else ""))
+        if self.mirror is not None and self.mirrors:
+            raise ValueError("set mirror or mirrors, not both")
+        if self.mirror_percentage is not None and self.mirror_percent is not None:
+            raise ValueError("set mirrorPercentage or mirrorPercent, not both")
+        if self.mirror is None and (self.mirror_percentage or self.mirror_percent is not None):
+            raise ValueError("mirrorPercentage needs mirror")
+        if not self.route and (self.rewrite or self.mirror or self.mirrors or self.retries
+                               or self.timeout):
+            raise ValueError("rewrite, retries, timeout and mirrors need route destinations")
+        return self
+
+
+def check_weights(v: list[Any]) -> list[Any]:
+    """Destinations of one rule: weights on all of them when there are several, sum 100."""
+    if len(v) > 1 or (v and v[0].weight is not None):
+        weights = [d.weight or 0 for d in v]
+        if len(v) > 1 and any(d.weight is None for d in v):
+            raise ValueError("every destination needs a weight when there are several")
+        if sum(weights) != 100:
+            raise ValueError(f"weights sum to {sum(weights)}; they must sum to 100")
+    return v
+
+
+class RouteDestination(Model):
+    destination: Destination
+    weight: int | None = Field(default=None, ge=0, le=100)
+
+
+class L4MatchAttributes(Model):
+    port: int | None = Field(default=None, ge=1, le=65535)
+    source_labels: dict[str, str] = Field(default_factory=dict)
+    gateways: list[str] = Field(default_factory=list)
+    destination_subnets: NotSupported = None
+    source_namespace: NotSupported = None
+    source_subnet: NotSupported = None
+
+    _gateways = field_validator("gateways")(classmethod(lambda cls, v: _mesh_only(v)))
+    _source = field_validator("source_labels")(classmethod(lambda cls, v: check_labels(v)))
+
+
+class TLSMatchAttributes(L4MatchAttributes):
+    sni_hosts: list[str] = Field(min_length=1)
+
+
+class TCPRoute(Model):
+    match: list[L4MatchAttributes] = Field(default_factory=list)
+    route: list[RouteDestination] = Field(min_length=1)
+
+    _weights = field_validator("route")(classmethod(lambda cls, v: check_weights(v)))
+
+
+class TLSRoute(Model):
+    match: list[TLSMatchAttributes] = Field(min_length=1)
+    route: list[RouteDestination] = Field(min_length=1)
+
+    _weights = field_validator("route")(classmethod(lambda cls, v: check_weights(v)))
 
 
 class VirtualServiceSpec(Model):
     hosts: list[str] = Field(min_length=1)
     gateways: list[str] = Field(default_factory=list)
     http: list[HTTPRoute] = Field(default_factory=list)
-    tls: NotSupported = None
-    tcp: NotSupported = None
+    tls: list[TLSRoute] = Field(default_factory=list)
+    tcp: list[TCPRoute] = Field(default_factory=list)
     export_to: NotSupported = None
 
     @field_validator("hosts")
@@ -106,18 +187,13 @@ class VirtualServiceSpec(Model):
             raise ValueError("duplicate host")
         return v
 
-    @field_validator("gateways")
-    @classmethod
-    def _gateways(cls, v: list[str]) -> list[str]:
-        if any(g != "mesh" for g in v):
-            raise ValueError("only the 'mesh' gateway is supported yet")
-        return v
+    _gateways = field_validator("gateways")(classmethod(lambda cls, v: _mesh_only(v)))
 
 
 class Subset(Model):
     name: str = Field(min_length=1)
     labels: dict[str, str] = Field(default_factory=dict)
-    traffic_policy: NotSupported = None
+    traffic_policy: TrafficPolicy | None = None
 
     _labels = field_validator("labels")(classmethod(lambda cls, v: check_labels(v)))
 
@@ -125,7 +201,7 @@ class Subset(Model):
 class DestinationRuleSpec(Model):
     host: str = Field(min_length=1)
     subsets: list[Subset] = Field(default_factory=list)
-    traffic_policy: NotSupported = None
+    traffic_policy: TrafficPolicy | None = None
     export_to: NotSupported = None
     workload_selector: NotSupported = None
 

@@ -8,7 +8,16 @@ from typing import Any
 import httpx
 
 from shoal.control.config import DEFAULT_API_PORT
-from shoal.errors import Conflict, NotFound, ShoalError, Unavailable, ValidationError, Violation
+from shoal.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    ShoalError,
+    Unauthenticated,
+    Unavailable,
+    ValidationError,
+    Violation,
+)
 
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_API_PORT}"
 
@@ -51,6 +60,10 @@ class ApiClient:
                                    for v in body["violations"]])
         if resp.status_code == 404:
             raise NotFound(message)
+        if resp.status_code == 401:
+            raise Unauthenticated(message)
+        if resp.status_code == 403:
+            raise PermissionDenied(message)
         if resp.status_code == 409:
             raise Conflict(message)
         if resp.status_code == 503:
@@ -84,6 +97,26 @@ class ApiClient:
     def proxy_config(self, name: str, kind: str | None = None) -> Any:
         params = {"type": kind} if kind else {}
         return self.request("GET", f"/api/v1/proxies/{name}/config", params=params)
+
+    # -- identity -------------------------------------------------------------------------
+
+    def create_token(self, namespace: str, service_account: str, ttl_seconds: float = 86400
+                     ) -> dict[str, Any]:
+        return self.request("POST", "/api/v1/tokens", json={
+            "namespace": namespace, "serviceAccount": service_account,
+            "ttlSeconds": ttl_seconds})
+
+    def ca_status(self) -> dict[str, Any]:
+        return self.request("GET", "/api/v1/ca")
+
+    def rotate_root(self) -> dict[str, Any]:
+        return self.request("POST", "/api/v1/ca/rotate-root")
+
+    def prune_roots(self) -> dict[str, Any]:
+        return self.request("POST", "/api/v1/ca/prune-roots")
+
+    def workload_certs(self, namespace: str, workload: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/v1/certificates/{namespace}/{workload}")
 
     def ready(self) -> bool:
         try:

@@ -8,7 +8,21 @@ from typing import Annotated
 import typer
 
 from shoal import __version__
-from shoal.cli import proxies, resources, serve, up
+from shoal.cli import (
+    authz,
+    ca,
+    certs,
+    dashboard,
+    logs,
+    prometheus,
+    proxies,
+    resources,
+    serve,
+    slo,
+    tokens,
+    traces,
+    up,
+)
 from shoal.cli.client import ApiClient, default_url
 from shoal.cli.run import RUN_CONTEXT_SETTINGS, run
 from shoal.errors import ShoalError, ValidationError
@@ -49,6 +63,15 @@ app.command("proxy-status", rich_help_panel="Proxies")(proxies.proxy_status)
 app.command("proxy-config", rich_help_panel="Proxies")(proxies.proxy_config)
 app.command("run", context_settings=RUN_CONTEXT_SETTINGS, rich_help_panel="Workloads")(run)
 app.command("control-plane", rich_help_panel="Processes")(serve.control_plane)
+app.add_typer(tokens.app, name="token", rich_help_panel="Identity")
+app.add_typer(authz.authz, name="authz", rich_help_panel="Identity")
+app.add_typer(ca.app, name="ca", rich_help_panel="Identity")
+app.command("certs", rich_help_panel="Identity")(certs.certs)
+app.add_typer(slo.app, name="slo", rich_help_panel="Observability")
+app.command("dashboard", rich_help_panel="Observability")(dashboard.dashboard)
+app.command("logs", rich_help_panel="Observability")(logs.logs)
+app.command("traces", rich_help_panel="Observability")(traces.traces)
+app.add_typer(prometheus.app, name="prometheus", rich_help_panel="Observability")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from shoal.api import load_documents, parse_documents, resolve_kind
+from shoal.cli.certs import show_certs
 from shoal.cli.client import ApiClient
 from shoal.cli.output import Format, console, dump, table
 from shoal.errors import NotFound, ValidationError, Violation
@@ -85,12 +86,20 @@ def _row(r: dict[str, Any]) -> list[Any]:
 
 
 def get(ctx: typer.Context,
-        kind: Annotated[str, typer.Argument(help="Kind, plural or short name (svc, wl, vs, dr).")],
+        kind: Annotated[str, typer.Argument(
+            help="Kind, plural or short name (svc, wl, vs, dr, pa, ap, ra, slo), or certs.")],
         name: Annotated[str | None, typer.Argument(help="Resource name.")] = None,
         namespace: NamespaceOpt = None, output: OutputOpt = Format.TABLE) -> None:
-    """List resources of a kind, or show one."""
-    k = resolve_kind(kind)
+    """List resources of a kind, or show one. `get certs WORKLOAD` shows its identity."""
     client: ApiClient = ctx.obj()
+    if kind.lower() in ("cert", "certs", "certificates"):
+        if not name:
+            raise typer.BadParameter("name the workload: shoal get certs WORKLOAD",
+                                     param_hint="NAME")
+        with client:
+            show_certs(client, namespace or "default", name, output)
+        return
+    k = resolve_kind(kind)
     with client:
         if name:
             items = [client.get(k.name, namespace or "default", name)]

@@ -90,6 +90,10 @@ def agent_config(
     run_dir: Path | None = None,
     lease_seconds: int = 15,
     ready_timeout: float = 30.0,
+    token: str | None = None,
+    token_file: Path | None = None,
+    ca_bundle: Path | None = None,
+    renew_fraction: float = 0.5,
 ) -> AgentConfig:
     """Flags -> :class:`AgentConfig` (raises AgentError naming the bad flag)."""
     return AgentConfig(
@@ -114,6 +118,10 @@ def agent_config(
         run_dir=run_dir,
         lease_seconds=lease_seconds,
         ready_timeout=ready_timeout,
+        token=token or None,
+        token_file=token_file,
+        ca_bundle=ca_bundle,
+        renew_fraction=renew_fraction,
     )
 
 
@@ -166,6 +174,21 @@ def run(
     ] = 30.0,
     log_level: Annotated[str, typer.Option(
         envvar="SHOAL_LOG_LEVEL", help="debug, info, warning or error.")] = "info",
+    token_file: Annotated[Path | None, typer.Option(
+        envvar="SHOAL_TOKEN_FILE",
+        help="File holding this workload's token (`shoal token create`); re-read on use.")
+    ] = None,
+    token: Annotated[str | None, typer.Option(
+        envvar="SHOAL_TOKEN", show_envvar=True,
+        help="The token itself. INSECURE on the command line (visible in ps); prefer "
+             "--token-file or $SHOAL_TOKEN.")] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(
+        envvar="SHOAL_CA_BUNDLE",
+        help="Mesh root certificate(s) (<data-dir>/ca/root-cert.pem): verify the control "
+             "plane; with it, use https:// --control-plane and the secure xDS port.")
+    ] = None,
+    renew_fraction: Annotated[float, typer.Option(
+        help="Renew the workload certificate at this fraction of its lifetime.")] = 0.5,
 ) -> None:
     """Run CMD with a sidecar Envoy (the per-workload agent).
 
@@ -188,7 +211,8 @@ def run(
             address=address, name=name, service_account=service_account, locality=locality,
             upstreams=upstream, control_plane=control_plane, xds=xds, xds_delta=xds_delta,
             drain_seconds=drain_seconds, run_dir=run_dir, lease_seconds=lease_seconds,
-            ready_timeout=ready_timeout,
+            ready_timeout=ready_timeout, token=token, token_file=token_file,
+            ca_bundle=ca_bundle, renew_fraction=renew_fraction,
         ))
     except ShoalError as e:
         typer.echo(f"shoal run: {e}", err=True)

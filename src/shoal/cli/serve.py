@@ -10,7 +10,15 @@ from typing import Annotated
 
 import typer
 
-from shoal.control.config import DEFAULT_API_PORT, DEFAULT_XDS_PORT, Address, ControlPlaneConfig
+from shoal.ca.setup import parse_duration
+from shoal.control.config import (
+    DEFAULT_AGENT_API_PORT,
+    DEFAULT_API_PORT,
+    DEFAULT_SECURE_XDS_PORT,
+    DEFAULT_XDS_PORT,
+    Address,
+    ControlPlaneConfig,
+)
 from shoal.control.plane import ControlPlane
 from shoal.logs import configure_logging
 
@@ -34,14 +42,35 @@ async def serve(config: ControlPlaneConfig) -> None:
 def control_plane(
     api: Annotated[str, typer.Option(help="REST API listen address HOST:PORT.")
                    ] = f"127.0.0.1:{DEFAULT_API_PORT}",
-    xds: Annotated[str, typer.Option(help="xDS (gRPC) listen address HOST:PORT.")
+    xds: Annotated[str, typer.Option(
+        help="Plaintext xDS (gRPC) listen address HOST:PORT (keep it on loopback).")
                    ] = f"127.0.0.1:{DEFAULT_XDS_PORT}",
+    agent_api: Annotated[str, typer.Option(
+        help="TLS REST listener for agents HOST:PORT ('off' to disable).")
+    ] = f"127.0.0.1:{DEFAULT_AGENT_API_PORT}",
+    secure_xds: Annotated[str, typer.Option(
+        help="xDS over TLS listen address HOST:PORT ('off' to disable).")
+    ] = f"127.0.0.1:{DEFAULT_SECURE_XDS_PORT}",
+    cert_ttl: Annotated[str, typer.Option(
+        help="Lifetime of workload certificates (e.g. 24h, 1h, 90m; at least 1m).")] = "24h",
+    ca_cert: Annotated[Path | None, typer.Option(
+        help="Operator CA certificate (root, or intermediate followed by its chain).")] = None,
+    ca_key: Annotated[Path | None, typer.Option(help="Private key of --ca-cert.")] = None,
+    ca_chain: Annotated[Path | None, typer.Option(
+        help="Chain above --ca-cert up to the root(s), if not in the --ca-cert file.")] = None,
+    require_tokens: Annotated[bool, typer.Option(
+        "--require-tokens/--no-require-tokens",
+        help="Workload registration must present a token for its namespace and "
+             "service account.")] = True,
     data_dir: Annotated[Path | None, typer.Option(
         help="Where the config store lives (default: $SHOAL_HOME/data).")] = None,
     store: Annotated[str, typer.Option(help="sqlite (persistent) or memory.")] = "sqlite",
     lease_ttl: Annotated[float, typer.Option(
         help="Seconds without heartbeat before a registered workload is removed.")] = 15.0,
     log_level: Annotated[str, typer.Option(envvar="SHOAL_LOG_LEVEL")] = "info",
+    otlp_export: Annotated[str | None, typer.Option(
+        help="Also forward the sidecars' spans to this OTLP/gRPC collector HOST:PORT.")
+    ] = None,
 ) -> None:
     """Run the control plane (REST API + xDS server) in the foreground."""
     configure_logging(log_level)
@@ -50,6 +79,10 @@ def control_plane(
     config = ControlPlaneConfig(
         data_dir=data_dir or default_home() / "data",
         api=Address.parse(api), xds=Address.parse(xds), store=store, lease_ttl=lease_ttl,
+        agent_api=None if agent_api == "off" else Address.parse(agent_api),
+        secure_xds=None if secure_xds == "off" else Address.parse(secure_xds),
+        cert_ttl=parse_duration(cert_ttl, "--cert-ttl"), require_tokens=require_tokens,
+        ca_cert=ca_cert, ca_key=ca_key, ca_chain=ca_chain, otlp_export=otlp_export,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config))

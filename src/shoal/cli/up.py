@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from importlib import resources as pkg_resources
@@ -16,7 +17,12 @@ from shoal.cli.output import console, err_console, table
 from shoal.cli.procs import LocalProcesses, UpState
 from shoal.cli.proxies import status_rows
 from shoal.cli.serve import default_home
-from shoal.control.config import DEFAULT_API_PORT, DEFAULT_XDS_PORT
+from shoal.control.config import (
+    DEFAULT_AGENT_API_PORT,
+    DEFAULT_API_PORT,
+    DEFAULT_SECURE_XDS_PORT,
+    DEFAULT_XDS_PORT,
+)
 from shoal.demo.topology import WORKLOADS, DemoWorkload, run_args
 from shoal.envoy import free_port
 from shoal.errors import ShoalError, Unavailable
@@ -29,10 +35,26 @@ def demo_config() -> str:
     return pkg_resources.files("shoal.demo").joinpath("bookinfo.yaml").read_text()
 
 
-def _agent_argv(w: DemoWorkload, home: Path, api: str, xds: str, product_port: int
-                ) -> list[str]:
+def _token_file(client: ApiClient, home: Path, namespace: str, service_account: str) -> Path:
+    """A token for the workload's identity, in a 0600 file under $SHOAL_HOME/tokens."""
+    directory = home / "tokens"
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    path = directory / f"{namespace}.{service_account}.token"
+    token = client.create_token(namespace, service_account, 7 * 24 * 3600)["token"]
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    tmp.replace(path)
+    return path
+
+
+def _agent_argv(w: DemoWorkload, home: Path, api: str, xds: str, product_port: int, *,
+                token_file: Path, ca_bundle: Path) -> list[str]:
     argv = [sys.executable, "-m", "shoal", "run", "--control-plane", api, "--xds", xds,
-            "--run-dir", str(home / "run" / w.name), "--drain-seconds", "1"]
+            "--run-dir", str(home / "run" / w.name), "--drain-seconds", "1",
+            "--token-file", str(token_file), "--ca-bundle", str(ca_bundle)]
     if w.service == "productpage":
         argv += ["--inbound-port", str(product_port)]
     return argv + run_args(w, app_port=free_port())
@@ -58,6 +80,10 @@ def up(
     home: HomeOpt = None,
     api_port: Annotated[int, typer.Option(help="Control plane REST port.")] = DEFAULT_API_PORT,
     xds_port: Annotated[int, typer.Option(help="Control plane xDS port.")] = DEFAULT_XDS_PORT,
+    agent_api_port: Annotated[int, typer.Option(
+        help="Control plane TLS REST port for agents.")] = DEFAULT_AGENT_API_PORT,
+    secure_xds_port: Annotated[int, typer.Option(
+        help="Control plane xDS-over-TLS port.")] = DEFAULT_SECURE_XDS_PORT,
     port: Annotated[int, typer.Option(help="Port of the product page (its sidecar).")] = 9080,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for everything.")] = 120.0,
 ) -> None:
@@ -74,16 +100,22 @@ def up(
     state = UpState(api=f"http://127.0.0.1:{api_port}",
                     product_page=f"http://127.0.0.1:{port}/productpage")
     xds = f"127.0.0.1:{xds_port}"
+    secure_xds = f"127.0.0.1:{secure_xds_port}"
+    agent_api = f"https://127.0.0.1:{agent_api_port}"
+    ca_bundle = home / "data" / "ca" / "root-cert.pem"
     client = ApiClient(state.api)
     try:
         procs.spawn(state, "control-plane", [
             sys.executable, "-m", "shoal", "control-plane", "--api", f"127.0.0.1:{api_port}",
-            "--xds", xds, "--data-dir", str(home / "data")])
+            "--xds", xds, "--data-dir", str(home / "data"),
+            "--agent-api", f"127.0.0.1:{agent_api_port}", "--secure-xds", secure_xds])
         _wait("starting the control plane", client.ready, timeout,
               str(procs.logs / "control-plane.log"))
         client.apply(demo_config(), source="demo/bookinfo.yaml")
         for w in WORKLOADS:
-            procs.spawn(state, w.name, _agent_argv(w, home, state.api, xds, port),
+            token_file = _token_file(client, home, "default", w.service)
+            procs.spawn(state, w.name, _agent_argv(w, home, agent_api, secure_xds, port,
+                                                   token_file=token_file, ca_bundle=ca_bundle),
                         env=dict(w.env))
 
         def all_synced() -> bool:

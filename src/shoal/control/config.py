@@ -9,6 +9,8 @@ from shoal.registry.snapshot import MeshConfig
 
 DEFAULT_API_PORT = 15080
 DEFAULT_XDS_PORT = 15010
+DEFAULT_AGENT_API_PORT = 15443  # TLS REST listener for agents
+DEFAULT_SECURE_XDS_PORT = 15012  # xDS over TLS
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,21 @@ class ControlPlaneConfig:
     debounce: float = 0.05  # quiet period before a push
     max_delay: float = 0.5  # longest a change waits under a stream of further changes
     store: str = "sqlite"  # sqlite | memory
+    otlp_export: str | None = None  # forward sidecar spans to this OTLP/gRPC HOST:PORT
+    # identity (see docs/adr/0007-workload-identity.md); None disables a TLS listener
+    agent_api: Address | None = field(
+        default_factory=lambda: Address("127.0.0.1", DEFAULT_AGENT_API_PORT))
+    secure_xds: Address | None = field(
+        default_factory=lambda: Address("127.0.0.1", DEFAULT_SECURE_XDS_PORT))
+    cert_ttl: float = 24 * 3600.0  # seconds a workload certificate is valid
+    require_tokens: bool = True  # registration needs a token matching the workload
+    ca_cert: Path | None = None  # operator-provided CA (root or intermediate [+ chain])
+    ca_key: Path | None = None
+    ca_chain: Path | None = None
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.data_dir / "ca"
 
     @property
     def db_path(self) -> Path:

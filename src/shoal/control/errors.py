@@ -7,8 +7,10 @@ from aiohttp import web
 from shoal.errors import (
     Conflict,
     NotFound,
+    PermissionDenied,
     ShoalError,
     StoreError,
+    Unauthenticated,
     Unavailable,
     ValidationError,
 )
@@ -16,6 +18,8 @@ from shoal.errors import (
 _STATUS: list[tuple[type[ShoalError], int]] = [
     (ValidationError, 422),
     (NotFound, 404),
+    (Unauthenticated, 401),
+    (PermissionDenied, 403),
     (Conflict, 409),
     (Unavailable, 503),
     (StoreError, 500),

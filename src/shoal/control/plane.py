@@ -12,14 +12,21 @@ import grpc
 from aiohttp import web
 
 from shoal.api import load_resource
+from shoal.ca.authority import CertificateAuthority
+from shoal.ca.rest import IdentityApi
+from shoal.ca.serving import ServingCertificate
+from shoal.ca.setup import open_ca
 from shoal.control.config import Address, ControlPlaneConfig
 from shoal.control.proxies import ProxyInspector
 from shoal.control.rest import RestApi
+from shoal.dashboard.api import DashboardApi
 from shoal.errors import Unavailable
 from shoal.registry.leases import WorkloadRegistry
 from shoal.store.base import Store
 from shoal.store.memory import MemoryStore
 from shoal.store.sqlite import SqliteStore
+from shoal.telemetry.hub import Telemetry
+from shoal.telemetry.store import RingMetricsStore
 from shoal.xds.cache import SnapshotCache
 from shoal.xds.server import StatusTracker, XdsServer
 from shoal.xds.sync import Sync
@@ -54,8 +61,17 @@ class ControlPlane:
     xds: XdsServer
     api: RestApi
     ready: asyncio.Event
+    ca: CertificateAuthority
+    serving_cert: ServingCertificate
     api_address: Address | None = None
     xds_address: Address | None = None
+    agent_api_address: Address | None = None
+    secure_xds_address: Address | None = None
+    telemetry: Telemetry | None = None  # built in serving(); see shoal.telemetry.hub
+
+    @property
+    def metrics(self) -> RingMetricsStore | None:
+        return self.telemetry.store if self.telemetry is not None else None
 
     @staticmethod
     def build(config: ControlPlaneConfig, store: Store | None = None) -> ControlPlane:
@@ -69,8 +85,15 @@ class ControlPlane:
         ready = asyncio.Event()
         inspector = ProxyInspector(lambda: [s.to_dict() for s in xds.status()],
                                    lambda: sync.proxies)
-        api = RestApi(store, registry, inspector, ready=ready)
-        return ControlPlane(config, store, registry, cache, status, sync, xds, api, ready)
+        ca, tokens = open_ca(config.ca_dir, config.mesh.trust_domain, config.cert_ttl,
+                             ca_cert=config.ca_cert, ca_key=config.ca_key,
+                             ca_chain=config.ca_chain)
+        hosts = [a.host for a in (config.agent_api, config.secure_xds) if a is not None]
+        serving = ServingCertificate(ca, hosts)
+        identity = IdentityApi(ca, tokens, require_tokens=config.require_tokens)
+        api = RestApi(store, registry, inspector, ready=ready, identity=identity)
+        return ControlPlane(config, store, registry, cache, status, sync, xds, api, ready, ca,
+                            serving)
 
     async def run(self) -> None:
         """Serve until cancelled; ``ready`` is set once both listeners accept."""
@@ -86,15 +109,34 @@ class ControlPlane:
         await self.registry.start()
         grpc_server = grpc.aio.server(options=GRPC_OPTIONS)
         self.xds.add_to(grpc_server)
+        self.telemetry = self.telemetry or Telemetry(
+            proxies=lambda: [s.to_dict() for s in self.xds.status()],
+            otlp_export=self.config.otlp_export)
+        self.telemetry.add_to(grpc_server)  # OTLP logs + traces on the xDS port
         xds_port = grpc_server.add_insecure_port(str(self.config.xds))
         if xds_port == 0:
             raise Unavailable(f"cannot listen for xDS on {self.config.xds}")
         self.xds_address = Address(self.config.xds.host, xds_port)
-        runner = web.AppRunner(self.api.app(), access_log=None, handler_cancellation=True,
+        if self.config.secure_xds is not None:
+            port = grpc_server.add_secure_port(str(self.config.secure_xds),
+                                               self.serving_cert.grpc_credentials())
+            if port == 0:
+                raise Unavailable(f"cannot listen for secure xDS on {self.config.secure_xds}")
+            self.secure_xds_address = Address(self.config.secure_xds.host, port)
+        app = self.api.app()
+        self.telemetry.add_routes(app)
+        DashboardApi(self.store, lambda: self.metrics,
+                     domain=self.config.mesh.domain).mount(app)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                                shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, self.config.api.host, self.config.api.port,
                            reuse_address=True)
+        tls_site = None
+        if self.config.agent_api is not None:
+            tls_site = web.TCPSite(runner, self.config.agent_api.host, self.config.agent_api.port,
+                                   reuse_address=True,
+                                   ssl_context=self.serving_cert.ssl_context())
         try:
             async with asyncio.TaskGroup() as tg:
                 sync_ready = asyncio.Event()
@@ -108,11 +150,25 @@ class ControlPlane:
                         from e
                 sock = site._server.sockets[0]  # type: ignore[union-attr]
                 self.api_address = Address(self.config.api.host, sock.getsockname()[1])
+                if tls_site is not None:
+                    assert self.config.agent_api is not None
+                    try:
+                        await tls_site.start()
+                    except OSError as e:
+                        raise Unavailable(f"cannot listen for the agent API on "
+                                          f"{self.config.agent_api}: {e}") from e
+                    sock = tls_site._server.sockets[0]  # type: ignore[union-attr]
+                    self.agent_api_address = Address(self.config.agent_api.host,
+                                                     sock.getsockname()[1])
                 tasks.append(tg.create_task(self.registry.run(), name="leases"))
+                tasks.append(tg.create_task(self.telemetry.run(), name="telemetry"))
+                tasks.append(tg.create_task(self.serving_cert.run(), name="serving-cert"))
                 self.ready.set()
                 log.info("control plane ready", extra={
                     "api": str(self.api_address), "xds": str(self.xds_address),
-                    "store": self.config.store})
+                    "agent_api": str(self.agent_api_address),
+                    "secure_xds": str(self.secure_xds_address), "store": self.config.store,
+                    "trust_bundle": str(self.ca.files.bundle_path)})
                 try:
                     yield self
                 finally:

@@ -12,6 +12,12 @@ Routes (all JSON unless noted):
   DELETE /api/v1/workloads/{namespace}/{name}
   GET    /api/v1/proxies                     xDS sync status per proxy
   GET    /api/v1/proxies/{node}/config[?type=]   live Envoy config (from its admin API)
+  ...and the CA's routes (tokens, certificates, ca): see shoal.ca.rest.
+
+With an :class:`IdentityApi` that requires tokens, registration, heartbeat and
+deregistration carry ``Authorization: Bearer <token>`` for the workload's namespace (and,
+on registration, its service account). A heartbeat body may carry the agent's identity
+report ({"identity": {...}}); the answer carries the trust bundle version.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from aiohttp import web
 
 from shoal.api import load_documents, parse_document, parse_documents, resolve_kind
 from shoal.api.meta import ResourceKey
+from shoal.ca.rest import IdentityApi
 from shoal.control.errors import errors_middleware
 from shoal.control.proxies import ProxyInspector
 from shoal.errors import ValidationError, Violation
@@ -35,7 +42,8 @@ API = "/api/v1"
 
 class RestApi:
     def __init__(self, store: Store, registry: WorkloadRegistry, proxies: ProxyInspector,
-                 *, ready: asyncio.Event):
+                 *, ready: asyncio.Event, identity: IdentityApi | None = None):
+        self._identity = identity
         self._store = store
         self._registry = registry
         self._proxies = proxies
@@ -56,6 +64,8 @@ class RestApi:
         r.add_delete(f"{API}/workloads/{{namespace}}/{{name}}", self.deregister)
         r.add_get(f"{API}/proxies", self.proxies)
         r.add_get(f"{API}/proxies/{{node}}/config", self.proxy_config)
+        if self._identity is not None:
+            self._identity.add_routes(r)
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -148,16 +158,29 @@ class RestApi:
         if problems:
             raise ValidationError(problems)
         assert workload is not None
+        if self._identity is not None:
+            sa = str(workload.spec.service_account)  # type: ignore[attr-defined]
+            self._identity.authorize(request, workload.metadata.namespace, sa)
         stored = await self._registry.register(workload, service)
         return web.json_response({"workload": stored.dump(), "leaseSeconds": self._registry.ttl})
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         m = request.match_info
+        if self._identity is not None:
+            self._identity.authorize(request, m["namespace"])
         ttl = await self._registry.heartbeat(m["namespace"], m["name"])
-        return web.json_response({"leaseSeconds": ttl})
+        out: dict[str, Any] = {"leaseSeconds": ttl}
+        if self._identity is not None:
+            if request.can_read_body:
+                body = await _json(request)
+                self._identity.record_report(m["namespace"], m["name"], body.get("identity"))
+            out["bundleVersion"] = self._identity.ca.bundle_version
+        return web.json_response(out)
 
     async def deregister(self, request: web.Request) -> web.Response:
         m = request.match_info
+        if self._identity is not None:
+            self._identity.authorize(request, m["namespace"])
         await self._registry.deregister(m["namespace"], m["name"])
         return web.json_response({"deregistered": f"{m['namespace']}/{m['name']}"})
 

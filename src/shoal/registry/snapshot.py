@@ -23,6 +23,27 @@ class MeshConfig:
 
     domain: str = "cluster.local"  # services are <name>.<namespace>.svc.<domain>
     trust_domain: str = "cluster.local"
+    trace_sampling: float = 100.0  # percent of new traces sampled by sidecars
+    # Namespace whose PeerAuthentication / AuthorizationPolicy / RequestAuthentication
+    # without a selector apply mesh-wide (Istio's istio-system).
+    root_namespace: str = "shoal-system"
+
+
+REGISTERED_BY = "shoal.io/registered-by"
+TLS_MODE_LABEL = "security.shoal.io/tlsMode"
+
+
+def has_sidecar(workload: Resource) -> bool:
+    """Registered by a shoal agent, or labelled ``security.shoal.io/tlsMode: istio``
+    (like Istio's ``security.istio.io/tlsMode``), e.g. for hand-written workloads."""
+    meta = workload.metadata
+    return (meta.annotations.get(REGISTERED_BY) == "agent"
+            or workload.spec.labels.get(TLS_MODE_LABEL) == "istio"
+            or meta.labels.get(TLS_MODE_LABEL) == "istio")
+
+
+def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
 
 
 @dataclass(frozen=True)
@@ -37,6 +58,7 @@ class Endpoint:
     locality: str
     weight: int
     service_account: str
+    sidecar: bool = False  # the workload runs a shoal sidecar (it can speak mesh mTLS)
 
     def matches(self, selector: dict[str, str]) -> bool:
         labels = dict(self.labels)
@@ -139,6 +161,7 @@ class MeshSnapshot:
                 locality=spec.locality,
                 weight=spec.weight,
                 service_account=spec.service_account,
+                sidecar=has_sidecar(wl),
             )
             if subset is None or ep.matches(subset):
                 out.append(ep)
@@ -156,6 +179,10 @@ class MeshSnapshot:
     def services_of_workload(self, workload: Resource) -> list[Resource]:
         return list(self._services_of.get((workload.metadata.namespace,
                                            workload.metadata.name), []))
+
+    def members(self, service: Resource) -> list[Resource]:
+        """The workloads ``service`` selects, in name order."""
+        return list(self._members.get((service.metadata.namespace, service.metadata.name), []))
 
     # -- routing config -------------------------------------------------------------------
 

@@ -5,6 +5,8 @@
     python -m shoal.testing.apps tcp    # echoes bytes, prefixed with the workload name
 
 The workload name comes from $SHOAL_WORKLOAD (set by the agent) or $NAME.
+HTTP knobs: header ``x-echo-status`` (reply status), ``x-echo-delay-ms`` (sleep first);
+env ``FAIL_EVERY=N`` answers every Nth request with 500 (1: always).
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ import asyncio
 import json
 import os
 import sys
+import threading
+import time
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 GRPC_METHOD = "/shoal.test.Echo/Echo"
+_COUNT = [0]
+_COUNT_LOCK = threading.Lock()
 
 
 def _name() -> str:
@@ -35,6 +41,12 @@ class _EchoHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         status = int(self.headers.get("x-echo-status", "200"))
+        time.sleep(int(self.headers.get("x-echo-delay-ms", "0")) / 1000)
+        every = int(os.environ.get("FAIL_EVERY", "0"))
+        with _COUNT_LOCK:
+            _COUNT[0] += 1
+            if every and _COUNT[0] % every == 0:
+                status = 500
         out = json.dumps({"served_by": _name(), "method": self.command, "path": self.path,
                           "headers": dict(self.headers.items()),
                           "body": body.decode(errors="replace")}).encode()

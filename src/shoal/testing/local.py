@@ -117,13 +117,23 @@ class ControlPlaneProcess(_Process):
         xds_port: int | None = None,
         lease_ttl: float = 15.0,
         store: str = "sqlite",
+        secure: bool = True,
+        cert_ttl: str = "24h",
+        extra: Sequence[str] = (),
     ):
+        """``secure``: tokens required for registration, and agents started with this
+        control plane use its TLS listeners (REST + xDS) and get workload certificates."""
         super().__init__("control-plane", workdir / "logs" / "control-plane.log")
         self.workdir = workdir
         self.api_port = api_port or free_port()
         self.xds_port = xds_port or free_port()
+        self.agent_api_port = free_port()
+        self.secure_xds_port = free_port()
         self.lease_ttl = lease_ttl
         self.store = store
+        self.secure = secure
+        self.cert_ttl = cert_ttl
+        self.extra = list(extra)
 
     @property
     def url(self) -> str:
@@ -132,6 +142,36 @@ class ControlPlaneProcess(_Process):
     @property
     def xds(self) -> str:
         return f"127.0.0.1:{self.xds_port}"
+
+    @property
+    def agent_url(self) -> str:
+        """The TLS REST listener for agents."""
+        return f"https://127.0.0.1:{self.agent_api_port}"
+
+    @property
+    def secure_xds(self) -> str:
+        return f"127.0.0.1:{self.secure_xds_port}"
+
+    @property
+    def ca_bundle(self) -> Path:
+        """The trust bundle file the control plane writes (agents' --ca-bundle)."""
+        return self.workdir / "data" / "ca" / "root-cert.pem"
+
+    def create_token(self, namespace: str, service_account: str, ttl_seconds: float = 86400
+                     ) -> str:
+        with self.client() as c:
+            return str(c.create_token(namespace, service_account, ttl_seconds)["token"])
+
+    def token_file(self, namespace: str, service_account: str, ttl_seconds: float = 86400
+                   ) -> Path:
+        """A fresh token for NS/SA in a 0600 file under ``workdir/tokens``."""
+        directory = self.workdir / "tokens"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{namespace}.{service_account}.{uuid.uuid4().hex[:6]}.token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.create_token(namespace, service_account, ttl_seconds))
+        return path
 
     def start(self, timeout: float = 30.0) -> ControlPlaneProcess:
         self._spawn(
@@ -150,6 +190,14 @@ class ControlPlaneProcess(_Process):
                 self.store,
                 "--lease-ttl",
                 str(self.lease_ttl),
+                "--agent-api",
+                f"127.0.0.1:{self.agent_api_port}",
+                "--secure-xds",
+                self.secure_xds,
+                "--cert-ttl",
+                self.cert_ttl,
+                "--require-tokens" if self.secure else "--no-require-tokens",
+                *self.extra,
             ]
         )
         try:
@@ -209,12 +257,22 @@ class AgentProcess(_Process):
         extra: Sequence[str] = (),
         drain_seconds: float = 0.5,
         env: dict[str, str] | None = None,
+        namespace: str = "default",
+        service_account: str | None = None,
+        secure: bool | None = None,
+        token_file: Path | None = None,
     ):
+        """``secure`` (default: ``cp.secure``): mint a token for NAMESPACE/SERVICE_ACCOUNT
+        (unless ``token_file`` is given) and talk to the control plane over TLS."""
         name = name or f"{service}-{uuid.uuid4().hex[:5]}"
         super().__init__(name, cp.workdir / "logs" / f"{name}.log")
         self.cp = cp
         self.app_port = app_port or free_port()
         self.env = env
+        self.namespace = namespace
+        self.service_account = service_account or service
+        self.secure = cp.secure if secure is None else secure
+        self.token_file = token_file
         argv = [
             sys.executable,
             "-m",
@@ -230,10 +288,10 @@ class AgentProcess(_Process):
             name,
             "--app-port",
             str(self.app_port),
-            "--control-plane",
-            cp.url,
-            "--xds",
-            cp.xds,
+            "--namespace",
+            namespace,
+            "--service-account",
+            self.service_account,
             "--run-dir",
             str(cp.workdir / "run" / name),
             "--drain-seconds",
@@ -247,11 +305,26 @@ class AgentProcess(_Process):
             argv += ["--inbound-port", str(inbound_port)]
         for u in upstreams:
             argv += ["--upstream", u]
-        argv += [*extra, "--", *command]
+        self._extra = list(extra)
+        self._command = list(command)
         self.argv = argv
 
+    @property
+    def run_dir(self) -> Path:
+        return self.cp.workdir / "run" / self.name
+
     def start(self) -> AgentProcess:
-        self._spawn(self.argv, self.env)
+        argv = list(self.argv)
+        if self.secure:
+            if self.token_file is None:
+                self.token_file = self.cp.token_file(self.namespace, self.service_account)
+            argv += ["--control-plane", self.cp.agent_url, "--xds", self.cp.secure_xds,
+                     "--ca-bundle", str(self.cp.ca_bundle), "--token-file", str(self.token_file)]
+        else:
+            argv += ["--control-plane", self.cp.url, "--xds", self.cp.xds]
+            if self.token_file is not None:
+                argv += ["--token-file", str(self.token_file)]
+        self._spawn([*argv, *self._extra, "--", *self._command], self.env)
         return self
 
     def __enter__(self) -> AgentProcess:

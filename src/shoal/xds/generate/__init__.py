@@ -46,7 +46,9 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
         rds[names.OUTBOUND_HTTP] = ctx.outbound_route_config(proxy.namespace)
 
     services = ctx.services_of_workload(proxy.namespace, proxy.workload)
+    workload = mesh.workload(proxy.namespace, proxy.workload)
     for ip in inbound_ports(mesh, proxy, services):
+        assert workload is not None  # inbound ports exist only for a registered workload
         route_config = (
             vhosts.inbound_route_config(ip.endpoint_port, ip.cluster)
             if ip.protocol.is_http
@@ -57,6 +59,7 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
                 ip.listener, ip.address, ip.endpoint_port, ip.cluster, route_config,
                 extras=telemetry.http_extras(ctx, telemetry.Direction.INBOUND),
                 tcp_access_log=telemetry.tcp_access_log(ctx, telemetry.Direction.INBOUND),
+                security=ctx.inbound_security(workload, ip.endpoint_port, ip.protocol.is_http),
             )
         ):
             inbound_cds[ip.cluster] = ctx.inbound_cluster(

@@ -3,7 +3,7 @@ per-proxy STATIC inbound cluster that points at the local application."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.core.v3 import base_pb2
@@ -48,9 +48,13 @@ def _base(name: str, http2: bool) -> cluster_pb2.Cluster:
     return c
 
 
-def outbound_cluster(name: str, http2: bool) -> cluster_pb2.Cluster:
-    """An EDS cluster fed over ADS; the EDS service name is the cluster name."""
+def outbound_cluster(
+    name: str, http2: bool, tls: Sequence[cluster_pb2.Cluster.TransportSocketMatch] = ()
+) -> cluster_pb2.Cluster:
+    """An EDS cluster fed over ADS; the EDS service name is the cluster name. ``tls``:
+    transport socket matches choosing mTLS or plaintext per endpoint (see ``tls``)."""
     c = _base(name, http2)
+    c.transport_socket_matches.extend(tls)
     c.type = cluster_pb2.Cluster.EDS
     c.eds_cluster_config.CopyFrom(
         cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads(), service_name=name)

@@ -22,8 +22,20 @@ from google.protobuf.message import Message
 
 from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource
-from shoal.registry.snapshot import MeshSnapshot
-from shoal.xds.generate import clusters, endpoints, listeners, names, routes, telemetry, vhosts
+from shoal.registry.snapshot import Endpoint, MeshSnapshot
+from shoal.xds.generate import (
+    authn,
+    clusters,
+    endpoints,
+    jwt,
+    listeners,
+    names,
+    routes,
+    security,
+    telemetry,
+    tls,
+    vhosts,
+)
 from shoal.xds.types import Resources
 
 
@@ -38,6 +50,8 @@ class GenerationContext:
         self._listeners: dict[tuple[object, ...], listener_pb2.Listener] = {}
         self._inbound_clusters: dict[tuple[str, int, bool], cluster_pb2.Cluster] = {}
         self._digests: dict[int, tuple[Message, bytes]] = {}
+        self._endpoint_mtls: dict[tuple[str, str, int], bool] = {}
+        self._security: dict[tuple[object, ...], security.InboundSecurity] = {}
 
     # -- shared by every proxy ------------------------------------------------------------
 
@@ -48,14 +62,28 @@ class GenerationContext:
         mesh = self.mesh
         cds: dict[str, cluster_pb2.Cluster] = {}
         eds: dict[str, endpoint_pb2.ClusterLoadAssignment] = {}
+        fqdn = mesh.fqdn
         for service in mesh.services:
             dr = mesh.destination_rule_for(service)
+            sans = authn.service_identities(mesh, service)
             for name, port_number, subset in clusters.outbound_cluster_names(mesh, service):
                 port = service.spec.port(port_number)
-                cds[name] = clusters.outbound_cluster(name, port.protocol.is_http2)
+                matches = tls.transport_socket_matches(
+                    names.sni(port.port, subset, fqdn(service)), sans,
+                    authn.upstream_alpn(port.protocol),
+                ) if sans else ()
+                cds[name] = clusters.outbound_cluster(name, port.protocol.is_http2, matches)
                 labels = dr.spec.subset(subset).labels if subset and dr is not None else None
-                eds[name] = endpoints.load_assignment(name, mesh.endpoints(service, port, labels))
+                eds[name] = endpoints.load_assignment(
+                    name, mesh.endpoints(service, port, labels), self.endpoint_mtls)
         return dict(sorted(cds.items())), dict(sorted(eds.items()))
+
+    def endpoint_mtls(self, ep: Endpoint) -> bool:
+        """Does a client sidecar speak mesh mTLS to this endpoint? (memoized)"""
+        key = (ep.namespace, ep.workload, ep.port)
+        if key not in self._endpoint_mtls:
+            self._endpoint_mtls[key] = authn.endpoint_mtls(self.mesh, ep)
+        return self._endpoint_mtls[key]
 
     @property
     def clusters(self) -> Mapping[str, cluster_pb2.Cluster]:
@@ -68,7 +96,7 @@ class GenerationContext:
 
     @cached_property
     def cluster_resources(self) -> Resources:
-        items = {**self.clusters, **telemetry.clusters(self)}
+        items = {**self.clusters, **jwt.jwks_clusters(self.mesh), **telemetry.clusters(self)}
         return Resources(items=items, version=self.version_of(items))
 
     @cached_property
@@ -149,6 +177,15 @@ class GenerationContext:
         if key not in self._inbound_clusters:
             self._inbound_clusters[key] = clusters.inbound_cluster(name, app_port, http2)
         return self._inbound_clusters[key]
+
+    def inbound_security(self, workload: Resource, port: int, is_http: bool
+                         ) -> security.InboundSecurity:
+        """mTLS mode, authn and authz filters of one inbound port; equal policies give the
+        same (shared) object."""
+        key = security.security_key(self.mesh, workload, port, is_http)
+        if key not in self._security:
+            self._security[key] = security.inbound_security(self.mesh, workload, port, is_http)
+        return self._security[key]
 
     # -- versions -------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec_pb2
@@ -12,6 +12,7 @@ from google.protobuf import wrappers_pb2
 
 from shoal.registry.snapshot import Endpoint
 from shoal.xds.generate.protocol import socket_address
+from shoal.xds.generate.tls import mesh_endpoint_metadata
 
 
 def locality(text: str) -> base_pb2.Locality:
@@ -21,9 +22,11 @@ def locality(text: str) -> base_pb2.Locality:
 
 
 def load_assignment(
-    cluster: str, endpoints: Iterable[Endpoint]
+    cluster: str, endpoints: Iterable[Endpoint],
+    mtls: Callable[[Endpoint], bool] = lambda ep: False,
 ) -> endpoint_pb2.ClusterLoadAssignment:
-    """Endpoints grouped by locality (sorted), each weighted by its workload's weight."""
+    """Endpoints grouped by locality (sorted), each weighted by its workload's weight;
+    those for which ``mtls`` holds carry the metadata that selects mesh mTLS."""
     by_locality: dict[str, list[Endpoint]] = defaultdict(list)
     for ep in endpoints:
         by_locality[ep.locality].append(ep)
@@ -33,10 +36,11 @@ def load_assignment(
         if loc:
             group.locality.CopyFrom(locality(loc))
         for ep in sorted(by_locality[loc], key=lambda e: (e.address, e.port, e.workload)):
-            group.lb_endpoints.append(
-                ec_pb2.LbEndpoint(
-                    endpoint=ec_pb2.Endpoint(address=socket_address(ep.address, ep.port)),
-                    load_balancing_weight=wrappers_pb2.UInt32Value(value=ep.weight),
-                )
+            lb = ec_pb2.LbEndpoint(
+                endpoint=ec_pb2.Endpoint(address=socket_address(ep.address, ep.port)),
+                load_balancing_weight=wrappers_pb2.UInt32Value(value=ep.weight),
             )
+            if mtls(ep):
+                lb.metadata.CopyFrom(mesh_endpoint_metadata())
+            group.lb_endpoints.append(lb)
     return cla

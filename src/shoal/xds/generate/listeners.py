@@ -9,7 +9,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_pb2
 
+from shoal.api.security import MtlsMode
 from shoal.xds.generate import names
+from shoal.xds.generate.authn import filter_chains
 from shoal.xds.generate.protocol import (
     NO_EXTRAS,
     HcmExtras,
@@ -17,6 +19,7 @@ from shoal.xds.generate.protocol import (
     socket_address,
     tcp_proxy,
 )
+from shoal.xds.generate.security import InboundSecurity
 
 LOCALHOST = "127.0.0.1"
 
@@ -71,11 +74,25 @@ def inbound_listener(
     route_config: route_pb2.RouteConfiguration | None,
     extras: HcmExtras = NO_EXTRAS,
     tcp_access_log: Sequence[accesslog_pb2.AccessLog] = (),
+    security: InboundSecurity | None = None,
 ) -> listener_pb2.Listener:
-    """HTTP (inline route table) when ``route_config`` is given, else a TCP proxy."""
+    """HTTP (inline route table) when ``route_config`` is given, else a TCP proxy; filter
+    chains per the port's mTLS mode, with the security plugin's filters first."""
     prefix = names.inbound_stat_prefix(port)
-    if route_config is not None:
-        f = http_connection_manager(prefix, route_config=route_config, extras=extras)
-    else:
-        f = tcp_proxy(prefix, cluster, access_log=tcp_access_log)
-    return _listener(name, address, port, base_pb2.INBOUND, f)
+    sec = security or InboundSecurity(MtlsMode.DISABLE, NO_EXTRAS, ())
+
+    def filters(mtls: bool) -> list[listener_components_pb2.Filter]:
+        if route_config is not None:
+            hcm_extras = sec.http_extras(mtls) + extras
+            return [http_connection_manager(prefix, route_config=route_config,
+                                            extras=hcm_extras)]
+        return [*sec.network_filters, tcp_proxy(prefix, cluster, access_log=tcp_access_log)]
+
+    chains, listener_filters = filter_chains(sec.mode, route_config is not None, filters)
+    return listener_pb2.Listener(
+        name=name,
+        address=socket_address(address, port),
+        traffic_direction=base_pb2.INBOUND,
+        filter_chains=chains,
+        listener_filters=listener_filters,
+    )

@@ -15,6 +15,15 @@ def outbound_cluster(port: int, subset: str | None, fqdn: str) -> str:
     return f"outbound|{port}|{subset or ''}|{fqdn}"
 
 
+def sni(port: int, subset: str | None, fqdn: str) -> str:
+    """TLS SNI a client sidecar sends to a mesh endpoint (Istio's spelling)."""
+    return f"outbound_.{port}_.{subset or ''}_.{fqdn}"
+
+
+def jwks_cluster(host: str, port: int) -> str:
+    return f"jwks|{host}|{port}"
+
+
 def inbound_cluster(app_port: int, port_name: str) -> str:
     return f"inbound|{app_port}|{port_name}"
 

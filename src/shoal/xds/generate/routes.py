@@ -10,40 +10,25 @@ A destination that cannot be resolved (unknown host, port or subset) becomes an 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from envoy.config.core.v3 import base_pb2, substitution_format_string_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
-from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from google.protobuf import wrappers_pb2
 
 from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource
-from shoal.api.networking import Destination, HTTPRoute
+from shoal.api.networking import Destination, HTTPMatchRequest, HTTPRoute
 from shoal.api.types import parse_duration
 from shoal.registry.snapshot import MeshSnapshot
-from shoal.xds.generate import names
+from shoal.xds.generate import hashing, names, route_actions, route_filters, traffic_policy
 from shoal.xds.generate.matches import applies_to_port, route_match
 from shoal.xds.generate.protocol import duration, pack
+from shoal.xds.generate.retries import default_retry_policy, retry_policy
 
-RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 NOT_FOUND_BODY = "shoal: no service matches host %REQ(:AUTHORITY)%\n"
-
-
-def retry_policy() -> rc_pb2.RetryPolicy:
-    """Istio's default: 2 retries on connect failures, resets and 503s, other hosts first."""
-    return rc_pb2.RetryPolicy(
-        retry_on=RETRY_ON,
-        num_retries=wrappers_pb2.UInt32Value(value=2),
-        retriable_status_codes=[503],
-        retry_host_predicate=[
-            rc_pb2.RetryPolicy.RetryHostPredicate(
-                name=PREVIOUS_HOSTS, typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate())
-            )
-        ],
-        host_selection_retry_max_attempts=5,
-    )
+Labels = Mapping[str, str]
 
 
 def direct_response(
@@ -70,6 +55,7 @@ def not_found_route() -> rc_pb2.Route:
 class Resolved:
     cluster: str = ""
     problem: str = ""  # set when the destination cannot be routed to
+    hash_policy: tuple[rc_pb2.RouteAction.HashPolicy, ...] = ()  # DestinationRule's key
 
 
 def resolve_destination(
@@ -99,73 +85,158 @@ def resolve_destination(
                 problem=f"subset {dest.subset!r} of {mesh.fqdn(target)} is not "
                 "defined by a DestinationRule"
             )
-    return Resolved(cluster=names.outbound_cluster(port, dest.subset, mesh.fqdn(target)))
+    policy = traffic_policy.policy_for(mesh.destination_rule_for(target), dest.subset, port)
+    return Resolved(cluster=names.outbound_cluster(port, dest.subset, mesh.fqdn(target)),
+                    hash_policy=tuple(hashing.hash_policies(policy)))
 
 
 def _action(
     mesh: MeshSnapshot, http: HTTPRoute, namespace: str, port: int, where: str
 ) -> rc_pb2.RouteAction | rc_pb2.DirectResponseAction:
-    weights: dict[str, int] = {}
+    """Destinations (weights, per-destination headers, hash key), timeout, retries and
+    mirrors of a rule; a 503 naming the problem when a destination cannot be resolved."""
+    entries: dict[str, rc_pb2.WeightedCluster.ClusterWeight] = {}
+    hash_policy: tuple[rc_pb2.RouteAction.HashPolicy, ...] = ()
     for i, rd in enumerate(http.route):
         resolved = resolve_destination(mesh, rd.destination, namespace, port)
         if resolved.problem:
             return direct_response(503, f"shoal: {where} route[{i}]: {resolved.problem}\n")
-        weight = 1 if rd.weight is None else rd.weight
-        weights[resolved.cluster] = weights.get(resolved.cluster, 0) + weight
-    live = {c: w for c, w in weights.items() if w > 0} or dict([next(iter(weights.items()))])
+        entry = entries.setdefault(resolved.cluster, rc_pb2.WeightedCluster.ClusterWeight(
+            name=resolved.cluster, weight=wrappers_pb2.UInt32Value(value=0)))
+        entry.weight.value += 1 if rd.weight is None else rd.weight
+        route_actions.apply_headers(entry, rd.headers)
+        hash_policy = hash_policy or resolved.hash_policy
+    live = [e for e in entries.values() if e.weight.value > 0] or [next(iter(entries.values()))]
     action = rc_pb2.RouteAction(
         timeout=duration(parse_duration(http.timeout) if http.timeout else 0),
-        retry_policy=retry_policy(),
+        hash_policy=hash_policy,
     )
-    if len(live) == 1:
-        action.cluster = next(iter(live))
+    retries = retry_policy(http.retries)
+    if retries is not None:
+        action.retry_policy.CopyFrom(retries)
+    if len(live) == 1 and not _has_headers(live[0]):
+        action.cluster = live[0].name
     else:
-        action.weighted_clusters.CopyFrom(
-            rc_pb2.WeightedCluster(
-                clusters=[
-                    rc_pb2.WeightedCluster.ClusterWeight(
-                        name=c, weight=wrappers_pb2.UInt32Value(value=w)
-                    )
-                    for c, w in live.items()
-                ]
-            )
-        )
+        action.weighted_clusters.clusters.extend(live)
+    for i, (dest, percent) in enumerate(_mirrors(http)):
+        resolved = resolve_destination(mesh, dest, namespace, port)
+        if resolved.problem:
+            return direct_response(503, f"shoal: {where} mirror[{i}]: {resolved.problem}\n")
+        action.request_mirror_policies.append(route_actions.mirror_policy(resolved.cluster,
+                                                                          percent))
     return action
 
 
-def default_route(cluster: str) -> rc_pb2.Route:
+def _has_headers(cw: rc_pb2.WeightedCluster.ClusterWeight) -> bool:
+    return bool(cw.request_headers_to_add or cw.request_headers_to_remove
+                or cw.response_headers_to_add or cw.response_headers_to_remove)
+
+
+def _mirrors(http: HTTPRoute) -> list[tuple[Destination, float]]:
+    """(destination, percent of requests copied); Istio's default is 100 %."""
+    if http.mirror is not None:
+        if http.mirror_percentage is not None:
+            return [(http.mirror, http.mirror_percentage.value)]
+        pct = 100.0 if http.mirror_percent is None else float(http.mirror_percent)
+        return [(http.mirror, pct)]
+    return [(m.destination, 100.0 if m.percentage is None else m.percentage.value)
+            for m in http.mirrors]
+
+
+def http_route(
+    mesh: MeshSnapshot, http: HTTPRoute, namespace: str, port: int, where: str,
+    name: str, m: HTTPMatchRequest | None,
+    action: rc_pb2.RouteAction | rc_pb2.DirectResponseAction | None = None,
+) -> rc_pb2.Route:
+    """One Envoy route for one match of a rule (``action``: the rule's, when computed)."""
+    route = rc_pb2.Route(name=name, match=route_match(m))
+    if http.direct_response is not None:
+        route.direct_response.CopyFrom(route_actions.direct_response_action(
+            http.direct_response))
+    elif http.redirect is not None:
+        route.redirect.CopyFrom(route_actions.redirect_action(http.redirect))
+    else:
+        action = action or _action(mesh, http, namespace, port, where)
+        if isinstance(action, rc_pb2.DirectResponseAction):
+            route.direct_response.CopyFrom(action)
+            return route
+        route.route.CopyFrom(action)
+        if http.rewrite is not None:
+            route_actions.apply_rewrite(route.route, http.rewrite, m)
+    route_actions.apply_headers(route, http.headers)
+    if http.fault is not None:
+        route.typed_per_filter_config[route_filters.FAULT_FILTER].CopyFrom(
+            pack(route_filters.fault_config(http.fault)))
+    if http.cors_policy is not None:
+        route.typed_per_filter_config[route_filters.CORS_FILTER].CopyFrom(
+            pack(route_filters.cors_config(http.cors_policy)))
+    return route
+
+
+def default_route(cluster: str, hash_policy: tuple[rc_pb2.RouteAction.HashPolicy, ...] = ()
+                  ) -> rc_pb2.Route:
     return rc_pb2.Route(
         name="default",
         match=rc_pb2.RouteMatch(prefix="/"),
-        route=rc_pb2.RouteAction(cluster=cluster, timeout=duration(0), retry_policy=retry_policy()),
+        route=rc_pb2.RouteAction(cluster=cluster, timeout=duration(0),
+                                 retry_policy=default_retry_policy(), hash_policy=hash_policy),
     )
 
 
-def service_routes(mesh: MeshSnapshot, service: Resource, port: ServicePort) -> list[rc_pb2.Route]:
-    """Routes of the virtual host for (service, port), in VirtualService order.
+def applies_to_source(m: HTTPMatchRequest, labels: Labels) -> bool:
+    """``sourceLabels``: the rule is generated only for proxies whose workload has them."""
+    return all(labels.get(k) == v for k, v in m.source_labels.items())
+
+
+def source_label_keys(mesh: MeshSnapshot) -> frozenset[str]:
+    """Every label key any VirtualService match's ``sourceLabels`` mentions."""
+    keys: set[str] = set()
+    for vs in mesh.of_kind("VirtualService"):
+        for http in vs.spec.http:
+            for m in http.match:
+                keys.update(m.source_labels)
+        for rule in (*vs.spec.tcp, *vs.spec.tls):
+            for lm in rule.match:
+                keys.update(lm.source_labels)
+    return frozenset(keys)
+
+
+def route_labels(mesh: MeshSnapshot, workload: Resource | None) -> tuple[tuple[str, str], ...]:
+    """The part of a proxy's workload labels that can change its routes: a memo key under
+    which proxies share route tables (empty for most meshes)."""
+    if workload is None:
+        return ()
+    keys = source_label_keys(mesh)
+    return tuple(sorted((k, v) for k, v in workload.spec.labels.items() if k in keys))
+
+
+def service_routes(mesh: MeshSnapshot, service: Resource, port: ServicePort,
+                   labels: Labels | None = None) -> list[rc_pb2.Route]:
+    """Routes of the virtual host for (service, port), in VirtualService order, as seen by
+    a proxy whose workload has ``labels`` (only ``sourceLabels`` look at them).
 
     The oldest VirtualService naming the service wins (Istio's tie-break). Without one,
     or when none of its routes applies to this port, everything goes to the port cluster.
     """
+    labels = labels or {}
     vss = mesh.virtual_services_for(service)
     out: list[rc_pb2.Route] = []
     if vss:
         vs = vss[0]
         ns, vs_name = vs.metadata.namespace, vs.metadata.name
         for i, http in enumerate(vs.spec.http):
-            matches = [m for m in http.match if applies_to_port(m, port.port)]
+            matches = [m for m in http.match
+                       if applies_to_port(m, port.port) and applies_to_source(m, labels)]
             if http.match and not matches:
-                continue  # every match names another port
+                continue  # every match names another port or other source labels
             where = f"VirtualService {ns}/{vs_name} http[{i}]"
-            action = _action(mesh, http, ns, port.port, where)
             name = http.name or f"{ns}/{vs_name}.http[{i}]"
+            action = _action(mesh, http, ns, port.port, where) if http.route else None
             for m in matches or [None]:
-                route = rc_pb2.Route(name=name, match=route_match(m))
-                if isinstance(action, rc_pb2.DirectResponseAction):
-                    route.direct_response.CopyFrom(action)
-                else:
-                    route.route.CopyFrom(action)
-                out.append(route)
+                out.append(http_route(mesh, http, ns, port.port, where, name, m, action))
     if not out:
-        out.append(default_route(names.outbound_cluster(port.port, None, mesh.fqdn(service))))
+        fqdn = mesh.fqdn(service)
+        policy = traffic_policy.policy_for(mesh.destination_rule_for(service), None, port.port)
+        out.append(default_route(names.outbound_cluster(port.port, None, fqdn),
+                                 tuple(hashing.hash_policies(policy))))
     return out

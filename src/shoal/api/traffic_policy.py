@@ -1,0 +1,225 @@
+"""DestinationRule ``trafficPolicy`` (top level, per subset, per port), Istio shapes.
+
+What shoal implements: load balancing (simple and consistent hash), connection pool
+limits, outlier detection and the TLS mode (DISABLE / ISTIO_MUTUAL). The rest is
+rejected by name (``NotSupported``) so a policy never half-applies.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, field_validator, model_validator
+
+from shoal.api.meta import Model
+from shoal.api.types import Duration, NotSupported
+
+
+class SimpleLB(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
+    ROUND_ROBIN = "ROUND_ROBIN"
+    LEAST_REQUEST = "LEAST_REQUEST"
+    LEAST_CONN = "LEAST_CONN"  # Istio's deprecated alias of LEAST_REQUEST
+    RANDOM = "RANDOM"
+    PASSTHROUGH = "PASSTHROUGH"
+
+
+class HTTPCookie(Model):
+    name: str = Field(min_length=1)
+    path: str | None = None
+    ttl: Duration | None = None
+    attributes: NotSupported = None
+
+
+class RingHash(Model):
+    minimum_ring_size: int = Field(default=1024, ge=1, le=8388608)
+
+
+class Maglev(Model):
+    table_size: int = Field(default=65537, ge=1)
+
+
+class ConsistentHash(Model):
+    http_header_name: str | None = None
+    http_cookie: HTTPCookie | None = None
+    use_source_ip: bool | None = None
+    http_query_parameter_name: str | None = None
+    ring_hash: RingHash | None = None
+    maglev: Maglev | None = None
+    minimum_ring_size: int | None = Field(default=None, ge=1)  # deprecated: ringHash
+    @model_validator(mode="after")
+    def _one_key(self) -> ConsistentHash:
+        keys = [self.http_header_name, self.http_cookie, self.use_source_ip or None,
+                self.http_query_parameter_name]
+        if sum(k is not None for k in keys) != 1:
+            raise ValueError("exactly one of httpHeaderName, httpCookie, useSourceIp or "
+                             "httpQueryParameterName must be set")
+        if self.ring_hash is not None and self.maglev is not None:
+            raise ValueError("set ringHash or maglev, not both")
+        return self
+
+
+class LocalityLbSetting(Model):
+    enabled: bool | None = None
+    distribute: NotSupported = None
+    failover: NotSupported = None
+    failover_priority: NotSupported = None
+
+    @field_validator("enabled")
+    @classmethod
+    def _disabled_only(cls, v: bool | None) -> bool | None:
+        if v:
+            raise ValueError("locality-aware load balancing is not supported by shoal yet; "
+                             "only 'enabled: false' is accepted")
+        return v
+
+
+class LoadBalancerSettings(Model):
+    simple: SimpleLB | None = None
+    consistent_hash: ConsistentHash | None = None
+    locality_lb_setting: LocalityLbSetting | None = None
+    warmup_duration_secs: NotSupported = None
+    warmup: NotSupported = None
+
+    @model_validator(mode="after")
+    def _check(self) -> LoadBalancerSettings:
+        if self.simple is not None and self.consistent_hash is not None:
+            raise ValueError("set simple or consistentHash, not both")
+        if self.simple is SimpleLB.PASSTHROUGH:
+            raise ValueError("simple: PASSTHROUGH is not supported by shoal (endpoints are "
+                             "always known to the mesh)")
+        return self
+
+
+class TcpKeepalive(Model):
+    probes: int | None = Field(default=None, ge=1)
+    time: Duration | None = None
+    interval: Duration | None = None
+
+
+class TCPSettings(Model):
+    max_connections: int | None = Field(default=None, ge=1)
+    connect_timeout: Duration | None = None
+    tcp_keepalive: TcpKeepalive | None = None
+    max_connection_duration: Duration | None = None
+    idle_timeout: NotSupported = None
+
+
+class H2UpgradePolicy(StrEnum):
+    DEFAULT = "DEFAULT"
+    DO_NOT_UPGRADE = "DO_NOT_UPGRADE"
+    UPGRADE = "UPGRADE"
+
+
+class HTTPSettings(Model):
+    http1_max_pending_requests: int | None = Field(default=None, ge=1)
+    http2_max_requests: int | None = Field(default=None, ge=1)
+    max_requests_per_connection: int | None = Field(default=None, ge=0)
+    max_retries: int | None = Field(default=None, ge=0)
+    idle_timeout: Duration | None = None
+    h2_upgrade_policy: H2UpgradePolicy | None = None
+    max_concurrent_streams: NotSupported = None
+    use_client_protocol: NotSupported = None
+
+
+class ConnectionPoolSettings(Model):
+    tcp: TCPSettings | None = None
+    http: HTTPSettings | None = None
+
+
+class OutlierDetection(Model):
+    consecutive_5xx_errors: int | None = Field(default=None, ge=0,
+                                               alias="consecutive5xxErrors")
+    consecutive_gateway_errors: int | None = Field(default=None, ge=0)
+    consecutive_errors: NotSupported = None  # removed from Istio; use consecutive5xxErrors
+    split_external_local_origin_errors: bool = False
+    consecutive_local_origin_failures: int | None = Field(default=None, ge=0)
+    interval: Duration | None = None
+    base_ejection_time: Duration | None = None
+    max_ejection_percent: int | None = Field(default=None, ge=0, le=100)
+    min_health_percent: int = Field(default=0, ge=0, le=100)
+
+
+class TLSMode(StrEnum):
+    DISABLE = "DISABLE"
+    SIMPLE = "SIMPLE"
+    MUTUAL = "MUTUAL"
+    ISTIO_MUTUAL = "ISTIO_MUTUAL"
+
+
+class ClientTLSSettings(Model):
+    mode: TLSMode = TLSMode.DISABLE
+    client_certificate: NotSupported = None
+    private_key: NotSupported = None
+    ca_certificates: NotSupported = None
+    credential_name: NotSupported = None
+    subject_alt_names: NotSupported = None
+    sni: NotSupported = None
+    insecure_skip_verify: NotSupported = None
+    ca_crl: NotSupported = None
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: TLSMode) -> TLSMode:
+        if v in (TLSMode.SIMPLE, TLSMode.MUTUAL):
+            raise ValueError(f"mode {v.value} (TLS origination to external services) is not "
+                             "supported by shoal yet; use ISTIO_MUTUAL or DISABLE")
+        return v
+
+
+class PortSelector(Model):
+    number: int = Field(ge=1, le=65535)
+
+
+class PortTrafficPolicy(Model):
+    port: PortSelector
+    load_balancer: LoadBalancerSettings | None = None
+    connection_pool: ConnectionPoolSettings | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls: ClientTLSSettings | None = None
+
+
+class TrafficPolicy(Model):
+    load_balancer: LoadBalancerSettings | None = None
+    connection_pool: ConnectionPoolSettings | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls: ClientTLSSettings | None = None
+    port_level_settings: list[PortTrafficPolicy] = Field(default_factory=list)
+    tunnel: NotSupported = None
+    proxy_protocol: NotSupported = None
+    retry_budget: NotSupported = None
+
+    @field_validator("port_level_settings")
+    @classmethod
+    def _unique_ports(cls, v: list[PortTrafficPolicy]) -> list[PortTrafficPolicy]:
+        ports = [p.port.number for p in v]
+        if len(set(ports)) != len(ports):
+            raise ValueError("duplicate port in portLevelSettings")
+        return v
+
+    def for_port(self, port: int) -> TrafficPolicy:
+        """This policy with the portLevelSettings of ``port`` applied (field by field)."""
+        level = next((p for p in self.port_level_settings if p.port.number == port), None)
+        base = self.model_copy(update={"port_level_settings": []})
+        if level is None:
+            return base
+        return base.model_copy(update={
+            f: getattr(level, f) for f in ("load_balancer", "connection_pool",
+                                           "outlier_detection", "tls")
+            if getattr(level, f) is not None})
+
+
+def merge(top: TrafficPolicy | None, subset: TrafficPolicy | None, port: int
+          ) -> TrafficPolicy | None:
+    """Istio's merge: the subset's fields override the top level's, each first resolved
+    for ``port``; ``None`` when neither sets anything."""
+    if top is None and subset is None:
+        return None
+    base = top.for_port(port) if top is not None else TrafficPolicy()
+    if subset is None:
+        return base
+    over = subset.for_port(port)
+    return base.model_copy(update={
+        f: getattr(over, f) for f in ("load_balancer", "connection_pool",
+                                      "outlier_detection", "tls")
+        if getattr(over, f) is not None})

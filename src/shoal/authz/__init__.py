@@ -1,0 +1,1 @@
+"""Authorization: which policies apply, and a pure evaluator behind `shoal authz check`."""

@@ -1,0 +1,1 @@
+"""The web dashboard served by the control plane at /ui/ (static files, no build step)."""

@@ -1,0 +1,139 @@
+"""The control plane's telemetry sinks, wired: OTLP receivers on the gRPC server, stores,
+Prometheus ``/metrics`` and the telemetry REST routes.
+
+Routes:
+  GET /metrics                              Prometheus text (Istio names)
+  GET /api/v1/metrics/edges?window=60       EdgeRates per edge (JSON)
+  GET /api/v1/logs?service=&namespace=&since=&tail=   access-log entries, oldest first
+  GET /api/v1/traces?service=&limit=        recent traces, newest first
+  GET /api/v1/traces/{trace_id}             every span of one trace
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from aiohttp import web
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shoal.telemetry.accesslog import AccessLogStore, entries_from_otlp
+from shoal.telemetry.ingest import EdgeAggregator
+from shoal.telemetry.otlp import TraceForwarder, otlp_handlers
+from shoal.telemetry.prometheus import MeshCollector, registry
+from shoal.telemetry.store import RingMetricsStore
+from shoal.telemetry.traces import TraceStore, spans_from_otlp
+
+API = "/api/v1"
+
+
+class Telemetry:
+    def __init__(self, *, proxies: Callable[[], list[dict[str, Any]]] = list,
+                 otlp_export: str | None = None) -> None:
+        self.store = RingMetricsStore()
+        self.aggregator = EdgeAggregator()
+        self.logs = AccessLogStore()
+        self._services: dict[str, str] = {}  # node id -> service (from access logs)
+        self.traces = TraceStore(service_of=self._services.get)
+        self.forwarder = TraceForwarder(otlp_export) if otlp_export else None
+        self._proxies = proxies
+        self.counts = {"access_log_entries": 0, "spans": 0}
+        self._registry = registry(MeshCollector(self.aggregator, self._cp_metrics))
+        self._log_waiters: set[asyncio.Event] = set()
+
+    # -- ingest ----------------------------------------------------------------------------
+    def on_logs(self, req: logs_service_pb2.ExportLogsServiceRequest) -> None:
+        entries = list(entries_from_otlp(req))
+        for e in entries:
+            if e.get("reporter") and e.get("service"):
+                self._services[e["reporter"]] = e["service"]
+        self.counts["access_log_entries"] += len(entries)
+        self.logs.add(entries)
+        self.store.add(self.aggregator.add(entries))
+        for w in self._log_waiters:
+            w.set()
+
+    def on_traces(self, req: trace_service_pb2.ExportTraceServiceRequest) -> None:
+        spans = list(spans_from_otlp(req, self._services.get))
+        self.counts["spans"] += len(spans)
+        self.traces.add(spans)
+        if self.forwarder is not None:
+            self.forwarder.submit(req)
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers(otlp_handlers(self.on_logs, self.on_traces))
+
+    async def run(self) -> None:
+        """Background work (the OTLP forwarder); returns at once without one."""
+        if self.forwarder is not None:
+            await self.forwarder.run()
+
+    def _cp_metrics(self) -> dict[str, Any]:
+        dropped = self.forwarder.dropped if self.forwarder else 0
+        return {"proxies": self._proxies(), **self.counts, "otlp_forward_dropped": dropped}
+
+    # -- REST ------------------------------------------------------------------------------
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/metrics", self.metrics)
+        r.add_get(f"{API}/metrics/edges", self.edges)
+        r.add_get(f"{API}/logs", self.get_logs)
+        r.add_get(f"{API}/traces", self.list_traces)
+        r.add_get(f"{API}/traces/{{trace_id}}", self.get_trace)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self._registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def edges(self, request: web.Request) -> web.Response:
+        window = _number(request, "window", 60.0)
+        rates = self.store.rates(window)
+        return web.json_response({"window": window,
+                                  "edges": [dataclasses.asdict(r) for r in rates]})
+
+    async def get_logs(self, request: web.Request) -> web.Response:
+        q = request.query
+        since = int(_number(request, "since", 0))
+        tail = int(_number(request, "tail", 100))
+        wait = _number(request, "wait", 0.0)  # long poll for `shoal logs -f`
+        entries = self.logs.query(q.get("service"), namespace=q.get("namespace"),
+                                  since=since, tail=tail)
+        if not entries and wait > 0:
+            event = asyncio.Event()
+            self._log_waiters.add(event)
+            try:
+                await asyncio.wait_for(event.wait(), min(wait, 30.0))
+            except TimeoutError:
+                pass
+            finally:
+                self._log_waiters.discard(event)
+            entries = self.logs.query(q.get("service"), namespace=q.get("namespace"),
+                                      since=since, tail=tail)
+        return web.json_response({"entries": entries})
+
+    async def list_traces(self, request: web.Request) -> web.Response:
+        limit = int(_number(request, "limit", 20))
+        return web.json_response({"traces": self.traces.summaries(
+            request.query.get("service") or None, limit)})
+
+    async def get_trace(self, request: web.Request) -> web.Response:
+        tid = request.match_info["trace_id"]
+        spans = self.traces.get(tid)
+        if spans is None:
+            return web.json_response({"error": f"trace {tid} not found"}, status=404)
+        return web.json_response({"trace_id": tid.lower(), "spans": spans})
+
+
+def _number(request: web.Request, name: str, default: float) -> float:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be a number") from None

@@ -1,0 +1,102 @@
+"""Recent traces from the sidecars (OTLP spans), in bounded memory.
+
+Keeps at most ``max_traces`` traces and ``max_spans`` spans (the oldest trace goes
+first). Spans are flattened to JSON-able dicts; the sidecar that made a span is named by
+Envoy's ``node_id`` span tag, resolved to its service when the access logs told us.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from shoal.telemetry.accesslog import attributes, field_of
+from shoal.telemetry.names import Identity
+
+Span = dict[str, Any]
+KINDS = {trace_pb2.Span.SPAN_KIND_SERVER: "server", trace_pb2.Span.SPAN_KIND_CLIENT: "client",
+         trace_pb2.Span.SPAN_KIND_INTERNAL: "internal"}
+
+
+def spans_from_otlp(req: trace_service_pb2.ExportTraceServiceRequest,
+                    service_of: Callable[[str], str] = lambda node: "") -> Iterator[Span]:
+    for rs in req.resource_spans:
+        res = attributes(rs.resource.attributes)
+        for ss in field_of(rs, "scope_spans", "instrumentation_library_spans"):
+            for s in ss.spans:
+                attrs = attributes(s.attributes)
+                node = str(attrs.get("node_id", ""))
+                ident = Identity.from_node(node) if node else None
+                status = attrs.get("http.status_code", "")
+                yield {
+                    "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(),
+                    "parent_span_id": s.parent_span_id.hex(), "name": s.name,
+                    "kind": KINDS.get(s.kind, "unspecified"),
+                    "start_ns": s.start_time_unix_nano, "end_ns": s.end_time_unix_nano,
+                    "duration_ms": (s.end_time_unix_nano - s.start_time_unix_nano) / 1e6,
+                    "node_id": node, "workload": ident.workload if ident else "",
+                    "namespace": ident.namespace if ident else "",
+                    "service": service_of(node) or str(res.get("service.name", "")),
+                    "status": int(status) if str(status).isdigit() else None,
+                    "error": s.status.code == trace_pb2.Status.STATUS_CODE_ERROR
+                             or attrs.get("error") == "true",
+                    "attributes": attrs,
+                }
+
+
+class TraceStore:
+    def __init__(self, max_traces: int = 2000, max_spans: int = 50_000,
+                 service_of: Callable[[str], str | None] = lambda node: None) -> None:
+        self._max_traces, self._max_spans = max_traces, max_spans
+        self._service_of = service_of  # node id -> service, asked again when read
+        self._traces: OrderedDict[str, list[Span]] = OrderedDict()
+        self._spans = 0
+
+    def add(self, spans: Iterator[Span] | list[Span]) -> None:
+        for span in spans:
+            tid = span["trace_id"]
+            trace = self._traces.get(tid)
+            if trace is None:
+                trace = self._traces[tid] = []
+            trace.append(span)
+            self._spans += 1
+            span["reported_service"] = span["service"]
+        while self._traces and (len(self._traces) > self._max_traces
+                                or self._spans > self._max_spans):
+            _, dropped = self._traces.popitem(last=False)
+            self._spans -= len(dropped)
+
+    def _resolve(self, spans: list[Span]) -> list[Span]:
+        for s in spans:
+            s["service"] = self._service_of(s["node_id"]) or s["reported_service"]
+        return spans
+
+    def get(self, trace_id: str) -> list[Span] | None:
+        spans = self._traces.get(trace_id.lower())
+        spans = self._resolve(spans) if spans else None
+        return sorted(spans, key=lambda s: s["start_ns"]) if spans else None
+
+    def summaries(self, service: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """Newest first: one line per trace (root, services, span count, duration)."""
+        out = []
+        for tid in reversed(self._traces):
+            spans = self._resolve(self._traces[tid])
+            services = sorted({s["service"] for s in spans if s["service"]})
+            if service and service not in services:
+                continue
+            start = min(s["start_ns"] for s in spans)
+            end = max(s["end_ns"] for s in spans)
+            ids = {s["span_id"] for s in spans}
+            roots = [s for s in spans if s["parent_span_id"] not in ids]
+            root = min(roots or spans, key=lambda s: s["start_ns"])
+            out.append({"trace_id": tid, "root": root["name"], "root_service": root["service"],
+                        "services": services, "spans": len(spans),
+                        "errors": sum(1 for s in spans if s["error"]),
+                        "start_ns": start, "duration_ms": (end - start) / 1e6})
+            if len(out) >= limit:
+                break
+        return out
