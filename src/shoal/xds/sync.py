@@ -26,8 +26,11 @@ from shoal.xds.types import Proxy, ProxySnapshot
 
 log = logging.getLogger(__name__)
 
-# Kinds every proxy sees (until Sidecar scoping exists): a change affects all proxies.
-MESH_WIDE = frozenset({"Service", "VirtualService", "DestinationRule"})
+# Kinds no proxy's config depends on. A Workload change affects only its own proxy unless
+# it is (or was) a member of a service. Every other kind -- routing, security policy,
+# kinds added later -- affects every proxy (until Sidecar scoping exists): a new kind is
+# pushed to everyone by default rather than silently to no one.
+NOT_PROXY_CONFIG = frozenset({"ServiceLevelObjective"})
 # Proxies computed between two yields to the event loop during a push.
 YIELD_EVERY = 50
 
@@ -160,7 +163,7 @@ class Sync:
     def _affected(
         self, changed: set[ResourceKey], old: MeshSnapshot | None, new: MeshSnapshot
     ) -> list[str]:
-        if any(k.kind in MESH_WIDE for k in changed):
+        if any(k.kind not in NOT_PROXY_CONFIG and k.kind != "Workload" for k in changed):
             return list(self._proxies)
         workloads = {(k.namespace, k.name) for k in changed if k.kind == "Workload"}
         for mesh in (old, new):
