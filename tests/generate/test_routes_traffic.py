@@ -145,9 +145,7 @@ def test_traffic_policy_per_subset_and_port(tmesh: MeshSnapshot) -> None:
     ctx = GenerationContext(tmesh)
     dr = tmesh.destination_rule_for(tmesh.service("default", "reviews"))
     name = "outbound|9080|v1|reviews.default.svc.cluster.local"
-    base = ctx.clusters[name]
-    c = apply_traffic_policy(base, policy_for(dr, "v1", 9080), 9080)
-    assert c is not base and base.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
+    c = ctx.clusters[name]  # the context applies the DestinationRule's policy
     assert c.lb_policy == cluster_pb2.Cluster.RING_HASH
     t = c.circuit_breakers.thresholds[0]
     assert (t.max_connections.value, t.max_pending_requests.value, t.max_requests.value,
@@ -158,11 +156,11 @@ def test_traffic_policy_per_subset_and_port(tmesh: MeshSnapshot) -> None:
     assert c.outlier_detection.consecutive_gateway_failure.value == 3
     assert not c.outlier_detection.HasField("consecutive_5xx")
     assert c.common_lb_config.healthy_panic_threshold.value == 0
-    v2 = apply_traffic_policy(ctx.clusters[name.replace("|v1|", "|v2|")],
-                              policy_for(dr, "v2", 9080), 9080)
+    v2 = ctx.clusters[name.replace("|v1|", "|v2|")]
     assert v2.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
     assert len(v2.transport_socket_matches) == 0  # tls DISABLE
-    assert apply_traffic_policy(base, None, 9080) is base
+    assert apply_traffic_policy(c, None, 9080) is c
+    assert policy_for(dr, "v1", 9080) is not None
 
 
 @pytest.mark.parametrize("field, error", [

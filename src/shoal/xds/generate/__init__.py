@@ -13,7 +13,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 
-from shoal.xds.generate import listeners, names, telemetry, vhosts
+from shoal.xds.generate import listeners, names, routes, telemetry, vhosts
 from shoal.xds.generate.context import GenerationContext
 from shoal.xds.generate.inbound import inbound_ports
 from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Proxy, ProxySnapshot, Resources
@@ -41,9 +41,11 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
         lds[listener.name] = listener
         return True
 
+    # VirtualService rules with sourceLabels make routes depend on who is calling.
+    labels = routes.route_labels(mesh, mesh.workload(proxy.namespace, proxy.workload))
     if proxy.metadata.outbound_port:
         add(ctx.outbound_listener(proxy.metadata.outbound_port))
-        rds[names.OUTBOUND_HTTP] = ctx.outbound_route_config(proxy.namespace)
+        rds[names.OUTBOUND_HTTP] = ctx.outbound_route_config(proxy.namespace, labels)
 
     services = ctx.services_of_workload(proxy.namespace, proxy.workload)
     workload = mesh.workload(proxy.namespace, proxy.workload)
@@ -75,7 +77,7 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
             add(ctx.upstream_listener(up.host, service, port, up.local_port))
             and port.protocol.is_http
         ):
-            rc = ctx.upstream_route_config(service, port)
+            rc = ctx.upstream_route_config(service, port, labels)
             rds[rc.name] = rc
 
     shared = ctx.cluster_resources

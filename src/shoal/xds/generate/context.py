@@ -30,13 +30,18 @@ from shoal.xds.generate import (
     jwt,
     listeners,
     names,
+    route_filters,
     routes,
     security,
     telemetry,
     tls,
+    traffic_policy,
     vhosts,
 )
 from shoal.xds.types import Resources
+
+# The part of a proxy's workload labels its routes depend on (see routes.route_labels).
+Labels = tuple[tuple[str, str], ...]
 
 
 class GenerationContext:
@@ -44,9 +49,9 @@ class GenerationContext:
 
     def __init__(self, mesh: MeshSnapshot):
         self.mesh = mesh
-        self._routes: dict[tuple[str, str, int], list[rc_pb2.Route]] = {}
-        self._outbound_rc: dict[str, route_pb2.RouteConfiguration] = {}
-        self._upstream_rc: dict[tuple[str, str, int], route_pb2.RouteConfiguration] = {}
+        self._routes: dict[tuple[str, str, int, Labels], list[rc_pb2.Route]] = {}
+        self._outbound_rc: dict[tuple[str, Labels], route_pb2.RouteConfiguration] = {}
+        self._upstream_rc: dict[tuple[str, str, int, Labels], route_pb2.RouteConfiguration] = {}
         self._listeners: dict[tuple[object, ...], listener_pb2.Listener] = {}
         self._inbound_clusters: dict[tuple[str, int, bool], cluster_pb2.Cluster] = {}
         self._digests: dict[int, tuple[Message, bytes]] = {}
@@ -72,7 +77,9 @@ class GenerationContext:
                     names.sni(port.port, subset, fqdn(service)), sans,
                     authn.upstream_alpn(port.protocol),
                 ) if sans else ()
-                cds[name] = clusters.outbound_cluster(name, port.protocol.is_http2, matches)
+                cds[name] = traffic_policy.apply_traffic_policy(
+                    clusters.outbound_cluster(name, port.protocol.is_http2, matches),
+                    traffic_policy.policy_for(dr, subset, port.port), port.port)
                 labels = dr.spec.subset(subset).labels if subset and dr is not None else None
                 eds[name] = endpoints.load_assignment(
                     name, mesh.endpoints(service, port, labels), self.endpoint_mtls)
@@ -123,26 +130,31 @@ class GenerationContext:
     def services_of_workload(self, namespace: str, workload: str) -> list[Resource]:
         return self._services_by_workload.get((namespace, workload), [])
 
-    def routes(self, service: Resource, port: ServicePort) -> list[rc_pb2.Route]:
-        key = (service.metadata.namespace, service.metadata.name, port.port)
+    def routes(self, service: Resource, port: ServicePort, labels: Labels = ()
+               ) -> list[rc_pb2.Route]:
+        """Routes of one service port as seen by proxies whose workload has ``labels``
+        (only the labels some VirtualService's sourceLabels mention: see route_labels)."""
+        key = (service.metadata.namespace, service.metadata.name, port.port, labels)
         if key not in self._routes:
-            self._routes[key] = routes.service_routes(self.mesh, service, port)
+            self._routes[key] = routes.service_routes(self.mesh, service, port, dict(labels))
         return self._routes[key]
 
-    def outbound_route_config(self, namespace: str) -> route_pb2.RouteConfiguration:
-        if namespace not in self._outbound_rc:
-            self._outbound_rc[namespace] = vhosts.outbound_route_config(
-                self.mesh, namespace, self.routes
+    def outbound_route_config(self, namespace: str, labels: Labels = ()
+                              ) -> route_pb2.RouteConfiguration:
+        key = (namespace, labels)
+        if key not in self._outbound_rc:
+            self._outbound_rc[key] = vhosts.outbound_route_config(
+                self.mesh, namespace, lambda s, p: self.routes(s, p, labels)
             )
-        return self._outbound_rc[namespace]
+        return self._outbound_rc[key]
 
     def upstream_route_config(
-        self, service: Resource, port: ServicePort
+        self, service: Resource, port: ServicePort, labels: Labels = ()
     ) -> route_pb2.RouteConfiguration:
-        key = (service.metadata.namespace, service.metadata.name, port.port)
+        key = (service.metadata.namespace, service.metadata.name, port.port, labels)
         if key not in self._upstream_rc:
             self._upstream_rc[key] = vhosts.upstream_route_config(
-                self.mesh, service, port, self.routes
+                self.mesh, service, port, lambda s, p: self.routes(s, p, labels)
             )
         return self._upstream_rc[key]
 
@@ -151,7 +163,8 @@ class GenerationContext:
     def outbound_listener(self, port: int) -> listener_pb2.Listener:
         key = ("outbound", port)
         if key not in self._listeners:
-            extras = telemetry.http_extras(self, telemetry.Direction.OUTBOUND)
+            extras = route_filters.TRAFFIC_EXTRAS + telemetry.http_extras(
+                self, telemetry.Direction.OUTBOUND)
             self._listeners[key] = listeners.outbound_http_listener(port, extras)
         return self._listeners[key]
 
@@ -163,7 +176,8 @@ class GenerationContext:
         if key not in self._listeners:
             if port.protocol.is_http:
                 rds = names.upstream_route(fqdn, port.port)
-                extras = telemetry.http_extras(self, telemetry.Direction.OUTBOUND)
+                extras = route_filters.TRAFFIC_EXTRAS + telemetry.http_extras(
+                    self, telemetry.Direction.OUTBOUND)
                 lis = listeners.upstream_http_listener(host, port.port, local_port, rds, extras)
             else:
                 cluster = names.outbound_cluster(port.port, None, fqdn)
