@@ -141,6 +141,24 @@ def test_header_match_routes_one_user(up: Up) -> None:
     assert up.reviews(10) == {"reviews-v1": 10}
 
 
+def test_a_7s_delay_to_ratings_makes_productpage_show_its_fallback(up: Up) -> None:
+    """Istio's bookinfo fault-injection task: jason's reviews (v2) call ratings, which
+    now answers after 7 s; productpage gives up on reviews (3 s timeout, one retry)."""
+    up.shoal("apply", "-f", str(SAMPLES / "reviews-jason-v2.yaml"))
+    up.shoal("apply", "-f", str(SAMPLES / "ratings-delay-7s.yaml"))
+    try:
+        def fallback() -> str | None:
+            page = httpx.get(up.page, headers={"end-user": "jason"}, timeout=30).text
+            return page if "currently unavailable" in page else None
+        page = wait_for(fallback, 40, "the reviews fallback", interval=0.5)
+        assert "Sorry, product reviews are currently unavailable" in page
+        assert "Book Details" in page  # the rest of the page still renders
+        # everyone else gets reviews v1, which does not call ratings: unaffected
+        assert "currently unavailable" not in httpx.get(up.page, timeout=30).text
+    finally:
+        up.shoal("delete", "vs", "ratings")
+
+
 def test_invalid_document_is_rejected_with_its_path_and_nothing_changes(up: Up,
                                                                         tmp_path: Path) -> None:
     before = up.revision()
