@@ -8,7 +8,8 @@ import re
 
 import httpx
 
-from tests.dashboard.conftest import ARTIFACTS, Browser, Served
+from tests.conftest import Browser
+from tests.dashboard.conftest import ARTIFACTS, Served
 
 DEMO = ("productpage", "details", "reviews", "ratings")
 

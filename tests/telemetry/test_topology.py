@@ -18,6 +18,7 @@ def test_bookinfo_graph():
                           services=[FQDN("productpage"), FQDN("idle")]).to_dict()
     nodes = {n["name"]: n for n in topo["nodes"]}
     assert set(nodes) == {EXTERNAL, "productpage", "details", "reviews", "ratings", "idle"}
+    assert len(topo["nodes"]) == len(nodes)  # a service that calls and is called: one node
     assert nodes["reviews"]["versions"] == ["v1", "v2", "v3"]
     assert nodes["reviews"]["workloads"] == ["reviews-v2"]  # the caller of ratings
     assert nodes["reviews"]["rps"] == pytest.approx(12)

@@ -136,6 +136,7 @@ def up(
     console.print(f"[green]shoal is up[/green]: control plane {state.api}, "
                   f"{len(WORKLOADS)} workloads with sidecars.")
     console.print(f"Product page: [bold]{state.product_page}[/bold]")
+    console.print(f"Dashboard:    [bold]{state.api}/ui/[/bold]")
     console.print("Try: shoal status | shoal apply -f samples/reviews-v3.yaml | shoal down")
 
 

@@ -129,6 +129,17 @@ def _node_order(n: Node) -> tuple[int, str]:
     return (0 if n.kind == EXTERNAL else 1, n.id)
 
 
+def _source_fqdn(service: str, namespace: str, known: dict[tuple[str, str], str]) -> str:
+    """Callers are reported by canonical (short) service name; nodes are FQDNs, so that
+    a service that both calls and is called is one node."""
+    if not service:
+        return EXTERNAL
+    if "." in service:
+        return service
+    ns = namespace or "default"
+    return known.get((service, ns), f"{service}.{ns}.svc.cluster.local")
+
+
 def build_topology(rates: Sequence[EdgeRates], window_seconds: float, *,
                    services: Iterable[str] = ()) -> Topology:
     """The graph of ``rates``; ``services`` (FQDNs) become nodes even without traffic."""
@@ -146,9 +157,10 @@ def build_topology(rates: Sequence[EdgeRates], window_seconds: float, *,
 
     for fqdn in services:
         node(fqdn)
+    by_short = {short_name(f): f for f in nodes if f != EXTERNAL}
     for r in rates:
         e = r.edge
-        src = node(e.source_service or EXTERNAL)
+        src = node(_source_fqdn(e.source_service, e.source_namespace, by_short))
         if e.source_workload and src.kind != EXTERNAL:
             src.workloads.add(e.source_workload)
         dst = node(e.destination_service)

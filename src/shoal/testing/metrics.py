@@ -32,7 +32,7 @@ def edge(source: str, destination: str, *, subset: str = "", namespace: str = "d
         source_workload=source_workload if source_workload is not None else (
             f"{source}-v1" if source else ""),
         source_namespace=namespace if source else "",
-        source_service=f"{source}.{namespace}.svc.cluster.local" if source else "",
+        source_service=source,  # canonical (short) name, as the ingest reports it
         destination_service=f"{destination}.{namespace}.svc.cluster.local",
         destination_namespace=namespace,
         destination_subset=subset,

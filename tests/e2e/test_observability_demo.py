@@ -1,0 +1,114 @@
+"""Observability on real traffic: the demo under `shoal up`, faults injected with
+VirtualServices, and what the control plane makes of it -- Prometheus metrics, SLO budget
+burn (availability and latency), and the dashboard's graph in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+
+from shoal.testing.local import wait_for
+from tests.conftest import ARTIFACTS, Browser
+from tests.e2e.conftest import Up
+
+pytestmark = [pytest.mark.envoy, pytest.mark.slow]
+
+SLOS = """
+apiVersion: telemetry.shoal.io/v1alpha1
+kind: ServiceLevelObjective
+metadata: {name: reviews-availability, namespace: default}
+spec: {service: reviews, sli: {availability: {}}, target: 99, window: 1h}
+---
+apiVersion: telemetry.shoal.io/v1alpha1
+kind: ServiceLevelObjective
+metadata: {name: ratings-latency, namespace: default}
+spec: {service: ratings, sli: {latency: {thresholdMs: 100}}, target: 99, window: 1h}
+"""
+FAULTS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - fault:
+      abort: {httpStatus: 503, percentage: {value: 50}}
+    route: [{destination: {host: reviews, subset: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - fault:
+      delay: {fixedDelay: 300ms, percentage: {value: 100}}
+    route: [{destination: {host: ratings}}]
+"""
+
+
+def traffic(up: Up, n: int) -> None:
+    with httpx.Client(timeout=30) as http:
+        for _ in range(n):
+            http.get(up.page)
+
+
+def slo(up: Up, name: str) -> dict:
+    slos = json.loads(up.shoal("slo", "status", "-o", "json").stdout)
+    items = slos if isinstance(slos, list) else slos.get("slos", slos.get("items", []))
+    return next(s for s in items if name in json.dumps(s))
+
+
+@pytest.fixture(scope="module")
+def faulty(up: Up) -> Up:
+    with up.shoal_input(SLOS) as path:
+        up.shoal("apply", "-f", path)
+    with up.shoal_input(FAULTS) as path:
+        up.shoal("apply", "-f", path)
+    wait_for(lambda: up.reviews(1) == {"reviews-v2": 1}, 20, "the fault VirtualServices")
+    traffic(up, 40)
+    return up
+
+
+def test_errors_and_latency_show_in_prometheus_metrics(faulty: Up) -> None:
+    def metrics() -> str | None:
+        text = httpx.get(f"{faulty.api}/metrics", timeout=5).text
+        return text if 'response_code="503"' in text else None
+
+    text = wait_for(metrics, 30, "503s in /metrics")
+    edge = re.compile(r'istio_requests_total\{[^}]*destination_service_name="reviews"'
+                      r'[^}]*response_code="(\d+)"[^}]*\} (\d+)')
+    codes = {code: float(n) for code, n in edge.findall(text)}
+    assert codes.get("503", 0) > 0 and codes.get("200", 0) > 0
+    assert 'source_workload="productpage-v1"' in text
+    assert "istio_request_duration_milliseconds_bucket" in text
+
+
+def test_an_injected_fault_burns_the_availability_budget(faulty: Up) -> None:
+    status = wait_for(lambda: (s := slo(faulty, "reviews-availability"))["state"] != "OK" and s,
+                      40, "the reviews SLO to alert")
+    assert status["state"] in ("WARNING", "CRITICAL")
+    # 50 % errors against a 1 % budget: burning ~50x, the budget is gone
+    text = json.dumps(status)
+    assert "burn" in text.lower()
+
+
+def test_a_latency_fault_burns_the_latency_sli(faulty: Up) -> None:
+    status = wait_for(lambda: (s := slo(faulty, "ratings-latency"))["state"] != "OK" and s, 40,
+                      "the ratings latency SLO to alert")
+    assert status["state"] in ("WARNING", "CRITICAL")
+
+
+def test_the_dashboard_shows_the_demo_graph(faulty: Up, browser: Browser) -> None:
+    dom = browser.dom(f"{faulty.api}/ui/")
+    for name in ("productpage", "details", "reviews", "ratings"):
+        assert dom.count(f'data-name="{name}"') == 1, f"want one graph node for {name}"
+    edges = set(re.findall(r'class="edge" data-source="([^"]+)" data-target="([^"]+)"', dom))
+    short = {(s.split(".")[0], t.split(".")[0]) for s, t in edges}
+    assert {("productpage", "details"), ("productpage", "reviews"),
+            ("reviews", "ratings")} <= short
+    browser.screenshot(f"{faulty.api}/ui/", ARTIFACTS / "e2e" / "dashboard-demo.png",
+                       "1400,1000")
