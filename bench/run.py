@@ -18,7 +18,8 @@ DOC = ROOT / "docs" / "benchmarks.md"
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    p.add_argument("which", nargs="?", default="all", choices=["dataplane", "controlplane", "all"])
+    p.add_argument("which", nargs="?", default="all",
+                   choices=["dataplane", "controlplane", "ratelimit", "all"])
     p.add_argument("--quick", action="store_true", help="short runs (smoke test, noisy numbers)")
     p.add_argument("--doc", type=Path, default=DOC, help="markdown file to update (%(default)s)")
     p.add_argument("--no-write", action="store_true", help="print results, leave the doc alone")
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== control plane: {copts}", flush=True)
         cpr = controlplane.run(copts, log=lambda s: print(s, flush=True))
         _emit(a, "controlplane", render.controlplane_md(cpr, machine.now(), info, command))
+    if a.which == "ratelimit":  # not part of "all": it starts its own mesh
+        from bench import ratelimit
+        rl = ratelimit.run(seconds=4 if a.quick else 8, log=lambda s: print(s, flush=True))
+        _emit(a, "ratelimit", ratelimit.markdown(rl, machine.now(), info, command))
     return 0
 
 

@@ -2,6 +2,8 @@
 # Installs the Debian packages shoal's tests and benchmarks drive for real:
 #   chromium   headless browser for the dashboard tests
 #   prometheus a real Prometheus server scraping the control plane
+#   redis-server / nghttp2-client (h2load)  the global rate-limit tests
+#   etcd-server the etcd config store and the multi-instance control-plane tests
 # plus, for `make bench`: nginx-light (backend), nghttp2-client (h2load), wrk.
 # Does nothing for packages already present; needs root (or sudo) to install.
 set -euo pipefail

@@ -52,7 +52,9 @@ async def test_register_heartbeat_and_graceful_stop(control_plane, ads, agent_fa
         assert name.startswith("reviews-") and len(name) == len("reviews-") + 5
         assert wl["kind"] == "Workload" and wl["apiVersion"] == "mesh.shoal.io/v1alpha1"
         assert wl["metadata"]["annotations"] == {"shoal.io/registered-by": "agent"}
-        assert wl["spec"]["labels"] == {"app": "reviews", "version": "v2"}
+        # no token here, so no certificate: the workload tells peers to send plaintext
+        assert wl["spec"]["labels"] == {"app": "reviews", "version": "v2",
+                                        "security.shoal.io/tlsMode": "disabled"}
         assert wl["spec"]["serviceAccount"] == "reviews"
         assert wl["spec"]["locality"] == "eu/zone-a"
         inbound = wl["spec"]["ports"]["http"]

@@ -183,7 +183,7 @@ def test_destination_rule_rejections(field: str, error: str) -> None:
     ("{retries: {retryOn: 'bogus'}, route: [{destination: {host: a}}]}", "unknown retry"),
     ("{redirect: {uri: /x, redirectCode: 300}}", "must be one of"),
     ("{fault: {abort: {grpcStatus: NOPE}}, route: [{destination: {host: a}}]}", "gRPC"),
-    ("{match: [{gateways: [my-gw]}], route: [{destination: {host: a}}]}", "mesh"),
+    ("{match: [{gateways: [My_GW]}], route: [{destination: {host: a}}]}", "mesh"),
 ])
 def test_virtual_service_rejections(rule: str, error: str) -> None:
     with pytest.raises(ValidationError) as e:

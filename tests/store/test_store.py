@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,9 @@ from shoal.api.meta import Metadata, Resource, ResourceKey
 from shoal.errors import Conflict, NotFound, StoreError, ValidationError, WatchExpired
 from shoal.store import Event, EventType, MemoryStore, SqliteStore, Store
 from shoal.store import base as store_base
+from shoal.store.etcd import EtcdStore
+
+from .etcd_server import ETCD, SKIP_REASON, EtcdServer
 
 
 class FakeClock:
@@ -30,14 +33,26 @@ class FakeClock:
 MakeStore = Callable[..., Store]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
+ETCD_PARAM = pytest.param("etcd", marks=pytest.mark.skipif(ETCD is None, reason=SKIP_REASON))
+
+
+@pytest.fixture(params=["memory", "sqlite", ETCD_PARAM])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
+    server: EtcdServer | None = None
+    if request.param == "etcd":  # a fresh etcd per test: revisions start at 0 and are dense
+        server = EtcdServer(tmp_path / "etcd")
+        server.start()
+
     def make(**kwargs: Any) -> Store:
         if request.param == "memory":
             return MemoryStore(**kwargs)
+        if server is not None:
+            return EtcdStore([server.url], **kwargs)
         return SqliteStore(tmp_path / "store.db", **kwargs)
 
-    return make
+    yield make
+    if server is not None:
+        server.stop()
 
 
 @pytest.fixture

@@ -118,7 +118,7 @@ class Agent:
             self.identity.subscribe(self._identity_changed)
         self.registration = Registration(
             self.control_plane,
-            workload_document(config, self.plan),
+            workload_document(config, self.plan, has_identity=self.identity is not None),
             service_document(config),
             ttl_seconds=config.lease_seconds,
             report=self._identity_report,

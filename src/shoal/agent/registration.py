@@ -19,12 +19,17 @@ import httpx
 from shoal.agent.backoff import Backoff
 from shoal.agent.config import AgentConfig, Plan
 from shoal.errors import AgentError, Unavailable
+from shoal.registry.snapshot import TLS_MODE_LABEL
 
 log = logging.getLogger("shoal.agent.registration")
 API_VERSION = "mesh.shoal.io/v1alpha1"
 
 
-def workload_document(config: AgentConfig, plan: Plan) -> dict[str, Any]:
+def workload_document(config: AgentConfig, plan: Plan, *, has_identity: bool = True
+                      ) -> dict[str, Any]:
+    """The Workload this agent registers. Without an identity (no token, so no
+    certificate) its sidecar cannot accept mTLS: it says so, and peers send plaintext."""
+    tls_mode = {} if has_identity else {TLS_MODE_LABEL: "disabled"}
     return {
         "apiVersion": API_VERSION,
         "kind": "Workload",
@@ -35,7 +40,7 @@ def workload_document(config: AgentConfig, plan: Plan) -> dict[str, Any]:
         },
         "spec": {
             "address": config.address,
-            "labels": {"app": config.service, **dict(config.labels)},
+            "labels": {"app": config.service, **dict(config.labels), **tls_mode},
             "ports": {config.port_name: plan.inbound_port},
             "serviceAccount": config.service_account or config.service,
             "locality": config.locality,

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shoal.api.gateway import GatewaySpec
 from shoal.api.mesh import ServiceSpec, WorkloadSpec
 from shoal.api.meta import Model
 from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec
+from shoal.api.ratelimit import POLICY, RateLimitPolicySpec
 from shoal.api.security import (
     AuthorizationPolicySpec,
     PeerAuthenticationSpec,
     RequestAuthenticationSpec,
 )
+from shoal.api.serviceentry import ServiceEntrySpec
+from shoal.api.sidecar import SidecarSpec
 from shoal.api.telemetry import TELEMETRY, ServiceLevelObjectiveSpec
 from shoal.errors import NotFound
 
@@ -45,6 +49,9 @@ KINDS: dict[str, Kind] = {
         Kind("VirtualService", ISTIO_NETWORKING, VirtualServiceSpec, "virtualservices", ("vs",)),
         Kind("DestinationRule", ISTIO_NETWORKING, DestinationRuleSpec, "destinationrules",
              ("dr",)),
+        Kind("ServiceEntry", ISTIO_NETWORKING, ServiceEntrySpec, "serviceentries", ("se",)),
+        Kind("Gateway", ISTIO_NETWORKING, GatewaySpec, "gateways", ("gw",)),
+        Kind("Sidecar", ISTIO_NETWORKING, SidecarSpec, "sidecars"),
         Kind("PeerAuthentication", ISTIO_SECURITY, PeerAuthenticationSpec,
              "peerauthentications", ("pa",)),
         Kind("AuthorizationPolicy", ISTIO_SECURITY, AuthorizationPolicySpec,
@@ -53,6 +60,7 @@ KINDS: dict[str, Kind] = {
              "requestauthentications", ("ra",)),
         Kind("ServiceLevelObjective", (TELEMETRY,), ServiceLevelObjectiveSpec,
              "servicelevelobjectives", ("slo", "slos")),
+        Kind("RateLimitPolicy", (POLICY,), RateLimitPolicySpec, "ratelimitpolicies", ("rlp",)),
     )
 }
 

@@ -22,7 +22,7 @@ from shoal.api.http_route import (
     Percent,
 )
 from shoal.api.mesh import check_labels
-from shoal.api.meta import Model
+from shoal.api.meta import DNS_LABEL, DNS_SUBDOMAIN, Model
 from shoal.api.traffic_policy import PortSelector, TrafficPolicy
 from shoal.api.types import Duration, NotSupported, StringMatch
 
@@ -30,9 +30,17 @@ __all__ = ["PortSelector", "TrafficPolicy"]
 
 
 def _mesh_only(v: list[str]) -> list[str]:
-    if any(g != "mesh" for g in v):
-        raise ValueError("only the 'mesh' gateway is supported yet")
+    """``mesh`` (the sidecars) or a Gateway as ``name`` / ``namespace/name``."""
+    for g in v:
+        ns, _, name = g.rpartition("/")
+        if g != "mesh" and not (DNS_SUBDOMAIN.match(name) and (not ns or DNS_LABEL.match(ns))):
+            raise ValueError(f"gateway {g!r} must be 'mesh' or [namespace/]name")
     return v
+
+
+def for_mesh(gateways: list[str]) -> bool:
+    """Do rules with these ``gateways`` apply to sidecars? (empty means ``mesh``)"""
+    return not gateways or "mesh" in gateways
 
 
 class Destination(Model):
@@ -180,14 +188,20 @@ class VirtualServiceSpec(Model):
     @classmethod
     def _hosts(cls, v: list[str]) -> list[str]:
         for h in v:
-            if not h or h == "*" or " " in h:
-                raise ValueError(f"host {h!r} must be a service name or FQDN (wildcard '*' alone "
-                                 "is not supported)")
+            if not h or " " in h:
+                raise ValueError(f"host {h!r} must be a service name or FQDN")
         if len(set(v)) != len(v):
             raise ValueError("duplicate host")
         return v
 
     _gateways = field_validator("gateways")(classmethod(lambda cls, v: _mesh_only(v)))
+
+    @model_validator(mode="after")
+    def _wildcards(self) -> VirtualServiceSpec:
+        if for_mesh(self.gateways) and any(h.startswith("*") for h in self.hosts):
+            raise ValueError("hosts: wildcard hosts are only supported for gateways (set "
+                             "gateways without 'mesh')")
+        return self
 
 
 class Subset(Model):

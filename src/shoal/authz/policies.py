@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from shoal.api.meta import Resource
 from shoal.api.security import MtlsMode, PeerAuthenticationSpec, WorkloadSelector
-from shoal.registry.snapshot import MeshSnapshot
+from shoal.registry.snapshot import MeshSnapshot, mtls_disabled
 
 
 def _age(r: Resource) -> tuple[str, str, str]:
@@ -67,7 +67,10 @@ def _peer_levels(mesh: MeshSnapshot, workload: Resource) -> list[PeerAuthenticat
 
 def mtls_mode(mesh: MeshSnapshot, workload: Resource, port: int) -> MtlsMode:
     """STRICT, PERMISSIVE or DISABLE for traffic to ``workload`` on ``port`` (the port
-    where its sidecar receives)."""
+    where its sidecar receives). A workload whose sidecar has no identity (labelled
+    ``security.shoal.io/tlsMode: disabled``) can only take plaintext: DISABLE."""
+    if mtls_disabled(workload):
+        return MtlsMode.DISABLE
     levels = _peer_levels(mesh, workload)
     if levels:
         port_level = levels[0].port_level_mtls.get(port)

@@ -9,13 +9,17 @@ import typer
 
 from shoal import __version__
 from shoal.cli import (
+    analyze,
     authz,
     ca,
     certs,
     dashboard,
+    gateway,
     logs,
     prometheus,
     proxies,
+    quota,
+    ratelimit,
     resources,
     serve,
     slo,
@@ -59,9 +63,11 @@ app.command("status", rich_help_panel="Local mesh")(up.status)
 app.command("apply", rich_help_panel="Config")(resources.apply)
 app.command("get", rich_help_panel="Config")(resources.get)
 app.command("delete", rich_help_panel="Config")(resources.delete)
+app.command("analyze", rich_help_panel="Config")(analyze.analyze)
 app.command("proxy-status", rich_help_panel="Proxies")(proxies.proxy_status)
 app.command("proxy-config", rich_help_panel="Proxies")(proxies.proxy_config)
 app.command("run", context_settings=RUN_CONTEXT_SETTINGS, rich_help_panel="Workloads")(run)
+app.add_typer(gateway.app, name="gateway", rich_help_panel="Workloads")
 app.command("control-plane", rich_help_panel="Processes")(serve.control_plane)
 app.add_typer(tokens.app, name="token", rich_help_panel="Identity")
 app.add_typer(authz.authz, name="authz", rich_help_panel="Identity")
@@ -72,6 +78,8 @@ app.command("dashboard", rich_help_panel="Observability")(dashboard.dashboard)
 app.command("logs", rich_help_panel="Observability")(logs.logs)
 app.command("traces", rich_help_panel="Observability")(traces.traces)
 app.add_typer(prometheus.app, name="prometheus", rich_help_panel="Observability")
+app.add_typer(ratelimit.app, name="ratelimit", rich_help_panel="Traffic")
+app.add_typer(quota.app, name="quota", rich_help_panel="Traffic")
 
 
 def main() -> None:

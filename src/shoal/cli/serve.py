@@ -21,6 +21,7 @@ from shoal.control.config import (
 )
 from shoal.control.plane import ControlPlane
 from shoal.logs import configure_logging
+from shoal.registry.snapshot import MeshConfig
 
 
 def default_home() -> Path:
@@ -64,25 +65,49 @@ def control_plane(
              "service account.")] = True,
     data_dir: Annotated[Path | None, typer.Option(
         help="Where the config store lives (default: $SHOAL_HOME/data).")] = None,
-    store: Annotated[str, typer.Option(help="sqlite (persistent) or memory.")] = "sqlite",
+    store: Annotated[str, typer.Option(
+        help="sqlite (persistent), memory, or etcd (shared by several control planes).")
+    ] = "sqlite",
+    etcd_endpoints: Annotated[str | None, typer.Option(
+        help="etcd client URLs for --store etcd, comma-separated "
+             "(e.g. http://10.0.0.1:2379,http://10.0.0.2:2379).")] = None,
     lease_ttl: Annotated[float, typer.Option(
         help="Seconds without heartbeat before a registered workload is removed.")] = 15.0,
     log_level: Annotated[str, typer.Option(envvar="SHOAL_LOG_LEVEL")] = "info",
     otlp_export: Annotated[str | None, typer.Option(
         help="Also forward the sidecars' spans to this OTLP/gRPC collector HOST:PORT.")
     ] = None,
+    ratelimit_address: Annotated[str | None, typer.Option(
+        help="A separate rate-limit service (`shoal ratelimit serve`) HOST:PORT; default: "
+             "the control plane serves it on its xDS ports.")] = None,
+    ratelimit_redis: Annotated[str | None, typer.Option(
+        help="Redis URL for the built-in rate-limit service's counters.")] = None,
+    outbound_traffic_policy: Annotated[str, typer.Option(
+        help="Hosts that are neither services nor ServiceEntries: REGISTRY_ONLY (404) or "
+             "ALLOW_ANY (forwarded). A Sidecar may override it.")] = "REGISTRY_ONLY",
 ) -> None:
     """Run the control plane (REST API + xDS server) in the foreground."""
     configure_logging(log_level)
-    if store not in ("sqlite", "memory"):
-        raise typer.BadParameter("must be sqlite or memory", param_hint="--store")
+    if store not in ("sqlite", "memory", "etcd"):
+        raise typer.BadParameter("must be sqlite, memory or etcd", param_hint="--store")
+    if outbound_traffic_policy not in ("REGISTRY_ONLY", "ALLOW_ANY"):
+        raise typer.BadParameter("must be REGISTRY_ONLY or ALLOW_ANY",
+                                 param_hint="--outbound-traffic-policy")
+    endpoints = tuple(e.strip() for e in (etcd_endpoints or "").split(",") if e.strip())
+    if (store == "etcd") != bool(endpoints):
+        raise typer.BadParameter("is required with --store etcd, and only then",
+                                 param_hint="--etcd-endpoints")
     config = ControlPlaneConfig(
         data_dir=data_dir or default_home() / "data",
         api=Address.parse(api), xds=Address.parse(xds), store=store, lease_ttl=lease_ttl,
+        etcd_endpoints=endpoints,
         agent_api=None if agent_api == "off" else Address.parse(agent_api),
         secure_xds=None if secure_xds == "off" else Address.parse(secure_xds),
         cert_ttl=parse_duration(cert_ttl, "--cert-ttl"), require_tokens=require_tokens,
         ca_cert=ca_cert, ca_key=ca_key, ca_chain=ca_chain, otlp_export=otlp_export,
+        mesh=MeshConfig(ratelimit_address=ratelimit_address,
+                        outbound_traffic_policy=outbound_traffic_policy),
+        ratelimit_redis=ratelimit_redis,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config))

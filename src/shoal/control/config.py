@@ -36,7 +36,8 @@ class ControlPlaneConfig:
     lease_ttl: float = 15.0  # seconds an agent may stay silent before its workload expires
     debounce: float = 0.05  # quiet period before a push
     max_delay: float = 0.5  # longest a change waits under a stream of further changes
-    store: str = "sqlite"  # sqlite | memory
+    store: str = "sqlite"  # sqlite | memory | etcd
+    etcd_endpoints: tuple[str, ...] = ()  # client URLs when store == "etcd"
     otlp_export: str | None = None  # forward sidecar spans to this OTLP/gRPC HOST:PORT
     # identity (see docs/adr/0007-workload-identity.md); None disables a TLS listener
     agent_api: Address | None = field(
@@ -48,6 +49,7 @@ class ControlPlaneConfig:
     ca_cert: Path | None = None  # operator-provided CA (root or intermediate [+ chain])
     ca_key: Path | None = None
     ca_chain: Path | None = None
+    ratelimit_redis: str | None = None  # Redis URL for the embedded rate-limit service
 
     @property
     def ca_dir(self) -> Path:

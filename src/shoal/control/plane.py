@@ -21,8 +21,11 @@ from shoal.control.proxies import ProxyInspector
 from shoal.control.rest import RestApi
 from shoal.dashboard.api import DashboardApi
 from shoal.errors import Unavailable
-from shoal.registry.leases import WorkloadRegistry
+from shoal.ratelimit.embedded import EmbeddedRateLimit
+from shoal.registry.etcd_leases import EtcdWorkloadRegistry
+from shoal.registry.leases import Registry, WorkloadRegistry
 from shoal.store.base import Store
+from shoal.store.etcd import EtcdStore
 from shoal.store.memory import MemoryStore
 from shoal.store.sqlite import SqliteStore
 from shoal.telemetry.hub import Telemetry
@@ -44,6 +47,8 @@ GRPC_OPTIONS = [
 def open_store(config: ControlPlaneConfig) -> Store:
     if config.store == "memory":
         return MemoryStore(loads=load_resource)
+    if config.store == "etcd":
+        return EtcdStore(config.etcd_endpoints, loads=load_resource)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     return SqliteStore(config.db_path, loads=load_resource)
 
@@ -54,7 +59,7 @@ class ControlPlane:
 
     config: ControlPlaneConfig
     store: Store
-    registry: WorkloadRegistry
+    registry: Registry
     cache: SnapshotCache
     status: StatusTracker
     sync: Sync
@@ -81,7 +86,10 @@ class ControlPlane:
         sync = Sync(store, cache, mesh_config=config.mesh, debounce=config.debounce,
                     max_delay=config.max_delay)
         xds = XdsServer(cache, sync, status)
-        registry = WorkloadRegistry(store, ttl=config.lease_ttl)
+        # With etcd, leases live in etcd: any instance can renew any workload's lease.
+        registry: Registry = (EtcdWorkloadRegistry(store, ttl=config.lease_ttl)
+                              if isinstance(store, EtcdStore)
+                              else WorkloadRegistry(store, ttl=config.lease_ttl))
         ready = asyncio.Event()
         inspector = ProxyInspector(lambda: [s.to_dict() for s in xds.status()],
                                    lambda: sync.proxies)
@@ -125,6 +133,11 @@ class ControlPlane:
             self.secure_xds_address = Address(self.config.secure_xds.host, port)
         app = self.api.app()
         self.telemetry.add_routes(app)
+        ratelimit = None  # the rate-limit service, unless a separate one is configured
+        if self.config.mesh.ratelimit_address is None:
+            ratelimit = EmbeddedRateLimit(self.store, None if self.config.store == "memory"
+                                          else self.config.data_dir, self.config.ratelimit_redis)
+            ratelimit.add_to(grpc_server, app)
         DashboardApi(self.store, lambda: self.metrics,
                      domain=self.config.mesh.domain).mount(app)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
@@ -162,6 +175,8 @@ class ControlPlane:
                                                      sock.getsockname()[1])
                 tasks.append(tg.create_task(self.registry.run(), name="leases"))
                 tasks.append(tg.create_task(self.telemetry.run(), name="telemetry"))
+                if ratelimit is not None:
+                    tasks.append(tg.create_task(ratelimit.run(), name="ratelimit"))
                 tasks.append(tg.create_task(self.serving_cert.run(), name="serving-cert"))
                 self.ready.set()
                 log.info("control plane ready", extra={

@@ -34,14 +34,14 @@ from shoal.ca.rest import IdentityApi
 from shoal.control.errors import errors_middleware
 from shoal.control.proxies import ProxyInspector
 from shoal.errors import ValidationError, Violation
-from shoal.registry.leases import WorkloadRegistry
+from shoal.registry.leases import Registry
 from shoal.store.base import Store
 
 API = "/api/v1"
 
 
 class RestApi:
-    def __init__(self, store: Store, registry: WorkloadRegistry, proxies: ProxyInspector,
+    def __init__(self, store: Store, registry: Registry, proxies: ProxyInspector,
                  *, ready: asyncio.Event, identity: IdentityApi | None = None):
         self._identity = identity
         self._store = store

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from shoal.api.meta import Resource, ResourceKey
 from shoal.errors import Conflict, NotFound, ValidationError, Violation
@@ -23,6 +24,25 @@ log = logging.getLogger(__name__)
 
 REGISTERED_BY = "shoal.io/registered-by"
 AGENT = "agent"
+
+
+class Registry(Protocol):
+    """What the control plane needs from a workload registry (in-memory leases here;
+    etcd leases in :mod:`shoal.registry.etcd_leases`, shared by every instance)."""
+
+    @property
+    def ttl(self) -> float: ...
+
+    async def start(self) -> None: ...
+
+    async def register(self, workload: Resource, service: Resource | None = None
+                       ) -> Resource: ...
+
+    async def heartbeat(self, namespace: str, name: str) -> float: ...
+
+    async def deregister(self, namespace: str, name: str) -> None: ...
+
+    async def run(self) -> None: ...
 
 
 class WorkloadRegistry:

@@ -14,7 +14,8 @@ from functools import cached_property
 
 from shoal.api.mesh import ServicePort, ServiceSpec, WorkloadSpec
 from shoal.api.meta import Resource
-from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec
+from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec, for_mesh
+from shoal.registry.external import external_host, synthesize
 
 
 @dataclass(frozen=True)
@@ -27,16 +28,31 @@ class MeshConfig:
     # Namespace whose PeerAuthentication / AuthorizationPolicy / RequestAuthentication
     # without a selector apply mesh-wide (Istio's istio-system).
     root_namespace: str = "shoal-system"
+    # Egress for hosts that are neither services nor ServiceEntries (docs/adr/0009):
+    # REGISTRY_ONLY answers 404, ALLOW_ANY forwards them (dynamic forward proxy).
+    outbound_traffic_policy: str = "REGISTRY_ONLY"
+    # HOST:PORT of a separate rate-limit service; None: the control plane's own (ADR 0010)
+    ratelimit_address: str | None = None
 
 
 REGISTERED_BY = "shoal.io/registered-by"
 TLS_MODE_LABEL = "security.shoal.io/tlsMode"
 
 
+def mtls_disabled(workload: Resource) -> bool:
+    """Labelled ``security.shoal.io/tlsMode: disabled``: e.g. registered by an agent that
+    has no identity (no token), so its sidecar can neither accept nor offer mesh mTLS."""
+    return "disabled" in (workload.spec.labels.get(TLS_MODE_LABEL),
+                          workload.metadata.labels.get(TLS_MODE_LABEL))
+
+
 def has_sidecar(workload: Resource) -> bool:
-    """Registered by a shoal agent, or labelled ``security.shoal.io/tlsMode: istio``
-    (like Istio's ``security.istio.io/tlsMode``), e.g. for hand-written workloads."""
+    """Does the workload's sidecar speak mesh mTLS? Registered by a shoal agent, or labelled
+    ``security.shoal.io/tlsMode: istio`` (like Istio's ``security.istio.io/tlsMode``), e.g.
+    for hand-written workloads -- unless labelled ``security.shoal.io/tlsMode: disabled``."""
     meta = workload.metadata
+    if mtls_disabled(workload):
+        return False
     return (meta.annotations.get(REGISTERED_BY) == "agent"
             or workload.spec.labels.get(TLS_MODE_LABEL) == "istio"
             or meta.labels.get(TLS_MODE_LABEL) == "istio")
@@ -84,7 +100,15 @@ class MeshSnapshot:
         out: dict[str, list[Resource]] = defaultdict(list)
         for r in self.resources:
             out[r.kind].append(r)
+        if out.get("ServiceEntry"):  # external services, as synthetic Services/Workloads
+            services, workloads = synthesize(out["ServiceEntry"])
+            out["Service"] = out["Service"] + services
+            out["Workload"] = out["Workload"] + workloads
         return out
+
+    @cached_property
+    def _external(self) -> dict[str, Resource]:
+        return {h: s for s in self.services if (h := external_host(s)) is not None}
 
     def of_kind(self, kind: str) -> list[Resource]:
         return self._by_kind.get(kind, [])
@@ -114,11 +138,15 @@ class MeshSnapshot:
     # -- names ----------------------------------------------------------------------------
 
     def fqdn(self, service: Resource) -> str:
+        if (host := external_host(service)) is not None:
+            return host
         return f"{service.metadata.name}.{service.metadata.namespace}.svc.{self.config.domain}"
 
     def resolve_host(self, host: str, namespace: str) -> Resource | None:
         """Istio host semantics: a short name is relative to ``namespace``."""
         host = host.lower().rstrip(".")
+        if host in self._external:
+            return self._external[host]
         parts = host.split(".")
         if len(parts) == 1:
             return self.service(namespace, parts[0])
@@ -191,6 +219,8 @@ class MeshSnapshot:
         out = []
         for vs in self.of_kind("VirtualService"):
             spec: VirtualServiceSpec = vs.spec
+            if not for_mesh(spec.gateways):
+                continue  # bound to gateways only (see xds.generate.gateway)
             if any(self.resolve_host(h, vs.metadata.namespace) is service for h in spec.hosts):
                 out.append(vs)
         return sorted(out, key=lambda r: (r.metadata.creation_timestamp or "", r.metadata.name))

@@ -13,7 +13,8 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 
-from shoal.xds.generate import listeners, names, routes, telemetry, vhosts
+from shoal.registry.snapshot import mtls_disabled
+from shoal.xds.generate import gateway, listeners, names, ratelimit, routes, telemetry, vhosts
 from shoal.xds.generate.context import GenerationContext
 from shoal.xds.generate.inbound import inbound_ports
 from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Proxy, ProxySnapshot, Resources
@@ -42,13 +43,16 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
         return True
 
     # VirtualService rules with sourceLabels make routes depend on who is calling.
-    labels = routes.route_labels(mesh, mesh.workload(proxy.namespace, proxy.workload))
+    workload = mesh.workload(proxy.namespace, proxy.workload)
+    labels = routes.route_labels(mesh, workload)
+    # Sidecar resource: which services this proxy sees (shared per Sidecar)
+    within = ctx.scope_of_proxy(proxy.namespace, workload)
     if proxy.metadata.outbound_port:
-        add(ctx.outbound_listener(proxy.metadata.outbound_port))
-        rds[names.OUTBOUND_HTTP] = ctx.outbound_route_config(proxy.namespace, labels)
+        add(ctx.outbound_listener(proxy.metadata.outbound_port, within.allow_any))
+        rds[names.OUTBOUND_HTTP] = ctx.outbound_route_config(proxy.namespace, labels, within)
+    gateway.add_gateway_config(ctx, proxy, add, rds)
 
     services = ctx.services_of_workload(proxy.namespace, proxy.workload)
-    workload = mesh.workload(proxy.namespace, proxy.workload)
     for ip in inbound_ports(mesh, proxy, services):
         assert workload is not None  # inbound ports exist only for a registered workload
         route_config = (
@@ -59,7 +63,8 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
         if add(
             listeners.inbound_listener(
                 ip.listener, ip.address, ip.endpoint_port, ip.cluster, route_config,
-                extras=telemetry.http_extras(ctx, telemetry.Direction.INBOUND),
+                extras=ratelimit.inbound_extras(ctx, workload)
+                + telemetry.http_extras(ctx, telemetry.Direction.INBOUND),
                 tcp_access_log=telemetry.tcp_access_log(ctx, telemetry.Direction.INBOUND),
                 security=ctx.inbound_security(workload, ip.endpoint_port, ip.protocol.is_http),
             )
@@ -71,16 +76,19 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
     for up in proxy.metadata.upstreams:
         service = mesh.resolve_host(up.host, proxy.namespace)
         port = service.spec.port(up.port) if service is not None else None
-        if service is None or port is None:
+        if service is None or port is None or not within.visible(mesh, service):
             continue  # unknown host or port: no listener; the app gets connection refused
         if (
-            add(ctx.upstream_listener(up.host, service, port, up.local_port))
+            add(ctx.upstream_listener(up.host, service, port, up.local_port, labels))
             and port.protocol.is_http
         ):
             rc = ctx.upstream_route_config(service, port, labels)
             rds[rc.name] = rc
 
-    shared = ctx.cluster_resources
+    shared, eds = ctx.scoped_resources(within)
+    if workload is not None and mtls_disabled(workload):
+        shared = ctx.without_mtls(shared)
+    inbound_cds.update(ratelimit.clusters(ctx))  # a separate rate-limit service
     cds = Resources(
         items={**shared.items, **inbound_cds},
         version=ctx.version_of(inbound_cds, base=shared.version),
@@ -88,7 +96,7 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
     return ProxySnapshot(
         resources={
             CLUSTER: cds,
-            ENDPOINT: ctx.endpoint_resources,
+            ENDPOINT: eds,
             LISTENER: Resources(items=lds, version=ctx.version_of(lds)),
             ROUTE: Resources(items=rds, version=ctx.version_of(rds)),
         },

@@ -21,18 +21,22 @@ from envoy.config.route.v3 import route_pb2
 from google.protobuf.message import Message
 
 from shoal.api.mesh import ServicePort
-from shoal.api.meta import Resource
+from shoal.api.meta import Resource, ResourceKey
+from shoal.registry import external
 from shoal.registry.snapshot import Endpoint, MeshSnapshot
 from shoal.xds.generate import (
     authn,
     clusters,
+    egress,
     endpoints,
     jwt,
     listeners,
     names,
     route_filters,
     routes,
+    scope,
     security,
+    tcp_routes,
     telemetry,
     tls,
     traffic_policy,
@@ -57,6 +61,9 @@ class GenerationContext:
         self._digests: dict[int, tuple[Message, bytes]] = {}
         self._endpoint_mtls: dict[tuple[str, str, int], bool] = {}
         self._security: dict[tuple[object, ...], security.InboundSecurity] = {}
+        self._plaintext: dict[int, tuple[Resources, Resources]] = {}
+        self._scopes: dict[ResourceKey | None, scope.Scope] = {}
+        self._scoped: dict[ResourceKey | None, tuple[Resources, Resources]] = {}
 
     # -- shared by every proxy ------------------------------------------------------------
 
@@ -83,6 +90,8 @@ class GenerationContext:
                 labels = dr.spec.subset(subset).labels if subset and dr is not None else None
                 eds[name] = endpoints.load_assignment(
                     name, mesh.endpoints(service, port, labels), self.endpoint_mtls)
+                if external.is_dns(service):  # ServiceEntry resolved by Envoy's DNS
+                    cds[name] = egress.dns_cluster(cds[name], eds.pop(name))
         return dict(sorted(cds.items())), dict(sorted(eds.items()))
 
     def endpoint_mtls(self, ep: Endpoint) -> bool:
@@ -139,14 +148,68 @@ class GenerationContext:
             self._routes[key] = routes.service_routes(self.mesh, service, port, dict(labels))
         return self._routes[key]
 
-    def outbound_route_config(self, namespace: str, labels: Labels = ()
+    def outbound_route_config(self, namespace: str, labels: Labels = (),
+                              within: scope.Scope | None = None
                               ) -> route_pb2.RouteConfiguration:
-        key = (namespace, labels)
+        within = within or self.scope(None)
+        key = (namespace, labels, within.key)
         if key not in self._outbound_rc:
+            visible = None if within.key is None else (
+                lambda svc: within.visible(self.mesh, svc))
             self._outbound_rc[key] = vhosts.outbound_route_config(
-                self.mesh, namespace, lambda s, p: self.routes(s, p, labels)
-            )
+                self.mesh, namespace, lambda s, p: self.routes(s, p, labels),
+                visible, within.allow_any)
         return self._outbound_rc[key]
+
+    # -- Sidecar scopes (one set of shared resources per Sidecar) ----------------------
+
+    def scope(self, sidecar: Resource | None) -> scope.Scope:
+        key = sidecar.key if sidecar is not None else None
+        if key not in self._scopes:
+            self._scopes[key] = scope.scope_of(self.mesh, sidecar)
+        return self._scopes[key]
+
+    def scope_of_proxy(self, namespace: str, workload: Resource | None) -> scope.Scope:
+        return self.scope(scope.sidecar_for(self.mesh, namespace, workload))
+
+    def scoped_resources(self, within: scope.Scope) -> tuple[Resources, Resources]:
+        """(CDS, EDS) of the services ``within`` sees; the mesh-wide objects for the
+        default scope. Computed once per scope, so its proxies share them."""
+        if within.key not in self._scoped:
+            cds, eds = self.cluster_resources, self.endpoint_resources
+            if within.key is not None:
+                names_ = {n for svc in self.mesh.services if within.visible(self.mesh, svc)
+                          for n, _, _ in clusters.outbound_cluster_names(self.mesh, svc)}
+                items = {k: v for k, v in cds.items.items()
+                         if k in names_ or k not in self.clusters}
+                cla = {k: v for k, v in eds.items.items() if k in names_}
+                cds = Resources(items=items, version=self.version_of(items))
+                eds = Resources(items=cla, version=self.version_of(cla))
+            if within.allow_any:
+                items = {**cds.items, egress.DFP_CLUSTER: self._passthrough}
+                cds = Resources(items=items, version=self.version_of(items))
+            self._scoped[within.key] = (cds, eds)
+        return self._scoped[within.key]
+
+    def without_mtls(self, cds: Resources) -> Resources:
+        """``cds`` for a proxy that has no identity: no mesh mTLS toward anyone (it has no
+        certificate to present, and waiting for one would stall cluster warming).
+        Computed once per cluster set, so such proxies share it."""
+        key = id(cds)
+        cached = self._plaintext.get(key)
+        if cached is None or cached[0] is not cds:
+            items = {}
+            for name, c in cds.items.items():
+                if c.transport_socket_matches:
+                    c = _strip_mtls(c)
+                items[name] = c
+            cached = self._plaintext[key] = (cds, Resources(items=items,
+                                                            version=self.version_of(items)))
+        return cached[1]
+
+    @cached_property
+    def _passthrough(self) -> cluster_pb2.Cluster:
+        return egress.passthrough_cluster()
 
     def upstream_route_config(
         self, service: Resource, port: ServicePort, labels: Labels = ()
@@ -160,19 +223,23 @@ class GenerationContext:
 
     # -- per proxy, but often equal across proxies (memoized by their arguments) --------
 
-    def outbound_listener(self, port: int) -> listener_pb2.Listener:
-        key = ("outbound", port)
+    def outbound_listener(self, port: int, allow_any: bool = False) -> listener_pb2.Listener:
+        key = ("outbound", port, allow_any)
         if key not in self._listeners:
             extras = route_filters.TRAFFIC_EXTRAS + telemetry.http_extras(
                 self, telemetry.Direction.OUTBOUND)
+            if allow_any:  # unknown hosts go to the dynamic forward proxy
+                extras = egress.forward_proxy_extras() + extras
             self._listeners[key] = listeners.outbound_http_listener(port, extras)
         return self._listeners[key]
 
     def upstream_listener(
-        self, host: str, service: Resource, port: ServicePort, local_port: int
+        self, host: str, service: Resource, port: ServicePort, local_port: int,
+        labels: Labels = (),
     ) -> listener_pb2.Listener:
         fqdn = self.mesh.fqdn(service)
-        key = ("upstream", host, fqdn, port.port, local_port)
+        key = ("upstream", host, fqdn, port.port, local_port,
+               () if port.protocol.is_http else labels)
         if key not in self._listeners:
             if port.protocol.is_http:
                 rds = names.upstream_route(fqdn, port.port)
@@ -180,9 +247,11 @@ class GenerationContext:
                     self, telemetry.Direction.OUTBOUND)
                 lis = listeners.upstream_http_listener(host, port.port, local_port, rds, extras)
             else:
-                cluster = names.outbound_cluster(port.port, None, fqdn)
+                # VirtualService tcp routes (weighted) for this service port
+                weighted = tcp_routes.tcp_destinations(self.mesh, service, port, dict(labels))
                 log = telemetry.tcp_access_log(self, telemetry.Direction.OUTBOUND)
-                lis = listeners.upstream_tcp_listener(host, port.port, local_port, cluster, log)
+                lis = listeners.upstream_tcp_listener(host, port.port, local_port, weighted,
+                                                      log)
             self._listeners[key] = lis
         return self._listeners[key]
 
@@ -217,3 +286,10 @@ class GenerationContext:
         for name in sorted(items):
             h.update(name.encode() + b"\0" + self.digest(items[name]))
         return h.hexdigest()[:16]
+
+
+def _strip_mtls(cluster: cluster_pb2.Cluster) -> cluster_pb2.Cluster:
+    out = cluster_pb2.Cluster()
+    out.CopyFrom(cluster)
+    out.ClearField("transport_socket_matches")
+    return out

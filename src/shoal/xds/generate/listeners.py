@@ -20,6 +20,7 @@ from shoal.xds.generate.protocol import (
     tcp_proxy,
 )
 from shoal.xds.generate.security import InboundSecurity
+from shoal.xds.generate.tcp_routes import Weighted, tcp_proxy_filter
 
 LOCALHOST = "127.0.0.1"
 
@@ -46,10 +47,12 @@ def outbound_http_listener(port: int, extras: HcmExtras = NO_EXTRAS) -> listener
 
 
 def upstream_tcp_listener(
-    host: str, port: int, local_port: int, cluster: str,
+    host: str, port: int, local_port: int, cluster: str | Weighted,
     access_log: Sequence[accesslog_pb2.AccessLog] = (),
 ) -> listener_pb2.Listener:
-    f = tcp_proxy(names.upstream_stat_prefix(host, port), cluster, access_log=access_log)
+    """A local TCP port: to one cluster, or split by weight (VirtualService ``tcp``)."""
+    weighted: Weighted = ((cluster, 100),) if isinstance(cluster, str) else cluster
+    f = tcp_proxy_filter(names.upstream_stat_prefix(host, port), weighted, access_log)
     return _listener(
         names.upstream_listener(host, port), LOCALHOST, local_port, base_pb2.OUTBOUND, f
     )

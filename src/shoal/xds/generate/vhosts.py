@@ -12,11 +12,14 @@ from collections.abc import Callable, Sequence
 
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
+from google.protobuf.wrappers_pb2 import BoolValue
 
 from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource
+from shoal.registry.external import external_host
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import names
+from shoal.xds.generate.egress import passthrough_route
 from shoal.xds.generate.protocol import duration
 from shoal.xds.generate.routes import not_found_route
 
@@ -40,6 +43,9 @@ def domains(mesh: MeshSnapshot, service: Resource, port: int, *, same_namespace:
 
     Short names (``reviews``) only resolve in the service's own namespace, like Istio.
     """
+    if (external := external_host(service)) is not None:  # a ServiceEntry host
+        with_port = [f"{external}:{port}"]
+        return [external, *with_port] if default_http_port(service) == port else with_port
     name, ns = service.metadata.name, service.metadata.namespace
     hosts = [f"{name}.{ns}", f"{name}.{ns}.svc", mesh.fqdn(service)]
     if same_namespace:
@@ -51,13 +57,17 @@ def domains(mesh: MeshSnapshot, service: Resource, port: int, *, same_namespace:
 
 
 def outbound_route_config(
-    mesh: MeshSnapshot, namespace: str, routes_of: RoutesOf
+    mesh: MeshSnapshot, namespace: str, routes_of: RoutesOf,
+    visible: Callable[[Resource], bool] | None = None, allow_any: bool = False,
 ) -> route_pb2.RouteConfiguration:
     """``outbound_http`` as seen from ``namespace``: one virtual host per HTTP service port
-    of the mesh, then a catch-all answering 404."""
+    of the mesh (those ``visible`` to a Sidecar scope), then a catch-all answering 404
+    (or, with ``allow_any``, forwarding to the dynamic forward proxy)."""
     rc = route_pb2.RouteConfiguration(name=names.OUTBOUND_HTTP)
     taken: set[str] = set()
     for service in mesh.services:
+        if visible is not None and not visible(service):
+            continue
         same = service.metadata.namespace == namespace
         for port in http_ports(service):
             wanted = domains(mesh, service, port.port, same_namespace=same)
@@ -73,7 +83,8 @@ def outbound_route_config(
                 )
             )
     rc.virtual_hosts.append(
-        rc_pb2.VirtualHost(name="unknown_host", domains=["*"], routes=[not_found_route()])
+        rc_pb2.VirtualHost(name="unknown_host", domains=["*"],
+                           routes=[passthrough_route() if allow_any else not_found_route()])
     )
     return rc
 
@@ -99,6 +110,10 @@ def inbound_route_config(endpoint_port: int, cluster: str) -> route_pb2.RouteCon
         match=rc_pb2.RouteMatch(prefix="/"),
         route=rc_pb2.RouteAction(cluster=cluster, timeout=duration(0)),
     )
+    # Not validated against the cluster manager: the inbound cluster arrives in the same
+    # push but may still be warming (e.g. waiting for its SDS secret) when the listener
+    # is added, and validation would NACK the listener for good.
     return route_pb2.RouteConfiguration(
-        name=name, virtual_hosts=[rc_pb2.VirtualHost(name=name, domains=["*"], routes=[route])]
+        name=name, virtual_hosts=[rc_pb2.VirtualHost(name=name, domains=["*"], routes=[route])],
+        validate_clusters=BoolValue(value=False),
     )

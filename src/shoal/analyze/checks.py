@@ -1,0 +1,139 @@
+"""Cross-resource checks over a set of resources (stored config plus files to apply).
+
+Each finding names the resource, the field path and, when known, the file it came from.
+Checks are pure functions of the resources; the mesh snapshot resolves host names with
+the same rules as the generators (ServiceEntry hosts included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+
+from shoal.api.gateway import gateway_ref
+from shoal.api.meta import Resource, ResourceKey
+from shoal.api.networking import Destination, VirtualServiceSpec, for_mesh
+from shoal.registry.snapshot import MeshSnapshot
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str  # e.g. "subset-not-found"
+    resource: str  # "VirtualService default/reviews"
+    path: str  # "spec.http[0].route[1].destination.subset"
+    message: str
+    source: str = ""  # file it came from (-f), empty for stored config
+
+    def __str__(self) -> str:
+        at = f"{self.source}: " if self.source else ""
+        return f"{at}{self.resource}: {self.path}: {self.message} [{self.code}]"
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def _destinations(spec: VirtualServiceSpec) -> Iterator[tuple[str, Destination]]:
+    for i, http in enumerate(spec.http):
+        for j, rd in enumerate(http.route):
+            yield f"spec.http[{i}].route[{j}].destination", rd.destination
+        if http.mirror is not None:
+            yield f"spec.http[{i}].mirror", http.mirror
+        for j, m in enumerate(http.mirrors):
+            yield f"spec.http[{i}].mirrors[{j}].destination", m.destination
+    for kind, rules in (("tcp", spec.tcp), ("tls", spec.tls)):
+        for i, rule in enumerate(rules):
+            for j, rd in enumerate(rule.route):
+                yield f"spec.{kind}[{i}].route[{j}].destination", rd.destination
+
+
+def _gateway_refs(spec: VirtualServiceSpec) -> Iterator[tuple[str, str]]:
+    for i, g in enumerate(spec.gateways):
+        yield f"spec.gateways[{i}]", g
+    for i, http in enumerate(spec.http):
+        for j, m in enumerate(http.match):
+            for k, g in enumerate(m.gateways):
+                yield f"spec.http[{i}].match[{j}].gateways[{k}]", g
+    for kind, rules in (("tcp", spec.tcp), ("tls", spec.tls)):
+        for i, rule in enumerate(rules):
+            for j, lm in enumerate(rule.match):
+                for k, g in enumerate(lm.gateways):
+                    yield f"spec.{kind}[{i}].match[{j}].gateways[{k}]", g
+
+
+def _virtual_services(mesh: MeshSnapshot) -> Iterator[Finding]:
+    gateways = {f"{g.metadata.namespace}/{g.metadata.name}" for g in mesh.of_kind("Gateway")}
+    claimed: dict[str, Resource] = {}
+    vss = sorted(mesh.of_kind("VirtualService"),
+                 key=lambda r: (r.metadata.creation_timestamp or "", r.metadata.name))
+    for vs in vss:
+        spec: VirtualServiceSpec = vs.spec
+        ns, who = vs.metadata.namespace, str(vs.key)
+        mesh_bound = for_mesh(spec.gateways)
+        for i, host in enumerate(spec.hosts):
+            svc = mesh.resolve_host(host, ns)
+            if mesh_bound and svc is None:
+                yield Finding("host-not-found", who, f"spec.hosts[{i}]",
+                              f"{host!r} matches no Service or ServiceEntry")
+            if mesh_bound and svc is not None:
+                fqdn = mesh.fqdn(svc)
+                if fqdn in claimed and claimed[fqdn].key != vs.key:
+                    yield Finding("conflicting-virtual-services", who, f"spec.hosts[{i}]",
+                                  f"{fqdn} is also a host of {claimed[fqdn].key}; only "
+                                  "the oldest VirtualService for a host is used")
+                claimed.setdefault(fqdn, vs)
+        for path, dest in _destinations(spec):
+            target = mesh.resolve_host(dest.host, ns)
+            if target is None:
+                yield Finding("host-not-found", who, f"{path}.host",
+                              f"{dest.host!r} matches no Service or ServiceEntry")
+                continue
+            if dest.subset:
+                dr = mesh.destination_rule_for(target)
+                if dr is None or dr.spec.subset(dest.subset) is None:
+                    yield Finding("subset-not-found", who, f"{path}.subset",
+                                  f"subset {dest.subset!r} of {mesh.fqdn(target)} is not "
+                                  "defined in any DestinationRule")
+        for path, g in _gateway_refs(spec):
+            ref = gateway_ref(g, ns)
+            if ref != "mesh" and ref not in gateways:
+                yield Finding("gateway-not-found", who, path, f"Gateway {ref} does not exist")
+
+
+def _destination_rules(mesh: MeshSnapshot) -> Iterator[Finding]:
+    for dr in mesh.of_kind("DestinationRule"):
+        if mesh.resolve_host(dr.spec.host, dr.metadata.namespace) is None:
+            yield Finding("host-not-found", str(dr.key), "spec.host",
+                          f"{dr.spec.host!r} matches no Service or ServiceEntry")
+
+
+def _selectors(mesh: MeshSnapshot) -> Iterator[Finding]:
+    for sc in mesh.of_kind("Sidecar"):
+        sel = sc.spec.workload_selector
+        if sel is None:
+            continue
+        if not any(w.metadata.namespace == sc.metadata.namespace
+                   and all(w.spec.labels.get(k) == v for k, v in sel.labels.items())
+                   for w in mesh.workloads):
+            yield Finding("selects-nothing", str(sc.key), "spec.workloadSelector.labels",
+                          f"no workload in namespace {sc.metadata.namespace} has labels "
+                          f"{sel.labels}")
+
+
+CHECKS = (_virtual_services, _destination_rules, _selectors)
+
+
+def analyze(resources: Iterable[Resource], sources: Mapping[ResourceKey, str] | None = None
+            ) -> list[Finding]:
+    """Every finding for ``resources`` (later duplicates of a key replace earlier ones,
+    as applying files over stored config does)."""
+    by_key = {r.key: r for r in resources}
+    mesh = MeshSnapshot.build(by_key.values(), revision=0)
+    sources = sources or {}
+    out: list[Finding] = []
+    for check in CHECKS:
+        for f in check(mesh):
+            kind, _, name = f.resource.partition(" ")
+            ns, _, n = name.partition("/")
+            src = sources.get(ResourceKey(kind, ns, n), "")
+            out.append(Finding(f.code, f.resource, f.path, f.message, src))
+    return out

@@ -1,0 +1,76 @@
+"""``shoal gateway run``: an ingress gateway (Envoy without an app) for Gateway resources."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shoal.agent.config import DEFAULT_CONTROL_PLANE, DEFAULT_XDS
+from shoal.cli.run import agent_config
+from shoal.errors import ShoalError
+from shoal.gateway.agent import Credential, GatewayAgent, GatewayConfig
+from shoal.logs import configure_logging
+
+app = typer.Typer(help="Ingress gateways.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    name: Annotated[str, typer.Option(
+        "--name", help="Gateway name (label app=NAME; service account by default).")],
+    port: Annotated[list[int] | None, typer.Option(
+        "--port", "-p", help="A port the gateway may listen on (repeatable).")] = None,
+    https_port: Annotated[list[int] | None, typer.Option(
+        help="Another port, for HTTPS/TLS servers (repeatable).")] = None,
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    label: Annotated[list[str] | None, typer.Option(
+        "--label", "-l", help="KEY=VALUE matched by Gateway selectors, e.g. "
+        "istio=ingressgateway (repeatable).")] = None,
+    address: Annotated[str, typer.Option(help="Address the listeners bind.")] = "127.0.0.1",
+    cert: Annotated[Path | None, typer.Option(help="TLS certificate chain (PEM).")] = None,
+    key: Annotated[Path | None, typer.Option(help="Private key of --cert (PEM).")] = None,
+    credential_name: Annotated[str | None, typer.Option(
+        help="Name Gateways use in tls.credentialName for --cert/--key (default: NAME).")
+    ] = None,
+    service_account: Annotated[str | None, typer.Option(help="Default: NAME.")] = None,
+    control_plane: Annotated[str, typer.Option(envvar="SHOAL_CONTROL_PLANE")
+                             ] = DEFAULT_CONTROL_PLANE,
+    xds: Annotated[str, typer.Option(envvar="SHOAL_XDS")] = DEFAULT_XDS,
+    token_file: Annotated[Path | None, typer.Option(envvar="SHOAL_TOKEN_FILE")] = None,
+    token: Annotated[str | None, typer.Option(envvar="SHOAL_TOKEN")] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(envvar="SHOAL_CA_BUNDLE")] = None,
+    run_dir: Annotated[Path | None, typer.Option()] = None,
+    workload: Annotated[str | None, typer.Option(
+        help="Workload name (default: NAME-<5 random characters>).")] = None,
+    drain_seconds: Annotated[float, typer.Option()] = 5.0,
+    lease_seconds: Annotated[int, typer.Option()] = 15,
+    log_level: Annotated[str, typer.Option(envvar="SHOAL_LOG_LEVEL")] = "info",
+) -> None:
+    """Run an ingress gateway: listeners from the Gateways whose selector matches its
+    labels, routes from VirtualServices naming those Gateways in `gateways`."""
+    configure_logging(log_level)
+    ports = tuple([*(port or []), *(https_port or [])])
+    if (cert is None) != (key is None):
+        typer.echo("shoal gateway run: --cert and --key go together", err=True)
+        raise typer.Exit(2)
+    creds = (Credential(credential_name or name, cert, key),) if cert and key else ()
+    try:
+        config = GatewayConfig(agent_config(
+            name, ports[0] if ports else 0, ["gateway"], namespace=namespace, labels=label,
+            address=address, name=workload, service_account=service_account,
+            control_plane=control_plane, xds=xds, run_dir=run_dir, token=token,
+            token_file=token_file, ca_bundle=ca_bundle, drain_seconds=drain_seconds,
+            lease_seconds=lease_seconds), ports, creds)
+        agent = GatewayAgent(config)
+    except ShoalError as e:
+        typer.echo(f"shoal gateway run: {e}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        status = asyncio.run(agent.run())
+    except ShoalError as e:
+        typer.echo(f"shoal gateway run: {e}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(status)

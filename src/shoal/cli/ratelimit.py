@@ -1,0 +1,39 @@
+"""`shoal ratelimit serve`: run the rate-limit service as a separate process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shoal.cli.client import default_url
+from shoal.logs import configure_logging
+from shoal.ratelimit.server import ServeConfig, serve
+
+app = typer.Typer(help="The global rate-limit service (Envoy RateLimitService, gRPC).",
+                  no_args_is_help=True)
+
+
+@app.command("serve")
+def serve_cmd(
+    control_plane: Annotated[str, typer.Option(
+        envvar="SHOAL_CONTROL_PLANE", help="Control plane REST URL (rules come from it).")
+    ] = default_url(),
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="gRPC port (the sidecars').")] = 15090,
+    http_port: Annotated[int, typer.Option(help="REST port: /healthz /stats /quotas.")
+                         ] = 15091,
+    redis: Annotated[str | None, typer.Option(
+        help="Redis URL (redis://host:port/0): counters shared by every instance.")] = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        help="In-memory mode: where quota counters persist (SQLite).")] = None,
+    log_level: Annotated[str, typer.Option(envvar="SHOAL_LOG_LEVEL")] = "info",
+) -> None:
+    """Serve rate-limit decisions. Run the control plane with --ratelimit-address."""
+    configure_logging(log_level)
+    config = ServeConfig(control_plane, host, port, http_port, redis, state_dir)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(config))

@@ -1,0 +1,151 @@
+"""An ingress gateway (``shoal gateway run``) in front of the demo's product page.
+
+productpage, details, reviews v1 and ratings run with sidecars (mesh mTLS); the gateway
+gets its listeners from a Gateway and its routes from a VirtualService, over HTTP and over
+HTTPS with a certificate made here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import ssl
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from shoal.demo.topology import WORKLOADS
+from shoal.testing.local import (
+    AgentProcess,
+    ControlPlaneProcess,
+    _Process,
+    free_port,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.envoy, pytest.mark.slow]
+HOST = "bookinfo.example.com"
+DEMO = ("productpage-v1", "details-v1", "reviews-v1", "ratings-v1")
+
+
+def make_cert(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "gw.crt", directory / "gw.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def config(http_port: int, https_port: int) -> str:
+    return f"""apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: bookinfo-gateway}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {http_port}, name: http, protocol: HTTP}}
+    hosts: ["*"]
+  - port: {{number: {https_port}, name: https, protocol: HTTPS}}
+    hosts: [{HOST}]
+    tls: {{mode: SIMPLE, credentialName: bookinfo-cert}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: bookinfo}}
+spec:
+  hosts: ["*"]
+  gateways: [bookinfo-gateway]
+  http:
+  - match: [{{uri: {{exact: /productpage}}}}, {{uri: {{prefix: /api/v1/products}}}}]
+    route: [{{destination: {{host: productpage, port: {{number: 9080}}}}}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int, Path]]:
+    workdir = tmp_path_factory.mktemp("gateway")
+    cert, key = make_cert(workdir)
+    http_port, https_port = free_port(), free_port()
+    bookinfo = (Path(__file__).resolve().parents[2] / "src" / "shoal" / "demo"
+                / "bookinfo.yaml").read_text()
+    with ControlPlaneProcess(workdir, lease_ttl=6.0) as cp:
+        agents = [AgentProcess(cp, service=w.service, port=w.port, name=w.name,
+                               labels={"version": w.version}, command=list(w.command),
+                               env=dict(w.env)) for w in WORKLOADS if w.name in DEMO]
+        gw = _Process("gateway", workdir / "logs" / "gateway.log")
+        token = cp.token_file("default", "ingress")
+        try:
+            for a in agents:
+                a.start()
+            gw._spawn([sys.executable, "-m", "shoal", "gateway", "run", "--name", "ingress",
+                       "--workload", "ingress-1", "--label", "istio=ingressgateway",
+                       "--port", str(http_port), "--https-port", str(https_port),
+                       "--cert", str(cert), "--key", str(key),
+                       "--credential-name", "bookinfo-cert", "--control-plane", cp.agent_url,
+                       "--xds", cp.secure_xds, "--ca-bundle", str(cp.ca_bundle),
+                       "--token-file", str(token), "--run-dir", str(workdir / "run" / "gw"),
+                       "--drain-seconds", "0.2", "--lease-seconds", "6"],
+                      {"SHOAL_LOG_LEVEL": os.environ.get("SHOAL_LOG_LEVEL", "info")})
+            with cp.client() as c:
+                c.apply(bookinfo)
+                c.apply(config(http_port, https_port))
+            cp.wait_synced({*DEMO, "ingress-1"})
+            yield http_port, https_port, cert
+        finally:
+            gw.stop()
+            for a in agents:
+                a.stop()
+
+
+def test_http_through_the_gateway_serves_the_product_page(gateway) -> None:
+    http_port, _, _ = gateway
+    url = f"http://127.0.0.1:{http_port}/productpage"
+    r = wait_for(lambda: (r := httpx.get(url, timeout=10)).status_code == 200 and r, 30,
+                 "the product page through the gateway")
+    assert "<html" in r.text.lower()
+    reviews = httpx.get(f"http://127.0.0.1:{http_port}/api/v1/products/0/reviews", timeout=10)
+    assert reviews.status_code == 200 and reviews.json()["served_by"] == "reviews-v1"
+    # routes are authoritative: an unmatched path gets 404 from the gateway
+    assert httpx.get(f"http://127.0.0.1:{http_port}/nope", timeout=10).status_code == 404
+
+
+def test_https_terminates_tls_with_the_users_certificate(gateway) -> None:
+    _, https_port, cert = gateway
+    ctx = ssl.create_default_context(cafile=str(cert))
+    transport = httpx.HTTPTransport(verify=ctx)
+
+    def get() -> httpx.Response:
+        # connect to 127.0.0.1 but present SNI/Host bookinfo.example.com
+        with httpx.Client(transport=transport, timeout=10) as c:
+            return c.get(f"https://{HOST}:{https_port}/productpage",
+                         extensions={"sni_hostname": HOST})
+
+    import socket
+    real = socket.getaddrinfo
+
+    def fake(host, *a, **kw):  # type: ignore[no-untyped-def]
+        return real("127.0.0.1" if host == HOST else host, *a, **kw)
+
+    socket.getaddrinfo = fake
+    try:
+        r = wait_for(lambda: (r := get()).status_code == 200 and r, 30, "HTTPS page")
+    finally:
+        socket.getaddrinfo = real
+    assert "<html" in r.text.lower()
