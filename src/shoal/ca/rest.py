@@ -13,13 +13,13 @@ that agents use, allowed on the loopback operator listener.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from shoal.ca.authority import CertificateAuthority
 from shoal.ca.tokens import TokenAuthority, TokenClaims
+from shoal.control.errors import json_body
 from shoal.errors import NotFound, PermissionDenied, Unauthenticated, ValidationError, Violation
 
 API = "/api/v1"
@@ -84,7 +84,7 @@ class IdentityApi:
 
     async def create_token(self, request: web.Request) -> web.Response:
         self._operator_only(request)
-        body = await _json(request)
+        body = await json_body(request)
         ns, sa = body.get("namespace"), body.get("serviceAccount")
         problems = [Violation(f, "is required") for f, v in
                     (("namespace", ns), ("serviceAccount", sa)) if not isinstance(v, str) or not v]
@@ -100,7 +100,7 @@ class IdentityApi:
                                   "expiresAt": claims.expires_at, "id": claims.jti})
 
     async def sign(self, request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await json_body(request)
         token = bearer(request, body)
         if not token:
             raise Unauthenticated("a token is required to obtain a certificate")
@@ -140,13 +140,3 @@ class IdentityApi:
 
 def raise_not_found(ns: str, workload: str) -> None:
     raise NotFound(f"no certificate issued to or reported by workload {ns}/{workload}")
-
-
-async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except json.JSONDecodeError as e:
-        raise ValidationError([Violation("", f"invalid JSON: {e}")]) from None
-    if not isinstance(body, dict):
-        raise ValidationError([Violation("", "body must be a JSON object")])
-    return body

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from aiohttp import web
 
 from shoal.errors import (
@@ -13,6 +16,7 @@ from shoal.errors import (
     Unauthenticated,
     Unavailable,
     ValidationError,
+    Violation,
 )
 
 _STATUS: list[tuple[type[ShoalError], int]] = [
@@ -37,6 +41,17 @@ def error_response(err: ShoalError) -> web.Response:
             for v in err.violations
         ]
     return web.json_response(body, status=status)
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body; anything else is a ValidationError (HTTP 422)."""
+    try:
+        body = await request.json()
+    except json.JSONDecodeError as e:
+        raise ValidationError([Violation("", f"invalid JSON: {e}")]) from None
+    if not isinstance(body, dict):
+        raise ValidationError([Violation("", "body must be a JSON object")])
+    return body
 
 
 @web.middleware

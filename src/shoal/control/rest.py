@@ -31,7 +31,7 @@ from aiohttp import web
 from shoal.api import load_documents, parse_document, parse_documents, resolve_kind
 from shoal.api.meta import ResourceKey
 from shoal.ca.rest import IdentityApi
-from shoal.control.errors import errors_middleware
+from shoal.control.errors import errors_middleware, json_body
 from shoal.control.proxies import ProxyInspector
 from shoal.errors import ValidationError, Violation
 from shoal.registry.leases import Registry
@@ -137,7 +137,7 @@ class RestApi:
     # -- workloads (agents) ---------------------------------------------------------------
 
     async def register(self, request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await json_body(request)
         problems: list[Violation] = []
         workload = service = None
         for field in ("workload", "service"):
@@ -172,7 +172,7 @@ class RestApi:
         out: dict[str, Any] = {"leaseSeconds": ttl}
         if self._identity is not None:
             if request.can_read_body:
-                body = await _json(request)
+                body = await json_body(request)
                 self._identity.record_report(m["namespace"], m["name"], body.get("identity"))
             out["bundleVersion"] = self._identity.ca.bundle_version
         return web.json_response(out)
@@ -193,13 +193,3 @@ class RestApi:
         dump = await self._proxies.config_dump(request.match_info["node"],
                                                request.query.get("type"))
         return web.json_response(dump)
-
-
-async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except json.JSONDecodeError as e:
-        raise ValidationError([Violation("", f"invalid JSON: {e}")]) from None
-    if not isinstance(body, dict):
-        raise ValidationError([Violation("", "body must be a JSON object")])
-    return body

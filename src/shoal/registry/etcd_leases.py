@@ -23,8 +23,8 @@ import logging
 import math
 
 from shoal.api.meta import Resource, ResourceKey
-from shoal.errors import Conflict, NotFound, ValidationError, Violation
-from shoal.registry.leases import AGENT, REGISTERED_BY
+from shoal.errors import Conflict, NotFound
+from shoal.registry.leases import AGENT, REGISTERED_BY, agent_workload
 from shoal.store.etcd import EtcdStore
 from shoal.store.etcd_client import LEASE_NOT_FOUND, EtcdError
 
@@ -59,16 +59,7 @@ class EtcdWorkloadRegistry:
 
     async def register(self, workload: Resource, service: Resource | None = None) -> Resource:
         """Store the workload (and its service, if none of that name exists yet)."""
-        problems = []
-        if workload.kind != "Workload":
-            problems.append(Violation("workload.kind", "must be Workload"))
-        if service is not None and service.kind != "Service":
-            problems.append(Violation("service.kind", "must be Service"))
-        if problems:
-            raise ValidationError(problems)
-        annotations = {**workload.metadata.annotations, REGISTERED_BY: AGENT}
-        meta = workload.metadata.model_copy(update={"annotations": annotations})
-        workload = workload.model_copy(update={"metadata": meta})
+        workload = agent_workload(workload, service)
         lease = await self._live_lease(workload.key) or await self._grant()
         leases = {workload.key: lease}
         batch, expect = [workload], {}

@@ -26,6 +26,20 @@ REGISTERED_BY = "shoal.io/registered-by"
 AGENT = "agent"
 
 
+def agent_workload(workload: Resource, service: Resource | None) -> Resource:
+    """Check a registration and mark the workload as agent-registered."""
+    problems = []
+    if workload.kind != "Workload":
+        problems.append(Violation("workload.kind", "must be Workload"))
+    if service is not None and service.kind != "Service":
+        problems.append(Violation("service.kind", "must be Service"))
+    if problems:
+        raise ValidationError(problems)
+    annotations = {**workload.metadata.annotations, REGISTERED_BY: AGENT}
+    meta = workload.metadata.model_copy(update={"annotations": annotations})
+    return workload.model_copy(update={"metadata": meta})
+
+
 class Registry(Protocol):
     """What the control plane needs from a workload registry (in-memory leases here;
     etcd leases in :mod:`shoal.registry.etcd_leases`, shared by every instance)."""
@@ -68,16 +82,7 @@ class WorkloadRegistry:
 
     async def register(self, workload: Resource, service: Resource | None = None) -> Resource:
         """Store the workload (and its service, if none of that name exists yet)."""
-        problems = []
-        if workload.kind != "Workload":
-            problems.append(Violation("workload.kind", "must be Workload"))
-        if service is not None and service.kind != "Service":
-            problems.append(Violation("service.kind", "must be Service"))
-        if problems:
-            raise ValidationError(problems)
-        annotations = {**workload.metadata.annotations, REGISTERED_BY: AGENT}
-        meta = workload.metadata.model_copy(update={"annotations": annotations})
-        workload = workload.model_copy(update={"metadata": meta})
+        workload = agent_workload(workload, service)
         batch = [workload]
         expect = {}
         if service is not None:
