@@ -166,7 +166,8 @@ def test_traffic_policy_per_subset_and_port(tmesh: MeshSnapshot) -> None:
 @pytest.mark.parametrize("field, error", [
     ("trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}", "PASSTHROUGH"),
     ("trafficPolicy: {tls: {mode: SIMPLE}}", "not supported by shoal yet"),
-    ("trafficPolicy: {loadBalancer: {localityLbSetting: {enabled: true}}}", "locality"),
+    ("trafficPolicy: {loadBalancer: {localityLbSetting: {failoverPriority: [a]}}}",
+     "failoverPriority"),
     ("trafficPolicy: {loadBalancer: {consistentHash: {}}}", "exactly one of"),
 ])
 def test_destination_rule_rejections(field: str, error: str) -> None:

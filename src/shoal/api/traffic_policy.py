@@ -1,8 +1,8 @@
 """DestinationRule ``trafficPolicy`` (top level, per subset, per port), Istio shapes.
 
-What shoal implements: load balancing (simple and consistent hash), connection pool
-limits, outlier detection and the TLS mode (DISABLE / ISTIO_MUTUAL). The rest is
-rejected by name (``NotSupported``) so a policy never half-applies.
+What shoal implements: load balancing (simple, consistent hash, locality failover and
+distribute), connection pool limits, outlier detection and the TLS mode (DISABLE /
+ISTIO_MUTUAL). The rest is rejected by name (``NotSupported``) so a policy never half-applies.
 """
 
 from __future__ import annotations
@@ -59,19 +59,79 @@ class ConsistentHash(Model):
         return self
 
 
+def _locality_parts(text: str, what: str, *, wildcard: bool) -> list[str]:
+    parts = text.split("/")
+    if not text or len(parts) > 3 or any(not p for p in parts):
+        raise ValueError(f"{what} {text!r}: expected region[/zone[/subzone]]")
+    if wildcard and "*" in parts[:-1]:
+        raise ValueError(f"{what} {text!r}: '*' may only be the last part")
+    if not wildcard and "*" in parts:
+        raise ValueError(f"{what} {text!r}: '*' is not allowed here")
+    return parts
+
+
+class LocalityLbDistribute(Model):
+    """Traffic from clients in locality ``from`` is split over localities ``to``
+    (patterns ``region[/zone[/subzone]]``, ``*`` as the last part), weights sum to 100."""
+
+    from_: str = Field(alias="from")
+    to: dict[str, int] = Field(min_length=1)
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, v: str) -> str:
+        _locality_parts(v, "locality", wildcard=True)
+        return v
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, v: dict[str, int]) -> dict[str, int]:
+        for loc, weight in v.items():
+            _locality_parts(loc, "locality", wildcard=True)
+            if not 1 <= weight <= 100:
+                raise ValueError(f"weight of {loc!r}: {weight} is not in 1..100")
+        if sum(v.values()) != 100:
+            raise ValueError(f"weights must sum to 100, not {sum(v.values())}")
+        return v
+
+
+class LocalityLbFailover(Model):
+    """When the endpoints of the client's region ``from`` are unhealthy, use region ``to``."""
+
+    from_: str = Field(alias="from")
+    to: str
+
+    @model_validator(mode="after")
+    def _regions(self) -> LocalityLbFailover:
+        for text in (self.from_, self.to):
+            if len(_locality_parts(text, "region", wildcard=False)) != 1:
+                raise ValueError(f"failover is between regions; {text!r} is not a region")
+        if self.from_ == self.to:
+            raise ValueError("failover 'from' and 'to' must differ")
+        return self
+
+
 class LocalityLbSetting(Model):
+    """Istio's locality load balancing (see xds.generate.locality). Present and not
+    ``enabled: false`` means on."""
+
     enabled: bool | None = None
-    distribute: NotSupported = None
-    failover: NotSupported = None
+    distribute: list[LocalityLbDistribute] = Field(default_factory=list)
+    failover: list[LocalityLbFailover] = Field(default_factory=list)
     failover_priority: NotSupported = None
 
-    @field_validator("enabled")
-    @classmethod
-    def _disabled_only(cls, v: bool | None) -> bool | None:
-        if v:
-            raise ValueError("locality-aware load balancing is not supported by shoal yet; "
-                             "only 'enabled: false' is accepted")
-        return v
+    @model_validator(mode="after")
+    def _check(self) -> LocalityLbSetting:
+        if self.distribute and self.failover:
+            raise ValueError("set distribute or failover, not both")
+        froms = [d.from_ for d in self.distribute]
+        if len(set(froms)) != len(froms):
+            raise ValueError("duplicate 'from' locality in distribute")
+        return self
+
+    @property
+    def is_enabled(self) -> bool:
+        return self.enabled is not False
 
 
 class LoadBalancerSettings(Model):

@@ -6,7 +6,8 @@
 
 The workload name comes from $SHOAL_WORKLOAD (set by the agent) or $NAME.
 HTTP knobs: header ``x-echo-status`` (reply status), ``x-echo-delay-ms`` (sleep first);
-env ``FAIL_EVERY=N`` answers every Nth request with 500 (1: always).
+env ``FAIL_EVERY=N`` answers every Nth request with 500 (1: always); env
+``FAIL_IF_EXISTS=PATH`` answers 503 while the file PATH exists.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class _EchoHandler(BaseHTTPRequestHandler):
             _COUNT[0] += 1
             if every and _COUNT[0] % every == 0:
                 status = 500
+        flag = os.environ.get("FAIL_IF_EXISTS")
+        if flag and os.path.exists(flag):
+            status = 503
         out = json.dumps({"served_by": _name(), "method": self.command, "path": self.path,
                           "headers": dict(self.headers.items()),
                           "body": body.decode(errors="replace")}).encode()

@@ -86,6 +86,8 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
             rds[rc.name] = rc
 
     shared, eds = ctx.scoped_resources(within)
+    # localityLbSetting: endpoint priorities / weights as seen from this proxy's locality
+    eds = ctx.localized_endpoints(eds, workload.spec.locality if workload is not None else "")
     if workload is not None and mtls_disabled(workload):
         shared = ctx.without_mtls(shared)
     inbound_cds.update(ratelimit.clusters(ctx))  # a separate rate-limit service

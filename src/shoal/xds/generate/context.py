@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 
 from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource, ResourceKey
+from shoal.api.traffic_policy import LocalityLbSetting
 from shoal.registry import external
 from shoal.registry.snapshot import Endpoint, MeshSnapshot
 from shoal.xds.generate import (
@@ -31,6 +32,7 @@ from shoal.xds.generate import (
     endpoints,
     jwt,
     listeners,
+    locality,
     names,
     route_filters,
     routes,
@@ -64,16 +66,20 @@ class GenerationContext:
         self._plaintext: dict[int, tuple[Resources, Resources]] = {}
         self._scopes: dict[ResourceKey | None, scope.Scope] = {}
         self._scoped: dict[ResourceKey | None, tuple[Resources, Resources]] = {}
+        self._localized_cla: dict[tuple[str, str], endpoint_pb2.ClusterLoadAssignment] = {}
+        self._localized: dict[tuple[int, str], tuple[Resources, Resources]] = {}
 
     # -- shared by every proxy ------------------------------------------------------------
 
     @cached_property
     def _outbound(
         self,
-    ) -> tuple[dict[str, cluster_pb2.Cluster], dict[str, endpoint_pb2.ClusterLoadAssignment]]:
+    ) -> tuple[dict[str, cluster_pb2.Cluster], dict[str, endpoint_pb2.ClusterLoadAssignment],
+               dict[str, LocalityLbSetting]]:
         mesh = self.mesh
         cds: dict[str, cluster_pb2.Cluster] = {}
         eds: dict[str, endpoint_pb2.ClusterLoadAssignment] = {}
+        by_locality: dict[str, LocalityLbSetting] = {}  # clusters with locality LB
         fqdn = mesh.fqdn
         for service in mesh.services:
             dr = mesh.destination_rule_for(service)
@@ -84,15 +90,20 @@ class GenerationContext:
                     names.sni(port.port, subset, fqdn(service)), sans,
                     authn.upstream_alpn(port.protocol),
                 ) if sans else ()
+                policy = traffic_policy.policy_for(dr, subset, port.port)
                 cds[name] = traffic_policy.apply_traffic_policy(
                     clusters.outbound_cluster(name, port.protocol.is_http2, matches),
-                    traffic_policy.policy_for(dr, subset, port.port), port.port)
+                    policy, port.port)
+                if (setting := locality.setting_of(policy)) is not None:
+                    cds[name] = locality.apply(cds[name], setting)
+                    by_locality[name] = setting
                 labels = dr.spec.subset(subset).labels if subset and dr is not None else None
                 eds[name] = endpoints.load_assignment(
                     name, mesh.endpoints(service, port, labels), self.endpoint_mtls)
                 if external.is_dns(service):  # ServiceEntry resolved by Envoy's DNS
                     cds[name] = egress.dns_cluster(cds[name], eds.pop(name))
-        return dict(sorted(cds.items())), dict(sorted(eds.items()))
+                    by_locality.pop(name, None)  # Envoy resolves it: no locality groups
+        return dict(sorted(cds.items())), dict(sorted(eds.items())), by_locality
 
     def endpoint_mtls(self, ep: Endpoint) -> bool:
         """Does a client sidecar speak mesh mTLS to this endpoint? (memoized)"""
@@ -190,6 +201,34 @@ class GenerationContext:
                 cds = Resources(items=items, version=self.version_of(items))
             self._scoped[within.key] = (cds, eds)
         return self._scoped[within.key]
+
+    # -- locality load balancing (one EDS set per client locality) -----------------------
+
+    def localized_endpoints(self, eds: Resources, client_locality: str) -> Resources:
+        """``eds`` as a client in ``client_locality`` sees it: the load assignments of
+        clusters with locality LB rewritten (see :mod:`locality`), the rest shared. ``eds``
+        itself when no cluster of it uses locality LB or the client has no locality.
+        Memoized per (EDS set, locality), so proxies of one locality share the objects."""
+        settings = self._outbound[2]
+        if not client_locality or not settings:
+            return eds
+        key = (id(eds), client_locality)
+        cached = self._localized.get(key)
+        if cached is None or cached[0] is not eds:
+            items = {name: self._localized_assignment(name, cla, client_locality)
+                     if name in settings else cla for name, cla in eds.items.items()}
+            same = all(items[n] is eds.items[n] for n in items)
+            out = eds if same else Resources(items=items, version=self.version_of(items))
+            cached = self._localized[key] = (eds, out)
+        return cached[1]
+
+    def _localized_assignment(self, name: str, cla: endpoint_pb2.ClusterLoadAssignment,
+                              client_locality: str) -> endpoint_pb2.ClusterLoadAssignment:
+        key = (name, client_locality)
+        if key not in self._localized_cla:
+            self._localized_cla[key] = locality.localize(
+                cla, client_locality, self._outbound[2][name])
+        return self._localized_cla[key]
 
     def without_mtls(self, cds: Resources) -> Resources:
         """``cds`` for a proxy that has no identity: no mesh mTLS toward anyone (it has no
