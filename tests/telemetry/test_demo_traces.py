@@ -1,5 +1,6 @@
 """The demo under `shoal up`: one request to productpage is ONE trace with every hop
-(productpage -> details, reviews -> ratings), retrievable by id, over REST and the CLI."""
+(productpage -> details, reviews -> ratings) under the caller's trace id, whether the
+caller sent W3C ``traceparent`` or B3 headers, retrievable by id, over REST and the CLI."""
 
 from __future__ import annotations
 
@@ -54,12 +55,23 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             assert marked_processes(state.session) == []
 
 
-def test_one_request_is_one_trace_with_every_hop(demo: Demo) -> None:
+# How the caller names its trace: W3C only, B3 multi-header only, B3 single-header only.
+# The sidecar continues whichever it gets (Zipkin tracer, USE_B3_WITH_W3C_PROPAGATION).
+CONTEXTS = {
+    "traceparent": lambda tid, parent: {"traceparent": f"00-{tid}-{parent}-01"},
+    "x-b3": lambda tid, parent: {"x-b3-traceid": tid, "x-b3-spanid": parent,
+                                 "x-b3-sampled": "1"},
+    "b3": lambda tid, parent: {"b3": f"{tid}-{parent}-1"},
+}
+
+
+@pytest.mark.parametrize("context", list(CONTEXTS))
+def test_one_request_is_one_trace_with_every_hop(demo: Demo, context: str) -> None:
     ids = []
     with httpx.Client(timeout=15) as http:
         for _ in range(6):  # reviews v1 does not call ratings; round robin reaches v2/v3
             trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
-            r = http.get(demo.page, headers={"traceparent": f"00-{trace_id}-{parent}-01"})
+            r = http.get(demo.page, headers=CONTEXTS[context](trace_id, parent))
             assert r.status_code == 200
             ids.append((trace_id, parent))
 
@@ -82,6 +94,8 @@ def test_one_request_is_one_trace_with_every_hop(demo: Demo) -> None:
     kinds = {(s["service"], s["kind"]) for s in spans}
     assert {("productpage", "client"), ("reviews", "server"), ("reviews", "client"),
             ("ratings", "server"), ("details", "server")} <= kinds
+    if context != "traceparent":
+        return
     # the CLI lists it and draws it
     out = demo.shoal("traces", trace_id).stdout
     assert "ratings" in out and "productpage" in out and "█" in out

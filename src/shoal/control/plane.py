@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -53,6 +54,15 @@ def open_store(config: ControlPlaneConfig) -> Store:
     return SqliteStore(config.db_path, loads=load_resource)
 
 
+def trace_collector(api: Address) -> str:
+    """Where sidecars send spans (MeshConfig.trace_collector): this API's address when it
+    is a concrete one; "" (W3C-only OpenTelemetry tracer over xDS) for a wildcard host or
+    port 0, which name no address a sidecar could use (docs/adr/0008)."""
+    if api.port == 0 or api.host in ("", "0.0.0.0", "::"):
+        return ""
+    return f"[{api.host}]:{api.port}" if ":" in api.host else str(api)
+
+
 @dataclass
 class ControlPlane:
     """All components of one control plane, constructed from a config (no I/O yet)."""
@@ -80,6 +90,9 @@ class ControlPlane:
 
     @staticmethod
     def build(config: ControlPlaneConfig, store: Store | None = None) -> ControlPlane:
+        if config.mesh.trace_collector is None:  # sidecars POST Zipkin spans to our API
+            config = dataclasses.replace(config, mesh=dataclasses.replace(
+                config.mesh, trace_collector=trace_collector(config.api)))
         store = store or open_store(config)
         cache = SnapshotCache()
         status = StatusTracker()

@@ -33,6 +33,9 @@ class MeshConfig:
     outbound_traffic_policy: str = "REGISTRY_ONLY"
     # HOST:PORT of a separate rate-limit service; None: the control plane's own (ADR 0010)
     ratelimit_address: str | None = None
+    # HOST:PORT of the control plane's REST API where sidecars POST Zipkin spans (ADR 0008);
+    # None: the control plane's own API address; "": W3C-only OpenTelemetry tracer over xDS
+    trace_collector: str | None = None
 
 
 REGISTERED_BY = "shoal.io/registered-by"

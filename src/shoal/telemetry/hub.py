@@ -7,6 +7,7 @@ Routes:
   GET /api/v1/logs?service=&namespace=&since=&tail=   access-log entries, oldest first
   GET /api/v1/traces?service=&limit=        recent traces, newest first
   GET /api/v1/traces/{trace_id}             every span of one trace
+  POST /api/v2/spans                        Zipkin v2 JSON spans from the sidecars' tracer
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from shoal.telemetry.otlp import TraceForwarder, otlp_handlers
 from shoal.telemetry.prometheus import MeshCollector, registry
 from shoal.telemetry.store import RingMetricsStore
 from shoal.telemetry.traces import TraceStore, spans_from_otlp
+from shoal.telemetry.zipkin import SPANS_PATH, spans_handler
 
 API = "/api/v1"
 
@@ -85,6 +87,7 @@ class Telemetry:
         r.add_get(f"{API}/logs", self.get_logs)
         r.add_get(f"{API}/traces", self.list_traces)
         r.add_get(f"{API}/traces/{{trace_id}}", self.get_trace)
+        r.add_post(SPANS_PATH, spans_handler(self.on_traces))
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._registry)

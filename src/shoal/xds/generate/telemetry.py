@@ -6,16 +6,20 @@ Pure functions of the generation context; the listener builders call them.
 * Access logs: one JSON line per request/connection on Envoy's stdout (the agent keeps
   it in ``<run dir>/envoy.log``) and the same fields streamed to the control plane with
   Envoy's OpenTelemetry access logger (OTLP ``LogsService/Export``).
-* Tracing: Envoy's OpenTelemetry tracer (W3C ``traceparent``), spans exported over OTLP
-  ``TraceService/Export`` to the control plane.
+* Tracing: Envoy's Zipkin tracer with ``USE_B3_WITH_W3C_PROPAGATION``: it continues a
+  caller's trace from B3 (``x-b3-*`` or ``b3``) or, failing that, W3C ``traceparent``, and
+  sends both on every upstream request. Spans (Zipkin v2 JSON) are POSTed to the control
+  plane's REST API (``POST /api/v2/spans``) over the ``shoal_zipkin`` cluster generated
+  here, to ``MeshConfig.trace_collector``. When that is ``""`` (no address the sidecars
+  can reach is known), the OpenTelemetry tracer (W3C only) exports over ``xds_cluster``.
 
-Both streams use the bootstrap's ``xds_cluster``: the control plane serves its OTLP
-receivers on the xDS gRPC port (docs/adr/0008-telemetry-collection.md), so no address
-has to be generated and the connection gets whatever transport security xDS has.
+The access-log stream uses the bootstrap's ``xds_cluster``: the control plane serves its
+OTLP receivers on the xDS gRPC port (docs/adr/0008-telemetry-collection.md).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import cache
@@ -23,8 +27,9 @@ from typing import TYPE_CHECKING
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import grpc_service_pb2, substitution_format_string_pb2
-from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2
+from envoy.config.core.v3 import address_pb2, grpc_service_pb2, substitution_format_string_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2, zipkin_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.access_loggers.open_telemetry.v3 import logs_service_pb2
@@ -32,7 +37,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.type.v3 import percent_pb2
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, wrappers_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
 from shoal.xds.generate.protocol import HcmExtras, duration, pack
@@ -46,6 +51,12 @@ ACCESS_LOG_PATH = "/dev/stdout"
 FILE_LOGGER = "envoy.access_loggers.file"
 OTEL_LOGGER = "envoy.access_loggers.open_telemetry"
 OTEL_TRACER = "envoy.tracers.opentelemetry"
+ZIPKIN_TRACER = "envoy.tracers.zipkin"
+ZIPKIN_CLUSTER = "shoal_zipkin"
+ZIPKIN_PATH = "/api/v2/spans"  # the control plane's Zipkin v2 receiver (shoal.telemetry.zipkin)
+# MeshConfig.trace_collector None: the control plane's default REST API address
+# (shoal.control.config.DEFAULT_API_PORT); the control plane fills in its own.
+DEFAULT_TRACE_COLLECTOR = "127.0.0.1:15080"
 LOG_NAME = "shoal"  # OTLP resource attribute log_name; the CP checks it
 TRACE_SERVICE_NAME = "shoal-sidecar"  # node identity travels in each span's node_id tag
 DEFAULT_TRACE_SAMPLING = 100.0
@@ -136,14 +147,27 @@ def _tcp_logs(direction: Direction) -> tuple[accesslog_pb2.AccessLog, ...]:
 
 
 @cache
-def _tracing(sampling: float) -> hcm_pb2.HttpConnectionManager.Tracing:
-    tracer = opentelemetry_pb2.OpenTelemetryConfig(
-        grpc_service=_control_plane(), service_name=TRACE_SERVICE_NAME
-    )
+def _tracing(sampling: float, collector: str) -> hcm_pb2.HttpConnectionManager.Tracing:
+    if collector:
+        tracer = zipkin_pb2.ZipkinConfig(
+            collector_cluster=ZIPKIN_CLUSTER,
+            collector_endpoint=ZIPKIN_PATH,
+            collector_endpoint_version=zipkin_pb2.ZipkinConfig.HTTP_JSON,
+            collector_hostname=collector,
+            trace_id_128bit=True,
+            # a new span id per hop (parent = the caller's span), not Zipkin's shared
+            # client/server span: every sidecar span is its own record, as with OTLP
+            shared_span_context=wrappers_pb2.BoolValue(value=False),
+            trace_context_option=zipkin_pb2.ZipkinConfig.USE_B3_WITH_W3C_PROPAGATION,
+        )
+        provider = http_tracer_pb2.Tracing.Http(name=ZIPKIN_TRACER, typed_config=pack(tracer))
+    else:
+        otel = opentelemetry_pb2.OpenTelemetryConfig(
+            grpc_service=_control_plane(), service_name=TRACE_SERVICE_NAME
+        )
+        provider = http_tracer_pb2.Tracing.Http(name=OTEL_TRACER, typed_config=pack(otel))
     return hcm_pb2.HttpConnectionManager.Tracing(
-        random_sampling=percent_pb2.Percent(value=sampling),
-        provider=http_tracer_pb2.Tracing.Http(name=OTEL_TRACER, typed_config=pack(tracer)),
-    )
+        random_sampling=percent_pb2.Percent(value=sampling), provider=provider)
 
 
 def trace_sampling(ctx: GenerationContext) -> float:
@@ -152,9 +176,16 @@ def trace_sampling(ctx: GenerationContext) -> float:
     return min(100.0, max(0.0, float(value)))
 
 
+def trace_collector(ctx: GenerationContext) -> str:
+    """HOST:PORT the sidecars POST Zipkin spans to; "" for the OpenTelemetry fallback."""
+    value = getattr(ctx.mesh.config, "trace_collector", None)
+    return DEFAULT_TRACE_COLLECTOR if value is None else value
+
+
 def http_extras(ctx: GenerationContext, direction: Direction) -> HcmExtras:
     """Access logs and tracing for an HTTP listener of this direction."""
-    return HcmExtras(access_log=_http_logs(direction), tracing=_tracing(trace_sampling(ctx)))
+    return HcmExtras(access_log=_http_logs(direction),
+                     tracing=_tracing(trace_sampling(ctx), trace_collector(ctx)))
 
 
 def tcp_access_log(ctx: GenerationContext, direction: Direction
@@ -163,5 +194,30 @@ def tcp_access_log(ctx: GenerationContext, direction: Direction
 
 
 def clusters(ctx: GenerationContext) -> Mapping[str, cluster_pb2.Cluster]:
-    """Clusters the telemetry sinks need: none, they use the bootstrap's ``xds_cluster``."""
-    return {}
+    """Clusters the telemetry sinks need: ``shoal_zipkin`` (HTTP/1.1, plaintext) to the
+    control plane's REST API for spans; access logs use the bootstrap's ``xds_cluster``."""
+    collector = trace_collector(ctx)
+    return {ZIPKIN_CLUSTER: _zipkin_cluster(collector)} if collector else {}
+
+
+@cache
+def _zipkin_cluster(collector: str) -> cluster_pb2.Cluster:
+    host, _, port = collector.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        kind = cluster_pb2.Cluster.STATIC
+    except ValueError:
+        kind = cluster_pb2.Cluster.STRICT_DNS
+    address = address_pb2.Address(socket_address=address_pb2.SocketAddress(
+        address=host, port_value=int(port)))
+    return cluster_pb2.Cluster(
+        name=ZIPKIN_CLUSTER,
+        type=kind,
+        connect_timeout=duration(1.0),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=ZIPKIN_CLUSTER,
+            endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[
+                endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(
+                    address=address))])]),
+    )

@@ -1,0 +1,127 @@
+"""Zipkin v2 receiver: ``POST /api/v2/spans`` (a JSON list of spans, what Envoy's Zipkin
+tracer sends with ``collector_endpoint_version: HTTP_JSON``).
+
+Spans are converted to one OTLP ``ExportTraceServiceRequest`` (one resource per
+``localEndpoint.serviceName``), so the trace store and the ``--otlp-export`` forwarder see
+the same thing whichever tracer a sidecar runs (docs/adr/0008-telemetry-collection.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+SPANS_PATH = "/api/v2/spans"
+KINDS = {"SERVER": trace_pb2.Span.SPAN_KIND_SERVER, "CLIENT": trace_pb2.Span.SPAN_KIND_CLIENT,
+         "PRODUCER": trace_pb2.Span.SPAN_KIND_PRODUCER,
+         "CONSUMER": trace_pb2.Span.SPAN_KIND_CONSUMER}
+MAX_SPANS = 10_000  # per request
+# ResourceSpans' list of spans: scope_spans, instrumentation_library_spans before proto 0.15
+SCOPE_SPANS = next(f for f in ("scope_spans", "instrumentation_library_spans")
+                   if f in trace_pb2.ResourceSpans.DESCRIPTOR.fields_by_name)
+
+
+class InvalidSpans(ValueError):
+    pass
+
+
+def _hex_id(text: Any, size: int, name: str, *, required: bool = True) -> bytes:
+    """A Zipkin hex id as OTLP bytes: 64-bit trace ids are left-padded to 128 bits."""
+    if text in (None, "") and not required:
+        return b""
+    if not isinstance(text, str) or not 0 < len(text) <= size * 2:
+        raise InvalidSpans(f"{name} must be 1..{size * 2} hex digits")
+    try:
+        value = bytes.fromhex(text.rjust(size * 2, "0"))
+    except ValueError:
+        raise InvalidSpans(f"{name} must be hex") from None
+    if not any(value):
+        raise InvalidSpans(f"{name} must not be zero")
+    return value
+
+
+def _micros(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidSpans(f"{name} must be a non-negative number of microseconds")
+    return int(value)
+
+
+def _kv(key: str, value: Any) -> common_pb2.KeyValue:
+    return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(string_value=str(value)))
+
+
+def otlp_span(span: Any) -> tuple[str, trace_pb2.Span]:
+    """One Zipkin v2 span (a decoded JSON object) -> (service name, OTLP span)."""
+    if not isinstance(span, dict):
+        raise InvalidSpans("a span must be an object")
+    tags = span.get("tags") or {}
+    endpoint = span.get("localEndpoint") or {}
+    if not isinstance(tags, dict) or not isinstance(endpoint, dict):
+        raise InvalidSpans("tags and localEndpoint must be objects")
+    start = _micros(span.get("timestamp", 0), "timestamp")
+    length = _micros(span.get("duration", 0), "duration")
+    out = trace_pb2.Span(
+        trace_id=_hex_id(span.get("traceId"), 16, "traceId"),
+        span_id=_hex_id(span.get("id"), 8, "id"),
+        parent_span_id=_hex_id(span.get("parentId"), 8, "parentId", required=False),
+        name=str(span.get("name") or ""),
+        kind=KINDS.get(str(span.get("kind", "")).upper(), trace_pb2.Span.SPAN_KIND_INTERNAL),
+        start_time_unix_nano=start * 1000,
+        end_time_unix_nano=(start + length) * 1000,
+        attributes=[_kv(str(k), v) for k, v in tags.items()],
+    )
+    for note in span.get("annotations") or ():
+        if isinstance(note, dict) and "value" in note:
+            out.events.add(name=str(note["value"]),
+                           time_unix_nano=_micros(note.get("timestamp", 0), "timestamp") * 1000)
+    if "error" in tags:
+        out.status.code = trace_pb2.Status.STATUS_CODE_ERROR
+        out.status.message = str(tags["error"])
+    return str(endpoint.get("serviceName") or ""), out
+
+
+def otlp_from_zipkin(spans: Iterable[Any]) -> trace_service_pb2.ExportTraceServiceRequest:
+    """Zipkin v2 spans -> one OTLP export request, a resource per service name."""
+    req = trace_service_pb2.ExportTraceServiceRequest()
+    by_service: dict[str, Any] = {}  # ScopeSpans (InstrumentationLibrarySpans)
+    for span in spans:
+        service, converted = otlp_span(span)
+        scope = by_service.get(service)
+        if scope is None:
+            rs = req.resource_spans.add(resource=resource_pb2.Resource(
+                attributes=[_kv("service.name", service)] if service else []))
+            scope = by_service[service] = getattr(rs, SCOPE_SPANS).add()
+        scope.spans.append(converted)
+    return req
+
+
+def spans_handler(on_traces: Callable[[trace_service_pb2.ExportTraceServiceRequest], None]
+                  ) -> Callable[[web.Request], Any]:
+    """The aiohttp handler of ``POST /api/v2/spans``: 202 when taken, 400 when malformed
+    (the whole batch is refused, as Zipkin's own collector does)."""
+
+    async def post_spans(request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.read() or b"[]")
+        except (ValueError, UnicodeDecodeError):
+            return web.json_response({"error": "body must be a JSON list of spans"}, status=400)
+        if not isinstance(body, list):
+            return web.json_response({"error": "body must be a JSON list of spans"}, status=400)
+        if len(body) > MAX_SPANS:
+            return web.json_response({"error": f"at most {MAX_SPANS} spans per request"},
+                                     status=413)
+        try:
+            req = otlp_from_zipkin(body)
+        except InvalidSpans as e:
+            return web.json_response({"error": str(e)}, status=400)
+        on_traces(req)
+        return web.Response(status=202)
+
+    return post_spans
