@@ -64,6 +64,7 @@ def bootstrap_for(config: AgentConfig, plan: Plan, *, identity: bool = False
         admin_port=plan.admin_port,
         xds_host=plan.xds_host,
         xds_port=plan.xds_port,
+        more_xds=plan.more_xds,
         delta=config.xds_delta,
         locality_text=config.locality,
         sds_socket=str(socket_path(plan.run_dir)),

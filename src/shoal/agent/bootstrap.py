@@ -8,7 +8,7 @@ pure function returning a JSON-serialisable dict (Envoy reads JSON as YAML).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shoal.xds.types import SDS_CLUSTER, SECRET_ROOT_CA, SECRET_WORKLOAD_CERT
@@ -34,18 +34,25 @@ def locality(text: str) -> dict[str, str]:
     return {k: v for k, v in zip(keys, parts, strict=False) if v}
 
 
-def xds_cluster(host: str, port: int, *, connect_timeout_s: float = 1.0) -> dict[str, Any]:
-    """The static cluster that reaches the control plane's gRPC (HTTP/2) xDS endpoint."""
+def xds_cluster(host: str, port: int, *, connect_timeout_s: float = 1.0,
+                more: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
+    """The static cluster that reaches the control plane's gRPC (HTTP/2) xDS endpoint.
+
+    ``more``: further control-plane instances (HA). Each is one endpoint of the cluster;
+    when the ADS stream breaks, Envoy opens the next one through the load balancer
+    (round robin), so a dead instance costs one refused connect before another takes
+    over (docs/adr/0012-ha-control-plane.md)."""
+    addresses = [(host, port), *more]
     return {
         "name": XDS_CLUSTER,
-        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "type": "STATIC" if all(_is_ip(h) for h, _ in addresses) else "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": f"{connect_timeout_s:g}s",
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                "socket_address": {"address": host, "port_value": port},
-            }}}]}],
+                "socket_address": {"address": h, "port_value": p},
+            }}} for h, p in addresses]}],
         },
         "typed_extension_protocol_options": {
             HTTP_PROTOCOL_OPTIONS: {
@@ -129,13 +136,15 @@ def build_bootstrap(
     sds_socket: str | None = None,
     xds_ca_file: str = "",
     client_cert: bool = False,
+    more_xds: Sequence[tuple[str, int]] = (),
 ) -> dict[str, Any]:
-    """Bootstrap for one sidecar: node, admin on ``admin_host:admin_port``, LDS+CDS over ADS."""
+    """Bootstrap for one sidecar: node, admin on ``admin_host:admin_port``, LDS+CDS over ADS.
+    ``more_xds``: the xDS addresses of further control-plane instances (HA)."""
     node: dict[str, Any] = {"id": node_id, "cluster": cluster, "metadata": dict(metadata)}
     if loc := locality(locality_text):
         node["locality"] = loc
     ads_source = {"ads": {}, "resource_api_version": "V3"}
-    xds = xds_cluster(xds_host, xds_port)
+    xds = xds_cluster(xds_host, xds_port, more=more_xds)
     if xds_ca_file:  # xDS over TLS
         xds["transport_socket"] = xds_tls(client_cert=client_cert, ca_file=xds_ca_file)
     clusters = [xds] + ([sds_cluster(sds_socket)] if sds_socket else [])

@@ -79,6 +79,7 @@ class Plan:
     xds_host: str
     xds_port: int
     run_dir: Path
+    more_xds: tuple[tuple[str, int], ...] = ()  # further control-plane instances (HA)
 
     @property
     def bootstrap_path(self) -> Path:
@@ -123,6 +124,19 @@ def parse_host_port(text: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_xds_list(text: str) -> list[tuple[str, int]]:
+    """``HOST:PORT[,HOST:PORT...]`` (several control-plane instances) -> addresses."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise AgentError(f"--xds {text!r}: expected HOST:PORT[,HOST:PORT...]")
+    return [parse_host_port(t, "--xds") for t in items]
+
+
+def control_plane_urls(text: str) -> list[str]:
+    """``URL[,URL...]`` (several control-plane instances) -> base URLs, in order."""
+    return [u.strip().rstrip("/") for u in text.split(",") if u.strip()]
+
+
 def validate(config: AgentConfig) -> None:
     """Reject what the control plane would reject anyway, with one line naming the flag."""
     problems: list[str] = []
@@ -142,6 +156,8 @@ def validate(config: AgentConfig) -> None:
             problems.append(f"{flag} {value}: out of range 1-65535")
     if config.locality and len(config.locality.split("/")) > 3:
         problems.append(f"--locality {config.locality!r}: expected REGION[/ZONE[/SUBZONE]]")
+    if not control_plane_urls(config.control_plane):
+        problems.append(f"--control-plane {config.control_plane!r}: expected URL[,URL...]")
     if not config.command:
         problems.append("no application command given (shoal run ... -- CMD ARGS...)")
     if not 0.05 <= config.renew_fraction <= 0.95:
@@ -170,7 +186,7 @@ def make_plan(
     """Choose the workload name, every port and the run directory for ``config``."""
     validate(config)
     workload = config.name or f"{config.service}-{suffix()}"
-    xds_host, xds_port = parse_host_port(config.xds, "--xds")
+    (xds_host, xds_port), *more_xds = parse_xds_list(config.xds)
     upstreams = tuple(
         Upstream(u.host, u.port, u.local_port or pick_port()) for u in config.upstreams
     )
@@ -187,6 +203,7 @@ def make_plan(
         xds_host=xds_host,
         xds_port=xds_port,
         run_dir=Path(run_dir),
+        more_xds=tuple(more_xds),
     )
 
 

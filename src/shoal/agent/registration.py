@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from shoal.agent.backoff import Backoff
-from shoal.agent.config import AgentConfig, Plan
+from shoal.agent.config import AgentConfig, Plan, control_plane_urls
 from shoal.errors import AgentError, Unavailable
 from shoal.registry.snapshot import TLS_MODE_LABEL
 
@@ -98,11 +98,19 @@ class ControlPlaneClient:
     def __init__(self, base_url: str, client: httpx.AsyncClient | None = None, *,
                  token: Callable[[], str | None] | None = None,
                  ca_bundle: Path | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
+        # ``URL[,URL...]``: several control-plane instances sharing one store (HA). Calls
+        # go to the current one; a connection failure moves on to the next, in order.
+        self.urls = control_plane_urls(base_url) or [base_url.rstrip("/")]
+        self._current = 0
         self._token = token or (lambda: None)
         self._ssl = tls_context(ca_bundle) if ca_bundle is not None else None
         self._client = client or httpx.AsyncClient(
             timeout=5.0, trust_env=False, verify=self._ssl if self._ssl is not None else True)
+
+    @property
+    def base_url(self) -> str:
+        """The instance calls go to now."""
+        return self.urls[self._current]
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -116,10 +124,22 @@ class ControlPlaneClient:
         token = self._token()
         if token:
             kw["headers"] = {**kw.get("headers", {}), "Authorization": f"Bearer {token}"}
-        try:
-            r = await self._client.request(method, self.base_url + path, **kw)
-        except httpx.HTTPError as e:
-            raise Unavailable(f"control plane {self.base_url}: {type(e).__name__}: {e}") from e
+        errors: list[str] = []
+        for _ in self.urls:
+            base = self.base_url
+            try:
+                r = await self._client.request(method, base + path, **kw)
+                break
+            except httpx.TransportError as e:  # unreachable: try the next instance
+                errors.append(f"{base}: {type(e).__name__}: {e}")
+                self._current = (self._current + 1) % len(self.urls)
+                if len(self.urls) > 1:
+                    log.warning("control plane unreachable, trying the next one", extra={
+                        "failed": base, "next": self.base_url, "error": str(e)})
+            except httpx.HTTPError as e:
+                raise Unavailable(f"control plane {base}: {type(e).__name__}: {e}") from e
+        else:
+            raise Unavailable("control plane " + "; ".join(errors))
         if r.status_code in (401, 403):
             raise Refused(f"{method} {path} refused: {_error_line(r)}")
         return r

@@ -1,13 +1,15 @@
-"""`shoal ca status | rotate-root | prune-roots`: the mesh certificate authority."""
+"""`shoal ca status | rotate-root | prune-roots | export`: the mesh certificate authority."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from shoal.cli.client import ApiClient
 from shoal.cli.output import Format, console, dump, table
+from shoal.errors import CaError
 
 app = typer.Typer(name="ca", help="The mesh certificate authority.", no_args_is_help=True)
 OutputOpt = Annotated[Format, typer.Option("--output", "-o", help="table, json or yaml.")]
@@ -52,3 +54,27 @@ def prune_roots(ctx: typer.Context, output: OutputOpt = Format.TABLE) -> None:
     _print(result, output)
     if output is Format.TABLE:
         console.print(f"pruned: {', '.join(result.get('pruned', [])) or 'nothing'}")
+
+
+@app.command("export")
+def export(
+    out: Annotated[Path, typer.Option(
+        "--out", help="Directory to write ca-cert.pem, ca-key.pem (0600) and "
+                      "token-key.pem (0600) into.")],
+    data_dir: Annotated[Path | None, typer.Option(
+        help="The control plane's data directory (default: $SHOAL_HOME/data).")] = None,
+) -> None:
+    """Copy this control plane's root CA and token-signing key out of its data directory
+    (offline: reads the files), so that every instance of an HA control plane can be
+    started with the same --ca-cert/--ca-key/--token-key (docs/operations.md)."""
+    from shoal.ca.setup import export_ca
+    from shoal.cli.serve import default_home
+
+    ca_dir = (data_dir or default_home() / "data") / "ca"
+    try:
+        written = export_ca(ca_dir, out)
+    except CaError as e:
+        typer.echo(f"shoal ca export: {e}", err=True)
+        raise typer.Exit(1) from None
+    for flag, path in written.items():
+        console.print(f"--{flag.replace('_', '-')} {path}")

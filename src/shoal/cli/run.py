@@ -155,10 +155,15 @@ def run(
              "and forwards to that service port; the app gets $SHOAL_UPSTREAM_<HOST>_<PORT>.")
     ] = None,
     control_plane: Annotated[str, typer.Option(
-        envvar="SHOAL_CONTROL_PLANE", help="Control plane REST base URL.")
+        envvar="SHOAL_CONTROL_PLANE",
+        help="Control plane REST base URL; several instances (HA): URL,URL,... (the next "
+             "one is tried when one is unreachable).")
     ] = DEFAULT_CONTROL_PLANE,
     xds: Annotated[str, typer.Option(
-        envvar="SHOAL_XDS", help="Control plane xDS (gRPC) address HOST:PORT.")] = DEFAULT_XDS,
+        envvar="SHOAL_XDS",
+        help="Control plane xDS (gRPC) address HOST:PORT; several instances (HA): "
+             "HOST:PORT,HOST:PORT,... (Envoy reconnects to another when one dies).")
+    ] = DEFAULT_XDS,
     xds_delta: Annotated[bool, typer.Option(
         "--xds-delta", help="Use incremental (delta) xDS instead of state-of-the-world.")
     ] = False,

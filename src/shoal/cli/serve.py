@@ -59,6 +59,9 @@ def control_plane(
     ca_key: Annotated[Path | None, typer.Option(help="Private key of --ca-cert.")] = None,
     ca_chain: Annotated[Path | None, typer.Option(
         help="Chain above --ca-cert up to the root(s), if not in the --ca-cert file.")] = None,
+    token_key: Annotated[Path | None, typer.Option(
+        help="Token-signing key (PEM, EC P-256) shared by several instances (HA); default: "
+             "<data-dir>/ca/token-key.pem, made on first start.")] = None,
     require_tokens: Annotated[bool, typer.Option(
         "--require-tokens/--no-require-tokens",
         help="Workload registration must present a token for its namespace and "
@@ -104,7 +107,8 @@ def control_plane(
         agent_api=None if agent_api == "off" else Address.parse(agent_api),
         secure_xds=None if secure_xds == "off" else Address.parse(secure_xds),
         cert_ttl=parse_duration(cert_ttl, "--cert-ttl"), require_tokens=require_tokens,
-        ca_cert=ca_cert, ca_key=ca_key, ca_chain=ca_chain, otlp_export=otlp_export,
+        ca_cert=ca_cert, ca_key=ca_key, ca_chain=ca_chain, token_key=token_key,
+        otlp_export=otlp_export,
         mesh=MeshConfig(ratelimit_address=ratelimit_address,
                         outbound_traffic_policy=outbound_traffic_policy),
         ratelimit_redis=ratelimit_redis,

@@ -49,6 +49,7 @@ class ControlPlaneConfig:
     ca_cert: Path | None = None  # operator-provided CA (root or intermediate [+ chain])
     ca_key: Path | None = None
     ca_chain: Path | None = None
+    token_key: Path | None = None  # shared token-signing key (HA); default <ca_dir>/token-key.pem
     ratelimit_redis: str | None = None  # Redis URL for the embedded rate-limit service
 
     @property

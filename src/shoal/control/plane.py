@@ -108,7 +108,7 @@ class ControlPlane:
                                    lambda: sync.proxies)
         ca, tokens = open_ca(config.ca_dir, config.mesh.trust_domain, config.cert_ttl,
                              ca_cert=config.ca_cert, ca_key=config.ca_key,
-                             ca_chain=config.ca_chain)
+                             ca_chain=config.ca_chain, token_key=config.token_key)
         hosts = [a.host for a in (config.agent_api, config.secure_xds) if a is not None]
         serving = ServingCertificate(ca, hosts)
         identity = IdentityApi(ca, tokens, require_tokens=config.require_tokens)

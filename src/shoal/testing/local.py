@@ -261,9 +261,12 @@ class AgentProcess(_Process):
         service_account: str | None = None,
         secure: bool | None = None,
         token_file: Path | None = None,
+        also: Sequence[ControlPlaneProcess] = (),
     ):
         """``secure`` (default: ``cp.secure``): mint a token for NAMESPACE/SERVICE_ACCOUNT
-        (unless ``token_file`` is given) and talk to the control plane over TLS."""
+        (unless ``token_file`` is given) and talk to the control plane over TLS.
+        ``also``: further instances of the same (HA) control plane; the agent is given
+        all of them (``--control-plane URL,URL --xds H:P,H:P``), ``cp`` first."""
         name = name or f"{service}-{uuid.uuid4().hex[:5]}"
         super().__init__(name, cp.workdir / "logs" / f"{name}.log")
         self.cp = cp
@@ -273,6 +276,7 @@ class AgentProcess(_Process):
         self.service_account = service_account or service
         self.secure = cp.secure if secure is None else secure
         self.token_file = token_file
+        self.control_planes = [cp, *also]
         argv = [
             sys.executable,
             "-m",
@@ -318,10 +322,12 @@ class AgentProcess(_Process):
         if self.secure:
             if self.token_file is None:
                 self.token_file = self.cp.token_file(self.namespace, self.service_account)
-            argv += ["--control-plane", self.cp.agent_url, "--xds", self.cp.secure_xds,
+            argv += ["--control-plane", ",".join(c.agent_url for c in self.control_planes),
+                     "--xds", ",".join(c.secure_xds for c in self.control_planes),
                      "--ca-bundle", str(self.cp.ca_bundle), "--token-file", str(self.token_file)]
         else:
-            argv += ["--control-plane", self.cp.url, "--xds", self.cp.xds]
+            argv += ["--control-plane", ",".join(c.url for c in self.control_planes),
+                     "--xds", ",".join(c.xds for c in self.control_planes)]
             if self.token_file is not None:
                 argv += ["--token-file", str(self.token_file)]
         self._spawn([*argv, *self._extra, "--", *self._command], self.env)

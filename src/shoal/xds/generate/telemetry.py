@@ -54,6 +54,7 @@ OTEL_TRACER = "envoy.tracers.opentelemetry"
 ZIPKIN_TRACER = "envoy.tracers.zipkin"
 ZIPKIN_CLUSTER = "shoal_zipkin"
 ZIPKIN_PATH = "/api/v2/spans"  # the control plane's Zipkin v2 receiver (shoal.telemetry.zipkin)
+COLLECTOR_HOST = "shoal-control-plane"
 # MeshConfig.trace_collector None: the control plane's default REST API address
 # (shoal.control.config.DEFAULT_API_PORT); the control plane fills in its own.
 DEFAULT_TRACE_COLLECTOR = "127.0.0.1:15080"
@@ -147,13 +148,17 @@ def _tcp_logs(direction: Direction) -> tuple[accesslog_pb2.AccessLog, ...]:
 
 
 @cache
-def _tracing(sampling: float, collector: str) -> hcm_pb2.HttpConnectionManager.Tracing:
-    if collector:
+def _tracing(sampling: float, zipkin: bool) -> hcm_pb2.HttpConnectionManager.Tracing:
+    if zipkin:
         tracer = zipkin_pb2.ZipkinConfig(
             collector_cluster=ZIPKIN_CLUSTER,
             collector_endpoint=ZIPKIN_PATH,
             collector_endpoint_version=zipkin_pb2.ZipkinConfig.HTTP_JSON,
-            collector_hostname=collector,
+            # A constant Host header: the tracing config (in every HCM) must not depend on
+            # which control-plane instance generated it, or a sidecar failing over to
+            # another instance would get new listeners and drain its connections. The
+            # instance's address lives only in the shoal_zipkin cluster.
+            collector_hostname=COLLECTOR_HOST,
             trace_id_128bit=True,
             # a new span id per hop (parent = the caller's span), not Zipkin's shared
             # client/server span: every sidecar span is its own record, as with OTLP
@@ -185,7 +190,7 @@ def trace_collector(ctx: GenerationContext) -> str:
 def http_extras(ctx: GenerationContext, direction: Direction) -> HcmExtras:
     """Access logs and tracing for an HTTP listener of this direction."""
     return HcmExtras(access_log=_http_logs(direction),
-                     tracing=_tracing(trace_sampling(ctx), trace_collector(ctx)))
+                     tracing=_tracing(trace_sampling(ctx), bool(trace_collector(ctx))))
 
 
 def tcp_access_log(ctx: GenerationContext, direction: Direction
