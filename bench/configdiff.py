@@ -14,15 +14,29 @@ from typing import Any
 
 import httpx
 
-SKIP_CLUSTERS = ("xds_cluster",)
+SKIP_CLUSTERS = ("xds_cluster", "sds-grpc")  # bootstrap plumbing, not the request path
 NAMING = {"name", "stat_prefix", "rds", "route_config", "load_assignment", "eds_cluster_config",
           "@type", "cluster", "http_filters", "type", "connect_timeout"}
+LISTENER_NAMING = {"address", "filter_chains", "listener_filters"}
 
 
-def config_dump(admin_port: int) -> dict[str, Any]:
-    r = httpx.get(f"http://127.0.0.1:{admin_port}/config_dump", timeout=10, trust_env=False)
+def config_dump(admin_port: int, include_eds: bool = False) -> dict[str, Any]:
+    params = {"include_eds": ""} if include_eds else {}
+    r = httpx.get(f"http://127.0.0.1:{admin_port}/config_dump", params=params, timeout=10,
+                  trust_env=False)
     r.raise_for_status()
     return r.json()
+
+
+def counter(admin_port: int, name: str) -> int:
+    """One counter from an Envoy's admin ``/stats`` (0 if absent)."""
+    r = httpx.get(f"http://127.0.0.1:{admin_port}/stats", timeout=10, trust_env=False)
+    r.raise_for_status()
+    for line in r.text.splitlines():
+        key, _, value = line.partition(": ")
+        if key == name:
+            return int(value)
+    return 0
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -37,10 +51,17 @@ def _walk(node: Any) -> Iterator[dict[str, Any]]:
 
 def features(dump: dict[str, Any]) -> dict[str, set[str]]:
     """{"hcm": {...}, "cluster": {...}, "route": {...}, "filters": {...}} of set fields."""
-    out: dict[str, set[str]] = {"hcm": set(), "cluster": set(), "route": set(),
-                                "filters": set()}
+    out: dict[str, set[str]] = {"listener": set(), "hcm": set(), "cluster": set(),
+                                "route": set(), "filters": set()}
     for d in _walk(dump.get("configs", [])):
         t = str(d.get("@type", ""))
+        if "filter_chains" in d and "address" in d:
+            out["listener"] |= {k for k in d if k not in NAMING | LISTENER_NAMING}
+            for chain in d["filter_chains"]:
+                out["listener"] |= {f"filter_chain.{k}" for k in chain
+                                    if k not in ("filters", "name")}
+            out["listener"] |= {f"listener_filter {f.get('name', '?')}"
+                                for f in d.get("listener_filters", [])}
         if t.endswith("HttpConnectionManager"):
             out["hcm"] |= {f"{k}={_short(v)}" if k == "codec_type" else k
                            for k, v in d.items() if k not in NAMING}
@@ -78,7 +99,7 @@ def compare_configs(shoal_admin: list[int], pair_admin: list[int],
             for k, v in features(dump).items():
                 acc.setdefault(k, set()).update(v)
     lines = []
-    for kind in ("hcm", "filters", "route", "cluster"):
+    for kind in ("listener", "hcm", "filters", "route", "cluster"):
         only_shoal = sorted(shoal.get(kind, set()) - pair.get(kind, set()))
         only_pair = sorted(pair.get(kind, set()) - shoal.get(kind, set()))
         if only_shoal:

@@ -1,14 +1,23 @@
-"""Data-plane benchmark: direct vs shoal sidecars vs a hand-written Envoy pair.
+"""Data-plane benchmark: direct vs shoal sidecars vs hand-written Envoy pairs, plus
+ablations on static replicas of shoal's sidecars.
 
-One nginx (the shoal server workload's app) is the backend of all three paths:
+One nginx (the shoal server workload's app) is the backend of every path:
 
-* ``direct``     load generator -> nginx
-* ``shoal``      load generator -> client sidecar (outbound, ``Host: bench-server:8080``)
-                 -> server sidecar (inbound) -> nginx; real control plane and agents
-* ``hand-written`` load generator -> client Envoy -> server Envoy -> nginx (static bootstraps)
+* ``direct``        load generator -> nginx
+* ``shoal``         load generator -> client sidecar (outbound, ``Host: bench-server:8080``)
+                    -> mTLS -> server sidecar (inbound) -> nginx; real control plane and
+                    agents, defaults (access logs streamed to the CP, tracing at 100 %)
+* ``hand-written``  load generator -> client Envoy -> server Envoy -> nginx (static
+                    bootstraps, plaintext between the Envoys)
+* ``hand-written mTLS`` the same pair with mTLS between the Envoys (bench/certs.py)
+* ``replica <variant>`` (ablations, ``--no-ablation`` skips them) two static Envoys built
+                    from the sidecars' own bootstrap + config dump, with one feature
+                    switched off (bench/replica.py)
 
 Each round measures every path (order rotates per round): latency at a fixed rate with
-h2load, then max throughput with wrk. The report takes the median over rounds.
+h2load, then max throughput with wrk (main paths only). CPU per request is counted for
+the path's Envoys and, separately, for the control plane + agents (telemetry ingest).
+The report takes the median over rounds.
 """
 
 from __future__ import annotations
@@ -23,18 +32,22 @@ from pathlib import Path
 
 import httpx
 
-from bench import tools
-from bench.configdiff import compare_configs
+from bench import certs, tools
+from bench.configdiff import compare_configs, counter
 from bench.envoy_pair import EnvoyPair
 from bench.machine import proc_stat
+from bench.replica import VARIANTS, ReplicaPair, Sidecar
 from bench.stats import median
 from shoal.testing.local import AgentProcess, ControlPlaneProcess, free_port, wait_for
 
 SERVICE = "bench-server"
 SERVICE_PORT = 8080
 HOST = f"{SERVICE}:{SERVICE_PORT}"
-PATHS = ("direct", "shoal", "hand-written")
-ABLATION = "hand-written+shoal-route"
+PLAIN = "hand-written"
+MTLS = "hand-written mTLS"
+PATHS = ("direct", "shoal", PLAIN, MTLS)
+REPLICA = "replica "  # + variant
+OUTBOUND_CLUSTER = f"outbound|{SERVICE_PORT}||{SERVICE}.default.svc.cluster.local"
 SERVICE_YAML = f"""
 apiVersion: mesh.shoal.io/v1alpha1
 kind: Service
@@ -54,7 +67,8 @@ class Options:
     warmup: int = 2
     wrk_connections: int = 16
     wrk_seconds: int = 5
-    ablation: bool = True  # also measure the pair with shoal's route/cluster extras
+    ablation: bool = True  # also measure the static replicas of shoal's sidecars
+    variants: tuple[str, ...] = tuple(VARIANTS)
 
 
 @dataclass
@@ -63,6 +77,7 @@ class Target:
     port: int
     host: str | None
     envoy_pids: list[int] = field(default_factory=list)
+    throughput: bool = True  # also run wrk
 
     @property
     def url(self) -> str:
@@ -72,8 +87,9 @@ class Target:
 @dataclass(frozen=True)
 class Sample:
     latency: tools.Latency
-    throughput: tools.Throughput
+    throughput: tools.Throughput | None
     envoy_cpu_us_per_req: float  # both Envoys, during the fixed-rate run
+    mesh_cpu_us_per_req: float  # control plane + both agents, same window
 
 
 @dataclass
@@ -81,12 +97,23 @@ class Result:
     options: Options
     samples: dict[str, list[Sample]]
     config_findings: list[str]
+    connections: dict[str, tuple[int, int]] = field(default_factory=dict)  # cx, requests
 
     @property
     def paths(self) -> list[str]:
-        return [p for p in (*PATHS, ABLATION) if p in self.samples]
+        return list(self.samples)
 
-    def added_ratios(self, path: str = "shoal", base: str = "hand-written") -> list[float]:
+    @property
+    def replicas(self) -> list[str]:
+        return [p for p in self.samples if p.startswith(REPLICA)]
+
+    def diffs_us(self, path: str, base: str, metric: str = "p50_ms") -> list[float]:
+        """Per round: path - base, in µs (a latency percentile or a CPU metric)."""
+        return [(self._value(a, metric) - self._value(b, metric)) * (1000 if "ms" in metric
+                                                                     else 1)
+                for a, b in zip(self.samples[path], self.samples[base], strict=True)]
+
+    def added_ratios(self, path: str = "shoal", base: str = MTLS) -> list[float]:
         """Per round: (path p50 - direct p50) / (base p50 - direct p50)."""
         out = []
         for d, a, b in zip(self.samples["direct"], self.samples[path], self.samples[base],
@@ -96,16 +123,18 @@ class Result:
                        else float("nan"))
         return out
 
+    @staticmethod
+    def _value(s: Sample, metric: str) -> float:
+        if metric == "rps":
+            return s.throughput.rps if s.throughput else float("nan")
+        if metric == "cpu":
+            return s.envoy_cpu_us_per_req
+        if metric == "mesh_cpu":
+            return s.mesh_cpu_us_per_req
+        return float(getattr(s.latency, metric))
+
     def med(self, path: str, metric: str) -> float:
-        values = []
-        for s in self.samples[path]:
-            if metric == "rps":
-                values.append(s.throughput.rps)
-            elif metric == "cpu":
-                values.append(s.envoy_cpu_us_per_req)
-            else:
-                values.append(getattr(s.latency, metric))
-        return median(values)
+        return median([self._value(s, metric) for s in self.samples[path]])
 
 
 def _agent_json(cp: ControlPlaneProcess, agent: AgentProcess) -> dict:
@@ -128,19 +157,43 @@ def _wait_ok(target: Target) -> None:
     wait_for(ok, 60, f"{target.name} to answer 200 with the body")
 
 
-def _measure(target: Target, opts: Options, workdir: Path) -> Sample:
-    before = sum(proc_stat(p).cpu_s for p in target.envoy_pids)
+def _cpu(pids: list[int]) -> float:
+    return sum(proc_stat(p).cpu_s for p in pids)
+
+
+def settle(pids: list[int], *, idle_cores: float = 0.05, window: float = 0.5,
+           limit: float = 30.0) -> float:
+    """Wait until ``pids`` use less than ``idle_cores`` (the control plane has ingested the
+    telemetry a run produced); seconds waited."""
     t0 = time.monotonic()
+    last = _cpu(pids)
+    while time.monotonic() - t0 < limit:
+        time.sleep(window)
+        now = _cpu(pids)
+        if (now - last) / window < idle_cores:
+            break
+        last = now
+    return time.monotonic() - t0
+
+
+def _measure(target: Target, opts: Options, workdir: Path, mesh_pids: list[int]) -> Sample:
+    settle(mesh_pids)
+    before, mesh_before = _cpu(target.envoy_pids), _cpu(mesh_pids)
+    t0 = time.monotonic()
+    log_name = target.name.replace(" ", "_").replace("%", "pct")
     lat = tools.fixed_rate(target.url, target.host, rate=opts.rate,
                            connections=opts.connections, seconds=opts.seconds,
-                           warmup=opts.warmup, log_file=workdir / f"h2load-{target.name}.log")
-    cpu = sum(proc_stat(p).cpu_s for p in target.envoy_pids) - before
+                           warmup=opts.warmup, log_file=workdir / f"h2load-{log_name}.log")
+    cpu = _cpu(target.envoy_pids) - before
     elapsed = time.monotonic() - t0
+    settle(mesh_pids)  # the ingest tail belongs to this run
+    mesh_cpu = _cpu(mesh_pids) - mesh_before
     # requests during warm-up count too for CPU: estimate them from the achieved rate
     total_reqs = max(1.0, lat.rate * elapsed)
-    thr = tools.max_throughput(target.url, target.host, connections=opts.wrk_connections,
-                               seconds=opts.wrk_seconds)
-    return Sample(lat, thr, cpu / total_reqs * 1e6 if target.envoy_pids else 0.0)
+    thr = (tools.max_throughput(target.url, target.host, connections=opts.wrk_connections,
+                                seconds=opts.wrk_seconds) if target.throughput else None)
+    return Sample(lat, thr, cpu / total_reqs * 1e6 if target.envoy_pids else 0.0,
+                  mesh_cpu / total_reqs * 1e6)
 
 
 def run(opts: Options, log: Callable[[str], None] = print) -> Result:
@@ -149,7 +202,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
         workdir = Path(tmp)
         cp = ControlPlaneProcess(workdir / "shoal").start()
         agents: list[AgentProcess] = []
-        pairs: list[EnvoyPair] = []
+        pairs: list[EnvoyPair | ReplicaPair] = []
         try:
             with cp.client() as c:
                 c.apply(SERVICE_YAML, source="bench")
@@ -164,38 +217,62 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
                                            "127.0.0.1", str(idle_port)])
             agents = [server.start(), client.start()]
             cp.wait_synced({server.name, client.name}, timeout=90)
-            outbound = int(_agent_json(cp, client)["outboundPort"])
+            info = {a.name: _agent_json(cp, a) for a in agents}
+            outbound = int(info[client.name]["outboundPort"])
             shoal_pids = [_envoy_pid(cp, client), _envoy_pid(cp, server)]
-            pair = EnvoyPair(workdir, app_port)
-            pairs.append(pair)
-            if opts.ablation:
-                pairs.append(EnvoyPair(workdir, app_port, shoal_like=True, label="ablation"))
-            for p in pairs:
-                p.start()
+            mesh_pids = [cp.pid, *(a.pid for a in agents)]
+            plain = EnvoyPair(workdir, app_port, label="plain")
+            mtls = EnvoyPair(workdir, app_port, certs=certs.make(workdir / "certs"),
+                             label="mtls")
+            pairs += [plain, mtls]
             targets = [
                 Target("direct", app_port, None),
                 Target("shoal", outbound, HOST, shoal_pids),
-                Target("hand-written", pair.port, HOST, pair.pids),
+                Target(PLAIN, plain.port, HOST, plain.pids),
+                Target(MTLS, mtls.port, HOST, mtls.pids),
             ]
             if opts.ablation:
-                targets.append(Target(ABLATION, pairs[1].port, HOST, pairs[1].pids))
+                # the sidecars' config once they have served a request (all resources warm)
+                _wait_ok(targets[1])
+                sidecars = {name: Sidecar(cp.workdir / "run" / name, int(j["adminPort"]),
+                                          int(j["inboundPort"])) for name, j in info.items()}
+                for v in opts.variants:
+                    rp = ReplicaPair(workdir, v, sidecars[client.name], sidecars[server.name])
+                    pairs.append(rp)
+            for p in pairs:
+                p.start()
+            for p, t in zip(pairs, targets[2:4], strict=False):
+                t.envoy_pids = p.pids
+            for p in pairs[2:]:
+                assert isinstance(p, ReplicaPair)
+                targets.append(Target(REPLICA + p.variant, p.port, HOST, p.pids,
+                                      throughput=False))
             for t in targets:
                 _wait_ok(t)
-            log(f"ready: nginx :{app_port}, shoal outbound :{outbound}, pair :{pair.port}")
+            log(f"ready: nginx :{app_port}, shoal outbound :{outbound}, pairs "
+                + ", ".join(f"{t.name} :{t.port}" for t in targets[2:]))
             samples: dict[str, list[Sample]] = {t.name: [] for t in targets}
             for r in range(opts.rounds):
                 n = r % len(targets)
                 order = targets[n:] + targets[:n]
                 for t in order:
-                    s = _measure(t, opts, workdir)
+                    s = _measure(t, opts, workdir, mesh_pids)
                     samples[t.name].append(s)
-                    log(f"round {r + 1} {t.name:>12}: p50 {s.latency.p50_ms:.3f} ms "
+                    wrk = f"wrk {s.throughput.rps:,.0f} req/s | " if s.throughput else ""
+                    log(f"round {r + 1} {t.name:>17}: p50 {s.latency.p50_ms:.3f} ms "
                         f"p99 {s.latency.p99_ms:.3f} ms ({s.latency.requests} req, "
-                        f"{s.latency.errors} err) | wrk {s.throughput.rps:,.0f} req/s "
-                        f"| Envoy CPU {s.envoy_cpu_us_per_req:.0f} us/req")
-            sidecars = [int(_agent_json(cp, a)["adminPort"]) for a in (client, server)]
-            findings = compare_configs(sidecars, list(pair.admin_ports))
-            return Result(opts, samples, findings)
+                        f"{s.latency.errors} err) | {wrk}Envoy CPU "
+                        f"{s.envoy_cpu_us_per_req:.0f} us/req, CP+agents "
+                        f"{s.mesh_cpu_us_per_req:.0f} us/req")
+            shoal_admin = [int(info[a.name]["adminPort"]) for a in (client, server)]
+            findings = compare_configs(shoal_admin, list(mtls.admin_ports))
+            conns = {
+                "shoal": (counter(shoal_admin[0], f"cluster.{OUTBOUND_CLUSTER}.upstream_cx_total"),
+                          counter(shoal_admin[0], f"cluster.{OUTBOUND_CLUSTER}.upstream_rq_total")),
+                MTLS: (counter(mtls.admin_ports[0], "cluster.server.upstream_cx_total"),
+                       counter(mtls.admin_ports[0], "cluster.server.upstream_rq_total")),
+            }
+            return Result(opts, samples, findings, conns)
         finally:
             for p in pairs:
                 p.stop()

@@ -1,4 +1,4 @@
-"""The hand-written baseline: two Envoys with minimal static bootstraps.
+"""The hand-written baselines: two Envoys with minimal static bootstraps.
 
 client Envoy: listener (HCM, HTTP/1.1) -> route "/" -> cluster "server" (the server Envoy)
 server Envoy: listener (HCM, HTTP/1.1) -> route "/" -> cluster "app" (nginx)
@@ -6,9 +6,11 @@ server Envoy: listener (HCM, HTTP/1.1) -> route "/" -> cluster "app" (nginx)
 Same path shape as shoal's outbound -> inbound sidecars; same binary and flags
 (:class:`shoal.envoy.EnvoyProcess`: ``--concurrency 1``, log level warning).
 
-``shoal_like=True`` adds what shoal's generated config has and the minimal pair lacks
-(route retry policy and ``timeout: 0s``, unlimited circuit breakers,
-``allow_absolute_url``): an ablation that tells config cost from noise.
+With ``certs`` (:mod:`bench.certs`) the hop between the two Envoys is mTLS, the same
+security work as shoal's sidecars: the client presents its SPIFFE certificate, checks the
+server's chain and its URI SAN; the server requires a client certificate from the root.
+ALPN ``http/1.1`` (what shoal negotiates for an HTTP service). No access log, no tracing,
+no retries: what someone would write by hand.
 """
 
 from __future__ import annotations
@@ -17,37 +19,56 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.certs import MeshCerts
 from shoal.envoy import EnvoyProcess
 from shoal.testing.local import free_port
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3." \
       "HttpConnectionManager"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-PREVIOUS_HOSTS = ("type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3."
-                  "PreviousHostsPredicate")
-UNLIMITED = 4294967295
+TLS = "envoy.transport_sockets.tls"
+TLS_TYPES = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+ALPN = ["http/1.1"]
 
 
-def shoal_route_extras() -> dict[str, Any]:
-    """What shoal's generated route action adds (Istio's default retries, no timeout)."""
-    return {
-        "timeout": "0s",
-        "retry_policy": {
-            "retry_on": "connect-failure,refused-stream,unavailable,cancelled,"
-                        "retriable-status-codes",
-            "num_retries": 2,
-            "retriable_status_codes": [503],
-            "host_selection_retry_max_attempts": 5,
-            "retry_host_predicate": [{
-                "name": "envoy.retry_host_predicates.previous_hosts",
-                "typed_config": {"@type": PREVIOUS_HOSTS},
-            }],
+def _cert(certs: MeshCerts, side: str) -> dict[str, Any]:
+    ident = certs.client if side == "client" else certs.server
+    return {"certificate_chain": {"filename": str(ident.cert)},
+            "private_key": {"filename": str(ident.key)}}
+
+
+def upstream_mtls(certs: MeshCerts) -> dict[str, Any]:
+    """Client side: our certificate, the root, the server's SPIFFE ID."""
+    return {"name": TLS, "typed_config": {
+        "@type": TLS_TYPES + "UpstreamTlsContext",
+        "sni": "bench-server",
+        "common_tls_context": {
+            "alpn_protocols": ALPN,
+            "tls_certificates": [_cert(certs, "client")],
+            "validation_context": {
+                "trusted_ca": {"filename": str(certs.root)},
+                "match_typed_subject_alt_names": [
+                    {"san_type": "URI", "matcher": {"exact": certs.server.spiffe_id}}],
+            },
         },
-    }
+    }}
 
 
-def _listener(port: int, cluster: str, shoal_like: bool = False) -> dict[str, Any]:
-    action: dict[str, Any] = {"cluster": cluster, **(shoal_route_extras() if shoal_like else {})}
+def downstream_mtls(certs: MeshCerts) -> dict[str, Any]:
+    """Server side: our certificate; a client certificate from the root is required."""
+    return {"name": TLS, "typed_config": {
+        "@type": TLS_TYPES + "DownstreamTlsContext",
+        "require_client_certificate": True,
+        "common_tls_context": {
+            "alpn_protocols": ALPN,
+            "tls_certificates": [_cert(certs, "server")],
+            "validation_context": {"trusted_ca": {"filename": str(certs.root)}},
+        },
+    }}
+
+
+def _listener(port: int, cluster: str, transport_socket: dict[str, Any] | None
+              ) -> dict[str, Any]:
     hcm = {
         "@type": HCM,
         "stat_prefix": f"to_{cluster}",
@@ -55,29 +76,24 @@ def _listener(port: int, cluster: str, shoal_like: bool = False) -> dict[str, An
             "name": "local",
             "virtual_hosts": [{"name": "all", "domains": ["*"],
                                "routes": [{"match": {"prefix": "/"},
-                                           "route": action}]}],
+                                           "route": {"cluster": cluster}}]}],
         },
         "http_filters": [{"name": "envoy.filters.http.router",
                           "typed_config": {"@type": ROUTER}}],
     }
-    if shoal_like:
-        hcm["http_protocol_options"] = {"allow_absolute_url": True}
+    chain: dict[str, Any] = {"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                          "typed_config": hcm}]}
+    if transport_socket:
+        chain["transport_socket"] = transport_socket
     return {
         "name": f"listener_{port}",
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                        "typed_config": hcm}]}],
+        "filter_chains": [chain],
     }
 
 
-def _cluster(name: str, port: int, shoal_like: bool = False) -> dict[str, Any]:
-    extras: dict[str, Any] = {}
-    if shoal_like:
-        extras["circuit_breakers"] = {"thresholds": [{
-            k: UNLIMITED for k in ("max_connections", "max_pending_requests", "max_requests",
-                                   "max_retries")}]}
-    return {
-        **extras,
+def _cluster(name: str, port: int, transport_socket: dict[str, Any] | None) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "2s",
@@ -85,36 +101,42 @@ def _cluster(name: str, port: int, shoal_like: bool = False) -> dict[str, Any]:
             {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
                                                          "port_value": port}}}}]}]},
     }
+    if transport_socket:
+        cluster["transport_socket"] = transport_socket
+    return cluster
 
 
-def bootstrap(listen_port: int, upstream_port: int, cluster: str, admin_port: int,
-              shoal_like: bool = False) -> dict[str, Any]:
+def bootstrap(listen_port: int, upstream_port: int, cluster: str, admin_port: int, *,
+              listener_tls: dict[str, Any] | None = None,
+              cluster_tls: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "node": {"id": f"bench-{cluster}", "cluster": "bench"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1",
                                                  "port_value": admin_port}}},
-        "static_resources": {"listeners": [_listener(listen_port, cluster, shoal_like)],
-                             "clusters": [_cluster(cluster, upstream_port, shoal_like)]},
+        "static_resources": {"listeners": [_listener(listen_port, cluster, listener_tls)],
+                             "clusters": [_cluster(cluster, upstream_port, cluster_tls)]},
     }
 
 
 class EnvoyPair:
     """Start/stop the two Envoys; ``port`` is the client Envoy's listener."""
 
-    def __init__(self, workdir: Path, backend_port: int, *, shoal_like: bool = False,
+    def __init__(self, workdir: Path, backend_port: int, *, certs: MeshCerts | None = None,
                  label: str = "pair") -> None:
         self.port = free_port()
         self.server_port = free_port()
         self.admin_ports = (free_port(), free_port())
         self.envoys: list[EnvoyProcess] = []
-        for name, listen, upstream, cluster, admin in (
-            ("client", self.port, self.server_port, "server", self.admin_ports[0]),
-            ("server", self.server_port, backend_port, "app", self.admin_ports[1]),
-        ):
+        docs = (
+            ("client", bootstrap(self.port, self.server_port, "server", self.admin_ports[0],
+                                 cluster_tls=upstream_mtls(certs) if certs else None)),
+            ("server", bootstrap(self.server_port, backend_port, "app", self.admin_ports[1],
+                                 listener_tls=downstream_mtls(certs) if certs else None)),
+        )
+        for name, doc in docs:
             run_dir = workdir / f"{label}-{name}"
             run_dir.mkdir(parents=True, exist_ok=True)
             path = run_dir / "bootstrap.json"
-            doc = bootstrap(listen, upstream, cluster, admin, shoal_like)
             path.write_text(json.dumps(doc, indent=2))
             self.envoys.append(EnvoyProcess(path, run_dir=run_dir))
 

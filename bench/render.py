@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench import controlplane, dataplane
+from bench.replica import VARIANTS
 from bench.report import table
 from bench.stats import median
 
@@ -20,76 +21,135 @@ def _ms(v: float) -> str:
     return f"{v:.3f}"
 
 
+def _range(values: list[float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(min(values))} to {fmt.format(max(values))}"
+
+
+def _verdict(r: dataplane.Result, base: str) -> tuple[float, list[float], bool]:
+    paired = r.added_ratios("shoal", base)
+    ratio = median(paired)
+    return ratio, paired, ratio <= ADDED_LATENCY_TARGET
+
+
 def dataplane_md(r: dataplane.Result, date: str, machine: str, command: str) -> str:
     o = r.options
-    direct = {m: r.med("direct", m) for m in ("p50_ms", "p90_ms", "p99_ms")}
+    direct = {m: r.med("direct", m) for m in ("p50_ms", "p90_ms", "p99_ms", "mesh_cpu")}
+    main = [p for p in r.paths if not p.startswith(dataplane.REPLICA)]
     rows = []
-    for path in r.paths:
+    for path in main:
         added = [r.med(path, m) - direct[m] for m in ("p50_ms", "p99_ms")]
-        errors = sum(s.latency.errors + s.throughput.errors for s in r.samples[path])
-        rows.append([path, _ms(r.med(path, "p50_ms")), _ms(r.med(path, "p90_ms")),
+        errors = sum(s.latency.errors + (s.throughput.errors if s.throughput else 0)
+                     for s in r.samples[path])
+        sent = r.med(path, "rate")
+        name = path if sent >= 0.95 * o.rate else f"{path} ⚠ only {sent:,.0f} req/s sent"
+        rows.append([name, _ms(r.med(path, "p50_ms")), _ms(r.med(path, "p90_ms")),
                      _ms(r.med(path, "p99_ms")),
                      "—" if path == "direct" else f"+{added[0]:.3f}",
                      "—" if path == "direct" else f"+{added[1]:.3f}",
                      f"{r.med(path, 'rps'):,.0f}",
-                     "—" if path == "direct" else f"{r.med(path, 'cpu'):.0f}", str(errors)])
-    shoal_added = r.med("shoal", "p50_ms") - direct["p50_ms"]
-    pair_added = r.med("hand-written", "p50_ms") - direct["p50_ms"]
-    ratio_of_medians = shoal_added / pair_added if pair_added > 0 else float("nan")
-    paired = r.added_ratios()
-    ratio = median(paired)
-    p99_ratio = ((r.med("shoal", "p99_ms") - direct["p99_ms"])
-                 / max(1e-9, r.med("hand-written", "p99_ms") - direct["p99_ms"]))
-    tput = r.med("shoal", "rps") / r.med("hand-written", "rps")
-    ok = ratio <= ADDED_LATENCY_TARGET
-    spread = f"{min(paired):.2f} to {max(paired):.2f}"
+                     "—" if path == "direct" else f"{r.med(path, 'cpu'):.0f}",
+                     "—" if path == "direct" else
+                     f"{r.med(path, 'mesh_cpu') - direct['mesh_cpu']:+.0f}", str(errors)])
+    added_by = {p: r.med(p, "p50_ms") - direct["p50_ms"] for p in main if p != "direct"}
+    ratio, paired, ok = _verdict(r, dataplane.MTLS)
+    ratio_plain, paired_plain, ok_plain = _verdict(r, dataplane.PLAIN)
+    tls_cost = median(r.diffs_us(dataplane.MTLS, dataplane.PLAIN))
+    tput = r.med("shoal", "rps") / r.med(dataplane.MTLS, "rps")
     noisy = min(paired) <= ADDED_LATENCY_TARGET < max(paired)
-    ablation = ""
-    if dataplane.ABLATION in r.samples:
-        abl = median(r.added_ratios(dataplane.ABLATION))
-        vs_shoal = median(r.added_ratios("shoal", dataplane.ABLATION))
-        ablation = (f"\n\nAblation: the hand-written pair **with shoal's route/cluster extras** "
-                    f"(retry policy, `timeout: 0s`, unlimited circuit breakers, "
-                    f"`allow_absolute_url`) adds {abl:.2f} times the plain pair's latency; shoal "
-                    f"adds {vs_shoal:.2f} times the ablation pair's.")
+    conns = "; ".join(f"{k}: {cx} upstream connections for {rq:,} requests"
+                      for k, (cx, rq) in r.connections.items())
+    findings = "\n".join(f"* {line}" for line in r.config_findings) or "* (no difference)"
     rounds = []
     for path in r.paths:
         for i, s in enumerate(r.samples[path]):
             rounds.append([str(i + 1), path, _ms(s.latency.p50_ms), _ms(s.latency.p90_ms),
                            _ms(s.latency.p99_ms), f"{s.latency.rate:,.0f}",
-                           f"{s.throughput.rps:,.0f}", f"{s.envoy_cpu_us_per_req:.0f}"])
-    findings = "\n".join(f"* {line}" for line in r.config_findings) or "* (no difference)"
-    return f"""{_head("Data plane: direct vs shoal vs hand-written Envoy pair", date, machine,
-                      command)}
+                           f"{s.throughput.rps:,.0f}" if s.throughput else "—",
+                           f"{s.envoy_cpu_us_per_req:.0f}", f"{s.mesh_cpu_us_per_req:.0f}"])
+    return f"""{_head("Data plane: direct vs shoal vs hand-written Envoy pairs (plaintext, mTLS)",
+                      date, machine, command)}
 Load: h2load `--h1 --rps` at **{o.rate} req/s over {o.connections} connections**
 ({o.rate // o.connections}/s each, at most one request in flight per connection) for
 {o.seconds} s after a {o.warmup} s warm-up; then `wrk -t1 -c{o.wrk_connections}
--d{o.wrk_seconds}s` for max throughput. {o.rounds} round(s), path order rotating per round;
-the table shows the **median over rounds**. Latencies in ms; "Envoy CPU" is the CPU time
-of both Envoys per request during the fixed-rate run (warm-up included).
+-d{o.wrk_seconds}s` for max throughput (main paths only). {o.rounds} round(s), path order
+rotating per round; before each run the bench waits until the control plane and agents are
+idle again (telemetry ingested). The tables show the **median over rounds**. Latencies in
+ms. "Envoy CPU" is the CPU time of the path's two Envoys per request during the
+fixed-rate run; "CP+agents CPU" is the control plane's and both agents' CPU per request
+from the start of the run until they are idle again (the telemetry ingest), minus the
+same for `direct` (idle background).
 
 {table(["path", "p50", "p90", "p99", "added p50", "added p99", "max req/s (wrk)",
-        "Envoy CPU µs/req", "errors"], rows)}
+        "Envoy CPU µs/req", "CP+agents CPU µs/req", "errors"], rows)}
 
-**Verdict: {"PASS" if ok else "FAIL"}** — added latency at p50, shoal / hand-written,
-paired per round (same round's direct run as the base): median **{ratio:.2f}**
-(rounds: {spread}; target ≤ {ADDED_LATENCY_TARGET:.2f}){
-" — the rounds straddle the target: the difference is within this machine's noise" if noisy
-else ""}. From the medians in the table: shoal adds {shoal_added:.3f} ms, the pair
-{pair_added:.3f} ms (ratio {ratio_of_medians:.2f}); at p99 {p99_ratio:.2f}; max throughput
-shoal / hand-written = {tput:.2f}.{ablation}
+**Verdict (like for like, vs the hand-written mTLS pair): {"PASS" if ok else "FAIL"}** —
+shoal's added p50 latency / the mTLS pair's, paired per round (same round's direct run as
+the base): median **{ratio:.2f}** (rounds: {_range(paired)}; target ≤
+{ADDED_LATENCY_TARGET:.2f}){
+" — the rounds straddle the target: within this machine's noise" if noisy else ""}. From the
+medians: shoal adds {added_by["shoal"]:.3f} ms, the mTLS pair {added_by[dataplane.MTLS]:.3f} ms.
+Max throughput shoal / mTLS pair = {tput:.2f}.
 
-Generated config (sidecars' `/config_dump`) vs the hand-written bootstraps, fields set
-on the request path:
+Against the **plaintext** pair: {ratio_plain:.2f} (rounds: {_range(paired_plain)}) —
+{"PASS" if ok_plain else "FAIL"}; the plaintext pair adds {added_by[dataplane.PLAIN]:.3f} ms, so
+mTLS itself costs {tls_cost:+.0f} µs at p50 (mTLS pair - plaintext pair, paired).
+Connection reuse over the run: {conns}.
+{_ablation_md(r)}
+Generated config (sidecars' `/config_dump`) vs the hand-written mTLS bootstraps, fields
+set on the request path:
 
 {findings}
 
 <details><summary>Every round</summary>
 
 {table(["round", "path", "p50", "p90", "p99", "achieved req/s", "wrk req/s",
-        "Envoy CPU µs/req"], rounds)}
+        "Envoy CPU µs/req", "CP+agents CPU µs/req (raw)"], rounds)}
 
 </details>
+"""
+
+
+def _ablation_md(r: dataplane.Result) -> str:
+    full = dataplane.REPLICA + "full"
+    if full not in r.samples:
+        return ""
+    direct_mesh = r.med("direct", "mesh_cpu")
+    rows = []
+    for path in r.replicas:
+        variant = path[len(dataplane.REPLICA):]
+        what = VARIANTS[variant][0]
+        p50 = r.med(path, "p50_ms")
+        if path == full:
+            d50 = r.diffs_us("shoal", full)
+            delta = f"shoal - full: {median(d50):+.0f} ({_range(d50, '{:+.0f}')})"
+            dcpu = dmesh = "—"
+        else:
+            d50 = r.diffs_us(full, path)
+            delta = f"{median(d50):+.0f} ({_range(d50, '{:+.0f}')})"
+            dcpu = f"{median(r.diffs_us(full, path, 'cpu')):+.0f}"
+            dmesh = f"{median(r.diffs_us(full, path, 'mesh_cpu')):+.0f}"
+        sent = r.med(path, "rate")
+        if sent < 0.95 * r.options.rate:
+            what += f" ⚠ only {sent:,.0f} req/s sent: stalls, latency not comparable"
+        rows.append([f"`{variant}`", what, _ms(p50), _ms(r.med(path, "p99_ms")), delta,
+                     f"{r.med(path, 'cpu'):.0f}", dcpu,
+                     f"{r.med(path, 'mesh_cpu') - direct_mesh:.0f}", dmesh])
+    bare = dataplane.REPLICA + "bare"
+    rest = ""
+    if bare in r.samples:
+        d = r.diffs_us(bare, dataplane.MTLS)
+        rest = (f"\n\nWhat is left: `bare` - hand-written mTLS pair = {median(d):+.0f} µs at p50 "
+                f"(rounds {_range(d, '{:+.0f}')}); Envoy CPU "
+                f"{median(r.diffs_us(bare, dataplane.MTLS, 'cpu')):+.0f} µs/req.")
+    return f"""
+Ablations: static replicas of the two sidecars (`bench/replica.py`: their own bootstrap
+and `/config_dump`, xDS replaced by static resources, certificates still over SDS,
+telemetry still to the control plane) with one thing switched off. "cost" = `full` -
+variant, paired per round, median (range) — what that feature costs at p50; the CPU
+columns likewise per request. The `full` row checks the method: shoal - `full`.
+
+{table(["variant", "switched off", "p50", "p99", "cost at p50 µs", "Envoy CPU µs/req",
+        "Envoy CPU cost", "CP+agents µs/req", "CP+agents cost"], rows)}{rest}
 """
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bench import controlplane, dataplane, machine, render
+from bench.replica import VARIANTS
 from bench.report import rewrite_section
 from bench.tools import MissingTools
 
@@ -29,8 +30,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     d.add_argument("--connections", type=int, default=4, help="h2load connections (%(default)s)")
     d.add_argument("--seconds", type=int, help="fixed-rate duration (10; quick 5)")
     d.add_argument("--no-ablation", dest="ablation", action="store_false",
-                   help="skip the 4th path: the hand-written pair with shoal's route/cluster "
-                        "extras (retries, timeout 0s, circuit breakers)")
+                   help="skip the ablations (static replicas of shoal's sidecars, one feature "
+                        "switched off each)")
+    d.add_argument("--variants", help="comma-separated ablation variants (default: all of "
+                                      f"{','.join(VARIANTS)}; 'full' is always included)")
     d.add_argument("--wrk-connections", type=int, default=16, help="(%(default)s)")
     d.add_argument("--wrk-seconds", type=int, help="max-throughput duration (5; quick 3)")
     c = p.add_argument_group("control plane")
@@ -48,6 +51,16 @@ def _pick(value: int | None, full: int, quick: int, is_quick: bool) -> int:
     return value if value is not None else (quick if is_quick else full)
 
 
+def _variants(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return tuple(VARIANTS)
+    chosen = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    return ("full", *(v for v in chosen if v != "full"))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     a = parse(argv)
@@ -59,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds=_pick(a.rounds, 5, 1, a.quick), rate=a.rate, connections=a.connections,
             seconds=_pick(a.seconds, 10, 5, a.quick), warmup=1 if a.quick else 2,
             wrk_connections=a.wrk_connections, wrk_seconds=_pick(a.wrk_seconds, 5, 3, a.quick),
-            ablation=a.ablation)
+            ablation=a.ablation, variants=_variants(a.variants))
         print(f"== data plane: {opts}", flush=True)
         try:
             dp = dataplane.run(opts, log=lambda s: print(s, flush=True))

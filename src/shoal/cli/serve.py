@@ -80,6 +80,10 @@ def control_plane(
     otlp_export: Annotated[str | None, typer.Option(
         help="Also forward the sidecars' spans to this OTLP/gRPC collector HOST:PORT.")
     ] = None,
+    trace_sampling: Annotated[float, typer.Option(
+        min=0.0, max=100.0,
+        help="Percent of new requests the sidecars trace (a caller's sampled trace is "
+             "always continued).")] = 1.0,
     ratelimit_address: Annotated[str | None, typer.Option(
         help="A separate rate-limit service (`shoal ratelimit serve`) HOST:PORT; default: "
              "the control plane serves it on its xDS ports.")] = None,
@@ -109,7 +113,7 @@ def control_plane(
         cert_ttl=parse_duration(cert_ttl, "--cert-ttl"), require_tokens=require_tokens,
         ca_cert=ca_cert, ca_key=ca_key, ca_chain=ca_chain, token_key=token_key,
         otlp_export=otlp_export,
-        mesh=MeshConfig(ratelimit_address=ratelimit_address,
+        mesh=MeshConfig(ratelimit_address=ratelimit_address, trace_sampling=trace_sampling,
                         outbound_traffic_policy=outbound_traffic_policy),
         ratelimit_redis=ratelimit_redis,
     )

@@ -108,7 +108,8 @@ def up(
         procs.spawn(state, "control-plane", [
             sys.executable, "-m", "shoal", "control-plane", "--api", f"127.0.0.1:{api_port}",
             "--xds", xds, "--data-dir", str(home / "data"),
-            "--agent-api", f"127.0.0.1:{agent_api_port}", "--secure-xds", secure_xds])
+            "--agent-api", f"127.0.0.1:{agent_api_port}", "--secure-xds", secure_xds,
+            "--trace-sampling", "100"])  # the demo shows every request's trace
         _wait("starting the control plane", client.ready, timeout,
               str(procs.logs / "control-plane.log"))
         client.apply(demo_config(), source="demo/bookinfo.yaml")

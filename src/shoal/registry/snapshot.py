@@ -24,7 +24,9 @@ class MeshConfig:
 
     domain: str = "cluster.local"  # services are <name>.<namespace>.svc.<domain>
     trust_domain: str = "cluster.local"
-    trace_sampling: float = 100.0  # percent of new traces sampled by sidecars
+    # Percent of new traces sampled by sidecars. 1 % like Istio: tracing every request
+    # roughly doubles the mesh's added latency (docs/benchmarks.md); `shoal up` uses 100.
+    trace_sampling: float = 1.0
     # Namespace whose PeerAuthentication / AuthorizationPolicy / RequestAuthentication
     # without a selector apply mesh-wide (Istio's istio-system).
     root_namespace: str = "shoal-system"

@@ -60,7 +60,7 @@ COLLECTOR_HOST = "shoal-control-plane"
 DEFAULT_TRACE_COLLECTOR = "127.0.0.1:15080"
 LOG_NAME = "shoal"  # OTLP resource attribute log_name; the CP checks it
 TRACE_SERVICE_NAME = "shoal-sidecar"  # node identity travels in each span's node_id tag
-DEFAULT_TRACE_SAMPLING = 100.0
+DEFAULT_TRACE_SAMPLING = 1.0
 
 
 class Direction(StrEnum):
