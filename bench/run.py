@@ -33,7 +33,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="skip the ablations (static replicas of shoal's sidecars, one feature "
                         "switched off each)")
     d.add_argument("--variants", help="comma-separated ablation variants (default: all of "
-                                      f"{','.join(VARIANTS)}; 'full' is always included)")
+                                      f"{','.join(VARIANTS).replace('%', '%%')}; 'full' is always "
+                                      "included)")
     d.add_argument("--wrk-connections", type=int, default=16, help="(%(default)s)")
     d.add_argument("--wrk-seconds", type=int, help="max-throughput duration (5; quick 3)")
     c = p.add_argument_group("control plane")
