@@ -43,9 +43,8 @@ def vs(name: str, spec: str) -> str:
 def test_clean_config_has_no_findings() -> None:
     assert findings(vs("r", "  hosts: [reviews]\n  http: [{route: [{destination: "
                             "{host: reviews, subset: v1}}]}]\n"
-                       "---\n" + vs("e", "  hosts: [api.example.com]\n  tls: [{match: "
-                                    "[{sniHosts: [api.example.com]}], route: [{destination: "
-                                    "{host: api.example.com}}]}]\n"))) == []
+                       "---\n" + vs("e", "  hosts: [api.example.com]\n  tcp: [{route: "
+                                    "[{destination: {host: api.example.com}}]}]\n"))) == []
 
 
 def test_unknown_subset() -> None:

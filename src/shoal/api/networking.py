@@ -201,6 +201,10 @@ class VirtualServiceSpec(Model):
         if for_mesh(self.gateways) and any(h.startswith("*") for h in self.hosts):
             raise ValueError("hosts: wildcard hosts are only supported for gateways (set "
                              "gateways without 'mesh')")
+        if for_mesh(self.gateways) and self.tls:
+            # Sidecars do not route TLS by SNI yet; say so rather than ignore the rules.
+            raise ValueError("tls: TLS (SNI) routes are supported on gateways only (set "
+                             "gateways without 'mesh'); use tcp routes for sidecars")
         return self
 
 

@@ -1,4 +1,5 @@
-"""VirtualService ``tcp`` and ``tls`` rules as data, for the listener generators.
+"""VirtualService ``tcp`` rules as data, for the listener generators (``tls`` rules are
+only for gateways, see gateway.py).
 
 TCP routing is decided per listener (no route table), so this module answers "which
 cluster(s), with which weights, does a TCP connection to (service, port) from a proxy
@@ -9,7 +10,6 @@ destination cannot be resolved is skipped (a TCP listener cannot answer a 503).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.listener.v3 import listener_components_pb2
@@ -24,12 +24,6 @@ from shoal.xds.generate.protocol import TCP_PROXY_FILTER, pack
 from shoal.xds.generate.routes import Labels, resolve_destination
 
 Weighted = tuple[tuple[str, int], ...]  # (cluster, weight), weights > 0
-
-
-@dataclass(frozen=True)
-class TlsRoute:
-    sni_hosts: tuple[str, ...]
-    clusters: Weighted
 
 
 def _applies(m: L4MatchAttributes, port: int, labels: Labels) -> bool:
@@ -64,23 +58,6 @@ def tcp_destinations(mesh: MeshSnapshot, service: Resource, port: ServicePort,
             if found:
                 return found
     return ((names.outbound_cluster(port.port, None, mesh.fqdn(service)), 100),)
-
-
-def tls_routes(mesh: MeshSnapshot, service: Resource, port: ServicePort,
-               labels: Labels | None = None) -> list[TlsRoute]:
-    """``tls`` rules applicable to (service, port): SNI hosts -> weighted clusters, in
-    order (for filter chains matched on ``server_names`` behind a TLS inspector)."""
-    labels = labels or {}
-    vss = mesh.virtual_services_for(service)
-    out: list[TlsRoute] = []
-    for rule in vss[0].spec.tls if vss else []:
-        for m in rule.match:
-            if not _applies(m, port.port, labels):
-                continue
-            found = _resolve(mesh, rule.route, vss[0].metadata.namespace, port.port)
-            if found:
-                out.append(TlsRoute(tuple(m.sni_hosts), found))
-    return out
 
 
 def tcp_proxy_filter(stat_prefix: str, clusters: Weighted,
