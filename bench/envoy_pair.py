@@ -118,27 +118,21 @@ def bootstrap(listen_port: int, upstream_port: int, cluster: str, admin_port: in
     }
 
 
-class EnvoyPair:
-    """Start/stop the two Envoys; ``port`` is the client Envoy's listener."""
+class StaticEnvoys:
+    """Envoys run from static bootstraps this benchmark writes: a client and a server on
+    free ports; ``port`` is the client Envoy's listener."""
 
-    def __init__(self, workdir: Path, backend_port: int, *, certs: MeshCerts | None = None,
-                 label: str = "pair") -> None:
+    def __init__(self) -> None:
         self.port = free_port()
         self.server_port = free_port()
         self.admin_ports = (free_port(), free_port())
         self.envoys: list[EnvoyProcess] = []
-        docs = (
-            ("client", bootstrap(self.port, self.server_port, "server", self.admin_ports[0],
-                                 cluster_tls=upstream_mtls(certs) if certs else None)),
-            ("server", bootstrap(self.server_port, backend_port, "app", self.admin_ports[1],
-                                 listener_tls=downstream_mtls(certs) if certs else None)),
-        )
-        for name, doc in docs:
-            run_dir = workdir / f"{label}-{name}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            path = run_dir / "bootstrap.json"
-            path.write_text(json.dumps(doc, indent=2))
-            self.envoys.append(EnvoyProcess(path, run_dir=run_dir))
+
+    def add(self, run_dir: Path, doc: dict[str, Any]) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / "bootstrap.json"
+        path.write_text(json.dumps(doc, indent=1))
+        self.envoys.append(EnvoyProcess(path, run_dir=run_dir))
 
     @property
     def pids(self) -> list[int]:
@@ -151,3 +145,19 @@ class EnvoyPair:
     def stop(self) -> None:
         for e in self.envoys:
             e.stop()
+
+
+class EnvoyPair(StaticEnvoys):
+    """The hand-written pair (plaintext, or mTLS with ``certs``)."""
+
+    def __init__(self, workdir: Path, backend_port: int, *, certs: MeshCerts | None = None,
+                 label: str = "pair") -> None:
+        super().__init__()
+        docs = (
+            ("client", bootstrap(self.port, self.server_port, "server", self.admin_ports[0],
+                                 cluster_tls=upstream_mtls(certs) if certs else None)),
+            ("server", bootstrap(self.server_port, backend_port, "app", self.admin_ports[1],
+                                 listener_tls=downstream_mtls(certs) if certs else None)),
+        )
+        for name, doc in docs:
+            self.add(workdir / f"{label}-{name}", doc)

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.configdiff import config_dump
-from shoal.envoy import EnvoyProcess
-from shoal.testing.local import free_port
+from bench.envoy_pair import StaticEnvoys
 
 OTEL_LOGGER = "envoy.access_loggers.open_telemetry"
 FILE_LOGGER = "envoy.access_loggers.file"
@@ -205,16 +204,14 @@ class Sidecar:
         self.inbound_port = inbound_port
 
 
-class ReplicaPair:
+class ReplicaPair(StaticEnvoys):
     """Two static Envoys: the client sidecar's outbound listener and the server sidecar's
     inbound listener, with one :data:`VARIANTS` edit applied to both."""
 
     def __init__(self, workdir: Path, variant: str, client: Sidecar, server: Sidecar,
                  outbound_listener: str = "outbound_http") -> None:
+        super().__init__()
         self.variant = variant
-        self.port = free_port()
-        self.server_port = free_port()
-        self.admin_ports = (free_port(), free_port())
         edit = VARIANTS[variant][1]
         inbound = f"inbound|http|{server.inbound_port}"
         docs = {
@@ -225,23 +222,6 @@ class ReplicaPair:
                                        listen_port=self.server_port,
                                        admin_port=self.admin_ports[1], port_map={}),
         }
-        self.envoys: list[EnvoyProcess] = []
         for side, doc in docs.items():
             edit(doc)
-            run_dir = workdir / f"replica{variant}-{side}".replace("%", "pct")
-            run_dir.mkdir(parents=True, exist_ok=True)
-            path = run_dir / "bootstrap.json"
-            path.write_text(json.dumps(doc, indent=1))
-            self.envoys.append(EnvoyProcess(path, run_dir=run_dir))
-
-    @property
-    def pids(self) -> list[int]:
-        return [e.pid for e in self.envoys if e.pid is not None]
-
-    def start(self) -> None:
-        for e in self.envoys:
-            e.start()
-
-    def stop(self) -> None:
-        for e in self.envoys:
-            e.stop()
+            self.add(workdir / f"replica{variant}-{side}".replace("%", "pct"), doc)
