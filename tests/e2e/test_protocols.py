@@ -47,6 +47,10 @@ def mesh(tmp_path_factory):
                 a.start()
             cp.wait_synced(set(agents))
             info = agent_info(client)
+            # SYNCED can predate the registration of a later server: an upstream port's
+            # listener exists only once its service is known, so wait for each to accept.
+            for local_port in info["upstreams"].values():
+                wait_for(lambda p=local_port: _accepts(p), 30, f"upstream port {local_port}")
             proxy = f"http://127.0.0.1:{info['outboundPort']}"
             # wait until both web replicas are reachable through the mesh
             with httpx.Client(proxy=proxy, timeout=5) as http:
@@ -57,6 +61,11 @@ def mesh(tmp_path_factory):
         finally:
             for a in agents.values():
                 a.stop()
+
+
+def _accepts(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        return True
 
 
 def test_both_xds_flavours_are_in_use(mesh) -> None:
