@@ -25,7 +25,7 @@ status: setup
 	$(BIN)/shoal status
 
 test: setup
-	scripts/system-deps.sh chromium prometheus redis-server etcd-server nghttp2-client
+	scripts/system-deps.sh chromium prometheus redis-server etcd-server nghttp2-client iproute2 iptables
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)
 

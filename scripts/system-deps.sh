@@ -4,6 +4,7 @@
 #   prometheus a real Prometheus server scraping the control plane
 #   redis-server / nghttp2-client (h2load)  the global rate-limit tests
 #   etcd-server the etcd config store and the multi-instance control-plane tests
+#   iproute2 / iptables  network-namespace "pods" and transparent capture (multi-cluster)
 # plus, for `make bench`: nginx-light (backend), nghttp2-client (h2load), wrk.
 # Does nothing for packages already present; needs root (or sudo) to install.
 set -euo pipefail
