@@ -1,7 +1,7 @@
 """Rate limits against the real thing: control plane, a separate rate-limit service,
 three replicas of ``web`` behind Envoy sidecars, and a client sidecar.
 
-Accuracy (1,000 req/s global limit, 3x offered load): h2load sends ~3,000 req/s through
+Accuracy (1,000 req/s global limit, 3x offered load): h2load offers 3,000 req/s through
 the client sidecar for 8 s and logs every request (start time, status, duration). Each
 response is put in the epoch second it completed in; the first and last (partial)
 seconds are dropped; the 200s of the whole seconds in between must be within ±5 % of
@@ -31,11 +31,12 @@ from .procs import RateLimitProcess
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 
-# The issue asks for 1,000 req/s under 3x load. This 2-core machine delivers only about
-# 700-1,000 req/s through client sidecar -> 3 sidecars -> rate-limit check -> Python apps,
-# so the suite checks the same property (+-5 % under 3x offered load) at 250 req/s.
-# SHOAL_RL_LIMIT=1000 runs the issue's number on a machine that can offer 3,000 req/s.
-LIMIT = int(os.environ.get("SHOAL_RL_LIMIT", "250"))
+# The issue's number: 1,000 req/s under 3x offered load. On 2 cores the whole path
+# (h2load -> client sidecar -> 3 sidecars -> rate-limit service -> Python apps) completes
+# about 2,000-2,500 of the 3,000 req/s offered; the test requires that more than the limit
+# was refused (so the limit was really under pressure in every second it counts).
+# SHOAL_RL_LIMIT=250 checks the same property on a slower machine.
+LIMIT = int(os.environ.get("SHOAL_RL_LIMIT", "1000"))
 
 POLICY = """apiVersion: policy.shoal.io/v1alpha1
 kind: RateLimitPolicy
@@ -68,8 +69,11 @@ class Mesh:
 def mesh(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ratelimit")
     rls_port = free_port()
+    # 1 % trace sampling (Istio's default): 3,000 req/s of spans at 100 % would measure
+    # the trace collector, not the rate limiter.
     cp = ControlPlaneProcess(workdir, lease_ttl=6.0,
-                             extra=["--ratelimit-address", f"127.0.0.1:{rls_port}"]).start()
+                             extra=["--ratelimit-address", f"127.0.0.1:{rls_port}",
+                                    "--trace-sampling", "1"]).start()
     rls = RateLimitProcess(workdir, cp.url, port=rls_port)
     agents = [AgentProcess(cp, service="web", port=8080, name=f"web-{i}",
                            command=app_command("http")) for i in range(3)]
@@ -217,6 +221,9 @@ def test_global_limit_across_three_replicas_within_5_percent(mesh: Mesh, tmp_pat
     ok = sum(seconds[s][200] for s in whole)
     limited = sum(seconds[s][429] for s in whole)
     expected = LIMIT * len(whole)
+    print(f"global limit {LIMIT}/s, offered {3 * LIMIT}/s: {len(whole)} whole seconds, "
+          f"{ok} admitted ({ok / len(whole):.0f}/s, {100 * (ok - expected) / expected:+.2f} %), "
+          f"{limited} limited ({limited / len(whole):.0f}/s)")
     assert len(whole) >= 5, seconds
     assert limited > expected, (ok, limited, report[-1500:], mesh.rls.stats(),
                                 {s: dict(seconds[s]) for s in whole})  # really ~3x load
