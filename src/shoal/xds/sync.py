@@ -27,9 +27,9 @@ from shoal.xds.types import Proxy, ProxySnapshot
 log = logging.getLogger(__name__)
 
 # Kinds no proxy's config depends on. A Workload change affects only its own proxy unless
-# it is (or was) a member of a service. Every other kind -- routing, security policy,
-# kinds added later -- affects every proxy (until Sidecar scoping exists): a new kind is
-# pushed to everyone by default rather than silently to no one.
+# it is (or was) a member of a service, and then only the proxies whose Sidecar scope sees
+# that service. Every other kind -- routing, security policy, kinds added later -- affects
+# every proxy: a new kind is pushed to everyone by default rather than silently to no one.
 NOT_PROXY_CONFIG = frozenset({"ServiceLevelObjective"})
 # Proxies computed between two yields to the event loop during a push.
 YIELD_EVERY = 50
@@ -145,7 +145,7 @@ class Sync:
         old_mesh = self._ctx.mesh if self._ctx is not None else None
         self._ctx = None
         ctx = self._context()
-        affected = self._affected(changed, old_mesh, ctx.mesh)
+        affected = self._affected(changed, old_mesh, ctx)
         started = time.perf_counter()
         for i, node_id in enumerate(affected):
             self._compute(ctx, node_id)
@@ -161,19 +161,30 @@ class Sync:
                                          "changed": len(changed), "proxies": len(affected)})
 
     def _affected(
-        self, changed: set[ResourceKey], old: MeshSnapshot | None, new: MeshSnapshot
+        self, changed: set[ResourceKey], old: MeshSnapshot | None, new: GenerationContext
     ) -> list[str]:
         if any(k.kind not in NOT_PROXY_CONFIG and k.kind != "Workload" for k in changed):
             return list(self._proxies)
         workloads = {(k.namespace, k.name) for k in changed if k.kind == "Workload"}
-        for mesh in (old, new):
-            if mesh is None:
+        # Services whose endpoints the change touches, as they were and as they are.
+        touched = [(mesh, svc) for mesh in (old, new.mesh) if mesh is not None
+                   for ns, name in workloads
+                   if (wl := mesh.workload(ns, name)) is not None
+                   for svc in mesh.services_of_workload(wl)]
+        own = [nid for nid, p in self._proxies.items() if (p.namespace, p.workload) in workloads]
+        if not touched:
+            return own
+        # A proxy is affected if its Sidecar lets it see one of those services (no Sidecar:
+        # it sees the whole mesh). This keeps endpoint churn from recomputing proxies that
+        # were scoped away from it (issue 4: Sidecar keeps push cost flat).
+        affected = set(own)
+        for nid, p in self._proxies.items():
+            if nid in affected:
                 continue
-            for ns, name in workloads:
-                wl = mesh.workload(ns, name)
-                if wl is not None and mesh.services_of_workload(wl):
-                    return list(self._proxies)  # endpoints of a service changed
-        return [nid for nid, p in self._proxies.items() if (p.namespace, p.workload) in workloads]
+            within = new.scope_of_proxy(p.namespace, new.mesh.workload(p.namespace, p.workload))
+            if within.key is None or any(within.visible(m, svc) for m, svc in touched):
+                affected.add(nid)
+        return [nid for nid in self._proxies if nid in affected]
 
     def _compute(self, ctx: GenerationContext, node_id: str) -> None:
         proxy = self._proxies.get(node_id)
