@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import math
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -43,9 +44,33 @@ def envoy_binary() -> Path:
     return path
 
 
+# Ports handed out for listeners are picked below the kernel's ephemeral range: a port
+# from that range (what binding port 0 returns) can be taken by any outgoing connection on
+# the host between the pick and the bind ("Address already in use" at start-up).
+_LISTEN_PORTS = (10000, 32767)
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (bind port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port that was free a moment ago, outside the ephemeral range when possible."""
+    low, high = _LISTEN_PORTS
+    eph_low, eph_high = _ephemeral_range()
+    candidates = [p for p in range(low, high + 1) if not eph_low <= p <= eph_high]
+    for port in random.sample(candidates, min(64, len(candidates))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # all busy: any port
         s.bind((host, 0))
         return int(s.getsockname()[1])
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,15 +21,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from shoal.cli.client import ApiClient
+from shoal.envoy import free_port
 from shoal.errors import Unavailable
 
 T = TypeVar("T")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def wait_for(
@@ -120,15 +116,19 @@ class ControlPlaneProcess(_Process):
         secure: bool = True,
         cert_ttl: str = "24h",
         extra: Sequence[str] = (),
+        agent_host: str = "127.0.0.1",
     ):
         """``secure``: tokens required for registration, and agents started with this
-        control plane use its TLS listeners (REST + xDS) and get workload certificates."""
+        control plane use its TLS listeners (REST + xDS) and get workload certificates.
+        ``agent_host``: where the agent listeners (TLS REST, both xDS) bind, e.g. a
+        network's bridge address that pods reach (the operator API stays on loopback)."""
         super().__init__("control-plane", workdir / "logs" / "control-plane.log")
         self.workdir = workdir
         self.api_port = api_port or free_port()
         self.xds_port = xds_port or free_port()
-        self.agent_api_port = free_port()
-        self.secure_xds_port = free_port()
+        self.agent_host = agent_host
+        self.agent_api_port = free_port(agent_host)
+        self.secure_xds_port = free_port(agent_host)
         self.lease_ttl = lease_ttl
         self.store = store
         self.secure = secure
@@ -141,16 +141,16 @@ class ControlPlaneProcess(_Process):
 
     @property
     def xds(self) -> str:
-        return f"127.0.0.1:{self.xds_port}"
+        return f"{self.agent_host}:{self.xds_port}"
 
     @property
     def agent_url(self) -> str:
         """The TLS REST listener for agents."""
-        return f"https://127.0.0.1:{self.agent_api_port}"
+        return f"https://{self.agent_host}:{self.agent_api_port}"
 
     @property
     def secure_xds(self) -> str:
-        return f"127.0.0.1:{self.secure_xds_port}"
+        return f"{self.agent_host}:{self.secure_xds_port}"
 
     @property
     def ca_bundle(self) -> Path:
@@ -191,7 +191,7 @@ class ControlPlaneProcess(_Process):
                 "--lease-ttl",
                 str(self.lease_ttl),
                 "--agent-api",
-                f"127.0.0.1:{self.agent_api_port}",
+                f"{self.agent_host}:{self.agent_api_port}",
                 "--secure-xds",
                 self.secure_xds,
                 "--cert-ttl",
@@ -262,11 +262,13 @@ class AgentProcess(_Process):
         secure: bool | None = None,
         token_file: Path | None = None,
         also: Sequence[ControlPlaneProcess] = (),
+        wrap: Sequence[str] = (),
     ):
         """``secure`` (default: ``cp.secure``): mint a token for NAMESPACE/SERVICE_ACCOUNT
         (unless ``token_file`` is given) and talk to the control plane over TLS.
         ``also``: further instances of the same (HA) control plane; the agent is given
-        all of them (``--control-plane URL,URL --xds H:P,H:P``), ``cp`` first."""
+        all of them (``--control-plane URL,URL --xds H:P,H:P``), ``cp`` first.
+        ``wrap``: a command prefix, e.g. ``ip netns exec NS`` to run in a pod."""
         name = name or f"{service}-{uuid.uuid4().hex[:5]}"
         super().__init__(name, cp.workdir / "logs" / f"{name}.log")
         self.cp = cp
@@ -277,6 +279,7 @@ class AgentProcess(_Process):
         self.secure = cp.secure if secure is None else secure
         self.token_file = token_file
         self.control_planes = [cp, *also]
+        self.wrap = list(wrap)
         argv = [
             sys.executable,
             "-m",
@@ -330,7 +333,7 @@ class AgentProcess(_Process):
                      "--xds", ",".join(c.xds for c in self.control_planes)]
             if self.token_file is not None:
                 argv += ["--token-file", str(self.token_file)]
-        self._spawn([*argv, *self._extra, "--", *self._command], self.env)
+        self._spawn([*self.wrap, *argv, *self._extra, "--", *self._command], self.env)
         return self
 
     def __enter__(self) -> AgentProcess:
