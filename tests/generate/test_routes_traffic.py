@@ -165,9 +165,9 @@ def test_traffic_policy_per_subset_and_port(tmesh: MeshSnapshot) -> None:
 
 @pytest.mark.parametrize("field, error", [
     ("trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}", "PASSTHROUGH"),
-    ("trafficPolicy: {tls: {mode: SIMPLE}}", "not supported by shoal yet"),
-    ("trafficPolicy: {loadBalancer: {localityLbSetting: {failoverPriority: [a]}}}",
-     "failoverPriority"),
+    ("trafficPolicy: {tls: {mode: MUTUAL}}", "mode MUTUAL needs clientCertificate"),
+    ("trafficPolicy: {loadBalancer: {localityLbSetting: {failoverPriority: ['a b']}}}",
+     "expected a label key"),
     ("trafficPolicy: {loadBalancer: {consistentHash: {}}}", "exactly one of"),
 ])
 def test_destination_rule_rejections(field: str, error: str) -> None:

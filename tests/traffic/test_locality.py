@@ -138,7 +138,13 @@ PREFIX = "spec.trafficPolicy.loadBalancer.localityLbSetting"
 
 
 @pytest.mark.parametrize("setting, path, message", [
-    ("{failoverPriority: [topology.istio.io/network]}", ".failoverPriority", "not supported"),
+    ("{failoverPriority: ['not a key']}", ".failoverPriority", "expected a label key"),
+    ("{failoverPriority: [a=b=c]}", ".failoverPriority", "expected a label key"),
+    ("{failoverPriority: [rack, rack=r1]}", ".failoverPriority", "appears twice"),
+    ("{failoverPriority: [rack], distribute: [{from: r1, to: {r1: 100}}]}", "",
+     "distribute or failoverPriority"),
+    ("{failoverPriority: [topology.kubernetes.io/zone], failover: [{from: r1, to: r2}]}",
+     "", "topology.kubernetes.io/zone"),
     ("{failover: [{from: r1, to: r2}], distribute: [{from: r1, to: {r2: 100}}]}", "",
      "not both"),
     ("{failover: [{from: r1, to: r1}]}", ".failover[0]", "must differ"),
@@ -150,3 +156,82 @@ PREFIX = "spec.trafficPolicy.loadBalancer.localityLbSetting"
 def test_invalid_settings_name_the_field(setting: str, path: str, message: str) -> None:
     found = _violations(setting)
     assert any(p == PREFIX + path and message in m for p, m in found), found
+
+
+# -- failoverPriority -----------------------------------------------------------------
+
+CLUSTER_LABEL = "topology.istio.io/cluster"
+# name -> (cluster label, locality); clients are workloads of service "client"
+PRIO_WEB = {"p-1": ("c1", "r1/z1"), "p-2": ("c1", "r1/z2"), "p-3": ("c2", "r1/z1"),
+            "p-4": ("c2", "r2/z3")}
+PRIO_CLIENTS = {"pc-1": ("c1", "r1/z1"), "pc-1b": ("c1", "r1/z1"), "pc-2": ("c2", "r2/z3"),
+                "pc-nl": ("c1", "")}
+_PRIO_ADDRESS = {f"10.1.0.{i}": n for i, n in enumerate([*PRIO_WEB, *PRIO_CLIENTS], start=1)}
+
+
+def _prio_mesh(setting: str) -> MeshSnapshot:
+    docs = ["""apiVersion: mesh.shoal.io/v1alpha1
+kind: Service
+metadata: {name: web}
+spec: {selector: {app: web}, ports: [{name: http, port: 8080}]}"""]
+    members = [(n, "web", *v) for n, v in PRIO_WEB.items()]
+    members += [(n, "client", *v) for n, v in PRIO_CLIENTS.items()]
+    for i, (name, app, cluster, loc) in enumerate(members, start=1):
+        docs.append(f"""apiVersion: mesh.shoal.io/v1alpha1
+kind: Workload
+metadata: {{name: {name}}}
+spec: {{address: 10.1.0.{i}, labels: {{app: {app}, {CLUSTER_LABEL}: {cluster}, rack: {name}}},
+        ports: {{http: 8080}}, locality: "{loc}"}}""")
+    docs.append("apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                "metadata: {name: web}\nspec:\n  host: web\n  trafficPolicy:\n"
+                "    loadBalancer:\n      localityLbSetting: " + setting + "\n"
+                "    outlierDetection: {consecutive5xxErrors: 1}\n")
+    return MeshSnapshot.build(parse_yaml("\n---\n".join(docs)), revision=1)
+
+
+def prio(ctx: GenerationContext, client: str) -> list[tuple[int, list[str]]]:
+    cla = eds_of(ctx, client)[WEB]
+    return [(g.priority, [_PRIO_ADDRESS[e.endpoint.address.socket_address.address]
+                          for e in g.lb_endpoints]) for g in cla.endpoints]
+
+
+def test_failover_priority_orders_by_matching_labels() -> None:
+    ctx = GenerationContext(_prio_mesh(
+        f"{{failoverPriority: [{CLUSTER_LABEL}, topology.kubernetes.io/zone]}}"))
+    # same cluster and zone 0; same cluster only 1; other cluster 2 (locality not used)
+    assert prio(ctx, "pc-1") == [(0, ["p-1"]), (1, ["p-2"]), (2, ["p-3"]), (2, ["p-4"])]
+    assert prio(ctx, "pc-2") == [(0, ["p-4"]), (1, ["p-3"]), (2, ["p-1"]), (2, ["p-2"])]
+    # no locality: the zone label is missing on the client; the cluster still counts
+    assert prio(ctx, "pc-nl") == [(0, ["p-1"]), (0, ["p-2"]), (1, ["p-3"]), (1, ["p-4"])]
+
+
+def test_failover_priority_with_a_value_compares_with_that_value() -> None:
+    ctx = GenerationContext(_prio_mesh(f"{{failoverPriority: [{CLUSTER_LABEL}=c2]}}"))
+    # every client prefers cluster c2's endpoints, whatever its own cluster
+    expected = [(0, ["p-3"]), (0, ["p-4"]), (1, ["p-1"]), (1, ["p-2"])]
+    assert sorted(prio(ctx, "pc-1")) == sorted(expected)
+    assert sorted(prio(ctx, "pc-2")) == sorted(expected)
+
+
+def test_failover_priority_then_locality_failover() -> None:
+    ctx = GenerationContext(_prio_mesh(
+        f"{{failoverPriority: [{CLUSTER_LABEL}], failover: [{{from: r1, to: r2}}]}}"))
+    # label priority first (c1 before c2), then locality within each (Istio: p * 5 + l)
+    assert prio(ctx, "pc-1") == [(0, ["p-1"]), (1, ["p-2"]), (2, ["p-3"]), (3, ["p-4"])]
+
+
+def test_failover_priority_sharing_follows_the_labels_it_reads() -> None:
+    ctx = GenerationContext(_prio_mesh(f"{{failoverPriority: [{CLUSTER_LABEL}]}}"))
+    a, b, c = (generate(ctx, proxy(n)).get(ENDPOINT) for n in ("pc-1", "pc-1b", "pc-2"))
+    assert a is b  # different "rack" label, same cluster and locality: shared
+    assert a is not c and a.version != c.version
+
+
+@pytest.mark.envoy
+@pytest.mark.skipif(not envoy_binary().is_file(), reason="no Envoy binary")
+def test_envoy_accepts_failover_priority(tmp_path: Path) -> None:
+    ctx = GenerationContext(_prio_mesh(
+        f"{{failoverPriority: [{CLUSTER_LABEL}], failover: [{{from: r1, to: r2}}]}}"))
+    snap = generate(ctx, proxy("pc-1"))
+    res = envoy_validate(static_bootstrap(snap, "pc-1.default"), tmp_path / "boot.json")
+    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]

@@ -4,6 +4,11 @@ the trust bundle ("ROOTCA") over gRPC on a Unix socket in the run directory (mod
 State of the world: each stream says which secret names it wants; it gets them at once
 if known, and again whenever the identity changes (renewal, bundle rotation). The
 server outlives Envoy restarts: a new Envoy simply opens new streams.
+
+It also serves the certificate files of TLS origination (``file-cert:...`` /
+``file-root:...`` names, see :mod:`shoal.agent.file_secrets`), with or without a workload
+identity. A secret that cannot be served is not answered (Envoy keeps the cluster
+warming; an empty answer would be a NACK), and the files are polled for changes.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 from google.protobuf import any_pb2
 
+from shoal.agent.file_secrets import FileSecrets
 from shoal.agent.identity import Svid, WorkloadIdentity
 from shoal.errors import AgentError
 from shoal.xds.types import SECRET, SECRET_ROOT_CA, SECRET_WORKLOAD_CERT
 
 log = logging.getLogger("shoal.agent.sds")
 MAX_UNIX_PATH = 100
+FILE_POLL_SECONDS = 2.0
 
 
 def socket_path(run_dir: Path) -> Path:
@@ -62,18 +69,38 @@ class _Stream:
 
 
 class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):
-    def __init__(self, identity: WorkloadIdentity | None, path: Path):
-        self._identity = identity  # None: no token, nothing to serve (Envoy waits)
+    def __init__(self, identity: WorkloadIdentity | None, path: Path,
+                 files: FileSecrets | None = None,
+                 file_poll_seconds: float = FILE_POLL_SECONDS):
+        self._identity = identity  # None: no token, no workload certificate (Envoy waits)
         self.path = path
+        self.files = files if files is not None else FileSecrets()
+        self._file_poll_seconds = file_poll_seconds
         self._streams: set[_Stream] = set()
         self._server: grpc.aio.Server | None = None
+        self._poller: asyncio.Task[None] | None = None
         self.pushes = 0
         if identity is not None:
             identity.subscribe(self._changed)
 
-    def _changed(self, svid: Svid) -> None:
+    def _changed(self, svid: Svid | None = None) -> None:
         for s in self._streams:
             s.wake.set()
+
+    async def _poll_files(self) -> None:
+        """Re-read changed certificate files and push them to the streams that want them."""
+        while True:
+            await asyncio.sleep(self._file_poll_seconds)
+            wanted = {n for s in self._streams for n in s.names}
+            try:
+                self.files.forget(wanted)
+                changed = self.files.refresh()
+            except Exception:  # never stop polling: log and try again next round
+                log.exception("checking certificate files failed")
+                continue
+            for s in self._streams:
+                if s.names & changed:
+                    s.wake.set()
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,9 +117,15 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):
             os.umask(old)
         os.chmod(self.path, 0o600)
         self._server = server
+        self._poller = asyncio.create_task(self._poll_files(), name="sds-file-poller")
         log.info("SDS server listening", extra={"path": str(self.path)})
 
     async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
         if self._server is not None:
             await self._server.stop(grace=0.5)
             self._server = None
@@ -134,26 +167,40 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):
             self._streams.discard(stream)
             reader.cancel()
 
-    def _response(self, stream: _Stream) -> discovery_pb2.DiscoveryResponse | None:
+    def _available(self, names: frozenset[str]) -> dict[str, secret_pb2.Secret]:
+        """The wanted secrets that can be served now."""
         svid = self._identity.current if self._identity is not None else None
-        if svid is None:
-            return None
+        out = secrets_of(svid) if svid is not None else {}
+        for name in names - out.keys():
+            secret = self.files.get(name)
+            if secret is not None:
+                out[name] = secret
+        return {n: out[n] for n in sorted(names) if n in out}
+
+    def _response(self, stream: _Stream) -> discovery_pb2.DiscoveryResponse | None:
         names = frozenset(stream.names)
-        if svid.version == stream.sent_version and names == stream.sent_names:
+        wanted = self._available(names)
+        if not wanted:
+            return None  # nothing to say yet: an empty answer would be a NACK
+        h = hashlib.sha256()
+        for name, secret in wanted.items():
+            h.update(name.encode() + b"\0" + secret.SerializeToString(deterministic=True))
+        version = h.hexdigest()[:16]
+        if version == stream.sent_version and names == stream.sent_names:
             return None
-        available = secrets_of(svid)
-        wanted = [available[n] for n in sorted(names) if n in available]
-        unknown = names - available.keys()
+        unknown = names - wanted.keys()
         if unknown:
-            log.warning("Envoy asked for unknown secrets", extra={"names": sorted(unknown)})
+            log.warning("Envoy asked for secrets this agent cannot serve (yet)",
+                        extra={"names": sorted(unknown)})
         resources = []
-        for secret in wanted:
+        for secret in wanted.values():
             packed = any_pb2.Any()
             packed.Pack(secret)
             resources.append(packed)
-        stream.sent_version, stream.sent_names = svid.version, names
-        log.info("pushing secrets", extra={"names": sorted(names & available.keys()),
-                                           "serial": svid.serial})
+        stream.sent_version, stream.sent_names = version, names
+        svid = self._identity.current if self._identity is not None else None
+        log.info("pushing secrets", extra={"names": sorted(wanted),
+                                           "serial": svid.serial if svid else None})
         return discovery_pb2.DiscoveryResponse(
-            version_info=svid.version, resources=resources, type_url=SECRET,
+            version_info=version, resources=resources, type_url=SECRET,
             nonce=uuid.uuid4().hex[:12])

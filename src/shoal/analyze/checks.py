@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 
+from shoal.analyze.traffic_policy import destination_rule_policies
 from shoal.api.gateway import gateway_ref
 from shoal.api.meta import Resource, ResourceKey
 from shoal.api.networking import Destination, VirtualServiceSpec, for_mesh
@@ -119,7 +120,8 @@ def _selectors(mesh: MeshSnapshot) -> Iterator[Finding]:
                           f"{sel.labels}")
 
 
-CHECKS = (_virtual_services, _destination_rules, _selectors)
+CHECKS = (_virtual_services, _destination_rules, _selectors,
+          destination_rule_policies)
 
 
 def analyze(resources: Iterable[Resource], sources: Mapping[ResourceKey, str] | None = None

@@ -1,13 +1,17 @@
 """DestinationRule ``trafficPolicy`` (top level, per subset, per port), Istio shapes.
 
-What shoal implements: load balancing (simple, consistent hash, locality failover and
-distribute), connection pool limits, outlier detection and the TLS mode (DISABLE /
-ISTIO_MUTUAL). The rest is rejected by name (``NotSupported``) so a policy never half-applies.
+What shoal implements: load balancing (simple, consistent hash, locality failover,
+failoverPriority and distribute), connection pool limits, outlier detection and client TLS
+(DISABLE, ISTIO_MUTUAL, and TLS origination: SIMPLE / MUTUAL with certificate files on the
+proxy's host, served to Envoy by its agent over SDS: docs/adr/0013). The rest is rejected by
+name (``NotSupported``) so a policy never half-applies.
 """
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
+from pathlib import PurePosixPath
 
 from pydantic import Field, field_validator, model_validator
 
@@ -70,6 +74,26 @@ def _locality_parts(text: str, what: str, *, wildcard: bool) -> list[str]:
     return parts
 
 
+# Labels every endpoint and client has, derived from its locality (Istio's well-known
+# topology labels; topology.istio.io/network and /cluster come from workload labels).
+REGION_LABEL = "topology.kubernetes.io/region"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+SUBZONE_LABEL = "topology.istio.io/subzone"
+LOCALITY_LABELS = (REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL)
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                        r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def _priority_label(item: str) -> str:
+    """The key of a failoverPriority entry ``key`` or ``key=value`` (validated)."""
+    key, sep, value = item.partition("=")
+    if not key or not _LABEL_KEY.match(key) or len(key) > 317:
+        raise ValueError(f"{item!r}: expected a label key, or key=value")
+    if sep and "=" in value:
+        raise ValueError(f"{item!r}: expected a label key, or key=value")
+    return key
+
+
 class LocalityLbDistribute(Model):
     """Traffic from clients in locality ``from`` is split over localities ``to``
     (patterns ``region[/zone[/subzone]]``, ``*`` as the last part), weights sum to 100."""
@@ -118,12 +142,28 @@ class LocalityLbSetting(Model):
     enabled: bool | None = None
     distribute: list[LocalityLbDistribute] = Field(default_factory=list)
     failover: list[LocalityLbFailover] = Field(default_factory=list)
-    failover_priority: NotSupported = None
+    failover_priority: list[str] = Field(default_factory=list)
+
+    @field_validator("failover_priority")
+    @classmethod
+    def _priority_labels(cls, v: list[str]) -> list[str]:
+        keys = [_priority_label(item) for item in v]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a label key appears twice")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> LocalityLbSetting:
         if self.distribute and self.failover:
             raise ValueError("set distribute or failover, not both")
+        if self.distribute and self.failover_priority:
+            raise ValueError("set distribute or failoverPriority, not both (distribute "
+                             "would win and failoverPriority do nothing)")
+        if self.failover:  # Istio: region/zone/subzone priorities fight the failover
+            clash = [k for k in self.priority_keys if k in LOCALITY_LABELS]
+            if clash:
+                raise ValueError(f"failover cannot be combined with the locality label "
+                                 f"{clash[0]!r} in failoverPriority")
         froms = [d.from_ for d in self.distribute]
         if len(set(froms)) != len(froms):
             raise ValueError("duplicate 'from' locality in distribute")
@@ -132,6 +172,20 @@ class LocalityLbSetting(Model):
     @property
     def is_enabled(self) -> bool:
         return self.enabled is not False
+
+    @property
+    def priority_keys(self) -> list[str]:
+        """The label keys of failoverPriority, in order."""
+        return [_priority_label(item) for item in self.failover_priority]
+
+    def priority_labels(self) -> list[tuple[str, str | None]]:
+        """failoverPriority as (key, value): value None = compare with the client's label,
+        a value (``key=value``) = compare with that value."""
+        out: list[tuple[str, str | None]] = []
+        for item in self.failover_priority:
+            key, sep, value = item.partition("=")
+            out.append((key, value if sep else None))
+        return out
 
 
 class LoadBalancerSettings(Model):
@@ -207,24 +261,94 @@ class TLSMode(StrEnum):
     ISTIO_MUTUAL = "ISTIO_MUTUAL"
 
 
-class ClientTLSSettings(Model):
-    mode: TLSMode = TLSMode.DISABLE
-    client_certificate: NotSupported = None
-    private_key: NotSupported = None
-    ca_certificates: NotSupported = None
-    credential_name: NotSupported = None
-    subject_alt_names: NotSupported = None
-    sni: NotSupported = None
-    insecure_skip_verify: NotSupported = None
-    ca_crl: NotSupported = None
-
-    @field_validator("mode")
-    @classmethod
-    def _mode(cls, v: TLSMode) -> TLSMode:
-        if v in (TLSMode.SIMPLE, TLSMode.MUTUAL):
-            raise ValueError(f"mode {v.value} (TLS origination to external services) is not "
-                             "supported by shoal yet; use ISTIO_MUTUAL or DISABLE")
+def _file_path(v: str | None) -> str | None:
+    """A certificate file on the proxy's host: absolute, and usable in an SDS name."""
+    if v is None:
         return v
+    if not v or not PurePosixPath(v).is_absolute():
+        raise ValueError(f"{v!r} must be an absolute file path (on the proxy's host)")
+    if "~" in v or any(c.isspace() or not c.isprintable() for c in v):
+        raise ValueError(f"{v!r}: '~', spaces and control characters are not allowed")
+    return v
+
+
+class ClientTLSSettings(Model):
+    """TLS from the sidecar to the destination. ``ISTIO_MUTUAL``: mesh mTLS (as auto mTLS);
+    ``SIMPLE`` / ``MUTUAL``: TLS origination (the app speaks plaintext, the sidecar TLS),
+    with certificate files read on the proxy's host by its agent; ``DISABLE``: plaintext."""
+
+    mode: TLSMode = TLSMode.DISABLE
+    client_certificate: str | None = None
+    private_key: str | None = None
+    ca_certificates: str | None = None
+    ca_crl: str | None = None
+    credential_name: str | None = None
+    subject_alt_names: list[str] = Field(default_factory=list)
+    sni: str | None = None
+    insecure_skip_verify: bool | None = None
+
+    _paths = field_validator("client_certificate", "private_key", "ca_certificates",
+                             "ca_crl")(classmethod(lambda cls, v: _file_path(v)))
+
+    @field_validator("credential_name")
+    @classmethod
+    def _credential(cls, v: str | None) -> str | None:
+        if v is not None:
+            raise ValueError("credentialName (a secret held by a gateway) is not supported "
+                             "in a DestinationRule: give clientCertificate, privateKey and "
+                             "caCertificates as file paths on the proxy's host")
+        return v
+
+    @field_validator("sni")
+    @classmethod
+    def _sni(cls, v: str | None) -> str | None:
+        if v is not None and (not v or len(v) > 255 or any(
+                c.isspace() or not c.isprintable() for c in v)):
+            raise ValueError(f"{v!r} is not a server name")
+        return v
+
+    @field_validator("subject_alt_names")
+    @classmethod
+    def _sans(cls, v: list[str]) -> list[str]:
+        for san in v:
+            if not san or any(c.isspace() for c in san):
+                raise ValueError(f"{san!r} is not a subject alternative name")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClientTLSSettings:
+        origination = self.mode in (TLSMode.SIMPLE, TLSMode.MUTUAL)
+        set_ = [name for name, value in (
+            ("clientCertificate", self.client_certificate), ("privateKey", self.private_key),
+            ("caCertificates", self.ca_certificates), ("caCrl", self.ca_crl),
+            ("subjectAltNames", self.subject_alt_names or None), ("sni", self.sni),
+            ("insecureSkipVerify", self.insecure_skip_verify or None)) if value is not None]
+        if not origination:
+            if set_:
+                raise ValueError(f"{', '.join(set_)}: only used with mode SIMPLE or MUTUAL, "
+                                 f"not {self.mode.value}")
+            return self
+        if self.mode is TLSMode.MUTUAL:
+            missing = [n for n, v in (("clientCertificate", self.client_certificate),
+                                      ("privateKey", self.private_key)) if v is None]
+            if missing:
+                raise ValueError(f"mode MUTUAL needs {' and '.join(missing)} (the client "
+                                 "certificate the sidecar presents)")
+        elif self.client_certificate is not None or self.private_key is not None:
+            raise ValueError("clientCertificate and privateKey are only used with mode "
+                             "MUTUAL (SIMPLE presents no client certificate)")
+        if self.insecure_skip_verify:
+            clash = [n for n in ("caCertificates", "caCrl", "subjectAltNames") if n in set_]
+            if clash:
+                raise ValueError(f"insecureSkipVerify turns off the server certificate "
+                                 f"check that {', '.join(clash)} configure; set one or the "
+                                 "other")
+        return self
+
+    @property
+    def originates(self) -> bool:
+        """TLS origination (SIMPLE or MUTUAL)?"""
+        return self.mode in (TLSMode.SIMPLE, TLSMode.MUTUAL)
 
 
 class PortSelector(Model):

@@ -3,10 +3,14 @@ per-endpoint transport socket matches of outbound clusters (Istio's ``tlsMode``)
 
 Certificates never appear in generated config: the workload certificate ("default") and
 the trust bundle ("ROOTCA") come from the sidecar's own agent over SDS (``sds-grpc``).
+So do the certificate files of TLS origination (DestinationRule ``tls`` SIMPLE / MUTUAL,
+:func:`origination_socket`): referenced by ``file-cert:`` / ``file-root:`` names that the
+agent resolves on the proxy's host (docs/adr/0013).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -16,6 +20,8 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 
+from shoal.api.traffic_policy import ClientTLSSettings, TLSMode
+from shoal.xds import secret_names
 from shoal.xds.generate.protocol import pack
 from shoal.xds.types import SDS_CLUSTER, SECRET_ROOT_CA, SECRET_WORKLOAD_CERT
 
@@ -113,3 +119,52 @@ def transport_socket_matches(
             name="tlsMode-disabled", match=struct_pb2.Struct(), transport_socket=raw_socket()
         ),
     ]
+
+
+def _san_matcher(san: str) -> common_pb2.SubjectAltNameMatcher:
+    """An exact SAN matcher of the type ``san`` looks like: URI (``scheme://``), IP
+    address, else DNS name."""
+    kind = common_pb2.SubjectAltNameMatcher.DNS
+    if "://" in san:
+        kind = common_pb2.SubjectAltNameMatcher.URI
+    else:
+        try:
+            ipaddress.ip_address(san)
+            kind = common_pb2.SubjectAltNameMatcher.IP_ADDRESS
+        except ValueError:
+            pass
+    return common_pb2.SubjectAltNameMatcher(san_type=kind,
+                                            matcher=string_pb2.StringMatcher(exact=san))
+
+
+def origination_tls(settings: ClientTLSSettings, host: str, alpn: Sequence[str]
+                    ) -> tls_pb2.UpstreamTlsContext:
+    """TLS origination (``mode`` SIMPLE / MUTUAL) to a destination called ``host``.
+
+    The server is verified against ``caCertificates`` (the host's trust store without it)
+    unless ``insecureSkipVerify``, and its certificate must name one of
+    ``subjectAltNames`` -- by default the SNI, as a browser checks the host name. SNI is
+    ``sni`` or else ``host``; MUTUAL presents the client certificate files. Every file is
+    an SDS secret served by the proxy's agent: nothing is inlined.
+    """
+    assert settings.mode in (TLSMode.SIMPLE, TLSMode.MUTUAL)
+    sni = settings.sni or host
+    common = tls_pb2.CommonTlsContext(alpn_protocols=list(alpn))
+    if settings.mode is TLSMode.MUTUAL:
+        assert settings.client_certificate and settings.private_key  # validated by the API
+        common.tls_certificate_sds_secret_configs.append(sds(secret_names.cert_secret(
+            settings.client_certificate, settings.private_key)))
+    if not settings.insecure_skip_verify:
+        sans = settings.subject_alt_names or [sni]
+        common.combined_validation_context.CopyFrom(
+            tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+                default_validation_context=common_pb2.CertificateValidationContext(
+                    match_typed_subject_alt_names=[_san_matcher(s) for s in sans]),
+                validation_context_sds_secret_config=sds(secret_names.root_secret(
+                    settings.ca_certificates, settings.ca_crl))))
+    return tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=sni)
+
+
+def origination_socket(settings: ClientTLSSettings, host: str, alpn: Sequence[str]
+                       ) -> base_pb2.TransportSocket:
+    return tls_socket(origination_tls(settings, host, alpn))

@@ -3,12 +3,16 @@
     cluster = apply_traffic_policy(cluster, policy_for(dr, subset, port), port)
 
 Load balancer, connection pool (circuit breakers, connect timeout, keepalive, HTTP
-connection options), outlier detection and ``tls.mode: DISABLE``. The consistent-hash
+connection options), outlier detection and ``tls``: DISABLE (plaintext), ISTIO_MUTUAL (mesh
+mTLS, unchanged) and SIMPLE / MUTUAL (TLS origination: one TLS transport socket for every
+endpoint, replacing mesh mTLS for this cluster, as in Istio). The consistent-hash
 *key* lives on the routes (see :mod:`shoal.xds.generate.hashing`). Without a policy the
 cluster keeps the mesh defaults of ADR 0006 (outlier detection off).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, protocol_pb2
@@ -27,6 +31,7 @@ from shoal.api.traffic_policy import (
     merge,
 )
 from shoal.api.types import parse_duration
+from shoal.xds.generate import tls
 from shoal.xds.generate.protocol import HTTP_PROTOCOL_OPTIONS, duration, pack
 
 _SIMPLE = {
@@ -52,9 +57,11 @@ def tls_mode(policy: TrafficPolicy | None) -> TLSMode | None:
 
 
 def apply_traffic_policy(cluster: cluster_pb2.Cluster, policy: TrafficPolicy | None,
-                         port: int) -> cluster_pb2.Cluster:
+                         port: int, host: str = "", alpn: Sequence[str] = ()
+                         ) -> cluster_pb2.Cluster:
     """A copy of ``cluster`` with ``policy`` (resolved for ``port``) applied; the cluster
-    itself, unchanged, when there is no policy."""
+    itself, unchanged, when there is no policy. ``host`` (the destination's name: default
+    SNI) and ``alpn`` (of the port's protocol) are used by TLS origination."""
     if policy is None:
         return cluster
     policy = policy.for_port(port)
@@ -69,6 +76,9 @@ def apply_traffic_policy(cluster: cluster_pb2.Cluster, policy: TrafficPolicy | N
     if tls_mode(policy) is TLSMode.DISABLE:
         out.ClearField("transport_socket_matches")
         out.ClearField("transport_socket")
+    elif policy.tls is not None and policy.tls.originates:
+        out.ClearField("transport_socket_matches")  # replaces mesh mTLS (Istio does too)
+        out.transport_socket.CopyFrom(tls.origination_socket(policy.tls, host, alpn))
     return out
 
 

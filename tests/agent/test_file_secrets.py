@@ -1,0 +1,114 @@
+"""Certificate files of TLS origination served by the agent's SDS server (no Envoy)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import grpc
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from envoy.service.secret.v3 import sds_pb2_grpc
+from tests.traffic.tls_certs import TestCA
+
+from shoal.agent.file_secrets import FileSecrets
+from shoal.agent.sds import SdsServer
+from shoal.xds import secret_names
+from shoal.xds.types import SECRET
+
+
+def test_loads_certificates_keys_roots_and_crls(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path)
+    client = ca.issue("client", "client", client=True)
+    crl = ca.crl("ca")
+    files = FileSecrets()
+    cert = files.get(secret_names.cert_secret(str(client.cert), str(client.key)))
+    assert cert is not None
+    assert cert.tls_certificate.certificate_chain.inline_bytes == client.cert.read_bytes()
+    assert cert.tls_certificate.private_key.inline_bytes == client.key.read_bytes()
+    roots = files.get(secret_names.root_secret(str(ca.ca_file), str(crl)))
+    assert roots is not None
+    assert roots.validation_context.trusted_ca.inline_bytes == ca.ca_file.read_bytes()
+    assert roots.validation_context.crl.inline_bytes == crl.read_bytes()
+    system = files.get(secret_names.root_secret(None))
+    assert system is not None and b"BEGIN CERTIFICATE" in \
+        system.validation_context.trusted_ca.inline_bytes
+    assert files.get("default") is None  # not a file secret
+
+
+def test_refuses_what_envoy_would_reject(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    ca = TestCA(tmp_path)
+    a = ca.issue("a", "a", client=True)
+    b = ca.issue("b", "b", client=True)
+    (tmp_path / "junk.pem").write_text("hello\n")
+    files = FileSecrets()
+    assert files.get(secret_names.cert_secret(str(a.cert), str(b.key))) is None  # wrong key
+    assert files.get(secret_names.root_secret(str(tmp_path / "junk.pem"))) is None
+    assert files.get(secret_names.root_secret(str(tmp_path / "missing.pem"))) is None
+    assert files.get(secret_names.root_secret(str(ca.ca_file), str(a.cert))) is None  # no CRL
+    text = caplog.text
+    assert "does not belong to the certificate" in text
+    assert "not PEM certificates" in text and "No such file" in text and "not a PEM CRL" in text
+
+
+def test_refresh_picks_up_new_and_changed_files_and_keeps_the_last_good(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path)
+    path = tmp_path / "roots.pem"
+    name = secret_names.root_secret(str(path))
+    files = FileSecrets()
+    assert files.get(name) is None  # not there yet
+    assert files.refresh() == set()
+    path.write_bytes(ca.ca_file.read_bytes())
+    assert files.refresh() == {name}
+    first = files.get(name)
+    assert first is not None
+    other = TestCA(tmp_path / "other")
+    path.write_bytes(other.ca_file.read_bytes() + b"\n")
+    assert files.refresh() == {name}
+    assert files.get(name) != first
+    path.write_text("broken")
+    os.utime(path, ns=(1, 1))
+    assert files.refresh() == set()  # broken: the last good content stays served
+    assert files.get(name) is not None
+
+
+async def test_sds_answers_a_file_secret_once_it_can(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "pki")
+    path = tmp_path / "roots.pem"
+    name = secret_names.root_secret(str(path))
+    sds = SdsServer(None, tmp_path / "sds.sock", file_poll_seconds=0.1)  # no identity
+    await sds.start()
+    try:
+        async with grpc.aio.insecure_channel(f"unix:{sds.path}") as channel:
+            stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
+            requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
+
+            async def gen():  # type: ignore[no-untyped-def]
+                while (r := await requests.get()) is not None:
+                    yield r
+
+            call = stub.StreamSecrets(gen())
+            await requests.put(discovery_pb2.DiscoveryRequest(type_url=SECRET,
+                                                              resource_names=[name]))
+            read = asyncio.ensure_future(call.read())
+            await asyncio.sleep(0.5)  # several polls: no answer while the file is missing
+            assert not read.done()
+            path.write_bytes(ca.ca_file.read_bytes())
+            first = await asyncio.wait_for(read, 20)
+            [packed] = first.resources
+            secret = secret_pb2.Secret()
+            packed.Unpack(secret)
+            assert secret.name == name
+            assert secret.validation_context.trusted_ca.inline_bytes == ca.ca_file.read_bytes()
+            await requests.put(discovery_pb2.DiscoveryRequest(
+                type_url=SECRET, resource_names=[name], response_nonce=first.nonce,
+                version_info=first.version_info))  # ACK
+            other = TestCA(tmp_path / "other")
+            path.write_bytes(other.ca_file.read_bytes())  # rotated on disk: pushed again
+            second = await asyncio.wait_for(call.read(), 20)
+            assert second.version_info != first.version_info
+            await requests.put(None)
+            call.cancel()
+    finally:
+        await sds.stop()
