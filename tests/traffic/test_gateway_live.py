@@ -120,8 +120,12 @@ def test_http_through_the_gateway_serves_the_product_page(gateway) -> None:
     r = wait_for(lambda: (r := httpx.get(url, timeout=10)).status_code == 200 and r, 30,
                  "the product page through the gateway")
     assert "<html" in r.text.lower()
-    reviews = httpx.get(f"http://127.0.0.1:{http_port}/api/v1/products/0/reviews", timeout=10)
-    assert reviews.status_code == 200 and reviews.json()["served_by"] == "reviews-v1"
+    # productpage answering does not mean reviews is reachable yet (its sidecar may still
+    # be getting its first config): wait for it as well
+    api = f"http://127.0.0.1:{http_port}/api/v1/products/0/reviews"
+    reviews = wait_for(lambda: (r := httpx.get(api, timeout=10)).status_code == 200 and r,
+                       60, "reviews through the gateway")
+    assert reviews.json()["served_by"] == "reviews-v1"
     # routes are authoritative: an unmatched path gets 404 from the gateway
     assert httpx.get(f"http://127.0.0.1:{http_port}/nope", timeout=10).status_code == 404
 

@@ -19,7 +19,7 @@ from shoal.api.meta import DNS_LABEL, DNS_SUBDOMAIN
 from shoal.errors import AgentError
 from shoal.xds.types import Upstream
 
-PROTOCOLS = ("http", "http2", "grpc", "tcp")
+PROTOCOLS = ("http", "http2", "grpc", "tcp", "tls", "https")
 DEFAULT_CONTROL_PLANE = "http://127.0.0.1:15080"
 DEFAULT_XDS = "127.0.0.1:15010"
 
@@ -64,6 +64,10 @@ class AgentConfig:
     token_file: Path | None = None  # read on each use, so it can be replaced
     ca_bundle: Path | None = None  # mesh roots: verify the control plane (REST + xDS TLS)
     renew_fraction: float = 0.5  # renew the certificate at this fraction of its lifetime
+    # transparent capture in a pod (docs/hosts.md): iptables sends the app's TCP through the
+    # sidecar, which runs as proxy_uid; the app gets no proxy settings
+    capture: bool = False
+    proxy_uid: int = 1337
 
 
 @dataclass(frozen=True)
@@ -80,10 +84,17 @@ class Plan:
     xds_port: int
     run_dir: Path
     more_xds: tuple[tuple[str, int], ...] = ()  # further control-plane instances (HA)
+    # capture mode: where Envoy (another uid) finds its bootstrap and SDS socket and writes
+    # its admin address; None = run_dir
+    proxy_dir: Path | None = None
+
+    @property
+    def envoy_dir(self) -> Path:
+        return self.proxy_dir or self.run_dir
 
     @property
     def bootstrap_path(self) -> Path:
-        return self.run_dir / "envoy-bootstrap.json"
+        return self.envoy_dir / "envoy-bootstrap.json"
 
 
 def parse_upstream(text: str) -> UpstreamSpec:
@@ -168,6 +179,15 @@ def validate(config: AgentConfig) -> None:
         problems.append(f"--token-file {config.token_file}: no such file")
     if config.drain_seconds < 0:
         problems.append("--drain-seconds must not be negative")
+    if config.capture:
+        if config.upstreams:
+            problems.append("--upstream is not used with --capture (the app dials services "
+                            "by name)")
+        if config.address in ("127.0.0.1", "localhost", "0.0.0.0"):
+            problems.append("--capture needs --address: the pod's own IP address")
+        if config.inbound_port is not None:
+            problems.append("--inbound-port is not used with --capture (peers dial the app's "
+                            "port)")
     if problems:
         raise AgentError("; ".join(problems))
 
@@ -193,12 +213,21 @@ def make_plan(
     run_dir = config.run_dir or Path(tempfile.gettempdir()) / "shoal-run" / (
         f"{config.namespace}.{workload}"
     )
+    app_port = config.app_port or config.port
+    if config.capture:  # peers dial pod-IP:app-port; iptables hands it to the sidecar
+        return Plan(
+            workload=workload, admin_port=pick_port(), outbound_port=0, inbound_port=app_port,
+            app_port=app_port, upstreams=(), xds_host=xds_host, xds_port=xds_port,
+            run_dir=Path(run_dir), more_xds=tuple(more_xds),
+            proxy_dir=Path(tempfile.gettempdir()) / "shoal-proxy" / (
+                f"{config.namespace}.{workload}"),
+        )
     return Plan(
         workload=workload,
         admin_port=pick_port(),
         outbound_port=pick_port(),
         inbound_port=config.inbound_port or pick_port(),
-        app_port=config.app_port or config.port,
+        app_port=app_port,
         upstreams=upstreams,
         xds_host=xds_host,
         xds_port=xds_port,
@@ -213,9 +242,19 @@ def upstream_env_name(host: str, port: int) -> str:
 
 
 def app_env(config: AgentConfig, plan: Plan, base: Mapping[str, str]) -> dict[str, str]:
-    """The application's environment: ``base`` plus the proxy, port and identity variables."""
-    proxy = f"http://127.0.0.1:{plan.outbound_port}"
+    """The application's environment: ``base`` plus the proxy, port and identity variables
+    (no proxy variables in capture mode: the app needs none)."""
     env = dict(base)
+    names = dict(PORT=str(plan.app_port), SHOAL_APP_PORT=str(plan.app_port),
+                 SHOAL_SERVICE=config.service, SHOAL_WORKLOAD=plan.workload,
+                 SHOAL_NAMESPACE=config.namespace)
+    if config.capture:
+        for k in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                  "all_proxy", "NO_PROXY", "no_proxy"):
+            env.pop(k, None)
+        env.update(names)
+        return env
+    proxy = f"http://127.0.0.1:{plan.outbound_port}"
     env.update(
         HTTP_PROXY=proxy,
         http_proxy=proxy,

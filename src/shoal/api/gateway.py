@@ -3,7 +3,10 @@
 Servers bind ports on the gateway workloads the selector picks (``shoal gateway run``);
 their routes come from VirtualServices that name the gateway in ``gateways``. TLS
 ``credentialName`` names a certificate the gateway was started with
-(``shoal gateway run --cert FILE --key FILE --credential-name NAME``).
+(``shoal gateway run --credential NAME=CERT,KEY[,CA]``); MUTUAL and OPTIONAL_MUTUAL verify
+client certificates against that credential's CA. AUTO_PASSTHROUGH (the east-west gateway
+of multi-cluster) routes mesh mTLS by the SNI client sidecars send, without a
+VirtualService and without terminating it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from enum import StrEnum
 from pydantic import Field, field_validator, model_validator
 
 from shoal.api.mesh import check_labels
-from shoal.api.meta import Model
+from shoal.api.meta import Model, Resource
 from shoal.api.types import NotSupported
 
 
@@ -25,8 +28,25 @@ class ServerProtocol(StrEnum):
 
 
 class TlsMode(StrEnum):
-    SIMPLE = "SIMPLE"
-    PASSTHROUGH = "PASSTHROUGH"
+    SIMPLE = "SIMPLE"  # terminate with credentialName
+    MUTUAL = "MUTUAL"  # ... and require a client certificate from its CA
+    OPTIONAL_MUTUAL = "OPTIONAL_MUTUAL"  # ... verify one if the client presents it
+    ISTIO_MUTUAL = "ISTIO_MUTUAL"  # terminate mesh mTLS with the gateway's own SVID
+    PASSTHROUGH = "PASSTHROUGH"  # route by SNI (VirtualService tls), do not terminate
+    AUTO_PASSTHROUGH = "AUTO_PASSTHROUGH"  # route mesh mTLS by its outbound_ SNI
+
+
+# Modes that terminate TLS with the gateway's own certificate (credentialName).
+CREDENTIAL_MODES = (TlsMode.SIMPLE, TlsMode.MUTUAL, TlsMode.OPTIONAL_MUTUAL)
+# Modes that verify client certificates (subjectAltNames allowed).
+CLIENT_CERT_MODES = (TlsMode.MUTUAL, TlsMode.OPTIONAL_MUTUAL, TlsMode.ISTIO_MUTUAL)
+PASSTHROUGH_MODES = (TlsMode.PASSTHROUGH, TlsMode.AUTO_PASSTHROUGH)
+
+
+def ca_secret(credential: str) -> str:
+    """Name of the CA (validation) secret that goes with ``credential`` (Istio's
+    ``<credentialName>-cacert`` convention)."""
+    return f"{credential}-cacert"
 
 
 class ServerPort(Model):
@@ -39,22 +59,37 @@ class ServerPort(Model):
 class ServerTLSSettings(Model):
     mode: TlsMode = TlsMode.SIMPLE
     credential_name: str | None = None
+    subject_alt_names: list[str] = Field(default_factory=list)
     https_redirect: NotSupported = None
     server_certificate: NotSupported = None
     private_key: NotSupported = None
     ca_certificates: NotSupported = None
-    subject_alt_names: NotSupported = None
+    credential_names: NotSupported = None
+    verify_certificate_spki: NotSupported = None
+    verify_certificate_hash: NotSupported = None
     min_protocol_version: NotSupported = None
     max_protocol_version: NotSupported = None
     cipher_suites: NotSupported = None
 
-    @field_validator("mode", mode="before")
+    @field_validator("subject_alt_names")
     @classmethod
-    def _mode(cls, v: object) -> object:
-        if v in ("MUTUAL", "ISTIO_MUTUAL", "AUTO_PASSTHROUGH", "OPTIONAL_MUTUAL"):
-            raise ValueError(f"tls mode {v} is not supported by shoal yet (SIMPLE, "
-                             "PASSTHROUGH)")
+    def _sans(cls, v: list[str]) -> list[str]:
+        for san in v:
+            if not san or " " in san:
+                raise ValueError(f"subject alt name {san!r} must be a non-empty name or URI")
         return v
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> ServerTLSSettings:
+        if self.mode in CREDENTIAL_MODES and not self.credential_name:
+            raise ValueError(f"tls mode {self.mode} needs credentialName")
+        if self.mode not in CREDENTIAL_MODES and self.credential_name:
+            raise ValueError(f"credentialName is not used by tls mode {self.mode} (only by "
+                             "SIMPLE, MUTUAL, OPTIONAL_MUTUAL)")
+        if self.subject_alt_names and self.mode not in CLIENT_CERT_MODES:
+            raise ValueError(f"subjectAltNames checks client certificates: not with tls mode "
+                             f"{self.mode} (MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL)")
+        return self
 
 
 class Server(Model):
@@ -71,10 +106,13 @@ class Server(Model):
         if proto in (ServerProtocol.HTTPS, ServerProtocol.TLS):
             if self.tls is None:
                 raise ValueError(f"a {proto} server needs tls")
-            if self.tls.mode is TlsMode.SIMPLE and not self.tls.credential_name:
-                raise ValueError("tls mode SIMPLE needs credentialName")
-            if proto is ServerProtocol.HTTPS and self.tls.mode is TlsMode.PASSTHROUGH:
-                raise ValueError("HTTPS with PASSTHROUGH: use protocol TLS")
+            mode = self.tls.mode
+            if proto is ServerProtocol.HTTPS and mode in PASSTHROUGH_MODES:
+                raise ValueError(f"HTTPS with {mode}: use protocol TLS")
+            if proto is ServerProtocol.TLS and mode not in PASSTHROUGH_MODES:
+                raise ValueError(f"a TLS server with tls mode {mode}: shoal passes TLS "
+                                 "through only (PASSTHROUGH, AUTO_PASSTHROUGH); use HTTPS to "
+                                 "terminate it")
         elif self.tls is not None:
             raise ValueError(f"tls is only for HTTPS and TLS servers, not {proto}")
         for h in self.hosts:
@@ -82,6 +120,10 @@ class Server(Model):
                 raise ValueError(f"host {h!r}: namespace-qualified hosts are not supported "
                                  "by shoal yet")
         return self
+
+    @property
+    def mode(self) -> TlsMode | None:
+        return self.tls.mode if self.tls is not None else None
 
 
 class GatewaySpec(Model):
@@ -122,3 +164,9 @@ def host_matches(pattern: str, host: str) -> bool:
     if host.startswith("*."):
         return pattern.endswith(host[1:])
     return pattern == host
+
+
+def gateway_ports(workload: Resource) -> set[int]:
+    """Ports a gateway workload may bind (its ``gateway-ports`` annotation)."""
+    text = workload.metadata.annotations.get(PORTS_ANNOTATION, "")
+    return {int(p) for p in text.split(",") if p.strip().isdigit()}

@@ -30,10 +30,17 @@ class Protocol(StrEnum):
     HTTP2 = "http2"
     GRPC = "grpc"
     TCP = "tcp"
+    TLS = "tls"  # opaque TLS the app terminates: routed by SNI (VirtualService tls)
+    HTTPS = "https"  # HTTP over TLS the app terminates: opaque to the mesh, like tls
 
     @property
     def is_http(self) -> bool:
-        return self is not Protocol.TCP
+        return self in (Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC)
+
+    @property
+    def is_tls(self) -> bool:
+        """TLS the mesh does not terminate: sidecars route it by SNI."""
+        return self in (Protocol.TLS, Protocol.HTTPS)
 
     @property
     def is_http2(self) -> bool:

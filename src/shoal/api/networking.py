@@ -161,6 +161,14 @@ class L4MatchAttributes(Model):
 class TLSMatchAttributes(L4MatchAttributes):
     sni_hosts: list[str] = Field(min_length=1)
 
+    @field_validator("sni_hosts")
+    @classmethod
+    def _sni(cls, v: list[str]) -> list[str]:
+        for h in v:
+            if not h or " " in h or "*" in h[1:]:
+                raise ValueError(f"SNI host {h!r} must be a host name, '*.suffix' or '*'")
+        return v
+
 
 class TCPRoute(Model):
     match: list[L4MatchAttributes] = Field(default_factory=list)
@@ -201,10 +209,6 @@ class VirtualServiceSpec(Model):
         if for_mesh(self.gateways) and any(h.startswith("*") for h in self.hosts):
             raise ValueError("hosts: wildcard hosts are only supported for gateways (set "
                              "gateways without 'mesh')")
-        if for_mesh(self.gateways) and self.tls:
-            # Sidecars do not route TLS by SNI yet; say so rather than ignore the rules.
-            raise ValueError("tls: TLS (SNI) routes are supported on gateways only (set "
-                             "gateways without 'mesh'); use tcp routes for sidecars")
         return self
 
 

@@ -11,7 +11,7 @@ import typer
 from shoal.agent.config import DEFAULT_CONTROL_PLANE, DEFAULT_XDS
 from shoal.cli.run import agent_config
 from shoal.errors import ShoalError
-from shoal.gateway.agent import Credential, GatewayAgent, GatewayConfig
+from shoal.gateway.agent import Credential, GatewayAgent, GatewayConfig, parse_credential
 from shoal.logs import configure_logging
 
 app = typer.Typer(help="Ingress gateways.", no_args_is_help=True)
@@ -30,8 +30,14 @@ def run(
         "--label", "-l", help="KEY=VALUE matched by Gateway selectors, e.g. "
         "istio=ingressgateway (repeatable).")] = None,
     address: Annotated[str, typer.Option(help="Address the listeners bind.")] = "127.0.0.1",
+    credential: Annotated[list[str] | None, typer.Option(
+        help="NAME=CERT,KEY[,CA]: a TLS credential (PEM files) that Gateways name in "
+        "tls.credentialName; CA verifies client certificates for tls mode MUTUAL / "
+        "OPTIONAL_MUTUAL (repeatable).")] = None,
     cert: Annotated[Path | None, typer.Option(help="TLS certificate chain (PEM).")] = None,
     key: Annotated[Path | None, typer.Option(help="Private key of --cert (PEM).")] = None,
+    ca_cert: Annotated[Path | None, typer.Option(
+        help="CA (PEM) for client certificates of --cert/--key (tls mode MUTUAL).")] = None,
     credential_name: Annotated[str | None, typer.Option(
         help="Name Gateways use in tls.credentialName for --cert/--key (default: NAME).")
     ] = None,
@@ -53,11 +59,14 @@ def run(
     labels, routes from VirtualServices naming those Gateways in `gateways`."""
     configure_logging(log_level)
     ports = tuple([*(port or []), *(https_port or [])])
-    if (cert is None) != (key is None):
-        typer.echo("shoal gateway run: --cert and --key go together", err=True)
+    if (cert is None) != (key is None) or (ca_cert is not None and cert is None):
+        typer.echo("shoal gateway run: --cert and --key go together (--ca-cert needs them)",
+                   err=True)
         raise typer.Exit(2)
-    creds = (Credential(credential_name or name, cert, key),) if cert and key else ()
     try:
+        creds = tuple(parse_credential(c) for c in credential or [])
+        if cert and key:
+            creds += (Credential(credential_name or name, cert, key, ca_cert),)
         config = GatewayConfig(agent_config(
             name, ports[0] if ports else 0, ["gateway"], namespace=namespace, labels=label,
             address=address, name=workload, service_account=service_account,

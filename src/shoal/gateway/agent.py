@@ -3,9 +3,12 @@
 The gateway registers a Workload (labels for Gateway selectors; annotations saying it is a
 gateway, which ports it may bind and which TLS credentials it holds), gets a workload
 certificate like any sidecar (so it speaks mesh mTLS upstream) and runs an Envoy whose
-listeners and routes come from the control plane. TLS credentials (``--cert``/``--key``)
-are static secrets in the bootstrap, named by ``--credential-name``: a Gateway server's
-``tls.credentialName`` refers to that name. Private keys never leave the gateway's host.
+listeners and routes come from the control plane. TLS credentials
+(``--credential NAME=CERT,KEY[,CA]``, or ``--cert``/``--key``[/``--ca-cert``] named by
+``--credential-name``) are static secrets in the bootstrap: ``NAME`` holds the certificate
+and key, ``NAME-cacert`` the CA that MUTUAL servers verify client certificates against. A
+Gateway server's ``tls.credentialName`` refers to ``NAME``. Private keys never leave the
+gateway's host.
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ from shoal.agent.identity import WorkloadIdentity, token_reader
 from shoal.agent.registration import API_VERSION, ControlPlaneClient, Registration
 from shoal.agent.sds import SdsServer, socket_path
 from shoal.agent.supervisor import EnvoySupervisor
-from shoal.api.gateway import CREDENTIALS_ANNOTATION, GATEWAY_ANNOTATION, PORTS_ANNOTATION
+from shoal.api.gateway import (
+    CREDENTIALS_ANNOTATION,
+    GATEWAY_ANNOTATION,
+    PORTS_ANNOTATION,
+    ca_secret,
+)
 from shoal.envoy import EnvoyProcess, free_port
 from shoal.errors import AgentError, Unavailable
 
@@ -41,6 +49,20 @@ class Credential:
     name: str
     cert: Path
     key: Path
+    ca: Path | None = None  # client certificates' CA, for MUTUAL / OPTIONAL_MUTUAL
+
+    def secret_names(self) -> list[str]:
+        return [self.name, *([ca_secret(self.name)] if self.ca is not None else [])]
+
+
+def parse_credential(text: str) -> Credential:
+    """``NAME=CERT,KEY[,CA]`` (the ``--credential`` flag)."""
+    name, sep, files = text.partition("=")
+    parts = files.split(",") if files else []
+    if not sep or not name or len(parts) not in (2, 3) or not all(parts):
+        raise AgentError(f"--credential {text!r}: expected NAME=CERT,KEY[,CA]")
+    return Credential(name, Path(parts[0]), Path(parts[1]),
+                      Path(parts[2]) if len(parts) == 3 else None)
 
 
 @dataclass(frozen=True)
@@ -55,7 +77,8 @@ def workload_document(config: GatewayConfig, workload: str) -> dict[str, Any]:
     annotations = {"shoal.io/registered-by": "agent", GATEWAY_ANNOTATION: a.service,
                    PORTS_ANNOTATION: ",".join(str(p) for p in config.ports)}
     if config.credentials:
-        annotations[CREDENTIALS_ANNOTATION] = ",".join(c.name for c in config.credentials)
+        annotations[CREDENTIALS_ANNOTATION] = ",".join(
+            n for c in config.credentials for n in c.secret_names())
     return {
         "apiVersion": API_VERSION, "kind": "Workload",
         "metadata": {"name": workload, "namespace": a.namespace, "annotations": annotations},
@@ -65,16 +88,22 @@ def workload_document(config: GatewayConfig, workload: str) -> dict[str, Any]:
 
 
 def static_secrets(credentials: tuple[Credential, ...]) -> list[dict[str, Any]]:
-    return [{"name": c.name, "tls_certificate": {
-        "certificate_chain": {"filename": str(c.cert.resolve())},
-        "private_key": {"filename": str(c.key.resolve())}}} for c in credentials]
+    out: list[dict[str, Any]] = []
+    for c in credentials:
+        out.append({"name": c.name, "tls_certificate": {
+            "certificate_chain": {"filename": str(c.cert.resolve())},
+            "private_key": {"filename": str(c.key.resolve())}}})
+        if c.ca is not None:
+            out.append({"name": ca_secret(c.name), "validation_context": {
+                "trusted_ca": {"filename": str(c.ca.resolve())}}})
+    return out
 
 
 def validate(config: GatewayConfig) -> None:
     if not config.ports:
         raise AgentError("a gateway needs at least one port (--port / --https-port)")
     for c in config.credentials:
-        for f in (c.cert, c.key):
+        for f in (c.cert, c.key, *([c.ca] if c.ca is not None else [])):
             if not f.is_file():
                 raise AgentError(f"credential {c.name!r}: no such file {f}")
     names = [c.name for c in config.credentials]

@@ -20,7 +20,8 @@ RESOLUTION = "networking.shoal.io/resolution"
 SOURCE = "networking.shoal.io/service-entry"  # <ns>/<name> of the ServiceEntry
 _SELECTOR = "networking.shoal.io/service-entry"
 _PROTOCOLS = {EntryProtocol.HTTP: Protocol.HTTP, EntryProtocol.HTTP2: Protocol.HTTP2,
-              EntryProtocol.GRPC: Protocol.GRPC}
+              EntryProtocol.GRPC: Protocol.GRPC, EntryProtocol.TLS: Protocol.TLS,
+              EntryProtocol.HTTPS: Protocol.HTTPS}
 
 
 def external_host(service: Resource) -> str | None:

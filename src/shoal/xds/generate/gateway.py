@@ -1,40 +1,58 @@
 """Gateway workloads (``shoal gateway run``): listeners from the Gateways selecting them,
 routes from the VirtualServices bound to those Gateways.
 
-Per server port: HTTP -> an HCM with RDS ``gateway|<port>``; HTTPS (tls SIMPLE) -> the same
-behind TLS termination with the gateway's own certificate (a static secret named by
-``credentialName``, see :mod:`shoal.gateway`); TCP -> a tcp_proxy by the VirtualServices'
-``tcp`` routes; TLS PASSTHROUGH -> SNI filter chains by their ``tls`` routes. Upstream,
-gateways use the shared outbound clusters, so mesh mTLS works as from any sidecar.
-"""
+Per server port: HTTP -> an HCM with RDS ``gateway|<port>``; HTTPS -> the same behind TLS
+termination, one filter chain per server (SNI = its hosts): SIMPLE with the gateway's own
+certificate (a static secret named by ``credentialName``, see :mod:`shoal.gateway`),
+MUTUAL / OPTIONAL_MUTUAL also verifying client certificates against the credential's CA
+(static secret ``<credentialName>-cacert``), ISTIO_MUTUAL with the gateway's mesh SVID;
+TCP -> a tcp_proxy by the VirtualServices' ``tcp`` routes; TLS -> SNI filter chains, by
+the ``tls`` routes for PASSTHROUGH servers and by the mesh's own SNI names for
+AUTO_PASSTHROUGH (:mod:`auto_passthrough`). Upstream, gateways use the shared outbound
+clusters, so mesh mTLS works as from any sidecar."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import ipaddress
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import wrappers_pb2
 
 from shoal.api.gateway import (
     CREDENTIALS_ANNOTATION,
     GATEWAY_ANNOTATION,
-    PORTS_ANNOTATION,
     GatewaySpec,
     Server,
     ServerProtocol,
+    ServerTLSSettings,
     TlsMode,
+    ca_secret,
+    gateway_ports,
     gateway_ref,
     host_matches,
 )
 from shoal.api.meta import Resource
-from shoal.api.networking import RouteDestination
-from shoal.registry.snapshot import MeshSnapshot
-from shoal.xds.generate import route_filters, routes, telemetry, tls
+from shoal.api.networking import L4MatchAttributes
+from shoal.registry.snapshot import MeshSnapshot, mtls_disabled
+from shoal.xds.generate import (
+    auto_passthrough,
+    route_filters,
+    routes,
+    tcp_routes,
+    telemetry,
+    tls,
+    tls_routes,
+)
 from shoal.xds.generate.authn import tls_inspector
 from shoal.xds.generate.context import GenerationContext
 from shoal.xds.generate.protocol import http_connection_manager, socket_address
@@ -50,11 +68,6 @@ class Bound:
 
     gateway: str  # namespace/name
     server: Server
-
-
-def gateway_ports(workload: Resource) -> set[int]:
-    text = workload.metadata.annotations.get(PORTS_ANNOTATION, "")
-    return {int(p) for p in text.split(",") if p.strip().isdigit()}
 
 
 def servers_of(mesh: MeshSnapshot, workload: Resource) -> dict[int, list[Bound]]:
@@ -115,63 +128,149 @@ def route_config(mesh: MeshSnapshot, name: str, port: int, bound: Sequence[Bound
     return rc
 
 
-def _tls_context(credential: str) -> tls_pb2.DownstreamTlsContext:
-    """TLS termination with the gateway's static secret ``credential`` (no client cert)."""
-    return tls_pb2.DownstreamTlsContext(common_tls_context=tls_pb2.CommonTlsContext(
-        alpn_protocols=list(tls.ALPN_INBOUND_HTTP),
-        tls_certificate_sds_secret_configs=[secret_pb2.SdsSecretConfig(name=credential)]))
-
-
-def _l4(mesh: MeshSnapshot, rules: Sequence[Sequence[RouteDestination]], ns: str, port: int
-        ) -> Weighted | None:
-    for rule in rules:
-        out: dict[str, int] = {}
-        for rd in rule:
-            resolved = routes.resolve_destination(mesh, rd.destination, ns, port)
-            if resolved.problem:
-                break
-            out[resolved.cluster] = out.get(resolved.cluster, 0) + (rd.weight or 100)
+def _san_matchers(sans: Sequence[str]) -> list[common_pb2.SubjectAltNameMatcher]:
+    """``subjectAltNames``: a URI SAN for names with a scheme (``spiffe://...``), an IP SAN
+    for addresses, a DNS SAN otherwise; any one of them admits the client."""
+    out = []
+    for san in sans:
+        kind = common_pb2.SubjectAltNameMatcher.DNS
+        if "://" in san:
+            kind = common_pb2.SubjectAltNameMatcher.URI
         else:
-            live = tuple((c, w) for c, w in out.items() if w > 0)
-            if live:
-                return live
+            with contextlib.suppress(ValueError):
+                ipaddress.ip_address(san)
+                kind = common_pb2.SubjectAltNameMatcher.IP_ADDRESS
+        out.append(common_pb2.SubjectAltNameMatcher(
+            san_type=kind, matcher=string_pb2.StringMatcher(exact=san)))
+    return out
+
+
+def downstream_context(settings: ServerTLSSettings, credentials: set[str], has_identity: bool
+                       ) -> tls_pb2.DownstreamTlsContext | None:
+    """TLS termination of an HTTPS server; None when the gateway lacks what the mode needs
+    (the credential, its ``-cacert`` CA, or a mesh identity): no chain rather than a NACK.
+
+    SIMPLE: the credential's certificate; MUTUAL / OPTIONAL_MUTUAL: also verify client
+    certificates against the credential's CA (required / when presented), optionally
+    limited to ``subjectAltNames``; ISTIO_MUTUAL: mesh mTLS with the gateway's own SVID."""
+    mode = settings.mode
+    sans = _san_matchers(settings.subject_alt_names)
+    if mode is TlsMode.ISTIO_MUTUAL:
+        if not has_identity:
+            return None
+        out = tls.downstream_tls(tls.ALPN_INBOUND_HTTP)
+        out.common_tls_context.combined_validation_context.default_validation_context \
+            .match_typed_subject_alt_names.extend(sans)
+        return out
+    cred = settings.credential_name
+    if cred is None or cred not in credentials:
+        return None  # unknown credential: the gateway could not load it
+    common = tls_pb2.CommonTlsContext(
+        alpn_protocols=list(tls.ALPN_INBOUND_HTTP),
+        tls_certificate_sds_secret_configs=[secret_pb2.SdsSecretConfig(name=cred)])
+    if mode is TlsMode.SIMPLE:
+        return tls_pb2.DownstreamTlsContext(common_tls_context=common)
+    if ca_secret(cred) not in credentials:
+        return None  # MUTUAL without a CA for the credential
+    common.combined_validation_context.CopyFrom(
+        tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+            default_validation_context=common_pb2.CertificateValidationContext(
+                match_typed_subject_alt_names=sans),
+            validation_context_sds_secret_config=secret_pb2.SdsSecretConfig(
+                name=ca_secret(cred))))
+    return tls_pb2.DownstreamTlsContext(
+        common_tls_context=common,
+        require_client_certificate=wrappers_pb2.BoolValue(value=mode is TlsMode.MUTUAL))
+
+
+def _l4_applies(m: L4MatchAttributes, port: int, refs: set[str], ns: str) -> bool:
+    return m.port in (None, port) and (
+        not m.gateways or bool(refs & {gateway_ref(g, ns) for g in m.gateways}))
+
+
+def _first_tcp_route(mesh: MeshSnapshot, port: int, bound: Sequence[Bound]
+                     ) -> Weighted | None:
+    """TCP server: the first ``tcp`` rule (oldest VirtualService first) that applies."""
+    for vs, _hosts, refs in bound_virtual_services(mesh, bound):
+        ns = vs.metadata.namespace
+        for rule in vs.spec.tcp:
+            if rule.match and not any(_l4_applies(m, port, refs, ns) for m in rule.match):
+                continue
+            found = tcp_routes.resolve(mesh, rule.route, ns, port)
+            if found:
+                return found
     return None
 
 
-def _tcp_chains(mesh: MeshSnapshot, port: int, bound: Sequence[Bound], prefix: str
-                ) -> list[lc_pb2.FilterChain]:
-    chains = []
-    for vs, _hosts, _refs in bound_virtual_services(mesh, bound):
+def _passthrough_candidates(mesh: MeshSnapshot, port: int, bound: Sequence[Bound]
+                            ) -> Iterator[tuple[Sequence[str], Weighted]]:
+    """TLS PASSTHROUGH: the ``tls`` rules of the bound VirtualServices, in order."""
+    passthrough = [b for b in bound if b.server.mode is TlsMode.PASSTHROUGH]
+    for vs, _hosts, refs in bound_virtual_services(mesh, passthrough):
         ns = vs.metadata.namespace
-        if bound[0].server.port.protocol is ServerProtocol.TCP:
-            rules = [r.route for r in vs.spec.tcp
-                     if not r.match or any(m.port in (None, port) for m in r.match)]
-            found = _l4(mesh, rules, ns, port)
-            if found:
-                return [lc_pb2.FilterChain(filters=[tcp_proxy_filter(prefix, found)])]
-            continue
         for rule in vs.spec.tls:
+            found = tls_routes.resolve(mesh, rule, ns, port)
+            if found is None:
+                continue
             for m in rule.match:
-                found = _l4(mesh, [rule.route], ns, port)
-                if found and m.port in (None, port):
-                    chains.append(lc_pb2.FilterChain(
-                        filter_chain_match=lc_pb2.FilterChainMatch(
-                            server_names=[h for h in m.sni_hosts if h != "*"]),
-                        filters=[tcp_proxy_filter(prefix, found)]))
+                if _l4_applies(m, port, refs, ns):
+                    yield m.sni_hosts, found
+
+
+def _tls_server_chains(ctx: GenerationContext, workload: Resource, port: int,
+                       bound: Sequence[Bound], prefix: str, cds: dict[str, cluster_pb2.Cluster]
+                       ) -> list[lc_pb2.FilterChain]:
+    """TLS server (not terminated): SNI routes of PASSTHROUGH servers (VirtualService
+    ``tls``), then of AUTO_PASSTHROUGH servers (mesh SNI names; clusters into ``cds``)."""
+    candidates = list(_passthrough_candidates(ctx.mesh, port, bound))
+    auto_hosts = sorted({h for b in bound if b.server.mode is TlsMode.AUTO_PASSTHROUGH
+                         for h in b.server.hosts})
+    if auto_hosts:
+        more, sni_clusters = auto_passthrough.auto_passthrough(
+            ctx.mesh, auto_hosts, auto_passthrough.network_of(workload.spec.labels),
+            ctx.endpoint_mtls)
+        candidates.extend(more)
+        cds.update(sni_clusters)
+    return tls_routes.sni_filter_chains(tls_routes.first_claims(candidates), None, prefix)
+
+
+def _https_chains(bound: Sequence[Bound], hcm: lc_pb2.Filter, credentials: set[str],
+                  has_identity: bool) -> list[lc_pb2.FilterChain]:
+    """HTTPS: one chain per server (SNI = its hosts), terminated as its tls mode says."""
+    chains: list[lc_pb2.FilterChain] = []
+    for b in bound:
+        if b.server.tls is None:
+            continue
+        context = downstream_context(b.server.tls, credentials, has_identity)
+        if context is None:
+            continue
+        sni = [h for h in b.server.hosts if h != "*"]
+        if any(list(c.filter_chain_match.server_names) == sni for c in chains):
+            continue
+        chains.append(lc_pb2.FilterChain(
+            filter_chain_match=lc_pb2.FilterChainMatch(server_names=sni),
+            filters=[hcm], transport_socket=tls.tls_socket(context)))
     return chains
 
 
-def gateway_listener(ctx: GenerationContext, address: str, port: int,
-                     bound: Sequence[Bound], credentials: set[str]
+def gateway_listener(ctx: GenerationContext, workload: Resource, port: int,
+                     bound: Sequence[Bound], credentials: set[str],
+                     cds: dict[str, cluster_pb2.Cluster]
                      ) -> tuple[listener_pb2.Listener | None, route_pb2.RouteConfiguration | None]:
     name = f"gateway|{port}"
     prefix = f"gateway_{port}"
     protocol = bound[0].server.port.protocol
-    lis = listener_pb2.Listener(name=name, address=socket_address(address, port),
+    lis = listener_pb2.Listener(name=name, address=socket_address(workload.spec.address, port),
                                 traffic_direction=base_pb2.INBOUND)
-    if protocol in (ServerProtocol.TCP, ServerProtocol.TLS):
-        lis.filter_chains.extend(_tcp_chains(ctx.mesh, port, bound, prefix))
-        if protocol is ServerProtocol.TLS:
+    if protocol is ServerProtocol.TCP:
+        found = _first_tcp_route(ctx.mesh, port, bound)
+        if found is None:
+            return None, None
+        lis.filter_chains.append(lc_pb2.FilterChain(filters=[tcp_proxy_filter(prefix, found)]))
+        return lis, None
+    if protocol is ServerProtocol.TLS:
+        lis.filter_chains.extend(_tls_server_chains(ctx, workload, port, bound, prefix, cds))
+        if tls_routes.needs_inspector(lis.filter_chains):
             lis.listener_filters.append(tls_inspector())
         return (lis if lis.filter_chains else None), None
     extras = route_filters.TRAFFIC_EXTRAS + telemetry.http_extras(
@@ -179,18 +278,9 @@ def gateway_listener(ctx: GenerationContext, address: str, port: int,
     hcm = http_connection_manager(prefix, rds=name, extras=extras)
     if protocol is ServerProtocol.HTTP:
         lis.filter_chains.append(lc_pb2.FilterChain(filters=[hcm]))
-    else:  # HTTPS: one chain per server (SNI = its hosts), terminated with its credential
-        for b in bound:
-            cred = b.server.tls.credential_name if b.server.tls is not None else None
-            if b.server.tls is None or b.server.tls.mode is not TlsMode.SIMPLE \
-                    or cred not in credentials:
-                continue  # unknown credential: the gateway could not load it
-            sni = [h for h in b.server.hosts if h != "*"]
-            if any(list(c.filter_chain_match.server_names) == sni for c in lis.filter_chains):
-                continue
-            lis.filter_chains.append(lc_pb2.FilterChain(
-                filter_chain_match=lc_pb2.FilterChainMatch(server_names=sni),
-                filters=[hcm], transport_socket=tls.tls_socket(_tls_context(str(cred)))))
+    else:
+        lis.filter_chains.extend(_https_chains(bound, hcm, credentials,
+                                               not mtls_disabled(workload)))
         if not lis.filter_chains:
             return None, None
         lis.listener_filters.append(tls_inspector())
@@ -198,17 +288,23 @@ def gateway_listener(ctx: GenerationContext, address: str, port: int,
 
 
 def add_gateway_config(ctx: GenerationContext, proxy: Proxy, add: Add,
-                       rds: dict[str, route_pb2.RouteConfiguration]) -> None:
-    """Listeners and routes of a gateway proxy; nothing for an ordinary sidecar."""
+                       rds: dict[str, route_pb2.RouteConfiguration],
+                       cds: dict[str, cluster_pb2.Cluster] | None = None) -> None:
+    """Listeners and routes of a gateway proxy (and, into ``cds``, the per-SNI clusters of
+    AUTO_PASSTHROUGH servers); nothing for an ordinary sidecar."""
     workload = ctx.mesh.workload(proxy.namespace, proxy.workload)
     if workload is None or GATEWAY_ANNOTATION not in workload.metadata.annotations:
         return
     creds = set(filter(None, workload.metadata.annotations.get(
         CREDENTIALS_ANNOTATION, "").split(",")))
     for port, bound in servers_of(ctx.mesh, workload).items():
-        lis, rc = gateway_listener(ctx, workload.spec.address, port, bound, creds)
-        if lis is not None and add(lis) and rc is not None:
-            rds[rc.name] = rc
+        extra: dict[str, cluster_pb2.Cluster] = {}
+        lis, rc = gateway_listener(ctx, workload, port, bound, creds, extra)
+        if lis is not None and add(lis):
+            if rc is not None:
+                rds[rc.name] = rc
+            if cds is not None:
+                cds.update(extra)
 
 
 __all__ = ["add_gateway_config"]

@@ -1,4 +1,5 @@
-"""Listener builders: the app's HTTP proxy port, local upstream ports, inbound ports."""
+"""Listener builders: the app's HTTP proxy port, local upstream ports (HTTP, TCP, TLS by
+SNI), inbound ports."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from envoy.config.route.v3 import route_pb2
 
 from shoal.api.security import MtlsMode
 from shoal.xds.generate import names
-from shoal.xds.generate.authn import filter_chains
+from shoal.xds.generate.authn import filter_chains, tls_inspector
 from shoal.xds.generate.protocol import (
     NO_EXTRAS,
     HcmExtras,
@@ -21,6 +22,7 @@ from shoal.xds.generate.protocol import (
 )
 from shoal.xds.generate.security import InboundSecurity
 from shoal.xds.generate.tcp_routes import Weighted, tcp_proxy_filter
+from shoal.xds.generate.tls_routes import needs_inspector
 
 LOCALHOST = "127.0.0.1"
 
@@ -56,6 +58,19 @@ def upstream_tcp_listener(
     return _listener(
         names.upstream_listener(host, port), LOCALHOST, local_port, base_pb2.OUTBOUND, f
     )
+
+
+def upstream_tls_listener(
+    host: str, port: int, local_port: int, chains: Sequence[listener_components_pb2.FilterChain],
+) -> listener_pb2.Listener:
+    """A local port of a TLS service port: the chains of :mod:`tls_routes` (SNI routes,
+    then the catch-all), with a TLS inspector when some chain matches on SNI."""
+    lis = listener_pb2.Listener(
+        name=names.upstream_listener(host, port), address=socket_address(LOCALHOST, local_port),
+        traffic_direction=base_pb2.OUTBOUND, filter_chains=list(chains))
+    if needs_inspector(chains):
+        lis.listener_filters.append(tls_inspector())
+    return lis
 
 
 def upstream_http_listener(

@@ -1,5 +1,5 @@
-"""VirtualService ``tcp`` rules as data, for the listener generators (``tls`` rules are
-only for gateways, see gateway.py).
+"""VirtualService ``tcp`` rules as data, for the listener generators (``tls`` rules: see
+tls_routes.py).
 
 TCP routing is decided per listener (no route table), so this module answers "which
 cluster(s), with which weights, does a TCP connection to (service, port) from a proxy
@@ -31,7 +31,7 @@ def _applies(m: L4MatchAttributes, port: int, labels: Labels) -> bool:
         labels.get(k) == v for k, v in m.source_labels.items())
 
 
-def _resolve(mesh: MeshSnapshot, route: Sequence[RouteDestination], ns: str, port: int
+def resolve(mesh: MeshSnapshot, route: Sequence[RouteDestination], ns: str, port: int
              ) -> Weighted | None:
     out: dict[str, int] = {}
     for rd in route:
@@ -54,7 +54,7 @@ def tcp_destinations(mesh: MeshSnapshot, service: Resource, port: ServicePort,
         for rule in vs.spec.tcp:
             if rule.match and not any(_applies(m, port.port, labels) for m in rule.match):
                 continue
-            found = _resolve(mesh, rule.route, vs.metadata.namespace, port.port)
+            found = resolve(mesh, rule.route, vs.metadata.namespace, port.port)
             if found:
                 return found
     return ((names.outbound_cluster(port.port, None, mesh.fqdn(service)), 100),)
