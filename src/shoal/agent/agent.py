@@ -24,12 +24,13 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import httpx
 
 from shoal.agent.app import AppProcess, exit_status
 from shoal.agent.bootstrap import build_bootstrap
-from shoal.agent.config import AgentConfig, Plan, app_env, make_plan
+from shoal.agent.config import AgentConfig, Plan, app_env, control_plane_urls, make_plan
 from shoal.agent.identity import Svid, WorkloadIdentity, token_reader, token_subject
 from shoal.agent.registration import (
     ControlPlaneClient,
@@ -38,11 +39,12 @@ from shoal.agent.registration import (
     workload_document,
 )
 from shoal.agent.sds import SdsServer, socket_path
-from shoal.agent.supervisor import EnvoySupervisor
+from shoal.agent.supervisor import EnvoySupervisor, ProxyUserEnvoy
 from shoal.ca.spiffe import SpiffeId
 from shoal.envoy import EnvoyProcess, free_port
 from shoal.errors import AgentError, Unavailable, ValidationError
-from shoal.xds.node import node_id, node_metadata
+from shoal.hosts import capture
+from shoal.xds.node import CaptureMetadata, node_id, node_metadata
 from shoal.xds.types import ProxyMetadata
 
 log = logging.getLogger("shoal.agent")
@@ -50,7 +52,8 @@ log = logging.getLogger("shoal.agent")
 
 def bootstrap_for(config: AgentConfig, plan: Plan, *, identity: bool = False
                   ) -> dict[str, object]:
-    meta = ProxyMetadata(
+    kind = CaptureMetadata if config.capture else ProxyMetadata
+    meta = kind(
         workload=plan.workload,
         outbound_port=plan.outbound_port,
         app_ports={config.port_name: plan.app_port},
@@ -67,10 +70,22 @@ def bootstrap_for(config: AgentConfig, plan: Plan, *, identity: bool = False
         more_xds=plan.more_xds,
         delta=config.xds_delta,
         locality_text=config.locality,
-        sds_socket=str(socket_path(plan.run_dir)),
+        sds_socket=str(socket_path(plan.envoy_dir)),
         xds_ca_file=str(config.ca_bundle.resolve()) if config.ca_bundle else "",
         client_cert=identity,
     )
+
+
+def capture_spec(config: AgentConfig, plan: Plan) -> capture.CaptureSpec:
+    """The iptables capture of this workload's pod: the app's port inbound; everything
+    outbound but the sidecar's own traffic and the agent's calls to the control plane."""
+    talks_to = [(plan.xds_host, plan.xds_port), *plan.more_xds]
+    for url in control_plane_urls(config.control_plane):
+        u = urlsplit(url)
+        if u.hostname:
+            talks_to.append((u.hostname, u.port or (443 if u.scheme == "https" else 80)))
+    return capture.CaptureSpec(app_ports=(plan.app_port,), proxy_uid=config.proxy_uid,
+                               exclude=capture.resolve_excludes(talks_to))
 
 
 def identity_for(config: AgentConfig, token: str | None) -> str | None:
@@ -101,10 +116,12 @@ class Agent:
         self.plan = make_plan(config, pick_port=pick_port)
         self.envoy = EnvoyProcess(
             self.plan.bootstrap_path,
-            run_dir=self.plan.run_dir,
+            run_dir=self.plan.envoy_dir,
             log_level=config.envoy_log_level,
             drain_seconds=config.drain_seconds,
-        )
+        ) if not config.capture else ProxyUserEnvoy(
+            self.plan.bootstrap_path, uid=config.proxy_uid, run_dir=self.plan.envoy_dir,
+            log_level=config.envoy_log_level, drain_seconds=config.drain_seconds)
         self.supervisor = EnvoySupervisor(self.envoy)
         self.app = AppProcess(config.command, app_env(config, self.plan, os.environ))
         read_token = token_reader(config.token, config.token_file)
@@ -114,7 +131,7 @@ class Agent:
         self.identity = WorkloadIdentity(
             self.control_plane, spiffe_id, self.plan.workload,
             renew_fraction=config.renew_fraction) if spiffe_id else None
-        self.sds = SdsServer(self.identity, socket_path(self.plan.run_dir))
+        self.sds = SdsServer(self.identity, socket_path(self.plan.envoy_dir))
         if self.identity is not None:
             self.identity.subscribe(self._identity_changed)
         self.registration = Registration(
@@ -169,11 +186,22 @@ class Agent:
 
     async def _run(self) -> int:
         self.plan.run_dir.mkdir(parents=True, exist_ok=True)
-        await self.sds.start()
+        if isinstance(self.envoy, ProxyUserEnvoy):  # capture mode (docs/hosts.md)
+            self.envoy.prepare()
+            capture.apply(capture_spec(self.config, self.plan))
+            log.info("traffic capture on", extra={"address": self.config.address,
+                                                  "proxy_uid": self.config.proxy_uid})
         try:
-            return await self._run_with_sds()
+            await self.sds.start()
+            try:
+                if self.config.capture:  # Envoy connects as the proxy uid
+                    os.chown(self.sds.path, self.config.proxy_uid, self.config.proxy_uid)
+                return await self._run_with_sds()
+            finally:
+                await self.sds.stop()
         finally:
-            await self.sds.stop()
+            if self.config.capture:
+                capture.remove()
 
     async def _run_with_sds(self) -> int:
         if self.identity is not None:
@@ -224,6 +252,8 @@ class Agent:
             "inboundPort": self.plan.inbound_port, "appPort": self.plan.app_port,
             "upstreams": {f"{u.host}:{u.port}": u.local_port for u in self.plan.upstreams},
             "sdsSocket": str(self.sds.path), "identity": self._identity_report(),
+            "capture": self.config.capture, "address": self.config.address,
+            "envoyDir": str(self.plan.envoy_dir),
         }
         tmp = self.plan.run_dir / "agent.json.tmp"
         tmp.write_text(json.dumps(state, indent=2))

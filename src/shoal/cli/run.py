@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,7 @@ from shoal.agent.config import (
     parse_upstream,
 )
 from shoal.errors import ShoalError
+from shoal.hosts.pods import run_in_pod
 from shoal.logs import configure_logging
 
 RUN_CONTEXT_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -94,6 +96,8 @@ def agent_config(
     token_file: Path | None = None,
     ca_bundle: Path | None = None,
     renew_fraction: float = 0.5,
+    capture: bool = False,
+    proxy_uid: int = 1337,
 ) -> AgentConfig:
     """Flags -> :class:`AgentConfig` (raises AgentError naming the bad flag)."""
     return AgentConfig(
@@ -122,7 +126,15 @@ def agent_config(
         token_file=token_file,
         ca_bundle=ca_bundle,
         renew_fraction=renew_fraction,
+        capture=capture,
+        proxy_uid=proxy_uid,
     )
+
+
+def _run_args() -> list[str]:
+    """This process's arguments after ``run`` (to repeat them inside a pod)."""
+    argv = sys.argv[1:]
+    return argv[argv.index("run") + 1:] if "run" in argv else argv
 
 
 def run(
@@ -194,6 +206,26 @@ def run(
     ] = None,
     renew_fraction: Annotated[float, typer.Option(
         help="Renew the workload certificate at this fraction of its lifetime.")] = 0.5,
+    pod: Annotated[str | None, typer.Option(
+        help="Run in a new network namespace (a 'pod') of this name, with its own IP and "
+             "transparent capture; deleted on exit. Needs root (docs/hosts.md).",
+        rich_help_panel="Pods (root)")] = None,
+    network: Annotated[str, typer.Option(
+        help="The pod's network (a Linux bridge); created if --subnet is given.",
+        rich_help_panel="Pods (root)")] = "shoal",
+    subnet: Annotated[str | None, typer.Option(
+        help="Subnet of --network, e.g. 10.61.0.0/24 (the host is its first address).",
+        rich_help_panel="Pods (root)")] = None,
+    pod_address: Annotated[str | None, typer.Option(
+        help="The pod's IP address (default: the next free one).",
+        rich_help_panel="Pods (root)")] = None,
+    capture: Annotated[bool, typer.Option(
+        "--capture", help="Already inside the workload's own network namespace: capture its "
+        "TCP with iptables instead of proxy settings (--address = its IP). Needs root.",
+        rich_help_panel="Pods (root)")] = False,
+    proxy_uid: Annotated[int, typer.Option(
+        help="With --capture: the uid Envoy runs as (its traffic is not captured).",
+        rich_help_panel="Pods (root)")] = 1337,
 ) -> None:
     """Run CMD with a sidecar Envoy (the per-workload agent).
 
@@ -204,11 +236,23 @@ def run(
     The workload is registered with the control plane while it runs. On
     SIGTERM/Ctrl-C the agent deregisters, drains the sidecar, then stops CMD.
     If CMD exits by itself, shoal run exits with CMD's status.
+
+    As root, --pod NAME --network NET [--subnet CIDR] runs CMD in its own network
+    namespace with its own IP instead: iptables sends its TCP through the sidecar and
+    service names resolve there, so CMD needs no proxy settings (docs/hosts.md).
     """
     command = list(ctx.args)
     if command and command[0] == "--":
         command = command[1:]
     configure_logging(log_level)
+    if pod is not None:  # the host side: make the pod, run this command inside it
+        try:
+            status = run_in_pod(pod=pod, network=network, subnet=subnet,
+                                address=pod_address, namespace=namespace, args=_run_args())
+        except ShoalError as e:
+            typer.echo(f"shoal run: {e}", err=True)
+            raise typer.Exit(1) from None
+        raise typer.Exit(status)
     try:  # bad flags: exit 2 before anything is started
         agent = Agent(agent_config(
             service, port, command, namespace=namespace, protocol=protocol,
@@ -217,7 +261,8 @@ def run(
             upstreams=upstream, control_plane=control_plane, xds=xds, xds_delta=xds_delta,
             drain_seconds=drain_seconds, run_dir=run_dir, lease_seconds=lease_seconds,
             ready_timeout=ready_timeout, token=token, token_file=token_file,
-            ca_bundle=ca_bundle, renew_fraction=renew_fraction,
+            ca_bundle=ca_bundle, renew_fraction=renew_fraction, capture=capture,
+            proxy_uid=proxy_uid,
         ))
     except ShoalError as e:
         typer.echo(f"shoal run: {e}", err=True)

@@ -7,6 +7,7 @@ UPPER_SNAKE like Istio's node metadata.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -15,6 +16,23 @@ from google.protobuf import json_format
 from shoal.errors import ValidationError, Violation
 from shoal.xds.types import Proxy, ProxyMetadata, Upstream
 
+INTERCEPTION_REDIRECT = "REDIRECT"  # Istio's name for iptables REDIRECT capture
+
+
+@dataclass(frozen=True)
+class CaptureMetadata(ProxyMetadata):
+    """A sidecar in a pod whose TCP is captured by iptables (docs/hosts.md): the app's
+    outbound connections arrive on ``outbound_capture_port``, peers' inbound ones on
+    ``inbound_capture_port``, the app's DNS queries (UDP) on ``dns_port``."""
+
+    outbound_capture_port: int = 15001
+    inbound_capture_port: int = 15006
+    dns_port: int = 15053
+
+
+def capture_of(meta: ProxyMetadata) -> CaptureMetadata | None:
+    return meta if isinstance(meta, CaptureMetadata) else None
+
 
 def node_id(workload: str, namespace: str) -> str:
     return f"{workload}.{namespace}"
@@ -22,7 +40,13 @@ def node_id(workload: str, namespace: str) -> str:
 
 def node_metadata(meta: ProxyMetadata, namespace: str) -> dict[str, Any]:
     """The JSON-able metadata the agent puts in the bootstrap's ``node.metadata``."""
+    capture: dict[str, Any] = {}
+    if (c := capture_of(meta)) is not None:
+        capture = {"INTERCEPTION_MODE": INTERCEPTION_REDIRECT, "CAPTURE_PORTS": {
+            "outbound": c.outbound_capture_port, "inbound": c.inbound_capture_port,
+            "dns": c.dns_port}}
     return {
+        **capture,
         "WORKLOAD": meta.workload,
         "NAMESPACE": namespace,
         "OUTBOUND_PORT": meta.outbound_port,
@@ -69,6 +93,7 @@ def parse_node(node: base_pb2.Node) -> Proxy:
             )
     if not node.id:
         problems.append(Violation("node.id", "is required"))
+    capture_ports = _capture_ports(md, problems)
     if problems:
         raise ValidationError(problems)
     meta = ProxyMetadata(
@@ -78,4 +103,31 @@ def parse_node(node: base_pb2.Node) -> Proxy:
         upstreams=tuple(upstreams),
         admin_port=admin,
     )
+    if capture_ports is not None:
+        meta = CaptureMetadata(
+            workload=workload, outbound_port=outbound, app_ports=app_ports,
+            upstreams=tuple(upstreams), admin_port=admin,
+            outbound_capture_port=capture_ports["outbound"],
+            inbound_capture_port=capture_ports["inbound"], dns_port=capture_ports["dns"])
     return Proxy(node_id=node.id, namespace=namespace, metadata=meta)
+
+
+def _capture_ports(md: dict[str, Any], problems: list[Violation]) -> dict[str, int] | None:
+    mode = md.get("INTERCEPTION_MODE")
+    if mode is None:
+        return None
+    if mode != INTERCEPTION_REDIRECT:
+        problems.append(Violation("node.metadata.INTERCEPTION_MODE",
+                                  f"must be {INTERCEPTION_REDIRECT!r}"))
+        return None
+    ports = md.get("CAPTURE_PORTS") or {}
+    out = {}
+    for key, default in (("outbound", 15001), ("inbound", 15006), ("dns", 15053)):
+        value = ports.get(key, default) if isinstance(ports, dict) else None
+        if not isinstance(value, (int, float)) or int(value) != value or \
+                not 0 < value < 65536:
+            problems.append(Violation(f"node.metadata.CAPTURE_PORTS.{key}",
+                                      "must be a port number"))
+            continue
+        out[key] = int(value)
+    return out

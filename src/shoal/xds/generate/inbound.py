@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
 
 from shoal.api.mesh import Protocol, WorkloadSpec
 from shoal.api.meta import Resource
 from shoal.registry.snapshot import MeshSnapshot
-from shoal.xds.generate import names
+from shoal.xds.generate import listeners, names, ratelimit, telemetry, vhosts
 from shoal.xds.types import Proxy
+
+if TYPE_CHECKING:
+    from shoal.xds.generate.context import GenerationContext
 
 
 @dataclass(frozen=True)
@@ -52,3 +59,23 @@ def inbound_ports(
                 protocol=port.protocol,
             )
     return list(out.values())
+
+
+def inbound_config(ctx: GenerationContext, workload: Resource, ip: InboundPort
+                   ) -> tuple[listener_pb2.Listener, cluster_pb2.Cluster]:
+    """The listener of one inbound port (mTLS mode, authorization, rate limits, telemetry)
+    and the cluster to the application behind it. Transparent capture (capture.py) reuses
+    the listener's filter chains on its inbound port."""
+    route_config = (
+        vhosts.inbound_route_config(ip.endpoint_port, ip.cluster)
+        if ip.protocol.is_http
+        else None
+    )
+    listener = listeners.inbound_listener(
+        ip.listener, ip.address, ip.endpoint_port, ip.cluster, route_config,
+        extras=ratelimit.inbound_extras(ctx, workload)
+        + telemetry.http_extras(ctx, telemetry.Direction.INBOUND),
+        tcp_access_log=telemetry.tcp_access_log(ctx, telemetry.Direction.INBOUND),
+        security=ctx.inbound_security(workload, ip.endpoint_port, ip.protocol.is_http),
+    )
+    return listener, ctx.inbound_cluster(ip.cluster, ip.app_port, ip.protocol.is_http2)

@@ -1,0 +1,86 @@
+"""``shoal run --pod NAME --network NET``: a workload in its own network namespace.
+
+The ``shoal run`` process on the host makes the network (if needed) and the pod, writes
+the pod's /etc/hosts and /etc/resolv.conf, then runs the same ``shoal run`` command
+inside the pod with ``--capture --address <pod IP>`` (the agent, Envoy and the app all live
+in the pod; the agent installs the iptables capture). Signals are passed on; when the
+inner agent has exited, the pod is deleted and its exit status returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+
+from shoal.agent.app import exit_status
+from shoal.hosts import netns
+from shoal.hosts.netns import HostError
+
+log = logging.getLogger("shoal.hosts.pods")
+
+# `shoal run` flags the host side consumes; inside the pod they make no sense
+POD_FLAGS = ("--pod", "--network", "--subnet", "--pod-address", "--address")
+
+
+def inner_args(args: Sequence[str], address: str) -> list[str]:
+    """``args`` (of ``shoal run``) without the pod flags, plus ``--capture --address``."""
+    head, tail = list(args), []
+    if "--" in head:
+        i = head.index("--")
+        head, tail = head[:i], head[i:]
+    out: list[str] = []
+    skip = False
+    for arg in head:
+        if skip:
+            skip = False
+            continue
+        flag = arg.split("=", 1)[0]
+        if flag in POD_FLAGS:
+            skip = "=" not in arg
+            continue
+        if arg == "--capture":
+            continue
+        out.append(arg)
+    return [*out, "--capture", "--address", address, *tail]
+
+
+@contextlib.contextmanager
+def _forward_signals(child: subprocess.Popen[bytes]) -> Iterator[None]:
+    def forward(sig: int, _frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(sig)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def run_in_pod(*, pod: str, network: str, subnet: str | None, address: str | None,
+               namespace: str, args: Sequence[str], domain: str = "cluster.local") -> int:
+    """Make the pod, run ``shoal run ARGS --capture ...`` in it, delete it; exit status."""
+    if (reason := netns.unavailable()) is not None:
+        raise HostError(f"--pod: {reason} (without root, leave out --pod: docs/hosts.md)")
+    net = netns.create_network(network, subnet) if subnet else netns.find_network(network)
+    if net is None:
+        raise HostError(f"network {network} does not exist; give --subnet to create it")
+    p = netns.create_pod(pod, net, address)
+    log.info("pod ready", extra={"pod": p.name, "netns": p.netns, "address": str(p.address),
+                                 "network": net.name, "bridge": net.bridge})
+    try:
+        netns.write_etc(p, search=[f"{namespace}.svc.{domain}", f"svc.{domain}", domain])
+        argv = p.command([sys.executable, "-m", "shoal", "run",
+                          *inner_args(args, str(p.address))])
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        with _forward_signals(child):
+            code = child.wait()
+        return exit_status(code)
+    finally:
+        netns.delete_pod(p)
+        log.info("pod deleted", extra={"pod": p.name})
