@@ -20,7 +20,7 @@ DOC = ROOT / "docs" / "benchmarks.md"
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     p.add_argument("which", nargs="?", default="all",
-                   choices=["dataplane", "controlplane", "ratelimit", "all"])
+                   choices=["dataplane", "controlplane", "ratelimit", "failover", "all"])
     p.add_argument("--quick", action="store_true", help="short runs (smoke test, noisy numbers)")
     p.add_argument("--doc", type=Path, default=DOC, help="markdown file to update (%(default)s)")
     p.add_argument("--no-write", action="store_true", help="print results, leave the doc alone")
@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench import ratelimit
         rl = ratelimit.run(seconds=4 if a.quick else 8, log=lambda s: print(s, flush=True))
         _emit(a, "ratelimit", ratelimit.markdown(rl, machine.now(), info, command))
+    if a.which == "failover":  # not part of "all": two clusters, needs root
+        from bench import failover
+        fo = failover.run(rounds=2 if a.quick else 5, log=lambda s: print(s, flush=True),
+                          cp_down_rounds=1 if a.quick else 3)
+        _emit(a, "failover", failover.markdown(fo, machine.now(), info, command))
     return 0
 
 

@@ -156,3 +156,29 @@ def describe(cert: x509.Certificate) -> dict[str, Any]:
 
 def bundle_pem(certs: Iterable[x509.Certificate]) -> list[str]:
     return [cert_pem(c) for c in certs]
+
+
+INTERMEDIATE_TTL = dt.timedelta(days=365)
+
+
+def make_intermediate(key: Key, issuer: x509.Certificate, issuer_key: Key, *, name: str,
+                      trust_domain: str, ttl: dt.timedelta = INTERMEDIATE_TTL
+                      ) -> x509.Certificate:
+    """A CA certificate below ``issuer`` (one per cluster under a shared root): it may sign
+    leaves only (path length 0)."""
+    start = now() - BACKDATE
+    pub = key.public_key()
+    return (x509.CertificateBuilder()
+            .subject_name(_name(f"shoal intermediate CA {name} ({trust_domain})", trust_domain))
+            .issuer_name(issuer.subject).public_key(pub).serial_number(serial())
+            .not_valid_before(start)
+            .not_valid_after(min(start + ttl, issuer.not_valid_after_utc))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True,
+                content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                issuer_key.public_key()), critical=False)
+            .sign(issuer_key, hashes.SHA256()))

@@ -78,3 +78,45 @@ def export(
         raise typer.Exit(1) from None
     for flag, path in written.items():
         console.print(f"--{flag.replace('_', '-')} {path}")
+
+
+@app.command("create-root")
+def create_root(
+    out: Annotated[Path, typer.Option(
+        "--out", help="Directory for root-cert.pem and root-key.pem (0600).")],
+    trust_domain: Annotated[str, typer.Option(
+        help="The mesh trust domain (every cluster's control plane uses the same).")
+    ] = "cluster.local",
+) -> None:
+    """Make a root CA shared by several clusters (offline; see docs/multicluster.md).
+    Then give each cluster an intermediate with `shoal ca create-intermediate`."""
+    from shoal.ca.shared_root import create_root as make
+
+    try:
+        written = make(out, trust_domain)
+    except CaError as e:
+        typer.echo(f"shoal ca create-root: {e}", err=True)
+        raise typer.Exit(1) from None
+    for path in written.values():
+        console.print(str(path))
+
+
+@app.command("create-intermediate")
+def create_intermediate(
+    root: Annotated[Path, typer.Option(
+        "--root", help="Directory with root-cert.pem and root-key.pem (`create-root`).")],
+    cluster: Annotated[str, typer.Option(help="The cluster the intermediate is for.")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Directory for ca-cert.pem, ca-key.pem (0600) and ca-chain.pem.")],
+) -> None:
+    """Make CLUSTER's intermediate CA under the shared root (offline). Start that
+    cluster's control plane with the --ca-cert/--ca-key/--ca-chain this prints."""
+    from shoal.ca.shared_root import create_intermediate as make
+
+    try:
+        written = make(root, cluster, out)
+    except CaError as e:
+        typer.echo(f"shoal ca create-intermediate: {e}", err=True)
+        raise typer.Exit(1) from None
+    for flag, path in written.items():
+        console.print(f"--{flag.replace('_', '-')} {path}")

@@ -13,6 +13,7 @@ from shoal.cli import (
     authz,
     ca,
     certs,
+    cluster,
     dashboard,
     gateway,
     logs,
@@ -80,6 +81,7 @@ app.command("traces", rich_help_panel="Observability")(traces.traces)
 app.add_typer(prometheus.app, name="prometheus", rich_help_panel="Observability")
 app.add_typer(ratelimit.app, name="ratelimit", rich_help_panel="Traffic")
 app.add_typer(quota.app, name="quota", rich_help_panel="Traffic")
+app.add_typer(cluster.app, name="cluster", rich_help_panel="Multi-cluster")
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -92,6 +93,12 @@ def control_plane(
     outbound_traffic_policy: Annotated[str, typer.Option(
         help="Hosts that are neither services nor ServiceEntries: REGISTRY_ONLY (404) or "
              "ALLOW_ANY (forwarded). A Sidecar may override it.")] = "REGISTRY_ONLY",
+    cluster: Annotated[str, typer.Option(
+        help="Multi-cluster: this cluster's name (workloads get the "
+             "topology.istio.io/cluster label; see docs/multicluster.md).")] = "",
+    network: Annotated[str, typer.Option(
+        help="Multi-cluster: the network this cluster's workloads are on; other networks "
+             "are reached through their east-west gateways.")] = "",
 ) -> None:
     """Run the control plane (REST API + xDS server) in the foreground."""
     configure_logging(log_level)
@@ -100,6 +107,9 @@ def control_plane(
     if outbound_traffic_policy not in ("REGISTRY_ONLY", "ALLOW_ANY"):
         raise typer.BadParameter("must be REGISTRY_ONLY or ALLOW_ANY",
                                  param_hint="--outbound-traffic-policy")
+    for flag, value in (("--cluster", cluster), ("--network", network)):
+        if value and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+            raise typer.BadParameter("must be a DNS label (a-z, 0-9, -)", param_hint=flag)
     endpoints = tuple(e.strip() for e in (etcd_endpoints or "").split(",") if e.strip())
     if (store == "etcd") != bool(endpoints):
         raise typer.BadParameter("is required with --store etcd, and only then",
@@ -114,7 +124,8 @@ def control_plane(
         ca_cert=ca_cert, ca_key=ca_key, ca_chain=ca_chain, token_key=token_key,
         otlp_export=otlp_export,
         mesh=MeshConfig(ratelimit_address=ratelimit_address, trace_sampling=trace_sampling,
-                        outbound_traffic_policy=outbound_traffic_policy),
+                        outbound_traffic_policy=outbound_traffic_policy,
+                        cluster=cluster, network=network),
         ratelimit_redis=ratelimit_redis,
     )
     with contextlib.suppress(KeyboardInterrupt):

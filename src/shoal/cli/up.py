@@ -86,6 +86,9 @@ def up(
         help="Control plane xDS-over-TLS port.")] = DEFAULT_SECURE_XDS_PORT,
     port: Annotated[int, typer.Option(help="Port of the product page (its sidecar).")] = 9080,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for everything.")] = 120.0,
+    clusters: Annotated[int, typer.Option(
+        min=1, max=2, help="2: the demo over two clusters, each with its own network, "
+        "control plane and east-west gateway (needs root; docs/multicluster.md).")] = 1,
 ) -> None:
     """Start a control plane and the demo application, every workload with its sidecar."""
     home = home or default_home()
@@ -97,6 +100,12 @@ def up(
         return
     if existing is not None:
         procs.stop(existing)  # leftovers of an earlier run that did not end cleanly
+    if clusters > 1:
+        from shoal.cli.up_clusters import down_clusters, up_clusters
+
+        down_clusters(home)  # leftover pods and bridges
+        up_clusters(home, clusters, timeout, _wait)
+        return
     state = UpState(api=f"http://127.0.0.1:{api_port}",
                     product_page=f"http://127.0.0.1:{port}/productpage")
     xds = f"127.0.0.1:{xds_port}"
@@ -143,13 +152,23 @@ def up(
 
 def down(home: HomeOpt = None) -> None:
     """Stop everything `shoal up` started (agents drain first; no process is left)."""
-    procs = LocalProcesses(home or default_home())
+    home = home or default_home()
+    procs = LocalProcesses(home)
     state = procs.load()
     if state is None:
-        console.print("Nothing to stop: shoal is not up.")
+        from shoal.cli.up_clusters import down_clusters
+
+        if down_clusters(home):
+            console.print("Removed the pods and networks of the multi-cluster demo.")
+        else:
+            console.print("Nothing to stop: shoal is not up.")
         return
     stopped = procs.stop(state)
     console.print(f"Stopped {len(stopped)} processes (and their sidecars and apps).")
+    from shoal.cli.up_clusters import down_clusters
+
+    if down_clusters(home):
+        console.print("Removed the pods and networks of the multi-cluster demo.")
 
 
 def status(ctx: typer.Context) -> None:

@@ -51,6 +51,8 @@ class ControlPlaneConfig:
     ca_chain: Path | None = None
     token_key: Path | None = None  # shared token-signing key (HA); default <ca_dir>/token-key.pem
     ratelimit_redis: str | None = None  # Redis URL for the embedded rate-limit service
+    # seconds a starting control plane waits for remote clusters' first sync (ADR 0016)
+    remote_sync_timeout: float = 5.0
 
     @property
     def ca_dir(self) -> Path:

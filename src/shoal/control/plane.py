@@ -22,6 +22,9 @@ from shoal.control.proxies import ProxyInspector
 from shoal.control.rest import RestApi
 from shoal.dashboard.api import DashboardApi
 from shoal.errors import Unavailable
+from shoal.multicluster.api import ClusterApi
+from shoal.multicluster.remote import RemoteClusters, trust_context
+from shoal.multicluster.view import ClusterView
 from shoal.ratelimit.embedded import EmbeddedRateLimit
 from shoal.registry.etcd_leases import EtcdWorkloadRegistry
 from shoal.registry.leases import Registry, WorkloadRegistry
@@ -83,6 +86,9 @@ class ControlPlane:
     agent_api_address: Address | None = None
     secure_xds_address: Address | None = None
     telemetry: Telemetry | None = None  # built in serving(); see shoal.telemetry.hub
+    view: ClusterView | None = None  # the store + remote clusters, as the sync loop sees it
+    remotes: RemoteClusters | None = None
+    identity: IdentityApi | None = None
 
     @property
     def metrics(self) -> RingMetricsStore | None:
@@ -96,7 +102,9 @@ class ControlPlane:
         store = store or open_store(config)
         cache = SnapshotCache()
         status = StatusTracker()
-        sync = Sync(store, cache, mesh_config=config.mesh, debounce=config.debounce,
+        # Multi-cluster: the sync loop reads the local store merged with remote clusters.
+        view = ClusterView(store, cluster=config.mesh.cluster, network=config.mesh.network)
+        sync = Sync(view, cache, mesh_config=config.mesh, debounce=config.debounce,
                     max_delay=config.max_delay)
         xds = XdsServer(cache, sync, status)
         # With etcd, leases live in etcd: any instance can renew any workload's lease.
@@ -113,8 +121,18 @@ class ControlPlane:
         serving = ServingCertificate(ca, hosts)
         identity = IdentityApi(ca, tokens, require_tokens=config.require_tokens)
         api = RestApi(store, registry, inspector, ready=ready, identity=identity)
+        remotes = RemoteClusters(view, config.data_dir, trust_context(ca.files.bundle_path))
         return ControlPlane(config, store, registry, cache, status, sync, xds, api, ready, ca,
-                            serving)
+                            serving, view=view, remotes=remotes, identity=identity)
+
+    def _urls(self) -> dict[str, str]:
+        """Where this control plane is reachable (for `shoal cluster` and remote secrets)."""
+        out = {}
+        if self.api_address is not None:
+            out["api"] = f"http://{self.api_address}"
+        if self.agent_api_address is not None:
+            out["agentApi"] = f"https://{self.agent_api_address}"
+        return out
 
     async def run(self) -> None:
         """Serve until cancelled; ``ready`` is set once both listeners accept."""
@@ -151,8 +169,12 @@ class ControlPlane:
             ratelimit = EmbeddedRateLimit(self.store, None if self.config.store == "memory"
                                           else self.config.data_dir, self.config.ratelimit_redis)
             ratelimit.add_to(grpc_server, app)
-        DashboardApi(self.store, lambda: self.metrics,
+        DashboardApi(self.view or self.store, lambda: self.metrics,
                      domain=self.config.mesh.domain).mount(app)
+        if self.remotes is not None:
+            ClusterApi(self.store, self.config.mesh, self.remotes,
+                       self.identity if self.config.require_tokens else None,
+                       self._urls).mount(app)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                                shutdown_timeout=2.0)
         await runner.setup()
@@ -168,6 +190,11 @@ class ControlPlane:
                 sync_ready = asyncio.Event()
                 tasks = [tg.create_task(self.sync.run(sync_ready), name="sync")]
                 await sync_ready.wait()
+                if self.remotes is not None:  # remote endpoints in the first configs
+                    tasks.append(tg.create_task(self.remotes.run(), name="remote-clusters"))
+                    await asyncio.sleep(0)  # let it load the remote secrets
+                    await self.remotes.wait_initial(self.config.remote_sync_timeout)
+                    await self.sync.push_pending()
                 await grpc_server.start()
                 try:
                     await site.start()

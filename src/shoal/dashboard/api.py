@@ -20,6 +20,7 @@ from aiohttp import web
 
 from shoal.api.meta import Resource
 from shoal.errors import ValidationError, Violation
+from shoal.multicluster.labels import CLUSTER_LABEL
 from shoal.store.base import Store
 from shoal.telemetry.model import Edge, EdgeRates, EdgeSample, MetricsStore
 from shoal.telemetry.slo import SloEvaluator, service_fqdn
@@ -91,12 +92,28 @@ class DashboardApi:
         items, _ = await self._store.list("Service", None)
         return [f"{s.metadata.name}.{s.metadata.namespace}.svc.{self._domain}" for s in items]
 
+    async def _clusters(self) -> dict[str, set[str]]:
+        """Service FQDN -> the clusters its workloads are in (multi-cluster: the store is
+        the control plane's view, remote clusters included)."""
+        services, _ = await self._store.list("Service", None)
+        workloads, _ = await self._store.list("Workload", None)
+        out: dict[str, set[str]] = {}
+        for s in services:
+            selector = s.spec.selector
+            where = {w.spec.labels.get(CLUSTER_LABEL, "") for w in workloads
+                     if selector and w.metadata.namespace == s.metadata.namespace
+                     and all(w.spec.labels.get(k) == v for k, v in selector.items())}
+            if where - {""}:
+                out[f"{s.metadata.name}.{s.metadata.namespace}.svc.{self._domain}"] = \
+                    where - {""}
+        return out
+
     async def topology(self, request: web.Request) -> web.Response:
         window = _number(request, "window", 60, 1, 6 * 3600)
         metrics, live = self._store_metrics()
         now = self._clock()
         topo = build_topology(metrics.rates(window, now=now), window,
-                              services=await self._services())
+                              services=await self._services(), clusters=await self._clusters())
         return web.json_response({"at": now, "metrics": live, **topo.to_dict()})
 
     async def slo_statuses(self) -> tuple[list[Resource], list[dict]]:

@@ -8,13 +8,15 @@ snapshot does the lookups once.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from ipaddress import IPv4Address
 
 from shoal.api.mesh import ServicePort, ServiceSpec, WorkloadSpec
 from shoal.api.meta import Resource
 from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec, for_mesh
+from shoal.registry import vip
 from shoal.registry.external import external_host, synthesize
 
 
@@ -38,6 +40,10 @@ class MeshConfig:
     # HOST:PORT of the control plane's REST API where sidecars POST Zipkin spans (ADR 0008);
     # None: the control plane's own API address; "": W3C-only OpenTelemetry tracer over xDS
     trace_collector: str | None = None
+    # Multi-cluster (docs/multicluster.md, ADR 0016): this control plane's cluster and the
+    # network its workloads are on by default. "" = single cluster, one flat network.
+    cluster: str = ""
+    network: str = ""
 
 
 REGISTERED_BY = "shoal.io/registered-by"
@@ -146,6 +152,11 @@ class MeshSnapshot:
         if (host := external_host(service)) is not None:
             return host
         return f"{service.metadata.name}.{service.metadata.namespace}.svc.{self.config.domain}"
+
+    @cached_property
+    def vips(self) -> Mapping[str, IPv4Address]:
+        """Service host (fqdn) -> virtual IP, for pods with transparent capture (vip.py)."""
+        return vip.allocate(self.fqdn(s) for s in self.services)
 
     def resolve_host(self, host: str, namespace: str) -> Resource | None:
         """Istio host semantics: a short name is relative to ``namespace``."""

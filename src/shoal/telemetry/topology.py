@@ -12,7 +12,7 @@ upper bound) and its p50 the request-weighted mean of their p50s (an estimate).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,11 +78,13 @@ class Node:
     signals: Signals
     workloads: set[str] = field(default_factory=set)
     versions: set[str] = field(default_factory=set)
+    clusters: set[str] = field(default_factory=set)  # multi-cluster: where it has instances
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "namespace": self.namespace,
                 "kind": self.kind, "workloads": sorted(self.workloads),
-                "versions": sorted(self.versions), **self.signals.to_dict()}
+                "versions": sorted(self.versions), "clusters": sorted(self.clusters),
+                **self.signals.to_dict()}
 
 
 @dataclass
@@ -95,6 +97,9 @@ class Link:
     plain_requests: float = 0.0
     flags: set[bool] = field(default_factory=set)  # Edge.mtls of every part
     subsets: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # multi-cluster: the caller runs in a cluster where the callee has no instance, so
+    # those calls cross clusters (through an east-west gateway on split networks)
+    cross_cluster: bool = False
 
     @property
     def mtls(self) -> str:
@@ -109,7 +114,8 @@ class Link:
     def to_dict(self) -> dict[str, Any]:
         w = self.signals.window_seconds or 1.0
         return {"source": self.source, "target": self.target, "protocol": self.protocol,
-                "mtls": self.mtls, **self.signals.to_dict(),
+                "mtls": self.mtls, "crossCluster": self.cross_cluster,
+                **self.signals.to_dict(),
                 "subsets": {k: round(v / w, 3) for k, v in sorted(self.subsets.items())}}
 
 
@@ -141,8 +147,10 @@ def _source_fqdn(service: str, namespace: str, known: dict[tuple[str, str], str]
 
 
 def build_topology(rates: Sequence[EdgeRates], window_seconds: float, *,
-                   services: Iterable[str] = ()) -> Topology:
-    """The graph of ``rates``; ``services`` (FQDNs) become nodes even without traffic."""
+                   services: Iterable[str] = (),
+                   clusters: Mapping[str, Iterable[str]] | None = None) -> Topology:
+    """The graph of ``rates``; ``services`` (FQDNs) become nodes even without traffic.
+    ``clusters``: FQDN -> the clusters it has instances in (multi-cluster)."""
     nodes: dict[str, Node] = {}
     links: dict[tuple[str, str], Link] = {}
 
@@ -178,6 +186,12 @@ def build_topology(rates: Sequence[EdgeRates], window_seconds: float, *,
         else:
             link.plain_requests += r.requests
         link.subsets[e.destination_subset or "-"] += r.requests
+    for fqdn, where in (clusters or {}).items():
+        if fqdn in nodes:
+            nodes[fqdn].clusters.update(where)
+    for link in links.values():
+        src, dst = nodes[link.source].clusters, nodes[link.target].clusters
+        link.cross_cluster = bool(src and dst and src - dst)
     return Topology(window_seconds, nodes, links)
 
 

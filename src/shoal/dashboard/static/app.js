@@ -122,8 +122,8 @@ function drawGraph(topo) {
     const d = `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`;
     const width = e.requests > 0 ? 1.5 + 5 * Math.sqrt(e.rps / maxRps) : 1.2;
     const g = s("g", { class: "edge", "data-source": e.source, "data-target": e.target });
-    g.append(s("title", {}, `${e.source} → ${e.target}\n${fmt.rps(e.rps)} rps, ${fmt.pct(e.errorRatio)} errors, p99 ${fmt.ms(e.p99Ms)}, mTLS ${e.mtls}`));
-    g.append(s("path", { d, stroke: colour(cls), "stroke-width": width, "stroke-opacity": 0.8, "marker-end": `url(#arrow-${cls})`, "stroke-dasharray": e.requests > 0 ? "" : "4 4" }));
+    g.append(s("title", {}, `${e.source} → ${e.target}\n${fmt.rps(e.rps)} rps, ${fmt.pct(e.errorRatio)} errors, p99 ${fmt.ms(e.p99Ms)}, mTLS ${e.mtls}${e.crossCluster ? "\ncross-cluster (via an east-west gateway)" : ""}`));
+    g.append(s("path", { d, stroke: colour(cls), "stroke-width": width, "stroke-opacity": 0.8, "marker-end": `url(#arrow-${cls})`, "stroke-dasharray": e.crossCluster ? "10 3 2 3" : e.requests > 0 ? "" : "4 4" }));
     const mx = (x1 + x2) / 2, my = (y1 + y2) / 2;
     const line1 = `${fmt.rps(e.rps)} rps`;
     const line2 = e.requests > 0 ? `${fmt.pct(e.errorRatio)} err · p99 ${fmt.ms(e.p99Ms)}` : "idle";
@@ -138,11 +138,12 @@ function drawGraph(topo) {
     const p = at.get(n.id);
     const bad = n.requests > 0 ? errClass(n.errorRatio) : "ok";
     const g = s("g", { class: `node ${n.kind === "external" ? "ext" : ""} ${bad === "crit" ? "bad" : bad === "warn" ? "warn" : ""}`, transform: `translate(${p.x - NW / 2},${p.y - NH / 2})`, "data-id": n.id, "data-name": n.name });
-    g.append(s("title", {}, `${n.id}\nworkloads: ${n.workloads.join(", ") || "–"}`));
+    const clusters = n.clusters || [];
+    g.append(s("title", {}, `${n.id}\nworkloads: ${n.workloads.join(", ") || "–"}${clusters.length ? "\nclusters: " + clusters.join(", ") : ""}`));
     g.append(s("rect", { width: NW, height: NH, rx: 10 }));
     g.append(s("circle", { cx: 14, cy: 18, r: 4.5, fill: colour(n.requests > 0 ? bad : "muted") }));
     g.append(s("text", { class: "name", x: 26, y: 23 }, n.name));
-    const versions = n.versions.length ? n.versions.join(" · ") : n.namespace;
+    const versions = n.versions.length ? n.versions.join(" · ") : clusters.length ? clusters.join(" · ") : n.namespace;
     g.append(s("text", { class: "sub", x: NW - 10, y: 23, "text-anchor": "end" }, versions));
     g.append(s("text", { class: "sub", x: 12, y: 47 }, n.kind === "external" ? "outside the mesh" :
       `${fmt.rps(n.rps)} rps · ${fmt.pct(n.errorRatio)} err · p99 ${fmt.ms(n.p99Ms)}`));

@@ -14,9 +14,10 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 
 from shoal.registry.snapshot import mtls_disabled
-from shoal.xds.generate import gateway, listeners, names, ratelimit, routes, telemetry, vhosts
+from shoal.xds.generate import capture, gateway, names, ratelimit, routes
 from shoal.xds.generate.context import GenerationContext
-from shoal.xds.generate.inbound import inbound_ports
+from shoal.xds.generate.inbound import inbound_config, inbound_ports
+from shoal.xds.node import capture_of
 from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Proxy, ProxySnapshot, Resources
 
 __all__ = ["GenerationContext", "generate"]
@@ -50,28 +51,19 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
     if proxy.metadata.outbound_port:
         add(ctx.outbound_listener(proxy.metadata.outbound_port, within.allow_any))
         rds[names.OUTBOUND_HTTP] = ctx.outbound_route_config(proxy.namespace, labels, within)
-    gateway.add_gateway_config(ctx, proxy, add, rds)
+    gateway.add_gateway_config(ctx, proxy, add, rds, inbound_cds)
 
     services = ctx.services_of_workload(proxy.namespace, proxy.workload)
-    for ip in inbound_ports(mesh, proxy, services):
+    # transparent capture (pods, docs/hosts.md): two capture listeners replace the inbound
+    # ports and the app's HTTP proxy / upstream ports
+    if (cap := capture_of(proxy.metadata)) is not None:
+        capture.add_capture_config(ctx, proxy, cap, workload, labels, within, add, rds,
+                                   inbound_cds)
+    for ip in inbound_ports(mesh, proxy, services) if cap is None else ():
         assert workload is not None  # inbound ports exist only for a registered workload
-        route_config = (
-            vhosts.inbound_route_config(ip.endpoint_port, ip.cluster)
-            if ip.protocol.is_http
-            else None
-        )
-        if add(
-            listeners.inbound_listener(
-                ip.listener, ip.address, ip.endpoint_port, ip.cluster, route_config,
-                extras=ratelimit.inbound_extras(ctx, workload)
-                + telemetry.http_extras(ctx, telemetry.Direction.INBOUND),
-                tcp_access_log=telemetry.tcp_access_log(ctx, telemetry.Direction.INBOUND),
-                security=ctx.inbound_security(workload, ip.endpoint_port, ip.protocol.is_http),
-            )
-        ):
-            inbound_cds[ip.cluster] = ctx.inbound_cluster(
-                ip.cluster, ip.app_port, ip.protocol.is_http2
-            )
+        listener, cluster = inbound_config(ctx, workload, ip)
+        if add(listener):
+            inbound_cds[ip.cluster] = cluster
 
     for up in proxy.metadata.upstreams:
         service = mesh.resolve_host(up.host, proxy.namespace)
@@ -86,8 +78,11 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
             rds[rc.name] = rc
 
     shared, eds = ctx.scoped_resources(within)
+    # multi-cluster: endpoints on other networks through their east-west gateways
+    eds = ctx.network_endpoints(eds, workload)
     # localityLbSetting: endpoint priorities / weights as seen from this proxy's locality
-    eds = ctx.localized_endpoints(eds, workload.spec.locality if workload is not None else "")
+    eds = ctx.localized_endpoints(eds, workload.spec.locality if workload is not None else "",
+                                  workload.spec.labels if workload is not None else None)
     if workload is not None and mtls_disabled(workload):
         shared = ctx.without_mtls(shared)
     inbound_cds.update(ratelimit.clusters(ctx))  # a separate rate-limit service

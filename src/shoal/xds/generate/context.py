@@ -10,8 +10,9 @@ must never be mutated.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
+from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -23,6 +24,7 @@ from google.protobuf.message import Message
 from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource, ResourceKey
 from shoal.api.traffic_policy import LocalityLbSetting
+from shoal.multicluster.labels import CLUSTER_LABEL, NETWORK_LABEL
 from shoal.registry import external
 from shoal.registry.snapshot import Endpoint, MeshSnapshot
 from shoal.xds.generate import (
@@ -34,6 +36,7 @@ from shoal.xds.generate import (
     listeners,
     locality,
     names,
+    network,
     route_filters,
     routes,
     scope,
@@ -41,6 +44,7 @@ from shoal.xds.generate import (
     tcp_routes,
     telemetry,
     tls,
+    tls_routes,
     traffic_policy,
     vhosts,
 )
@@ -66,8 +70,13 @@ class GenerationContext:
         self._plaintext: dict[int, tuple[Resources, Resources]] = {}
         self._scopes: dict[ResourceKey | None, scope.Scope] = {}
         self._scoped: dict[ResourceKey | None, tuple[Resources, Resources]] = {}
-        self._localized_cla: dict[tuple[str, str], endpoint_pb2.ClusterLoadAssignment] = {}
-        self._localized: dict[tuple[int, str], tuple[Resources, Resources]] = {}
+        self._localized_cla: dict[tuple[str, locality.ClientKey, int], tuple[
+            endpoint_pb2.ClusterLoadAssignment, endpoint_pb2.ClusterLoadAssignment]] = {}
+        self._localized: dict[tuple[int, locality.ClientKey], tuple[Resources, Resources]] = {}
+        self._memo: dict[tuple[object, ...], Any] = {}  # see memo()
+        self._raw_endpoints: dict[str, list[Endpoint]] = {}  # cluster -> endpoints (EDS)
+        self._network_cla: dict[tuple[str, str, bool], endpoint_pb2.ClusterLoadAssignment] = {}
+        self._networked: dict[tuple[int, str, bool], tuple[Resources, Resources]] = {}
 
     # -- shared by every proxy ------------------------------------------------------------
 
@@ -93,13 +102,13 @@ class GenerationContext:
                 policy = traffic_policy.policy_for(dr, subset, port.port)
                 cds[name] = traffic_policy.apply_traffic_policy(
                     clusters.outbound_cluster(name, port.protocol.is_http2, matches),
-                    policy, port.port)
+                    policy, port.port, fqdn(service), authn.upstream_alpn(port.protocol))
                 if (setting := locality.setting_of(policy)) is not None:
                     cds[name] = locality.apply(cds[name], setting)
                     by_locality[name] = setting
                 labels = dr.spec.subset(subset).labels if subset and dr is not None else None
-                eds[name] = endpoints.load_assignment(
-                    name, mesh.endpoints(service, port, labels), self.endpoint_mtls)
+                self._raw_endpoints[name] = mesh.endpoints(service, port, labels)
+                eds[name] = self._network_assignment(name, mesh.config.network, False)
                 if external.is_dns(service):  # ServiceEntry resolved by Envoy's DNS
                     cds[name] = egress.dns_cluster(cds[name], eds.pop(name))
                     by_locality.pop(name, None)  # Envoy resolves it: no locality groups
@@ -202,20 +211,59 @@ class GenerationContext:
             self._scoped[within.key] = (cds, eds)
         return self._scoped[within.key]
 
+    # -- networks (multi-cluster: other networks through their east-west gateways) ------
+
+    @cached_property
+    def east_west_gateways(self) -> network.Gateways:
+        return network.east_west_gateways(self.mesh)
+
+    def _network_assignment(self, name: str, net: str, east_west: bool
+                            ) -> endpoint_pb2.ClusterLoadAssignment:
+        key = (name, net, east_west)
+        if key not in self._network_cla:
+            eps = network.reachable(self._raw_endpoints[name], net, self.east_west_gateways,
+                                    self.endpoint_mtls, east_west=east_west)
+            self._network_cla[key] = endpoints.load_assignment(name, eps, self.endpoint_mtls)
+        return self._network_cla[key]
+
+    def network_endpoints(self, eds: Resources, workload: Resource | None) -> Resources:
+        """``eds`` as a proxy of ``workload`` reaches it (see :mod:`network`): ``eds``
+        itself for a proxy on this control plane's network that is not an east-west
+        gateway (the shared objects); else rebuilt once per (EDS set, network, role)."""
+        net = network.proxy_network(self.mesh, workload)
+        east_west = workload is not None and network.gateway_port(self.mesh, workload) \
+            is not None
+        if net == self.mesh.config.network and not east_west:
+            return eds
+        key = (id(eds), net, east_west)
+        cached = self._networked.get(key)
+        if cached is None or cached[0] is not eds:
+            self._outbound  # noqa: B018 -- fills _raw_endpoints
+            items = {name: self._network_assignment(name, net, east_west)
+                     if name in self._raw_endpoints else cla
+                     for name, cla in eds.items.items()}
+            cached = self._networked[key] = (eds, Resources(items=items,
+                                                            version=self.version_of(items)))
+        return cached[1]
+
     # -- locality load balancing (one EDS set per client locality) -----------------------
 
-    def localized_endpoints(self, eds: Resources, client_locality: str) -> Resources:
-        """``eds`` as a client in ``client_locality`` sees it: the load assignments of
-        clusters with locality LB rewritten (see :mod:`locality`), the rest shared. ``eds``
-        itself when no cluster of it uses locality LB or the client has no locality.
-        Memoized per (EDS set, locality), so proxies of one locality share the objects."""
+    def localized_endpoints(self, eds: Resources, client_locality: str,
+                            client_labels: Mapping[str, str] | None = None) -> Resources:
+        """``eds`` as a client in ``client_locality`` with workload labels
+        ``client_labels`` (for failoverPriority) sees it: the load assignments of clusters
+        with locality LB rewritten (see :mod:`locality`), the rest shared. ``eds`` itself
+        when no cluster of it uses locality LB or the client has no locality nor labels.
+        Memoized per (EDS set, locality, the labels failoverPriority looks at), so proxies
+        of one locality share the objects."""
         settings = self._outbound[2]
-        if not client_locality or not settings:
+        if not settings or (not client_locality and client_labels is None):
             return eds
-        key = (id(eds), client_locality)
+        client = locality.client_key(client_locality, client_labels, self._priority_keys)
+        key = (id(eds), client)
         cached = self._localized.get(key)
         if cached is None or cached[0] is not eds:
-            items = {name: self._localized_assignment(name, cla, client_locality)
+            items = {name: self._localized_assignment(name, cla, client)
                      if name in settings else cla for name, cla in eds.items.items()}
             same = all(items[n] is eds.items[n] for n in items)
             out = eds if same else Resources(items=items, version=self.version_of(items))
@@ -223,12 +271,31 @@ class GenerationContext:
         return cached[1]
 
     def _localized_assignment(self, name: str, cla: endpoint_pb2.ClusterLoadAssignment,
-                              client_locality: str) -> endpoint_pb2.ClusterLoadAssignment:
-        key = (name, client_locality)
-        if key not in self._localized_cla:
-            self._localized_cla[key] = locality.localize(
-                cla, client_locality, self._outbound[2][name])
-        return self._localized_cla[key]
+                              client: locality.ClientKey) -> endpoint_pb2.ClusterLoadAssignment:
+        key = (name, client, id(cla))  # cla: one per network (see network_endpoints)
+        cached = self._localized_cla.get(key)
+        if cached is None or cached[0] is not cla:
+            setting = self._outbound[2][name]
+            labels = dict(client[1]) if client[1] is not None else None
+            cached = self._localized_cla[key] = (cla, locality.localize(
+                cla, client[0], setting, labels,
+                self.memo(("locality.labels", name), lambda: self._endpoint_labels(name))
+                if setting.failover_priority else None))
+        return cached[1]
+
+    @cached_property
+    def _priority_keys(self) -> frozenset[str]:
+        return locality.priority_keys(self._outbound[2].values())
+
+    def _endpoint_labels(self, name: str) -> dict[tuple[str, int], dict[str, str]]:
+        """(address, port) -> labels of the endpoints of cluster ``name``, and of the
+        east-west gateways standing for other networks' endpoints (failoverPriority)."""
+        out = locality.endpoint_labels(self._raw_endpoints.get(name, ()))
+        for gws in self.east_west_gateways.values():
+            for gw in gws:
+                out.setdefault((gw.address, gw.port), {CLUSTER_LABEL: gw.cluster,
+                                                       NETWORK_LABEL: gw.network})
+        return out
 
     def without_mtls(self, cds: Resources) -> Resources:
         """``cds`` for a proxy that has no identity: no mesh mTLS toward anyone (it has no
@@ -285,6 +352,12 @@ class GenerationContext:
                 extras = route_filters.TRAFFIC_EXTRAS + telemetry.http_extras(
                     self, telemetry.Direction.OUTBOUND)
                 lis = listeners.upstream_http_listener(host, port.port, local_port, rds, extras)
+            elif port.protocol.is_tls:  # VirtualService tls routes by SNI, then tcp
+                log = telemetry.tcp_access_log(self, telemetry.Direction.OUTBOUND)
+                chains = tls_routes.sidecar_tls_chains(
+                    self.mesh, service, port, dict(labels),
+                    names.upstream_stat_prefix(host, port.port), log)
+                lis = listeners.upstream_tls_listener(host, port.port, local_port, chains)
             else:
                 # VirtualService tcp routes (weighted) for this service port
                 weighted = tcp_routes.tcp_destinations(self.mesh, service, port, dict(labels))
@@ -318,6 +391,13 @@ class GenerationContext:
             value = hashlib.sha256(msg.SerializeToString(deterministic=True)).digest()
             entry = self._digests[id(msg)] = (msg, value)
         return entry[1]
+
+    def memo(self, key: tuple[object, ...], build: Callable[[], Any]) -> Any:
+        """``build()``, once per ``key`` for this snapshot: for generator modules that
+        keep no state of their own (e.g. capture.py); ``key`` starts with the module's name."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
 
     def version_of(self, items: Mapping[str, Message], base: str = "") -> str:
         """A content version of ``items`` (plus ``base``, the version of a shared part)."""

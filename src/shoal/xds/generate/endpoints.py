@@ -1,4 +1,7 @@
-"""ClusterLoadAssignments (EDS): a cluster's endpoints grouped by locality."""
+"""ClusterLoadAssignments (EDS): a cluster's endpoints grouped by locality.
+
+Which endpoints a proxy gets (directly, or through another network's east-west gateway)
+is decided before, by :mod:`shoal.xds.generate.network`."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import wrappers_pb2
 
 from shoal.registry.snapshot import Endpoint
+from shoal.xds.generate.network import GatewayEndpoint
 from shoal.xds.generate.protocol import socket_address
 from shoal.xds.generate.tls import mesh_endpoint_metadata
 
@@ -26,7 +30,8 @@ def load_assignment(
     mtls: Callable[[Endpoint], bool] = lambda ep: False,
 ) -> endpoint_pb2.ClusterLoadAssignment:
     """Endpoints grouped by locality (sorted), each weighted by its workload's weight;
-    those for which ``mtls`` holds carry the metadata that selects mesh mTLS."""
+    those for which ``mtls`` holds carry the metadata that selects mesh mTLS (always an
+    east-west gateway's)."""
     by_locality: dict[str, list[Endpoint]] = defaultdict(list)
     for ep in endpoints:
         by_locality[ep.locality].append(ep)
@@ -40,7 +45,7 @@ def load_assignment(
                 endpoint=ec_pb2.Endpoint(address=socket_address(ep.address, ep.port)),
                 load_balancing_weight=wrappers_pb2.UInt32Value(value=ep.weight),
             )
-            if mtls(ep):
+            if isinstance(ep, GatewayEndpoint) or mtls(ep):
                 lb.metadata.CopyFrom(mesh_endpoint_metadata())
             group.lb_endpoints.append(lb)
     return cla

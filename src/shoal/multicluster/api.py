@@ -1,0 +1,136 @@
+"""REST routes of multi-cluster (mounted on the control plane's app).
+
+  GET    /api/v1/clusters              this cluster and every remote one, with health
+  POST   /api/v1/clusters              a remote secret {name, url, token, network?}: follow it
+  DELETE /api/v1/clusters/{name}       stop following a remote cluster (its endpoints go)
+  GET    /api/v1/discovery             for remote control planes: NDJSON, a SYNC of our
+                                       Workloads/Services/Gateways, then changes, BOOKMARKs
+
+Adding and removing remotes are operator actions (refused on the agent TLS listener).
+The discovery stream needs a token for ``<root namespace>/cluster-reader`` when the
+control plane requires tokens (a remote secret carries one: ``shoal cluster
+remote-secret``); only our own resources are served, never what we learned from others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from shoal.ca.rest import IdentityApi
+from shoal.control.errors import json_body
+from shoal.errors import NotFound, PermissionDenied, WatchExpired
+from shoal.multicluster.labels import DISCOVERED_KINDS, east_west_port
+from shoal.multicluster.remote import DISCOVERY_PATH, RemoteClusters
+from shoal.multicluster.secrets import READER_SERVICE_ACCOUNT, RemoteSecret
+from shoal.registry.snapshot import MeshConfig
+from shoal.store.base import Store
+
+API = "/api/v1"
+BOOKMARK_SECONDS = 5.0
+
+
+class ClusterApi:
+    def __init__(self, store: Store, mesh: MeshConfig, remotes: RemoteClusters,
+                 identity: IdentityApi | None, urls: Callable[[], dict[str, str]]):
+        """``store``: the local store (never the merged view); ``urls``: where this
+        control plane is reachable ({"api": ..., "agentApi": ...})."""
+        self._store = store
+        self._mesh = mesh
+        self._remotes = remotes
+        self._identity = identity
+        self._urls = urls
+
+    def mount(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get(f"{API}/clusters", self.list)
+        r.add_post(f"{API}/clusters", self.add)
+        r.add_delete(f"{API}/clusters/{{name}}", self.remove)
+        r.add_get(DISCOVERY_PATH, self.discovery)
+
+    @staticmethod
+    def _operator_only(request: web.Request) -> None:
+        if request.secure:
+            raise PermissionDenied("this is an operator action; use the operator API "
+                                   "(loopback listener), not the agent listener")
+
+    async def _local_summary(self) -> dict[str, Any]:
+        items, revision = await self._store.list("Workload")
+        gateways = []
+        gws, _ = await self._store.list("Gateway")
+        for w in items:
+            if (port := east_west_port(w, gws)) is not None:
+                gateways.append(f"{w.spec.address}:{port}")
+        services, _ = await self._store.list("Service")
+        urls = self._urls()
+        return {"name": self._mesh.cluster, "local": True,
+                "url": urls.get("agentApi") or urls.get("api", ""),
+                "network": self._mesh.network, "state": "local",
+                "workloads": len(items) - len(gateways), "services": len(services),
+                "gateways": gateways, "lastError": "", "since": 0.0, "revision": revision}
+
+    async def list(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "cluster": self._mesh.cluster, "network": self._mesh.network,
+            "rootNamespace": self._mesh.root_namespace, "urls": self._urls(),
+            "clusters": [await self._local_summary(), *self._remotes.summaries()]})
+
+    async def add(self, request: web.Request) -> web.Response:
+        self._operator_only(request)
+        secret = RemoteSecret.parse(await json_body(request))
+        if secret.name == self._mesh.cluster:
+            raise PermissionDenied(f"{secret.name!r} is this cluster's own name")
+        self._remotes.add(secret)
+        return web.json_response({"added": secret.public()})
+
+    async def remove(self, request: web.Request) -> web.Response:
+        self._operator_only(request)
+        name = request.match_info["name"]
+        if not self._remotes.remove(name):
+            raise NotFound(f"no remote cluster {name!r}")
+        return web.json_response({"removed": name})
+
+    # -- the discovery stream (served to remote control planes) -------------------------
+
+    async def discovery(self, request: web.Request) -> web.StreamResponse:
+        if self._identity is not None:
+            self._identity.authorize(request, self._mesh.root_namespace,
+                                     READER_SERVICE_ACCOUNT)
+        resources, revision = await self._store.list()
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+
+        async def send(msg: dict[str, Any]) -> None:
+            await resp.write(json.dumps(msg).encode() + b"\n")
+
+        await send({"type": "SYNC", "cluster": self._mesh.cluster,
+                    "network": self._mesh.network, "revision": revision,
+                    "resources": [r.dump() for r in resources if r.kind in DISCOVERED_KINDS]})
+        events = self._store.watch(since=revision)
+        pending: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                pending = pending or asyncio.ensure_future(anext(events))
+                done, _ = await asyncio.wait({pending}, timeout=BOOKMARK_SECONDS)
+                if not done:
+                    await send({"type": "BOOKMARK", "revision": revision})
+                    continue
+                try:
+                    event = pending.result()
+                except (WatchExpired, StopAsyncIteration):
+                    break  # the remote reconnects and gets a fresh SYNC
+                pending = None
+                revision = event.revision
+                if event.key.kind in DISCOVERED_KINDS:
+                    await send({"type": event.type.value, "revision": revision,
+                                "resource": event.resource.dump()})
+        finally:
+            if pending is not None:
+                pending.cancel()
+            await events.aclose()
+        return resp
+
