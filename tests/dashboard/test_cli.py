@@ -21,6 +21,7 @@ def test_slo_status_table_and_json(dashboard_cp: Served):
     assert "(20m seen)" in lines["default/details-availability"]
     assert "reviews-availability: burning" in out.output
     js = runner.invoke(app, ["-c", dashboard_cp.url, "slo", "status", "-o", "json"])
+    assert js.exit_code == 0, (js.output, js.exception)
     data = {s["name"]: s for s in json.loads(js.output)}
     assert data["reviews-availability"]["errorBudget"]["remaining"] < 0
     assert data["productpage-latency"]["sli"] == "latency"
