@@ -10,7 +10,7 @@ import grpc
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
-from tests.traffic.tls_certs import TestCA
+from tests.pki import TestCA
 
 from shoal.agent.file_secrets import FileSecrets
 from shoal.agent.sds import SdsServer
@@ -19,17 +19,19 @@ from shoal.xds.types import SECRET
 
 
 def test_loads_certificates_keys_roots_and_crls(tmp_path: Path) -> None:
-    ca = TestCA(tmp_path)
-    client = ca.issue("client", "client", client=True)
-    crl = ca.crl("ca")
+    ca = TestCA()
+    ca_file = ca.write(tmp_path / "ca.pem")
+    client = ca.leaf("client", server=False).write(tmp_path, "client")
+    crl = tmp_path / "ca.crl"
+    crl.write_bytes(ca.crl())
     files = FileSecrets()
     cert = files.get(secret_names.cert_secret(str(client.cert), str(client.key)))
     assert cert is not None
     assert cert.tls_certificate.certificate_chain.inline_bytes == client.cert.read_bytes()
     assert cert.tls_certificate.private_key.inline_bytes == client.key.read_bytes()
-    roots = files.get(secret_names.root_secret(str(ca.ca_file), str(crl)))
+    roots = files.get(secret_names.root_secret(str(ca_file), str(crl)))
     assert roots is not None
-    assert roots.validation_context.trusted_ca.inline_bytes == ca.ca_file.read_bytes()
+    assert roots.validation_context.trusted_ca.inline_bytes == ca.pem
     assert roots.validation_context.crl.inline_bytes == crl.read_bytes()
     system = files.get(secret_names.root_secret(None))
     assert system is not None and b"BEGIN CERTIFICATE" in \
@@ -38,33 +40,33 @@ def test_loads_certificates_keys_roots_and_crls(tmp_path: Path) -> None:
 
 
 def test_refuses_what_envoy_would_reject(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
-    ca = TestCA(tmp_path)
-    a = ca.issue("a", "a", client=True)
-    b = ca.issue("b", "b", client=True)
+    ca = TestCA()
+    ca_file = ca.write(tmp_path / "ca.pem")
+    a = ca.leaf("a", server=False).write(tmp_path, "a")
+    b = ca.leaf("b", server=False).write(tmp_path, "b")
     (tmp_path / "junk.pem").write_text("hello\n")
     files = FileSecrets()
     assert files.get(secret_names.cert_secret(str(a.cert), str(b.key))) is None  # wrong key
     assert files.get(secret_names.root_secret(str(tmp_path / "junk.pem"))) is None
     assert files.get(secret_names.root_secret(str(tmp_path / "missing.pem"))) is None
-    assert files.get(secret_names.root_secret(str(ca.ca_file), str(a.cert))) is None  # no CRL
+    assert files.get(secret_names.root_secret(str(ca_file), str(a.cert))) is None  # no CRL
     text = caplog.text
     assert "does not belong to the certificate" in text
     assert "not PEM certificates" in text and "No such file" in text and "not a PEM CRL" in text
 
 
 def test_refresh_picks_up_new_and_changed_files_and_keeps_the_last_good(tmp_path: Path) -> None:
-    ca = TestCA(tmp_path)
+    ca = TestCA()
     path = tmp_path / "roots.pem"
     name = secret_names.root_secret(str(path))
     files = FileSecrets()
     assert files.get(name) is None  # not there yet
     assert files.refresh() == set()
-    path.write_bytes(ca.ca_file.read_bytes())
+    path.write_bytes(ca.pem)
     assert files.refresh() == {name}
     first = files.get(name)
     assert first is not None
-    other = TestCA(tmp_path / "other")
-    path.write_bytes(other.ca_file.read_bytes() + b"\n")
+    path.write_bytes(TestCA("other").pem + b"\n")
     assert files.refresh() == {name}
     assert files.get(name) != first
     path.write_text("broken")
@@ -74,7 +76,7 @@ def test_refresh_picks_up_new_and_changed_files_and_keeps_the_last_good(tmp_path
 
 
 async def test_sds_answers_a_file_secret_once_it_can(tmp_path: Path) -> None:
-    ca = TestCA(tmp_path / "pki")
+    ca = TestCA()
     path = tmp_path / "roots.pem"
     name = secret_names.root_secret(str(path))
     sds = SdsServer(None, tmp_path / "sds.sock", file_poll_seconds=0.1)  # no identity
@@ -94,18 +96,17 @@ async def test_sds_answers_a_file_secret_once_it_can(tmp_path: Path) -> None:
             read = asyncio.ensure_future(call.read())
             await asyncio.sleep(0.5)  # several polls: no answer while the file is missing
             assert not read.done()
-            path.write_bytes(ca.ca_file.read_bytes())
+            path.write_bytes(ca.pem)
             first = await asyncio.wait_for(read, 20)
             [packed] = first.resources
             secret = secret_pb2.Secret()
             packed.Unpack(secret)
             assert secret.name == name
-            assert secret.validation_context.trusted_ca.inline_bytes == ca.ca_file.read_bytes()
+            assert secret.validation_context.trusted_ca.inline_bytes == ca.pem
             await requests.put(discovery_pb2.DiscoveryRequest(
                 type_url=SECRET, resource_names=[name], response_nonce=first.nonce,
                 version_info=first.version_info))  # ACK
-            other = TestCA(tmp_path / "other")
-            path.write_bytes(other.ca_file.read_bytes())  # rotated on disk: pushed again
+            path.write_bytes(TestCA("other").pem)  # rotated on disk: pushed again
             second = await asyncio.wait_for(call.read(), 20)
             assert second.version_info != first.version_info
             await requests.put(None)

@@ -23,8 +23,8 @@ from shoal.testing.sds import running_sds_server, workload_secrets
 from shoal.xds.generate import GenerationContext, generate
 from tests.generate.conftest import proxy
 from tests.generate.envoy_check import envoy_binary, static_bootstrap
+from tests.pki import JwtIssuer, TestCA
 
-from .pki import JwtIssuer, TestCA
 from .scenario import ISSUER, scenario_mesh
 
 
@@ -102,17 +102,16 @@ def _wait(check, procs: list[subprocess.Popen], logs: list[Path]) -> None:
 @pytest.fixture(scope="session")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("security")
-    ca, other_ca, issuer = TestCA(), TestCA("other root"), JwtIssuer(ISSUER)
+    ca, other_ca, issuer = TestCA("shoal test root"), TestCA("other root"), JwtIssuer(ISSUER)
     certs = tmp / "certs"
     certs.mkdir()
     (certs / "root.pem").write_bytes(ca.pem)
     secrets = {}
     for name, sa, signer in (("web", "web", ca), ("alice", "alice", ca), ("bob", "bob", ca),
                              ("mallory", "alice", other_ca)):
-        cert, key = signer.leaf(f"spiffe://cluster.local/ns/default/sa/{sa}")
-        (certs / f"{name}.pem").write_bytes(cert)
-        (certs / f"{name}.key").write_bytes(key)
-        secrets[f"{name}-1.default"] = workload_secrets(cert, key, ca.pem)
+        leaf = signer.leaf(uris=[f"spiffe://cluster.local/ns/default/sa/{sa}"])
+        leaf.write(certs, name)
+        secrets[f"{name}-1.default"] = workload_secrets(leaf.cert_pem, leaf.key_pem, ca.pem)
 
     app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     tcp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _TcpEcho)

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from shoal.ca.csr import make_csr
 from shoal.testing.local import AgentProcess, ControlPlaneProcess, _Process, free_port, wait_for
 from tests.e2e.conftest import agent_info, app_command
-from tests.traffic.tls_pki import TestCA
+from tests.pki import TestCA
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 TLS_APP = [sys.executable, str(Path(__file__).with_name("tls_app.py"))]
@@ -142,10 +142,12 @@ spec:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     workdir = tmp_path_factory.mktemp("tls")
-    ca = TestCA()
-    ca_file = ca.write_ca(workdir)
-    app_cert, app_key = ca.write(workdir, "secure-app", ["a.example.com", "b.example.com"])
-    gw_cert, gw_key = ca.write(workdir, "edge", ["mtls.example.com", "san.example.com"])
+    ca = TestCA("shoal tls test CA")
+    ca_file = ca.write(workdir / "ca.pem")
+    app_cert, app_key = ca.leaf("secure-app", dns=["a.example.com", "b.example.com"]).write(
+        workdir, "secure-app")
+    gw_cert, gw_key = ca.leaf("edge", dns=["mtls.example.com", "san.example.com"]).write(
+        workdir, "edge")
     tls_env = {"CERT": str(app_cert), "KEY": str(app_key)}
     with ControlPlaneProcess(workdir, lease_ttl=6.0) as cp:
         with cp.client() as c:
@@ -262,7 +264,7 @@ def refused(call) -> bool:  # type: ignore[no-untyped-def]
 
 
 def ready(m: Mesh) -> bool:
-    good = m.ca.write(m.workdir, "ready-client", ["ready.client"])
+    good = m.ca.leaf("ready-client", dns=["ready.client"]).write(m.workdir, "ready-client")
     upstream = m.client_info["upstreams"]["secure:8443"]
     svid = _svid(m.cp, m.workdir)
     return ({tcp_call(m.tcp_port).split(b":")[0] for _ in range(10)}
@@ -302,9 +304,11 @@ def test_gateway_passes_tls_through_by_sni(mesh: Mesh) -> None:
 # -- gateway MUTUAL -------------------------------------------------------------------------
 
 def test_gateway_mutual_requires_a_client_certificate_from_its_ca(mesh: Mesh) -> None:
-    good = mesh.ca.write(mesh.workdir, "good-client", ["good.client"])
-    other = mesh.ca.write(mesh.workdir, "other-client", ["other.client"])
-    stranger = TestCA("another CA").write(mesh.workdir, "stranger", ["good.client"])
+    good = mesh.ca.leaf("good-client", dns=["good.client"]).write(mesh.workdir, "good-client")
+    other = mesh.ca.leaf("other-client", dns=["other.client"]).write(mesh.workdir,
+                                                                     "other-client")
+    stranger = TestCA("another CA").leaf("stranger", dns=["good.client"]).write(
+        mesh.workdir, "stranger")
     r = wait_for(lambda: https_get(mesh.https_port, "mtls.example.com", mesh.ca_file, good),
                  60, "the MUTUAL server")
     assert r.status_code == 200 and r.json()["served_by"] == "web-v1"

@@ -22,7 +22,7 @@ import pytest
 
 from shoal.testing.local import AgentProcess, ControlPlaneProcess, wait_for
 from tests.e2e.conftest import agent_info, app_command
-from tests.traffic.tls_certs import TestCA
+from tests.pki import TestCA
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 
@@ -73,12 +73,12 @@ class _TLSServer(ThreadingHTTPServer):
         super().finish_request(request, client_address)
 
 
-def _server(ca: TestCA, cert: Any, require_client: bool) -> _TLSServer:
+def _server(ca_file: Path, cert: Any, require_client: bool) -> _TLSServer:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert.cert, cert.key)
     if require_client:
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(ca.ca_file)
+        ctx.load_verify_locations(ca_file)
     server = _TLSServer(ctx)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -87,10 +87,11 @@ def _server(ca: TestCA, cert: Any, require_client: bool) -> _TLSServer:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     d = tmp_path_factory.mktemp("pki")
-    ca, wrong = TestCA(d, "good"), TestCA(d, "wrong")
-    return {"dir": d, "ca": ca, "wrong": wrong,
-            "server": ca.issue("server", "external server", dns=HOSTS),
-            "client": ca.issue("client", "shoal-client", client=True)}
+    ca = TestCA("good CA")
+    return {"dir": d, "ca": ca.write(d / "good-ca.pem"),
+            "wrong": TestCA("wrong CA").write(d / "wrong-ca.pem"),
+            "server": ca.leaf("external server", dns=HOSTS, client=False).write(d, "server"),
+            "client": ca.leaf("shoal-client", server=False).write(d, "client")}
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +178,7 @@ def assert_acked(mesh: dict[str, Any]) -> None:
 def test_simple_originates_tls_with_the_host_as_sni(mesh, servers, pki) -> None:
     apply(mesh, entry("secure.external.test", servers["simple"]))
     apply(mesh, rule("secure.external.test",
-                     f"{{mode: SIMPLE, caCertificates: {pki['ca'].ca_file}}}"))
+                     f"{{mode: SIMPLE, caCertificates: {pki['ca']}}}"))
     with http(mesh) as h:
         r = wait_for(lambda: (r := h.get("http://secure.external.test/")).status_code == 200
                      and r, 60, "TLS origination to secure.external.test")
@@ -192,7 +193,7 @@ def test_simple_originates_tls_with_the_host_as_sni(mesh, servers, pki) -> None:
 def test_wrong_ca_fails_the_request_not_the_config(mesh, servers, pki) -> None:
     apply(mesh, entry("secure.external.test", servers["simple"]))
     apply(mesh, rule("secure.external.test",
-                     f"{{mode: SIMPLE, caCertificates: {pki['wrong'].ca_file}}}"))
+                     f"{{mode: SIMPLE, caCertificates: {pki['wrong']}}}"))
     with http(mesh) as h:
         r = wait_for(lambda: (r := h.get("http://secure.external.test/")).status_code == 503
                      and r, 60, "the server certificate to be refused")
@@ -201,7 +202,7 @@ def test_wrong_ca_fails_the_request_not_the_config(mesh, servers, pki) -> None:
     assert ssl_stat(mesh, "outbound|80||secure.external.test", "fail_verify_error") > 0
     assert_acked(mesh)  # a bad CA is the request's problem, never a NACK
     apply(mesh, rule("secure.external.test",
-                     f"{{mode: SIMPLE, caCertificates: {pki['ca'].ca_file}}}"))
+                     f"{{mode: SIMPLE, caCertificates: {pki['ca']}}}"))
     with http(mesh) as h:
         wait_for(lambda: h.get("http://secure.external.test/").status_code == 200, 60,
                  "the right CA to work again")
@@ -209,7 +210,7 @@ def test_wrong_ca_fails_the_request_not_the_config(mesh, servers, pki) -> None:
 
 def test_mutual_presents_the_client_certificate(mesh, servers, pki) -> None:
     apply(mesh, entry("mtls.external.test", servers["mutual"]))
-    ca = pki["ca"].ca_file
+    ca = pki["ca"]
     apply(mesh, rule("mtls.external.test", f"{{mode: SIMPLE, caCertificates: {ca}}}"))
     with http(mesh) as h:
         # the server requires a client certificate: SIMPLE cannot get through
@@ -241,7 +242,7 @@ def test_a_missing_certificate_file_waits_for_the_file(mesh, servers, pki) -> No
     with http(mesh) as h:
         assert h.get("http://late.external.test/").status_code != 200
         later.parent.mkdir(parents=True, exist_ok=True)
-        later.write_bytes(pki["ca"].ca_file.read_bytes())  # the operator installs it
+        later.write_bytes(pki["ca"].read_bytes())  # the operator installs it
         r = wait_for(lambda: (r := h.get("http://late.external.test/")).status_code == 200
                      and r, 60, "the cluster to use the file once it exists")
     assert r.json()["sni"] == "late.external.test"

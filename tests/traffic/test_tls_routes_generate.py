@@ -24,7 +24,7 @@ from shoal.xds.types import CLUSTER, LISTENER, ProxySnapshot, Upstream
 from tests.generate.conftest import load_mesh, proxy
 from tests.generate.envoy_check import envoy_binary, envoy_validate, static_bootstrap
 from tests.generate.test_golden import as_json
-from tests.traffic.tls_pki import TestCA
+from tests.pki import TestCA
 
 GOLDEN = Path(__file__).resolve().parents[1] / "generate" / "golden" / "tls"
 
@@ -306,12 +306,12 @@ def test_golden(ctx: GenerationContext, node_id: str) -> None:
 def test_envoy_accepts(ctx: GenerationContext, node_id: str, tmp_path: Path) -> None:
     boot = static_bootstrap(generate(ctx, PROXIES[node_id]), node_id)
     test_ca = TestCA()
-    cert, key = test_ca.write(tmp_path, "edge", ["mtls.example.com"])
+    cert, key = test_ca.leaf("edge", dns=["mtls.example.com"]).write(tmp_path, "edge")
     for name in ("edge-cert", "plain-cert"):  # the gateway's static secrets
         secret = boot.static_resources.secrets.add(name=name)
         secret.tls_certificate.certificate_chain.filename = str(cert)
         secret.tls_certificate.private_key.filename = str(key)
     ca = boot.static_resources.secrets.add(name="edge-cert-cacert")
-    ca.validation_context.trusted_ca.filename = str(test_ca.write_ca(tmp_path))
+    ca.validation_context.trusted_ca.filename = str(test_ca.write(tmp_path / "ca.pem"))
     res = envoy_validate(boot, tmp_path / "bootstrap.json")
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
