@@ -98,7 +98,10 @@ function drawGraph(topo) {
   }
   const W = svg.clientWidth || 1200, H = svg.clientHeight || 430;
   const { pos, columns } = layout(nodes, edges);
-  const NW = 200, NH = 62;
+  // multi-cluster: each node lists its clusters (a coloured chip each) on a second line
+  const allClusters = [...new Set(nodes.flatMap((n) => n.clusters || []))].sort();
+  const multi = allClusters.length > 0;
+  const NW = 220, NH = multi ? 80 : 62;  // 220: room for "0.00 rps · 0.00% err · p99 498 ms"
   const colX = (c) => columns === 1 ? W / 2 : 30 + NW / 2 + c * ((W - 60 - NW) / (columns - 1));
   const at = new Map();
   for (const n of nodes) {
@@ -121,9 +124,9 @@ function drawGraph(topo) {
     const dx = Math.max(40, (x2 - x1) / 2);
     const d = `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`;
     const width = e.requests > 0 ? 1.5 + 5 * Math.sqrt(e.rps / maxRps) : 1.2;
-    const g = s("g", { class: "edge", "data-source": e.source, "data-target": e.target });
+    const g = s("g", { class: e.crossCluster ? "edge cross-cluster" : "edge", "data-source": e.source, "data-target": e.target });
     g.append(s("title", {}, `${e.source} → ${e.target}\n${fmt.rps(e.rps)} rps, ${fmt.pct(e.errorRatio)} errors, p99 ${fmt.ms(e.p99Ms)}, mTLS ${e.mtls}${e.crossCluster ? "\ncross-cluster (via an east-west gateway)" : ""}`));
-    g.append(s("path", { d, stroke: colour(cls), "stroke-width": width, "stroke-opacity": 0.8, "marker-end": `url(#arrow-${cls})`, "stroke-dasharray": e.crossCluster ? "10 3 2 3" : e.requests > 0 ? "" : "4 4" }));
+    g.append(s("path", { d, stroke: colour(cls), "stroke-width": width, "stroke-opacity": 0.8, "marker-end": `url(#arrow-${cls})`, "stroke-dasharray": e.crossCluster ? crossDash(width) : e.requests > 0 ? "" : "4 4" }));
     const mx = (x1 + x2) / 2, my = (y1 + y2) / 2;
     const line1 = `${fmt.rps(e.rps)} rps`;
     const line2 = e.requests > 0 ? `${fmt.pct(e.errorRatio)} err · p99 ${fmt.ms(e.p99Ms)}` : "idle";
@@ -143,15 +146,44 @@ function drawGraph(topo) {
     g.append(s("rect", { width: NW, height: NH, rx: 10 }));
     g.append(s("circle", { cx: 14, cy: 18, r: 4.5, fill: colour(n.requests > 0 ? bad : "muted") }));
     g.append(s("text", { class: "name", x: 26, y: 23 }, n.name));
-    const versions = n.versions.length ? n.versions.join(" · ") : clusters.length ? clusters.join(" · ") : n.namespace;
+    const versions = n.versions.length ? n.versions.join(" · ") : n.namespace;
     g.append(s("text", { class: "sub", x: NW - 10, y: 23, "text-anchor": "end" }, versions));
-    g.append(s("text", { class: "sub", x: 12, y: 47 }, n.kind === "external" ? "outside the mesh" :
+    if (multi) clusterChips(g, 12, 34, clusters, allClusters);
+    g.append(s("text", { class: "sub", x: 12, y: NH - 15 }, n.kind === "external" ? "outside the mesh" :
       `${fmt.rps(n.rps)} rps · ${fmt.pct(n.errorRatio)} err · p99 ${fmt.ms(n.p99Ms)}`));
     g.addEventListener("click", () => { if (n.kind !== "external") { state.service = n.name; location.hash = "#services"; } });
     g.style.cursor = "pointer";
     gNodes.append(g);
   }
   svg.append(gEdges, gNodes);
+  if (multi) svg.append(clusterLegend(H, allClusters, edges.some((e) => e.crossCluster)));
+}
+
+// dash-dot, scaled to the edge's width (round caps would fill fixed small gaps)
+const crossDash = (w) => [4 * w, 1.8 * w, w, 1.8 * w].map((x) => x.toFixed(1)).join(" ");
+const clusterColour = (c, all) => `var(--cluster-${all.indexOf(c) % 4})`;
+
+function clusterChips(g, x, y, clusters, all) {
+  for (const c of clusters) {
+    const w = c.length * 6.2 + 12;
+    g.append(s("rect", { class: "chip", x, y, width: w, height: 16, rx: 8, style: `fill: ${clusterColour(c, all)}` }));
+    g.append(s("text", { class: "chip", x: x + w / 2, y: y + 11.5, "text-anchor": "middle" }, c));
+    x += w + 5;
+  }
+}
+
+function clusterLegend(H, all, crossing) {
+  const g = s("g", { class: "legend", transform: `translate(20,${H - 16})` });
+  g.append(s("text", { class: "label", x: 0, y: 4 }, "clusters"));
+  const chips = s("g");
+  clusterChips(chips, 52, -8, all, all);
+  g.append(chips);
+  if (crossing) {
+    const x = 52 + all.reduce((a, c) => a + c.length * 6.2 + 17, 0) + 16;
+    g.append(s("path", { d: `M${x},0 H${x + 44}`, stroke: "var(--muted)", "stroke-width": 3, "stroke-dasharray": crossDash(3), fill: "none" }));
+    g.append(s("text", { class: "label", x: x + 52, y: 4 }, "calls that cross clusters (through an east-west gateway)"));
+  }
+  return g;
 }
 
 // ---------------------------------------------------------------- overview
