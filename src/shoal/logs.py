@@ -8,6 +8,7 @@ it is. Structured fields are passed with ``extra``::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -51,6 +52,29 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is *now*. A handler holding the stream of its
+    configuration time breaks when that stream is closed (the CLI run in-process by tests
+    swaps it): and logging's own error report lets the ValueError of a closed stream
+    escape into the caller -- a control-plane task in the same process died of it."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # sys.stderr itself closed: logging's error report raises; drop the line instead
+        with contextlib.suppress(ValueError):
+            super().emit(record)
+
+
 def configure_logging(
     level: str | int | None = None,
     *,
@@ -62,14 +86,14 @@ def configure_logging(
     ``level`` defaults to ``$SHOAL_LOG_LEVEL`` or INFO; ``json_lines`` defaults to "stream
     is not a TTY".
     """
-    stream = stream or sys.stderr
     if level is None:
         level = os.environ.get("SHOAL_LOG_LEVEL", "INFO")
     if isinstance(level, str):
         level = level.upper()
     if json_lines is None:
-        json_lines = not (hasattr(stream, "isatty") and stream.isatty())
-    handler = logging.StreamHandler(stream)
+        out = stream or sys.stderr
+        json_lines = not (hasattr(out, "isatty") and out.isatty())
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.set_name("shoal")
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root = logging.getLogger()

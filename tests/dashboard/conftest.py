@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,7 @@ def dashboard_cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             loop.run_until_complete(main())
         except BaseException as e:  # report to the test thread
             holder["error"] = e
+            traceback.print_exc()  # a control plane that dies later shows in the test's stderr
             ready.set()
 
     thread = threading.Thread(target=run, daemon=True)
