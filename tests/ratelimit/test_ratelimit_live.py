@@ -33,8 +33,8 @@ pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 
 # The number: 1,000 req/s under 3x offered load. On 2 cores the whole path
 # (h2load -> client sidecar -> 3 sidecars -> rate-limit service -> Python apps) completes
-# about 2,000-2,500 of the 3,000 req/s offered; the test requires that more than the limit
-# was refused (so the limit was really under pressure in every second it counts).
+# about 2,300-2,500 of the 3,000 req/s offered; the test requires refusals in every second
+# it counts and at least half the limit refused per second (the limit was under pressure).
 # SHOAL_RL_LIMIT=250 checks the same property on a slower machine.
 LIMIT = int(os.environ.get("SHOAL_RL_LIMIT", "1000"))
 
@@ -225,6 +225,10 @@ def test_global_limit_across_three_replicas_within_5_percent(mesh: Mesh, tmp_pat
           f"{ok} admitted ({ok / len(whole):.0f}/s, {100 * (ok - expected) / expected:+.2f} %), "
           f"{limited} limited ({limited / len(whole):.0f}/s)")
     assert len(whole) >= 5, seconds
-    assert limited > expected, (ok, limited, report[-1500:], mesh.rls.stats(),
-                                {s: dict(seconds[s]) for s in whole})  # really ~3x load
+    # The limit was under pressure in every counted second: each refused requests, and
+    # at least half as many again as it admitted (2,300-2,500 of the 3,000 req/s offered
+    # complete on 2 cores; the bound leaves room for a slower machine).
+    assert all(seconds[s][429] for s in whole), {s: dict(seconds[s]) for s in whole}
+    assert limited > 0.5 * expected, (ok, limited, report[-1500:], mesh.rls.stats(),
+                                      {s: dict(seconds[s]) for s in whole})
     assert abs(ok - expected) <= 0.05 * expected, {s: dict(seconds[s]) for s in whole}
