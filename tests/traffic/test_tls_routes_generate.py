@@ -15,10 +15,10 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
+from shoal.api.gateway import auto_passthrough_ports
 from shoal.api.parse import parse_yaml
 from shoal.errors import ValidationError
 from shoal.xds.generate import GenerationContext, generate
-from shoal.xds.generate.auto_passthrough import auto_passthrough_ports
 from shoal.xds.generate.tls_routes import SniRoute, first_claims
 from shoal.xds.types import CLUSTER, LISTENER, ProxySnapshot, Upstream
 from tests.generate.conftest import load_mesh, proxy
@@ -280,8 +280,9 @@ def test_gateway_passthrough_gives_each_sni_to_the_oldest_rule(ctx: GenerationCo
 
 def test_auto_passthrough_ports_are_the_multicluster_contract(ctx: GenerationContext) -> None:
     mesh = ctx.mesh
-    assert auto_passthrough_ports(mesh, mesh.workload("default", "edge-1")) == [15443]
-    assert auto_passthrough_ports(mesh, mesh.workload("default", "secure-v1")) == []
+    gateways = mesh.of_kind("Gateway")
+    assert auto_passthrough_ports(mesh.workload("default", "edge-1"), gateways) == [15443]
+    assert auto_passthrough_ports(mesh.workload("default", "secure-v1"), gateways) == []
 
 
 def test_sidecars_get_no_sni_clusters(ctx: GenerationContext) -> None:

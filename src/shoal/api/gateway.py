@@ -11,6 +11,7 @@ VirtualService and without terminating it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from pydantic import Field, field_validator, model_validator
@@ -170,3 +171,19 @@ def gateway_ports(workload: Resource) -> set[int]:
     """Ports a gateway workload may bind (its ``gateway-ports`` annotation)."""
     text = workload.metadata.annotations.get(PORTS_ANNOTATION, "")
     return {int(p) for p in text.split(",") if p.strip().isdigit()}
+
+
+def auto_passthrough_ports(workload: Resource, gateways: Iterable[Resource]) -> list[int]:
+    """Ports on which gateway ``workload`` has an AUTO_PASSTHROUGH server (it was started
+    with the port and one of ``gateways`` selects it with such a server there), sorted."""
+    if GATEWAY_ANNOTATION not in workload.metadata.annotations:
+        return []
+    allowed = gateway_ports(workload)
+    labels = workload.spec.labels
+    out: set[int] = set()
+    for gw in gateways:
+        spec: GatewaySpec = gw.spec
+        if all(labels.get(k) == v for k, v in spec.selector.items()):
+            out.update(s.port.number for s in spec.servers
+                       if s.mode is TlsMode.AUTO_PASSTHROUGH and s.port.number in allowed)
+    return sorted(out)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from shoal.api.gateway import GATEWAY_ANNOTATION, PORTS_ANNOTATION, GatewaySpec, TlsMode
+from shoal.api.gateway import auto_passthrough_ports
 from shoal.api.meta import Resource
 
 CLUSTER_LABEL = "topology.istio.io/cluster"
@@ -36,21 +36,14 @@ def network_of(labels: Mapping[str, str]) -> str:
 
 
 def east_west_port(workload: Resource, gateways: Iterable[Resource]) -> int | None:
-    """The port of the first AUTO_PASSTHROUGH server of a Gateway that selects
-    ``workload`` (a gateway workload that may bind that port), else None."""
-    if GATEWAY_ANNOTATION not in workload.metadata.annotations:
-        return None
-    text = workload.metadata.annotations.get(PORTS_ANNOTATION, "")
-    allowed = {int(p) for p in text.split(",") if p.strip().isdigit()}
-    labels = workload.spec.labels
-    ports = []
-    for gw in gateways:
-        spec: GatewaySpec = gw.spec
-        if not all(labels.get(k) == v for k, v in spec.selector.items()):
-            continue
-        ports += [s.port.number for s in spec.servers
-                  if s.mode is TlsMode.AUTO_PASSTHROUGH and s.port.number in allowed]
-    return min(ports) if ports else None
+    """The lowest AUTO_PASSTHROUGH port of gateway ``workload``, else None."""
+    ports = auto_passthrough_ports(workload, gateways)
+    return ports[0] if ports else None
+
+
+def same_network(a: str, b: str) -> bool:
+    """Directly reachable: the same network, or either side has none (a flat mesh)."""
+    return not a or not b or a == b
 
 
 def with_topology(workload: Resource, cluster: str, network: str) -> Resource:

@@ -9,8 +9,8 @@ semantics), and the gateway never holds a key of the connection.
 
 Contract (used by multi-cluster endpoint substitution): an endpoint "via a gateway" is
 ``<gateway workload address>:<AUTO_PASSTHROUGH server port>`` (see
-:func:`auto_passthrough_ports`), with the same ``tlsMode: istio`` metadata and in the same
-cluster (hence the same SNI and SANs) as the endpoint it stands for.
+:func:`shoal.api.gateway.auto_passthrough_ports`), with the same ``tlsMode: istio`` metadata
+and in the same cluster (hence the same SNI and SANs) as the endpoint it stands for.
 
 Per SNI the gateway gets a STATIC cluster named after the SNI, whose endpoints are the
 service port's mTLS endpoints (sidecars) that the gateway reaches directly and that are
@@ -30,44 +30,16 @@ from google.protobuf import wrappers_pb2
 
 from shoal.api.gateway import (
     GATEWAY_ANNOTATION,
-    GatewaySpec,
-    TlsMode,
-    gateway_ports,
     host_matches,
 )
-from shoal.api.meta import Resource
+from shoal.multicluster.labels import network_of, same_network
 from shoal.registry import external
 from shoal.registry.snapshot import Endpoint, MeshSnapshot
 from shoal.xds.generate import clusters, names
 from shoal.xds.generate.protocol import duration, socket_address
 from shoal.xds.generate.tcp_routes import Weighted
 
-NETWORK_LABEL = "topology.istio.io/network"
 CONNECT_TIMEOUT_S = 2.0
-
-
-def network_of(labels: dict[str, str]) -> str:
-    return labels.get(NETWORK_LABEL, "")
-
-
-def auto_passthrough_ports(mesh: MeshSnapshot, workload: Resource) -> list[int]:
-    """Ports on which gateway ``workload`` has an AUTO_PASSTHROUGH server (it was started
-    with the port and a Gateway selecting it has such a server there), sorted."""
-    if GATEWAY_ANNOTATION not in workload.metadata.annotations:
-        return []
-    allowed = gateway_ports(workload)
-    labels = workload.spec.labels
-    out: set[int] = set()
-    for gw in mesh.of_kind("Gateway"):
-        spec: GatewaySpec = gw.spec
-        if all(labels.get(k) == v for k, v in spec.selector.items()):
-            out.update(s.port.number for s in spec.servers
-                       if s.mode is TlsMode.AUTO_PASSTHROUGH and s.port.number in allowed)
-    return sorted(out)
-
-
-def _same_network(a: str, b: str) -> bool:
-    return not a or not b or a == b
 
 
 def _reachable(mesh: MeshSnapshot, network: str, mtls: Callable[[Endpoint], bool]
@@ -75,7 +47,7 @@ def _reachable(mesh: MeshSnapshot, network: str, mtls: Callable[[Endpoint], bool
     def ok(ep: Endpoint) -> bool:
         wl = mesh.workload(ep.namespace, ep.workload)
         return (wl is not None and GATEWAY_ANNOTATION not in wl.metadata.annotations
-                and _same_network(network, network_of(dict(ep.labels))) and mtls(ep))
+                and same_network(network, network_of(dict(ep.labels))) and mtls(ep))
     return ok
 
 

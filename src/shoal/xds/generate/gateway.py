@@ -43,6 +43,7 @@ from shoal.api.gateway import (
 )
 from shoal.api.meta import Resource
 from shoal.api.networking import L4MatchAttributes
+from shoal.multicluster.labels import network_of
 from shoal.registry.snapshot import MeshSnapshot, mtls_disabled
 from shoal.xds.generate import (
     auto_passthrough,
@@ -227,7 +228,7 @@ def _tls_server_chains(ctx: GenerationContext, workload: Resource, port: int,
                          for h in b.server.hosts})
     if auto_hosts:
         more, sni_clusters = auto_passthrough.auto_passthrough(
-            ctx.mesh, auto_hosts, auto_passthrough.network_of(workload.spec.labels),
+            ctx.mesh, auto_hosts, network_of(workload.spec.labels),
             ctx.endpoint_mtls)
         candidates.extend(more)
         cds.update(sni_clusters)

@@ -36,6 +36,7 @@ from shoal.multicluster.labels import (
     cluster_of,
     east_west_port,
     network_of,
+    same_network,
 )
 from shoal.registry.snapshot import Endpoint, MeshSnapshot
 
@@ -105,7 +106,7 @@ def reachable(endpoints: Iterable[Endpoint], network: str, gateways: Gateways,
     behind: dict[tuple[str, str], int] = defaultdict(int)  # (locality, network) -> weight
     for ep in eps:
         other = network_of(dict(ep.labels))
-        if not other or other == network:
+        if same_network(network, other):
             out.append(ep)
         elif not east_west and mtls(ep):
             behind[(ep.locality, other)] += ep.weight
