@@ -19,6 +19,7 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,21 +59,56 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+class _PortCursor:
+    """Hands out listener ports in sequence from a random start, skipping busy ones.
+
+    Random picks repeat: two picks in one process (or a parent and its children) that are
+    not bound yet collide with probability 1/N each, and a fixture picks a dozen. Walking
+    the range from a random offset never repeats a port within a process until the range
+    wraps, and two processes collide only when their short windows happen to overlap.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._candidates: list[int] = []
+        self._next = 0
+        self._pid = 0
+
+    def take(self, host: str) -> int:
+        with self._lock:
+            if self._pid != os.getpid():  # a fork: its own random start
+                low, high = _LISTEN_PORTS
+                eph_low, eph_high = _ephemeral_range()
+                self._candidates = [p for p in range(low, high + 1)
+                                    if not eph_low <= p <= eph_high]
+                self._next = random.randrange(len(self._candidates)) if self._candidates else 0
+                self._pid = os.getpid()
+            for _ in range(min(256, len(self._candidates))):
+                port = self._candidates[self._next]
+                self._next = (self._next + 1) % len(self._candidates)
+                if _bindable(host, port):
+                    return port
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # all busy: any port
+            s.bind((host, 0))
+            return int(s.getsockname()[1])
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+_cursor = _PortCursor()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago, outside the ephemeral range when possible."""
-    low, high = _LISTEN_PORTS
-    eph_low, eph_high = _ephemeral_range()
-    candidates = [p for p in range(low, high + 1) if not eph_low <= p <= eph_high]
-    for port in random.sample(candidates, min(64, len(candidates))):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # all busy: any port
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port that was free a moment ago, outside the ephemeral range when possible;
+    never the same port twice in a row of picks from one process (see :class:`_PortCursor`)."""
+    return _cursor.take(host)
 
 
 def validate_bootstrap(path: Path, *, timeout: float = 60.0) -> None:

@@ -229,7 +229,38 @@ class ControlPlaneProcess(_Process):
             synced = {p.get("workload") for p in proxies if p.get("sync") == "SYNCED"}
             return proxies if workloads <= synced else None
 
-        return wait_for(check, timeout, f"proxies of {sorted(workloads)} to be SYNCED")
+        try:
+            return wait_for(check, timeout, f"proxies of {sorted(workloads)} to be SYNCED")
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}\n{self.sync_report(workloads)}") from None
+
+    def sync_report(self, workloads: set[str]) -> str:
+        """Why these workloads are not SYNCED: each one's proxy state (types behind, NACK
+        messages) and the tail of its agent's log (``workdir/logs/NAME.log``)."""
+        try:
+            proxies = self.proxies()
+        except Exception as e:  # the report must not hide the timeout
+            return f"(proxy status unavailable: {e!r})\n" + self.log_text()[-2000:]
+        lines: list[str] = []
+        for w in sorted(workloads):
+            mine = [p for p in proxies if p.get("workload") == w]
+            if any(p.get("sync") == "SYNCED" and p.get("connected", True) for p in mine):
+                continue
+            if not mine:
+                lines.append(f"{w}: no proxy connected")
+            for p in mine:
+                lines.append(f"{w}: node {p.get('node_id')} {p.get('sync')} "
+                             f"connected={p.get('connected')} snapshot={p.get('snapshot_version')}")
+                for t in p.get("types", []):
+                    if t.get("nack") or t.get("acked_version") != t.get("want_version"):
+                        lines.append(f"    {t.get('type')}: want {t.get('want_version')} sent "
+                                     f"{t.get('sent_version')} acked {t.get('acked_version')} "
+                                     f"nack {t.get('nack')}")
+            log = self.workdir / "logs" / f"{w}.log"
+            if log.exists():
+                tail = log.read_text(errors="replace").splitlines()[-25:]
+                lines += [f"    | {line}" for line in tail]
+        return "\n".join(lines)
 
     def __enter__(self) -> ControlPlaneProcess:
         return self.start()
