@@ -10,10 +10,10 @@ import grpc
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
-from tests.pki import TestCA
 
 from shoal.agent.file_secrets import FileSecrets
 from shoal.agent.sds import SdsServer
+from shoal.testing.pki import TestCA
 from shoal.xds import secret_names
 from shoal.xds.types import SECRET
 

@@ -19,11 +19,11 @@ import pytest
 from google.protobuf import json_format
 
 from shoal.registry.snapshot import MeshSnapshot
+from shoal.testing.pki import JwtIssuer, TestCA
 from shoal.testing.sds import running_sds_server, workload_secrets
 from shoal.xds.generate import GenerationContext, generate
 from tests.generate.conftest import proxy
 from tests.generate.envoy_check import envoy_binary, static_bootstrap
-from tests.pki import JwtIssuer, TestCA
 
 from .scenario import ISSUER, scenario_mesh
 

@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from shoal.ca.csr import make_csr
 from shoal.testing.local import AgentProcess, ControlPlaneProcess, _Process, free_port, wait_for
+from shoal.testing.pki import TestCA
 from tests.e2e.conftest import agent_info, app_command
-from tests.pki import TestCA
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 TLS_APP = [sys.executable, str(Path(__file__).with_name("tls_app.py"))]

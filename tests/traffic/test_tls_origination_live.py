@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from shoal.testing.local import AgentProcess, ControlPlaneProcess, wait_for
+from shoal.testing.pki import TestCA
 from tests.e2e.conftest import agent_info, app_command
-from tests.pki import TestCA
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 

@@ -18,13 +18,13 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from shoal.api.gateway import auto_passthrough_ports
 from shoal.api.parse import parse_yaml
 from shoal.errors import ValidationError
+from shoal.testing.pki import TestCA
 from shoal.xds.generate import GenerationContext, generate
 from shoal.xds.generate.tls_routes import SniRoute, first_claims
 from shoal.xds.types import CLUSTER, LISTENER, ProxySnapshot, Upstream
 from tests.generate.conftest import load_mesh, proxy
 from tests.generate.envoy_check import envoy_binary, envoy_validate, static_bootstrap
 from tests.generate.test_golden import as_json
-from tests.pki import TestCA
 
 GOLDEN = Path(__file__).resolve().parents[1] / "generate" / "golden" / "tls"
 

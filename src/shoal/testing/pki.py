@@ -1,5 +1,5 @@
-"""Throwaway PKI for tests: a CA (EC P-256) issuing leaf certificates and CRLs, and an RS256
-JWT issuer with its JWKS.
+"""Throwaway PKI for tests and benchmarks: a CA (EC P-256) issuing leaf certificates and
+CRLs, and an RS256 JWT issuer with its JWKS.
 
     ca = TestCA("edge CA")
     ca_file = ca.write(tmp / "ca.pem")
