@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from shoal.agent.config import DEFAULT_CONTROL_PLANE, DEFAULT_XDS
-from shoal.cli.run import agent_config
-from shoal.errors import ShoalError
+from shoal.cli.run import agent_config, run_agent
 from shoal.gateway.agent import Credential, GatewayAgent, GatewayConfig, parse_credential
 from shoal.logs import configure_logging
 
@@ -63,23 +61,15 @@ def run(
         typer.echo("shoal gateway run: --cert and --key go together (--ca-cert needs them)",
                    err=True)
         raise typer.Exit(2)
-    try:
+    def build() -> GatewayAgent:
         creds = tuple(parse_credential(c) for c in credential or [])
         if cert and key:
             creds += (Credential(credential_name or name, cert, key, ca_cert),)
-        config = GatewayConfig(agent_config(
+        return GatewayAgent(GatewayConfig(agent_config(
             name, ports[0] if ports else 0, ["gateway"], namespace=namespace, labels=label,
             address=address, name=workload, service_account=service_account,
             control_plane=control_plane, xds=xds, run_dir=run_dir, token=token,
             token_file=token_file, ca_bundle=ca_bundle, drain_seconds=drain_seconds,
-            lease_seconds=lease_seconds), ports, creds)
-        agent = GatewayAgent(config)
-    except ShoalError as e:
-        typer.echo(f"shoal gateway run: {e}", err=True)
-        raise typer.Exit(2) from None
-    try:
-        status = asyncio.run(agent.run())
-    except ShoalError as e:
-        typer.echo(f"shoal gateway run: {e}", err=True)
-        raise typer.Exit(1) from None
-    raise typer.Exit(status)
+            lease_seconds=lease_seconds), ports, creds))
+
+    run_agent("shoal gateway run", build)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn, Protocol
 
 import typer
 
@@ -253,24 +254,34 @@ def run(
             typer.echo(f"shoal run: {e}", err=True)
             raise typer.Exit(1) from None
         raise typer.Exit(status)
-    try:  # bad flags: exit 2 before anything is started
-        agent = Agent(agent_config(
-            service, port, command, namespace=namespace, protocol=protocol,
-            port_name=port_name, labels=label, app_port=app_port, inbound_port=inbound_port,
-            address=address, name=name, service_account=service_account, locality=locality,
-            upstreams=upstream, control_plane=control_plane, xds=xds, xds_delta=xds_delta,
-            drain_seconds=drain_seconds, run_dir=run_dir, lease_seconds=lease_seconds,
-            ready_timeout=ready_timeout, token=token, token_file=token_file,
-            ca_bundle=ca_bundle, renew_fraction=renew_fraction, capture=capture,
-            proxy_uid=proxy_uid,
-        ))
+    run_agent("shoal run", lambda: Agent(agent_config(
+        service, port, command, namespace=namespace, protocol=protocol,
+        port_name=port_name, labels=label, app_port=app_port, inbound_port=inbound_port,
+        address=address, name=name, service_account=service_account, locality=locality,
+        upstreams=upstream, control_plane=control_plane, xds=xds, xds_delta=xds_delta,
+        drain_seconds=drain_seconds, run_dir=run_dir, lease_seconds=lease_seconds,
+        ready_timeout=ready_timeout, token=token, token_file=token_file,
+        ca_bundle=ca_bundle, renew_fraction=renew_fraction, capture=capture,
+        proxy_uid=proxy_uid,
+    )))
+
+
+class _Runnable(Protocol):
+    async def run(self) -> int: ...
+
+
+def run_agent(prog: str, build: Callable[[], _Runnable]) -> NoReturn:
+    """Build an agent (a ShoalError here is a bad flag: exit 2 before anything starts),
+    run it (a ShoalError: exit 1), exit with its status; errors are one line on stderr."""
+    try:
+        agent = build()
     except ShoalError as e:
-        typer.echo(f"shoal run: {e}", err=True)
+        typer.echo(f"{prog}: {e}", err=True)
         raise typer.Exit(2) from None
     try:
         status = asyncio.run(agent.run())
     except ShoalError as e:
-        typer.echo(f"shoal run: {e}", err=True)
+        typer.echo(f"{prog}: {e}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(status)
 
