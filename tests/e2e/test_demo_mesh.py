@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -53,8 +54,9 @@ def test_productpage_to_reviews_crosses_two_envoys(up: Up) -> None:
 
 
 def test_virtual_service_to_v3_is_observed_by_the_next_requests(up: Up) -> None:
-    up.shoal("apply", "-f", str(SAMPLES / "reviews-v3.yaml"))
-    wait_for(lambda: up.reviews(1) == {"reviews-v3": 1}, 10, "reviews v3")
+    # --wait returns once every proxy has ACKed the new routes: no polling needed after it.
+    out = up.shoal("apply", "--wait", "-f", str(SAMPLES / "reviews-v3.yaml")).stdout
+    assert re.search(r"revision \d+ synced on [6-9] proxies", out), out
     assert up.reviews(20) == {"reviews-v3": 20}
     page = httpx.get(up.page, timeout=10).text
     assert "color: red" in page or "red" in page
@@ -152,6 +154,11 @@ def test_a_nack_is_visible_in_proxy_status(up: Up) -> None:
         out = wait_for(nacked, 30, "a NACK in proxy-status")
         assert "nacker.default" in out and "LDS NACK" in out
         assert str(port) in out  # Envoy's message names the address it could not bind
+        # apply --wait does not wait for a rollout that cannot finish: it fails, naming it.
+        failed = up.shoal("apply", "--wait", "--timeout", "20", "-f",
+                          str(SAMPLES / "reviews-v3.yaml"), check=False)
+        assert failed.returncode != 0
+        assert "rejected" in failed.stderr and "nacker" in failed.stderr, failed.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

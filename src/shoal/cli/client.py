@@ -94,6 +94,10 @@ class ApiClient:
     def proxies(self) -> list[dict[str, Any]]:
         return self.request("GET", "/api/v1/proxies")["proxies"]
 
+    def sync_state(self) -> dict[str, Any]:
+        """``{"proxies": [...], "revision": store revision, "pushedRevision": N}``."""
+        return dict(self.request("GET", "/api/v1/proxies"))
+
     def proxy_config(self, name: str, kind: str | None = None) -> Any:
         params = {"type": kind} if kind else {}
         return self.request("GET", f"/api/v1/proxies/{name}/config", params=params)

@@ -12,6 +12,7 @@ from shoal.api import load_documents, parse_documents, resolve_kind
 from shoal.cli.certs import show_certs
 from shoal.cli.client import ApiClient
 from shoal.cli.output import Format, console, dump, table
+from shoal.cli.rollout import wait_rollout
 from shoal.errors import NotFound, ValidationError, Violation
 
 FileOpt = Annotated[list[Path], typer.Option("--filename", "-f",
@@ -37,7 +38,12 @@ def _read(paths: list[Path]) -> list[tuple[str, str]]:
 
 def apply(ctx: typer.Context, filename: FileOpt,
           dry_run: Annotated[bool, typer.Option("--dry-run",
-                             help="Validate on the server, store nothing.")] = False) -> None:
+                             help="Validate on the server, store nothing.")] = False,
+          wait: Annotated[bool, typer.Option(
+              "--wait", help="Then wait until every connected proxy is SYNCED with it "
+              "(fails at once on a NACK).")] = False,
+          timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 60.0,
+          ) -> None:
     """Create or update resources from YAML files (all documents, or none, are applied)."""
     if not filename:
         raise typer.BadParameter("give at least one -f FILE", param_hint="-f")
@@ -58,10 +64,15 @@ def apply(ctx: typer.Context, filename: FileOpt,
     client: ApiClient = ctx.obj()
     with client:
         result = client.apply(combined, source=", ".join(s for s, _ in files), dry_run=dry_run)
-    for r in result["results"]:
-        suffix = " (dry run)" if dry_run else ""
-        console.print(f"{r['kind'].lower()}/{r['name']} ({r['namespace']}) "
-                      f"{r['outcome']}{suffix}")
+        for r in result["results"]:
+            suffix = " (dry run)" if dry_run else ""
+            console.print(f"{r['kind'].lower()}/{r['name']} ({r['namespace']}) "
+                          f"{r['outcome']}{suffix}")
+        if wait and not dry_run:
+            done = wait_rollout(client, int(result["revision"]), timeout=timeout)
+            n = len(done.proxies)
+            console.print(f"revision {result['revision']} synced on {n} "
+                          f"prox{'y' if n == 1 else 'ies'}")
 
 
 def _row(r: dict[str, Any]) -> list[Any]:

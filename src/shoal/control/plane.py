@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -113,14 +113,15 @@ class ControlPlane:
                               else WorkloadRegistry(store, ttl=config.lease_ttl))
         ready = asyncio.Event()
         inspector = ProxyInspector(lambda: [s.to_dict() for s in xds.status()],
-                                   lambda: sync.proxies)
+                                   lambda: sync.proxies, latest=_latest_version(cache))
         ca, tokens = open_ca(config.ca_dir, config.mesh.trust_domain, config.cert_ttl,
                              ca_cert=config.ca_cert, ca_key=config.ca_key,
                              ca_chain=config.ca_chain, token_key=config.token_key)
         hosts = [a.host for a in (config.agent_api, config.secure_xds) if a is not None]
         serving = ServingCertificate(ca, hosts)
         identity = IdentityApi(ca, tokens, require_tokens=config.require_tokens)
-        api = RestApi(store, registry, inspector, ready=ready, identity=identity)
+        api = RestApi(store, registry, inspector, ready=ready, identity=identity,
+                      pushed_revision=lambda: sync.stats.last_revision)
         remotes = RemoteClusters(view, config.data_dir, trust_context(ca.files.bundle_path))
         return ControlPlane(config, store, registry, cache, status, sync, xds, api, ready, ca,
                             serving, view=view, remotes=remotes, identity=identity)
@@ -234,3 +235,10 @@ class ControlPlane:
                     await grpc_server.stop(grace=1.0)
         finally:
             await self.store.close()
+
+
+def _latest_version(cache: SnapshotCache) -> Callable[[str], str | None]:
+    def latest(node_id: str) -> str | None:
+        snapshot = cache.get(node_id)
+        return snapshot.version if snapshot is not None else None
+    return latest

@@ -24,19 +24,31 @@ CONFIG_TYPES = tuple(CONFIG_SECTIONS)
 
 class ProxyInspector:
     def __init__(self, status: Callable[[], list[dict[str, Any]]],
-                 proxies: Callable[[], dict[str, Proxy]], *, admin_host: str = "127.0.0.1"):
+                 proxies: Callable[[], dict[str, Proxy]], *,
+                 latest: Callable[[str], str | None] = lambda node_id: None,
+                 admin_host: str = "127.0.0.1"):
+        """``latest``: the version of the newest snapshot computed for a node (None: none),
+        which its stream may not have picked up yet."""
         self._status = status
         self._proxies = proxies
+        self._latest = latest
         self._admin_host = admin_host
 
     def status(self) -> list[dict[str, Any]]:
+        """Each proxy's sync status. SYNCED means synced with the newest config computed
+        for it: a stream that has not taken its newest snapshot yet is STALE."""
         proxies = self._proxies()
         out = []
         for entry in self._status():
-            proxy = proxies.get(entry.get("node_id", ""))
+            node_id = entry.get("node_id", "")
+            proxy = proxies.get(node_id)
             if proxy is not None:
                 entry = {**entry, "workload": proxy.workload, "namespace": proxy.namespace,
                          "admin_port": proxy.metadata.admin_port}
+            latest = self._latest(node_id)
+            if entry.get("sync") == "SYNCED" and latest not in (None,
+                                                                entry.get("snapshot_version")):
+                entry = {**entry, "sync": "STALE"}
             out.append(entry)
         return sorted(out, key=lambda e: e.get("node_id", ""))
 

@@ -10,7 +10,8 @@ Routes (all JSON unless noted):
   POST   /api/v1/workloads                   agent registration
   PUT    /api/v1/workloads/{namespace}/{name}/heartbeat
   DELETE /api/v1/workloads/{namespace}/{name}
-  GET    /api/v1/proxies                     xDS sync status per proxy
+  GET    /api/v1/proxies                     xDS sync status per proxy, store revision
+                                             and the revision pushed to proxies
   GET    /api/v1/proxies/{node}/config[?type=]   live Envoy config (from its admin API)
   ...and the CA's routes (tokens, certificates, ca): see shoal.ca.rest.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -42,8 +44,10 @@ API = "/api/v1"
 
 class RestApi:
     def __init__(self, store: Store, registry: Registry, proxies: ProxyInspector,
-                 *, ready: asyncio.Event, identity: IdentityApi | None = None):
+                 *, ready: asyncio.Event, identity: IdentityApi | None = None,
+                 pushed_revision: Callable[[], int] = lambda: 0):
         self._identity = identity
+        self._pushed_revision = pushed_revision
         self._store = store
         self._registry = registry
         self._proxies = proxies
@@ -187,7 +191,11 @@ class RestApi:
     # -- proxies --------------------------------------------------------------------------
 
     async def proxies(self, request: web.Request) -> web.Response:
-        return web.json_response({"proxies": self._proxies.status()})
+        # pushedRevision: every proxy's config reflects the store up to this revision
+        # (it is SYNCED with it once its sync says so); revision: the store's now.
+        return web.json_response({"proxies": self._proxies.status(),
+                                  "revision": await self._store.revision(),
+                                  "pushedRevision": self._pushed_revision()})
 
     async def proxy_config(self, request: web.Request) -> web.Response:
         dump = await self._proxies.config_dump(request.match_info["node"],

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from shoal.cli.client import ApiClient
+from shoal.cli.rollout import RolloutFailed, wait_rollout
 from shoal.envoy import free_port
 from shoal.errors import Unavailable
 
@@ -222,17 +223,15 @@ class ControlPlaneProcess(_Process):
             return c.proxies()
 
     def wait_synced(self, workloads: set[str], timeout: float = 60.0) -> list[dict[str, Any]]:
-        """Until a connected proxy of each named workload is SYNCED."""
-
-        def check() -> list[dict[str, Any]] | None:
-            proxies = [p for p in self.proxies() if p.get("connected", True)]
-            synced = {p.get("workload") for p in proxies if p.get("sync") == "SYNCED"}
-            return proxies if workloads <= synced else None
-
+        """Until a connected proxy of each named workload is SYNCED with the config of the
+        store as it was once they were all connected (so with each other's endpoints),
+        not merely with whatever it was last sent. Returns those proxies' status."""
         try:
-            return wait_for(check, timeout, f"proxies of {sorted(workloads)} to be SYNCED")
-        except TimeoutError as e:
-            raise TimeoutError(f"{e}\n{self.sync_report(workloads)}") from None
+            with self.client() as c:
+                return wait_rollout(c, workloads=workloads, timeout=timeout).proxies
+        except (Unavailable, RolloutFailed) as e:
+            raise TimeoutError(f"proxies of {sorted(workloads)} not SYNCED: {e}\n"
+                               f"{self.sync_report(workloads)}") from None
 
     def sync_report(self, workloads: set[str]) -> str:
         """Why these workloads are not SYNCED: each one's proxy state (types behind, NACK

@@ -39,7 +39,7 @@ YIELD_EVERY = 50
 class SyncStats:
     pushes: int = 0  # recompute rounds
     proxies_computed: int = 0
-    last_revision: int = 0
+    last_revision: int = 0  # the store revision every proxy's snapshot reflects (pushed)
     last_compute_seconds: float = 0.0
 
 
@@ -96,6 +96,8 @@ class Sync:
         """Follow the store until cancelled. ``ready`` is set once the mesh is loaded."""
         revision = await self._relist()
         self._pending.clear()
+        # Proxies connecting from now on get this revision's config (computed on connect).
+        self.stats.last_revision = revision
         if ready is not None:
             ready.set()
         async with asyncio.TaskGroup() as tg:
