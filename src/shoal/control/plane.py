@@ -150,7 +150,7 @@ class ControlPlane:
         grpc_server = grpc.aio.server(options=GRPC_OPTIONS)
         self.xds.add_to(grpc_server)
         self.telemetry = self.telemetry or Telemetry(
-            proxies=lambda: [s.to_dict() for s in self.xds.status()],
+            proxies=self.api.proxy_status,
             otlp_export=self.config.otlp_export)
         self.telemetry.add_to(grpc_server)  # OTLP logs + traces on the xDS port
         xds_port = grpc_server.add_insecure_port(str(self.config.xds))

@@ -190,10 +190,14 @@ class RestApi:
 
     # -- proxies --------------------------------------------------------------------------
 
+    def proxy_status(self) -> list[dict[str, Any]]:
+        """Each connected (or recently gone) proxy's sync status, as GET /proxies has it."""
+        return self._proxies.status()
+
     async def proxies(self, request: web.Request) -> web.Response:
         # pushedRevision: every proxy's config reflects the store up to this revision
         # (it is SYNCED with it once its sync says so); revision: the store's now.
-        return web.json_response({"proxies": self._proxies.status(),
+        return web.json_response({"proxies": self.proxy_status(),
                                   "revision": await self._store.revision(),
                                   "pushedRevision": self._pushed_revision()})
 
