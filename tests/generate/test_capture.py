@@ -134,3 +134,17 @@ def test_envoy_accepts_capture_config(pod_mesh: MeshSnapshot, policy: str,
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
     assert "OK" in res.stdout
     json.loads((tmp_path / "bootstrap.json").read_text())
+
+
+@pytest.mark.envoy
+@pytest.mark.skipif(not envoy_binary().is_file(), reason="no Envoy binary")
+def test_envoy_accepts_a_capture_proxy_that_sees_no_service_yet(tmp_path: Path) -> None:
+    """A pod's first config can come before any service is visible to it: the outbound
+    listener must still be valid (Envoy NACKs a listener without any filter chain)."""
+    mesh = MeshSnapshot.build([], 1, MeshConfig(outbound_traffic_policy="REGISTRY_ONLY"))
+    boot = static_bootstrap(generate(GenerationContext(mesh), capture_proxy("web-1")),
+                            "web-1.default")
+    res = envoy_validate(boot, tmp_path / "bootstrap.json")
+    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
+    # no outbound listener until a service is visible: captured connections are refused
+    assert "capture_outbound" not in listeners(mesh, capture_proxy("web-1"))

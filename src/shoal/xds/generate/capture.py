@@ -9,7 +9,8 @@ inbound TCP (to the app's ports) to ``capture_inbound``; the app's DNS queries g
   and the addresses of its endpoints at that port. The chains are those of the port's
   upstream listener (the same HTTP route configuration, TCP routes, TLS routes), so a
   captured connection is handled exactly like one to an upstream port. Anything else goes
-  to the original destination (``ALLOW_ANY``) or is closed (``REGISTRY_ONLY``);
+  to the original destination (``ALLOW_ANY``) or is closed (``REGISTRY_ONLY``; while
+  no service is visible there is no outbound listener, Envoy rejects one without chains);
 * inbound: the chains of each inbound port's listener (mTLS mode, authorization, rate
   limits, telemetry: see inbound.py), matched by destination port;
 * DNS: every visible service name answered with its VIP (UDP, Envoy's DNS filter).
@@ -70,9 +71,14 @@ def add_capture_config(
 ) -> None:
     """Add the capture listeners of ``proxy`` (and the routes and clusters they use)."""
     mesh = ctx.mesh
-    add(ctx.memo(("capture", "outbound", cap.outbound_capture_port, labels, within.key,
-                  within.allow_any),
-                 lambda: outbound_listener(ctx, cap.outbound_capture_port, labels, within)))
+    outbound = ctx.memo(("capture", "outbound", cap.outbound_capture_port, labels, within.key,
+                         within.allow_any),
+                        lambda: outbound_listener(ctx, cap.outbound_capture_port, labels, within))
+    # REGISTRY_ONLY with no service visible yet (a pod's first config): no chain at all,
+    # which Envoy would reject. Without the listener, captured connections are refused,
+    # which is what REGISTRY_ONLY does to them anyway; it is added with the first service.
+    if outbound.filter_chains or outbound.HasField("default_filter_chain"):
+        add(outbound)
     for service, port in visible_ports(mesh, within):
         if port.protocol.is_http:
             rc = ctx.upstream_route_config(service, port, labels)
