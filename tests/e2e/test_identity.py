@@ -122,3 +122,40 @@ def test_an_agent_refuses_a_control_plane_from_another_ca(cp: ControlPlaneProces
                  "the agent to refuse the control plane's certificate")
         state = wait_for(lambda: agent_state(agent), 30, "agent.json")
         assert state["identity"] is None
+
+
+def test_the_agent_listener_serves_agents_only(cp: ControlPlaneProcess) -> None:
+    """Every workload can reach the agent listener: it must not let one apply, delete or
+    read the mesh's config (an AuthorizationPolicy that allows everything, say)."""
+    tls = ssl.create_default_context(cafile=str(cp.ca_bundle))
+    policy = ("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+              "metadata: {name: allow-all, namespace: default}\nspec: {rules: [{}]}\n")
+    before = httpx.get(f"{cp.url}/api/v1/resources", timeout=5).json()["revision"]
+    with httpx.Client(base_url=cp.agent_url, verify=tls, timeout=5) as http:
+        refused = [
+            http.post("/api/v1/apply", content=policy,
+                      headers={"Content-Type": "application/yaml"}),
+            http.get("/api/v1/resources"),
+            http.get("/api/v1/resources/Service/default/x"),
+            http.delete("/api/v1/resources/Service/default/x"),
+            http.get("/api/v1/watch"),
+            http.get("/api/v1/proxies"),
+            http.get("/api/v1/logs"),
+            http.get("/api/v1/traces"),
+            http.get("/api/v1/topology"),
+            http.get("/metrics"),
+            http.get("/ui/"),
+            http.post("/api/v1/ca/rotate-root"),
+        ]
+        for r in refused:
+            assert r.status_code == 403, (r.request.method, r.request.url, r.status_code)
+            assert "operator API only" in r.json()["error"]
+        # what agents and remote control planes use is still there (and checks tokens)
+        assert http.get("/readyz").status_code == 200
+        assert http.get("/api/v1/ca/bundle").status_code == 200
+        assert http.post("/api/v1/workloads", json={}).status_code in (401, 422)
+        assert http.post("/api/v1/certificates", json={}).status_code == 401
+        assert http.get("/api/v1/discovery").status_code in (401, 404)
+        assert http.get("/api/v1/no-such-thing").status_code == 404
+    after = httpx.get(f"{cp.url}/api/v1/resources", timeout=5).json()["revision"]
+    assert after == before  # nothing was stored

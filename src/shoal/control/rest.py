@@ -33,6 +33,7 @@ from aiohttp import web
 from shoal.api import load_documents, parse_document, parse_documents, resolve_kind
 from shoal.api.meta import ResourceKey
 from shoal.ca.rest import IdentityApi
+from shoal.control.agent_listener import agent_listener_guard
 from shoal.control.errors import errors_middleware, json_body
 from shoal.control.proxies import ProxyInspector
 from shoal.errors import ValidationError, Violation
@@ -54,7 +55,8 @@ class RestApi:
         self._ready = ready
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[errors_middleware], client_max_size=8 * 1024 * 1024)
+        app = web.Application(middlewares=[errors_middleware, agent_listener_guard],
+                              client_max_size=8 * 1024 * 1024)
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
