@@ -174,6 +174,30 @@ def test_reviews_fail_over_to_cluster_b(demo: Demo) -> None:
     assert nodes["productpage"]["clusters"] == ["cluster-a", "cluster-b"]
     assert not _edge(topo, "productpage", "details")["crossCluster"]
 
+    # one mesh: what only cluster-b's sidecars measured shows in cluster-a's views too
+    def federated() -> dict | None:
+        _pages(demo.a, 2)
+        topo = _topology(demo.a.api)
+        return topo if _edge(topo, "reviews", "ratings") else None
+
+    topo = wait_for(federated, 60, "b's reviews -> ratings in a's topology")
+    assert topo["remoteClusters"] == {"cluster-b": "ok"}
+    spans = wait_for(lambda: _trace_across_clusters(demo), 60,
+                     "a trace with spans from both clusters in a's trace view")
+    assert {"productpage", "reviews"} <= {s["service"] for s in spans}
+
+
+def _trace_across_clusters(demo: Demo) -> list[dict] | None:
+    _pages(demo.a, 1)
+    api = demo.a.api
+    listed = httpx.get(f"{api}/api/v1/traces", params={"limit": 5}, timeout=10).json()
+    for t in listed["traces"]:
+        spans = httpx.get(f"{api}/api/v1/traces/{t['trace_id']}", timeout=10).json()["spans"]
+        clusters = {s.get("cluster", "") for s in spans}
+        if {"", "cluster-b"} <= clusters:  # ours (no mark) and cluster-b's
+            return spans
+    return None
+
 
 def test_the_dashboard_shows_both_clusters(demo: Demo, browser: Browser) -> None:
     _pages(demo.a, 20)  # recent traffic on every edge

@@ -99,3 +99,27 @@ def test_the_discovery_stream_needs_the_token(planes) -> None:  # type: ignore[n
     r = httpx.post(f"{a.agent_url}/api/v1/clusters", json=secret, timeout=10,
                    verify=ssl.create_default_context(cafile=str(a.ca_bundle)))
     assert r.status_code == 403
+
+
+def test_a_reads_b_s_telemetry_with_the_remote_secret_only(planes) -> None:  # type: ignore[no-untyped-def]
+    a, b = planes
+    secret = json.loads(shoal("-c", b.url, "cluster", "remote-secret"))
+    tls = ssl.create_default_context(cafile=str(b.ca_bundle))
+    with httpx.Client(base_url=secret["url"], verify=tls, timeout=10) as http:
+        # b's own edges and spans, for holders of the token only
+        assert http.get("/api/v1/discovery/edges").status_code == 401
+        auth = {"Authorization": f"Bearer {secret['token']}"}
+        edges = http.get("/api/v1/discovery/edges", params={"window": 60}, headers=auth)
+        assert edges.status_code == 200 and edges.json() == {
+            "cluster": "b", "window": 60.0, "edges": []}
+        trace = http.get("/api/v1/discovery/traces/0af7651916cd43dd8448eb211c80319c",
+                         headers=auth)
+        assert trace.json() == {"cluster": "b", "spans": []}
+        assert http.get("/api/v1/topology", headers=auth).status_code == 403  # operator's
+    shoal("-c", a.url, "cluster", "add", "-f", "-", input=json.dumps(secret))
+    topo = wait_for(lambda: (t := httpx.get(f"{a.url}/api/v1/topology", timeout=10).json())
+                    ["remoteClusters"] == {"b": "ok"} and t, 30, "a's topology to ask b")
+    assert topo["edges"] == []
+    b.stop()  # a remote that does not answer: a partial view, said so
+    topo = httpx.get(f"{a.url}/api/v1/topology", timeout=10).json()
+    assert topo["remoteClusters"]["b"] != "ok"

@@ -85,6 +85,10 @@ def control_plane(
         min=0.0, max=100.0,
         help="Percent of new requests the sidecars trace (a caller's sampled trace is "
              "always continued).")] = 1.0,
+    trace_collector: Annotated[str | None, typer.Option(
+        help="HOST:PORT the sidecars POST Zipkin spans to (default: the --api address), "
+             "or 'xds': OpenTelemetry spans over the sidecars' xDS connection (W3C "
+             "traceparent only), for sidecars that cannot reach the API (pods).")] = None,
     ratelimit_address: Annotated[str | None, typer.Option(
         help="A separate rate-limit service (`shoal ratelimit serve`) HOST:PORT; default: "
              "the control plane serves it on its xDS ports.")] = None,
@@ -124,6 +128,7 @@ def control_plane(
         ca_cert=ca_cert, ca_key=ca_key, ca_chain=ca_chain, token_key=token_key,
         otlp_export=otlp_export,
         mesh=MeshConfig(ratelimit_address=ratelimit_address, trace_sampling=trace_sampling,
+                        trace_collector="" if trace_collector == "xds" else trace_collector,
                         outbound_traffic_policy=outbound_traffic_policy,
                         cluster=cluster, network=network),
         ratelimit_redis=ratelimit_redis,

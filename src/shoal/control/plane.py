@@ -23,6 +23,7 @@ from shoal.control.rest import RestApi
 from shoal.dashboard.api import DashboardApi
 from shoal.errors import Unavailable
 from shoal.multicluster.api import ClusterApi
+from shoal.multicluster.federation import Federation
 from shoal.multicluster.remote import RemoteClusters, trust_context
 from shoal.multicluster.view import ClusterView
 from shoal.ratelimit.embedded import EmbeddedRateLimit
@@ -170,12 +171,19 @@ class ControlPlane:
             ratelimit = EmbeddedRateLimit(self.store, None if self.config.store == "memory"
                                           else self.config.data_dir, self.config.ratelimit_redis)
             ratelimit.add_to(grpc_server, app)
-        DashboardApi(self.view or self.store, lambda: self.metrics,
-                     domain=self.config.mesh.domain).mount(app)
+        federation = None  # multi-cluster: the other clusters' traffic and traces too
         if self.remotes is not None:
+            federation = Federation(self.remotes, trust_context(self.ca.files.bundle_path))
+            self.telemetry.remote_spans = federation.spans
+        DashboardApi(self.view or self.store, lambda: self.metrics,
+                     domain=self.config.mesh.domain,
+                     remote_edges=federation.edges if federation else None).mount(app)
+        if self.remotes is not None:
+            telemetry = self.telemetry
             ClusterApi(self.store, self.config.mesh, self.remotes,
                        self.identity if self.config.require_tokens else None,
-                       self._urls).mount(app)
+                       self._urls, local_rates=lambda window: telemetry.store.rates(window),
+                       local_spans=telemetry.traces.get).mount(app)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                                shutdown_timeout=2.0)
         await runner.setup()

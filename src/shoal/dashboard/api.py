@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from shoal.api.meta import Resource
 from shoal.errors import ValidationError, Violation
+from shoal.multicluster.federation import RemoteEdges
 from shoal.multicluster.labels import CLUSTER_LABEL
 from shoal.store.base import Store
 from shoal.telemetry.model import Edge, EdgeRates, EdgeSample, MetricsStore
@@ -68,7 +69,10 @@ def _number(request: web.Request, name: str, default: float, lo: float, hi: floa
 class DashboardApi:
     def __init__(self, store: Store, metrics: Callable[[], MetricsStore | None], *,
                  started: float | None = None, domain: str = "cluster.local",
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 remote_edges: Callable[[float], Awaitable[RemoteEdges]] | None = None):
+        """``remote_edges``: multi-cluster, the other clusters' own traffic per edge."""
+        self._remote_edges = remote_edges
         self._store = store
         self._metrics = metrics
         self._started = clock() if started is None else started
@@ -112,9 +116,15 @@ class DashboardApi:
         window = _number(request, "window", 60, 1, 6 * 3600)
         metrics, live = self._store_metrics()
         now = self._clock()
-        topo = build_topology(metrics.rates(window, now=now), window,
+        rates = metrics.rates(window, now=now)
+        reporting: dict[str, str] = {}  # remote cluster -> "ok" or why its edges are missing
+        if self._remote_edges is not None:
+            remote = await self._remote_edges(window)
+            rates, reporting = rates + remote.rates, remote.clusters
+        topo = build_topology(rates, window,
                               services=await self._services(), clusters=await self._clusters())
-        return web.json_response({"at": now, "metrics": live, **topo.to_dict()})
+        return web.json_response({"at": now, "metrics": live, "remoteClusters": reporting,
+                                  **topo.to_dict()})
 
     async def slo_statuses(self) -> tuple[list[Resource], list[dict]]:
         items, _ = await self._store.list("ServiceLevelObjective", None)

