@@ -52,17 +52,23 @@ class IdentityApi:
         r.add_post(f"{API}/ca/prune-roots", self.prune_roots)
 
     # -- used by the workload routes --------------------------------------------------
-    def authorize(self, request: web.Request, namespace: str,
-                  service_account: str | None = None) -> TokenClaims | None:
-        """With tokens required: the request's token must be valid and for this
-        namespace (and service account, when given)."""
+    def authenticate(self, request: web.Request) -> TokenClaims | None:
+        """With tokens required: the request's token must be valid (for anyone)."""
         if not self.require_tokens:
             return None
         token = bearer(request)
         if not token:
             raise Unauthenticated("a token is required (Authorization: Bearer ...); create "
                                   "one with `shoal token create`")
-        claims = self.tokens.verify(token)
+        return self.tokens.verify(token)
+
+    def authorize(self, request: web.Request, namespace: str,
+                  service_account: str | None = None) -> TokenClaims | None:
+        """With tokens required: the request's token must be valid and for this
+        namespace (and service account, when given)."""
+        claims = self.authenticate(request)
+        if claims is None:
+            return None
         if claims.namespace != namespace or (
                 service_account is not None and claims.service_account != service_account):
             want = f"namespace {namespace!r}" + (

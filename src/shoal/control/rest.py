@@ -143,6 +143,8 @@ class RestApi:
     # -- workloads (agents) ---------------------------------------------------------------
 
     async def register(self, request: web.Request) -> web.Response:
+        if self._identity is not None:  # who asks, before what they ask is looked at
+            self._identity.authenticate(request)
         body = await json_body(request)
         problems: list[Violation] = []
         workload = service = None
