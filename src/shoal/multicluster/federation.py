@@ -10,6 +10,7 @@ secret and TLS listener as discovery) for that cluster's *own* measurements:
 A cluster only ever serves what its own sidecars reported, never what it learned from
 others, so nothing is counted twice. Remotes are asked in parallel with a short timeout;
 one that does not answer is reported as such and the view is partial, never blocked.
+Edge answers are reused for two seconds (a dashboard polls; remotes are not hammered).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,7 @@ from shoal.telemetry.model import EdgeRates, edge_rates_from_dict
 EDGES_PATH = f"{DISCOVERY_PATH}/edges"
 TRACES_PATH = f"{DISCOVERY_PATH}/traces"
 TIMEOUT = 2.0
+CACHE_SECONDS = 2.0
 
 
 @dataclass
@@ -43,10 +46,14 @@ class Federation:
 
     def __init__(self, remotes: RemoteClusters,
                  ssl_context: Callable[[], ssl.SSLContext | None], *,
-                 timeout: float = TIMEOUT):
+                 timeout: float = TIMEOUT, cache_seconds: float = CACHE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic):
         self._remotes = remotes
         self._ssl = ssl_context
         self._timeout = timeout
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._edges: dict[float, tuple[float, RemoteEdges]] = {}  # window -> (at, answer)
 
     async def _get(self, secret: RemoteSecret, path: str,
                    params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -66,6 +73,19 @@ class Federation:
         return [(s.name, a) for s, a in zip(secrets, answers, strict=True)]
 
     async def edges(self, window: float) -> RemoteEdges:
+        """Every remote's edges over ``window``; an answer is reused for
+        ``cache_seconds`` (dashboards poll; remotes are asked once per period)."""
+        now = self._clock()
+        cached = self._edges.get(window)
+        if cached is not None and now - cached[0] < self._cache_seconds:
+            return cached[1]
+        out = await self._fetch_edges(window)
+        self._edges = {w: v for w, v in self._edges.items()
+                       if now - v[0] < self._cache_seconds}
+        self._edges[window] = (now, out)
+        return out
+
+    async def _fetch_edges(self, window: float) -> RemoteEdges:
         out = RemoteEdges()
         for name, answer in await self._all(EDGES_PATH, {"window": window}):
             if isinstance(answer, BaseException):
