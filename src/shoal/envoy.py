@@ -269,6 +269,20 @@ class EnvoyProcess:
             if own:
                 await c.aclose()
 
+    async def listens_on(self, port: int, client: httpx.AsyncClient) -> bool:
+        """Does Envoy have an *active* listener on ``port`` (admin ``/listeners``; a
+        listener still warming is not there yet)?"""
+        addr = self.admin_address()
+        if addr is None or not self.running:
+            return False
+        try:
+            r = await client.get(f"http://{addr}/listeners", params={"format": "json"})
+            statuses = r.json().get("listener_statuses", [])
+        except (httpx.HTTPError, ValueError):
+            return False
+        return any(s.get("local_address", {}).get("socket_address", {}).get("port_value")
+                   == port for s in statuses)
+
     async def wait_ready(self, timeout: float, poll_interval: float = 0.1) -> bool:
         """Wait until ``/ready`` says LIVE; False on timeout. Raises EnvoyError if Envoy exits."""
         deadline = time.monotonic() + timeout

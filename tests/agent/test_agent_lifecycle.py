@@ -51,7 +51,9 @@ async def test_register_heartbeat_and_graceful_stop(control_plane, ads, agent_fa
         name = wl["metadata"]["name"]
         assert name.startswith("reviews-") and len(name) == len("reviews-") + 5
         assert wl["kind"] == "Workload" and wl["apiVersion"] == "mesh.shoal.io/v1alpha1"
-        assert wl["metadata"]["annotations"] == {"shoal.io/registered-by": "agent"}
+        # registered not ready: peers are sent here once the inbound listener is active
+        assert wl["metadata"]["annotations"] == {"shoal.io/registered-by": "agent",
+                                                 "shoal.io/ready": "false"}
         # no token here, so no certificate: the workload tells peers to send plaintext
         assert wl["spec"]["labels"] == {"app": "reviews", "version": "v2",
                                         "security.shoal.io/tlsMode": "disabled"}

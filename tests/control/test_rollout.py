@@ -11,7 +11,7 @@ def _proxy(workload: str, sync: str = "SYNCED", nack: str | None = None,
            connected: bool = True) -> dict[str, Any]:
     types = [{"type": "LDS", "nack": {"message": nack}}] if nack else [{"type": "LDS"}]
     return {"node_id": f"{workload}.default", "workload": workload, "sync": sync,
-            "connected": connected, "types": types}
+            "connected": connected, "types": types, "ready": True}
 
 
 def test_done_only_once_pushed_and_every_proxy_synced() -> None:
@@ -42,3 +42,13 @@ def test_a_nack_is_reported_with_its_message() -> None:
     r = rollout(state, 2)
     assert not r.done
     assert r.nacked == ("a.default: LDS: cannot bind 127.0.0.1:99",)
+
+
+def test_a_named_workload_counts_once_registered_and_ready() -> None:
+    unregistered = {**_proxy("a"), "ready": None}  # connected before its agent registered
+    state = {"revision": 3, "pushedRevision": 3, "proxies": [unregistered]}
+    assert rollout(state, 3, {"a"}).missing == ("a",)
+    state["proxies"] = [{**_proxy("a"), "ready": False}]  # registered, sidecar not ready
+    assert rollout(state, 3, {"a"}).missing == ("a",)
+    state["proxies"] = [_proxy("a")]
+    assert rollout(state, 3, {"a"}).done

@@ -8,7 +8,9 @@ Lifecycle:
 2. wait for Envoy to be LIVE (initial LDS/CDS received) — at most ``ready_timeout``,
    then start the app anyway, so a missing control plane never blocks the app;
 3. start the app and wait until it listens on its port (bounded; then go on anyway);
-4. register the workload and heartbeat (retrying for ever while the control plane is away);
+4. register the workload *not ready* and heartbeat (retrying for ever while the control
+   plane is away); once Envoy's inbound listener (which comes with the registration) is
+   active, register it ready: only then do other sidecars get it as an endpoint;
 5. on SIGTERM/SIGINT: deregister, drain Envoy's inbound listeners for ``drain_seconds``,
    stop the app (SIGTERM, SIGKILL after a grace), stop Envoy; exit 0.
    If the app exits on its own: deregister, stop Envoy, exit with the app's status.
@@ -141,6 +143,7 @@ class Agent:
             ttl_seconds=config.lease_seconds,
             report=self._identity_report,
             on_bundle_version=self.identity.refresh_bundle if self.identity else None,
+            until_ready=self._until_inbound_active,
         )
         self._stop = asyncio.Event()
         self._signals = 0
@@ -282,6 +285,21 @@ class Agent:
             self._app_exit = exit_status(code)
             log.warning("application exited", extra={"exit_status": self._app_exit})
             self._stop.set()
+
+    async def _until_inbound_active(self) -> None:
+        """Until Envoy's inbound listener is active, so peers sent here are not refused
+        (its config comes with the registration). Bounded by ``ready_timeout``: then the
+        workload is declared ready anyway, as before readiness existed."""
+        port = (CaptureMetadata.inbound_capture_port if self.config.capture
+                else self.plan.inbound_port)
+        deadline = time.monotonic() + self.config.ready_timeout
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if await self.envoy.listens_on(port, client):
+                    return
+                await asyncio.sleep(0.05)
+        log.warning("inbound listener not active; declaring the workload ready anyway",
+                    extra={"port": port, "waited_s": self.config.ready_timeout})
 
     async def _wait_envoy_live(self) -> None:
         """Wait for LIVE, logging progress; give up after ``ready_timeout`` (never fatal)."""

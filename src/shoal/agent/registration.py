@@ -19,10 +19,17 @@ import httpx
 from shoal.agent.backoff import Backoff
 from shoal.agent.config import AgentConfig, Plan, control_plane_urls
 from shoal.errors import AgentError, Unavailable
-from shoal.registry.snapshot import TLS_MODE_LABEL
+from shoal.registry.snapshot import READY_ANNOTATION, TLS_MODE_LABEL
 
 log = logging.getLogger("shoal.agent.registration")
 API_VERSION = "mesh.shoal.io/v1alpha1"
+
+
+def not_ready(workload: Mapping[str, Any]) -> dict[str, Any]:
+    """``workload`` marked not ready: registered, but peers are not sent to it yet."""
+    meta = dict(workload["metadata"])
+    meta["annotations"] = {**meta.get("annotations", {}), READY_ANNOTATION: "false"}
+    return {**workload, "metadata": meta}
 
 
 def workload_document(config: AgentConfig, plan: Plan, *, has_identity: bool = True
@@ -207,7 +214,14 @@ class Registration:
         backoff: Backoff | None = None,
         report: Callable[[], Mapping[str, Any] | None] | None = None,
         on_bundle_version: Callable[[str], Awaitable[None]] | None = None,
+        until_ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``until_ready``: register the workload not ready first, and ready once this
+        returns (the sidecar can take the peers' connections)."""
+        self.ready_workload = workload
+        if until_ready is not None:
+            workload = not_ready(workload)
+        self.until_ready = until_ready
         self.report = report or (lambda: None)
         self.on_bundle_version = on_bundle_version
         self.client = client
@@ -239,6 +253,20 @@ class Registration:
 
     async def run(self) -> None:
         lease = await self._register_until_done()
+        async with asyncio.TaskGroup() as tg:
+            if self.until_ready is not None:
+                tg.create_task(self._become_ready(), name="readiness")
+            tg.create_task(self._heartbeats(lease), name="heartbeats")
+
+    async def _become_ready(self) -> None:
+        assert self.until_ready is not None
+        await self.until_ready()
+        self.workload = self.ready_workload  # re-registrations from now on say ready too
+        await self._register_until_done()
+        log.info("workload ready: peers are sent to it",
+                 extra={"workload": f"{self.namespace}/{self.name}"})
+
+    async def _heartbeats(self, lease: float) -> None:
         wait = max(0.2, lease / 3)
         while True:
             await asyncio.sleep(wait)

@@ -25,7 +25,7 @@ class RolloutFailed(ShoalError):
 class Rollout:
     done: bool
     pushed: bool  # the control plane has computed every proxy's config at the revision
-    missing: tuple[str, ...] = ()  # named workloads without a connected proxy
+    missing: tuple[str, ...] = ()  # named workloads without a connected, ready proxy
     behind: tuple[str, ...] = ()  # node ids not SYNCED yet
     nacked: tuple[str, ...] = ()  # "node id: TYPE: message"
     proxies: list[dict[str, Any]] = field(default_factory=list)
@@ -33,7 +33,7 @@ class Rollout:
     def describe(self) -> str:
         parts = [] if self.pushed else ["not pushed yet"]
         if self.missing:
-            parts.append(f"not connected: {', '.join(self.missing)}")
+            parts.append(f"not connected or not ready: {', '.join(self.missing)}")
         if self.behind:
             parts.append(f"not synced: {', '.join(self.behind)}")
         parts += [f"NACK {n}" for n in self.nacked]
@@ -48,7 +48,9 @@ def rollout(state: dict[str, Any], revision: int,
     proxies = [p for p in state.get("proxies", []) if p.get("connected", True)]
     if workloads is not None:
         proxies = [p for p in proxies if p.get("workload") in workloads]
-    connected = {p.get("workload") for p in proxies}
+    # a named workload counts once its proxy is connected and its workload registered and
+    # ready (an endpoint for its peers): a proxy connects before its agent registers
+    connected = {p.get("workload") for p in proxies if p.get("ready") is True}
     missing = tuple(sorted(w for w in (workloads or ()) if w not in connected))
     synced = {p.get("workload") for p in proxies if p.get("sync") == "SYNCED"}
     behind = tuple(sorted(p.get("node_id", "") for p in proxies

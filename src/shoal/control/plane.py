@@ -29,6 +29,7 @@ from shoal.multicluster.view import ClusterView
 from shoal.ratelimit.embedded import EmbeddedRateLimit
 from shoal.registry.etcd_leases import EtcdWorkloadRegistry
 from shoal.registry.leases import Registry, WorkloadRegistry
+from shoal.registry.snapshot import is_ready
 from shoal.store.base import Store
 from shoal.store.etcd import EtcdStore
 from shoal.store.memory import MemoryStore
@@ -114,7 +115,8 @@ class ControlPlane:
                               else WorkloadRegistry(store, ttl=config.lease_ttl))
         ready = asyncio.Event()
         inspector = ProxyInspector(lambda: [s.to_dict() for s in xds.status()],
-                                   lambda: sync.proxies, latest=_latest_version(cache))
+                                   lambda: sync.proxies, latest=_latest_version(cache),
+                                   ready=_workload_ready(sync))
         ca, tokens = open_ca(config.ca_dir, config.mesh.trust_domain, config.cert_ttl,
                              ca_cert=config.ca_cert, ca_key=config.ca_key,
                              ca_chain=config.ca_chain, token_key=config.token_key)
@@ -250,3 +252,10 @@ def _latest_version(cache: SnapshotCache) -> Callable[[str], str | None]:
         snapshot = cache.get(node_id)
         return snapshot.version if snapshot is not None else None
     return latest
+
+
+def _workload_ready(sync: Sync) -> Callable[[str, str], bool | None]:
+    def ready(namespace: str, name: str) -> bool | None:
+        workload = sync.mesh.workload(namespace, name)
+        return is_ready(workload) if workload is not None else None
+    return ready

@@ -26,12 +26,14 @@ class ProxyInspector:
     def __init__(self, status: Callable[[], list[dict[str, Any]]],
                  proxies: Callable[[], dict[str, Proxy]], *,
                  latest: Callable[[str], str | None] = lambda node_id: None,
+                 ready: Callable[[str, str], bool | None] = lambda ns, name: None,
                  admin_host: str = "127.0.0.1"):
         """``latest``: the version of the newest snapshot computed for a node (None: none),
         which its stream may not have picked up yet."""
         self._status = status
         self._proxies = proxies
         self._latest = latest
+        self._ready = ready  # (namespace, workload) -> is it an endpoint yet? None: unknown
         self._admin_host = admin_host
 
     def status(self) -> list[dict[str, Any]]:
@@ -44,7 +46,8 @@ class ProxyInspector:
             proxy = proxies.get(node_id)
             if proxy is not None:
                 entry = {**entry, "workload": proxy.workload, "namespace": proxy.namespace,
-                         "admin_port": proxy.metadata.admin_port}
+                         "admin_port": proxy.metadata.admin_port,
+                         "ready": self._ready(proxy.namespace, proxy.workload)}
             latest = self._latest(node_id)
             if entry.get("sync") == "SYNCED" and latest not in (None,
                                                                 entry.get("snapshot_version")):

@@ -48,6 +48,14 @@ class MeshConfig:
 
 REGISTERED_BY = "shoal.io/registered-by"
 TLS_MODE_LABEL = "security.shoal.io/tlsMode"
+# "false": registered, but its sidecar cannot take connections yet (an agent says so until
+# its inbound listener is active): it is nobody's endpoint until then (like a Kubernetes
+# pod that is not Ready). Its own proxy still gets its inbound config.
+READY_ANNOTATION = "shoal.io/ready"
+
+
+def is_ready(workload: Resource) -> bool:
+    return workload.metadata.annotations.get(READY_ANNOTATION) != "false"
 
 
 def mtls_disabled(workload: Resource) -> bool:
@@ -195,6 +203,8 @@ class MeshSnapshot:
                   subset: dict[str, str] | None = None) -> list[Endpoint]:
         out = []
         for wl in self._members.get((service.metadata.namespace, service.metadata.name), []):
+            if not is_ready(wl):
+                continue
             spec: WorkloadSpec = wl.spec
             ep = Endpoint(
                 workload=wl.metadata.name,

@@ -148,10 +148,10 @@ class GenerationContext:
         (an index, so that finding a proxy's inbound services is not a scan)."""
         out: dict[tuple[str, str], list[Resource]] = {}
         for service in self.mesh.services:
-            members = {
-                (ep.namespace, ep.workload)
-                for ep in self.mesh.endpoints(service, service.spec.ports[0])
-            }
+            # members, ready or not: a workload not ready yet already gets its inbound
+            # config (it is only nobody's endpoint)
+            members = {(wl.metadata.namespace, wl.metadata.name)
+                       for wl in self.mesh.members(service)}
             for key in sorted(members):
                 out.setdefault(key, []).append(service)
         return out
