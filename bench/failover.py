@@ -25,10 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.conftest import agent_info
-from tests.multicluster.topology import Cluster, Loader, start_clusters
+from tests.multicluster.topology import Cluster, Loader, start_clusters, start_failover_mesh
 
-from shoal.demo.clusters import locality_failover
 from shoal.hosts import netns
 
 # seconds of requests counted after each crash: with the control plane up, the dead
@@ -91,18 +89,9 @@ def run(rounds: int, log: Callable[[str], None] = print, *, cp_down_rounds: int 
         loader = None
         try:
             clusters = start_clusters(workdir, prefix, base=98)
-            a, b = clusters
-            for c in clusters:
-                c.cp.client().apply(locality_failover("web"))
+            a = clusters[0]
             a_web, b_web = f"{prefix}web-a", f"{prefix}web-b"
-            a.add(a_web, "web")
-            b.add(b_web, "web")
-            client = a.add(f"{prefix}client", "client", port=7070)
-            for c in clusters:
-                c.cp.wait_synced(set(c.agents), timeout=180)
-            info = agent_info(client, timeout=60)
-            loader = Loader.start(a.pods[f"{prefix}client"], "http://web:8080/",
-                                  info["outboundPort"], workdir / "requests.jsonl")
+            loader = start_failover_mesh(clusters, prefix, workdir, sync_timeout=180)
             loader.until(lambda r: r["by"] == a_web, timeout=180)
             out = [Scenario("instance crash", WINDOWS[0]),
                    Scenario("instance crash, a's control plane and gateway down", WINDOWS[1])]

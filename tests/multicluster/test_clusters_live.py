@@ -39,12 +39,10 @@ from cryptography.hazmat.primitives import serialization
 
 from shoal.ca import pki
 from shoal.ca.csr import make_csr
-from shoal.demo.clusters import locality_failover
 from shoal.hosts import netns
 from shoal.testing.local import wait_for
-from tests.e2e.conftest import agent_info
 
-from .topology import SHOAL, Cluster, Loader, clusters_of, start_clusters
+from .topology import SHOAL, Cluster, Loader, clusters_of, start_clusters, start_failover_mesh
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow,
               pytest.mark.skipif(netns.unavailable() is not None,
@@ -72,16 +70,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     try:
         clusters = start_clusters(workdir, prefix)
         a, b = clusters
-        for c in clusters:
-            c.cp.client().apply(locality_failover("web"))
-        a.add(f"{prefix}web-a", "web")
-        b.add(f"{prefix}web-b", "web")
-        client = a.add(f"{prefix}client", "client", port=7070)
-        for c in clusters:
-            c.cp.wait_synced(set(c.agents), timeout=120)
-        info = agent_info(client, timeout=60)
-        loader = Loader.start(a.pods[f"{prefix}client"], "http://web:8080/",
-                              info["outboundPort"], workdir / "requests.jsonl")
+        loader = start_failover_mesh(clusters, prefix, workdir)
         yield Mesh(a, b, loader, workdir)
     finally:
         if loader is not None:

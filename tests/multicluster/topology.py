@@ -20,10 +20,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shoal.demo.clusters import ClusterPlan, east_west_gateway, plans
+from shoal.demo.clusters import ClusterPlan, east_west_gateway, locality_failover, plans
 from shoal.hosts import netns
 from shoal.hosts.netns import Network, Pod
 from shoal.testing.local import AgentProcess, ControlPlaneProcess, _Process, free_port, wait_for
+from tests.e2e.conftest import agent_info
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOAL = [sys.executable, "-m", "shoal"]
@@ -190,6 +191,23 @@ def start_clusters(workdir: Path, prefix: str, *, base: int = 97) -> list[Cluste
             c.stop()
         raise
     return clusters
+
+
+def start_failover_mesh(clusters: list[Cluster], prefix: str, workdir: Path, *,
+                        sync_timeout: float = 120.0) -> Loader:
+    """``web`` with one instance per cluster under the demo's locality-failover rule, a
+    client in cluster a, and a loader calling ``web`` from the client's pod."""
+    a, b = clusters
+    for c in clusters:
+        c.cp.client().apply(locality_failover("web"))
+    a.add(f"{prefix}web-a", "web")
+    b.add(f"{prefix}web-b", "web")
+    client = a.add(f"{prefix}client", "client", port=7070)
+    for c in clusters:
+        c.cp.wait_synced(set(c.agents), timeout=sync_timeout)
+    info = agent_info(client, timeout=60)
+    return Loader.start(a.pods[f"{prefix}client"], "http://web:8080/",
+                        info["outboundPort"], workdir / "requests.jsonl")
 
 
 def clusters_of(cluster: Cluster) -> list[dict[str, object]]:
