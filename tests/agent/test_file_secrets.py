@@ -6,16 +6,12 @@ import asyncio
 import os
 from pathlib import Path
 
-import grpc
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
-from envoy.service.discovery.v3 import discovery_pb2
-from envoy.service.secret.v3 import sds_pb2_grpc
+from sds_stream import sds_stream, secrets_of
 
 from shoal.agent.file_secrets import FileSecrets
 from shoal.agent.sds import SdsServer
 from shoal.testing.pki import TestCA
 from shoal.xds import secret_names
-from shoal.xds.types import SECRET
 
 
 def test_loads_certificates_keys_roots_and_crls(tmp_path: Path) -> None:
@@ -82,34 +78,19 @@ async def test_sds_answers_a_file_secret_once_it_can(tmp_path: Path) -> None:
     sds = SdsServer(None, tmp_path / "sds.sock", file_poll_seconds=0.1)  # no identity
     await sds.start()
     try:
-        async with grpc.aio.insecure_channel(f"unix:{sds.path}") as channel:
-            stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
-            requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
-
-            async def gen():  # type: ignore[no-untyped-def]
-                while (r := await requests.get()) is not None:
-                    yield r
-
-            call = stub.StreamSecrets(gen())
-            await requests.put(discovery_pb2.DiscoveryRequest(type_url=SECRET,
-                                                              resource_names=[name]))
-            read = asyncio.ensure_future(call.read())
+        async with sds_stream(sds.path) as stream:
+            await stream.request([name])
+            read = stream.read()
             await asyncio.sleep(0.5)  # several polls: no answer while the file is missing
             assert not read.done()
             path.write_bytes(ca.pem)
             first = await asyncio.wait_for(read, 20)
-            [packed] = first.resources
-            secret = secret_pb2.Secret()
-            packed.Unpack(secret)
+            [secret] = secrets_of(first).values()
             assert secret.name == name
             assert secret.validation_context.trusted_ca.inline_bytes == ca.pem
-            await requests.put(discovery_pb2.DiscoveryRequest(
-                type_url=SECRET, resource_names=[name], response_nonce=first.nonce,
-                version_info=first.version_info))  # ACK
+            await stream.request([name], ack=first)
             path.write_bytes(TestCA("other").pem)  # rotated on disk: pushed again
-            second = await asyncio.wait_for(call.read(), 20)
+            second = await asyncio.wait_for(stream.read(), 20)
             assert second.version_info != first.version_info
-            await requests.put(None)
-            call.cancel()
     finally:
         await sds.stop()
