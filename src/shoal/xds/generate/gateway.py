@@ -210,7 +210,7 @@ def _passthrough_candidates(mesh: MeshSnapshot, port: int, bound: Sequence[Bound
     for vs, _hosts, refs in bound_virtual_services(mesh, passthrough):
         ns = vs.metadata.namespace
         for rule in vs.spec.tls:
-            found = tls_routes.resolve(mesh, rule, ns, port)
+            found = tcp_routes.resolve(mesh, rule.route, ns, port)
             if found is None:
                 continue
             for m in rule.match:

@@ -33,6 +33,8 @@ def _applies(m: L4MatchAttributes, port: int, labels: Labels) -> bool:
 
 def resolve(mesh: MeshSnapshot, route: Sequence[RouteDestination], ns: str, port: int
              ) -> Weighted | None:
+    """A TCP or TLS rule's destinations as (cluster, weight); None if one cannot be
+    resolved (the rule is skipped: a TCP listener cannot answer a 503)."""
     out: dict[str, int] = {}
     for rd in route:
         resolved = resolve_destination(mesh, rd.destination, ns, port)

@@ -24,10 +24,15 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
 
 from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource
-from shoal.api.networking import TLSMatchAttributes, TLSRoute
+from shoal.api.networking import TLSMatchAttributes
 from shoal.registry.snapshot import MeshSnapshot
-from shoal.xds.generate.routes import Labels, resolve_destination
-from shoal.xds.generate.tcp_routes import Weighted, tcp_destinations, tcp_proxy_filter
+from shoal.xds.generate.routes import Labels
+from shoal.xds.generate.tcp_routes import (
+    Weighted,
+    resolve,
+    tcp_destinations,
+    tcp_proxy_filter,
+)
 
 ANY_SNI = "*"
 
@@ -69,20 +74,6 @@ def first_claims(candidates: Iterable[tuple[Sequence[str], Weighted]]) -> list[S
     return out
 
 
-def resolve(mesh: MeshSnapshot, rule: TLSRoute, namespace: str, port: int
-            ) -> Weighted | None:
-    """The rule's destinations as (cluster, weight); None if one cannot be resolved (the
-    rule is skipped: a TCP listener cannot answer a 503)."""
-    out: dict[str, int] = {}
-    for rd in rule.route:
-        resolved = resolve_destination(mesh, rd.destination, namespace, port)
-        if resolved.problem:
-            return None
-        out[resolved.cluster] = out.get(resolved.cluster, 0) + (rd.weight or 100)
-    live = tuple((c, w) for c, w in out.items() if w > 0)
-    return live or None
-
-
 def _applies_to_sidecar(m: TLSMatchAttributes, port: int, labels: Labels) -> bool:
     return (m.port is None or m.port == port) and (not m.gateways or "mesh" in m.gateways) \
         and all(labels.get(k) == v for k, v in m.source_labels.items())
@@ -101,7 +92,7 @@ def sidecar_sni_routes(mesh: MeshSnapshot, service: Resource, port: ServicePort,
 
     def candidates() -> Iterable[tuple[Sequence[str], Weighted]]:
         for rule in vs.spec.tls:
-            found = resolve(mesh, rule, vs.metadata.namespace, port.port)
+            found = resolve(mesh, rule.route, vs.metadata.namespace, port.port)
             if found is None:
                 continue
             for m in rule.match:
