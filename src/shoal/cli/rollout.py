@@ -23,12 +23,15 @@ class RolloutFailed(ShoalError):
 
 @dataclass(frozen=True)
 class Rollout:
-    done: bool
     pushed: bool  # the control plane has computed every proxy's config at the revision
     missing: tuple[str, ...] = ()  # named workloads without a connected, ready proxy
     behind: tuple[str, ...] = ()  # node ids not SYNCED yet
     nacked: tuple[str, ...] = ()  # "node id: TYPE: message"
     proxies: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.pushed and not self.missing and not self.behind
 
     def describe(self) -> str:
         parts = [] if self.pushed else ["not pushed yet"]
@@ -57,8 +60,7 @@ def rollout(state: dict[str, Any], revision: int,
                           if p.get("sync") != "SYNCED" and p.get("workload") not in synced))
     nacked = tuple(_nacks(proxies))
     pushed = int(state.get("pushedRevision", 0)) >= revision
-    done = pushed and not missing and not behind
-    return Rollout(done, pushed, missing, behind, nacked, proxies)
+    return Rollout(pushed, missing, behind, nacked, proxies)
 
 
 def _nacks(proxies: Iterable[dict[str, Any]]) -> Iterable[str]:

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from shoal.errors import PermissionDenied
+from shoal.multicluster.federation import EDGES_PATH, TRACES_PATH
+from shoal.multicluster.remote import DISCOVERY_PATH
 
 API = "/api/v1"
 AGENT_ROUTES: frozenset[tuple[str, str]] = frozenset({
@@ -27,9 +29,9 @@ AGENT_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("DELETE", f"{API}/workloads/{{namespace}}/{{name}}"),
     ("POST", f"{API}/certificates"),
     ("GET", f"{API}/ca/bundle"),
-    ("GET", f"{API}/discovery"),
-    ("GET", f"{API}/discovery/edges"),
-    ("GET", f"{API}/discovery/traces/{{trace_id}}"),
+    ("GET", DISCOVERY_PATH),
+    ("GET", EDGES_PATH),
+    ("GET", f"{TRACES_PATH}/{{trace_id}}"),
 })
 
 
