@@ -20,7 +20,7 @@ def test_loads_certificates_keys_roots_and_crls(tmp_path: Path) -> None:
     client = ca.leaf("client", server=False).write(tmp_path, "client")
     crl = tmp_path / "ca.crl"
     crl.write_bytes(ca.crl())
-    files = FileSecrets()
+    files = FileSecrets(key_dirs=[tmp_path])
     cert = files.get(secret_names.cert_secret(str(client.cert), str(client.key)))
     assert cert is not None
     assert cert.tls_certificate.certificate_chain.inline_bytes == client.cert.read_bytes()
@@ -41,7 +41,7 @@ def test_refuses_what_envoy_would_reject(tmp_path: Path, caplog) -> None:  # typ
     a = ca.leaf("a", server=False).write(tmp_path, "a")
     b = ca.leaf("b", server=False).write(tmp_path, "b")
     (tmp_path / "junk.pem").write_text("hello\n")
-    files = FileSecrets()
+    files = FileSecrets(key_dirs=[tmp_path])
     assert files.get(secret_names.cert_secret(str(a.cert), str(b.key))) is None  # wrong key
     assert files.get(secret_names.root_secret(str(tmp_path / "junk.pem"))) is None
     assert files.get(secret_names.root_secret(str(tmp_path / "missing.pem"))) is None
@@ -49,6 +49,32 @@ def test_refuses_what_envoy_would_reject(tmp_path: Path, caplog) -> None:  # typ
     text = caplog.text
     assert "does not belong to the certificate" in text
     assert "not PEM certificates" in text and "No such file" in text and "not a PEM CRL" in text
+
+
+def test_keys_only_from_the_key_directories(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    ca = TestCA()
+    inside = ca.leaf("inside", server=False).write(tmp_path / "keys", "inside")
+    outside = ca.leaf("outside", server=False).write(tmp_path / "elsewhere", "outside")
+    files = FileSecrets(key_dirs=[tmp_path / "keys"])
+    assert files.get(secret_names.cert_secret(str(inside.cert), str(inside.key))) is not None
+    assert files.get(secret_names.cert_secret(str(outside.cert), str(outside.key))) is None
+    # neither a symlink nor ".." inside the directory reaches a key outside it
+    (tmp_path / "keys" / "link.key").symlink_to(outside.key)
+    (tmp_path / "keys" / "link.pem").symlink_to(outside.cert)
+    link = tmp_path / "keys" / "link"
+    assert files.get(secret_names.cert_secret(f"{link}.pem", f"{link}.key")) is None
+    dotdot = tmp_path / "keys" / ".." / "elsewhere" / "outside"
+    assert files.get(secret_names.cert_secret(f"{dotdot}.pem", f"{dotdot}.key")) is None
+    # a directory named like the allowed one plus a suffix is not inside it
+    near = ca.leaf("near", server=False).write(tmp_path / "keys-not", "near")
+    assert files.get(secret_names.cert_secret(str(near.cert), str(near.key))) is None
+    assert "outside the directories this agent reads TLS keys from" in caplog.text
+    assert f"clientCertificate {outside.cert}" in caplog.text
+    # roots are public: readable anywhere
+    assert files.get(secret_names.root_secret(str(ca.write(tmp_path / "any" / "ca.pem"))))
+    # the default is /etc/shoal/certs only
+    assert FileSecrets().get(secret_names.cert_secret(str(inside.cert), str(inside.key))) \
+        is None
 
 
 def test_refresh_picks_up_new_and_changed_files_and_keeps_the_last_good(tmp_path: Path) -> None:

@@ -91,7 +91,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"dir": d, "ca": ca.write(d / "good-ca.pem"),
             "wrong": TestCA("wrong CA").write(d / "wrong-ca.pem"),
             "server": ca.leaf("external server", dns=HOSTS, client=False).write(d, "server"),
-            "client": ca.leaf("shoal-client", server=False).write(d, "client")}
+            # the client's key in the agent's --tls-key-dir; the others are outside it
+            "client": ca.leaf("shoal-client", server=False).write(d / "keys", "client")}
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +105,13 @@ def servers(pki: dict[str, Any]) -> Iterator[dict[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def mesh(tmp_path_factory: pytest.TempPathFactory, pki: dict[str, Any]
+         ) -> Iterator[dict[str, Any]]:
     workdir = tmp_path_factory.mktemp("origination")
     with ControlPlaneProcess(workdir, lease_ttl=6.0) as cp:
         client = AgentProcess(cp, service="client", port=8080, name="client",
-                              command=app_command("http"))
+                              command=app_command("http"),
+                              extra=["--tls-key-dir", str(pki["dir"] / "keys")])
         try:
             client.start()
             cp.wait_synced({"client"})
@@ -228,6 +231,27 @@ def test_mutual_presents_the_client_certificate(mesh, servers, pki) -> None:
     assert seen["client_cn"] == "shoal-client"
     assert seen["sni"] == "mtls.external.test"
     assert_acked(mesh)
+
+
+def test_a_key_outside_the_agents_key_directories_is_not_presented(mesh, servers, pki
+                                                                    ) -> None:
+    """Whoever may apply a DestinationRule cannot make the sidecar present some other key
+    found on its host: the server's own pair (valid, but outside --tls-key-dir) is refused
+    by the agent, the request fails, and nothing is NACKed."""
+    apply(mesh, entry("stolen.external.test", servers["mutual"]))
+    server = pki["server"]
+    apply(mesh, rule("stolen.external.test", f"""
+      mode: MUTUAL
+      clientCertificate: {server.cert}
+      privateKey: {server.key}
+      caCertificates: {pki['ca']}"""))
+    agent: AgentProcess = mesh["agent"]
+    wait_for(lambda: "outside the directories this agent reads TLS keys from"
+             in agent.log_text(), 60, "the agent to refuse the key")
+    assert f"clientCertificate {server.cert}" in agent.log_text()
+    assert_acked(mesh)
+    with http(mesh) as h:
+        assert h.get("http://stolen.external.test/").status_code == 503
 
 
 def test_a_missing_certificate_file_waits_for_the_file(mesh, servers, pki) -> None:

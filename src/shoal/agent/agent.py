@@ -33,6 +33,7 @@ import httpx
 from shoal.agent.app import AppProcess, exit_status
 from shoal.agent.bootstrap import build_bootstrap
 from shoal.agent.config import AgentConfig, Plan, app_env, control_plane_urls, make_plan
+from shoal.agent.file_secrets import FileSecrets
 from shoal.agent.identity import Svid, WorkloadIdentity, token_reader, token_subject
 from shoal.agent.registration import (
     ControlPlaneClient,
@@ -133,7 +134,8 @@ class Agent:
         self.identity = WorkloadIdentity(
             self.control_plane, spiffe_id, self.plan.workload,
             renew_fraction=config.renew_fraction) if spiffe_id else None
-        self.sds = SdsServer(self.identity, socket_path(self.plan.envoy_dir))
+        self.sds = SdsServer(self.identity, socket_path(self.plan.envoy_dir),
+                             files=FileSecrets(key_dirs=config.tls_key_dirs))
         if self.identity is not None:
             self.identity.subscribe(self._identity_changed)
         self.registration = Registration(

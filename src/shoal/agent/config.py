@@ -19,6 +19,10 @@ from shoal.api.meta import DNS_LABEL, DNS_SUBDOMAIN
 from shoal.errors import AgentError
 from shoal.xds.types import Upstream
 
+# Where a DestinationRule's clientCertificate/privateKey may be read from unless
+# `--tls-key-dir` says otherwise (the directory the docs' examples use).
+DEFAULT_TLS_KEY_DIRS = (Path("/etc/shoal/certs"),)
+
 PROTOCOLS = ("http", "http2", "grpc", "tcp", "tls", "https")
 DEFAULT_CONTROL_PLANE = "http://127.0.0.1:15080"
 DEFAULT_XDS = "127.0.0.1:15010"
@@ -64,6 +68,8 @@ class AgentConfig:
     token_file: Path | None = None  # read on each use, so it can be replaced
     ca_bundle: Path | None = None  # mesh roots: verify the control plane (REST + xDS TLS)
     renew_fraction: float = 0.5  # renew the certificate at this fraction of its lifetime
+    # where a DestinationRule's clientCertificate/privateKey may be read from
+    tls_key_dirs: tuple[Path, ...] = DEFAULT_TLS_KEY_DIRS
     # transparent capture in a pod (docs/hosts.md): iptables sends the app's TCP through the
     # sidecar, which runs as proxy_uid; the app gets no proxy settings
     capture: bool = False

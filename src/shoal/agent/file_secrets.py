@@ -12,7 +12,11 @@ class for them. The files are read here, not by Envoy, so that:
   the new content served; a file that breaks later keeps its last good content served.
 
 Only PEM certificates, keys and CRLs are ever served (anything else is refused), so a
-secret name cannot be used to hand an arbitrary file to Envoy.
+secret name cannot be used to hand an arbitrary file to Envoy. A client certificate and
+its private key are read only from the agent's key directories (``--tls-key-dir``,
+default ``/etc/shoal/certs``; symlinks resolved): whoever may apply a
+DestinationRule must not be able to make a sidecar present some other key it can read on
+its host. Roots and CRLs are public and may be anywhere.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
+from shoal.agent.config import DEFAULT_TLS_KEY_DIRS
 from shoal.xds import secret_names
 from shoal.xds.secret_names import FileSecret
 
@@ -69,8 +74,10 @@ def system_trust_store(candidates: Sequence[str] | None = None) -> str:
 class FileSecrets:
     """File secrets by SDS name, loaded on first use and reloaded when a file changes."""
 
-    def __init__(self, system_stores: Sequence[str] | None = None):
+    def __init__(self, system_stores: Sequence[str] | None = None,
+                 key_dirs: Sequence[str | os.PathLike[str]] = DEFAULT_TLS_KEY_DIRS):
         self._system_stores = system_stores
+        self.key_dirs = tuple(os.path.realpath(d) for d in key_dirs)
         self._entries: dict[str, _Entry] = {}
 
     def get(self, name: str) -> secret_pb2.Secret | None:
@@ -126,7 +133,7 @@ class FileSecrets:
         """(Re)load ``spec`` into ``entry``; True if the served secret changed."""
         entry.stamp = self._stamp(spec)
         try:
-            secret = build(spec, self._system_stores)
+            secret = build(spec, self._system_stores, self.key_dirs)
         except FileSecretError as e:
             if str(e) != entry.error:
                 entry.error = str(e)
@@ -164,9 +171,24 @@ def _certificates(path: str, what: str) -> tuple[bytes, list[x509.Certificate]]:
     return data, certs
 
 
-def build(spec: FileSecret, system_stores: Sequence[str] | None = None) -> secret_pb2.Secret:
-    """The Envoy secret for ``spec``, from the files as they are now."""
+def check_key_dirs(spec: FileSecret, key_dirs: Sequence[str]) -> None:
+    """Refuse a client certificate or key outside ``key_dirs`` (real paths)."""
+    for what, path in (("clientCertificate", spec.cert), ("privateKey", spec.key)):
+        real = os.path.realpath(path)
+        if not any(real.startswith(d.rstrip(os.sep) + os.sep) for d in key_dirs):
+            allowed = ", ".join(key_dirs) or "none"
+            raise FileSecretError(
+                f"{what} {path}: outside the directories this agent reads TLS keys from "
+                f"({allowed}); put it there or start the agent with --tls-key-dir DIR")
+
+
+def build(spec: FileSecret, system_stores: Sequence[str] | None = None,
+          key_dirs: Sequence[str] | None = None) -> secret_pb2.Secret:
+    """The Envoy secret for ``spec``, from the files as they are now; a certificate and
+    key only from ``key_dirs`` (real paths; None: anywhere)."""
     if spec.is_certificate:
+        if key_dirs is not None:
+            check_key_dirs(spec, key_dirs)
         chain, certs = _certificates(spec.cert, "clientCertificate")
         key_pem = _read(spec.key, "privateKey")
         try:

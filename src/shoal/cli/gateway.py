@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from shoal.agent.config import DEFAULT_CONTROL_PLANE, DEFAULT_XDS
-from shoal.cli.run import agent_config, run_agent
+from shoal.cli.run import TLS_KEY_DIR_HELP, agent_config, run_agent
 from shoal.gateway.agent import Credential, GatewayAgent, GatewayConfig, parse_credential
 from shoal.logs import configure_logging
 
@@ -52,6 +52,8 @@ def run(
     drain_seconds: Annotated[float, typer.Option()] = 5.0,
     lease_seconds: Annotated[int, typer.Option()] = 15,
     log_level: Annotated[str, typer.Option(envvar="SHOAL_LOG_LEVEL")] = "info",
+    tls_key_dir: Annotated[list[Path] | None, typer.Option(
+        metavar="DIR", help=TLS_KEY_DIR_HELP)] = None,
 ) -> None:
     """Run an ingress gateway: listeners from the Gateways whose selector matches its
     labels, routes from VirtualServices naming those Gateways in `gateways`."""
@@ -70,6 +72,6 @@ def run(
             address=address, name=workload, service_account=service_account,
             control_plane=control_plane, xds=xds, run_dir=run_dir, token=token,
             token_file=token_file, ca_bundle=ca_bundle, drain_seconds=drain_seconds,
-            lease_seconds=lease_seconds), ports, creds))
+            lease_seconds=lease_seconds, tls_key_dirs=tls_key_dir), ports, creds))
 
     run_agent("shoal gateway run", build)

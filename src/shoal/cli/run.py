@@ -21,6 +21,7 @@ import typer
 from shoal.agent import Agent, AgentConfig
 from shoal.agent.config import (
     DEFAULT_CONTROL_PLANE,
+    DEFAULT_TLS_KEY_DIRS,
     DEFAULT_XDS,
     parse_labels,
     parse_upstream,
@@ -30,6 +31,10 @@ from shoal.hosts.pods import run_in_pod
 from shoal.logs import configure_logging
 
 RUN_CONTEXT_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+TLS_KEY_DIR_HELP = (
+    "A directory a DestinationRule's clientCertificate/privateKey may be read from "
+    "(repeatable; default /etc/shoal/certs). Keys anywhere else are refused, so that "
+    "config cannot make the sidecar present another key found on this host.")
 log = logging.getLogger("shoal.cli.run")
 
 
@@ -99,6 +104,7 @@ def agent_config(
     renew_fraction: float = 0.5,
     capture: bool = False,
     proxy_uid: int = 1337,
+    tls_key_dirs: list[Path] | None = None,
 ) -> AgentConfig:
     """Flags -> :class:`AgentConfig` (raises AgentError naming the bad flag)."""
     return AgentConfig(
@@ -129,6 +135,8 @@ def agent_config(
         renew_fraction=renew_fraction,
         capture=capture,
         proxy_uid=proxy_uid,
+        tls_key_dirs=tuple(d.resolve() for d in tls_key_dirs)
+        if tls_key_dirs else DEFAULT_TLS_KEY_DIRS,
     )
 
 
@@ -207,6 +215,8 @@ def run(
     ] = None,
     renew_fraction: Annotated[float, typer.Option(
         help="Renew the workload certificate at this fraction of its lifetime.")] = 0.5,
+    tls_key_dir: Annotated[list[Path] | None, typer.Option(
+        metavar="DIR", help=TLS_KEY_DIR_HELP)] = None,
     pod: Annotated[str | None, typer.Option(
         help="Run in a new network namespace (a 'pod') of this name, with its own IP and "
              "transparent capture; deleted on exit. Needs root (docs/hosts.md).",
@@ -262,7 +272,7 @@ def run(
         drain_seconds=drain_seconds, run_dir=run_dir, lease_seconds=lease_seconds,
         ready_timeout=ready_timeout, token=token, token_file=token_file,
         ca_bundle=ca_bundle, renew_fraction=renew_fraction, capture=capture,
-        proxy_uid=proxy_uid,
+        proxy_uid=proxy_uid, tls_key_dirs=tls_key_dir,
     )))
 
 

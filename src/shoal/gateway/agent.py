@@ -28,6 +28,7 @@ import httpx
 
 from shoal.agent.agent import bootstrap_for, identity_for
 from shoal.agent.config import AgentConfig, make_plan
+from shoal.agent.file_secrets import FileSecrets
 from shoal.agent.identity import WorkloadIdentity, token_reader
 from shoal.agent.registration import API_VERSION, ControlPlaneClient, Registration
 from shoal.agent.sds import SdsServer, socket_path
@@ -128,7 +129,8 @@ class GatewayAgent:
         spiffe = identity_for(a, read_token())
         self.identity = WorkloadIdentity(self.control_plane, spiffe, self.plan.workload,
                                          renew_fraction=a.renew_fraction) if spiffe else None
-        self.sds = SdsServer(self.identity, socket_path(self.plan.run_dir))
+        self.sds = SdsServer(self.identity, socket_path(self.plan.run_dir),
+                             files=FileSecrets(key_dirs=a.tls_key_dirs))
         self.registration = Registration(
             self.control_plane, workload_document(config, self.plan.workload), None,
             ttl_seconds=a.lease_seconds,
