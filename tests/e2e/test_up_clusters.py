@@ -182,9 +182,20 @@ def test_reviews_fail_over_to_cluster_b(demo: Demo) -> None:
 
     topo = wait_for(federated, 60, "b's reviews -> ratings in a's topology")
     assert topo["remoteClusters"] == {"cluster-b": "ok"}
+    # (sidecars send spans in batches, so a trace's spans arrive over a few seconds)
     spans = wait_for(lambda: _trace_across_clusters(demo), 60,
-                     "a trace with spans from both clusters in a's trace view")
+                     "a trace with productpage's spans from a and reviews' from b")
     assert {"productpage", "reviews"} <= {s["service"] for s in spans}
+    # and in a's list of recent traces: ratings only runs in b, so only b's sidecars saw
+    # it; a trace that crossed over is one line naming both clusters
+    def ratings_traces() -> list[dict] | None:
+        listed = httpx.get(f"{demo.a.api}/api/v1/traces",
+                           params={"service": "ratings", "limit": 20}, timeout=10).json()
+        crossed = [t for t in listed["traces"] if t["clusters"] == ["cluster-a", "cluster-b"]]
+        return listed["traces"] if crossed else None
+
+    listed = wait_for(ratings_traces, 60, "b's ratings traces, one crossing, in a's list")
+    assert all("ratings" in t["services"] and "cluster-b" in t["clusters"] for t in listed)
 
 
 def _trace_across_clusters(demo: Demo) -> list[dict] | None:
@@ -193,8 +204,9 @@ def _trace_across_clusters(demo: Demo) -> list[dict] | None:
     listed = httpx.get(f"{api}/api/v1/traces", params={"limit": 5}, timeout=10).json()
     for t in listed["traces"]:
         spans = httpx.get(f"{api}/api/v1/traces/{t['trace_id']}", timeout=10).json()["spans"]
-        clusters = {s.get("cluster", "") for s in spans}
-        if {"", "cluster-b"} <= clusters:  # ours (no mark) and cluster-b's
+        ours = {s["service"] for s in spans if not s.get("cluster")}  # no mark: ours
+        theirs = {s["service"] for s in spans if s.get("cluster") == "cluster-b"}
+        if "productpage" in ours and "reviews" in theirs:
             return spans
     return None
 

@@ -115,6 +115,9 @@ def test_a_reads_b_s_telemetry_with_the_remote_secret_only(planes) -> None:  # t
         trace = http.get("/api/v1/discovery/traces/0af7651916cd43dd8448eb211c80319c",
                          headers=auth)
         assert trace.json() == {"cluster": "b", "spans": []}
+        assert http.get("/api/v1/discovery/traces").status_code == 401
+        listed = http.get("/api/v1/discovery/traces", params={"limit": 5}, headers=auth)
+        assert listed.json() == {"cluster": "b", "traces": []}
         assert http.get("/api/v1/topology", headers=auth).status_code == 403  # operator's
     shoal("-c", a.url, "cluster", "add", "-f", "-", input=json.dumps(secret))
     topo = wait_for(lambda: (t := httpx.get(f"{a.url}/api/v1/topology", timeout=10).json())

@@ -31,6 +31,7 @@ AGENT_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("GET", f"{API}/ca/bundle"),
     ("GET", DISCOVERY_PATH),
     ("GET", EDGES_PATH),
+    ("GET", TRACES_PATH),
     ("GET", f"{TRACES_PATH}/{{trace_id}}"),
 })
 

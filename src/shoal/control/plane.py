@@ -177,6 +177,8 @@ class ControlPlane:
         if self.remotes is not None:
             federation = Federation(self.remotes, trust_context(self.ca.files.bundle_path))
             self.telemetry.remote_spans = federation.spans
+            self.telemetry.remote_traces = federation.traces
+            self.telemetry.cluster = self.config.mesh.cluster
         DashboardApi(self.view or self.store, lambda: self.metrics,
                      domain=self.config.mesh.domain,
                      remote_edges=federation.edges if federation else None).mount(app)
@@ -185,7 +187,8 @@ class ControlPlane:
             ClusterApi(self.store, self.config.mesh, self.remotes,
                        self.identity if self.config.require_tokens else None,
                        self._urls, local_rates=lambda window: telemetry.store.rates(window),
-                       local_spans=telemetry.traces.get).mount(app)
+                       local_spans=telemetry.traces.get,
+                       local_traces=telemetry.traces.summaries).mount(app)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                                shutdown_timeout=2.0)
         await runner.setup()

@@ -42,7 +42,9 @@ class ClusterApi:
     def __init__(self, store: Store, mesh: MeshConfig, remotes: RemoteClusters,
                  identity: IdentityApi | None, urls: Callable[[], dict[str, str]], *,
                  local_rates: Callable[[float], list[EdgeRates]] = lambda window: [],
-                 local_spans: Callable[[str], list[dict[str, Any]] | None] = lambda t: None):
+                 local_spans: Callable[[str], list[dict[str, Any]] | None] = lambda t: None,
+                 local_traces: Callable[[str | None, int, list[str]], list[dict[str, Any]]]
+                 = lambda service, limit, ids: []):
         """``store``: the local store (never the merged view); ``urls``: where this
         control plane is reachable ({"api": ..., "agentApi": ...}); ``local_rates`` and
         ``local_spans``: what this control plane's own sidecars reported."""
@@ -53,6 +55,7 @@ class ClusterApi:
         self._urls = urls
         self._local_rates = local_rates
         self._local_spans = local_spans
+        self._local_traces = local_traces
 
     def mount(self, app: web.Application) -> None:
         r = app.router
@@ -61,6 +64,7 @@ class ClusterApi:
         r.add_delete(f"{API}/clusters/{{name}}", self.remove)
         r.add_get(DISCOVERY_PATH, self.discovery)
         r.add_get(EDGES_PATH, self.edges)
+        r.add_get(TRACES_PATH, self.traces)
         r.add_get(f"{TRACES_PATH}/{{trace_id}}", self.trace)
 
     async def _local_summary(self) -> dict[str, Any]:
@@ -114,6 +118,18 @@ class ClusterApi:
                 from None
         return web.json_response(edges_answer(self._mesh.cluster, window,
                                               self._local_rates(window)))
+
+    async def traces(self, request: web.Request) -> web.Response:
+        """This cluster's own recent trace summaries, and its parts of the traces ``ids``
+        (federation)."""
+        self._reader_only(request)
+        try:
+            limit = min(max(int(request.query.get("limit", "20")), 1), 200)
+        except ValueError:
+            raise ValidationError([Violation("limit", "must be a whole number")]) from None
+        ids = [i for i in request.query.get("ids", "").split(",") if i][:200]
+        return web.json_response({"cluster": self._mesh.cluster, "traces": self._local_traces(
+            request.query.get("service") or None, limit, ids)})
 
     async def trace(self, request: web.Request) -> web.Response:
         """The spans this cluster's sidecars reported for one trace (federation)."""

@@ -5,6 +5,7 @@ mesh as one, a control plane asks each remote cluster it follows (over the same 
 secret and TLS listener as discovery) for that cluster's *own* measurements:
 
   GET /api/v1/discovery/edges?window=S        {"cluster", "edges": [EdgeRates...]}
+  GET /api/v1/discovery/traces?service=&limit=&ids=  {"cluster", "traces": [summaries]}
   GET /api/v1/discovery/traces/{trace_id}     {"cluster", "spans": [...]}
 
 A cluster only ever serves what its own sidecars reported, never what it learned from
@@ -19,7 +20,7 @@ import asyncio
 import dataclasses
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,19 @@ class Federation:
                 out.clusters[name] = f"unreadable edges: {e}"
                 continue
             out.clusters[name] = "ok"
+        return out
+
+    async def traces(self, service: str | None, limit: int, ids: Iterable[str] = ()
+                     ) -> list[dict[str, Any]]:
+        """The remotes' recent trace summaries (with ``service``, at most ``limit`` each),
+        plus their parts of the traces ``ids``; each marked with its ``cluster``."""
+        params: dict[str, Any] = {"limit": limit, **({"service": service} if service else {})}
+        if ids:
+            params["ids"] = ",".join(ids)
+        out: list[dict[str, Any]] = []
+        for name, answer in await self._all(TRACES_PATH, params):
+            if not isinstance(answer, BaseException):
+                out += [{**t, "cluster": name} for t in answer.get("traces", [])]
         return out
 
     async def spans(self, trace_id: str) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ Routes:
   GET /metrics                              Prometheus text (Istio names)
   GET /api/v1/metrics/edges?window=60       EdgeRates per edge (JSON)
   GET /api/v1/logs?service=&namespace=&since=&tail=   access-log entries, oldest first
-  GET /api/v1/traces?service=&limit=        recent traces, newest first
+  GET /api/v1/traces?service=&limit=        recent traces, newest first (all clusters)
   GET /api/v1/traces/{trace_id}             every span of one trace
   POST /api/v2/spans                        Zipkin v2 JSON spans from the sidecars' tracer
 """
@@ -28,7 +28,7 @@ from shoal.telemetry.ingest import EdgeAggregator
 from shoal.telemetry.otlp import TraceForwarder, otlp_handlers
 from shoal.telemetry.prometheus import MeshCollector, registry
 from shoal.telemetry.store import RingMetricsStore
-from shoal.telemetry.traces import TraceStore, spans_from_otlp
+from shoal.telemetry.traces import TraceStore, merge_summaries, spans_from_otlp
 from shoal.telemetry.zipkin import SPANS_PATH, spans_handler
 
 API = "/api/v1"
@@ -44,6 +44,9 @@ class Telemetry:
         self.traces = TraceStore(service_of=self._services.get)
         # multi-cluster: trace id -> the spans other clusters have (set by the control plane)
         self.remote_spans: Callable[[str], Awaitable[list[dict[str, Any]]]] | None = None
+        self.remote_traces: Callable[[str | None, int, list[str]],
+                                     Awaitable[list[dict[str, Any]]]] | None = None
+        self.cluster = ""  # this control plane's cluster (names local traces when merged)
         self.forwarder = TraceForwarder(otlp_export) if otlp_export else None
         self._proxies = proxies
         self.counts = {"access_log_entries": 0, "spans": 0}
@@ -122,9 +125,18 @@ class Telemetry:
         return web.json_response({"entries": entries})
 
     async def list_traces(self, request: web.Request) -> web.Response:
+        """Recent traces, newest first; multi-cluster: the other clusters' too, a trace
+        that crossed clusters as one line with the ``clusters`` it has spans in."""
         limit = int(_number(request, "limit", 20))
-        return web.json_response({"traces": self.traces.summaries(
-            request.query.get("service") or None, limit)})
+        service = request.query.get("service") or None
+        traces = self.traces.summaries(service, limit)
+        if self.remote_traces is not None:
+            # the remotes' parts of our traces too (they may not have ``service`` in them),
+            # and ours of theirs
+            remote = await self.remote_traces(service, limit, [t["trace_id"] for t in traces])
+            traces = self.traces.summaries(service, limit, [t["trace_id"] for t in remote])
+            traces = merge_summaries(traces, remote, limit, self.cluster)
+        return web.json_response({"traces": traces})
 
     async def get_trace(self, request: web.Request) -> web.Response:
         """One trace: our sidecars' spans, and (multi-cluster) the spans the other

@@ -8,7 +8,7 @@ Envoy's ``node_id`` span tag, resolved to its service when the access logs told 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
@@ -80,23 +80,60 @@ class TraceStore:
         spans = self._resolve(spans) if spans else None
         return sorted(spans, key=lambda s: s["start_ns"]) if spans else None
 
-    def summaries(self, service: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        """Newest first: one line per trace (root, services, span count, duration)."""
+    def summaries(self, service: str | None = None, limit: int = 20,
+                  ids: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Newest first: one line per trace (root, services, span count, duration), at
+        most ``limit`` with ``service`` in them; then those of ``ids`` that are here and
+        not listed yet (multi-cluster: this cluster's parts of traces found elsewhere)."""
         out = []
         for tid in reversed(self._traces):
-            spans = self._resolve(self._traces[tid])
-            services = sorted({s["service"] for s in spans if s["service"]})
-            if service and service not in services:
+            line = self._summary(tid)
+            if service and service not in line["services"]:
                 continue
-            start = min(s["start_ns"] for s in spans)
-            end = max(s["end_ns"] for s in spans)
-            ids = {s["span_id"] for s in spans}
-            roots = [s for s in spans if s["parent_span_id"] not in ids]
-            root = min(roots or spans, key=lambda s: s["start_ns"])
-            out.append({"trace_id": tid, "root": root["name"], "root_service": root["service"],
-                        "services": services, "spans": len(spans),
-                        "errors": sum(1 for s in spans if s["error"]),
-                        "start_ns": start, "duration_ms": (end - start) / 1e6})
+            out.append(line)
             if len(out) >= limit:
                 break
-        return out
+        listed = {t["trace_id"] for t in out}
+        return out + [self._summary(t) for t in sorted({i.lower() for i in ids} - listed)
+                      if t in self._traces]
+
+    def _summary(self, tid: str) -> dict[str, Any]:
+        spans = self._resolve(self._traces[tid])
+        start = min(s["start_ns"] for s in spans)
+        end = max(s["end_ns"] for s in spans)
+        ids = {s["span_id"] for s in spans}
+        roots = [s for s in spans if s["parent_span_id"] not in ids]
+        root = min(roots or spans, key=lambda s: s["start_ns"])
+        return {"trace_id": tid, "root": root["name"], "root_service": root["service"],
+                "services": sorted({s["service"] for s in spans if s["service"]}),
+                "spans": len(spans), "errors": sum(1 for s in spans if s["error"]),
+                "start_ns": start, "duration_ms": (end - start) / 1e6}
+
+
+def merge_summaries(local: list[dict[str, Any]], remote: list[dict[str, Any]], limit: int,
+                    local_cluster: str = "") -> list[dict[str, Any]]:
+    """One list of trace summaries from this cluster's and the remote clusters' (each
+    remote one marked with its ``cluster``), newest first. A trace seen in several
+    clusters is one line: services, spans and errors added up, the earliest root, the
+    whole time span, and ``clusters`` naming where its spans are."""
+    merged: dict[str, dict[str, Any]] = {}
+    for t in [{**t, "cluster": local_cluster} for t in local] + remote:
+        t = dict(t)
+        cluster = t.pop("cluster", "")
+        end = t["start_ns"] + t["duration_ms"] * 1e6
+        have = merged.get(t["trace_id"])
+        if have is None:
+            merged[t["trace_id"]] = {**t, "clusters": [cluster], "_end": end}
+            continue
+        if t["start_ns"] < have["start_ns"]:
+            have.update(root=t["root"], root_service=t["root_service"], start_ns=t["start_ns"])
+        have["_end"] = max(have["_end"], end)
+        have["duration_ms"] = (have["_end"] - have["start_ns"]) / 1e6
+        have["services"] = sorted(set(have["services"]) | set(t["services"]))
+        have["spans"] += t["spans"]
+        have["errors"] += t["errors"]
+        have["clusters"] = sorted(set(have["clusters"]) | {cluster})
+    out = sorted(merged.values(), key=lambda t: t["start_ns"], reverse=True)[:limit]
+    for t in out:
+        del t["_end"]
+    return out

@@ -327,6 +327,8 @@ async function refreshTraces() {
   table($("#trace-list"), [
     { title: "Root", cell: (t) => h("span", {}, h("b", {}, (t.root_service ?? t.rootService ?? "").split(".")[0]), " ", t.root ?? t.name ?? "") },
     { title: "Services", cell: (t) => (t.services || []).map((x) => h("span", { class: "chip" }, x.split(".")[0])) },
+    // multi-cluster: where the trace's spans were reported
+    ...(traces.some((t) => t.clusters) ? [{ title: "Clusters", cell: (t) => (t.clusters || []).map((c) => h("span", { class: "chip" }, c || "this")) }] : []),
     { title: "Spans", num: true, cell: (t) => Array.isArray(t.spans) ? t.spans.length : t.spans ?? "" },
     { title: "Duration", num: true, cell: (t) => fmt.ms(t.duration_ms ?? t.durationMs) },
     { title: "", cell: (t) => t.errors ? h("span", { class: "badge b-crit" }, "error") : "" },
