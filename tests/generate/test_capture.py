@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.udp.dns_filter.v3 import dns_filter_pb2
+from envoy.extensions.network.dns_resolver.cares.v3 import cares_dns_resolver_pb2
 
 from shoal.registry import vip
 from shoal.registry.snapshot import MeshConfig, MeshSnapshot
@@ -49,8 +51,10 @@ spec:
 """
 
 
-def capture_proxy(workload: str, namespace: str = "default") -> Proxy:
-    meta = CaptureMetadata(workload=workload, outbound_port=0, app_ports={"http": 8080})
+def capture_proxy(workload: str, namespace: str = "default",
+                  dns_upstreams: tuple[str, ...] = ()) -> Proxy:
+    meta = CaptureMetadata(workload=workload, outbound_port=0, app_ports={"http": 8080},
+                           dns_upstreams=dns_upstreams)
     return Proxy(node_id=f"{workload}.{namespace}", namespace=namespace, metadata=meta)
 
 
@@ -134,6 +138,38 @@ def test_envoy_accepts_capture_config(pod_mesh: MeshSnapshot, policy: str,
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
     assert "OK" in res.stdout
     json.loads((tmp_path / "bootstrap.json").read_text())
+
+
+def test_dns_forwards_names_outside_the_mesh_to_the_upstreams(pod_mesh: MeshSnapshot
+                                                               ) -> None:
+    plain = listeners(pod_mesh, capture_proxy("web-1"))[capture.DNS_LISTENER]
+    forwarding = listeners(pod_mesh, capture_proxy(
+        "web-1", dns_upstreams=("10.0.0.2:53", "10.0.0.3:5353")))[capture.DNS_LISTENER]
+    configs = []
+    for lis in (plain, forwarding):
+        config = dns_filter_pb2.DnsFilterConfig()
+        lis.listener_filters[0].typed_config.Unpack(config)
+        configs.append(config)
+    assert not configs[0].HasField("client_config")  # no upstream: outside names unanswered
+    client = configs[1].client_config
+    resolver = cares_dns_resolver_pb2.CaresDnsResolverConfig()
+    client.typed_dns_resolver_config.typed_config.Unpack(resolver)
+    assert [(r.socket_address.address, r.socket_address.port_value)
+            for r in resolver.resolvers] == [("10.0.0.2", 53), ("10.0.0.3", 5353)]
+    # the mesh's own suffix is answered here (NXDOMAIN when unknown), never forwarded
+    table = configs[1].server_config.inline_dns_table
+    assert [m.suffix for m in table.known_suffixes] == ["svc.cluster.local"]
+    assert {d.name for d in table.virtual_domains} == \
+        {d.name for d in configs[0].server_config.inline_dns_table.virtual_domains}
+
+
+@pytest.mark.envoy
+@pytest.mark.skipif(not envoy_binary().is_file(), reason="no Envoy binary")
+def test_envoy_accepts_dns_forwarding(pod_mesh: MeshSnapshot, tmp_path: Path) -> None:
+    proxy = capture_proxy("web-1", dns_upstreams=("10.0.0.2:53",))
+    boot = static_bootstrap(generate(GenerationContext(pod_mesh), proxy), "web-1.default")
+    res = envoy_validate(boot, tmp_path / "bootstrap.json")
+    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
 
 
 @pytest.mark.envoy

@@ -72,11 +72,11 @@ class Mesh:
         return self.prefix + short
 
     def agent(self, service: str, pod: str, kind: str = "http", port: int = 8080,
-              protocol: str = "http") -> AgentProcess:
+              protocol: str = "http", extra: tuple[str, ...] = ()) -> AgentProcess:
         return AgentProcess(
             self.cp, service=service, port=port, protocol=protocol, name=f"{service}-1",
             app_port=port, command=[sys.executable, "-m", "shoal.testing.apps", kind],
-            extra=["--pod", self.pod(pod), "--network", self.network.name])
+            extra=["--pod", self.pod(pod), "--network", self.network.name, *extra])
 
     def info(self, agent: AgentProcess) -> dict[str, Any]:
         path = agent.run_dir / "agent.json"
@@ -132,7 +132,8 @@ def test_pods_talk_by_name_through_their_sidecars(mesh: Mesh) -> None:
         assert server["listener.0.0.0.0_15006.downstream_cx_total"] >= 1
         assert server[f"cluster.{names.inbound_cluster(8080, 'http')}.upstream_rq_total"] >= 2
 
-        # names outside the mesh do not resolve in a pod (no upstream resolver)
+        # a name nobody knows does not resolve (asked of the host's resolvers, which
+        # answer NXDOMAIN or, with no way out of this machine, nothing)
         unknown = in_pod(mesh.pod("client"), "import socket\ntry:\n"
                          " socket.getaddrinfo('nothing.example', 80)\nexcept OSError as e:"
                          " print('ERR', e)")
@@ -163,3 +164,97 @@ def test_pods_talk_by_name_through_their_sidecars(mesh: Mesh) -> None:
     # pods are deleted when their agents stop
     for pod in ("web", "client", "echo"):
         assert not Path(f"/run/netns/{netns.netns_name(mesh.pod(pod))}").exists()
+
+
+# A DNS server for the "outside" namespace: A records for the names in argv[2:], all
+# pointing at argv[1]; NXDOMAIN for anything else.
+DNS_SERVER = """
+import socket, struct, sys
+ip, names = sys.argv[1], {n.lower() for n in sys.argv[2:]}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((ip, 53))
+while True:
+    q, peer = s.recvfrom(512)
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode().lower())
+        i += q[i] + 1
+    question = q[12:i + 5]
+    qtype = struct.unpack("!H", q[i + 1:i + 3])[0]
+    known = ".".join(labels) in names
+    answer = b""
+    if known and qtype == 1:
+        answer = b"\\xc0\\x0c" + struct.pack("!HHIH", 1, 1, 30, 4) + socket.inet_aton(ip)
+    flags = 0x8180 if known else 0x8183
+    header = q[:2] + struct.pack("!HHHHH", flags, 1, 1 if answer else 0, 0, 0)
+    s.sendto(header + question + answer, peer)
+"""
+
+RESOLVE = "import socket, sys; print(socket.gethostbyname(sys.argv[1]))"
+
+
+def test_pods_resolve_and_reach_names_outside_the_mesh(mesh: Mesh, tmp_path: Path) -> None:
+    """Outside this machine, simulated: a namespace reachable only from the host, with a
+    DNS server and a web server, and no route back to the pods' subnet. A pod's app
+    resolves an outside name through its sidecar (forwarded to --dns-upstream), and a DNS
+    ServiceEntry is reached through the sidecar, which resolves the name itself, its
+    connection masqueraded to the host's address."""
+    n = random.randrange(1, 60) * 4
+    host_ip, out_ip = f"198.18.{n}.1", f"198.18.{n}.2"
+    outside = netns.netns_name(mesh.pod("outside"))
+    veth_host, veth_out = f"{mesh.prefix}oh", f"{mesh.prefix}oo"
+    for argv in (["ip", "netns", "add", outside],
+                 ["ip", "link", "add", veth_host, "type", "veth", "peer", "name", veth_out,
+                  "netns", outside],
+                 ["ip", "link", "set", "dev", veth_host, "alias",
+                  f"shoal:pod:{mesh.pod('outside')}"],  # removed by the prefix's cleanup
+                 ["ip", "addr", "add", f"{host_ip}/30", "dev", veth_host],
+                 ["ip", "link", "set", "dev", veth_host, "up"],
+                 ["ip", "-n", outside, "addr", "add", f"{out_ip}/30", "dev", veth_out],
+                 ["ip", "-n", outside, "link", "set", "dev", veth_out, "up"],
+                 ["ip", "-n", outside, "link", "set", "dev", "lo", "up"]):
+        subprocess.run(argv, check=True, capture_output=True)
+    (tmp_path / "index.html").write_text("outside\n")
+    servers = [subprocess.Popen(["ip", "netns", "exec", outside, sys.executable, "-c",
+                                 DNS_SERVER, out_ip, "api.outside.test", "dns.outside.test"]),
+               subprocess.Popen(["ip", "netns", "exec", outside, sys.executable, "-m",
+                                 "http.server", "8081", "--bind", out_ip,
+                                 "--directory", str(tmp_path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    client = mesh.agent("client", "client", extra=("--dns-upstream", out_ip))
+    try:
+        with client:
+            mesh.cp.wait_synced({"client-1"}, timeout=180)
+            pod = mesh.pod("client")
+            # an outside name, asked of the sidecar, forwarded to the outside resolver
+            done = wait_for(lambda: (d := in_pod(pod, RESOLVE, "api.outside.test"))
+                            .returncode == 0 and d, 60, "api.outside.test to resolve")
+            assert done.stdout.strip() == out_ip
+            assert in_pod(pod, RESOLVE, "nothing.outside.test").returncode != 0  # NXDOMAIN
+            # the mesh's own names are answered by the sidecar, never asked outside
+            assert in_pod(pod, RESOLVE, "nothing.default.svc.cluster.local").returncode != 0
+
+            mesh.cp.client().apply("""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: outside}
+spec:
+  hosts: [dns.outside.test]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 8081, name: http, protocol: HTTP}]
+""")
+            vip = wait_for(lambda: (d := in_pod(pod, RESOLVE, "dns.outside.test"))
+                           .returncode == 0 and d.stdout.strip() != out_ip and d.stdout.strip(),
+                           60, "the ServiceEntry's VIP")
+            assert ipaddress.ip_address(vip) in ipaddress.ip_network("240.240.0.0/16")
+            code = ("import sys, urllib.request; o = urllib.request.build_opener("
+                    "urllib.request.ProxyHandler({})); print(o.open(sys.argv[1], "
+                    "timeout=20).read().decode())")
+            page = wait_for(lambda: (d := in_pod(pod, code, "http://dns.outside.test:8081/"))
+                            .returncode == 0 and d, 90, "the ServiceEntry through the sidecar")
+            assert page.stdout.strip() == "outside"
+    finally:
+        for proc in servers:
+            proc.kill()
+            proc.wait()

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from envoy.config.core.v3 import base_pb2
 
 from shoal.agent.agent import bootstrap_for, capture_spec
-from shoal.agent.config import AgentConfig, app_env, make_plan
-from shoal.errors import AgentError
+from shoal.agent.config import AgentConfig, app_env, make_plan, parse_dns_upstream, validate
+from shoal.errors import AgentError, ValidationError
+from shoal.hosts import pods
 from shoal.hosts.capture import CaptureSpec, rules
 from shoal.hosts.pods import inner_args
+from shoal.xds.node import CaptureMetadata, node_metadata, parse_node
 
 
 def test_rules_capture_app_ports_inbound_and_everything_else_outbound() -> None:
@@ -71,3 +74,36 @@ def test_capture_plan_registers_the_pod_ip_and_app_port() -> None:
 def test_capture_rejects_flags_that_make_no_sense(kw: dict, flag: str) -> None:
     with pytest.raises(AgentError, match=flag):
         make_plan(config(**kw), pick_port=lambda: 1)
+
+
+def test_pods_use_the_hosts_reachable_nameservers(tmp_path: Path) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# comment\nnameserver 127.0.0.53\nnameserver 10.0.0.2\n"
+                    "nameserver fd00::1\nnameserver 192.168.1.1\nsearch example\n")
+    # loopback (the host's own stub) and IPv6 (not captured) are no use in a pod
+    assert pods.host_resolvers(conf) == ["10.0.0.2", "192.168.1.1"]
+    assert pods.host_resolvers(tmp_path / "missing") == []
+
+
+def test_dns_upstreams_are_checked() -> None:
+    assert parse_dns_upstream("10.0.0.2") == "10.0.0.2:53"
+    assert parse_dns_upstream("10.0.0.2:5353") == "10.0.0.2:5353"
+    for bad in ("resolver.example", "10.0.0.2:0", "fd00::1", "10.0.0.2:x"):
+        with pytest.raises(AgentError, match="--dns-upstream"):
+            parse_dns_upstream(bad)
+    with pytest.raises(AgentError, match="--dns-upstream is for pods"):
+        validate(AgentConfig(service="web", port=8080, command=("x",),
+                             dns_upstreams=("10.0.0.2:53",)))
+
+
+def test_node_metadata_carries_the_dns_upstreams() -> None:
+    meta = CaptureMetadata(workload="web-1", outbound_port=0, app_ports={"http": 8080},
+                           dns_upstreams=("10.0.0.2:53",))
+    node = base_pb2.Node(id="web-1.default")
+    node.metadata.update(node_metadata(meta, "default"))
+    proxy = parse_node(node)
+    assert isinstance(proxy.metadata, CaptureMetadata)
+    assert proxy.metadata.dns_upstreams == ("10.0.0.2:53",)
+    node.metadata.update({"DNS_UPSTREAMS": ["resolver:53"]})
+    with pytest.raises(ValidationError, match="DNS_UPSTREAMS"):
+        parse_node(node)

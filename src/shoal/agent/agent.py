@@ -55,14 +55,11 @@ log = logging.getLogger("shoal.agent")
 
 def bootstrap_for(config: AgentConfig, plan: Plan, *, identity: bool = False
                   ) -> dict[str, object]:
-    kind = CaptureMetadata if config.capture else ProxyMetadata
-    meta = kind(
-        workload=plan.workload,
-        outbound_port=plan.outbound_port,
-        app_ports={config.port_name: plan.app_port},
-        upstreams=plan.upstreams,
-        admin_port=plan.admin_port,
-    )
+    common = {"workload": plan.workload, "outbound_port": plan.outbound_port,
+              "app_ports": {config.port_name: plan.app_port}, "upstreams": plan.upstreams,
+              "admin_port": plan.admin_port}
+    meta = CaptureMetadata(**common, dns_upstreams=config.dns_upstreams) \
+        if config.capture else ProxyMetadata(**common)
     return build_bootstrap(
         node_id=node_id(plan.workload, config.namespace),
         cluster=config.service,
@@ -76,6 +73,7 @@ def bootstrap_for(config: AgentConfig, plan: Plan, *, identity: bool = False
         sds_socket=str(socket_path(plan.envoy_dir)),
         xds_ca_file=str(config.ca_bundle.resolve()) if config.ca_bundle else "",
         client_cert=identity,
+        dns_upstreams=config.dns_upstreams if config.capture else (),
     )
 
 

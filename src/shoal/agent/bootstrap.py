@@ -11,6 +11,9 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from google.protobuf import json_format
+
+from shoal.xds.generate.protocol import dns_resolver
 from shoal.xds.types import SDS_CLUSTER, SECRET_ROOT_CA, SECRET_WORKLOAD_CERT
 
 XDS_CLUSTER = "xds_cluster"
@@ -137,9 +140,12 @@ def build_bootstrap(
     xds_ca_file: str = "",
     client_cert: bool = False,
     more_xds: Sequence[tuple[str, int]] = (),
+    dns_upstreams: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Bootstrap for one sidecar: node, admin on ``admin_host:admin_port``, LDS+CDS over ADS.
-    ``more_xds``: the xDS addresses of further control-plane instances (HA)."""
+    ``more_xds``: the xDS addresses of further control-plane instances (HA);
+    ``dns_upstreams`` (``IP:PORT``): the resolvers Envoy itself uses (DNS clusters), instead
+    of the resolv.conf it sees (in a pod that one points back at the sidecar)."""
     node: dict[str, Any] = {"id": node_id, "cluster": cluster, "metadata": dict(metadata)}
     if loc := locality(locality_text):
         node["locality"] = loc
@@ -148,7 +154,10 @@ def build_bootstrap(
     if xds_ca_file:  # xDS over TLS
         xds["transport_socket"] = xds_tls(client_cert=client_cert, ca_file=xds_ca_file)
     clusters = [xds] + ([sds_cluster(sds_socket)] if sds_socket else [])
+    resolver = {"typed_dns_resolver_config": json_format.MessageToDict(
+        dns_resolver(tuple(dns_upstreams)))} if dns_upstreams else {}
     return {
+        **resolver,
         "node": node,
         "admin": {
             "address": {"socket_address": {"address": admin_host, "port_value": admin_port}},

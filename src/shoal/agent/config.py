@@ -6,6 +6,7 @@ given config is reproducible in tests.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import re
 import string
@@ -74,6 +75,9 @@ class AgentConfig:
     # sidecar, which runs as proxy_uid; the app gets no proxy settings
     capture: bool = False
     proxy_uid: int = 1337
+    # with capture: the resolvers (IPv4:PORT) for names outside the mesh, asked by the
+    # sidecar's DNS listener and by Envoy itself (DNS ServiceEntries)
+    dns_upstreams: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,18 @@ def parse_host_port(text: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_dns_upstream(text: str) -> str:
+    """``IP`` or ``IP:PORT`` (IPv4; port 53 by default) -> ``IP:PORT``."""
+    host, port = (text, "53") if ":" not in text else text.rsplit(":", 1)
+    try:
+        ip = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise AgentError(f"--dns-upstream {text!r}: expected an IPv4 address[:PORT]") from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise AgentError(f"--dns-upstream {text!r}: bad port")
+    return f"{ip}:{int(port)}"
+
+
 def parse_xds_list(text: str) -> list[tuple[str, int]]:
     """``HOST:PORT[,HOST:PORT...]`` (several control-plane instances) -> addresses."""
     items = [t.strip() for t in text.split(",") if t.strip()]
@@ -194,6 +210,9 @@ def validate(config: AgentConfig) -> None:
         if config.inbound_port is not None:
             problems.append("--inbound-port is not used with --capture (peers dial the app's "
                             "port)")
+    elif config.dns_upstreams:
+        problems.append("--dns-upstream is for pods (--pod / --capture): without capture the "
+                        "app uses the host's resolver")
     if problems:
         raise AgentError("; ".join(problems))
 

@@ -23,6 +23,7 @@ from shoal.agent.config import (
     DEFAULT_CONTROL_PLANE,
     DEFAULT_TLS_KEY_DIRS,
     DEFAULT_XDS,
+    parse_dns_upstream,
     parse_labels,
     parse_upstream,
 )
@@ -105,6 +106,7 @@ def agent_config(
     capture: bool = False,
     proxy_uid: int = 1337,
     tls_key_dirs: list[Path] | None = None,
+    dns_upstreams: list[str] | None = None,
 ) -> AgentConfig:
     """Flags -> :class:`AgentConfig` (raises AgentError naming the bad flag)."""
     return AgentConfig(
@@ -137,6 +139,7 @@ def agent_config(
         proxy_uid=proxy_uid,
         tls_key_dirs=tuple(d.resolve() for d in tls_key_dirs)
         if tls_key_dirs else DEFAULT_TLS_KEY_DIRS,
+        dns_upstreams=tuple(parse_dns_upstream(d) for d in dns_upstreams or []),
     )
 
 
@@ -237,6 +240,11 @@ def run(
     proxy_uid: Annotated[int, typer.Option(
         help="With --capture: the uid Envoy runs as (its traffic is not captured).",
         rich_help_panel="Pods (root)")] = 1337,
+    dns_upstream: Annotated[list[str] | None, typer.Option(
+        metavar="IP[:PORT]", help="A resolver for names outside the mesh, asked by the "
+        "sidecar for the app and by Envoy for DNS ServiceEntries (repeatable; default with "
+        "--pod: the host's /etc/resolv.conf nameservers).",
+        rich_help_panel="Pods (root)")] = None,
 ) -> None:
     """Run CMD with a sidecar Envoy (the per-workload agent).
 
@@ -272,7 +280,7 @@ def run(
         drain_seconds=drain_seconds, run_dir=run_dir, lease_seconds=lease_seconds,
         ready_timeout=ready_timeout, token=token, token_file=token_file,
         ca_bundle=ca_bundle, renew_fraction=renew_fraction, capture=capture,
-        proxy_uid=proxy_uid, tls_key_dirs=tls_key_dir,
+        proxy_uid=proxy_uid, tls_key_dirs=tls_key_dir, dns_upstreams=dns_upstream,
     )))
 
 

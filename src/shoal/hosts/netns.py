@@ -37,8 +37,13 @@ from pathlib import Path
 from shoal.errors import AgentError, Conflict
 
 NETNS_PREFIX = "shoal-"
+BRIDGE_HASH_PREFIX = "shbr-"  # bridges whose "shoal-<network>" name is too long
 FORWARD_CHAIN = "SHOAL-FORWARD"
 ISOLATE_CHAIN = "SHOAL-ISOLATE"
+NAT_CHAIN = "SHOAL-POSTROUTING"  # nat table: pods reach beyond the host, masqueraded
+# (table, chain, the built-in chain that jumps to it); filter: ISOLATE is checked first
+_CHAINS = (("filter", FORWARD_CHAIN, "FORWARD"), ("filter", ISOLATE_CHAIN, "FORWARD"),
+           ("nat", NAT_CHAIN, "POSTROUTING"))
 NETNS_ETC = Path("/etc/netns")  # `ip netns exec` bind-mounts /etc/netns/<ns>/* over /etc
 _LOCK = Path("/run/shoal-netns.lock")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -90,7 +95,7 @@ def _digest(text: str, n: int) -> str:
 
 def bridge_name(network: str) -> str:
     full = NETNS_PREFIX + network
-    return full if len(full) <= 15 else "shbr-" + _digest(network, 10)
+    return full if len(full) <= 15 else BRIDGE_HASH_PREFIX + _digest(network, 10)
 
 
 def netns_name(pod: str) -> str:
@@ -158,24 +163,26 @@ def _ipv4_addrs(argv_prefix: Sequence[str], dev: str) -> list[ipaddress.IPv4Inte
     return out
 
 
-def _iptables(*args: str) -> list[str]:
-    return ["iptables", "-w", "10", *args]
+def _iptables(*args: str, table: str = "filter") -> list[str]:
+    return ["iptables", "-w", "10", "-t", table, *args]
 
 
-def _ensure_rule(chain: str, rule: Sequence[str]) -> None:
-    if not _ok(_iptables("-C", chain, *rule)):
-        run(_iptables("-A", chain, *rule))
+def _ensure_rule(chain: str, rule: Sequence[str], table: str = "filter") -> None:
+    if not _ok(_iptables("-C", chain, *rule, table=table)):
+        run(_iptables("-A", chain, *rule, table=table))
 
 
 def _ensure_chains() -> None:
-    # ISOLATE first so a drop between two networks wins over FORWARD's accepts.
-    for chain in (FORWARD_CHAIN, ISOLATE_CHAIN):
-        if not _ok(_iptables("-S", chain)):
-            done = run(_iptables("-N", chain), check=False)
+    # Each inserted first in its built-in chain: ISOLATE (inserted after FORWARD) ends up
+    # first, so a drop between two networks wins over FORWARD's accepts.
+    for table, chain, parent in _CHAINS:
+        if not _ok(_iptables("-S", chain, table=table)):
+            done = run(_iptables("-N", chain, table=table), check=False)
             if done.returncode != 0 and "exists" not in done.stderr:
-                raise HostError(f"`iptables -N {chain}` failed: {done.stderr.strip()}")
-        if not _ok(_iptables("-C", "FORWARD", "-j", chain)):
-            run(_iptables("-I", "FORWARD", "1", "-j", chain))
+                raise HostError(f"`iptables -t {table} -N {chain}` failed: "
+                                f"{done.stderr.strip()}")
+        if not _ok(_iptables("-C", parent, "-j", chain, table=table)):
+            run(_iptables("-I", parent, "1", "-j", chain, table=table))
 
 
 def _comment(*names: str) -> list[str]:
@@ -184,15 +191,15 @@ def _comment(*names: str) -> list[str]:
 
 def _delete_rules(match: Callable[[list[str]], bool]) -> None:
     """Delete every rule of shoal's chains whose comment names satisfy ``match``."""
-    for chain in (FORWARD_CHAIN, ISOLATE_CHAIN):
-        listing = run(_iptables("-S", chain), check=False)
+    for table, chain, _ in _CHAINS:
+        listing = run(_iptables("-S", chain, table=table), check=False)
         for line in listing.stdout.splitlines():
             words = shlex.split(line)
             if not words or words[0] != "-A" or "--comment" not in words:
                 continue
             comment = words[words.index("--comment") + 1]
             if comment.startswith("shoal:") and match(comment[len("shoal:"):].split(":")):
-                run(_iptables("-D", *words[1:]), check=False)
+                run(_iptables("-D", *words[1:], table=table), check=False)
 
 
 # --- networks ------------------------------------------------------------------------------
@@ -226,6 +233,13 @@ def create_network(name: str, subnet: str) -> Network:
         for direction in ("-i", "-o"):
             _ensure_rule(FORWARD_CHAIN,
                          [direction, network.bridge, *_comment(name), "-j", "ACCEPT"])
+        # beyond the host (a resolver, an external API): the host's address as source, as
+        # the outside has no route to the pods' subnet. Not toward any shoal bridge: pods
+        # keep seeing each other's own addresses.
+        for bridges in (NETNS_PREFIX + "+", BRIDGE_HASH_PREFIX + "+"):
+            _ensure_rule(NAT_CHAIN, ["-o", bridges, "-j", "RETURN"], table="nat")
+        _ensure_rule(NAT_CHAIN, ["-s", str(net), *_comment(name), "-j", "MASQUERADE"],
+                     table="nat")
     return network
 
 

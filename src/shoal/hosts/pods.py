@@ -3,18 +3,21 @@
 The ``shoal run`` process on the host makes the network (if needed) and the pod, writes
 the pod's /etc/hosts and /etc/resolv.conf, then runs the same ``shoal run`` command
 inside the pod with ``--capture --address <pod IP>`` (the agent, Envoy and the app all live
-in the pod; the agent installs the iptables capture). Signals are passed on; when the
+in the pod; the agent installs the iptables capture) and, unless given, ``--dns-upstream``
+for each of the host's nameservers (names outside the mesh). Signals are passed on; when the
 inner agent has exited, the pod is deleted and its exit status returned.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from shoal.agent.app import exit_status
 from shoal.hosts import netns
@@ -24,6 +27,26 @@ log = logging.getLogger("shoal.hosts.pods")
 
 # `shoal run` flags the host side consumes; inside the pod they make no sense
 POD_FLAGS = ("--pod", "--network", "--subnet", "--pod-address", "--address")
+
+
+def host_resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[str]:
+    """The host's IPv4 nameservers a pod can use (loopback ones, such as systemd-resolved's
+    127.0.0.53, are the host's own and unreachable from a pod: left out)."""
+    out = []
+    try:
+        text = resolv_conf.read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "nameserver":
+            try:
+                ip = ipaddress.ip_address(words[1])
+            except ValueError:
+                continue
+            if ip.version == 4 and not ip.is_loopback:
+                out.append(str(ip))
+    return out
 
 
 def inner_args(args: Sequence[str], address: str) -> list[str]:
@@ -75,8 +98,14 @@ def run_in_pod(*, pod: str, network: str, subnet: str | None, address: str | Non
                                  "network": net.name, "bridge": net.bridge})
     try:
         netns.write_etc(p, search=[f"{namespace}.svc.{domain}", f"svc.{domain}", domain])
-        argv = p.command([sys.executable, "-m", "shoal", "run",
-                          *inner_args(args, str(p.address))])
+        inner = inner_args(args, str(p.address))
+        if not any(a.split("=", 1)[0] == "--dns-upstream" for a in args):
+            resolvers = host_resolvers()
+            if not resolvers:
+                log.warning("no usable nameserver in the host's /etc/resolv.conf: names "
+                            "outside the mesh will not resolve in the pod (--dns-upstream)")
+            inner[:0] = [x for r in resolvers for x in ("--dns-upstream", r)]
+        argv = p.command([sys.executable, "-m", "shoal", "run", *inner])
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
         with _forward_signals(child):
             code = child.wait()

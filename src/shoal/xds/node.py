@@ -7,6 +7,7 @@ UPPER_SNAKE like Istio's node metadata.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +24,13 @@ INTERCEPTION_REDIRECT = "REDIRECT"  # Istio's name for iptables REDIRECT capture
 class CaptureMetadata(ProxyMetadata):
     """A sidecar in a pod whose TCP is captured by iptables (docs/hosts.md): the app's
     outbound connections arrive on ``outbound_capture_port``, peers' inbound ones on
-    ``inbound_capture_port``, the app's DNS queries (UDP) on ``dns_port``."""
+    ``inbound_capture_port``, the app's DNS queries (UDP) on ``dns_port``; names outside
+    the mesh are forwarded to ``dns_upstreams`` (``IP:PORT``; none: not answered)."""
 
     outbound_capture_port: int = 15001
     inbound_capture_port: int = 15006
     dns_port: int = 15053
+    dns_upstreams: tuple[str, ...] = ()
 
 
 def capture_of(meta: ProxyMetadata) -> CaptureMetadata | None:
@@ -44,7 +47,7 @@ def node_metadata(meta: ProxyMetadata, namespace: str) -> dict[str, Any]:
     if (c := capture_of(meta)) is not None:
         capture = {"INTERCEPTION_MODE": INTERCEPTION_REDIRECT, "CAPTURE_PORTS": {
             "outbound": c.outbound_capture_port, "inbound": c.inbound_capture_port,
-            "dns": c.dns_port}}
+            "dns": c.dns_port}, "DNS_UPSTREAMS": list(c.dns_upstreams)}
     return {
         **capture,
         "WORKLOAD": meta.workload,
@@ -94,6 +97,7 @@ def parse_node(node: base_pb2.Node) -> Proxy:
     if not node.id:
         problems.append(Violation("node.id", "is required"))
     capture_ports = _capture_ports(md, problems)
+    dns_upstreams = _dns_upstreams(md, problems)
     if problems:
         raise ValidationError(problems)
     meta = ProxyMetadata(
@@ -108,8 +112,26 @@ def parse_node(node: base_pb2.Node) -> Proxy:
             workload=workload, outbound_port=outbound, app_ports=app_ports,
             upstreams=tuple(upstreams), admin_port=admin,
             outbound_capture_port=capture_ports["outbound"],
-            inbound_capture_port=capture_ports["inbound"], dns_port=capture_ports["dns"])
+            inbound_capture_port=capture_ports["inbound"], dns_port=capture_ports["dns"],
+            dns_upstreams=dns_upstreams)
     return Proxy(node_id=node.id, namespace=namespace, metadata=meta)
+
+
+def _dns_upstreams(md: dict[str, Any], problems: list[Violation]) -> tuple[str, ...]:
+    out = []
+    for i, text in enumerate(md.get("DNS_UPSTREAMS") or []):
+        host, _, port = str(text).rpartition(":")
+        try:
+            ipaddress.IPv4Address(host)
+            ok = port.isdigit() and 0 < int(port) < 65536
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.append(Violation(f"node.metadata.DNS_UPSTREAMS[{i}]",
+                                      "must be IPv4:PORT"))
+            continue
+        out.append(f"{host}:{int(port)}")
+    return tuple(out)
 
 
 def _capture_ports(md: dict[str, Any], problems: list[Violation]) -> dict[str, int] | None:

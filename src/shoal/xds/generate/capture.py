@@ -39,7 +39,13 @@ from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import names, telemetry
 from shoal.xds.generate.clusters import CONNECT_TIMEOUT_S
 from shoal.xds.generate.inbound import inbound_config, inbound_ports
-from shoal.xds.generate.protocol import duration, pack, socket_address, tcp_proxy
+from shoal.xds.generate.protocol import (
+    dns_resolver,
+    duration,
+    pack,
+    socket_address,
+    tcp_proxy,
+)
 from shoal.xds.generate.scope import Scope
 from shoal.xds.node import CaptureMetadata
 from shoal.xds.types import Proxy
@@ -85,8 +91,10 @@ def add_capture_config(
             rds[rc.name] = rc
     if within.allow_any:
         cds[PASSTHROUGH_CLUSTER] = ctx.memo(("capture", "passthrough"), passthrough_cluster)
-    add(ctx.memo(("capture", "dns", cap.dns_port, proxy.namespace, within.key),
-                 lambda: dns_listener(mesh, cap.dns_port, proxy.namespace, within)))
+    add(ctx.memo(("capture", "dns", cap.dns_port, proxy.namespace, within.key,
+                  cap.dns_upstreams),
+                 lambda: dns_listener(mesh, cap.dns_port, proxy.namespace, within,
+                                      cap.dns_upstreams)))
     if workload is None:
         return  # not registered yet: nobody can call it
     ports = inbound_ports(mesh, proxy, ctx.services_of_workload(proxy.namespace,
@@ -208,6 +216,8 @@ def inbound_listener(port: int, listeners: list[tuple[int, listener_pb2.Listener
 
 # -- DNS ------------------------------------------------------------------------------------
 
+DNS_UPSTREAM_TIMEOUT_S = 5.0
+DNS_MAX_PENDING = 256
 def dns_names(mesh: MeshSnapshot, service: Resource, namespace: str) -> list[str]:
     """The names an app in ``namespace`` may use for ``service`` (Istio host semantics)."""
     fqdn = mesh.fqdn(service)
@@ -236,14 +246,21 @@ def dns_table(mesh: MeshSnapshot, namespace: str, within: Scope) -> dns_table_pb
     return table
 
 
-def dns_listener(mesh: MeshSnapshot, port: int, namespace: str, within: Scope
-                 ) -> listener_pb2.Listener:
-    """UDP 127.0.0.1:port answering service names with their VIPs; other names get no
-    answer from it (there is no upstream resolver in a pod)."""
-    config = dns_filter_pb2.DnsFilterConfig(
-        stat_prefix=DNS_LISTENER,
-        server_config=dns_filter_pb2.DnsFilterConfig.ServerContextConfig(
-            inline_dns_table=dns_table(mesh, namespace, within)))
+def dns_listener(mesh: MeshSnapshot, port: int, namespace: str, within: Scope,
+                 upstreams: tuple[str, ...] = ()) -> listener_pb2.Listener:
+    """UDP 127.0.0.1:port answering service names with their VIPs. Other names are asked
+    of ``upstreams`` (the host's resolvers, ``IP:PORT``), except those under the mesh's
+    ``svc.<domain>``, which it answers itself (NXDOMAIN); without upstreams they get no
+    answer."""
+    table = dns_table(mesh, namespace, within)
+    config = dns_filter_pb2.DnsFilterConfig(stat_prefix=DNS_LISTENER)
+    if upstreams:
+        table.known_suffixes.add(suffix=f"svc.{mesh.config.domain}")
+        config.client_config.CopyFrom(dns_filter_pb2.DnsFilterConfig.ClientContextConfig(
+            resolver_timeout=duration(DNS_UPSTREAM_TIMEOUT_S),
+            typed_dns_resolver_config=dns_resolver(upstreams),
+            max_pending_lookups=DNS_MAX_PENDING))
+    config.server_config.inline_dns_table.CopyFrom(table)
     return listener_pb2.Listener(
         name=DNS_LISTENER,
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(

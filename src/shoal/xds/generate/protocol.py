@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.core.v3 import address_pb2, config_source_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, config_source_pb2, extension_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -15,6 +15,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.network.dns_resolver.cares.v3 import cares_dns_resolver_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
@@ -130,3 +131,18 @@ def http2_protocol_options() -> dict[str, any_pb2.Any]:
         )
     )
     return {HTTP_PROTOCOL_OPTIONS: pack(opts)}
+
+
+CARES_RESOLVER = "envoy.network.dns_resolver.cares"
+
+
+def dns_resolver(upstreams: tuple[str, ...]) -> extension_pb2.TypedExtensionConfig:
+    """Envoy's c-ares resolver asking exactly ``upstreams`` (``IP:PORT``), not the
+    resolv.conf of the namespace Envoy runs in (a pod's points back at the sidecar)."""
+    resolvers = []
+    for text in upstreams:
+        host, _, port = text.rpartition(":")
+        resolvers.append(socket_address(host, int(port)))
+    return extension_pb2.TypedExtensionConfig(
+        name=CARES_RESOLVER,
+        typed_config=pack(cares_dns_resolver_pb2.CaresDnsResolverConfig(resolvers=resolvers)))
