@@ -73,7 +73,7 @@ def bootstrap_for(config: AgentConfig, plan: Plan, *, identity: bool = False
         sds_socket=str(socket_path(plan.envoy_dir)),
         xds_ca_file=str(config.ca_bundle.resolve()) if config.ca_bundle else "",
         client_cert=identity,
-        dns_upstreams=config.dns_upstreams if config.capture else (),
+        dns_upstreams=config.dns_upstreams,  # only with capture (validate)
     )
 
 

@@ -6,7 +6,6 @@ given config is reproducible in tests.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import re
 import string
@@ -18,6 +17,7 @@ from pathlib import Path
 from shoal.api.mesh import check_labels
 from shoal.api.meta import DNS_LABEL, DNS_SUBDOMAIN
 from shoal.errors import AgentError
+from shoal.xds.node import dns_upstream
 from shoal.xds.types import Upstream
 
 # Where a DestinationRule's clientCertificate/privateKey may be read from unless
@@ -147,14 +147,11 @@ def parse_host_port(text: str, what: str) -> tuple[str, int]:
 
 def parse_dns_upstream(text: str) -> str:
     """``IP`` or ``IP:PORT`` (IPv4; port 53 by default) -> ``IP:PORT``."""
-    host, port = (text, "53") if ":" not in text else text.rsplit(":", 1)
     try:
-        ip = ipaddress.IPv4Address(host)
-    except ValueError:
-        raise AgentError(f"--dns-upstream {text!r}: expected an IPv4 address[:PORT]") from None
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise AgentError(f"--dns-upstream {text!r}: bad port")
-    return f"{ip}:{int(port)}"
+        return dns_upstream(text, default_port=53)
+    except ValueError as e:
+        raise AgentError(f"--dns-upstream {text!r}: expected an IPv4 address[:PORT] "
+                         f"({e})") from None
 
 
 def parse_xds_list(text: str) -> list[tuple[str, int]]:

@@ -69,13 +69,9 @@ def traces(
     if output in (Format.JSON, Format.YAML):
         dump(data, output)
         return
-    rows = [[t["trace_id"], t["root"], ",".join(t["services"]), t["spans"], t["errors"],
-             f"{t['duration_ms']:.2f}ms"] for t in data["traces"]]
-    if any("clusters" in t for t in data["traces"]):  # multi-cluster: where its spans are
-        table(("trace id", "root", "services", "spans", "errors", "duration", "clusters"),
-              [[*r, ",".join(t.get("clusters", []))] for r, t in zip(rows, data["traces"],
-                                                                      strict=True)],
-              title="traces")
-        return
-    table(("trace id", "root", "services", "spans", "errors", "duration"), rows,
-          title="traces")
+    multi = any("clusters" in t for t in data["traces"])  # multi-cluster: where its spans are
+    table(("trace id", "root", "services", "spans", "errors", "duration",
+           *(("clusters",) if multi else ())),
+          [[t["trace_id"], t["root"], ",".join(t["services"]), t["spans"], t["errors"],
+            f"{t['duration_ms']:.2f}ms", *([",".join(t.get("clusters", []))] if multi else [])]
+           for t in data["traces"]], title="traces")

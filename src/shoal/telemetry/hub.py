@@ -133,8 +133,10 @@ class Telemetry:
         if self.remote_traces is not None:
             # the remotes' parts of our traces too (they may not have ``service`` in them),
             # and ours of theirs
-            remote = await self.remote_traces(service, limit, [t["trace_id"] for t in traces])
-            traces = self.traces.summaries(service, limit, [t["trace_id"] for t in remote])
+            listed = {t["trace_id"] for t in traces}
+            remote = await self.remote_traces(service, limit, sorted(listed))
+            traces += self.traces.summaries_of(
+                t["trace_id"] for t in remote if t["trace_id"] not in listed)
             traces = merge_summaries(traces, remote, limit, self.cluster)
         return web.json_response({"traces": traces})
 

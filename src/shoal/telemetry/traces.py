@@ -94,8 +94,12 @@ class TraceStore:
             if len(out) >= limit:
                 break
         listed = {t["trace_id"] for t in out}
-        return out + [self._summary(t) for t in sorted({i.lower() for i in ids} - listed)
-                      if t in self._traces]
+        return out + self.summaries_of(i for i in ids if i.lower() not in listed)
+
+    def summaries_of(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The summaries of those traces of ``ids`` that are here."""
+        return [self._summary(t) for t in sorted({i.lower() for i in ids})
+                if t in self._traces]
 
     def _summary(self, tid: str) -> dict[str, Any]:
         spans = self._resolve(self._traces[tid])

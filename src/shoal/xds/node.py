@@ -117,20 +117,28 @@ def parse_node(node: base_pb2.Node) -> Proxy:
     return Proxy(node_id=node.id, namespace=namespace, metadata=meta)
 
 
+def dns_upstream(text: str, default_port: int | None = None) -> str:
+    """``IPv4:PORT`` (or ``IPv4`` when ``default_port`` is given), normalized to
+    ``IP:PORT``; ValueError otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise ValueError("expected IPv4:PORT")
+        host, port = text, str(default_port)
+    ip = ipaddress.IPv4Address(host)  # ValueError if not an IPv4 address
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad port {port!r}")
+    return f"{ip}:{int(port)}"
+
+
 def _dns_upstreams(md: dict[str, Any], problems: list[Violation]) -> tuple[str, ...]:
     out = []
     for i, text in enumerate(md.get("DNS_UPSTREAMS") or []):
-        host, _, port = str(text).rpartition(":")
         try:
-            ipaddress.IPv4Address(host)
-            ok = port.isdigit() and 0 < int(port) < 65536
+            out.append(dns_upstream(str(text)))
         except ValueError:
-            ok = False
-        if not ok:
             problems.append(Violation(f"node.metadata.DNS_UPSTREAMS[{i}]",
                                       "must be IPv4:PORT"))
-            continue
-        out.append(f"{host}:{int(port)}")
     return tuple(out)
 
 

@@ -218,6 +218,8 @@ def inbound_listener(port: int, listeners: list[tuple[int, listener_pb2.Listener
 
 DNS_UPSTREAM_TIMEOUT_S = 5.0
 DNS_MAX_PENDING = 256
+
+
 def dns_names(mesh: MeshSnapshot, service: Resource, namespace: str) -> list[str]:
     """The names an app in ``namespace`` may use for ``service`` (Istio host semantics)."""
     fqdn = mesh.fqdn(service)
