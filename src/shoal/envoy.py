@@ -19,6 +19,7 @@ import random
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -59,16 +60,48 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+# Ports handed out on this host, one empty file each: another process's cursor skips a
+# port claimed less than CLAIM_SECONDS ago (it may not be bound yet).
+PORT_CLAIMS = Path(tempfile.gettempdir()) / "shoal-ports"
+CLAIM_SECONDS = 600.0
+
+
+def _claim(port: int, claims: Path = PORT_CLAIMS) -> bool:
+    """Claim ``port`` for this process; False if another one claimed it recently. Without
+    a usable claims directory, every port is claimable (the bind check still applies)."""
+    path = claims / str(port)
+    for _ in range(2):
+        try:
+            claims.mkdir(exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return True
+        except FileExistsError:
+            try:
+                if time.time() - path.stat().st_mtime < CLAIM_SECONDS:
+                    return False
+                path.unlink()  # an old claim: remove it and claim afresh
+            except FileNotFoundError:
+                pass  # removed meanwhile: try again
+            except OSError:
+                return True
+        except OSError:
+            return True
+    return False
+
+
 class _PortCursor:
-    """Hands out listener ports in sequence from a random start, skipping busy ones.
+    """Hands out listener ports in sequence from a random start, skipping busy ones and
+    ones another process on this host was handed recently.
 
     Random picks repeat: two picks in one process (or a parent and its children) that are
     not bound yet collide with probability 1/N each, and a fixture picks a dozen. Walking
     the range from a random offset never repeats a port within a process until the range
-    wraps, and two processes collide only when their short windows happen to overlap.
+    wraps; the claims (:data:`PORT_CLAIMS`) keep two processes (a test and the agents it
+    starts, each picking ports that are bound only later) from being handed the same one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, claims: Path = PORT_CLAIMS) -> None:
+        self._claims = claims
         self._lock = threading.Lock()
         self._candidates: list[int] = []
         self._next = 0
@@ -86,7 +119,7 @@ class _PortCursor:
             for _ in range(min(256, len(self._candidates))):
                 port = self._candidates[self._next]
                 self._next = (self._next + 1) % len(self._candidates)
-                if _bindable(host, port):
+                if _bindable(host, port) and _claim(port, self._claims):
                     return port
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # all busy: any port
             s.bind((host, 0))
