@@ -28,9 +28,11 @@ def default_url() -> str:
 
 class ApiClient:
     def __init__(self, base_url: str | None = None, *, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None,
+                 headers: dict[str, str] | None = None):
         self.base_url = (base_url or default_url()).rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
+                                  headers=headers)
 
     def close(self) -> None:
         self._http.close()

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
+
 from shoal.cli.client import ApiClient
 from shoal.cli.rollout import RolloutFailed, wait_rollout
 from shoal.envoy import free_port
@@ -215,8 +217,25 @@ class ControlPlaneProcess(_Process):
             self.stop()
         return self.start()
 
+    @property
+    def admin_token_path(self) -> Path:
+        """The cluster-admin credential the control plane writes for its operator."""
+        return self.workdir / "data" / "admin.token"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """``Authorization`` for the operator API (cluster-admin), once the file exists."""
+        path = self.admin_token_path
+        return {"Authorization": f"Bearer {path.read_text().strip()}"} if path.exists() else {}
+
     def client(self) -> ApiClient:
-        return ApiClient(self.url)
+        """A CLI client of the operator API acting as the cluster admin."""
+        return ApiClient(self.url, headers=self.auth_headers)
+
+    def http(self, **kw: Any) -> httpx.Client:
+        """An httpx client for raw calls to the operator API, as the cluster admin."""
+        return httpx.Client(base_url=self.url, headers=self.auth_headers,
+                            timeout=kw.pop("timeout", 10.0), **kw)
 
     def proxies(self) -> list[dict[str, Any]]:
         with self.client() as c:
