@@ -72,3 +72,16 @@ async def test_post_spans_endpoint() -> None:
         body = await r.json()
     assert [s["span_id"] for s in body["spans"]] == ["074d191c1c5a61cf"]
     assert hub.counts["spans"] == 1
+
+
+def test_timestamps_beyond_the_otlp_range_are_invalid_not_a_crash() -> None:
+    from shoal.telemetry.zipkin import MAX_MICROS, InvalidSpans, otlp_span
+
+    span = {"traceId": "0af7651916cd43dd8448eb211c80319c", "id": "b7ad6b7169203331"}
+    for fields in ({"timestamp": 10**25}, {"duration": 10**25},
+                   {"timestamp": MAX_MICROS, "duration": MAX_MICROS}):
+        try:
+            otlp_span({**span, **fields})
+        except InvalidSpans:
+            continue
+        raise AssertionError(f"{fields} accepted")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
+from shoal.api.limits import MAX_JSON_BODY_BYTES, loads_json
 from shoal.errors import (
     Conflict,
     NotFound,
@@ -43,12 +43,36 @@ def error_response(err: ShoalError) -> web.Response:
     return web.json_response(body, status=status)
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body; anything else is a ValidationError (HTTP 422)."""
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The request's body, refused with 413 when longer than ``max_bytes`` (checked
+    against Content-Length before reading, and after: a chunked or compressed body has
+    none; the app's ``client_max_size`` bounds what is read meanwhile)."""
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_bytes, declared)
+    body = await request.read()
+    if len(body) > max_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_bytes, len(body))
+    return body
+
+
+async def read_text(request: web.Request, max_bytes: int) -> str:
+    """:func:`read_body` decoded by the request's charset (UTF-8 by default); a body
+    that is not text in it is a ValidationError."""
+    body = await read_body(request, max_bytes)
+    charset = request.charset or "utf-8"
     try:
-        body = await request.json()
-    except json.JSONDecodeError as e:
-        raise ValidationError([Violation("", f"invalid JSON: {e}")]) from None
+        return body.decode(charset)
+    except (LookupError, UnicodeDecodeError):
+        raise ValidationError([Violation("", f"the body is not {charset} text")]) from None
+
+
+async def json_body(request: web.Request, max_bytes: int = MAX_JSON_BODY_BYTES
+                    ) -> dict[str, Any]:
+    """The request's JSON object body, held to :mod:`shoal.api.limits` (size, depth,
+    values, integer digits); anything else is a ValidationError (HTTP 422) or, when too
+    large, HTTP 413."""
+    body = loads_json(await read_body(request, max_bytes))
     if not isinstance(body, dict):
         raise ValidationError([Violation("", "body must be a JSON object")])
     return body
@@ -60,3 +84,6 @@ async def errors_middleware(request: web.Request, handler):  # type: ignore[no-u
         return await handler(request)
     except ShoalError as err:
         return error_response(err)
+    except web.HTTPRequestEntityTooLarge as err:  # read_body's, or the app's client_max_size
+        return web.json_response({"error": f"request body too large: {err.text}"},
+                                 status=err.status)

@@ -8,7 +8,6 @@ the same thing whichever tracer a sidecar runs (docs/adr/0008-telemetry-collecti
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -17,6 +16,10 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
+
+from shoal.api.limits import MAX_SPANS_BODY_BYTES, loads_json
+from shoal.control.errors import read_body
+from shoal.errors import ValidationError
 
 SPANS_PATH = "/api/v2/spans"
 KINDS = {"SERVER": trace_pb2.Span.SPAN_KIND_SERVER, "CLIENT": trace_pb2.Span.SPAN_KIND_CLIENT,
@@ -47,9 +50,13 @@ def _hex_id(text: Any, size: int, name: str, *, required: bool = True) -> bytes:
     return value
 
 
+MAX_MICROS = (2**64 - 1) // 1000  # OTLP keeps nanoseconds in a fixed64
+
+
 def _micros(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise InvalidSpans(f"{name} must be a non-negative number of microseconds")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not \
+            0 <= value <= MAX_MICROS:
+        raise InvalidSpans(f"{name} must be a number of microseconds in 0..{MAX_MICROS}")
     return int(value)
 
 
@@ -67,6 +74,8 @@ def otlp_span(span: Any) -> tuple[str, trace_pb2.Span]:
         raise InvalidSpans("tags and localEndpoint must be objects")
     start = _micros(span.get("timestamp", 0), "timestamp")
     length = _micros(span.get("duration", 0), "duration")
+    if start + length > MAX_MICROS:
+        raise InvalidSpans("timestamp + duration is past the end of time (2^64 ns)")
     out = trace_pb2.Span(
         trace_id=_hex_id(span.get("traceId"), 16, "traceId"),
         span_id=_hex_id(span.get("id"), 8, "id"),
@@ -108,10 +117,13 @@ def spans_handler(on_traces: Callable[[trace_service_pb2.ExportTraceServiceReque
     (the whole batch is refused, as Zipkin's own collector does)."""
 
     async def post_spans(request: web.Request) -> web.Response:
-        try:
-            body = json.loads(await request.read() or b"[]")
-        except (ValueError, UnicodeDecodeError):
-            return web.json_response({"error": "body must be a JSON list of spans"}, status=400)
+        try:  # size (413), depth, integers and NaN held to shoal.api.limits
+            body = loads_json(await read_body(request, MAX_SPANS_BODY_BYTES) or b"[]",
+                              max_nodes=None)  # a batch is bounded by MAX_SPANS instead
+        except ValidationError as e:
+            why = "; ".join(str(v) for v in e.violations)
+            return web.json_response({"error": f"body must be a JSON list of spans: {why}"},
+                                     status=400)
         if not isinstance(body, list):
             return web.json_response({"error": "body must be a JSON list of spans"}, status=400)
         if len(body) > MAX_SPANS:
