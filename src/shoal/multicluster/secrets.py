@@ -21,6 +21,8 @@ from shoal.errors import ValidationError, Violation
 FILE_NAME = "remote-clusters.json"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 #: The identity a remote secret's token is for (namespace = the mesh root namespace).
+#: Reserved: it reads the discovery routes and nothing else -- no certificate, no
+#: registration (shoal.registry.admission, docs/adr/0021).
 READER_SERVICE_ACCOUNT = "cluster-reader"
 
 

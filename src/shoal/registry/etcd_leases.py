@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Mapping
 
 from shoal.api.meta import Resource, ResourceKey
-from shoal.errors import Conflict, NotFound
-from shoal.registry.leases import AGENT, REGISTERED_BY, agent_workload
+from shoal.errors import NotFound
+from shoal.registry.leases import AGENT, REGISTERED_BY, agent_workload, store_registration
 from shoal.store.etcd import EtcdStore
 from shoal.store.etcd_client import LEASE_NOT_FOUND, EtcdError
 
@@ -57,19 +58,13 @@ class EtcdWorkloadRegistry:
                 continue
         log.info("registry started", extra={"leases": attached, "lease_store": "etcd"})
 
-    async def register(self, workload: Resource, service: Resource | None = None) -> Resource:
+    async def register(self, workload: Resource, service: Resource | None = None, *,
+                       expect: Mapping[ResourceKey, int] | None = None) -> Resource:
         """Store the workload (and its service, if none of that name exists yet)."""
         workload = agent_workload(workload, service)
         lease = await self._live_lease(workload.key) or await self._grant()
-        leases = {workload.key: lease}
-        batch, expect = [workload], {}
-        if service is not None:
-            batch.append(service)
-            expect[service.key] = 0  # create only; never overwrite an operator's Service
-        try:
-            await self._store.apply(batch, expect=expect, leases=leases)
-        except Conflict:
-            await self._store.apply([workload], leases=leases)
+        await store_registration(self._store, workload, service, expect,
+                                 leases={workload.key: lease})
         log.info("workload registered", extra={"workload": str(workload.key), "lease": lease})
         return await self._store.get(workload.key)
 
@@ -81,10 +76,11 @@ class EtcdWorkloadRegistry:
             await self._attach(key)  # detached by hand, or expired a moment ago
         return self._ttl
 
-    async def deregister(self, namespace: str, name: str) -> None:
+    async def deregister(self, namespace: str, name: str, *, revision: int | None = None
+                         ) -> None:
         key = ResourceKey("Workload", namespace, name)
         lease = await self._store.lease_of(key)
-        await self._store.delete([key])
+        await self._store.delete([key], expect=None if revision is None else {key: revision})
         if lease:
             await self._revoke(lease)
         log.info("workload deregistered", extra={"workload": str(key)})

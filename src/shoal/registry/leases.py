@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from shoal.api.meta import Resource, ResourceKey
@@ -49,14 +49,39 @@ class Registry(Protocol):
 
     async def start(self) -> None: ...
 
-    async def register(self, workload: Resource, service: Resource | None = None
-                       ) -> Resource: ...
+    async def register(self, workload: Resource, service: Resource | None = None, *,
+                       expect: Mapping[ResourceKey, int] | None = None) -> Resource:
+        """``expect``: store revisions the caller's decision read (Conflict if changed)."""
+        ...
 
     async def heartbeat(self, namespace: str, name: str) -> float: ...
 
-    async def deregister(self, namespace: str, name: str) -> None: ...
+    async def deregister(self, namespace: str, name: str, *, revision: int | None = None
+                         ) -> None:
+        """``revision``: delete only the workload as stored at that revision (Conflict)."""
+        ...
+
+    async def expire_once(self) -> list[ResourceKey]:
+        """Delete the workloads whose lease has run out (their names are free again)."""
+        ...
 
     async def run(self) -> None: ...
+
+
+async def store_registration(store: Store, workload: Resource, service: Resource | None,
+                             expect: Mapping[ResourceKey, int] | None,
+                             leases: Mapping[ResourceKey, int] | None = None) -> None:
+    """Write the workload (and its service, if none of that name exists yet: never
+    overwrite an operator's Service), checking ``expect`` on both attempts."""
+    guard = dict(expect or {})
+    kw = {"leases": leases} if leases is not None else {}
+    if service is not None:
+        try:
+            await store.apply([workload, service], expect={**guard, service.key: 0}, **kw)
+            return
+        except Conflict:
+            pass  # the service exists (or the guard failed: the next write says so)
+    await store.apply([workload], expect=guard, **kw)
 
 
 class WorkloadRegistry:
@@ -80,18 +105,11 @@ class WorkloadRegistry:
                 self._leases[wl.key] = deadline
         log.info("registry started", extra={"leases": len(self._leases)})
 
-    async def register(self, workload: Resource, service: Resource | None = None) -> Resource:
+    async def register(self, workload: Resource, service: Resource | None = None, *,
+                       expect: Mapping[ResourceKey, int] | None = None) -> Resource:
         """Store the workload (and its service, if none of that name exists yet)."""
         workload = agent_workload(workload, service)
-        batch = [workload]
-        expect = {}
-        if service is not None:
-            batch.append(service)
-            expect[service.key] = 0  # create only; never overwrite an operator's Service
-        try:
-            await self._store.apply(batch, expect=expect)
-        except Conflict:
-            await self._store.apply([workload])
+        await store_registration(self._store, workload, service, expect)
         self._leases[workload.key] = self._clock() + self._ttl
         log.info("workload registered", extra={"workload": str(workload.key)})
         return await self._store.get(workload.key)
@@ -109,10 +127,16 @@ class WorkloadRegistry:
         self._leases[key] = self._clock() + self._ttl
         return self._ttl
 
-    async def deregister(self, namespace: str, name: str) -> None:
+    async def deregister(self, namespace: str, name: str, *, revision: int | None = None
+                         ) -> None:
         key = ResourceKey("Workload", namespace, name)
-        self._leases.pop(key, None)
-        await self._store.delete([key])
+        try:
+            await self._store.delete([key],
+                                     expect=None if revision is None else {key: revision})
+        except NotFound:
+            self._leases.pop(key, None)
+            raise
+        self._leases.pop(key, None)  # not on Conflict: the name is someone else's now
         log.info("workload deregistered", extra={"workload": str(key)})
 
     async def expire_once(self) -> list[ResourceKey]:
