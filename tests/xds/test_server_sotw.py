@@ -149,8 +149,9 @@ async def test_reconnect_with_current_version_is_not_repushed(harness: Harness, 
         await call.write(cds_request(build, version=snap1.get(CLUSTER).version))
         await build.eventually(lambda: bool(harness.xds.status()))
         # nothing was sent, yet the proxy counts as applied (proxy-status shows it synced)
-        await build.eventually(lambda: harness.xds.status()[0].types[CLUSTER].acked_version
-                               == snap1.get(CLUSTER).version)
+        await build.eventually(  # (the type's entry appears once the request is read)
+            lambda: (t := harness.xds.status()[0].types.get(CLUSTER)) is not None
+            and t.acked_version == snap1.get(CLUSTER).version)
         harness.cache.set(build.node, snap2)
         r = await call.read()  # the first response is the change, not a re-push
         assert r.version_info == snap2.get(CLUSTER).version

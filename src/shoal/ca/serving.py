@@ -3,6 +3,8 @@ CA and renewed at half its lifetime; also reissued at once when its root is prun
 
 aiohttp takes an ``ssl.SSLContext`` that is reloaded in place (new handshakes see the
 new certificate); gRPC takes dynamic credentials whose fetcher returns the new config.
+The gRPC (secure xDS) port requires a client certificate chaining to the trust bundle:
+only mesh workloads connect there (docs/adr/0020-xds-peer-identity.md).
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ class ServingCertificate:
             root_certificates="".join(self._ca.bundle_pem()).encode())
 
     def grpc_credentials(self) -> grpc.ServerCredentials:
+        """TLS for the secure xDS port: this certificate, and a client certificate issued
+        under the trust bundle is required (the handshake fails without one)."""
         def fetch() -> grpc.ServerCertificateConfiguration | None:
             if self._fetched == self._generation:
                 return None
@@ -99,7 +103,7 @@ class ServingCertificate:
 
         self._fetched = self._generation
         return grpc.dynamic_ssl_server_credentials(self._grpc_config(), fetch,
-                                                   require_client_authentication=False)
+                                                   require_client_authentication=True)
 
     async def run(self) -> None:
         """Renew at half of the remaining lifetime, for ever."""

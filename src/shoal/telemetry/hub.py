@@ -23,6 +23,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shoal.errors import ShoalError
 from shoal.telemetry.accesslog import AccessLogStore, entries_from_otlp
 from shoal.telemetry.ingest import EdgeAggregator
 from shoal.telemetry.otlp import TraceForwarder, otlp_handlers
@@ -30,6 +31,7 @@ from shoal.telemetry.prometheus import MeshCollector, registry
 from shoal.telemetry.store import RingMetricsStore
 from shoal.telemetry.traces import TraceStore, merge_summaries, spans_from_otlp
 from shoal.telemetry.zipkin import SPANS_PATH, spans_handler
+from shoal.xds.server.peer import NodeGuard, Peer
 
 API = "/api/v1"
 
@@ -49,13 +51,28 @@ class Telemetry:
         self.cluster = ""  # this control plane's cluster (names local traces when merged)
         self.forwarder = TraceForwarder(otlp_export) if otlp_export else None
         self._proxies = proxies
-        self.counts = {"access_log_entries": 0, "spans": 0}
+        self.counts = {"access_log_entries": 0, "spans": 0, "refused_batches": 0}
+        self._guard: NodeGuard | None = None  # who may report for which node (add_to)
         self._registry = registry(MeshCollector(self.aggregator, self._cp_metrics))
         self._log_waiters: set[asyncio.Event] = set()
 
     # -- ingest ----------------------------------------------------------------------------
-    def on_logs(self, req: logs_service_pb2.ExportLogsServiceRequest) -> None:
+    def _authorize(self, peer: Peer | None, reporters: set[str]) -> None:
+        """Over gRPC (``peer`` given), every node the batch reports for must be the
+        caller's (NodeGuard.check_reporter); else the whole batch is refused and counted."""
+        if peer is None or self._guard is None:
+            return
+        try:
+            for reporter in sorted(reporters):
+                self._guard.check_reporter(peer, reporter)
+        except ShoalError:
+            self.counts["refused_batches"] += 1
+            raise
+
+    def on_logs(self, req: logs_service_pb2.ExportLogsServiceRequest,
+                peer: Peer | None = None) -> None:
         entries = list(entries_from_otlp(req))
+        self._authorize(peer, {str(e.get("reporter", "")) for e in entries})
         for e in entries:
             if e.get("reporter") and e.get("service"):
                 self._services[e["reporter"]] = e["service"]
@@ -65,14 +82,18 @@ class Telemetry:
         for w in self._log_waiters:
             w.set()
 
-    def on_traces(self, req: trace_service_pb2.ExportTraceServiceRequest) -> None:
+    def on_traces(self, req: trace_service_pb2.ExportTraceServiceRequest,
+                  peer: Peer | None = None) -> None:
         spans = list(spans_from_otlp(req, self._services.get))
+        self._authorize(peer, {s["node_id"] for s in spans if s["node_id"]})
         self.counts["spans"] += len(spans)
         self.traces.add(spans)
         if self.forwarder is not None:
             self.forwarder.submit(req)
 
-    def add_to(self, server: grpc.aio.Server) -> None:
+    def add_to(self, server: grpc.aio.Server, guard: NodeGuard | None = None) -> None:
+        """The OTLP receivers on ``server``; ``guard`` checks each caller's reports."""
+        self._guard = guard
         server.add_generic_rpc_handlers(otlp_handlers(self.on_logs, self.on_traces))
 
     async def run(self) -> None:

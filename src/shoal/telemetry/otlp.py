@@ -1,5 +1,9 @@
 """OTLP/gRPC receivers (LogsService, TraceService) served on the control plane's gRPC
-server, and an optional forwarder of spans to any OTLP endpoint."""
+server, and an optional forwarder of spans to any OTLP endpoint.
+
+The receivers hand each request on with its caller (:class:`~shoal.xds.server.peer.Peer`,
+from the client certificate on the secure port); a handler that refuses the caller raises
+Unauthenticated / PermissionDenied, answered with that gRPC status."""
 
 from __future__ import annotations
 
@@ -11,14 +15,18 @@ import grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from shoal.errors import PermissionDenied, Unauthenticated
+from shoal.xds.server import grpc_code
+from shoal.xds.server.peer import Peer, peer_of
+
 log = logging.getLogger(__name__)
 
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 TRACE_EXPORT = f"/{TRACE_SERVICE}/Export"
 
-LogsHandler = Callable[[logs_service_pb2.ExportLogsServiceRequest], None]
-TraceHandler = Callable[[trace_service_pb2.ExportTraceServiceRequest], None]
+LogsHandler = Callable[[logs_service_pb2.ExportLogsServiceRequest, Peer], None]
+TraceHandler = Callable[[trace_service_pb2.ExportTraceServiceRequest, Peer], None]
 
 
 def otlp_handlers(on_logs: LogsHandler, on_traces: TraceHandler
@@ -26,13 +34,19 @@ def otlp_handlers(on_logs: LogsHandler, on_traces: TraceHandler
     async def export_logs(req: logs_service_pb2.ExportLogsServiceRequest,
                           context: grpc.aio.ServicerContext
                           ) -> logs_service_pb2.ExportLogsServiceResponse:
-        on_logs(req)
+        try:
+            on_logs(req, peer_of(context))
+        except (Unauthenticated, PermissionDenied) as e:
+            await context.abort(grpc_code(e), str(e))
         return logs_service_pb2.ExportLogsServiceResponse()
 
     async def export_traces(req: trace_service_pb2.ExportTraceServiceRequest,
                             context: grpc.aio.ServicerContext
                             ) -> trace_service_pb2.ExportTraceServiceResponse:
-        on_traces(req)
+        try:
+            on_traces(req, peer_of(context))
+        except (Unauthenticated, PermissionDenied) as e:
+            await context.abort(grpc_code(e), str(e))
         return trace_service_pb2.ExportTraceServiceResponse()
 
     return [

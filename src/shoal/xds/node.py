@@ -8,6 +8,7 @@ UPPER_SNAKE like Istio's node metadata.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
 from shoal.errors import ValidationError, Violation
+from shoal.registry.snapshot import REGISTERED_BY, MeshSnapshot, has_sidecar
 from shoal.xds.types import Proxy, ProxyMetadata, Upstream
 
 INTERCEPTION_REDIRECT = "REDIRECT"  # Istio's name for iptables REDIRECT capture
@@ -39,6 +41,25 @@ def capture_of(meta: ProxyMetadata) -> CaptureMetadata | None:
 
 def node_id(workload: str, namespace: str) -> str:
     return f"{workload}.{namespace}"
+
+
+@dataclass(frozen=True)
+class NodeOwner:
+    """Who may be the proxy of a registered workload (docs/adr/0020-xds-peer-identity.md)."""
+
+    service_account: str
+    mesh_identity: bool  # its sidecar has a mesh certificate (agent-registered or tlsMode)
+
+
+def node_owners(mesh: Callable[[], MeshSnapshot]) -> Callable[[str, str], NodeOwner | None]:
+    """(namespace, workload) -> its owner in the current mesh, None if not registered."""
+    def owner(namespace: str, workload: str) -> NodeOwner | None:
+        w = mesh().workload(namespace, workload)
+        if w is None:
+            return None
+        by_agent = w.metadata.annotations.get(REGISTERED_BY) == "agent"
+        return NodeOwner(str(w.spec.service_account), by_agent or has_sidecar(w))
+    return owner
 
 
 def node_metadata(meta: ProxyMetadata, namespace: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The ADS gRPC edge: stream lifecycle, node identity, hooks, errors -> gRPC status."""
+"""The ADS gRPC edge: stream lifecycle, node identity (checked against the peer's
+certificate, :mod:`shoal.xds.server.peer`), hooks, errors -> gRPC status."""
 
 from __future__ import annotations
 
@@ -12,11 +13,19 @@ from typing import Any
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from shoal.errors import NotFound, ShoalError, Unavailable, ValidationError
+from shoal.errors import (
+    NotFound,
+    PermissionDenied,
+    ShoalError,
+    Unauthenticated,
+    Unavailable,
+    ValidationError,
+)
 from shoal.xds.cache import SnapshotCache
 from shoal.xds.node import parse_node
 from shoal.xds.server.delta import DeltaStream
 from shoal.xds.server.hooks import ConnectionHooks
+from shoal.xds.server.peer import Claim, NodeClaims, NodeGuard, peer_of
 from shoal.xds.server.sotw import SotwStream
 from shoal.xds.server.status import ProxyStatus, StatusTracker
 from shoal.xds.server.stream import SlowClient, StreamContext, StreamCore
@@ -37,6 +46,10 @@ def grpc_code(err: ShoalError) -> grpc.StatusCode:
         return grpc.StatusCode.NOT_FOUND
     if isinstance(err, Unavailable):
         return grpc.StatusCode.UNAVAILABLE
+    if isinstance(err, Unauthenticated):
+        return grpc.StatusCode.UNAUTHENTICATED
+    if isinstance(err, PermissionDenied):
+        return grpc.StatusCode.PERMISSION_DENIED
     return grpc.StatusCode.INTERNAL
 
 
@@ -47,6 +60,11 @@ class XdsServer:
     is how long one write may wait for a client that does not read; ``ack_timeout`` how
     long a response may stay unanswered. Each limit cuts the stream with
     RESOURCE_EXHAUSTED (see :mod:`shoal.xds.server.stream`).
+
+    Before a stream is served, its node is checked against the peer (``guard``, given per
+    port in :meth:`add_to`) and must not belong to another identity's live streams
+    (:class:`NodeClaims`): refused with PERMISSION_DENIED before any hook runs or any
+    status is recorded.
     """
 
     def __init__(
@@ -67,9 +85,13 @@ class XdsServer:
         self.ack_timeout = ack_timeout
         self._ids = itertools.count(1)
         self._streams: Counter[str] = Counter()  # live streams per node id
+        self.claims = NodeClaims()
 
-    def add_to(self, server: grpc.aio.Server) -> None:
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
+    def add_to(self, server: grpc.aio.Server, guard: NodeGuard | None = None) -> None:
+        """Serve ADS on ``server``; ``guard`` decides which peer may be which node (default:
+        any node, unless another identity holds it)."""
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
+            _Servicer(self, guard or NodeGuard()), server)
 
     def status(self) -> list[ProxyStatus]:
         return self.tracker.all()
@@ -79,7 +101,8 @@ class XdsServer:
         return dict(self._streams)
 
     async def serve(
-        self, flavour: type[StreamCore], requests: AsyncIterator[Any], context: Any
+        self, flavour: type[StreamCore], requests: AsyncIterator[Any], context: Any,
+        guard: NodeGuard | None = None,
     ) -> None:
         try:
             first = await anext(requests)
@@ -92,6 +115,14 @@ class XdsServer:
             return
         node_id = proxy.node_id
         stream_id = next(self._ids)
+        try:
+            peer = peer_of(context)
+            owner = (guard or NodeGuard()).check_node(peer, proxy)
+            claim = self.claims.claim(node_id, stream_id, peer, owner)
+        except (Unauthenticated, PermissionDenied) as e:
+            log.warning("xds stream refused", extra={"node": node_id, "reason": str(e)})
+            await context.abort(grpc_code(e), str(e))
+            return
         self._streams[node_id] += 1
         self.tracker.connected(node_id, stream_id, flavour.flavour)
         log.info("xds stream opened", extra={"node": node_id, "stream": stream_id})
@@ -114,6 +145,7 @@ class XdsServer:
                 tg.create_task(self._watch(core))
                 tg.create_task(core.write_loop(context.write))
                 tg.create_task(core.watchdog())
+                tg.create_task(self._revoked(claim))
         except* _StreamEnded:
             pass
         except* ShoalError as group:
@@ -129,12 +161,17 @@ class XdsServer:
             core.on_request(req)
         raise _StreamEnded
 
+    async def _revoked(self, claim: Claim) -> None:
+        await claim.revoked.wait()
+        raise PermissionDenied(claim.reason)
+
     async def _watch(self, core: StreamCore) -> None:
         async for snapshot in self.cache.watch(core.ctx.node_id):
             if snapshot is not None:  # removed: keep serving what the client has
                 core.set_target(snapshot)
 
     async def _closed(self, node_id: str, stream_id: int) -> None:
+        self.claims.release(node_id, stream_id)
         self.tracker.disconnected(node_id, stream_id)
         self._streams[node_id] -= 1
         if self._streams[node_id] <= 0:
@@ -144,15 +181,16 @@ class XdsServer:
 
 
 class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    def __init__(self, server: XdsServer) -> None:
+    def __init__(self, server: XdsServer, guard: NodeGuard) -> None:
         self._server = server
+        self._guard = guard
 
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Any
     ) -> None:
-        await self._server.serve(SotwStream, request_iterator, context)
+        await self._server.serve(SotwStream, request_iterator, context, self._guard)
 
     async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Any
     ) -> None:
-        await self._server.serve(DeltaStream, request_iterator, context)
+        await self._server.serve(DeltaStream, request_iterator, context, self._guard)
