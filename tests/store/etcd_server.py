@@ -1,11 +1,15 @@
-"""A throwaway single-member etcd for tests: a child process on free ports, temp data."""
+"""A throwaway single-member etcd for tests: a child process on free ports, temp data;
+optionally serving clients over TLS (and requiring client certificates)."""
 
 from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -20,12 +24,43 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """Client-port TLS: etcd's --cert-file/--key-file; with ``client_cert_auth`` also
+    --client-cert-auth --trusted-ca-file=ca. The readiness probe trusts ``ca`` and shows
+    ``probe_cert``/``probe_key`` (needed with client_cert_auth)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_cert_auth: bool = False
+    probe_cert: Path | None = None
+    probe_key: Path | None = None
+
+    def args(self) -> list[str]:
+        args = [f"--cert-file={self.cert}", f"--key-file={self.key}"]
+        if self.client_cert_auth:
+            args += ["--client-cert-auth", f"--trusted-ca-file={self.ca}"]
+        return args
+
+    def probe_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if self.probe_cert is not None and self.probe_key is not None:
+            context.load_cert_chain(self.probe_cert, self.probe_key)
+        return context
+
+
 class EtcdServer:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(
+        self, data_dir: Path, *, tls: ServerTls | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.data_dir = data_dir
         self.client_port = free_port()
         self.peer_port = free_port()
-        self.url = f"http://127.0.0.1:{self.client_port}"
+        self.tls = tls
+        self.args = list(args)  # further etcd flags, e.g. --auth-token-ttl=1
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.client_port}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = data_dir.parent / f"{data_dir.name}.log"
 
@@ -46,17 +81,23 @@ class EtcdServer:
                     "--heartbeat-interval=10",
                     "--election-timeout=100",
                     "--unsafe-no-fsync",
+                    *(self.tls.args() if self.tls is not None else []),
+                    *self.args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
+        verify = self.tls.probe_context() if self.tls is not None else True
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"etcd exited: {self._log.read_text()[-2000:]}")
             try:
-                r = httpx.post(self.url + "/v3/kv/range", json={"key": "AA=="}, timeout=1)
-                if r.status_code == 200:
+                r = httpx.post(self.url + "/v3/kv/range", json={"key": "AA=="}, timeout=1,
+                               verify=verify)
+                # serving; with auth enabled, an anonymous read is refused ("user name is
+                # empty"), which also means etcd is up
+                if r.status_code == 200 or "etcdserver:" in r.text:
                     return
             except httpx.TransportError:
                 pass

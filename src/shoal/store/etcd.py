@@ -51,6 +51,7 @@ from shoal.store.etcd_client import (
     prefix_end,
     revision_of,
 )
+from shoal.store.etcd_security import EtcdSecurity
 from shoal.store.etcd_watch import Closing, EtcdWatcher
 
 #: store revision = etcd revision - OFFSET (an empty etcd is at revision 1).
@@ -74,12 +75,17 @@ class EtcdStore:
         history: int | None = DEFAULT_HISTORY,
         clock: Clock = utc_now,
         client: EtcdClient | None = None,
+        security: EtcdSecurity | None = None,
     ) -> None:
+        """``security``: TLS files and etcd credentials (docs/adr/0023-etcd-tls-and-auth.md)
+        for the client made here (a given ``client`` has its own)."""
         if not prefix.endswith("/"):
             raise StoreError(f"etcd prefix {prefix!r} must end with '/'")
+        if client is not None and security is not None:
+            raise StoreError("pass security to the EtcdClient given as client=")
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e]
-        self._client = client or EtcdClient(endpoints)
+        self._client = client or EtcdClient(endpoints, security=security)
         self._prefix = prefix.encode()
         self._loads = loads
         self._history = history
