@@ -22,7 +22,7 @@ from shoal.hosts import capture, netns
 from shoal.testing.local import AgentProcess, ControlPlaneProcess, wait_for
 from shoal.xds.generate import names
 
-from .conftest import needs_root
+from .conftest import app_command, needs_root
 
 pytestmark = [needs_root, pytest.mark.envoy, pytest.mark.slow]
 
@@ -75,7 +75,7 @@ class Mesh:
               protocol: str = "http", extra: tuple[str, ...] = ()) -> AgentProcess:
         return AgentProcess(
             self.cp, service=service, port=port, protocol=protocol, name=f"{service}-1",
-            app_port=port, command=[sys.executable, "-m", "shoal.testing.apps", kind],
+            app_port=port, command=app_command(kind),  # the app runs as nobody
             extra=["--pod", self.pod(pod), "--network", self.network.name, *extra])
 
     def info(self, agent: AgentProcess) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
 The app runs in its own session (process group), so stopping it also reaches any
 children it spawned and a signal to the agent's terminal group does not hit it first.
+Its environment never carries the agent's credentials (:func:`without_secrets`); in a pod
+it runs in a :class:`~shoal.hosts.sandbox.Sandbox` (:func:`sandbox_for`,
+docs/adr/0024-pod-app-sandbox.md).
 """
 
 from __future__ import annotations
@@ -12,12 +15,46 @@ import logging
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
+from shoal.agent.config import AgentConfig, Plan
+from shoal.cli.credentials import shoal_home
 from shoal.errors import AgentError
+from shoal.hosts.netns import _LOCK as NETNS_LOCK
+from shoal.hosts.sandbox import Sandbox, parse_app_user
 
 log = logging.getLogger("shoal.agent.app")
+
+# the agent's and the CLI's credentials (--token, --token-file, the operator token...)
+SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+
+
+def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without shoal's credentials: ``SHOAL_*`` names with TOKEN, SECRET, PASSWORD
+    or CREDENTIAL in them (``SHOAL_TOKEN``, ``SHOAL_TOKEN_FILE``, ``SHOAL_API_TOKEN``...),
+    except the agent's own ``SHOAL_UPSTREAM_*`` (service names)."""
+    return {k: v for k, v in env.items()
+            if not (k.startswith("SHOAL_") and not k.startswith("SHOAL_UPSTREAM_")
+                    and any(w in k for w in SECRET_WORDS))}
+
+
+def sandbox_for(config: AgentConfig, plan: Plan) -> Sandbox | None:
+    """In capture mode (a pod): the app user's sandbox, hiding the agent's and Envoy's
+    directories (every workload's, under the temp dir), $SHOAL_HOME (credentials, the
+    default control-plane data dir), the token file, the TLS key directories, the pod
+    lock and ``--app-hide``. None otherwise: the app runs as the agent's user."""
+    if not config.capture:
+        return None
+    user = config.app_user or parse_app_user(None, proxy_uid=config.proxy_uid)
+    tmp = Path(tempfile.gettempdir())
+    hide = [plan.run_dir, plan.envoy_dir, tmp / "shoal-run", plan.envoy_dir.parent,
+            shoal_home(), *config.tls_key_dirs, NETNS_LOCK, *config.app_hide]
+    if config.token_file is not None:
+        hide.append(config.token_file)
+    return Sandbox(user, hide=tuple(hide), private=(plan.run_dir,), port=plan.app_port)
 
 
 def exit_status(returncode: int) -> int:
@@ -26,19 +63,33 @@ def exit_status(returncode: int) -> int:
 
 
 class AppProcess:
-    def __init__(self, command: Sequence[str], env: Mapping[str, str]) -> None:
+    def __init__(self, command: Sequence[str], env: Mapping[str, str],
+                 sandbox: Sandbox | None = None) -> None:
         self.command = list(command)
-        self.env = dict(env)
+        self.env = without_secrets(env)
+        self.sandbox = sandbox
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        argv, env = self.command, self.env
+        extra: dict[str, str] = {}
+        if self.sandbox is not None:
+            self.sandbox.prepare()
+            try:
+                cwd = os.getcwd()
+            except OSError:  # removed under us
+                cwd = "/"
+            argv = self.sandbox.command(self.command, cwd=cwd)
+            env = self.sandbox.environment(self.env)
+            extra = {"user": str(self.sandbox.user)}
         try:
             self._proc = subprocess.Popen(
-                self.command, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True
+                argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True
             )
         except OSError as e:
             raise AgentError(f"cannot start the application {self.command[0]!r}: {e}") from e
-        log.info("application started", extra={"pid": self._proc.pid, "command": self.command})
+        log.info("application started",
+                 extra={"pid": self._proc.pid, "command": self.command, **extra})
 
     @property
     def pid(self) -> int | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from shoal.api.mesh import check_labels
 from shoal.api.meta import DNS_LABEL, DNS_SUBDOMAIN
 from shoal.errors import AgentError
+from shoal.hosts.sandbox import AppUser, check_app_user
 from shoal.xds.node import dns_upstream
 from shoal.xds.types import Upstream
 
@@ -78,6 +79,10 @@ class AgentConfig:
     # with capture: the resolvers (IPv4:PORT) for names outside the mesh, asked by the
     # sidecar's DNS listener and by Envoy itself (DNS ServiceEntries)
     dns_upstreams: tuple[str, ...] = ()
+    # with capture: the app's user (None: nobody) and further paths hidden from it
+    # (docs/adr/0024-pod-app-sandbox.md)
+    app_user: AppUser | None = None
+    app_hide: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -207,9 +212,20 @@ def validate(config: AgentConfig) -> None:
         if config.inbound_port is not None:
             problems.append("--inbound-port is not used with --capture (peers dial the app's "
                             "port)")
-    elif config.dns_upstreams:
-        problems.append("--dns-upstream is for pods (--pod / --capture): without capture the "
-                        "app uses the host's resolver")
+        if config.app_user is not None:
+            try:
+                check_app_user(config.app_user, proxy_uid=config.proxy_uid)
+            except AgentError as e:
+                problems.append(str(e))
+        problems += [f"--app-hide {p}: expected an absolute path other than /"
+                     for p in config.app_hide if not p.is_absolute() or p == Path("/")]
+    else:
+        if config.dns_upstreams:
+            problems.append("--dns-upstream is for pods (--pod / --capture): without capture "
+                            "the app uses the host's resolver")
+        if config.app_user is not None or config.app_hide:
+            problems.append("--app-user / --app-hide are for pods (--pod / --capture): "
+                            "without capture the app runs as the agent's user")
     if problems:
         raise AgentError("; ".join(problems))
 

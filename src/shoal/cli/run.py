@@ -29,9 +29,14 @@ from shoal.agent.config import (
 )
 from shoal.errors import ShoalError
 from shoal.hosts.pods import run_in_pod
+from shoal.hosts.sandbox import parse_app_user
 from shoal.logs import configure_logging
 
 RUN_CONTEXT_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+APP_USER_HELP = (
+    "The user the app runs as in the pod: USER|UID[:GROUP|GID] (default nobody, 65534); "
+    "never root or --proxy-uid. It has no capabilities, its own PID and mount "
+    "namespaces, and cannot read shoal's keys (docs/hosts.md).")
 TLS_KEY_DIR_HELP = (
     "A directory a DestinationRule's clientCertificate/privateKey may be read from "
     "(repeatable; default /etc/shoal/certs). Keys anywhere else are refused, so that "
@@ -107,6 +112,8 @@ def agent_config(
     proxy_uid: int = 1337,
     tls_key_dirs: list[Path] | None = None,
     dns_upstreams: list[str] | None = None,
+    app_user: str | None = None,
+    app_hide: list[Path] | None = None,
 ) -> AgentConfig:
     """Flags -> :class:`AgentConfig` (raises AgentError naming the bad flag)."""
     return AgentConfig(
@@ -140,6 +147,8 @@ def agent_config(
         tls_key_dirs=tuple(d.resolve() for d in tls_key_dirs)
         if tls_key_dirs else DEFAULT_TLS_KEY_DIRS,
         dns_upstreams=tuple(parse_dns_upstream(d) for d in dns_upstreams or []),
+        app_user=parse_app_user(app_user, proxy_uid=proxy_uid) if app_user else None,
+        app_hide=tuple(p.absolute() for p in app_hide or []),
     )
 
 
@@ -245,6 +254,12 @@ def run(
         "sidecar for the app and by Envoy for DNS ServiceEntries (repeatable; default with "
         "--pod: the host's /etc/resolv.conf nameservers).",
         rich_help_panel="Pods (root)")] = None,
+    app_user: Annotated[str | None, typer.Option(
+        metavar="USER[:GROUP]", help=APP_USER_HELP, rich_help_panel="Pods (root)")] = None,
+    app_hide: Annotated[list[Path] | None, typer.Option(
+        metavar="PATH", help="With --pod/--capture: a further directory or file the app must "
+        "not see, e.g. a control plane's --data-dir outside $SHOAL_HOME (repeatable).",
+        rich_help_panel="Pods (root)")] = None,
 ) -> None:
     """Run CMD with a sidecar Envoy (the per-workload agent).
 
@@ -258,13 +273,20 @@ def run(
 
     As root, --pod NAME --network NET [--subnet CIDR] runs CMD in its own network
     namespace with its own IP instead: iptables sends its TCP through the sidecar and
-    service names resolve there, so CMD needs no proxy settings (docs/hosts.md).
+    service names resolve there, so CMD needs no proxy settings. There CMD runs as
+    --app-user (default nobody) without capabilities, in its own PID and mount
+    namespaces (docs/hosts.md).
     """
     command = list(ctx.args)
     if command and command[0] == "--":
         command = command[1:]
     configure_logging(log_level)
     if pod is not None:  # the host side: make the pod, run this command inside it
+        try:
+            parse_app_user(app_user, proxy_uid=proxy_uid)  # a bad flag: before the pod
+        except ShoalError as e:
+            typer.echo(f"shoal run: {e}", err=True)
+            raise typer.Exit(2) from None
         try:
             status = run_in_pod(pod=pod, network=network, subnet=subnet,
                                 address=pod_address, namespace=namespace, args=_run_args())
@@ -281,6 +303,7 @@ def run(
         ready_timeout=ready_timeout, token=token, token_file=token_file,
         ca_bundle=ca_bundle, renew_fraction=renew_fraction, capture=capture,
         proxy_uid=proxy_uid, tls_key_dirs=tls_key_dir, dns_upstreams=dns_upstream,
+        app_user=app_user, app_hide=app_hide,
     )))
 
 

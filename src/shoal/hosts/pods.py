@@ -6,6 +6,10 @@ inside the pod with ``--capture --address <pod IP>`` (the agent, Envoy and the a
 in the pod; the agent installs the iptables capture) and, unless given, ``--dns-upstream``
 for each of the host's nameservers (names outside the mesh). Signals are passed on; when the
 inner agent has exited, the pod is deleted and its exit status returned.
+
+The pod's ``eth0`` gets no IPv6 (the capture is IPv4 only: a link-local address would let
+pods on one bridge reach each other's apps around their sidecars). Inside, the agent runs
+the app as ``--app-user`` in its sandbox (:mod:`shoal.hosts.sandbox`).
 """
 
 from __future__ import annotations
@@ -47,6 +51,17 @@ def host_resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[str]:
             if ip.version == 4 and not ip.is_loopback:
                 out.append(str(ip))
     return out
+
+
+def disable_ipv6(pod: netns.Pod) -> None:
+    """No IPv6 on the pod's eth0 (nor on interfaces added later); loopback keeps ::1."""
+    script = ("for f in /proc/sys/net/ipv6/conf/eth0/disable_ipv6 "
+              "/proc/sys/net/ipv6/conf/default/disable_ipv6; do "
+              "[ ! -e $f ] || echo 1 > $f || exit 1; done")
+    done = netns.run(pod.command(["sh", "-c", script]), check=False)
+    if done.returncode != 0:
+        raise HostError(f"pod {pod.name}: cannot turn IPv6 off on eth0: "
+                        f"{done.stderr.strip()}")
 
 
 def inner_args(args: Sequence[str], address: str) -> list[str]:
@@ -97,6 +112,7 @@ def run_in_pod(*, pod: str, network: str, subnet: str | None, address: str | Non
     log.info("pod ready", extra={"pod": p.name, "netns": p.netns, "address": str(p.address),
                                  "network": net.name, "bridge": net.bridge})
     try:
+        disable_ipv6(p)
         netns.write_etc(p, search=[f"{namespace}.svc.{domain}", f"svc.{domain}", domain])
         inner = inner_args(args, str(p.address))
         if not any(a.split("=", 1)[0] == "--dns-upstream" for a in args):
