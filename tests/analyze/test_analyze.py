@@ -104,3 +104,22 @@ def test_findings_name_their_file() -> None:
     assert [str(f) for f in out] == [
         "x.yaml: VirtualService default/r: spec.hosts[0]: 'ghost' matches no Service or "
         "ServiceEntry [host-not-found]"]
+
+
+def test_security_policies_selecting_nothing() -> None:
+    """A DENY policy whose selector has a typo protects nothing: say so (gateways count
+    as workloads; a root-namespace policy may select workloads of any namespace)."""
+    gw = ("apiVersion: mesh.shoal.io/v1alpha1\nkind: Workload\nmetadata: {name: ingress-1, "
+          "namespace: edge}\nspec: {address: 127.0.0.1, labels: {istio: ingressgateway}}\n")
+    deny = ("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+            "metadata: {{name: {name}, namespace: {ns}}}\nspec: {{selector: {{matchLabels: "
+            "{{istio: {label}}}}}, action: DENY, rules: [{{}}]}}\n")
+    out = findings(gw + "---\n" + deny.format(name="typo", ns="edge", label="ingresgateway")
+                   + "---\n" + deny.format(name="ok", ns="edge", label="ingressgateway")
+                   + "---\n" + deny.format(name="mesh", ns="shoal-system",
+                                           label="ingressgateway")
+                   + "---\n" + deny.format(name="elsewhere", ns="default",
+                                           label="ingressgateway"))
+    assert sorted(out) == [
+        ("selects-nothing", "AuthorizationPolicy default/elsewhere", "spec.selector.matchLabels"),
+        ("selects-nothing", "AuthorizationPolicy edge/typo", "spec.selector.matchLabels")]

@@ -79,3 +79,30 @@ def test_check_resolves_workloads(mesh: MeshSnapshot) -> None:
     assert not v.decision.allowed
     [v] = check(mesh, "alice-1", "web", port=9082, path="/alice")
     assert not v.mtls and not v.decision.allowed
+
+
+def test_gateway_requests_from_outside() -> None:
+    """`shoal authz check --gateway`: a request from outside the mesh to a gateway, under
+    the policies that select the gateway (Istio's ingress JWT task)."""
+    from shoal.api.parse import parse_yaml
+    from shoal.authz.check import check_gateway
+
+    mesh = MeshSnapshot.build(parse_yaml("""apiVersion: mesh.shoal.io/v1alpha1
+kind: Workload
+metadata: {name: ingress-1}
+spec: {address: 127.0.0.1, labels: {istio: ingressgateway}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: frontend-ingress, namespace: shoal-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: DENY
+  rules: [{from: [{source: {notRequestPrincipals: ["*"]}}]}]
+"""), revision=1)
+    denied = check_gateway(mesh, "ingress-1", port=8080, path="/productpage")
+    assert not denied.decision.allowed
+    assert denied.decision.policy == "shoal-system/frontend-ingress"
+    allowed = check_gateway(mesh, "ingress-1", port=8080, path="/productpage",
+                            claims={"iss": "testing@secure.istio.io", "sub": "u"})
+    assert allowed.decision.allowed

@@ -79,7 +79,8 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int, Path]]:
+def gateway(tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[tuple[int, int, Path, ControlPlaneProcess]]:
     workdir = tmp_path_factory.mktemp("gateway")
     cert, key = make_cert(workdir)
     http_port, https_port = free_port(), free_port()
@@ -107,7 +108,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int
                 c.apply(bookinfo)
                 c.apply(config(http_port, https_port))
             cp.wait_synced({*DEMO, "ingress-1"})
-            yield http_port, https_port, cert
+            yield http_port, https_port, cert, cp
         finally:
             gw.stop()
             for a in agents:
@@ -115,7 +116,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int
 
 
 def test_http_through_the_gateway_serves_the_product_page(gateway) -> None:
-    http_port, _, _ = gateway
+    http_port, _, _, _ = gateway
     url = f"http://127.0.0.1:{http_port}/productpage"
     r = wait_for(lambda: (r := httpx.get(url, timeout=10)).status_code == 200 and r, 30,
                  "the product page through the gateway")
@@ -131,7 +132,7 @@ def test_http_through_the_gateway_serves_the_product_page(gateway) -> None:
 
 
 def test_https_terminates_tls_with_the_users_certificate(gateway) -> None:
-    _, https_port, cert = gateway
+    _, https_port, cert, _ = gateway
     ctx = ssl.create_default_context(cafile=str(cert))
     transport = httpx.HTTPTransport(verify=ctx)
 
@@ -153,3 +154,69 @@ def test_https_terminates_tls_with_the_users_certificate(gateway) -> None:
     finally:
         socket.getaddrinfo = real
     assert "<html" in r.text.lower()
+
+
+def _policies(jwks: str) -> str:
+    """Istio's "JWT at the ingress gateway" task: a RequestAuthentication and a DENY policy
+    for requests without a request principal, both selecting the ingress gateway from the
+    root namespace; plus a DENY of one path in the gateway's own namespace."""
+    return f"""apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: ingress-jwt, namespace: shoal-system}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwks: '{jwks}'
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: frontend-ingress, namespace: shoal-system}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  action: DENY
+  rules:
+  - from: [{{source: {{notRequestPrincipals: ["*"]}}}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: no-reviews-api}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  action: DENY
+  rules:
+  - to: [{{operation: {{paths: ["/api/v1/products*"]}}}}]
+"""
+
+
+def test_policies_selecting_the_gateway_are_enforced(gateway) -> None:
+    """Issue 11 part 4: RequestAuthentication and AuthorizationPolicy (DENY here) that
+    select the ingress gateway apply at the gateway, exactly as on a sidecar."""
+    from shoal.testing.pki import JwtIssuer
+
+    http_port, _, _, cp = gateway
+    url = f"http://127.0.0.1:{http_port}/productpage"
+    issuer = JwtIssuer("testing@secure.istio.io")
+    other = JwtIssuer("testing@secure.istio.io", kid="k1")  # same name, other key
+    good = {"Authorization": f"Bearer {issuer.token('user-1')}"}
+    with cp.client() as c:
+        c.apply(_policies(issuer.jwks))
+    try:
+        # no token: denied by the DENY policy (403); an invalid token: 401 from jwt_authn
+        wait_for(lambda: httpx.get(url, timeout=10).status_code == 403, 30,
+                 "the gateway to deny requests without a token")
+        bad = httpx.get(url, timeout=10,
+                        headers={"Authorization": f"Bearer {other.token('user-1')}"})
+        assert bad.status_code == 401
+        assert httpx.get(url, timeout=10, headers=good).status_code == 200
+        # a DENY on a path, in the gateway's own namespace
+        api = f"http://127.0.0.1:{http_port}/api/v1/products/0/reviews"
+        assert httpx.get(api, timeout=10, headers=good).status_code == 403
+    finally:
+        with cp.client() as c:
+            for kind, ns, name in (("RequestAuthentication", "shoal-system", "ingress-jwt"),
+                                   ("AuthorizationPolicy", "shoal-system", "frontend-ingress"),
+                                   ("AuthorizationPolicy", "default", "no-reviews-api")):
+                c.delete(kind, ns, name)
+    wait_for(lambda: httpx.get(url, timeout=10).status_code == 200, 30,
+             "the product page without a token once the policies are gone")

@@ -67,3 +67,18 @@ def check(mesh: MeshSnapshot, source: str, service: str, *, namespace: str = "de
         out.append(Verdict(f"{ep.namespace}/{ep.workload}", ep.port, mtls,
                            evaluate(mesh, wl, req)))
     return out
+
+
+def check_gateway(mesh: MeshSnapshot, gateway: str, *, namespace: str = "default",
+                  port: int, method: str = "GET", path: str = "/", host: str = "",
+                  headers: Mapping[str, str] | None = None,
+                  claims: Mapping[str, Any] | None = None,
+                  source_ip: str | None = None) -> Verdict:
+    """The verdict of a gateway workload (``gateway``: NAME or NS/NAME) on a request from
+    outside the mesh (no peer identity) to its server on ``port``."""
+    wl = _workload(mesh, gateway, namespace)
+    req = Request(port=port, http=True, principal=None, source_ip=source_ip, method=method,
+                  path=path, host=host,
+                  headers={k.lower(): v for k, v in (headers or {}).items()}, claims=claims)
+    return Verdict(f"{wl.metadata.namespace}/{wl.metadata.name}", port, False,
+                   evaluate(mesh, wl, req))

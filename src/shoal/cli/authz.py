@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from shoal.api.parse import load_resource
-from shoal.authz.check import check
+from shoal.authz.check import check, check_gateway
 from shoal.cli.client import ApiClient
 from shoal.cli.output import Format, dump, table
 from shoal.errors import ValidationError, Violation
@@ -33,8 +33,13 @@ def _pairs(values: list[str]) -> dict[str, str]:
 @authz.command("check")
 def check_cmd(
     ctx: typer.Context,
-    source: Annotated[str, typer.Option("--from", help="Calling workload: NAME or NS/NAME.")],
-    service: Annotated[str, typer.Option("--to", help="Service host, as the caller names it.")],
+    source: Annotated[str | None, typer.Option(
+        "--from", help="Calling workload: NAME or NS/NAME.")] = None,
+    service: Annotated[str | None, typer.Option(
+        "--to", help="Service host, as the caller names it.")] = None,
+    gateway: Annotated[str | None, typer.Option(
+        "--gateway", help="Instead of --from/--to: a request from outside the mesh to this "
+        "gateway workload (NAME or NS/NAME) on --port.")] = None,
     port: Annotated[int | None, typer.Option(help="Service port (default: its first).")] = None,
     method: Annotated[str, typer.Option(help="HTTP method.")] = "GET",
     path: Annotated[str, typer.Option(help="HTTP path.")] = "/",
@@ -46,10 +51,16 @@ def check_cmd(
     output: Annotated[Format, typer.Option("--output", "-o", help="Output format.")] =
         Format.TABLE,
 ) -> None:
-    """Evaluate a request against the mesh's PeerAuthentication and AuthorizationPolicy.
+    """Evaluate a request against the mesh's PeerAuthentication and AuthorizationPolicy:
+    from one workload to a service (--from/--to), or from outside to a gateway (--gateway).
 
     Exit code: 0 when every workload of the service allows it, 3 when any denies it.
     """
+    if (gateway is None) == (source is None or service is None):
+        raise ValidationError([Violation("", "give --from and --to, or --gateway "
+                                             "(with --port)")])
+    if gateway is not None and port is None:
+        raise ValidationError([Violation("--port", "is required with --gateway")])
     claims = None
     if jwt_claims is not None:
         try:
@@ -61,8 +72,15 @@ def check_cmd(
         listing = client.list()
     mesh = MeshSnapshot.build([load_resource(d) for d in listing["items"]],
                               revision=int(listing.get("revision") or 0))
-    verdicts = check(mesh, source, service, namespace=namespace, port=port, method=method,
-                     path=path, headers=_pairs(header), claims=claims)
+    if gateway is not None:
+        assert port is not None
+        verdicts = [check_gateway(mesh, gateway, namespace=namespace, port=port,
+                                  method=method, path=path, headers=_pairs(header),
+                                  claims=claims)]
+    else:
+        assert source is not None and service is not None
+        verdicts = check(mesh, source, service, namespace=namespace, port=port,
+                         method=method, path=path, headers=_pairs(header), claims=claims)
     if output in (Format.JSON, Format.YAML):
         dump([v.as_dict() for v in verdicts], output)
     else:

@@ -267,14 +267,22 @@ def gateway_listener(ctx: GenerationContext, workload: Resource, port: int,
         found = _first_tcp_route(ctx.mesh, port, bound)
         if found is None:
             return None, None
-        lis.filter_chains.append(lc_pb2.FilterChain(filters=[tcp_proxy_filter(prefix, found)]))
+        # AuthorizationPolicies selecting the gateway, as on a sidecar's inbound port
+        rbac = ctx.inbound_security(workload, port, is_http=False).network_filters
+        lis.filter_chains.append(lc_pb2.FilterChain(
+            filters=[*rbac, tcp_proxy_filter(prefix, found)]))
         return lis, None
     if protocol is ServerProtocol.TLS:
         lis.filter_chains.extend(_tls_server_chains(ctx, workload, port, bound, prefix, cds))
         if tls_routes.needs_inspector(lis.filter_chains):
             lis.listener_filters.append(tls_inspector())
         return (lis if lis.filter_chains else None), None
-    extras = route_filters.TRAFFIC_EXTRAS + telemetry.http_extras(
+    # RequestAuthentication and AuthorizationPolicy (ALLOW / DENY / AUDIT) selecting the
+    # gateway, enforced exactly as on a sidecar's inbound port, before anything else.
+    # TLS passthrough servers (above) forward encrypted traffic: the destination's sidecar
+    # enforces its own policy there.
+    security = ctx.inbound_security(workload, port, is_http=True).http
+    extras = security + route_filters.TRAFFIC_EXTRAS + telemetry.http_extras(
         ctx, telemetry.Direction.INBOUND)
     hcm = http_connection_manager(prefix, rds=name, extras=extras)
     if protocol is ServerProtocol.HTTP:
