@@ -95,6 +95,8 @@ class WorkloadIdentity:
     def _publish(self, svid: Svid) -> None:
         self.current = svid
         self.client.trust(list(svid.bundle))
+        # renewals, registration and heartbeats authenticate with it from now on (mTLS)
+        self.client.present(list(svid.chain), svid.key_pem, svid.not_after.timestamp())
         for cb in list(self._subscribers):
             cb(svid)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,21 @@ class Refused(AgentError):
     same token cannot help."""
 
 
+CERT_MARGIN = 30.0  # seconds before its expiry a certificate stops being presented
+
+
+def load_identity(ctx: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
+    """Load a client certificate and key into CTX from memory (memfd; Linux)."""
+    fds = [os.memfd_create(name, os.MFD_CLOEXEC) for name in ("svid-chain", "svid-key")]
+    try:
+        for fd, data in zip(fds, (chain_pem, key_pem), strict=True):
+            os.write(fd, data)
+        ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}")
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def tls_context(ca_bundle: Path) -> ssl.SSLContext:
     """Verify the control plane against the mesh trust bundle (not the system CAs)."""
     try:
@@ -100,7 +117,11 @@ class ControlPlaneClient:
 
     ``token`` is called before each request (a token file may be replaced while the
     agent runs); ``ca_bundle`` makes the client verify an https:// control plane against
-    the mesh roots, extended by :meth:`trust` when the bundle changes."""
+    the mesh roots, extended by :meth:`trust` when the bundle changes.
+
+    Once the agent holds a workload certificate (:meth:`present`), calls over TLS
+    authenticate with it (mTLS) instead of the token: the token is only needed to obtain
+    the first certificate, so it can be short-lived (ADR 0022)."""
 
     def __init__(self, base_url: str, client: httpx.AsyncClient | None = None, *,
                  token: Callable[[], str | None] | None = None,
@@ -111,8 +132,24 @@ class ControlPlaneClient:
         self._current = 0
         self._token = token or (lambda: None)
         self._ssl = tls_context(ca_bundle) if ca_bundle is not None else None
-        self._client = client or httpx.AsyncClient(
+        self._owns_client = client is None
+        self._client = client or self._new_client()
+        self._stale: list[httpx.AsyncClient] = []
+        self._cert_until = 0.0  # time.time() until which the presented certificate is valid
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             timeout=5.0, trust_env=False, verify=self._ssl if self._ssl is not None else True)
+
+    def present(self, chain: list[str], key_pem: bytes, not_after: float) -> None:
+        """Authenticate with this workload certificate from now on (TLS only). The key
+        goes to the TLS library through an anonymous in-memory file, never to disk."""
+        if self._ssl is None or not self._owns_client:
+            return
+        load_identity(self._ssl, "".join(chain).encode(), key_pem)
+        self._cert_until = not_after
+        self._stale.append(self._client)  # pooled connections were made without it
+        self._client = self._new_client()
 
     @property
     def base_url(self) -> str:
@@ -120,7 +157,12 @@ class ControlPlaneClient:
         return self.urls[self._current]
 
     async def aclose(self) -> None:
+        await self._close_stale()
         await self._client.aclose()
+
+    async def _close_stale(self) -> None:
+        while self._stale:
+            await self._stale.pop().aclose()
 
     def trust(self, pems: list[str]) -> None:
         """Also trust these roots from now on (a rotated trust bundle)."""
@@ -128,7 +170,9 @@ class ControlPlaneClient:
             self._ssl.load_verify_locations(cadata="".join(pems))
 
     async def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        token = self._token()
+        await self._close_stale()
+        # the current certificate speaks for the workload; the token only without one
+        token = None if time.time() < self._cert_until - CERT_MARGIN else self._token()
         if token:
             kw["headers"] = {**kw.get("headers", {}), "Authorization": f"Bearer {token}"}
         errors: list[str] = []

@@ -143,7 +143,7 @@ class CertificateAuthority:
             raise PermissionDenied(f"the CSR asks for {uri} but the token is for "
                                    f"{claims.spiffe_id.uri}; a token only obtains its own "
                                    "identity")
-        cert, chain = self._issue(csr.public_key(), uris=[uri])
+        cert, chain = self._issue(csr.public_key(), uris=[uri], attestation=claims.jti)
         issued = Issued(cert, chain, self.bundle_pem(), self.bundle_version, uri)
         record = {"spiffeId": uri, "workload": workload, "namespace": claims.namespace,
                   "tokenId": claims.jti, **pki.describe(cert)}

@@ -109,8 +109,11 @@ def sign_leaf(
     dns: Sequence[str] = (),
     ips: Sequence[str] = (),
     common_name: str = "",
+    attestation: str = "",
 ) -> x509.Certificate:
-    """A leaf usable as TLS server and client (EKU serverAuth+clientAuth)."""
+    """A leaf usable as TLS server and client (EKU serverAuth+clientAuth). ``attestation``:
+    the id of the token the identity was first proven with, kept in the subject's
+    serialNumber and carried over by renewals (so revoking the token ends them)."""
     start = now() - BACKDATE
     end = min(start + BACKDATE + ttl, issuer.not_valid_after_utc)
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
@@ -119,7 +122,10 @@ def sign_leaf(
     builder = (x509.CertificateBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "shoal")]
                                        + ([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-                                          if common_name else [])))
+                                          if common_name else [])
+                                       + ([x509.NameAttribute(NameOID.SERIAL_NUMBER,
+                                                              attestation)]
+                                          if attestation else [])))
                .issuer_name(issuer.subject).public_key(public_key).serial_number(serial())
                .not_valid_before(start).not_valid_after(end)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -131,6 +137,12 @@ def sign_leaf(
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                    issuer_key.public_key()), critical=False))
     return builder.sign(issuer_key, hashes.SHA256())
+
+
+def attestation_of(cert: x509.Certificate) -> str:
+    """The attestation token id a workload certificate carries ("" if none)."""
+    values = cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+    return str(values[0].value) if values else ""
 
 
 def uri_sans(cert: x509.Certificate | x509.CertificateSigningRequest) -> list[str]:

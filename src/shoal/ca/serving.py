@@ -74,16 +74,23 @@ class ServingCertificate:
         """Keep serving after a rotation (agents learn the new root first); reissue at once
         when the current issuer left the bundle (prune)."""
         self._generation += 1  # client-CA list of gRPC changes either way
+        if self._ssl is not None:  # a new root verifies agents' certificates at once
+            self._ssl.load_verify_locations(cadata="".join(self._ca.bundle_pem()))
         issuer = self.current.cert.issuer
         if not any(r.subject == issuer for r in self._ca.trust_bundle()):
             self.issue()
         self._wake.set()
 
     def ssl_context(self) -> ssl.SSLContext:
+        """The agent REST listener's context. A client certificate is asked for but not
+        required: an agent with a workload certificate renews it and heartbeats with it
+        (mTLS); one without presents its token (shoal.ca.rest.IdentityApi.authenticate)."""
         if self._ssl is None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.load_cert_chain(self.cert_path, self.key_path)
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+            ctx.load_verify_locations(cadata="".join(self._ca.bundle_pem()))
             self._ssl = ctx
         return self._ssl
 
