@@ -13,6 +13,15 @@ import pytest
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shoal_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tests never read or write the user's ~/.shoal: the CLI's credentials file
+    (``$SHOAL_HOME/credentials``, one entry per control plane a test starts) lives here."""
+    home = tmp_path_factory.mktemp("shoal-home")
+    os.environ["SHOAL_HOME"] = str(home)
+    return home
+
+
 def _find_chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if path := shutil.which(name):

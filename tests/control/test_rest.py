@@ -10,6 +10,9 @@ import pytest
 from aiohttp import web
 
 from shoal.api import load_resource
+from shoal.ca import pki
+from shoal.ca.tokens import TokenAuthority
+from shoal.control.auth import OperatorAuth
 from shoal.control.proxies import ProxyInspector
 from shoal.control.rest import RestApi
 from shoal.registry.leases import WorkloadRegistry
@@ -34,6 +37,7 @@ spec:
     - destination: {host: reviews, subset: v1}
       weight: 30
 """
+YAML = {"Content-Type": "application/yaml"}
 WORKLOAD = {
     "apiVersion": "mesh.shoal.io/v1alpha1", "kind": "Workload",
     "metadata": {"name": "reviews-1"},
@@ -45,14 +49,18 @@ WORKLOAD = {
 async def api(tmp_path) -> AsyncIterator[tuple[httpx.AsyncClient, WorkloadRegistry]]:
     store = SqliteStore(tmp_path / "db", loads=load_resource)
     registry = WorkloadRegistry(store, ttl=0.3)
+    tokens = TokenAuthority(pki.new_key(), "cluster.local")
     rest = RestApi(store, registry, ProxyInspector(lambda: [], lambda: {}),
-                   ready=asyncio.Event())
+                   ready=asyncio.Event(),
+                   auth=OperatorAuth(tokens, bind_host="127.0.0.1"))
+    admin, _ = tokens.create_operator("admin", ("admin:*",), 600)
     runner = web.AppRunner(rest.app(), handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
+                                 headers={"Authorization": f"Bearer {admin}"}) as client:
         yield client, registry
     await runner.cleanup()
     await store.close()
@@ -60,7 +68,7 @@ async def api(tmp_path) -> AsyncIterator[tuple[httpx.AsyncClient, WorkloadRegist
 
 async def test_apply_all_or_nothing_with_field_paths(api) -> None:
     client, _ = api
-    resp = await client.post("/api/v1/apply", content=GOOD + "---" + BAD_VS)
+    resp = await client.post("/api/v1/apply", content=GOOD + "---" + BAD_VS, headers=YAML)
     assert resp.status_code == 422
     body = resp.json()
     assert body["violations"] == [{
@@ -73,9 +81,9 @@ async def test_apply_all_or_nothing_with_field_paths(api) -> None:
 
 async def test_apply_get_list_delete(api) -> None:
     client, _ = api
-    resp = await client.post("/api/v1/apply", content=GOOD)
+    resp = await client.post("/api/v1/apply", content=GOOD, headers=YAML)
     assert resp.json()["results"][0]["outcome"] == "created"
-    again = await client.post("/api/v1/apply", content=GOOD)
+    again = await client.post("/api/v1/apply", content=GOOD, headers=YAML)
     assert again.json()["results"][0]["outcome"] == "unchanged"
     got = (await client.get("/api/v1/resources/svc/default/reviews")).json()
     assert got["spec"]["ports"][0]["port"] == 9080
@@ -88,7 +96,7 @@ async def test_apply_get_list_delete(api) -> None:
 
 async def test_watch_streams_events(api) -> None:
     client, _ = api
-    await client.post("/api/v1/apply", content=GOOD)
+    await client.post("/api/v1/apply", content=GOOD, headers=YAML)
     lines = []
     async with client.stream("GET", "/api/v1/watch", params={"since": "0"}) as resp:
         async for line in resp.aiter_lines():
@@ -120,7 +128,7 @@ async def test_register_heartbeat_expire(api) -> None:
 
 async def test_registration_never_overwrites_an_operators_service(api) -> None:
     client, _ = api
-    await client.post("/api/v1/apply", content=GOOD.replace("9080", "7000"))
+    await client.post("/api/v1/apply", content=GOOD.replace("9080", "7000"), headers=YAML)
     await client.post("/api/v1/workloads", json={"workload": WORKLOAD, "service": {
         "apiVersion": "mesh.shoal.io/v1alpha1", "kind": "Service",
         "metadata": {"name": "reviews"},

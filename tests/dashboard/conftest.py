@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from shoal.cli.client import ApiClient
+from shoal.cli.credentials import remember
 from shoal.control.config import Address, ControlPlaneConfig
 from shoal.control.plane import ControlPlane
 from shoal.demo import topology as demo
 from shoal.telemetry.hub import Telemetry
+from shoal.testing.local import operator_headers
 from shoal.testing.metrics import FakeMetricsStore, bookinfo_traffic
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
@@ -68,9 +71,22 @@ class Served:
     url: str
     metrics: FakeMetricsStore
     started: float
+    data: Path
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return operator_headers(self.data)
 
     def client(self) -> ApiClient:
-        return ApiClient(self.url)
+        return ApiClient(self.url, headers=self.auth)
+
+    def get(self, path: str, **params: Any) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", params=params, headers=self.auth, timeout=10)
+
+    def dashboard(self, page: str = "overview", query: str = "") -> str:
+        """The dashboard's URL signed in, as `shoal dashboard` opens it."""
+        token = self.auth["Authorization"][7:]
+        return f"{self.url}/ui/{query}#token={token}&page={page}"
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +137,8 @@ def dashboard_cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     assert ready.wait(30), "control plane did not start"
     if "error" in holder:
         raise holder["error"]  # type: ignore[misc]
-    served = Served(f"http://{holder['address']}", metrics, started)
+    served = Served(f"http://{holder['address']}", metrics, started, data)
+    remember(served.url, data / "admin.token")  # for `shoal -c URL ...`
     with served.client() as c:
         c.apply(BOOKINFO.read_text())
         c.apply(SLOS)

@@ -15,25 +15,25 @@ DEMO = ("productpage", "details", "reviews", "ratings")
 
 
 def test_api_topology_and_slos(dashboard_cp: Served):
-    topo = httpx.get(f"{dashboard_cp.url}/api/v1/topology?window=60").json()
+    topo = dashboard_cp.get("/api/v1/topology", window=60).json()
     names = {n["name"] for n in topo["nodes"]}
     assert set(DEMO) <= names and topo["metrics"] is True
     pairs = {(e["source"].split(".")[0], e["target"].split(".")[0]) for e in topo["edges"]}
     assert ("productpage", "reviews") in pairs and ("reviews", "ratings") in pairs
-    slos = {s["name"]: s for s in httpx.get(f"{dashboard_cp.url}/api/v1/slos").json()["slos"]}
+    slos = {s["name"]: s for s in dashboard_cp.get("/api/v1/slos").json()["slos"]}
     assert slos["reviews-availability"]["state"] == "CRITICAL"  # 2% errors = 20x the budget
     assert slos["details-availability"]["state"] == "OK"
     assert slos["productpage-latency"]["attainment"] < 99  # 10% slower than 250 ms
-    series = httpx.get(f"{dashboard_cp.url}/api/v1/metrics/series",
-                       params={"service": "reviews", "window": 600, "step": 30}).json()
+    series = dashboard_cp.get("/api/v1/metrics/series", service="reviews", window=600,
+                              step=30).json()
     assert len(series["points"]) == 21
     assert series["points"][-2]["errorRatio"] > 0.01 > series["points"][0]["errorRatio"]
-    bad = httpx.get(f"{dashboard_cp.url}/api/v1/topology?window=nope")
+    bad = dashboard_cp.get("/api/v1/topology", window="nope")
     assert bad.status_code == 422 and bad.json()["violations"][0]["path"] == "window"
 
 
 def test_overview_shows_the_graph_and_golden_signals(dashboard_cp: Served, browser: Browser):
-    dom = browser.dom(f"{dashboard_cp.url}/ui/")
+    dom = browser.dom(dashboard_cp.dashboard())
     assert 'data-ready="1"' in dom
     for name in DEMO:
         assert f'data-name="{name}"' in dom, f"no graph node for {name}"
@@ -42,7 +42,7 @@ def test_overview_shows_the_graph_and_golden_signals(dashboard_cp: Served, brows
     assert {("external", "productpage"), ("productpage", "details"),
             ("productpage", "reviews"), ("reviews", "ratings")} <= short
     # the golden-signals table shows what the API says
-    topo = httpx.get(f"{dashboard_cp.url}/api/v1/topology?window=60").json()
+    topo = dashboard_cp.get("/api/v1/topology", window=60).json()
     reviews = next(n for n in topo["nodes"] if n["name"] == "reviews")
     row = re.search(r"<b>reviews</b>.*?</tr>", dom, re.S)
     assert row, "no reviews row in the golden-signals table"
@@ -50,7 +50,7 @@ def test_overview_shows_the_graph_and_golden_signals(dashboard_cp: Served, brows
     assert cells[0] == f"{reviews['rps']:.1f}"  # 12.0 rps
     assert cells[1] == f"{reviews['errorRatio'] * 100:.2f}%"
     assert "CRITICAL" in dom and "reviews-availability" in dom
-    browser.screenshot(f"{dashboard_cp.url}/ui/", ARTIFACTS / "overview.png", "1400,1000")
+    browser.screenshot(dashboard_cp.dashboard(), ARTIFACTS / "overview.png", "1400,1000")
 
 
 def test_every_page_renders(dashboard_cp: Served, browser: Browser):
@@ -62,14 +62,14 @@ def test_every_page_renders(dashboard_cp: Served, browser: Browser):
         "traces": ("ingress GET /productpage", "wf-bar err", "ratings"),
     }
     for page, needles in checks.items():
-        url = f"{dashboard_cp.url}/ui/#{page}"
+        url = dashboard_cp.dashboard(page)
         dom = browser.dom(url)
         assert f'id="page-{page}" class="page active"' in dom
         for needle in needles:
             assert needle in dom, f"{needle!r} missing on the {page} page"
         browser.screenshot(url, ARTIFACTS / f"{page}.png")
-    browser.screenshot(f"{dashboard_cp.url}/ui/?theme=light", ARTIFACTS / "overview-light.png",
-                       "1400,1000")
+    browser.screenshot(dashboard_cp.dashboard(query="?theme=light"),
+                       ARTIFACTS / "overview-light.png", "1400,1000")
 
 
 def test_ui_redirect_and_static_files(dashboard_cp: Served):

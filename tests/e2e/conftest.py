@@ -18,8 +18,14 @@ from typing import Any
 import httpx
 import pytest
 
+from shoal.cli.credentials import token_for
 from shoal.cli.procs import LocalProcesses, marked_processes
-from shoal.testing.local import AgentProcess, ControlPlaneProcess, free_port, wait_for
+from shoal.testing.local import (
+    AgentProcess,
+    ControlPlaneProcess,
+    free_port,
+    wait_for,
+)
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
@@ -39,6 +45,12 @@ def app_command(kind: str) -> list[str]:
 def control_plane(tmp_path: Path):
     with ControlPlaneProcess(tmp_path, lease_ttl=6.0) as cp:
         yield cp
+
+
+def auth_for(api: str, home: Path) -> dict[str, str]:
+    """``Authorization`` for the control plane at API, as the CLI finds it in HOME."""
+    token = token_for(api, home)
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 @dataclass
@@ -96,8 +108,19 @@ class Up:
             f.flush()
             yield f.name
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The operator credential `shoal up` left for its user (in its credentials)."""
+        return auth_for(self.api, self.home)
+
+    def dashboard(self, page: str = "overview") -> str:
+        """The dashboard's URL, signed in (the token in the fragment, as `shoal dashboard`
+        opens it)."""
+        return f"{self.api}/ui/#token={self.auth['Authorization'][7:]}&page={page}"
+
     def revision(self) -> int:
-        return httpx.get(f"{self.api}/api/v1/resources", timeout=5).json()["revision"]
+        return httpx.get(f"{self.api}/api/v1/resources", headers=self.auth,
+                         timeout=5).json()["revision"]
 
 
 @pytest.fixture(scope="module")

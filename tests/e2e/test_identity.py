@@ -130,7 +130,8 @@ def test_the_agent_listener_serves_agents_only(cp: ControlPlaneProcess) -> None:
     tls = ssl.create_default_context(cafile=str(cp.ca_bundle))
     policy = ("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
               "metadata: {name: allow-all, namespace: default}\nspec: {rules: [{}]}\n")
-    before = httpx.get(f"{cp.url}/api/v1/resources", timeout=5).json()["revision"]
+    with cp.http() as http:
+        before = http.get("/api/v1/resources").json()["revision"]
     with httpx.Client(base_url=cp.agent_url, verify=tls, timeout=5) as http:
         refused = [
             http.post("/api/v1/apply", content=policy,
@@ -157,5 +158,6 @@ def test_the_agent_listener_serves_agents_only(cp: ControlPlaneProcess) -> None:
         assert http.post("/api/v1/certificates", json={}).status_code == 401
         assert http.get("/api/v1/discovery").status_code in (401, 404)
         assert http.get("/api/v1/no-such-thing").status_code == 404
-    after = httpx.get(f"{cp.url}/api/v1/resources", timeout=5).json()["revision"]
+    with cp.http() as http:
+        after = http.get("/api/v1/resources").json()["revision"]
     assert after == before  # nothing was stored

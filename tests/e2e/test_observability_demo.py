@@ -75,7 +75,7 @@ def faulty(up: Up) -> Up:
 
 def test_errors_and_latency_show_in_prometheus_metrics(faulty: Up) -> None:
     def metrics() -> str | None:
-        text = httpx.get(f"{faulty.api}/metrics", timeout=5).text
+        text = httpx.get(f"{faulty.api}/metrics", headers=faulty.auth, timeout=5).text
         return text if 'response_code="503"' in text else None
 
     text = wait_for(metrics, 30, "503s in /metrics")
@@ -103,12 +103,12 @@ def test_a_latency_fault_burns_the_latency_sli(faulty: Up) -> None:
 
 
 def test_the_dashboard_shows_the_demo_graph(faulty: Up, browser: Browser) -> None:
-    dom = browser.dom(f"{faulty.api}/ui/")
+    dom = browser.dom(faulty.dashboard())
     for name in ("productpage", "details", "reviews", "ratings"):
         assert dom.count(f'data-name="{name}"') == 1, f"want one graph node for {name}"
     edges = set(re.findall(r'class="edge" data-source="([^"]+)" data-target="([^"]+)"', dom))
     short = {(s.split(".")[0], t.split(".")[0]) for s, t in edges}
     assert {("productpage", "details"), ("productpage", "reviews"),
             ("reviews", "ratings")} <= short
-    browser.screenshot(f"{faulty.api}/ui/", ARTIFACTS / "e2e" / "dashboard-demo.png",
+    browser.screenshot(faulty.dashboard(), ARTIFACTS / "e2e" / "dashboard-demo.png",
                        "1400,1000")

@@ -19,7 +19,7 @@ def _workload_events(cp: ControlPlaneProcess, since: int, name: str) -> list[dic
     """The store's Workload events for ``name`` after revision ``since`` (the watch
     replays history), up to the first that is ready."""
     out = []
-    with httpx.stream("GET", f"{cp.url}/api/v1/watch", timeout=10,
+    with httpx.stream("GET", f"{cp.url}/api/v1/watch", timeout=10, headers=cp.auth_headers,
                       params={"since": since, "kind": "Workload"}) as r:
         for line in r.iter_lines():
             event = json.loads(line)
@@ -37,7 +37,8 @@ def test_an_instance_becomes_an_endpoint_once_its_sidecar_listens(tmp_path) -> N
                               command=app_command("http"))
         with client:
             cp.wait_synced({"client-1"})
-            since = httpx.get(f"{cp.url}/api/v1/resources", timeout=5).json()["revision"]
+            with cp.http() as http:
+                since = http.get("/api/v1/resources").json()["revision"]
             web = AgentProcess(cp, service="web", port=8080, name="web-1",
                                command=app_command("http"))
             with web:

@@ -26,7 +26,7 @@ from shoal.cli.up_clusters import PREFIX, unavailable
 from shoal.demo.productpage import REVIEWS_ERROR
 from shoal.testing.local import wait_for
 from tests.conftest import ARTIFACTS, Browser
-from tests.e2e.conftest import Up
+from tests.e2e.conftest import Up, auth_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 
@@ -105,8 +105,9 @@ def _pages(up: Up, n: int) -> Counter[str | None]:
         return Counter(_page(http, up.page) for _ in range(n))
 
 
-def _topology(api: str) -> dict:
-    return httpx.get(f"{api}/api/v1/topology", params={"window": 300}, timeout=10).json()
+def _topology(api: str, home: Path) -> dict:
+    return httpx.get(f"{api}/api/v1/topology", params={"window": 300}, timeout=10,
+                     headers=auth_for(api, home)).json()
 
 
 def _edge(topo: dict, source: str, target: str) -> dict | None:
@@ -164,7 +165,7 @@ def test_reviews_fail_over_to_cluster_b(demo: Demo) -> None:
     # cluster-a marks productpage -> reviews cross-cluster
     def crossing() -> dict | None:
         _pages(demo.a, 2)
-        topo = _topology(demo.a.api)
+        topo = _topology(demo.a.api, demo.a.home)
         edge = _edge(topo, "productpage", "reviews")
         return topo if edge and edge["crossCluster"] else None
 
@@ -177,7 +178,7 @@ def test_reviews_fail_over_to_cluster_b(demo: Demo) -> None:
     # one mesh: what only cluster-b's sidecars measured shows in cluster-a's views too
     def federated() -> dict | None:
         _pages(demo.a, 2)
-        topo = _topology(demo.a.api)
+        topo = _topology(demo.a.api, demo.a.home)
         return topo if _edge(topo, "reviews", "ratings") else None
 
     topo = wait_for(federated, 60, "b's reviews -> ratings in a's topology")
@@ -189,7 +190,7 @@ def test_reviews_fail_over_to_cluster_b(demo: Demo) -> None:
     # and in a's list of recent traces: ratings only runs in b, so only b's sidecars saw
     # it; a trace that crossed over is one line naming both clusters
     def ratings_traces() -> list[dict] | None:
-        listed = httpx.get(f"{demo.a.api}/api/v1/traces",
+        listed = httpx.get(f"{demo.a.api}/api/v1/traces", headers=demo.a.auth,
                            params={"service": "ratings", "limit": 20}, timeout=10).json()
         crossed = [t for t in listed["traces"] if t["clusters"] == ["cluster-a", "cluster-b"]]
         return listed["traces"] if crossed else None
@@ -201,9 +202,11 @@ def test_reviews_fail_over_to_cluster_b(demo: Demo) -> None:
 def _trace_across_clusters(demo: Demo) -> list[dict] | None:
     _pages(demo.a, 1)
     api = demo.a.api
-    listed = httpx.get(f"{api}/api/v1/traces", params={"limit": 5}, timeout=10).json()
+    listed = httpx.get(f"{api}/api/v1/traces", params={"limit": 5}, timeout=10,
+                       headers=demo.a.auth).json()
     for t in listed["traces"]:
-        spans = httpx.get(f"{api}/api/v1/traces/{t['trace_id']}", timeout=10).json()["spans"]
+        spans = httpx.get(f"{api}/api/v1/traces/{t['trace_id']}", timeout=10,
+                          headers=demo.a.auth).json()["spans"]
         ours = {s["service"] for s in spans if not s.get("cluster")}  # no mark: ours
         theirs = {s["service"] for s in spans if s.get("cluster") == "cluster-b"}
         if "productpage" in ours and "reviews" in theirs:
@@ -213,14 +216,15 @@ def _trace_across_clusters(demo: Demo) -> list[dict] | None:
 
 def test_the_dashboard_shows_both_clusters(demo: Demo, browser: Browser) -> None:
     _pages(demo.a, 20)  # recent traffic on every edge
-    dom = browser.dom(f"{demo.a.api}/ui/")
+    signed_in = demo.a.dashboard()
+    dom = browser.dom(signed_in)
     for name in ("productpage", "details", "reviews"):
         assert dom.count(f'data-name="{name}"') == 1, f"want one graph node for {name}"
     assert "cluster-a" in dom and "cluster-b" in dom
     cross = set(re.findall(r'class="edge cross-cluster" data-source="([^".]+)[^"]*" '
                            r'data-target="([^".]+)', dom))
     assert cross == {("productpage", "reviews")}, cross
-    shot = browser.screenshot(f"{demo.a.api}/ui/", ARTIFACTS / "e2e" / "dashboard-clusters.png",
+    shot = browser.screenshot(signed_in, ARTIFACTS / "e2e" / "dashboard-clusters.png",
                               "1400,1000")
     if UPDATE_SCREENSHOTS:
         (DOCS_IMG / shot.name).write_bytes(shot.read_bytes())

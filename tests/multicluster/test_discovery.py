@@ -120,10 +120,12 @@ def test_a_reads_b_s_telemetry_with_the_remote_secret_only(planes) -> None:  # t
         assert listed.json() == {"cluster": "b", "traces": []}
         assert http.get("/api/v1/topology", headers=auth).status_code == 403  # operator's
     shoal("-c", a.url, "cluster", "add", "-f", "-", input=json.dumps(secret))
-    topo = wait_for(lambda: (t := httpx.get(f"{a.url}/api/v1/topology", timeout=10).json())
+    topo = wait_for(lambda: (t := httpx.get(f"{a.url}/api/v1/topology", headers=a.auth_headers,
+                                                timeout=10).json())
                     ["remoteClusters"] == {"b": "ok"} and t, 30, "a's topology to ask b")
     assert topo["edges"] == []
     b.stop()  # a remote that does not answer: a partial view, said so (after the
     # 2 s for which a's last answer from b is reused)
-    wait_for(lambda: httpx.get(f"{a.url}/api/v1/topology", timeout=10).json()
+    wait_for(lambda: httpx.get(f"{a.url}/api/v1/topology", headers=a.auth_headers,
+                                                timeout=10).json()
              ["remoteClusters"]["b"] != "ok", 30, "a's topology to report b missing")

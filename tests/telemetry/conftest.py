@@ -24,7 +24,7 @@ class Mesh:
             return c.request("GET", path, **kw)
 
     def metrics_text(self) -> str:
-        return httpx.get(f"{self.cp.url}/metrics", timeout=5).text
+        return httpx.get(f"{self.cp.url}/metrics", headers=self.cp.auth_headers, timeout=5).text
 
 
 @pytest.fixture(scope="package")

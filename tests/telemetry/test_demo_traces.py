@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from shoal.cli.procs import LocalProcesses, marked_processes
-from shoal.testing.local import free_port, wait_for
+from shoal.testing.local import free_port, operator_headers, wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 
@@ -34,7 +34,8 @@ class Demo:
         return proc
 
     def trace(self, trace_id: str) -> list[dict[str, Any]]:
-        r = httpx.get(f"{self.api}/api/v1/traces/{trace_id}", timeout=5)
+        r = httpx.get(f"{self.api}/api/v1/traces/{trace_id}", timeout=5,
+                      headers=operator_headers(self.home / "data"))
         return r.json()["spans"] if r.status_code == 200 else []
 
 

@@ -30,7 +30,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from shoal.agent.app import AppProcess, exit_status
+from shoal.agent import exposure
+from shoal.agent.app import AppProcess, exit_status, sandbox_for
 from shoal.agent.bootstrap import build_bootstrap
 from shoal.agent.config import AgentConfig, Plan, app_env, control_plane_urls, make_plan
 from shoal.agent.file_secrets import FileSecrets
@@ -124,7 +125,8 @@ class Agent:
             self.plan.bootstrap_path, uid=config.proxy_uid, run_dir=self.plan.envoy_dir,
             log_level=config.envoy_log_level, drain_seconds=config.drain_seconds)
         self.supervisor = EnvoySupervisor(self.envoy)
-        self.app = AppProcess(config.command, app_env(config, self.plan, os.environ))
+        self.app = AppProcess(config.command, app_env(config, self.plan, os.environ),
+                              sandbox=sandbox_for(config, self.plan))
         read_token = token_reader(config.token, config.token_file)
         self.control_plane = control_plane or ControlPlaneClient(
             config.control_plane, token=read_token, ca_bundle=config.ca_bundle)
@@ -274,9 +276,17 @@ class Agent:
             log.warning("application is not listening yet; registering anyway", extra={
                 "app_port": self.plan.app_port, "waited_s": self.config.app_start_timeout})
         heartbeat: asyncio.Task[None] | None = None
+        watcher: asyncio.Task[None] | None = None
         if not self._stop.is_set():
             heartbeat = tg.create_task(self.registration.run(), name="registration")
+            if not self.config.capture:  # the app's port is on the host's loopback
+                watcher = tg.create_task(exposure.watch(
+                    self.plan.admin_port, self.plan.inbound_port,
+                    f"{self.config.namespace}/{self.plan.workload}", self.plan.app_port),
+                    name="exposure")
         await self._stop.wait()
+        if watcher is not None:
+            watcher.cancel()
         return await self._shutdown(heartbeat, app_waiter)
 
     async def _watch_app(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shoal.api.gateway import GatewaySpec
-from shoal.api.mesh import ServiceSpec, WorkloadSpec
+from shoal.api.mesh import ServiceSpec, TokenRevocationSpec, WorkloadSpec
 from shoal.api.meta import Model
 from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec
 from shoal.api.ratelimit import POLICY, RateLimitPolicySpec
@@ -61,6 +61,7 @@ KINDS: dict[str, Kind] = {
         Kind("ServiceLevelObjective", (TELEMETRY,), ServiceLevelObjectiveSpec,
              "servicelevelobjectives", ("slo", "slos")),
         Kind("RateLimitPolicy", (POLICY,), RateLimitPolicySpec, "ratelimitpolicies", ("rlp",)),
+        Kind("TokenRevocation", (SHOAL_MESH,), TokenRevocationSpec, "tokenrevocations"),
     )
 }
 

@@ -131,3 +131,13 @@ class WorkloadSpec(Model):
         if v and (len(v.split("/")) > 3 or any(not part for part in v.split("/"))):
             raise ValueError("must be region[/zone[/subzone]] with no empty part")
         return v
+
+
+class TokenRevocationSpec(Model):
+    """A revoked token (kind TokenRevocation, named by the token's id, in the root
+    namespace). Every control plane sharing the store refuses the token from then on;
+    ``shoal token revoke ID`` writes it (docs/security.md, "Tokens")."""
+
+    subject: str = ""  # whom the token spoke for, as far as the revoker knows
+    expires_at: int = Field(default=0, ge=0)  # when the token would have expired anyway
+    reason: str = Field(default="", max_length=1024)

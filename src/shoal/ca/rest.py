@@ -13,17 +13,28 @@ that agents use, allowed on the loopback operator listener.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
 
+from shoal.ca import pki
 from shoal.ca.authority import CertificateAuthority
+from shoal.ca.spiffe import SpiffeId
 from shoal.ca.tokens import TokenAuthority, TokenClaims
+from shoal.control.audit import DETAILS, PRINCIPAL
+from shoal.control.auth import principal_of
 from shoal.control.errors import json_body
+from shoal.control.rbac import ALL, Principal, Role, parse_grants
 from shoal.errors import NotFound, PermissionDenied, Unauthenticated, ValidationError, Violation
+from shoal.registry.admission import refuse_discovery_only
 
 API = "/api/v1"
 MAX_TOKEN_TTL = 366 * 24 * 3600
+DEFAULT_OPERATOR_TTL = 8 * 3600
+MAX_OPERATOR_TTL = 30 * 24 * 3600
+USER_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 
 
 def bearer(request: web.Request, body: dict[str, Any] | None = None) -> str | None:
@@ -57,10 +68,42 @@ class IdentityApi:
         if not self.require_tokens:
             return None
         token = bearer(request)
-        if not token:
-            raise Unauthenticated("a token is required (Authorization: Bearer ...); create "
-                                  "one with `shoal token create`")
-        return self.tokens.verify(token)
+        claims = self.tokens.verify(token) if token else self.certificate_claims(request)
+        if claims is None:
+            raise Unauthenticated("a token is required (Authorization: Bearer ...), or the "
+                                  "workload's certificate over mTLS; create a token with "
+                                  "`shoal token create`")
+        request[PRINCIPAL] = Principal(claims.spiffe_id.uri, (), claims.jti)  # for the audit
+        return claims
+
+    def certificate_claims(self, request: web.Request) -> TokenClaims | None:
+        """The identity of the workload certificate the caller presented over mTLS (the
+        agents' listener asks for one; the TLS layer verified it against the mesh roots),
+        as claims; None without one. The token it was first attested with must not be
+        revoked: revoking a token ends the renewals of the certificates it obtained."""
+        ssl_object = request.transport.get_extra_info("ssl_object") \
+            if request.transport is not None else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            return None
+        cert = x509.load_der_x509_certificate(der)
+        uris = pki.uri_sans(cert)
+        try:
+            if len(uris) != 1:
+                raise ValidationError([Violation("", "not exactly one URI SAN")])
+            sid = SpiffeId.parse(uris[0])
+        except ValidationError:
+            raise Unauthenticated("the client certificate is not a workload identity "
+                                  "(one spiffe:// URI SAN)") from None
+        if sid.trust_domain != self.ca.trust_domain:
+            raise Unauthenticated(f"the client certificate is for trust domain "
+                                  f"{sid.trust_domain!r}, not this mesh's")
+        jti = pki.attestation_of(cert)
+        if not jti or self.tokens.revocations.revoked(jti):
+            raise Unauthenticated(f"the client certificate's attestation (token {jti or '?'}) "
+                                  "has been revoked; present a new token")
+        return TokenClaims(sid, int(cert.not_valid_before_utc.timestamp()),
+                           int(cert.not_valid_after_utc.timestamp()), jti)
 
     def authorize(self, request: web.Request, namespace: str,
                   service_account: str | None = None) -> TokenClaims | None:
@@ -83,7 +126,12 @@ class IdentityApi:
 
     # -- handlers -----------------------------------------------------------------------
     async def create_token(self, request: web.Request) -> web.Response:
+        """A workload token ({namespace, serviceAccount}: admin of that namespace) or an
+        operator token ({user, grants}: the mesh admin)."""
+        principal = principal_of(request)
         body = await json_body(request)
+        if "user" in body:
+            return await self._create_operator_token(request, principal, body)
         ns, sa = body.get("namespace"), body.get("serviceAccount")
         problems = [Violation(f, "is required") for f, v in
                     (("namespace", ns), ("serviceAccount", sa)) if not isinstance(v, str) or not v]
@@ -92,18 +140,50 @@ class IdentityApi:
             problems.append(Violation("ttlSeconds", f"must be 1..{MAX_TOKEN_TTL}"))
         if problems:
             raise ValidationError(problems)
+        principal.require(Role.ADMIN, str(ns), f"create workload tokens for {ns}")
         token, claims = self.tokens.create(str(ns), str(sa), float(ttl))
+        request[DETAILS] = {"action": "create-token", "subject": claims.spiffe_id.uri,
+                            "createdTokenId": claims.jti, "expiresAt": claims.expires_at}
         return web.json_response({"token": token, "spiffeId": claims.spiffe_id.uri,
                                   "namespace": claims.namespace,
                                   "serviceAccount": claims.service_account,
                                   "expiresAt": claims.expires_at, "id": claims.jti})
 
+    async def _create_operator_token(self, request: web.Request, principal: Principal,
+                                     body: dict[str, Any]) -> web.Response:
+        principal.require(Role.ADMIN, ALL, "create operator tokens")
+        user, ttl = body.get("user"), body.get("ttlSeconds", DEFAULT_OPERATOR_TTL)
+        problems = []
+        if not isinstance(user, str) or not USER_NAME.match(user):
+            problems.append(Violation("user", "must be a name of 1-64 letters, digits, "
+                                              "'.', '_', '@' or '-'"))
+        if not isinstance(ttl, int | float) or not 1 <= ttl <= MAX_OPERATOR_TTL:
+            problems.append(Violation("ttlSeconds", f"must be 1..{MAX_OPERATOR_TTL}"))
+        try:
+            grants = parse_grants(body.get("grants"))
+        except ValidationError as e:
+            problems += e.violations
+        if problems:
+            raise ValidationError(problems)
+        token, claims = self.tokens.create_operator(
+            str(user), tuple(str(g) for g in grants), float(ttl))
+        request[DETAILS] = {"action": "create-token", "subject": f"user:{claims.user}",
+                            "grants": list(claims.grants), "createdTokenId": claims.jti,
+                            "expiresAt": claims.expires_at}
+        return web.json_response({"token": token, "user": claims.user,
+                                  "grants": list(claims.grants),
+                                  "expiresAt": claims.expires_at, "id": claims.jti})
+
     async def sign(self, request: web.Request) -> web.Response:
         body = await json_body(request)
         token = bearer(request, body)
-        if not token:
-            raise Unauthenticated("a token is required to obtain a certificate")
-        claims = self.tokens.verify(token)
+        # a token, or (renewal) the current certificate over mTLS
+        claims = self.tokens.verify(token) if token else self.certificate_claims(request)
+        if claims is None:
+            raise Unauthenticated("a token (or, to renew, the current workload certificate "
+                                  "over mTLS) is required to obtain a certificate")
+        # a remote secret's token reads discovery data only: no workload identity (ADR 0021)
+        refuse_discovery_only(claims, "obtain certificates")
         csr = body.get("csr")
         if not isinstance(csr, str):
             raise ValidationError([Violation("csr", "is required (PEM)")])

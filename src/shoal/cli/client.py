@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from shoal.cli.credentials import token_for
 from shoal.control.config import DEFAULT_API_PORT
 from shoal.errors import (
     Conflict,
@@ -26,13 +27,31 @@ def default_url() -> str:
     return os.environ.get("SHOAL_CONTROL_PLANE", DEFAULT_URL)
 
 
+class _Credential(httpx.Auth):
+    """The operator token for one control plane, looked up on every request (a renewed
+    token file is picked up; a control plane that is still starting has none yet)."""
+
+    def __init__(self, url: str, token: str | None):
+        self._url = url
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+        token = self._token or token_for(self._url)
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
 class ApiClient:
     def __init__(self, base_url: str | None = None, *, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, token: str | None = None):
+        """``headers`` or ``token`` given: use them; otherwise the credential configured
+        for BASE_URL (:mod:`shoal.cli.credentials`)."""
         self.base_url = (base_url or default_url()).rstrip("/")
+        auth = None if headers is not None else _Credential(self.base_url, token)
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
-                                  headers=headers)
+                                  headers=headers, auth=auth)
 
     def close(self) -> None:
         self._http.close()
@@ -63,7 +82,7 @@ class ApiClient:
         if resp.status_code == 404:
             raise NotFound(message)
         if resp.status_code == 401:
-            raise Unauthenticated(message)
+            raise Unauthenticated(f"{message} (control plane {self.base_url})")
         if resp.status_code == 403:
             raise PermissionDenied(message)
         if resp.status_code == 409:

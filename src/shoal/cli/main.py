@@ -10,6 +10,7 @@ import typer
 from shoal import __version__
 from shoal.cli import (
     analyze,
+    audit,
     authz,
     ca,
     certs,
@@ -74,6 +75,7 @@ app.add_typer(tokens.app, name="token", rich_help_panel="Identity")
 app.add_typer(authz.authz, name="authz", rich_help_panel="Identity")
 app.add_typer(ca.app, name="ca", rich_help_panel="Identity")
 app.command("certs", rich_help_panel="Identity")(certs.certs)
+app.command("audit", rich_help_panel="Identity")(audit.audit)
 app.add_typer(slo.app, name="slo", rich_help_panel="Observability")
 app.command("dashboard", rich_help_panel="Observability")(dashboard.dashboard)
 app.command("logs", rich_help_panel="Observability")(logs.logs)

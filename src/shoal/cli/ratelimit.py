@@ -32,7 +32,11 @@ def serve_cmd(
         help="In-memory mode: where quota counters persist (SQLite).")] = None,
     log_level: Annotated[str, typer.Option(envvar="SHOAL_LOG_LEVEL")] = "info",
 ) -> None:
-    """Serve rate-limit decisions. Run the control plane with --ratelimit-address."""
+    """Serve rate-limit decisions. Run the control plane with --ratelimit-address.
+
+    The rules are read from the control plane with an operator credential that may view
+    them (e.g. `shoal token create --user ratelimit --role view:*`), found like the CLI's:
+    $SHOAL_API_TOKEN, $SHOAL_API_TOKEN_FILE, or $SHOAL_HOME/credentials."""
     configure_logging(log_level)
     config = ServeConfig(control_plane, host, port, http_port, redis, state_dir)
     with contextlib.suppress(KeyboardInterrupt):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
 import signal
 from pathlib import Path
@@ -21,14 +22,25 @@ from shoal.control.config import (
     ControlPlaneConfig,
 )
 from shoal.control.plane import ControlPlane
+from shoal.errors import ValidationError
 from shoal.logs import configure_logging
 from shoal.registry.snapshot import MeshConfig
+from shoal.store.etcd_security import EtcdSecurity
 
 
 def default_home() -> Path:
     import os
 
     return Path(os.environ.get("SHOAL_HOME", Path.home() / ".shoal"))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def serve(config: ControlPlaneConfig) -> None:
@@ -45,8 +57,14 @@ def control_plane(
     api: Annotated[str, typer.Option(help="REST API listen address HOST:PORT.")
                    ] = f"127.0.0.1:{DEFAULT_API_PORT}",
     xds: Annotated[str, typer.Option(
-        help="Plaintext xDS (gRPC) listen address HOST:PORT (keep it on loopback).")
+        help="Plaintext xDS (gRPC) listen address HOST:PORT: loopback only (agents use "
+             "--secure-xds), unless --insecure-xds-any-host.")
                    ] = f"127.0.0.1:{DEFAULT_XDS_PORT}",
+    insecure_xds_any_host: Annotated[bool, typer.Option(
+        "--insecure-xds-any-host",
+        help="Let --xds listen on a non-loopback address: unauthenticated xDS and "
+             "telemetry for anyone who reaches it (docs/adr/0020-xds-peer-identity.md).")
+    ] = False,
     agent_api: Annotated[str, typer.Option(
         help="TLS REST listener for agents HOST:PORT ('off' to disable).")
     ] = f"127.0.0.1:{DEFAULT_AGENT_API_PORT}",
@@ -103,6 +121,29 @@ def control_plane(
     network: Annotated[str, typer.Option(
         help="Multi-cluster: the network this cluster's workloads are on; other networks "
              "are reached through their east-west gateways.")] = "",
+    admin_token_ttl: Annotated[str, typer.Option(
+        help="Lifetime of the mesh-admin token kept in <data-dir>/admin.token (renewed at "
+             "half of it while the control plane runs).")] = "24h",
+    api_host: Annotated[list[str] | None, typer.Option(
+        help="A further Host name the operator API answers to (besides loopback and its "
+             "listen address), e.g. a DNS name in front of it; repeatable.")] = None,
+    etcd_ca: Annotated[Path | None, typer.Option(
+        help="CA bundle (PEM) that verifies the etcd servers of https:// --etcd-endpoints "
+             "(default: the system's CAs).")] = None,
+    etcd_cert: Annotated[Path | None, typer.Option(
+        help="Client certificate (PEM) for etcd's --client-cert-auth; needs --etcd-key.")
+    ] = None,
+    etcd_key: Annotated[Path | None, typer.Option(help="Private key of --etcd-cert.")] = None,
+    etcd_user: Annotated[str | None, typer.Option(
+        help="etcd user (etcd's own authentication); the password comes from "
+             "--etcd-password-file or $SHOAL_ETCD_PASSWORD, never the command line.")
+    ] = None,
+    etcd_password_file: Annotated[Path | None, typer.Option(
+        help="File holding the password of --etcd-user.")] = None,
+    insecure_etcd_plaintext_auth: Annotated[bool, typer.Option(
+        "--insecure-etcd-plaintext-auth",
+        help="Let --etcd-user authenticate over http:// to a non-loopback etcd: password "
+             "and token in clear on the network.")] = False,
 ) -> None:
     """Run the control plane (REST API + xDS server) in the foreground."""
     configure_logging(log_level)
@@ -114,14 +155,31 @@ def control_plane(
     for flag, value in (("--cluster", cluster), ("--network", network)):
         if value and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
             raise typer.BadParameter("must be a DNS label (a-z, 0-9, -)", param_hint=flag)
+    if not insecure_xds_any_host and not is_loopback(Address.parse(xds).host):
+        raise typer.BadParameter("the plaintext xDS port is unauthenticated: listen on "
+                                 "loopback (agents use --secure-xds), or pass "
+                                 "--insecure-xds-any-host", param_hint="--xds")
     endpoints = tuple(e.strip() for e in (etcd_endpoints or "").split(",") if e.strip())
     if (store == "etcd") != bool(endpoints):
         raise typer.BadParameter("is required with --store etcd, and only then",
                                  param_hint="--etcd-endpoints")
+    etcd_flags = (etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password_file)
+    if store != "etcd" and (any(f is not None for f in etcd_flags)
+                            or insecure_etcd_plaintext_auth):
+        raise typer.BadParameter("--etcd-* options need --store etcd")
+    try:
+        etcd_security = EtcdSecurity.from_options(
+            ca=etcd_ca, cert=etcd_cert, key=etcd_key, user=etcd_user,
+            password_file=etcd_password_file,
+            insecure_plaintext_auth=insecure_etcd_plaintext_auth,
+        ) if store == "etcd" else EtcdSecurity()
+        etcd_security.check(endpoints)
+    except ValidationError as e:
+        raise typer.BadParameter(str(e)) from e
     config = ControlPlaneConfig(
         data_dir=data_dir or default_home() / "data",
         api=Address.parse(api), xds=Address.parse(xds), store=store, lease_ttl=lease_ttl,
-        etcd_endpoints=endpoints,
+        etcd_endpoints=endpoints, etcd_security=etcd_security,
         agent_api=None if agent_api == "off" else Address.parse(agent_api),
         secure_xds=None if secure_xds == "off" else Address.parse(secure_xds),
         cert_ttl=parse_duration(cert_ttl, "--cert-ttl"), require_tokens=require_tokens,
@@ -132,6 +190,8 @@ def control_plane(
                         outbound_traffic_policy=outbound_traffic_policy,
                         cluster=cluster, network=network),
         ratelimit_redis=ratelimit_redis,
+        admin_token_ttl=parse_duration(admin_token_ttl, "--admin-token-ttl"),
+        api_hosts=tuple(api_host or ()),
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config))

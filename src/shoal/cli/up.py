@@ -13,6 +13,7 @@ import httpx
 import typer
 
 from shoal.cli.client import ApiClient
+from shoal.cli.credentials import remember
 from shoal.cli.output import console, err_console, table
 from shoal.cli.procs import LocalProcesses, UpState
 from shoal.cli.proxies import status_rows
@@ -112,6 +113,7 @@ def up(
     secure_xds = f"127.0.0.1:{secure_xds_port}"
     agent_api = f"https://127.0.0.1:{agent_api_port}"
     ca_bundle = home / "data" / "ca" / "root-cert.pem"
+    remember(state.api, home / "data" / "admin.token", home)  # the CLI's credential
     client = ApiClient(state.api)
     try:
         procs.spawn(state, "control-plane", [
@@ -146,7 +148,8 @@ def up(
     console.print(f"[green]shoal is up[/green]: control plane {state.api}, "
                   f"{len(WORKLOADS)} workloads with sidecars.")
     console.print(f"Product page: [bold]{state.product_page}[/bold]")
-    console.print(f"Dashboard:    [bold]{state.api}/ui/[/bold]")
+    console.print(f"Dashboard:    [bold]{state.api}/ui/[/bold] (`shoal dashboard` opens it "
+                  "signed in)")
     console.print("Try: shoal status | shoal apply -f samples/reviews-v3.yaml | shoal down")
 
 

@@ -19,6 +19,7 @@ import httpx
 
 from shoal.ca.shared_root import create_intermediate, create_root
 from shoal.cli.client import ApiClient
+from shoal.cli.credentials import remember
 from shoal.cli.output import console, err_console
 from shoal.cli.procs import LocalProcesses, UpState
 from shoal.demo.clusters import east_west_gateway, locality_failover, plans
@@ -102,7 +103,9 @@ def up_clusters(home: Path, count: int, timeout: float, wait: Any) -> None:
                 "--trace-collector", "xds",  # pods cannot reach the loopback API
                 "--ca-cert", str(d / "ca-cert.pem"), "--ca-key", str(d / "ca-key.pem"),
                 "--ca-chain", str(d / "ca-chain.pem")])
-            client = ApiClient(f"http://127.0.0.1:{API_PORTS[i]}")
+            url = f"http://127.0.0.1:{API_PORTS[i]}"
+            remember(url, home / plan.name / "data" / "admin.token", home)
+            client = ApiClient(url)
             clients.append(client)
         state.api = clients[0].base_url
         procs.save(state)

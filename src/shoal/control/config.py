@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.registry.snapshot import MeshConfig
+from shoal.store.etcd_security import EtcdSecurity
 
 DEFAULT_API_PORT = 15080
 DEFAULT_XDS_PORT = 15010
@@ -38,6 +39,8 @@ class ControlPlaneConfig:
     max_delay: float = 0.5  # longest a change waits under a stream of further changes
     store: str = "sqlite"  # sqlite | memory | etcd
     etcd_endpoints: tuple[str, ...] = ()  # client URLs when store == "etcd"
+    # TLS files and etcd credentials for those endpoints (docs/adr/0023-etcd-tls-and-auth.md)
+    etcd_security: EtcdSecurity = field(default_factory=EtcdSecurity)
     otlp_export: str | None = None  # forward sidecar spans to this OTLP/gRPC HOST:PORT
     # identity (see docs/adr/0007-workload-identity.md); None disables a TLS listener
     agent_api: Address | None = field(
@@ -53,6 +56,18 @@ class ControlPlaneConfig:
     ratelimit_redis: str | None = None  # Redis URL for the embedded rate-limit service
     # seconds a starting control plane waits for remote clusters' first sync (ADR 0016)
     remote_sync_timeout: float = 5.0
+    # operator access (ADR 0022): the bootstrap admin token's lifetime (renewed at half),
+    # further Host names the operator API answers to, and the audit log
+    admin_token_ttl: float = 24 * 3600.0
+    api_hosts: tuple[str, ...] = ()
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.data_dir / "admin.token"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / "audit.log"
 
     @property
     def ca_dir(self) -> Path:

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from aiohttp import web
@@ -17,9 +18,13 @@ from shoal.ca.authority import CertificateAuthority
 from shoal.ca.rest import IdentityApi
 from shoal.ca.serving import ServingCertificate
 from shoal.ca.setup import open_ca
+from shoal.control.audit import AuditLog
+from shoal.control.auth import OperatorAuth
 from shoal.control.config import Address, ControlPlaneConfig
+from shoal.control.operators import AdminCredential, OperatorApi
 from shoal.control.proxies import ProxyInspector
 from shoal.control.rest import RestApi
+from shoal.control.revocations import RevocationIndex
 from shoal.dashboard.api import DashboardApi
 from shoal.errors import Unavailable
 from shoal.multicluster.api import ClusterApi
@@ -37,7 +42,8 @@ from shoal.store.sqlite import SqliteStore
 from shoal.telemetry.hub import Telemetry
 from shoal.telemetry.store import RingMetricsStore
 from shoal.xds.cache import SnapshotCache
-from shoal.xds.server import StatusTracker, XdsServer
+from shoal.xds.node import node_owners
+from shoal.xds.server import NodeGuard, StatusTracker, XdsServer
 from shoal.xds.sync import Sync
 
 log = logging.getLogger(__name__)
@@ -54,9 +60,20 @@ def open_store(config: ControlPlaneConfig) -> Store:
     if config.store == "memory":
         return MemoryStore(loads=load_resource)
     if config.store == "etcd":
-        return EtcdStore(config.etcd_endpoints, loads=load_resource)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+        return EtcdStore(config.etcd_endpoints, loads=load_resource,
+                         security=config.etcd_security)
     return SqliteStore(config.db_path, loads=load_resource)
+
+
+def private_data_dir(path: Path) -> None:
+    """The data directory holds the CA, the admin credential, the store and the audit log:
+    its owner's alone (0700), whatever the umask made of it."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.chmod(0o700)
+    except OSError as e:  # not ours to change: say so, do not stop
+        log.warning("cannot make the data directory private", extra={
+            "path": str(path), "error": str(e)})
 
 
 def trace_collector(api: Address) -> str:
@@ -91,6 +108,9 @@ class ControlPlane:
     view: ClusterView | None = None  # the store + remote clusters, as the sync loop sees it
     remotes: RemoteClusters | None = None
     identity: IdentityApi | None = None
+    revocations: RevocationIndex | None = None
+    operators: OperatorApi | None = None
+    admin: AdminCredential | None = None
 
     @property
     def metrics(self) -> RingMetricsStore | None:
@@ -101,6 +121,7 @@ class ControlPlane:
         if config.mesh.trace_collector is None:  # sidecars POST Zipkin spans to our API
             config = dataclasses.replace(config, mesh=dataclasses.replace(
                 config.mesh, trace_collector=trace_collector(config.api)))
+        private_data_dir(config.data_dir)
         store = store or open_store(config)
         cache = SnapshotCache()
         status = StatusTracker()
@@ -122,12 +143,19 @@ class ControlPlane:
                              ca_chain=config.ca_chain, token_key=config.token_key)
         hosts = [a.host for a in (config.agent_api, config.secure_xds) if a is not None]
         serving = ServingCertificate(ca, hosts)
+        revocations = RevocationIndex(store, config.mesh.root_namespace)
+        tokens.revocations = revocations
         identity = IdentityApi(ca, tokens, require_tokens=config.require_tokens)
-        api = RestApi(store, registry, inspector, ready=ready, identity=identity,
-                      pushed_revision=lambda: sync.stats.last_revision)
+        audit = AuditLog(None if config.store == "memory" else config.audit_path)
+        auth = OperatorAuth(tokens, bind_host=config.api.host, aliases=config.api_hosts)
+        api = RestApi(store, registry, inspector, ready=ready, auth=auth, identity=identity,
+                      audit=audit, pushed_revision=lambda: sync.stats.last_revision)
+        operators = OperatorApi(tokens, store, audit, config.mesh.root_namespace)
+        admin = AdminCredential(tokens, config.admin_token_path, config.admin_token_ttl)
         remotes = RemoteClusters(view, config.data_dir, trust_context(ca.files.bundle_path))
         return ControlPlane(config, store, registry, cache, status, sync, xds, api, ready, ca,
-                            serving, view=view, remotes=remotes, identity=identity)
+                            serving, view=view, remotes=remotes, identity=identity,
+                            revocations=revocations, operators=operators, admin=admin)
 
     def _urls(self) -> dict[str, str]:
         """Where this control plane is reachable (for `shoal cluster` and remote secrets)."""
@@ -151,11 +179,14 @@ class ControlPlane:
         """
         await self.registry.start()
         grpc_server = grpc.aio.server(options=GRPC_OPTIONS)
-        self.xds.add_to(grpc_server)
+        # who may be which proxy / report for it: the peer's certificate (ADR 0020)
+        guard = NodeGuard(self.config.mesh.trust_domain, node_owners(lambda: self.sync.mesh),
+                          trust_plaintext=not self.config.require_tokens)
+        self.xds.add_to(grpc_server, guard)
         self.telemetry = self.telemetry or Telemetry(
             proxies=self.api.proxy_status,
             otlp_export=self.config.otlp_export)
-        self.telemetry.add_to(grpc_server)  # OTLP logs + traces on the xDS port
+        self.telemetry.add_to(grpc_server, guard)  # OTLP logs + traces on the xDS ports
         xds_port = grpc_server.add_insecure_port(str(self.config.xds))
         if xds_port == 0:
             raise Unavailable(f"cannot listen for xDS on {self.config.xds}")
@@ -167,6 +198,8 @@ class ControlPlane:
                 raise Unavailable(f"cannot listen for secure xDS on {self.config.secure_xds}")
             self.secure_xds_address = Address(self.config.secure_xds.host, port)
         app = self.api.app()
+        if self.operators is not None:
+            self.operators.mount(app)
         self.telemetry.add_routes(app)
         ratelimit = None  # the rate-limit service, unless a separate one is configured
         if self.config.mesh.ratelimit_address is None:
@@ -203,6 +236,12 @@ class ControlPlane:
             async with asyncio.TaskGroup() as tg:
                 sync_ready = asyncio.Event()
                 tasks = [tg.create_task(self.sync.run(sync_ready), name="sync")]
+                if self.revocations is not None:  # tokens are checked from the first request
+                    since = await self.revocations.load()
+                    tasks.append(tg.create_task(self.revocations.run(since), name="revocations"))
+                if self.admin is not None:
+                    self.admin.ensure()
+                    tasks.append(tg.create_task(self.admin.run(), name="admin-credential"))
                 await sync_ready.wait()
                 if self.remotes is not None:  # remote endpoints in the first configs
                     tasks.append(tg.create_task(self.remotes.run(), name="remote-clusters"))
@@ -237,7 +276,8 @@ class ControlPlane:
                     "api": str(self.api_address), "xds": str(self.xds_address),
                     "agent_api": str(self.agent_api_address),
                     "secure_xds": str(self.secure_xds_address), "store": self.config.store,
-                    "trust_bundle": str(self.ca.files.bundle_path)})
+                    "trust_bundle": str(self.ca.files.bundle_path),
+                    "operator_credential": str(self.config.admin_token_path)})
                 try:
                     yield self
                 finally:

@@ -15,6 +15,10 @@ Routes (all JSON unless noted):
   GET    /api/v1/proxies/{node}/config[?type=]   live Envoy config (from its admin API)
   ...and the CA's routes (tokens, certificates, ca): see shoal.ca.rest.
 
+Every route says who may call it (shoal.control.auth.RULES): operator routes need an
+operator token whose roles allow them (shoal.control.rbac), and every change is written
+to the audit log (shoal.control.audit).
+
 With an :class:`IdentityApi` that requires tokens, registration, heartbeat and
 deregistration carry ``Authorization: Bearer <token>`` for the workload's namespace (and,
 on registration, its service account). A heartbeat body may carry the agent's identity
@@ -31,13 +35,19 @@ from typing import Any
 from aiohttp import web
 
 from shoal.api import load_documents, parse_document, parse_documents, resolve_kind
+from shoal.api.limits import MAX_APPLY_BODY_BYTES, loads_json
 from shoal.api.meta import ResourceKey
+from shoal.api.parse import documents_from_json
 from shoal.ca.rest import IdentityApi
 from shoal.control.agent_listener import agent_listener_guard
-from shoal.control.errors import errors_middleware, json_body
+from shoal.control.audit import DETAILS, AuditLog
+from shoal.control.auth import OperatorAuth, principal_of
+from shoal.control.errors import errors_middleware, json_body, read_text
 from shoal.control.proxies import ProxyInspector
+from shoal.control.rbac import Role
 from shoal.errors import ValidationError, Violation
-from shoal.registry.leases import Registry
+from shoal.registry.admission import admit_registration, owned_workload
+from shoal.registry.leases import Registry, agent_workload
 from shoal.store.base import Store
 
 API = "/api/v1"
@@ -45,8 +55,11 @@ API = "/api/v1"
 
 class RestApi:
     def __init__(self, store: Store, registry: Registry, proxies: ProxyInspector,
-                 *, ready: asyncio.Event, identity: IdentityApi | None = None,
+                 *, ready: asyncio.Event, auth: OperatorAuth,
+                 identity: IdentityApi | None = None, audit: AuditLog | None = None,
                  pushed_revision: Callable[[], int] = lambda: 0):
+        self._auth = auth
+        self.audit = audit or AuditLog(None)
         self._identity = identity
         self._pushed_revision = pushed_revision
         self._store = store
@@ -55,8 +68,9 @@ class RestApi:
         self._ready = ready
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[errors_middleware, agent_listener_guard],
-                              client_max_size=8 * 1024 * 1024)
+        app = web.Application(middlewares=[self.audit.middleware(), errors_middleware,
+                                           agent_listener_guard, self._auth.middleware()],
+                              client_max_size=MAX_APPLY_BODY_BYTES)
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
@@ -85,24 +99,25 @@ class RestApi:
     # -- resources ------------------------------------------------------------------------
 
     async def apply(self, request: web.Request) -> web.Response:
-        text = await request.text()
+        # size, depth, values after alias expansion and integers held to api.limits
+        text = await read_text(request, MAX_APPLY_BODY_BYTES)
         if request.content_type == "application/json":
-            try:
-                body = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ValidationError([Violation("", f"invalid JSON: {e}")]) from None
-            docs = body.get("documents") if isinstance(body, dict) else body
-            docs = docs if isinstance(docs, list) else [docs]
+            docs = documents_from_json(loads_json(text), request.query.get("source", ""))
         else:
             docs = load_documents(text, request.query.get("source", ""))
         if not docs:
             raise ValidationError([Violation("", "no documents to apply")])
         resources = parse_documents(docs, request.query.get("source", ""))
+        principal = principal_of(request)
+        for r in resources:  # every document allowed, or nothing is applied
+            principal.require_write(r.kind, r.metadata.namespace, "apply")
         if request.query.get("dryRun") == "true":
             return web.json_response({"revision": None, "dryRun": True, "results": [
                 {"kind": r.kind, "namespace": r.metadata.namespace, "name": r.metadata.name,
                  "outcome": "valid"} for r in resources]})
         result = await self._store.apply(resources)
+        request[DETAILS] = {"action": "apply", "revision": result.revision, "resources": [
+            f"{k.kind} {k.namespace}/{k.name} {outcome}" for k, outcome in result.results]}
         return web.json_response({"revision": result.revision, "results": [
             {"kind": k.kind, "namespace": k.namespace, "name": k.name, "outcome": outcome}
             for k, outcome in result.results]})
@@ -110,8 +125,13 @@ class RestApi:
     async def list(self, request: web.Request) -> web.Response:
         kind = request.query.get("kind")
         kind_name = resolve_kind(kind).name if kind else None
-        items, revision = await self._store.list(kind_name, request.query.get("namespace"))
-        return web.json_response({"revision": revision, "items": [r.dump() for r in items]})
+        namespace = request.query.get("namespace")
+        principal = principal_of(request)
+        if namespace:
+            principal.require(Role.VIEW, namespace, f"list config in {namespace}")
+        items, revision = await self._store.list(kind_name, namespace)
+        return web.json_response({"revision": revision, "items": [
+            r.dump() for r in items if principal.can(Role.VIEW, r.metadata.namespace)]})
 
     def _key(self, request: web.Request) -> ResourceKey:
         m = request.match_info
@@ -122,19 +142,25 @@ class RestApi:
 
     async def delete(self, request: web.Request) -> web.Response:
         key = self._key(request)
+        principal_of(request).require_write(key.kind, key.namespace, "delete")
         revision = await self._store.delete([key])
+        request[DETAILS] = {"action": "delete", "revision": revision,
+                            "resources": [f"{key.kind} {key.namespace}/{key.name} deleted"]}
         return web.json_response({"revision": revision, "deleted": {
             "kind": key.kind, "namespace": key.namespace, "name": key.name}})
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
         since = request.query.get("since")
         kind = request.query.get("kind")
+        principal = principal_of(request)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         async for event in self._store.watch(
             since=int(since) if since else None,
             kind=resolve_kind(kind).name if kind else None,
         ):
+            if not principal.can(Role.VIEW, event.key.namespace):
+                continue  # only what the caller may read
             line = {"type": event.type.value, "revision": event.revision,
                     "resource": event.resource.dump()}
             await resp.write(json.dumps(line).encode() + b"\n")
@@ -166,16 +192,25 @@ class RestApi:
         if problems:
             raise ValidationError(problems)
         assert workload is not None
+        agent_workload(workload, service)  # kinds checked before any field is read
+        expect = None
         if self._identity is not None:
             sa = str(workload.spec.service_account)  # type: ignore[attr-defined]
-            self._identity.authorize(request, workload.metadata.namespace, sa)
-        stored = await self._registry.register(workload, service)
+            claims = self._identity.authorize(request, workload.metadata.namespace, sa)
+            if claims is not None:  # bound to the token's identity (ADR 0021)
+                await self._registry.expire_once()  # an expired lease frees its name
+                expect = await admit_registration(self._store, claims, workload, service)
+        stored = await self._registry.register(workload, service, expect=expect)
+        request[DETAILS] = {"action": "register", "resources": [
+            f"Workload {stored.metadata.namespace}/{stored.metadata.name} registered"]}
         return web.json_response({"workload": stored.dump(), "leaseSeconds": self._registry.ttl})
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         m = request.match_info
         if self._identity is not None:
-            self._identity.authorize(request, m["namespace"])
+            claims = self._identity.authorize(request, m["namespace"])
+            if claims is not None:  # only the workload's own service account renews it
+                await owned_workload(self._store, claims, m["namespace"], m["name"])
         ttl = await self._registry.heartbeat(m["namespace"], m["name"])
         out: dict[str, Any] = {"leaseSeconds": ttl}
         if self._identity is not None:
@@ -187,9 +222,15 @@ class RestApi:
 
     async def deregister(self, request: web.Request) -> web.Response:
         m = request.match_info
+        revision = None
         if self._identity is not None:
-            self._identity.authorize(request, m["namespace"])
-        await self._registry.deregister(m["namespace"], m["name"])
+            claims = self._identity.authorize(request, m["namespace"])
+            if claims is not None:  # only the workload's own service account removes it
+                revision = (await owned_workload(self._store, claims, m["namespace"],
+                                                 m["name"])).revision
+        await self._registry.deregister(m["namespace"], m["name"], revision=revision)
+        request[DETAILS] = {"action": "deregister", "resources": [
+            f"Workload {m['namespace']}/{m['name']} deregistered"]}
         return web.json_response({"deregistered": f"{m['namespace']}/{m['name']}"})
 
     # -- proxies --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 from aiohttp import web
 
+from shoal.cli.credentials import token_for
 from shoal.errors import Unavailable
 from shoal.ratelimit.backend import Backend, MemoryBackend
 from shoal.ratelimit.service import RateLimitService
@@ -66,7 +67,8 @@ async def serve(config: ServeConfig) -> None:
     site = web.TCPSite(runner, config.host, config.http_port, reuse_address=True)
     try:
         async with asyncio.TaskGroup() as tg:
-            follow = tg.create_task(source.follow_rest(config.control_plane))
+            follow = tg.create_task(source.follow_rest(
+                config.control_plane, credential=lambda: token_for(config.control_plane)))
             await source.ready.wait()
             await server.start()
             await site.start()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import aiohttp
 
@@ -56,13 +56,18 @@ class RuleSource:
         async for event in store.watch(since=revision, kind=KIND):
             self._event(event.type is EventType.PUT, event.resource, event.revision)
 
-    async def follow_rest(self, url: str, retry: float = 1.0) -> None:
-        """Forever: list, then watch; on any error wait ``retry`` s and start again."""
+    async def follow_rest(self, url: str, retry: float = 1.0,
+                          credential: Callable[[], str | None] = lambda: None) -> None:
+        """Forever: list, then watch; on any error wait ``retry`` s and start again.
+        ``credential``: the operator token to present (looked up on each connect; it
+        needs the view role where RateLimitPolicies live)."""
         api = url.rstrip("/") + "/api/v1"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
         while True:
             try:
-                async with aiohttp.ClientSession(timeout=timeout) as http:
+                token = credential()
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
                     async with http.get(f"{api}/resources", params={"kind": KIND}) as r:
                         r.raise_for_status()
                         body = await r.json()

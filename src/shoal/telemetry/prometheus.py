@@ -140,8 +140,10 @@ def registry(collector: MeshCollector) -> CollectorRegistry:
     return reg
 
 
-def scrape_config(api_url: str, *, interval: str = "5s", job: str = "shoal") -> str:
-    """Prometheus ``scrape_configs`` YAML for the control plane at ``api_url``."""
+def scrape_config(api_url: str, *, interval: str = "5s", job: str = "shoal",
+                  credentials_file: str | None = None) -> str:
+    """Prometheus ``scrape_configs`` YAML for the control plane at ``api_url``; the
+    bearer token Prometheus presents is read from ``credentials_file``."""
     scheme, _, rest = api_url.partition("://")
     if not rest:
         scheme, rest = "http", api_url
@@ -155,6 +157,8 @@ def scrape_config(api_url: str, *, interval: str = "5s", job: str = "shoal") -> 
         f"    scheme: {scheme}\n"
         "    metrics_path: /metrics\n"
         "    honor_labels: true\n"
-        "    static_configs:\n"
+        + (("    authorization:\n      type: Bearer\n"
+            f"      credentials_file: '{credentials_file}'\n") if credentials_file else "")
+        + "    static_configs:\n"
         f"      - targets: ['{target}']\n"
     )

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import httpx
 
 from shoal.cli.client import ApiClient
+from shoal.cli.credentials import remember
 from shoal.cli.rollout import RolloutFailed, wait_rollout
 from shoal.envoy import free_port
 from shoal.errors import Unavailable
@@ -50,6 +51,13 @@ def wait_for(
         f"timed out after {timeout}s waiting for {what}"
         + (f" (last error: {last!r})" if last else "")
     )
+
+
+def operator_headers(data_dir: Path) -> dict[str, str]:
+    """``Authorization`` for the operator API of the control plane whose data directory is
+    DATA_DIR (its mesh-admin token file), or {} before it wrote one."""
+    path = data_dir / "admin.token"
+    return {"Authorization": f"Bearer {path.read_text().strip()}"} if path.exists() else {}
 
 
 class _Process:
@@ -123,8 +131,9 @@ class ControlPlaneProcess(_Process):
     ):
         """``secure``: tokens required for registration, and agents started with this
         control plane use its TLS listeners (REST + xDS) and get workload certificates.
-        ``agent_host``: where the agent listeners (TLS REST, both xDS) bind, e.g. a
-        network's bridge address that pods reach (the operator API stays on loopback)."""
+        ``agent_host``: where the agent listeners (TLS REST, secure xDS) bind, e.g. a
+        network's bridge address that pods reach (the operator API and the plaintext xDS
+        port stay on loopback, docs/adr/0020)."""
         super().__init__("control-plane", workdir / "logs" / "control-plane.log")
         self.workdir = workdir
         self.api_port = api_port or free_port()
@@ -144,7 +153,7 @@ class ControlPlaneProcess(_Process):
 
     @property
     def xds(self) -> str:
-        return f"{self.agent_host}:{self.xds_port}"
+        return f"127.0.0.1:{self.xds_port}"
 
     @property
     def agent_url(self) -> str:
@@ -208,6 +217,7 @@ class ControlPlaneProcess(_Process):
         except TimeoutError:
             self.stop()
             raise Unavailable(f"control plane did not start:\n{self.log_text()[-3000:]}") from None
+        remember(self.url, self.admin_token_path)  # `shoal -c URL ...` finds its credential
         return self
 
     def restart(self, *, kill: bool = False) -> ControlPlaneProcess:
@@ -224,9 +234,8 @@ class ControlPlaneProcess(_Process):
 
     @property
     def auth_headers(self) -> dict[str, str]:
-        """``Authorization`` for the operator API (cluster-admin), once the file exists."""
-        path = self.admin_token_path
-        return {"Authorization": f"Bearer {path.read_text().strip()}"} if path.exists() else {}
+        """``Authorization`` for the operator API (mesh admin), once the file exists."""
+        return operator_headers(self.workdir / "data")
 
     def client(self) -> ApiClient:
         """A CLI client of the operator API acting as the cluster admin."""

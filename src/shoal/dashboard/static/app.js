@@ -23,11 +23,39 @@ function s(tag, attrs = {}, ...children) {
   for (const c of children.flat(4)) el.append(c instanceof Node ? c : document.createTextNode(c));
   return el;
 }
+// The operator token: handed over in the URL fragment by `shoal dashboard` / `shoal up`
+// (#token=..., never sent to a server), kept for this tab only, sent as a bearer token.
+const TOKEN_KEY = "shoal-token";
+if (location.hash.startsWith("#token=")) {  // #token=T[&page=P]
+  const given = new URLSearchParams(location.hash.slice(1));
+  sessionStorage.setItem(TOKEN_KEY, given.get("token"));
+  history.replaceState(null, "", location.pathname + location.search + "#" + (given.get("page") || "overview"));
+}
+class AuthError extends Error {}
 async function api(path) {
-  const resp = await fetch(path, { headers: { Accept: "application/json" } });
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const resp = await fetch(path, { headers });
+  if (resp.status === 401 || resp.status === 403) {
+    let msg = `${resp.status}`;
+    try { msg = (await resp.json()).error || msg; } catch (e) { /* not JSON */ }
+    throw new AuthError(msg);
+  }
   if (!resp.ok) throw new Error(`${path}: ${resp.status}`);
   return resp.json();
 }
+function showLogin(message) {
+  const dialog = $("#login");
+  $("#login-reason").textContent = message;
+  dialog.hidden = false;
+}
+$("#login-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("#login-token").value.trim());
+  $("#login").hidden = true;
+  refresh();
+});
 const fmt = {
   rps: (v) => v == null ? "–" : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2),
   pct: (v) => v == null ? "–" : (v * 100 >= 10 ? (v * 100).toFixed(1) : (v * 100).toFixed(2)) + "%",
@@ -401,6 +429,12 @@ async function refresh() {
     $("#status-line").textContent = `updated ${new Date().toLocaleTimeString()} · refreshes every ${POLL_MS / 1000}s`;
   } catch (e) {
     $("#live").classList.add("stale");
+    if (e instanceof AuthError) {  // no polling without a credential
+      $("#status-line").textContent = `not signed in: ${e.message}`;
+      document.body.dataset.ready = "1";
+      showLogin(e.message);
+      return;
+    }
     $("#status-line").textContent = `cannot reach the control plane: ${e.message}`;
   }
   document.body.dataset.ready = "1";

@@ -1,0 +1,107 @@
+"""Who may do what on the operator API: roles granted per namespace (docs/adr/0022).
+
+A grant is ``ROLE:NAMESPACE``; NAMESPACE ``*`` means every namespace and the mesh-wide
+surfaces (proxies, telemetry, the CA, clusters, the audit log). Roles nest:
+
+    view    read config, proxies' status and telemetry in the namespace
+    edit    view + apply / delete config in the namespace, except security kinds
+    admin   edit + security kinds (PeerAuthentication, AuthorizationPolicy,
+            RequestAuthentication), workload tokens for the namespace;
+            admin:* is the mesh admin: CA operations, operator tokens, revocations,
+            clusters, the audit log
+
+Config in the root namespace applies mesh-wide, so only grants naming the root
+namespace (or ``*``) reach it — no special case is needed for it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+
+from shoal.errors import PermissionDenied, ValidationError, Violation
+
+ALL = "*"
+SECURITY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy",
+                            "RequestAuthentication", "TokenRevocation"})
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+MAX_GRANTS = 64
+
+
+class Role(IntEnum):
+    VIEW = 1
+    EDIT = 2
+    ADMIN = 3
+
+    @staticmethod
+    def parse(text: str) -> Role:
+        try:
+            return Role[text.upper()]
+        except KeyError:
+            raise ValueError(f"unknown role {text!r} (view, edit or admin)") from None
+
+
+@dataclass(frozen=True)
+class Grant:
+    role: Role
+    namespace: str  # a namespace or ALL
+
+    @staticmethod
+    def parse(text: str) -> Grant:
+        """``ROLE:NAMESPACE`` (``admin:*``, ``edit:default``)."""
+        role, sep, namespace = text.partition(":")
+        if not sep:
+            raise ValueError(f"{text!r} is not ROLE:NAMESPACE (e.g. edit:default, view:*)")
+        if namespace != ALL and not _NAMESPACE.match(namespace):
+            raise ValueError(f"{namespace!r} is neither a namespace nor '*'")
+        return Grant(Role.parse(role), namespace)
+
+    def __str__(self) -> str:
+        return f"{self.role.name.lower()}:{self.namespace}"
+
+
+def parse_grants(texts: object, field: str = "grants") -> tuple[Grant, ...]:
+    """Grants from a request body; every problem a :class:`ValidationError`."""
+    if not isinstance(texts, list) or not texts or len(texts) > MAX_GRANTS:
+        raise ValidationError([Violation(field, f"must be a list of 1..{MAX_GRANTS} "
+                                                "ROLE:NAMESPACE strings")])
+    grants, problems = [], []
+    for i, text in enumerate(texts):
+        try:
+            grants.append(Grant.parse(text if isinstance(text, str) else repr(text)))
+        except ValueError as e:
+            problems.append(Violation(f"{field}[{i}]", str(e)))
+    if problems:
+        raise ValidationError(problems)
+    return tuple(dict.fromkeys(grants))
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of one request, as its credential says."""
+
+    name: str  # "user:alice", or a workload's SPIFFE ID
+    grants: tuple[Grant, ...] = ()
+    token_id: str = ""
+
+    def role_in(self, namespace: str) -> Role | None:
+        """The highest role this principal has in NAMESPACE (ALL: mesh-wide only)."""
+        roles = [g.role for g in self.grants
+                 if g.namespace == ALL or (namespace != ALL and g.namespace == namespace)]
+        return max(roles) if roles else None
+
+    def can(self, role: Role, namespace: str) -> bool:
+        have = self.role_in(namespace)
+        return have is not None and have >= role
+
+    def require(self, role: Role, namespace: str, what: str) -> None:
+        if not self.can(role, namespace):
+            where = "mesh-wide (namespace '*')" if namespace == ALL else \
+                f"in namespace {namespace!r}"
+            raise PermissionDenied(f"{self.name} may not {what}: it needs the "
+                                   f"{role.name.lower()} role {where}")
+
+    def require_write(self, kind: str, namespace: str, verb: str = "change") -> None:
+        role = Role.ADMIN if kind in SECURITY_KINDS else Role.EDIT
+        self.require(role, namespace, f"{verb} {kind} in {namespace}")
