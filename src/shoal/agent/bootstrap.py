@@ -7,12 +7,12 @@ pure function returning a JSON-serialisable dict (Envoy reads JSON as YAML).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format
 
+from shoal.netaddr import is_ip
 from shoal.xds.generate.protocol import dns_resolver
 from shoal.xds.types import SDS_CLUSTER, SECRET_ROOT_CA, SECRET_WORKLOAD_CERT
 
@@ -21,13 +21,6 @@ HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 CONTROL_PLANE_NAME = "shoal-control-plane"  # SNI and SAN of the control plane's certificate
 
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def locality(text: str) -> dict[str, str]:
@@ -48,7 +41,7 @@ def xds_cluster(host: str, port: int, *, connect_timeout_s: float = 1.0,
     addresses = [(host, port), *more]
     return {
         "name": XDS_CLUSTER,
-        "type": "STATIC" if all(_is_ip(h) for h, _ in addresses) else "STRICT_DNS",
+        "type": "STATIC" if all(is_ip(h) for h, _ in addresses) else "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": f"{connect_timeout_s:g}s",
         "load_assignment": {

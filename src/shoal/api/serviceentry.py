@@ -8,7 +8,6 @@ like any other service.
 
 from __future__ import annotations
 
-import ipaddress
 from enum import StrEnum
 
 from pydantic import Field, field_validator, model_validator
@@ -16,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from shoal.api.mesh import check_labels
 from shoal.api.meta import DNS_LABEL, DNS_SUBDOMAIN, Model
 from shoal.api.types import NotSupported
+from shoal.netaddr import is_ip
 
 
 class Location(StrEnum):
@@ -72,13 +72,6 @@ class WorkloadEntry(Model):
                 raise ValueError(f"port {name!r}: {port} is not in 1..65535")
         return v
 
-
-def is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 class ServiceEntrySpec(Model):

@@ -10,7 +10,6 @@ only mesh workloads connect there (docs/adr/0020-xds-peer-identity.md).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import ssl
 from collections.abc import Sequence
@@ -20,25 +19,19 @@ import grpc
 from shoal.ca import pki
 from shoal.ca.authority import CertificateAuthority, Issued
 from shoal.ca.files import write_private
+from shoal.netaddr import is_ip
 
 log = logging.getLogger("shoal.ca.serving")
 SERVER_NAME = "shoal-control-plane"
 
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class ServingCertificate:
     def __init__(self, ca: CertificateAuthority, hosts: Sequence[str] = ()):
         self._ca = ca
         names = [SERVER_NAME, "localhost", "127.0.0.1", *hosts]
-        self.dns = list(dict.fromkeys(h for h in names if h and not _is_ip(h)))
-        self.ips = list(dict.fromkeys(h for h in names if _is_ip(h) and h != "0.0.0.0"))
+        self.dns = list(dict.fromkeys(h for h in names if h and not is_ip(h)))
+        self.ips = list(dict.fromkeys(h for h in names if is_ip(h) and h != "0.0.0.0"))
         self.cert_path = ca.files.serving_dir / "cert.pem"
         self.key_path = ca.files.serving_dir / "key.pem"
         self._ssl: ssl.SSLContext | None = None

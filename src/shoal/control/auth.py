@@ -2,7 +2,7 @@
 
 Every request on the operator listener passes three checks before its handler runs:
 
-Public routes (health, static files, the trust bundle, span intake) skip them all.
+Public routes (health, static files, the trust bundle) skip them all.
 
 1. **Where it comes from.** The ``Host`` header must name this API (loopback names, the
    address it listens on, or ``--api-host`` aliases): a DNS-rebinding page cannot talk
@@ -21,7 +21,6 @@ routes agents use there authenticate workload tokens themselves.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -33,6 +32,7 @@ from shoal.control.rbac import ALL, Grant, Principal, Role
 from shoal.errors import PermissionDenied, Unauthenticated
 from shoal.multicluster.federation import EDGES_PATH, TRACES_PATH
 from shoal.multicluster.remote import DISCOVERY_PATH
+from shoal.netaddr import is_ip
 from shoal.ratelimit.embedded import REST_PREFIX
 from shoal.telemetry.zipkin import SPANS_PATH
 
@@ -74,8 +74,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/ui/"): PUBLIC,
     ("GET", "/ui/static"): PUBLIC,
     ("GET", f"{API}/ca/bundle"): PUBLIC,
-    # Sidecars POST Zipkin spans here; not authenticated yet (issue 11 part 6, ADR 0022).
-    ("POST", SPANS_PATH): PUBLIC,
+    # Sidecars POST Zipkin spans on the agents' listener with their certificate (ADR
+    # 0025); here, posting spans is the mesh admin's (e.g. replaying a capture).
+    ("POST", SPANS_PATH): MESH_ADMIN,
     ("POST", f"{API}/workloads"): OWN,
     ("PUT", f"{API}/workloads/{{namespace}}/{{name}}/heartbeat"): OWN,
     ("DELETE", f"{API}/workloads/{{namespace}}/{{name}}"): OWN,
@@ -133,13 +134,6 @@ def _host_only(host: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
 
 class OperatorAuth:
     """The operator listener's checks, as an aiohttp middleware (see module doc)."""
@@ -155,7 +149,7 @@ class OperatorAuth:
         if host is None:
             return True  # not a browser: rebinding needs one, and browsers always send it
         name = _host_only(host)
-        return name in self._hosts or (self._wildcard and _is_ip(name))
+        return name in self._hosts or (self._wildcard and is_ip(name))
 
     def principal(self, request: web.Request) -> Principal:
         token = bearer_token(request)

@@ -18,7 +18,6 @@ The rules, checked all at once by :meth:`EtcdSecurity.check` (a
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import ssl
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from shoal.errors import ValidationError, Violation
+from shoal.netaddr import is_loopback
 
 #: Where the password comes from when no --etcd-password-file is given.
 PASSWORD_ENV = "SHOAL_ETCD_PASSWORD"
@@ -95,7 +95,7 @@ class EtcdSecurity:
                 found.append(Violation("--etcd-endpoints", f"{endpoint} is plaintext: TLS "
                                        "options (--etcd-ca/--etcd-cert/--etcd-key) need "
                                        "https:// endpoints"))
-            elif (scheme == "http" and self.user is not None and not _is_loopback(host)
+            elif (scheme == "http" and self.user is not None and not is_loopback(host)
                   and not self.insecure_plaintext_auth):
                 found.append(Violation("--etcd-endpoints", f"{endpoint} is plaintext to "
                                        "another host: the etcd password and token would "
@@ -127,12 +127,3 @@ class EtcdSecurity:
 def _scheme_and_host(endpoint: str) -> tuple[str, str]:
     parts = urlsplit(endpoint)
     return parts.scheme.lower(), parts.hostname or ""
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
