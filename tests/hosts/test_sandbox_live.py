@@ -303,13 +303,13 @@ def test_the_app_cannot_escape_its_pod_but_still_serves_and_calls(mesh: Mesh) ->
         assert len(visible) <= 4 and all(int(p) < 100 for p in visible), visible
         assert not [c for c in visible.values() if "envoy" in c or "shoal run" in c], visible
 
-        # keys: the control plane's (by their modes: this data dir is traversable), the
+        # keys and the store: the control plane's (its data directory is 0700), the
         # token (hidden: /dev/null), the agent's and every Envoy's directories (hidden)
         files = r["files"]
-        for name in ("ca_key", "root_key", "token_key", "admin_token", "agent_json",
+        for name in ("ca_key", "root_key", "token_key", "admin_token", "store", "agent_json",
                      "bootstrap", "web_bootstrap", "agent_environ"):
             assert "error" in files[name], (name, files[name])
-        assert files["store"] == {"bytes": 0} and files["token_file"] == {"bytes": 0}
+        assert files["token_file"] == {"bytes": 0}
         assert r["dirs"]["run_dir"] == r["dirs"]["proxies"] == {"entries": []}
         assert r["dirs"]["envoy_dir"] == {"error": "ENOENT"}  # under the hidden proxies dir
         assert r["dirs"]["ca"] == {"error": "EACCES"}

@@ -34,12 +34,14 @@ from .procs import RateLimitProcess
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 
-# The issue's number: 1,000 req/s under 3x offered load. On 2 cores the whole path
-# (h2load -> client sidecar -> 3 sidecars -> rate-limit service -> Python apps) completes
-# about 2,300-2,500 of the 3,000 req/s offered here, and about 1,300-1,500 on a busier CI
-# machine (measured: one second of eight then completed only 976 requests, all admitted).
-# SHOAL_RL_LIMIT=250 checks the same property on a machine slower still.
-LIMIT = int(os.environ.get("SHOAL_RL_LIMIT", "1000"))
+# The limit must sit well below what the machine completes, or some seconds have no
+# refusal and say nothing about the limiter. On 2 cores the whole path (h2load -> client
+# sidecar -> 3 sidecars -> rate-limit service -> Python apps) completed 2,300-2,500 req/s
+# on an idle machine in November, but only 1,100-1,350 on 2026-12-04 (idle) and about 900
+# during a full suite run, where 1,000/s left too few seconds with refusals. 250/s (750/s
+# offered) keeps a 3x margin; SHOAL_RL_LIMIT=1000 checks the issue's number on a fast
+# machine.
+LIMIT = int(os.environ.get("SHOAL_RL_LIMIT", "250"))
 
 POLICY = """apiVersion: policy.shoal.io/v1alpha1
 kind: RateLimitPolicy
@@ -214,9 +216,9 @@ def test_global_limit_across_three_replicas_within_5_percent(mesh: Mesh, tmp_pat
                                                              ) -> None:
     mesh.apply(f"""  mode: global
   limits:
-  - {{name: all-1000, requestsPerUnit: {LIMIT}, unit: second}}
+  - {{name: global-limit, requestsPerUnit: {LIMIT}, unit: second}}
 """)
-    wait_applied(mesh, "all-1000")
+    wait_applied(mesh, "global-limit")
     log = tmp_path / "h2load.log"
     report = h2load(mesh, log, rps=3 * LIMIT, seconds=10)
     seconds = per_second(log)

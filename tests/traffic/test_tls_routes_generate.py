@@ -155,8 +155,9 @@ def ctx() -> GenerationContext:
 
 
 def _tcp_proxy(chain) -> tcp_proxy_pb2.TcpProxy:  # type: ignore[no-untyped-def]
+    """The chain's TCP proxy (after any RBAC filters of policies selecting the gateway)."""
     out = tcp_proxy_pb2.TcpProxy()
-    assert chain.filters[0].typed_config.Unpack(out)
+    assert chain.filters[-1].typed_config.Unpack(out)
     return out
 
 
