@@ -240,3 +240,31 @@ def test_the_cli_finds_the_admin_credential_of_shoal_home(cp: ControlPlaneProces
     env = {"SHOAL_HOME": str(tmp_path / "none"),
            "SHOAL_API_TOKEN": token(cp, "dave", "view:*")["Authorization"][7:]}
     assert "user:dave (view:*)" in shoal(cp, "token", "whoami", env=env).stdout
+
+
+def test_grants_can_name_kinds(cp: ControlPlaneProcess) -> None:
+    """``edit:team-a:VirtualService``: routing in team-a and nothing else (roles per
+    namespace and kind)."""
+    vs = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: team-a}
+spec: {hosts: [web], http: [{route: [{destination: {host: web}}]}]}
+"""
+    with cp.http() as http:
+        assert http.post("/api/v1/apply", content=SERVICE % "team-a", headers=YAML).is_success
+    router = token(cp, "router", "edit:team-a:vs")
+    with httpx.Client(base_url=cp.url, timeout=10,
+                      headers={"Authorization": router["Authorization"]}) as http:
+        assert http.get("/api/v1/whoami").json()["grants"] == ["edit:team-a:VirtualService"]
+        assert http.post("/api/v1/apply", content=vs, headers=YAML).status_code == 200
+        r = http.post("/api/v1/apply", content=(SERVICE % "team-a").replace("80", "88"),
+                      headers=YAML)
+        assert r.status_code == 403 and "for Service" in r.json()["error"]
+        kinds = {i["kind"] for i in http.get("/api/v1/resources").json()["items"]}
+        assert kinds == {"VirtualService"}
+        assert http.get("/api/v1/resources/Service/team-a/web").status_code == 403
+        assert http.get("/api/v1/resources/vs/team-a/web").status_code == 200
+        assert http.get("/api/v1/proxies").status_code == 403  # not config: not covered
+    with cp.http() as http:
+        r = http.post("/api/v1/tokens", json={"user": "x", "grants": ["edit:a:NoSuchKind"]})
+    assert r.status_code == 422 and "NoSuchKind" in r.json()["violations"][0]["message"]

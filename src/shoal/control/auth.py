@@ -91,7 +91,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", f"{API}/resources/{{kind}}/{{namespace}}/{{name}}"): OPERATOR,
     ("POST", f"{API}/tokens"): OPERATOR,
     ("GET", f"{API}/whoami"): OPERATOR,
-    ("GET", f"{API}/resources/{{kind}}/{{namespace}}/{{name}}"): Needs(Role.VIEW, "namespace"),
+    ("GET", f"{API}/resources/{{kind}}/{{namespace}}/{{name}}"): OPERATOR,
     ("GET", f"{API}/certificates/{{namespace}}/{{workload}}"): Needs(Role.VIEW, "namespace"),
     ("GET", f"{API}/proxies"): MESH_VIEW,
     ("GET", f"{API}/proxies/{{node}}/config"): MESH_VIEW,

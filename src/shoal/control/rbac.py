@@ -1,7 +1,9 @@
-"""Who may do what on the operator API: roles granted per namespace (docs/adr/0022).
+"""Who may do what on the operator API: roles granted per namespace and kind (ADR 0022).
 
-A grant is ``ROLE:NAMESPACE``; NAMESPACE ``*`` means every namespace and the mesh-wide
-surfaces (proxies, telemetry, the CA, clusters, the audit log). Roles nest:
+A grant is ``ROLE:NAMESPACE[:KIND[,KIND...]]``; NAMESPACE ``*`` means every namespace
+and the mesh-wide surfaces (proxies, telemetry, the CA, clusters, the audit log). With
+kinds, the grant covers only config of those kinds (``edit:team-a:VirtualService``): it
+gives nothing beyond config. Roles nest:
 
     view    read config, proxies' status and telemetry in the namespace
     edit    view + apply / delete config in the namespace, except security kinds
@@ -20,7 +22,8 @@ import re
 from dataclasses import dataclass
 from enum import IntEnum
 
-from shoal.errors import PermissionDenied, ValidationError, Violation
+from shoal.api.kinds import resolve_kind
+from shoal.errors import NotFound, PermissionDenied, ValidationError, Violation
 
 ALL = "*"
 SECURITY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy",
@@ -46,26 +49,42 @@ class Role(IntEnum):
 class Grant:
     role: Role
     namespace: str  # a namespace or ALL
+    kinds: frozenset[str] | None = None  # None: every kind and the non-config surfaces
 
     @staticmethod
     def parse(text: str) -> Grant:
-        """``ROLE:NAMESPACE`` (``admin:*``, ``edit:default``)."""
-        role, sep, namespace = text.partition(":")
+        """``ROLE:NAMESPACE[:KINDS]`` (``admin:*``, ``edit:default:VirtualService,dr``)."""
+        role, sep, rest = text.partition(":")
+        namespace, _, kinds = rest.partition(":")
         if not sep:
-            raise ValueError(f"{text!r} is not ROLE:NAMESPACE (e.g. edit:default, view:*)")
+            raise ValueError(f"{text!r} is not ROLE:NAMESPACE[:KIND,...] (e.g. edit:default, "
+                             "view:*, edit:default:VirtualService)")
         if namespace != ALL and not _NAMESPACE.match(namespace):
             raise ValueError(f"{namespace!r} is neither a namespace nor '*'")
-        return Grant(Role.parse(role), namespace)
+        names = None
+        if kinds:
+            try:
+                names = frozenset(resolve_kind(k.strip()).name for k in kinds.split(","))
+            except NotFound as e:
+                raise ValueError(str(e)) from None
+        return Grant(Role.parse(role), namespace, names)
+
+    def covers(self, namespace: str, kind: str | None) -> bool:
+        """Does this grant speak for NAMESPACE (ALL: mesh-wide) and KIND (None: not config)?"""
+        if self.kinds is not None and (kind is None or kind not in self.kinds):
+            return False
+        return self.namespace == ALL or (namespace != ALL and self.namespace == namespace)
 
     def __str__(self) -> str:
-        return f"{self.role.name.lower()}:{self.namespace}"
+        kinds = f":{','.join(sorted(self.kinds))}" if self.kinds else ""
+        return f"{self.role.name.lower()}:{self.namespace}{kinds}"
 
 
 def parse_grants(texts: object, field: str = "grants") -> tuple[Grant, ...]:
     """Grants from a request body; every problem a :class:`ValidationError`."""
     if not isinstance(texts, list) or not texts or len(texts) > MAX_GRANTS:
         raise ValidationError([Violation(field, f"must be a list of 1..{MAX_GRANTS} "
-                                                "ROLE:NAMESPACE strings")])
+                                                "ROLE:NAMESPACE[:KIND,...] strings")])
     grants, problems = [], []
     for i, text in enumerate(texts):
         try:
@@ -85,23 +104,29 @@ class Principal:
     grants: tuple[Grant, ...] = ()
     token_id: str = ""
 
-    def role_in(self, namespace: str) -> Role | None:
-        """The highest role this principal has in NAMESPACE (ALL: mesh-wide only)."""
-        roles = [g.role for g in self.grants
-                 if g.namespace == ALL or (namespace != ALL and g.namespace == namespace)]
+    def role_in(self, namespace: str, kind: str | None = None) -> Role | None:
+        """The highest role this principal has in NAMESPACE (ALL: mesh-wide only) for
+        config of KIND (None: a surface that is not config)."""
+        roles = [g.role for g in self.grants if g.covers(namespace, kind)]
         return max(roles) if roles else None
 
-    def can(self, role: Role, namespace: str) -> bool:
-        have = self.role_in(namespace)
+    def sees(self, namespace: str) -> bool:
+        """Has any grant in NAMESPACE (for some kind at least)?"""
+        return any(g.namespace in (ALL, namespace) for g in self.grants)
+
+    def can(self, role: Role, namespace: str, kind: str | None = None) -> bool:
+        have = self.role_in(namespace, kind)
         return have is not None and have >= role
 
-    def require(self, role: Role, namespace: str, what: str) -> None:
-        if not self.can(role, namespace):
+    def require(self, role: Role, namespace: str, what: str, kind: str | None = None
+                ) -> None:
+        if not self.can(role, namespace, kind):
             where = "mesh-wide (namespace '*')" if namespace == ALL else \
                 f"in namespace {namespace!r}"
+            of = f" for {kind}" if kind else ""
             raise PermissionDenied(f"{self.name} may not {what}: it needs the "
-                                   f"{role.name.lower()} role {where}")
+                                   f"{role.name.lower()} role {where}{of}")
 
     def require_write(self, kind: str, namespace: str, verb: str = "change") -> None:
         role = Role.ADMIN if kind in SECURITY_KINDS else Role.EDIT
-        self.require(role, namespace, f"{verb} {kind} in {namespace}")
+        self.require(role, namespace, f"{verb} {kind} in {namespace}", kind)

@@ -127,18 +127,21 @@ class RestApi:
         kind_name = resolve_kind(kind).name if kind else None
         namespace = request.query.get("namespace")
         principal = principal_of(request)
-        if namespace:
+        if namespace and not principal.sees(namespace):
             principal.require(Role.VIEW, namespace, f"list config in {namespace}")
         items, revision = await self._store.list(kind_name, namespace)
         return web.json_response({"revision": revision, "items": [
-            r.dump() for r in items if principal.can(Role.VIEW, r.metadata.namespace)]})
+            r.dump() for r in items if principal.can(Role.VIEW, r.metadata.namespace, r.kind)]})
 
     def _key(self, request: web.Request) -> ResourceKey:
         m = request.match_info
         return ResourceKey(resolve_kind(m["kind"]).name, m["namespace"], m["name"])
 
     async def get(self, request: web.Request) -> web.Response:
-        return web.json_response((await self._store.get(self._key(request))).dump())
+        key = self._key(request)
+        principal_of(request).require(Role.VIEW, key.namespace,
+                                      f"read {key.kind} in {key.namespace}", key.kind)
+        return web.json_response((await self._store.get(key)).dump())
 
     async def delete(self, request: web.Request) -> web.Response:
         key = self._key(request)
@@ -159,7 +162,7 @@ class RestApi:
             since=int(since) if since else None,
             kind=resolve_kind(kind).name if kind else None,
         ):
-            if not principal.can(Role.VIEW, event.key.namespace):
+            if not principal.can(Role.VIEW, event.key.namespace, event.key.kind):
                 continue  # only what the caller may read
             line = {"type": event.type.value, "revision": event.revision,
                     "resource": event.resource.dump()}
