@@ -104,17 +104,28 @@ def parse_node(node: base_pb2.Node) -> Proxy:
 
     workload = need("WORKLOAD", str)
     namespace = need("NAMESPACE", str)
-    outbound = need("OUTBOUND_PORT", int)
-    admin = int(md.get("ADMIN_PORT") or 0)
-    app_ports = {str(k): int(v) for k, v in (md.get("APP_PORTS") or {}).items()}
+    outbound = _port(md.get("OUTBOUND_PORT"), "OUTBOUND_PORT", problems, required=True)
+    admin = _port(md.get("ADMIN_PORT"), "ADMIN_PORT", problems)
+    ports = md.get("APP_PORTS") or {}
+    if not isinstance(ports, dict):
+        problems.append(Violation("node.metadata.APP_PORTS", "must be a map of name to port"))
+        ports = {}
+    app_ports = {str(k): _port(v, f"APP_PORTS.{k}", problems, required=True)
+                 for k, v in ports.items()}
+    items = md.get("UPSTREAMS") or []
+    if not isinstance(items, list):
+        problems.append(Violation("node.metadata.UPSTREAMS", "must be a list"))
+        items = []
     upstreams = []
-    for i, u in enumerate(md.get("UPSTREAMS") or []):
-        try:
-            upstreams.append(Upstream(str(u["host"]), int(u["port"]), int(u["localPort"])))
-        except (KeyError, TypeError, ValueError):
+    for i, u in enumerate(items):
+        if not isinstance(u, dict) or not isinstance(u.get("host"), str):
             problems.append(
-                Violation(f"node.metadata.UPSTREAMS[{i}]", "needs host, port and localPort")
-            )
+                Violation(f"node.metadata.UPSTREAMS[{i}]", "needs host, port and localPort"))
+            continue
+        upstreams.append(Upstream(u["host"], _port(u.get("port"), f"UPSTREAMS[{i}].port",
+                                                   problems, required=True),
+                                  _port(u.get("localPort"), f"UPSTREAMS[{i}].localPort",
+                                        problems, required=True)))
     if not node.id:
         problems.append(Violation("node.id", "is required"))
     capture_ports = _capture_ports(md, problems)
@@ -138,6 +149,18 @@ def parse_node(node: base_pb2.Node) -> Proxy:
     return Proxy(node_id=node.id, namespace=namespace, metadata=meta)
 
 
+def _port(value: Any, key: str, problems: list[Violation], *, required: bool = False) -> int:
+    """A port number from metadata (JSON numbers arrive as floats); 0 when absent (or 0)
+    and not required; every other problem recorded."""
+    if not required and (value is None or (value == 0 and not isinstance(value, bool))):
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            int(value) != value or not 0 < value < 65536:
+        problems.append(Violation(f"node.metadata.{key}", "must be a port number (1-65535)"))
+        return 0
+    return int(value)
+
+
 def dns_upstream(text: str, default_port: int | None = None) -> str:
     """``IPv4:PORT`` (or ``IPv4`` when ``default_port`` is given), normalized to
     ``IP:PORT``; ValueError otherwise."""
@@ -153,8 +176,12 @@ def dns_upstream(text: str, default_port: int | None = None) -> str:
 
 
 def _dns_upstreams(md: dict[str, Any], problems: list[Violation]) -> tuple[str, ...]:
-    out = []
-    for i, text in enumerate(md.get("DNS_UPSTREAMS") or []):
+    out: list[str] = []
+    items = md.get("DNS_UPSTREAMS") or []
+    if not isinstance(items, list):
+        problems.append(Violation("node.metadata.DNS_UPSTREAMS", "must be a list"))
+        return ()
+    for i, text in enumerate(items):
         try:
             out.append(dns_upstream(str(text)))
         except ValueError:
