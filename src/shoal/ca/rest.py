@@ -31,7 +31,9 @@ from shoal.errors import NotFound, PermissionDenied, Unauthenticated, Validation
 from shoal.registry.admission import refuse_discovery_only
 
 API = "/api/v1"
-MAX_TOKEN_TTL = 366 * 24 * 3600
+# Workload tokens only bootstrap a certificate (renewals use the certificate over mTLS),
+# and remote-secret tokens are revocable and read discovery data only: 90 days at most.
+MAX_TOKEN_TTL = 90 * 24 * 3600
 DEFAULT_OPERATOR_TTL = 8 * 3600
 MAX_OPERATOR_TTL = 30 * 24 * 3600
 USER_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")

@@ -59,7 +59,9 @@ def remote_secret(
     url: Annotated[str | None, typer.Option(
         help="Where other control planes reach this one (default: its agent TLS API).")
     ] = None,
-    ttl: Annotated[str, typer.Option(help="Lifetime of the token (e.g. 30d).")] = "365d",
+    ttl: Annotated[str, typer.Option(
+        help="Lifetime of the token (at most 90d; make a new secret and `shoal cluster "
+             "add` it again before it ends; `shoal token revoke` ends it early).")] = "90d",
     output: OutputOpt = Format.JSON,
 ) -> None:
     """Print a remote secret for THIS control plane's cluster (name, URL, network and a

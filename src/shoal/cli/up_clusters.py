@@ -183,7 +183,7 @@ def _follow_each_other(clients: list[ApiClient]) -> None:
             if i == j:
                 continue
             token = other.create_token(infos[j]["rootNamespace"], READER_SERVICE_ACCOUNT,
-                                       365 * 86400)["token"]
+                                       90 * 86400)["token"]
             client.request("POST", "/api/v1/clusters", json={
                 "name": infos[j]["cluster"], "url": infos[j]["urls"]["agentApi"],
                 "token": token})
