@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import re
 import signal
 from pathlib import Path
@@ -24,6 +23,7 @@ from shoal.control.config import (
 from shoal.control.plane import ControlPlane
 from shoal.errors import ValidationError
 from shoal.logs import configure_logging
+from shoal.netaddr import is_loopback
 from shoal.registry.snapshot import MeshConfig
 from shoal.store.etcd_security import EtcdSecurity
 
@@ -34,13 +34,6 @@ def default_home() -> Path:
     return Path(os.environ.get("SHOAL_HOME", Path.home() / ".shoal"))
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def serve(config: ControlPlaneConfig) -> None:
@@ -104,9 +97,10 @@ def control_plane(
         help="Percent of new requests the sidecars trace (a caller's sampled trace is "
              "always continued).")] = 1.0,
     trace_collector: Annotated[str | None, typer.Option(
-        help="HOST:PORT the sidecars POST Zipkin spans to (default: the --api address), "
+        help="HOST:PORT of this control plane's --agent-api as the sidecars reach it, "
+             "where they POST Zipkin spans over mTLS (default: the --agent-api address), "
              "or 'xds': OpenTelemetry spans over the sidecars' xDS connection (W3C "
-             "traceparent only), for sidecars that cannot reach the API (pods).")] = None,
+             "traceparent only).")] = None,
     ratelimit_address: Annotated[str | None, typer.Option(
         help="A separate rate-limit service (`shoal ratelimit serve`) HOST:PORT; default: "
              "the control plane serves it on its xDS ports.")] = None,

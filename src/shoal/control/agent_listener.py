@@ -5,9 +5,11 @@ HTTP, keep it on loopback) and the agent API (TLS, reachable by every workload, 
 pod network's bridge). The agent API answers only the routes that agents and remote
 control planes need, each of which checks a token where it matters: registration,
 heartbeat and deregistration, certificate signing, the trust bundle, the discovery
-stream of remote clusters, and health. Everything else — applying or reading config,
-tokens, CA operations, proxies, telemetry, the dashboard — is the operator's and is
-refused there with 403, so a workload cannot rewrite the mesh's policy or read it.
+stream of remote clusters, health, and the sidecars' Zipkin spans (which need the
+workload certificate: shoal.telemetry.zipkin.request_peer, docs/adr/0025). Everything
+else — applying or reading config, tokens, CA operations, proxies, reading telemetry,
+the dashboard — is the operator's and is refused there with 403, so a workload cannot
+rewrite the mesh's policy or read it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiohttp import web
 from shoal.errors import PermissionDenied
 from shoal.multicluster.federation import EDGES_PATH, TRACES_PATH
 from shoal.multicluster.remote import DISCOVERY_PATH
+from shoal.telemetry.zipkin import SPANS_PATH
 
 API = "/api/v1"
 AGENT_ROUTES: frozenset[tuple[str, str]] = frozenset({
@@ -33,6 +36,7 @@ AGENT_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("GET", EDGES_PATH),
     ("GET", TRACES_PATH),
     ("GET", f"{TRACES_PATH}/{{trace_id}}"),
+    ("POST", SPANS_PATH),  # sidecars' Zipkin tracer, with the workload certificate
 })
 
 

@@ -76,11 +76,12 @@ def private_data_dir(path: Path) -> None:
             "path": str(path), "error": str(e)})
 
 
-def trace_collector(api: Address) -> str:
-    """Where sidecars send spans (MeshConfig.trace_collector): this API's address when it
-    is a concrete one; "" (W3C-only OpenTelemetry tracer over xDS) for a wildcard host or
-    port 0, which name no address a sidecar could use (docs/adr/0008)."""
-    if api.port == 0 or api.host in ("", "0.0.0.0", "::"):
+def trace_collector(api: Address | None) -> str:
+    """Where sidecars send spans (MeshConfig.trace_collector): the agents' TLS listener's
+    address when it is a concrete one (they post with their certificate, ADR 0025); ""
+    (W3C-only OpenTelemetry tracer over xDS) without one, or for a wildcard host or port
+    0, which name no address a sidecar could use (docs/adr/0008)."""
+    if api is None or api.port == 0 or api.host in ("", "0.0.0.0", "::"):
         return ""
     return f"[{api.host}]:{api.port}" if ":" in api.host else str(api)
 
@@ -120,7 +121,7 @@ class ControlPlane:
     def build(config: ControlPlaneConfig, store: Store | None = None) -> ControlPlane:
         if config.mesh.trace_collector is None:  # sidecars POST Zipkin spans to our API
             config = dataclasses.replace(config, mesh=dataclasses.replace(
-                config.mesh, trace_collector=trace_collector(config.api)))
+                config.mesh, trace_collector=trace_collector(config.agent_api)))
         private_data_dir(config.data_dir)
         store = store or open_store(config)
         cache = SnapshotCache()
@@ -205,7 +206,7 @@ class ControlPlane:
         if self.config.mesh.ratelimit_address is None:
             ratelimit = EmbeddedRateLimit(self.store, None if self.config.store == "memory"
                                           else self.config.data_dir, self.config.ratelimit_redis)
-            ratelimit.add_to(grpc_server, app)
+            ratelimit.add_to(grpc_server, app, guard)  # callers: as xDS (ADR 0025)
         federation = None  # multi-cluster: the other clusters' traffic and traces too
         if self.remotes is not None:
             federation = Federation(self.remotes, trust_context(self.ca.files.bundle_path))

@@ -2,11 +2,18 @@
 
 gRPC (Envoy's RateLimitService) on ``--port``, REST (``/healthz``, ``/stats``,
 ``/quotas``) on ``--http-port``; rules from the control plane's REST watch.
+
+Both are plaintext and unauthenticated (any caller that reaches the gRPC port is served,
+at most one hit per request): keep the service on loopback or a private network that only
+the sidecars reach. ``shoal ratelimit serve`` refuses any other ``--host`` unless
+``--insecure-any-host`` (docs/adr/0025). The embedded service (the default) needs no such
+care: it answers mesh identities over mTLS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +24,7 @@ from aiohttp import web
 from shoal.cli.credentials import token_for
 from shoal.errors import Unavailable
 from shoal.ratelimit.backend import Backend, MemoryBackend
+from shoal.ratelimit.callers import PLAINTEXT_TOO
 from shoal.ratelimit.service import RateLimitService
 from shoal.ratelimit.source import RuleSource
 
@@ -26,6 +34,15 @@ QUOTA_FILE = "ratelimit-quotas.db"
 GRPC_OPTIONS = [("grpc.max_concurrent_streams", 100_000),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.max_pings_without_data", 0)]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def open_backend(redis_url: str | None, state_dir: Path | None) -> Backend:
@@ -49,7 +66,7 @@ class ServeConfig:
 async def serve(config: ServeConfig) -> None:
     source = RuleSource()
     backend = open_backend(config.redis_url, config.state_dir)
-    service = RateLimitService(backend, source)
+    service = RateLimitService(backend, source, callers=PLAINTEXT_TOO)
     server = grpc.aio.server(options=GRPC_OPTIONS)
     service.add_to(server)
     if server.add_insecure_port(f"{config.host}:{config.port}") == 0:

@@ -4,6 +4,12 @@ gRPC, plus a small REST surface (``/healthz``, ``/stats``, ``/quotas``).
 Rules come from a :class:`~shoal.ratelimit.source.RuleSource`; counters from a
 :class:`~shoal.ratelimit.backend.Backend`. A backend failure answers the RPC with
 UNAVAILABLE, so each sidecar applies its policy's ``failureMode``.
+
+Callers are checked first (:mod:`shoal.ratelimit.callers`: a mesh identity over mTLS,
+plaintext only where the mesh trusts it): a refused call is UNAUTHENTICATED or
+PERMISSION_DENIED and moves no counter. A request may count for at most
+:data:`MAX_HITS_ADDEND` hits (Envoy sends 0, meaning 1): one call cannot use up a quota;
+more is INVALID_ARGUMENT, also without moving a counter (docs/adr/0025).
 """
 
 from __future__ import annotations
@@ -19,9 +25,17 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf import duration_pb2
 
-from shoal.errors import Unavailable
+from shoal.errors import (
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+    ValidationError,
+    Violation,
+)
 from shoal.ratelimit.backend import Backend, Check
+from shoal.ratelimit.callers import MESH_ONLY, CallerPolicy
 from shoal.ratelimit.rules import RuleTable
+from shoal.xds.server import grpc_code
 
 log = logging.getLogger(__name__)
 
@@ -30,27 +44,30 @@ _UNITS = {1: rls_pb2.RateLimitResponse.RateLimit.SECOND,
           60: rls_pb2.RateLimitResponse.RateLimit.MINUTE,
           3600: rls_pb2.RateLimitResponse.RateLimit.HOUR,
           86400: rls_pb2.RateLimitResponse.RateLimit.DAY}
+MAX_HITS_ADDEND = 1  # hits one request may count for (0, Envoy's default, means 1)
 
 
 class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
     def __init__(self, backend: Backend, rules: Callable[[], RuleTable],
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, *,
+                 callers: CallerPolicy = MESH_ONLY):
         self.backend = backend
         self._rules = rules
         self._clock = clock
-        self.stats = {"requests": 0, "over_limit": 0, "ok": 0, "errors": 0}
+        self.callers = callers
+        self.stats = {"requests": 0, "over_limit": 0, "ok": 0, "errors": 0, "refused": 0}
 
     def add_to(self, server: grpc.aio.Server) -> None:
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(self, server)
 
     async def decide(self, request: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
+        hits = _hits(request)
         table = self._rules()
         found = [table.lookup([(e.key, e.value) for e in d.entries])
                  for d in request.descriptors]
         checks = [Check(rule, key) for rule, key in (f for f in found if f is not None)]
         now = self._clock()
-        outcomes = await self.backend.hit(checks, request.hits_addend or 1, now) \
-            if checks else []
+        outcomes = await self.backend.hit(checks, hits, now) if checks else []
         resp = rls_pb2.RateLimitResponse(overall_code=Code.OK)
         it = iter(zip(checks, outcomes, strict=True))
         retry_after = 0.0
@@ -81,7 +98,15 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
     async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest,
                               context: grpc.aio.ServicerContext) -> rls_pb2.RateLimitResponse:
         try:
+            self.callers.check(context)
             return await self.decide(request)
+        except (Unauthenticated, PermissionDenied, ValidationError) as e:
+            self.stats["refused"] += 1
+            if self.stats["refused"] % 1000 == 1:  # the first, then one in a thousand
+                log.warning("rate-limit call refused", extra={
+                    "error": str(e), "refused": self.stats["refused"]})
+            await context.abort(grpc_code(e), str(e))
+            raise  # pragma: no cover - abort raises
         except Unavailable as e:
             self.stats["errors"] += 1
             log.warning("rate-limit backend unavailable", extra={"error": str(e)})
@@ -107,6 +132,18 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
 
         app.router.add_get(f"{prefix}/quotas", quotas)
         app.router.add_get(f"{prefix}/stats", stats)
+
+
+def _hits(request: rls_pb2.RateLimitRequest) -> int:
+    """The hits this request counts for: at most MAX_HITS_ADDEND, else ValidationError."""
+    asked = [("hits_addend", request.hits_addend)]
+    asked += [(f"descriptors[{i}].hits_addend", d.hits_addend.value)
+              for i, d in enumerate(request.descriptors) if d.HasField("hits_addend")]
+    too_many = [Violation(path, f"{n} is more than {MAX_HITS_ADDEND}: a request counts for "
+                                "one hit") for path, n in asked if n > MAX_HITS_ADDEND]
+    if too_many:
+        raise ValidationError(too_many)
+    return max(1, request.hits_addend)
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:

@@ -37,8 +37,9 @@ class MeshConfig:
     outbound_traffic_policy: str = "REGISTRY_ONLY"
     # HOST:PORT of a separate rate-limit service; None: the control plane's own (ADR 0010)
     ratelimit_address: str | None = None
-    # HOST:PORT of the control plane's REST API where sidecars POST Zipkin spans (ADR 0008);
-    # None: the control plane's own API address; "": W3C-only OpenTelemetry tracer over xDS
+    # HOST:PORT of the control plane's agents' TLS listener where sidecars POST Zipkin spans
+    # over mTLS (ADR 0008, 0025); None: the control plane's own --agent-api address;
+    # "": W3C-only OpenTelemetry tracer over xDS
     trace_collector: str | None = None
     # Multi-cluster (docs/multicluster.md, ADR 0016): this control plane's cluster and the
     # network its workloads are on by default. "" = single cluster, one flat network.

@@ -8,12 +8,14 @@ Routes:
   GET /api/v1/traces?service=&limit=        recent traces, newest first (all clusters)
   GET /api/v1/traces/{trace_id}             every span of one trace
   POST /api/v2/spans                        Zipkin v2 JSON spans from the sidecars' tracer
+                                            (agents' TLS listener, workload certificate)
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,10 +32,13 @@ from shoal.telemetry.otlp import TraceForwarder, otlp_handlers
 from shoal.telemetry.prometheus import MeshCollector, registry
 from shoal.telemetry.store import RingMetricsStore
 from shoal.telemetry.traces import TraceStore, merge_summaries, spans_from_otlp
-from shoal.telemetry.zipkin import SPANS_PATH, spans_handler
+from shoal.telemetry.zipkin import SPANS_PATH, node_of, otlp_from_zipkin, spans_handler
 from shoal.xds.server.peer import NodeGuard, Peer
 
+log = logging.getLogger(__name__)
 API = "/api/v1"
+MAX_WARNED = 1000  # identities remembered so that each is warned about once
+MAX_NODES = 10_000  # node id -> service entries learnt from access logs (oldest go)
 
 
 class Telemetry:
@@ -51,8 +56,10 @@ class Telemetry:
         self.cluster = ""  # this control plane's cluster (names local traces when merged)
         self.forwarder = TraceForwarder(otlp_export) if otlp_export else None
         self._proxies = proxies
-        self.counts = {"access_log_entries": 0, "spans": 0, "refused_batches": 0}
+        self.counts = {"access_log_entries": 0, "spans": 0, "refused_batches": 0,
+                       "dropped_spans": 0}
         self._guard: NodeGuard | None = None  # who may report for which node (add_to)
+        self._warned: set[str] = set()  # identities told about dropped spans
         self._registry = registry(MeshCollector(self.aggregator, self._cp_metrics))
         self._log_waiters: set[asyncio.Event] = set()
 
@@ -75,6 +82,8 @@ class Telemetry:
         self._authorize(peer, {str(e.get("reporter", "")) for e in entries})
         for e in entries:
             if e.get("reporter") and e.get("service"):
+                if e["reporter"] not in self._services and len(self._services) >= MAX_NODES:
+                    del self._services[next(iter(self._services))]
                 self._services[e["reporter"]] = e["service"]
         self.counts["access_log_entries"] += len(entries)
         self.logs.add(entries)
@@ -90,6 +99,35 @@ class Telemetry:
         self.traces.add(spans)
         if self.forwarder is not None:
             self.forwarder.submit(req)
+
+    def on_zipkin(self, spans: list[Any], peer: Peer | None) -> int:
+        """Zipkin spans posted by ``peer`` (None: by an operator, on the operator API):
+        a span whose reporter (``node_id`` tag) the peer may not speak for is dropped and
+        counted, the rest taken as OTLP spans. Returns how many were taken; a malformed
+        span (InvalidSpans) refuses the whole batch."""
+        kept, why = spans, ""
+        if peer is not None:
+            guard = self._guard or NodeGuard()
+            kept = []
+            for span in spans:
+                try:
+                    guard.check_reporter(peer, node_of(span))
+                except ShoalError as e:
+                    why = str(e)
+                    continue
+                kept.append(span)
+        req = otlp_from_zipkin(kept)
+        if dropped := len(spans) - len(kept):
+            self.counts["dropped_spans"] += dropped
+            who = str(peer)
+            if who not in self._warned and len(self._warned) < MAX_WARNED:
+                self._warned.add(who)
+                log.warning("spans dropped: not the poster's to report (warned once per "
+                            "identity; counted in shoal_telemetry_dropped_spans)",
+                            extra={"peer": who, "dropped": dropped, "reason": why})
+        if kept:
+            self.on_traces(req)
+        return len(kept)
 
     def add_to(self, server: grpc.aio.Server, guard: NodeGuard | None = None) -> None:
         """The OTLP receivers on ``server``; ``guard`` checks each caller's reports."""
@@ -113,7 +151,7 @@ class Telemetry:
         r.add_get(f"{API}/logs", self.get_logs)
         r.add_get(f"{API}/traces", self.list_traces)
         r.add_get(f"{API}/traces/{{trace_id}}", self.get_trace)
-        r.add_post(SPANS_PATH, spans_handler(self.on_traces))
+        r.add_post(SPANS_PATH, spans_handler(self.on_zipkin))
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._registry)

@@ -96,6 +96,16 @@ class MeshCollector(Collector):
             for name, fam in tcp.items():
                 fam.add_metric(labels, getattr(t, name))
         yield from tcp.values()
+        dropped = CounterMetricFamily(
+            "shoal_telemetry_dropped_series",
+            "Access-log entries not counted: they would have created a series beyond the "
+            "reporter's or the mesh's limit", labels=["reporter"])
+        for reporter, n in sorted(self._metrics.dropped.items()):
+            dropped.add_metric([reporter], n)
+        yield dropped
+        series = GaugeMetricFamily("shoal_telemetry_series", "Request and TCP series kept")
+        series.add_metric([], self._metrics.series)
+        yield series
         yield from control_plane_metrics(self._control_plane())
 
 
@@ -128,6 +138,8 @@ def control_plane_metrics(cp: dict[str, Any]) -> Iterator[Metric]:
     yield pushes
     for name, help_text in (("access_log_entries", "Access-log entries received"),
                             ("spans", "Spans received"),
+                            ("dropped_spans", "Zipkin spans dropped: their reporter was "
+                                              "not the poster's identity"),
                             ("otlp_forward_dropped", "Span batches not forwarded")):
         fam = CounterMetricFamily(f"shoal_telemetry_{name}", help_text)
         fam.add_metric([], float(cp.get(name, 0)))

@@ -4,6 +4,11 @@ tracer sends with ``collector_endpoint_version: HTTP_JSON``).
 Spans are converted to one OTLP ``ExportTraceServiceRequest`` (one resource per
 ``localEndpoint.serviceName``), so the trace store and the ``--otlp-export`` forwarder see
 the same thing whichever tracer a sidecar runs (docs/adr/0008-telemetry-collection.md).
+
+Who posts (docs/adr/0025): sidecars, on the agents' TLS listener with their workload
+certificate (:func:`request_peer`: its SPIFFE ID; no certificate, 401); the receiver
+keeps only the spans whose reporter (the ``node_id`` tag) that identity may speak for.
+On the operator listener the route needs an operator credential (the middleware's).
 """
 
 from __future__ import annotations
@@ -12,14 +17,18 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from shoal.api.limits import MAX_SPANS_BODY_BYTES, loads_json
-from shoal.control.errors import read_body
-from shoal.errors import ValidationError
+from shoal.ca import pki
+from shoal.ca.spiffe import SpiffeId
+from shoal.control.errors import error_response, read_body
+from shoal.errors import PermissionDenied, Unauthenticated, ValidationError
+from shoal.xds.server.peer import Peer
 
 SPANS_PATH = "/api/v2/spans"
 KINDS = {"SERVER": trace_pb2.Span.SPAN_KIND_SERVER, "CLIENT": trace_pb2.Span.SPAN_KIND_CLIENT,
@@ -111,12 +120,52 @@ def otlp_from_zipkin(spans: Iterable[Any]) -> trace_service_pb2.ExportTraceServi
     return req
 
 
-def spans_handler(on_traces: Callable[[trace_service_pb2.ExportTraceServiceRequest], None]
-                  ) -> Callable[[web.Request], Any]:
-    """The aiohttp handler of ``POST /api/v2/spans``: 202 when taken, 400 when malformed
-    (the whole batch is refused, as Zipkin's own collector does)."""
+def node_of(span: Any) -> str:
+    """The node id a Zipkin span says reported it (Envoy's ``node_id`` tag); "" if none."""
+    tags = span.get("tags") if isinstance(span, dict) else None
+    node = tags.get("node_id") if isinstance(tags, dict) else None
+    return node if isinstance(node, str) else ""
+
+
+def request_peer(request: web.Request) -> Peer | None:
+    """Who posted: None over plain HTTP (the operator listener, where the middleware
+    checked an operator credential); over TLS (the agents' listener) the SPIFFE ID of the
+    client certificate, which the TLS layer verified against the trust bundle.
+    Unauthenticated without one, PermissionDenied if it is not a workload identity."""
+    if not request.secure:
+        return None
+    ssl_object = request.transport.get_extra_info("ssl_object") \
+        if request.transport is not None else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        raise Unauthenticated("spans are accepted from mesh identities only: present the "
+                              "workload certificate (mTLS)")
+    uris = pki.uri_sans(x509.load_der_x509_certificate(der))
+    not_workload = PermissionDenied("the client certificate is not a workload identity "
+                                    "(one spiffe:// URI SAN)")
+    if len(uris) != 1:
+        raise not_workload
+    try:
+        return Peer(SpiffeId.parse(uris[0]))
+    except ValidationError:
+        raise not_workload from None
+
+
+# (decoded spans, who posted them) -> how many were kept; raises InvalidSpans
+SpansSink = Callable[[list[Any], Peer | None], int]
+
+
+def spans_handler(on_spans: SpansSink) -> Callable[[web.Request], Any]:
+    """The aiohttp handler of ``POST /api/v2/spans``: 401/403 for a caller that is not a
+    mesh identity (before the body is read), 400 when malformed (the whole batch is
+    refused, as Zipkin's own collector does), 403 when no span was the caller's to
+    report, else 202."""
 
     async def post_spans(request: web.Request) -> web.Response:
+        try:
+            peer = request_peer(request)
+        except (Unauthenticated, PermissionDenied) as e:
+            return error_response(e)
         try:  # size (413), depth, integers and NaN held to shoal.api.limits
             body = loads_json(await read_body(request, MAX_SPANS_BODY_BYTES) or b"[]",
                               max_nodes=None)  # a batch is bounded by MAX_SPANS instead
@@ -130,10 +179,12 @@ def spans_handler(on_traces: Callable[[trace_service_pb2.ExportTraceServiceReque
             return web.json_response({"error": f"at most {MAX_SPANS} spans per request"},
                                      status=413)
         try:
-            req = otlp_from_zipkin(body)
+            kept = on_spans(body, peer)
         except InvalidSpans as e:
             return web.json_response({"error": str(e)}, status=400)
-        on_traces(req)
+        if body and not kept:
+            return web.json_response({"error": f"none of the {len(body)} spans was reported "
+                                               f"by a node {peer} may speak for"}, status=403)
         return web.Response(status=202)
 
     return post_spans

@@ -7,6 +7,10 @@ filters. Descriptors come from the filters' own ``rate_limits`` actions
 The service is reached through the bootstrap's ``xds_cluster`` when the control plane
 runs it (the default), or through a generated ``ratelimit`` cluster when
 ``MeshConfig.ratelimit_address`` names a separate one (docs/adr/0010-rate-limiting.md).
+``xds_cluster`` is already the mesh's mTLS to the control plane (the workload
+certificate, SDS ``default``; the control plane verified against ``ROOTCA``; every
+instance of an HA control plane), and the service answers only the identities it proves
+(docs/adr/0025). The separate service is plaintext: a private network's (ADR 0025).
 """
 
 from __future__ import annotations

@@ -9,9 +9,12 @@ Pure functions of the generation context; the listener builders call them.
 * Tracing: Envoy's Zipkin tracer with ``USE_B3_WITH_W3C_PROPAGATION``: it continues a
   caller's trace from B3 (``x-b3-*`` or ``b3``) or, failing that, W3C ``traceparent``, and
   sends both on every upstream request. Spans (Zipkin v2 JSON) are POSTed to the control
-  plane's REST API (``POST /api/v2/spans``) over the ``shoal_zipkin`` cluster generated
-  here, to ``MeshConfig.trace_collector``. When that is ``""`` (no address the sidecars
-  can reach is known), the OpenTelemetry tracer (W3C only) exports over ``xds_cluster``.
+  plane's agents' TLS listener (``POST /api/v2/spans``) over the ``shoal_zipkin``
+  cluster generated here, to ``MeshConfig.trace_collector``, with mTLS: the workload
+  certificate, the control plane verified against the mesh roots and by name (the
+  receiver keeps only the spans of nodes that identity may speak for, docs/adr/0025).
+  When that is ``""`` (no address the sidecars can reach is known), the OpenTelemetry
+  tracer (W3C only) exports over ``xds_cluster``.
 
 The access-log stream uses the bootstrap's ``xds_cluster``: the control plane serves its
 OTLP receivers on the xDS gRPC port (docs/adr/0008-telemetry-collection.md).
@@ -41,6 +44,7 @@ from google.protobuf import struct_pb2, wrappers_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
 from shoal.xds.generate.protocol import HcmExtras, duration, pack
+from shoal.xds.generate.tls import control_plane_tls, tls_socket
 
 if TYPE_CHECKING:
     from shoal.xds.generate.context import GenerationContext
@@ -54,10 +58,13 @@ OTEL_TRACER = "envoy.tracers.opentelemetry"
 ZIPKIN_TRACER = "envoy.tracers.zipkin"
 ZIPKIN_CLUSTER = "shoal_zipkin"
 ZIPKIN_PATH = "/api/v2/spans"  # the control plane's Zipkin v2 receiver (shoal.telemetry.zipkin)
+# Host header, SNI and the name the control plane's certificate must carry
+# (shoal.ca.serving.SERVER_NAME, shoal.agent.bootstrap.CONTROL_PLANE_NAME)
 COLLECTOR_HOST = "shoal-control-plane"
-# MeshConfig.trace_collector None: the control plane's default REST API address
-# (shoal.control.config.DEFAULT_API_PORT); the control plane fills in its own.
-DEFAULT_TRACE_COLLECTOR = "127.0.0.1:15080"
+ZIPKIN_MTLS = "control-plane-mtls"
+# MeshConfig.trace_collector None: the control plane's default agents' listener address
+# (shoal.control.config.DEFAULT_AGENT_API_PORT); the control plane fills in its own.
+DEFAULT_TRACE_COLLECTOR = "127.0.0.1:15443"
 LOG_NAME = "shoal"  # OTLP resource attribute log_name; the CP checks it
 TRACE_SERVICE_NAME = "shoal-sidecar"  # node identity travels in each span's node_id tag
 DEFAULT_TRACE_SAMPLING = 1.0
@@ -199,8 +206,9 @@ def tcp_access_log(ctx: GenerationContext, direction: Direction
 
 
 def clusters(ctx: GenerationContext) -> Mapping[str, cluster_pb2.Cluster]:
-    """Clusters the telemetry sinks need: ``shoal_zipkin`` (HTTP/1.1, plaintext) to the
-    control plane's REST API for spans; access logs use the bootstrap's ``xds_cluster``."""
+    """Clusters the telemetry sinks need: ``shoal_zipkin`` (HTTP/1.1 over mTLS) to the
+    control plane's agents' listener for spans; access logs use the bootstrap's
+    ``xds_cluster``."""
     collector = trace_collector(ctx)
     return {ZIPKIN_CLUSTER: _zipkin_cluster(collector)} if collector else {}
 
@@ -225,4 +233,11 @@ def _zipkin_cluster(collector: str) -> cluster_pb2.Cluster:
             endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[
                 endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(
                     address=address))])]),
+        # mTLS to every endpoint (an empty match matches all). A transport socket *match*
+        # rather than ``transport_socket``: a proxy without a mesh identity gets the
+        # cluster without its matches (GenerationContext.without_mtls), instead of one
+        # that waits for a certificate it will never have; its spans are refused anyway.
+        transport_socket_matches=[cluster_pb2.Cluster.TransportSocketMatch(
+            name=ZIPKIN_MTLS, match=struct_pb2.Struct(),
+            transport_socket=tls_socket(control_plane_tls(COLLECTOR_HOST)))],
     )

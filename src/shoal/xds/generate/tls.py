@@ -86,6 +86,23 @@ def downstream_tls(alpn: Sequence[str]) -> tls_pb2.DownstreamTlsContext:
     )
 
 
+def control_plane_tls(server_name: str, alpn: Sequence[str] = ()
+                      ) -> tls_pb2.UpstreamTlsContext:
+    """Client side of mTLS to the control plane, as the bootstrap's ``xds_cluster`` does
+    it: our SVID, the mesh roots, and the control plane's certificate name (a DNS SAN,
+    also the SNI)."""
+    return tls_pb2.UpstreamTlsContext(
+        common_tls_context=tls_pb2.CommonTlsContext(
+            tls_certificate_sds_secret_configs=[sds(SECRET_WORKLOAD_CERT)],
+            combined_validation_context=(
+                tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+                    default_validation_context=common_pb2.CertificateValidationContext(
+                        match_typed_subject_alt_names=[_san_matcher(server_name)]),
+                    validation_context_sds_secret_config=sds(SECRET_ROOT_CA))),
+            alpn_protocols=list(alpn)),
+        sni=server_name)
+
+
 def tls_socket(ctx: tls_pb2.UpstreamTlsContext | tls_pb2.DownstreamTlsContext
                ) -> base_pb2.TransportSocket:
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(ctx))
