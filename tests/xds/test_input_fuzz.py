@@ -36,3 +36,20 @@ def test_any_node_is_a_proxy_or_a_validation_error(node_id: str, cluster: str,
         assert e.violations and all(v.message for v in e.violations)
         return
     assert proxy.node_id == node_id
+
+
+def test_gateways_and_pods_have_no_outbound_port() -> None:
+    """OUTBOUND_PORT 0 (gateways; pods use capture ports) is a proxy, not a violation."""
+    from shoal.xds.node import node_metadata
+    from shoal.xds.types import ProxyMetadata
+
+    md = node_metadata(ProxyMetadata(workload="ingress-1", outbound_port=0), "default")
+    proxy = parse_node(base_pb2.Node(id="ingress-1.default", metadata=md))
+    assert proxy.metadata.outbound_port == 0 and proxy.metadata.admin_port == 0
+    md["OUTBOUND_PORT"] = None
+    try:
+        parse_node(base_pb2.Node(id="ingress-1.default", metadata=md))
+    except ValidationError as e:
+        assert "node.metadata.OUTBOUND_PORT: is required" in str(e)
+    else:
+        raise AssertionError("a missing OUTBOUND_PORT was accepted")

@@ -104,7 +104,9 @@ def parse_node(node: base_pb2.Node) -> Proxy:
 
     workload = need("WORKLOAD", str)
     namespace = need("NAMESPACE", str)
-    outbound = _port(md.get("OUTBOUND_PORT"), "OUTBOUND_PORT", problems, required=True)
+    if md.get("OUTBOUND_PORT") is None:  # 0 for gateways and pods (capture ports instead)
+        problems.append(Violation("node.metadata.OUTBOUND_PORT", "is required"))
+    outbound = _port(md.get("OUTBOUND_PORT"), "OUTBOUND_PORT", problems)
     admin = _port(md.get("ADMIN_PORT"), "ADMIN_PORT", problems)
     ports = md.get("APP_PORTS") or {}
     if not isinstance(ports, dict):
