@@ -77,3 +77,13 @@ def test_ui_redirect_and_static_files(dashboard_cp: Served):
     assert r.status_code == 302 and r.headers["location"] == "/ui/"
     for f in ("app.js", "style.css"):
         assert httpx.get(f"{dashboard_cp.url}/ui/static/{f}").status_code == 200
+
+
+def test_without_a_token_the_dashboard_asks_for_one(dashboard_cp: Served, browser: Browser):
+    """No credential: no data, no polling, a sign-in form that says why (the API's own
+    401 message); the static page itself needs none."""
+    dom = browser.dom(f"{dashboard_cp.url}/ui/")
+    assert 'id="login" class="login"' in dom and 'id="login" class="login" hidden' not in dom
+    assert "not signed in" in dom and "needs a credential" in dom
+    assert 'data-name="productpage"' not in dom
+    browser.screenshot(f"{dashboard_cp.url}/ui/", ARTIFACTS / "sign-in.png")

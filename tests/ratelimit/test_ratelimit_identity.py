@@ -10,7 +10,6 @@ a caller with a genuine mesh certificate cannot count more than one hit per call
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +20,6 @@ import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
-from shoal.ca import pki
-from shoal.ca.csr import make_csr
 from shoal.ratelimit.rules import DOMAIN, RULE_KEY
 from shoal.testing.local import AgentProcess, ControlPlaneProcess, wait_for
 from tests.e2e.conftest import agent_info, app_command
@@ -62,16 +59,8 @@ class Mesh:
 
 def _mesh_credentials(cp: ControlPlaneProcess, sa: str) -> grpc.ChannelCredentials:
     """What any holder of a token for default/SA gets: a genuine workload certificate."""
-    key = pki.new_key()
-    token = cp.create_token("default", sa)
-    tls = ssl.create_default_context(cafile=str(cp.ca_bundle))
-    r = httpx.post(f"{cp.agent_url}/api/v1/certificates", verify=tls, timeout=10,
-                   headers={"Authorization": f"Bearer {token}"},
-                   json={"csr": make_csr(key, f"spiffe://cluster.local/ns/default/sa/{sa}"),
-                         "workload": sa})
-    r.raise_for_status()
-    return grpc.ssl_channel_credentials(cp.ca_bundle.read_bytes(), pki.key_pem(key),
-                                        "".join(r.json()["certChain"]).encode())
+    chain, key = cp.workload_certificate("default", sa)
+    return grpc.ssl_channel_credentials(cp.ca_bundle.read_bytes(), key, chain)
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-from shoal.ca import pki
-from shoal.ca.csr import make_csr
 from shoal.testing.local import AgentProcess, ControlPlaneProcess, wait_for
 from tests.e2e.conftest import agent_info, app_command
 
@@ -53,15 +51,10 @@ def _tls(cp: ControlPlaneProcess, workdir: Path, sa: str | None) -> ssl.SSLConte
     ctx = ssl.create_default_context(cafile=str(cp.ca_bundle))
     if sa is None:
         return ctx
-    key = pki.new_key()
-    r = httpx.post(f"{cp.agent_url}/api/v1/certificates", verify=ctx, timeout=10,
-                   headers={"Authorization": f"Bearer {cp.create_token('default', sa)}"},
-                   json={"csr": make_csr(key, f"spiffe://cluster.local/ns/default/sa/{sa}"),
-                         "workload": sa})
-    r.raise_for_status()
+    chain, key = cp.workload_certificate("default", sa)
     cert, key_file = workdir / f"{sa}.pem", workdir / f"{sa}.key"
-    cert.write_text("".join(r.json()["certChain"]))
-    key_file.write_bytes(pki.key_pem(key))
+    cert.write_bytes(chain)
+    key_file.write_bytes(key)
     key_file.chmod(0o600)
     ctx.load_cert_chain(cert, key_file)
     return ctx

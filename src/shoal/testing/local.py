@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -22,6 +23,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from shoal.ca import pki
+from shoal.ca.csr import make_csr
 from shoal.cli.client import ApiClient
 from shoal.cli.credentials import remember
 from shoal.cli.rollout import RolloutFailed, wait_rollout
@@ -184,6 +187,20 @@ class ControlPlaneProcess(_Process):
         with os.fdopen(fd, "w") as f:
             f.write(self.create_token(namespace, service_account, ttl_seconds))
         return path
+
+    def workload_certificate(self, namespace: str, service_account: str
+                             ) -> tuple[bytes, bytes]:
+        """(chain PEM, key PEM) of a genuine workload certificate for NAMESPACE/SA, as any
+        holder of a token for it obtains one from the agent listener."""
+        key = pki.new_key()
+        tls = ssl.create_default_context(cafile=str(self.ca_bundle))
+        spiffe = f"spiffe://cluster.local/ns/{namespace}/sa/{service_account}"
+        token = self.create_token(namespace, service_account)
+        r = httpx.post(f"{self.agent_url}/api/v1/certificates", verify=tls, timeout=10,
+                       headers={"Authorization": f"Bearer {token}"},
+                       json={"csr": make_csr(key, spiffe), "workload": service_account})
+        r.raise_for_status()
+        return "".join(r.json()["certChain"]).encode(), pki.key_pem(key)
 
     def start(self, timeout: float = 30.0) -> ControlPlaneProcess:
         self._spawn(
