@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from shoal.agent import exposure
-from shoal.agent.app import AppProcess, exit_status, sandbox_for
+from shoal.agent.app import AppProcess, exit_status, prepare_socket_dir, sandbox_for
 from shoal.agent.bootstrap import build_bootstrap
 from shoal.agent.config import AgentConfig, Plan, app_env, control_plane_urls, make_plan
 from shoal.agent.file_secrets import FileSecrets
@@ -60,7 +60,7 @@ def bootstrap_for(config: AgentConfig, plan: Plan, *, identity: bool = False
               "app_ports": {config.port_name: plan.app_port}, "upstreams": plan.upstreams,
               "admin_port": plan.admin_port}
     meta = CaptureMetadata(**common, dns_upstreams=config.dns_upstreams) \
-        if config.capture else ProxyMetadata(**common)
+        if config.capture else ProxyMetadata(**common, app_socket=str(plan.app_socket or ""))
     return build_bootstrap(
         node_id=node_id(plan.workload, config.namespace),
         cluster=config.service,
@@ -191,6 +191,8 @@ class Agent:
 
     async def _run(self) -> int:
         self.plan.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.plan.app_socket is not None:  # before anything starts: a bad dir is fatal
+            prepare_socket_dir(self.plan.app_socket)
         if isinstance(self.envoy, ProxyUserEnvoy):  # capture mode (docs/hosts.md)
             self.envoy.prepare()
             capture.apply(capture_spec(self.config, self.plan))
@@ -268,18 +270,21 @@ class Agent:
         await self._wait_envoy_live()
         if self._stop.is_set():
             return 0
+        socket = self.plan.app_socket  # --app-socket: the app has no TCP port
         self.app.start()
         app_waiter = tg.create_task(self._watch_app(), name="app-waiter")
         listening = await self.app.wait_listening(
-            "127.0.0.1", self.plan.app_port, self.config.app_start_timeout, self._stop.is_set)
+            "127.0.0.1", self.plan.app_port, self.config.app_start_timeout, self._stop.is_set,
+            socket=socket)
         if not listening and not self._stop.is_set():
             log.warning("application is not listening yet; registering anyway", extra={
-                "app_port": self.plan.app_port, "waited_s": self.config.app_start_timeout})
+                "app_port": self.plan.app_port, "app_socket": str(socket or ""),
+                "waited_s": self.config.app_start_timeout})
         heartbeat: asyncio.Task[None] | None = None
         watcher: asyncio.Task[None] | None = None
         if not self._stop.is_set():
             heartbeat = tg.create_task(self.registration.run(), name="registration")
-            if not self.config.capture:  # the app's port is on the host's loopback
+            if not self.config.capture and socket is None:  # app port on the loopback
                 watcher = tg.create_task(exposure.watch(
                     self.plan.admin_port, self.plan.inbound_port,
                     f"{self.config.namespace}/{self.plan.workload}", self.plan.app_port),

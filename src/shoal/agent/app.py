@@ -4,7 +4,8 @@ The app runs in its own session (process group), so stopping it also reaches any
 children it spawned and a signal to the agent's terminal group does not hit it first.
 Its environment never carries the agent's credentials (:func:`without_secrets`); in a pod
 it runs in a :class:`~shoal.hosts.sandbox.Sandbox` (:func:`sandbox_for`,
-docs/adr/0024-pod-app-sandbox.md).
+docs/adr/0024-pod-app-sandbox.md). With ``--app-socket`` it listens on a Unix socket in a
+private directory (:func:`prepare_socket_dir`, docs/adr/0026-app-unix-socket.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -55,6 +57,34 @@ def sandbox_for(config: AgentConfig, plan: Plan) -> Sandbox | None:
     if config.token_file is not None:
         hide.append(config.token_file)
     return Sandbox(user, hide=tuple(hide), private=(plan.run_dir,), port=plan.app_port)
+
+
+def prepare_socket_dir(socket: Path) -> None:
+    """Make ``socket``'s directory private (ours, mode 0700) before the app creates the
+    socket there, and remove a stale socket left by an earlier run. Refused when the
+    directory, or any directory above it, could be renamed or replaced by another user
+    (not owned by root or us, or writable by others without the sticky bit): then the
+    socket would not be private however its own directory is."""
+    directory, uid = socket.parent, os.getuid()
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(directory)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
+            raise AgentError(f"--app-socket: {directory} is not a directory owned by uid "
+                             f"{uid}")
+        os.chmod(directory, 0o700)
+        for above in directory.parents:
+            st = os.stat(above)
+            if st.st_uid not in (0, uid) or (
+                    st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+                raise AgentError(f"--app-socket: {above} can be changed by other users, so "
+                                 "the app's socket below it would not be private; choose "
+                                 "another --run-dir")
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(socket).st_mode):
+                socket.unlink()
+    except OSError as e:
+        raise AgentError(f"--app-socket: cannot prepare {directory}: {e}") from e
 
 
 def exit_status(returncode: int) -> int:
@@ -115,12 +145,17 @@ class AppProcess:
         port: int,
         timeout: float,
         should_stop: Callable[[], bool] = lambda: False,
+        *,
+        socket: Path | None = None,
     ) -> bool:
-        """True once ``host:port`` accepts TCP; False on timeout, app exit or stop request."""
+        """True once ``host:port`` (or the Unix ``socket``, when given) accepts a
+        connection; False on timeout, app exit or stop request."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not should_stop() and self.poll() is None:
+            connect = asyncio.open_unix_connection(socket) if socket is not None \
+                else asyncio.open_connection(host, port)
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+                _, writer = await asyncio.wait_for(connect, 1.0)
             except (OSError, TimeoutError):
                 await asyncio.sleep(0.1)
                 continue

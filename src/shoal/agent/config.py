@@ -11,14 +11,14 @@ import re
 import string
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from shoal.api.mesh import check_labels
 from shoal.api.meta import DNS_LABEL, DNS_SUBDOMAIN
 from shoal.errors import AgentError
 from shoal.hosts.sandbox import AppUser, check_app_user
-from shoal.xds.node import dns_upstream
+from shoal.xds.node import APP_SOCKET_MAX, dns_upstream
 from shoal.xds.types import Upstream
 
 # Where a DestinationRule's clientCertificate/privateKey may be read from unless
@@ -83,6 +83,9 @@ class AgentConfig:
     # (docs/adr/0024-pod-app-sandbox.md)
     app_user: AppUser | None = None
     app_hide: tuple[Path, ...] = ()
+    # without capture: the app listens on a Unix socket in a private directory of the run
+    # dir instead of a loopback port (docs/adr/0026-app-unix-socket.md)
+    app_socket: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,9 @@ class Plan:
     # capture mode: where Envoy (another uid) finds its bootstrap and SDS socket and writes
     # its admin address; None = run_dir
     proxy_dir: Path | None = None
+    # --app-socket: the Unix socket the app listens on (in a 0700 directory); None = the
+    # app listens on 127.0.0.1:app_port
+    app_socket: Path | None = None
 
     @property
     def envoy_dir(self) -> Path:
@@ -219,6 +225,10 @@ def validate(config: AgentConfig) -> None:
                 problems.append(str(e))
         problems += [f"--app-hide {p}: expected an absolute path other than /"
                      for p in config.app_hide if not p.is_absolute() or p == Path("/")]
+        if config.app_socket:
+            problems.append("--app-socket is for unprivileged mode: in a pod (--pod / "
+                            "--capture) the app's port is already reached only through "
+                            "its sidecar")
     else:
         if config.dns_upstreams:
             problems.append("--dns-upstream is for pods (--pod / --capture): without capture "
@@ -252,6 +262,7 @@ def make_plan(
         f"{config.namespace}.{workload}"
     )
     app_port = config.app_port or config.port
+    app_socket = app_socket_path(Path(run_dir)) if config.app_socket else None
     if config.capture:  # peers dial pod-IP:app-port; iptables hands it to the sidecar
         return Plan(
             workload=workload, admin_port=pick_port(), outbound_port=0, inbound_port=app_port,
@@ -271,7 +282,17 @@ def make_plan(
         xds_port=xds_port,
         run_dir=Path(run_dir),
         more_xds=tuple(more_xds),
+        app_socket=app_socket,
     )
+
+
+def app_socket_path(run_dir: Path) -> Path:
+    """``<run dir>/app/app.sock`` as an absolute path short enough for ``sun_path``."""
+    path = run_dir.absolute() / "app" / "app.sock"
+    if len(bytes(path)) > APP_SOCKET_MAX:
+        raise AgentError(f"--app-socket: {path} is longer than {APP_SOCKET_MAX} bytes (the "
+                         "limit of a Unix socket path); choose a shorter --run-dir")
+    return path
 
 
 def upstream_env_name(host: str, port: int) -> str:
@@ -281,7 +302,15 @@ def upstream_env_name(host: str, port: int) -> str:
 
 def app_env(config: AgentConfig, plan: Plan, base: Mapping[str, str]) -> dict[str, str]:
     """The application's environment: ``base`` plus the proxy, port and identity variables
-    (no proxy variables in capture mode: the app needs none)."""
+    (no proxy variables in capture mode: the app needs none). With ``--app-socket`` the
+    app gets ``SHOAL_APP_SOCKET`` and no ``PORT``/``SHOAL_APP_PORT`` at all (not even
+    inherited ones): it has no TCP port to listen on."""
+    if plan.app_socket is not None:
+        rest = {k: v for k, v in base.items() if k not in ("PORT", "SHOAL_APP_PORT")}
+        env = app_env(config, replace(plan, app_socket=None), rest)
+        del env["PORT"], env["SHOAL_APP_PORT"]
+        env["SHOAL_APP_SOCKET"] = str(plan.app_socket)
+        return env
     env = dict(base)
     names = dict(PORT=str(plan.app_port), SHOAL_APP_PORT=str(plan.app_port),
                  SHOAL_SERVICE=config.service, SHOAL_WORKLOAD=plan.workload,

@@ -114,6 +114,7 @@ def agent_config(
     dns_upstreams: list[str] | None = None,
     app_user: str | None = None,
     app_hide: list[Path] | None = None,
+    app_socket: bool = False,
 ) -> AgentConfig:
     """Flags -> :class:`AgentConfig` (raises AgentError naming the bad flag)."""
     return AgentConfig(
@@ -149,6 +150,7 @@ def agent_config(
         dns_upstreams=tuple(parse_dns_upstream(d) for d in dns_upstreams or []),
         app_user=parse_app_user(app_user, proxy_uid=proxy_uid) if app_user else None,
         app_hide=tuple(p.absolute() for p in app_hide or []),
+        app_socket=app_socket,
     )
 
 
@@ -173,6 +175,12 @@ def run(
     app_port: Annotated[int | None, typer.Option(
         help="Port the app listens on at 127.0.0.1 (default: --port); given to it as $PORT.")
     ] = None,
+    app_socket: Annotated[bool, typer.Option(
+        "--app-socket",
+        help="The app listens on the Unix socket $SHOAL_APP_SOCKET (in a directory only "
+             "this user can open) instead of a port on 127.0.0.1, so other users' "
+             "processes cannot skip the sidecar; $PORT is not set. Not with --pod/--capture.")
+    ] = False,
     inbound_port: Annotated[int | None, typer.Option(
         help="Port the sidecar accepts peers on at --address (default: a free port).")] = None,
     address: Annotated[str, typer.Option(
@@ -282,6 +290,10 @@ def run(
         command = command[1:]
     configure_logging(log_level)
     if pod is not None:  # the host side: make the pod, run this command inside it
+        if app_socket:
+            typer.echo("shoal run: --app-socket is for unprivileged mode: in a pod the app's "
+                       "port is already reached only through its sidecar", err=True)
+            raise typer.Exit(2)
         try:
             parse_app_user(app_user, proxy_uid=proxy_uid)  # a bad flag: before the pod
         except ShoalError as e:
@@ -303,7 +315,7 @@ def run(
         ready_timeout=ready_timeout, token=token, token_file=token_file,
         ca_bundle=ca_bundle, renew_fraction=renew_fraction, capture=capture,
         proxy_uid=proxy_uid, tls_key_dirs=tls_key_dir, dns_upstreams=dns_upstream,
-        app_user=app_user, app_hide=app_hide,
+        app_user=app_user, app_hide=app_hide, app_socket=app_socket,
     )))
 
 

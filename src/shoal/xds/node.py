@@ -20,6 +20,7 @@ from shoal.registry.snapshot import REGISTERED_BY, MeshSnapshot, has_sidecar
 from shoal.xds.types import Proxy, ProxyMetadata, Upstream
 
 INTERCEPTION_REDIRECT = "REDIRECT"  # Istio's name for iptables REDIRECT capture
+APP_SOCKET_MAX = 107  # bytes: sun_path (108) less its terminating NUL
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,10 @@ def node_metadata(meta: ProxyMetadata, namespace: str) -> dict[str, Any]:
         capture = {"INTERCEPTION_MODE": INTERCEPTION_REDIRECT, "CAPTURE_PORTS": {
             "outbound": c.outbound_capture_port, "inbound": c.inbound_capture_port,
             "dns": c.dns_port}, "DNS_UPSTREAMS": list(c.dns_upstreams)}
+    socket = {"APP_SOCKET": meta.app_socket} if meta.app_socket else {}
     return {
         **capture,
+        **socket,
         "WORKLOAD": meta.workload,
         "NAMESPACE": namespace,
         "OUTBOUND_PORT": meta.outbound_port,
@@ -132,6 +135,7 @@ def parse_node(node: base_pb2.Node) -> Proxy:
         problems.append(Violation("node.id", "is required"))
     capture_ports = _capture_ports(md, problems)
     dns_upstreams = _dns_upstreams(md, problems)
+    app_socket = _app_socket(md, problems, capture=capture_ports is not None)
     if problems:
         raise ValidationError(problems)
     meta = ProxyMetadata(
@@ -140,6 +144,7 @@ def parse_node(node: base_pb2.Node) -> Proxy:
         app_ports=app_ports,
         upstreams=tuple(upstreams),
         admin_port=admin,
+        app_socket=app_socket,
     )
     if capture_ports is not None:
         meta = CaptureMetadata(
@@ -190,6 +195,25 @@ def _dns_upstreams(md: dict[str, Any], problems: list[Violation]) -> tuple[str, 
             problems.append(Violation(f"node.metadata.DNS_UPSTREAMS[{i}]",
                                       "must be IPv4:PORT"))
     return tuple(out)
+
+
+def _app_socket(md: dict[str, Any], problems: list[Violation], *, capture: bool) -> str:
+    """``APP_SOCKET``: the Unix socket the app listens on (``shoal run --app-socket``);
+    "" when absent. An absolute path that fits a ``sun_path``; not with capture."""
+    value = md.get("APP_SOCKET")
+    if value is None or value == "":
+        return ""
+    key = "node.metadata.APP_SOCKET"
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        problems.append(Violation(key, "must be an absolute path"))
+    elif len(value.encode()) > APP_SOCKET_MAX:
+        problems.append(Violation(key, f"must be at most {APP_SOCKET_MAX} bytes long"))
+    elif capture:
+        problems.append(Violation(key, "is not used with INTERCEPTION_MODE (in a pod the "
+                                       "app's port is captured)"))
+    else:
+        return value
+    return ""
 
 
 def _capture_ports(md: dict[str, Any], problems: list[Violation]) -> dict[str, int] | None:

@@ -46,6 +46,9 @@ class ProxyMetadata:
     app_ports: Mapping[str, int] = field(default_factory=dict)  # service port name -> app port
     upstreams: tuple[Upstream, ...] = ()
     admin_port: int = 0
+    # unprivileged `shoal run --app-socket`: the app listens on this Unix socket (an
+    # absolute path) instead of 127.0.0.1:<app port> (docs/adr/0026-app-unix-socket.md)
+    app_socket: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
 """Clusters: shared outbound EDS clusters (one per service port and subset) and the
-per-proxy STATIC inbound cluster that points at the local application."""
+per-proxy STATIC inbound cluster that points at the local application (its loopback
+port, or its Unix socket with ``shoal run --app-socket``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import wrappers_pb2
 
@@ -62,8 +63,12 @@ def outbound_cluster(
     return c
 
 
-def inbound_cluster(name: str, app_port: int, http2: bool) -> cluster_pb2.Cluster:
-    """STATIC cluster to the application on 127.0.0.1:app_port."""
+def inbound_cluster(name: str, app_port: int, http2: bool, app_socket: str = ""
+                    ) -> cluster_pb2.Cluster:
+    """STATIC cluster to the application on 127.0.0.1:app_port, or on the Unix socket
+    ``app_socket`` when given (docs/adr/0026-app-unix-socket.md)."""
+    address = address_pb2.Address(pipe=address_pb2.Pipe(path=app_socket)) if app_socket \
+        else socket_address("127.0.0.1", app_port)
     c = _base(name, http2)
     c.type = cluster_pb2.Cluster.STATIC
     c.load_assignment.CopyFrom(
@@ -74,7 +79,7 @@ def inbound_cluster(name: str, app_port: int, http2: bool) -> cluster_pb2.Cluste
                     lb_endpoints=[
                         endpoint_components_pb2.LbEndpoint(
                             endpoint=endpoint_components_pb2.Endpoint(
-                                address=socket_address("127.0.0.1", app_port)
+                                address=address
                             )
                         )
                     ]

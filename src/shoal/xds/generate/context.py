@@ -63,7 +63,7 @@ class GenerationContext:
         self._outbound_rc: dict[tuple[str, Labels], route_pb2.RouteConfiguration] = {}
         self._upstream_rc: dict[tuple[str, str, int, Labels], route_pb2.RouteConfiguration] = {}
         self._listeners: dict[tuple[object, ...], listener_pb2.Listener] = {}
-        self._inbound_clusters: dict[tuple[str, int, bool], cluster_pb2.Cluster] = {}
+        self._inbound_clusters: dict[tuple[str, int, bool, str], cluster_pb2.Cluster] = {}
         self._digests: dict[int, tuple[Message, bytes]] = {}
         self._endpoint_mtls: dict[tuple[str, str, int], bool] = {}
         self._security: dict[tuple[object, ...], security.InboundSecurity] = {}
@@ -367,10 +367,12 @@ class GenerationContext:
             self._listeners[key] = lis
         return self._listeners[key]
 
-    def inbound_cluster(self, name: str, app_port: int, http2: bool) -> cluster_pb2.Cluster:
-        key = (name, app_port, http2)
+    def inbound_cluster(self, name: str, app_port: int, http2: bool, app_socket: str = ""
+                        ) -> cluster_pb2.Cluster:
+        key = (name, app_port, http2, app_socket)
         if key not in self._inbound_clusters:
-            self._inbound_clusters[key] = clusters.inbound_cluster(name, app_port, http2)
+            self._inbound_clusters[key] = clusters.inbound_cluster(name, app_port, http2,
+                                                                   app_socket)
         return self._inbound_clusters[key]
 
     def inbound_security(self, workload: Resource, port: int, is_http: bool

@@ -28,6 +28,7 @@ class InboundPort:
     cluster: str  # inbound|<app port>|<port name>
     app_port: int  # where the application listens on 127.0.0.1
     protocol: Protocol
+    app_socket: str = ""  # instead: the app's Unix socket (shoal run --app-socket)
 
 
 def inbound_ports(
@@ -50,6 +51,9 @@ def inbound_ports(
             if endpoint_port in out:
                 continue
             app_port = proxy.metadata.app_ports.get(port.name, port.port)
+            # the agent's own port is the one its app serves on the socket
+            socket = proxy.metadata.app_socket if port.name in proxy.metadata.app_ports \
+                else ""
             out[endpoint_port] = InboundPort(
                 listener=names.inbound_listener(port.name, endpoint_port),
                 address=spec.address,
@@ -57,6 +61,7 @@ def inbound_ports(
                 cluster=names.inbound_cluster(app_port, port.name),
                 app_port=app_port,
                 protocol=port.protocol,
+                app_socket=socket,
             )
     return list(out.values())
 
@@ -78,4 +83,5 @@ def inbound_config(ctx: GenerationContext, workload: Resource, ip: InboundPort
         tcp_access_log=telemetry.tcp_access_log(ctx, telemetry.Direction.INBOUND),
         security=ctx.inbound_security(workload, ip.endpoint_port, ip.protocol.is_http),
     )
-    return listener, ctx.inbound_cluster(ip.cluster, ip.app_port, ip.protocol.is_http2)
+    return listener, ctx.inbound_cluster(ip.cluster, ip.app_port, ip.protocol.is_http2,
+                                         ip.app_socket)
