@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from shoal.testing.local import free_port, wait_for
+from shoal.cli.credentials import token_for
+from shoal.testing.local import ControlPlaneProcess, free_port, wait_for
 
 
 def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -32,10 +33,19 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> No
 
 
 class RateLimitProcess:
-    """`shoal ratelimit serve` on free ports, following a control plane."""
+    """`shoal ratelimit serve` on free ports, following a control plane.
+
+    With ``cp`` and ``identity`` (NAMESPACE, SERVICE_ACCOUNT) it runs with a mesh identity
+    of its own, as in production: a workload token for it, the control plane's CA bundle
+    and agent listener; gRPC is then mTLS and answers mesh identities only. Otherwise it
+    runs ``--insecure-plaintext`` (development). ``/stats`` is read as the cluster admin
+    of ``cp`` (``headers`` without one)."""
 
     def __init__(self, workdir: Path, control_plane: str, *, redis: str | None = None,
-                 port: int | None = None, name: str = "ratelimit"):
+                 port: int | None = None, name: str = "ratelimit",
+                 cp: ControlPlaneProcess | None = None,
+                 identity: tuple[str, str] | None = None,
+                 headers: dict[str, str] | None = None):
         self.workdir = workdir
         self.control_plane = control_plane
         self.redis = redis
@@ -43,6 +53,17 @@ class RateLimitProcess:
         self.http_port = free_port()
         self.log = workdir / "logs" / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.cp = cp
+        self.identity = identity
+        self.token_file: Path | None = None
+        self.headers = headers
+
+    @property
+    def spiffe_id(self) -> str | None:
+        if self.identity is None:
+            return None
+        ns, sa = self.identity
+        return f"spiffe://cluster.local/ns/{ns}/sa/{sa}"
 
     @property
     def address(self) -> str:
@@ -58,6 +79,14 @@ class RateLimitProcess:
                 str(self.http_port), "--state-dir", str(self.workdir / "ratelimit")]
         if self.redis:
             argv += ["--redis", self.redis]
+        if self.identity is not None:
+            assert self.cp is not None, "an identity needs the control plane that issues it"
+            if self.token_file is None:
+                self.token_file = self.cp.token_file(*self.identity)
+            argv += ["--agent-api", self.cp.agent_url, "--token-file", str(self.token_file),
+                     "--ca-bundle", str(self.cp.ca_bundle)]
+        else:
+            argv.append("--insecure-plaintext")
         self.proc = _spawn(argv, self.log)
         wait_for(lambda: self._ready(), 30, "the rate-limit service to be ready")
         return self
@@ -70,8 +99,17 @@ class RateLimitProcess:
         except httpx.HTTPError:
             return False
 
+    def auth_headers(self) -> dict[str, str]:
+        if self.headers is not None:
+            return self.headers
+        if self.cp is not None:
+            return self.cp.auth_headers
+        token = token_for(self.control_plane)  # as `ControlPlaneProcess.start` remembered
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     def stats(self) -> dict[str, int]:
-        return dict(httpx.get(self.url + "/stats", timeout=5).json())
+        r = httpx.get(self.url + "/stats", timeout=5, headers=self.auth_headers())
+        return dict(r.raise_for_status().json())
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         _stop(self.proc, sig)

@@ -11,9 +11,11 @@ from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2 as global_
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from shoal.api.parse import parse_yaml
 from shoal.errors import ValidationError
+from shoal.ratelimit.identity import service_identity
 from shoal.registry.snapshot import MeshConfig, MeshSnapshot
 from shoal.xds.generate import GenerationContext, generate
 from shoal.xds.generate import ratelimit as rl
@@ -109,6 +111,42 @@ def test_separate_service_gets_a_cluster() -> None:
     assert cfg.rate_limit_service.grpc_service.envoy_grpc.cluster_name == "ratelimit"
 
 
+RLS_ID = "spiffe://cluster.local/ns/shoal-system/sa/ratelimit"
+
+
+def test_separate_service_with_an_identity_is_reached_over_mtls() -> None:
+    base = load_mesh(POLICY % "global")
+    plain = MeshSnapshot.build(base.resources, 7,
+                               replace(MeshConfig(), ratelimit_address="127.0.0.1:15090"))
+    cluster = generate(GenerationContext(plain), GOLDEN_PROXIES["reviews-v2.default"]
+                       ).get(CLUSTER).items["ratelimit"]
+    assert not cluster.transport_socket_matches  # --insecure-plaintext (development)
+    mesh = MeshSnapshot.build(base.resources, 7, replace(
+        MeshConfig(), ratelimit_address="127.0.0.1:15090", ratelimit_identity=RLS_ID))
+    cluster = generate(GenerationContext(mesh), GOLDEN_PROXIES["reviews-v2.default"]
+                       ).get(CLUSTER).items["ratelimit"]
+    (match,) = cluster.transport_socket_matches
+    assert not match.match.fields  # every endpoint
+    tls = tls_pb2.UpstreamTlsContext()
+    match.transport_socket.typed_config.Unpack(tls)
+    common = tls.common_tls_context
+    assert [s.name for s in common.tls_certificate_sds_secret_configs] == ["default"]
+    combined = common.combined_validation_context
+    assert combined.validation_context_sds_secret_config.name == "ROOTCA"
+    sans = combined.default_validation_context.match_typed_subject_alt_names
+    assert [(s.san_type, s.matcher.exact) for s in sans] == [
+        (common_pb2.SubjectAltNameMatcher.URI, RLS_ID)]
+    assert list(common.alpn_protocols) == ["h2"]
+
+
+def test_identity_option_takes_ns_sa_or_a_spiffe_id() -> None:
+    assert service_identity("shoal-system/ratelimit", "cluster.local") == RLS_ID
+    assert service_identity(RLS_ID, "other.td") == RLS_ID
+    for bad in ("ratelimit", "spiffe://x/ns/a", "NS/SA!"):
+        with pytest.raises(ValueError):
+            service_identity(bad, "cluster.local")
+
+
 def test_memoized_per_policy_set() -> None:
     ctx = GenerationContext(load_mesh(POLICY % "global"))
     wl = ctx.mesh.workload("default", "reviews-v2")
@@ -120,8 +158,8 @@ def test_memoized_per_policy_set() -> None:
 @pytest.mark.parametrize("mode", ["local", "global"])
 def test_envoy_accepts(mode: str, tmp_path: Path) -> None:
     base = load_mesh(POLICY % mode)
-    mesh = MeshSnapshot.build(base.resources, 7,
-                              replace(MeshConfig(), ratelimit_address="127.0.0.1:15090"))
+    mesh = MeshSnapshot.build(base.resources, 7, replace(
+        MeshConfig(), ratelimit_address="127.0.0.1:15090", ratelimit_identity=RLS_ID))
     snap = generate(GenerationContext(mesh), GOLDEN_PROXIES["reviews-v2.default"])
     boot = static_bootstrap(snap, "reviews-v2.default")
     res = envoy_validate(boot, tmp_path / "bootstrap.json")

@@ -24,12 +24,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
 from shoal.testing.local import AgentProcess, ControlPlaneProcess, free_port, wait_for
+from shoal.testing.pki import TestCA
 from tests.e2e.conftest import agent_info, app_command
 
+from . import rls_client
 from .procs import RateLimitProcess
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
@@ -43,6 +46,7 @@ pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 # machine.
 LIMIT = int(os.environ.get("SHOAL_RL_LIMIT", "250"))
 
+RLS_IDENTITY = ("shoal-system", "ratelimit")
 POLICY = """apiVersion: policy.shoal.io/v1alpha1
 kind: RateLimitPolicy
 metadata: {name: web-limits}
@@ -76,10 +80,13 @@ def mesh(tmp_path_factory):
     rls_port = free_port()
     # 1 % trace sampling (Istio's default): 3,000 req/s of spans at 100 % would measure
     # the trace collector, not the rate limiter.
+    # The service holds its own mesh identity (ADR 0025): sidecars reach it over mTLS with
+    # their workload certificates and verify it as shoal-system/ratelimit.
     cp = ControlPlaneProcess(workdir, lease_ttl=6.0,
                              extra=["--ratelimit-address", f"127.0.0.1:{rls_port}",
+                                    "--ratelimit-identity", "/".join(RLS_IDENTITY),
                                     "--trace-sampling", "1"]).start()
-    rls = RateLimitProcess(workdir, cp.url, port=rls_port)
+    rls = RateLimitProcess(workdir, cp.url, port=rls_port, cp=cp, identity=RLS_IDENTITY)
     agents = [AgentProcess(cp, service="web", port=8080, name=f"web-{i}",
                            command=app_command("http")) for i in range(3)]
     agents.append(AgentProcess(cp, service="client", port=8080, name="client",
@@ -188,12 +195,71 @@ def test_quota_survives_a_restart_of_the_service(mesh: Mesh, tmp_path: Path) -> 
     mesh.rls.start()
     assert mesh.codes(6, key) == {200: 4, 429: 2}
     out = subprocess.run(
-        [sys.executable, "-m", "shoal", "quota", "status", "-o", "json",
-         "--ratelimit", mesh.rls.url],
+        [sys.executable, "-m", "shoal", "-c", mesh.cp.url, "quota", "status", "-o", "json",
+         "--ratelimit", mesh.rls.url],  # with the operator token of -c (the service asks it)
         capture_output=True, text=True, timeout=60, check=True).stdout
     rows = {q["key"]: q for q in json.loads(out)}
     assert rows["carol"]["used"] == 10 and rows["carol"]["remaining"] == 0
     assert rows["carol"]["rule"] == "default/web-limits/daily"
+
+
+def _used(mesh: Mesh, rule: str, key: str) -> int:
+    r = httpx.get(mesh.rls.url + "/quotas", headers=mesh.rls.auth_headers(), timeout=10)
+    return sum(q["used"] for q in r.raise_for_status().json()["quotas"]
+               if q["rule"] == rule and q["key"] == key)
+
+
+async def test_standalone_service_answers_mesh_identities_only(mesh: Mesh) -> None:
+    """ADR 0025: the separate service is mTLS with its own mesh identity; a caller
+    without a mesh certificate of the mesh's roots cannot move a quota."""
+    mesh.apply("""  mode: global
+  quotas:
+  - {name: guarded, perHeader: x-api-key, requests: 10, unit: day}
+""")
+    wait_applied(mesh, "guarded")
+    rule = "default/web-limits/guarded"
+    assert mesh.get({"x-api-key": "dave"}).status_code == 200  # sidecars: mTLS
+    assert _used(mesh, rule, "dave") == 1
+    ca = mesh.cp.ca_bundle.read_bytes()
+    rls = mesh.rls.address
+    burn = rls_client.request(rule, "x-api-key", "dave", 10_000)
+    one = rls_client.request(rule, "x-api-key", "dave", 1)
+    genuine = rls_client.tls_context(ca, mesh.cp.workload_certificate("default", "attacker"))
+    # the service presents its own mesh identity
+    assert await rls_client.server_identity(rls, genuine) == [mesh.rls.spiffe_id]
+    # anonymous plaintext: no TLS handshake, nothing served
+    assert await rls_client.call(rls, burn) is grpc.StatusCode.UNAVAILABLE
+    # TLS without a client certificate: the handshake is refused
+    assert await rls_client.call_tls(rls, rls_client.tls_context(ca, None), burn) is \
+        grpc.StatusCode.UNAVAILABLE
+    # a certificate of another CA / trust domain: refused as well
+    other = TestCA().leaf(uris=["spiffe://evil.example/ns/default/sa/web"])
+    stranger = rls_client.tls_context(ca, (other.cert_pem, other.key_pem))
+    assert await rls_client.call_tls(rls, stranger, burn) is grpc.StatusCode.UNAVAILABLE
+    assert await rls_client.call_tls(rls, stranger, one) is grpc.StatusCode.UNAVAILABLE
+    assert _used(mesh, rule, "dave") == 1
+    # a genuine mesh identity is served, one hit per call at most
+    assert await rls_client.call_tls(rls, genuine, burn) is grpc.StatusCode.INVALID_ARGUMENT
+    assert _used(mesh, rule, "dave") == 1
+    assert await rls_client.call_tls(rls, genuine, one) is grpc.StatusCode.OK
+    assert _used(mesh, rule, "dave") == 2
+    assert mesh.get({"x-api-key": "dave"}).status_code == 200
+
+
+def test_standalone_rest_needs_an_operator_with_view(mesh: Mesh) -> None:
+    assert httpx.get(mesh.rls.url + "/healthz", timeout=5).json()["ready"] is True
+    for path in ("/stats", "/quotas"):
+        assert httpx.get(mesh.rls.url + path, timeout=5).status_code == 401
+        assert httpx.get(mesh.rls.url + path, timeout=5, headers={
+            "Authorization": "Bearer not-a-token"}).status_code == 401
+    with mesh.cp.client() as c:
+        narrow = c.request("POST", "/api/v1/tokens", json={
+            "user": "dev", "grants": ["view:default"]})["token"]
+    r = httpx.get(mesh.rls.url + "/quotas", timeout=5,
+                  headers={"Authorization": f"Bearer {narrow}"})
+    assert r.status_code == 403, r.text
+    assert httpx.get(mesh.rls.url + "/stats", headers=mesh.rls.auth_headers(),
+                     timeout=5).status_code == 200
 
 
 def h2load(mesh: Mesh, log: Path, rps: int, seconds: int, clients: int = 10) -> str:

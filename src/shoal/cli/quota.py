@@ -8,6 +8,7 @@ import httpx
 import typer
 
 from shoal.cli.client import ApiClient
+from shoal.cli.credentials import token_for
 from shoal.cli.output import Format, dump, table
 from shoal.errors import Unavailable
 
@@ -21,9 +22,13 @@ def rows(quotas: list[dict[str, Any]]) -> list[list[Any]]:
 
 
 def fetch(ctx: typer.Context, ratelimit: str | None) -> list[dict[str, Any]]:
-    if ratelimit:  # a separate `shoal ratelimit serve`: its REST port
+    if ratelimit:  # a separate `shoal ratelimit serve`: its REST port, which checks the
+        # control plane's operator token (view mesh-wide) with the control plane
+        with ctx.obj() as client:
+            token = token_for(client.base_url)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            r = httpx.get(ratelimit.rstrip("/") + "/quotas", timeout=10)
+            r = httpx.get(ratelimit.rstrip("/") + "/quotas", timeout=10, headers=headers)
         except httpx.HTTPError as e:
             raise Unavailable(f"cannot reach the rate-limit service at {ratelimit}: {e}") \
                 from e

@@ -10,8 +10,11 @@ from typing import Annotated
 import typer
 
 from shoal.cli.client import default_url
+from shoal.errors import ValidationError, Violation
 from shoal.logs import configure_logging
-from shoal.ratelimit.server import ServeConfig, is_loopback, serve
+from shoal.netaddr import is_loopback
+from shoal.ratelimit.identity import IdentityConfig
+from shoal.ratelimit.server import ServeConfig, serve
 
 app = typer.Typer(help="The global rate-limit service (Envoy RateLimitService, gRPC).",
                   no_args_is_help=True)
@@ -20,8 +23,20 @@ app = typer.Typer(help="The global rate-limit service (Envoy RateLimitService, g
 @app.command("serve")
 def serve_cmd(
     control_plane: Annotated[str, typer.Option(
-        envvar="SHOAL_CONTROL_PLANE", help="Control plane REST URL (rules come from it).")
-    ] = default_url(),
+        envvar="SHOAL_CONTROL_PLANE",
+        help="Control plane operator API URL (rules come from it; /stats and /quotas "
+             "tokens are checked by it).")] = default_url(),
+    agent_api: Annotated[str | None, typer.Option(
+        envvar="SHOAL_AGENT_API",
+        help="The control plane's agent listener, https://HOST:PORT (as agents' "
+             "--control-plane): where the service's certificate comes from.")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        help="Workload token of the service's identity (`shoal token create -n "
+             "shoal-system -a ratelimit`); read again when it is needed.")] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(
+        help="The mesh trust bundle (PEM) that verifies --agent-api.")] = None,
+    renew_fraction: Annotated[float, typer.Option(
+        help="Renew the certificate at this fraction of its lifetime.")] = 0.5,
     host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="gRPC port (the sidecars').")] = 15090,
     http_port: Annotated[int, typer.Option(help="REST port: /healthz /stats /quotas.")
@@ -31,25 +46,46 @@ def serve_cmd(
     state_dir: Annotated[Path | None, typer.Option(
         help="In-memory mode: where quota counters persist (SQLite).")] = None,
     log_level: Annotated[str, typer.Option(envvar="SHOAL_LOG_LEVEL")] = "info",
-    insecure_any_host: Annotated[bool, typer.Option(
-        "--insecure-any-host",
-        help="Listen on a non-loopback --host although the service is plaintext and "
-             "answers any caller: only on a private network that nothing but the "
-             "sidecars reaches.")] = False,
+    insecure_plaintext: Annotated[bool, typer.Option(
+        "--insecure-plaintext",
+        help="Development only: no identity, plaintext gRPC that answers any caller, on "
+             "loopback only (the control plane then runs without --ratelimit-identity).")
+    ] = False,
 ) -> None:
-    """Serve rate-limit decisions. Run the control plane with --ratelimit-address.
+    """Serve rate-limit decisions over mTLS. Run the control plane with
+    --ratelimit-address HOST:PORT --ratelimit-identity NS/SA.
 
-    The rules are read from the control plane with an operator credential that may view
-    them (e.g. `shoal token create --user ratelimit --role view:*`), found like the CLI's:
-    $SHOAL_API_TOKEN, $SHOAL_API_TOKEN_FILE, or $SHOAL_HOME/credentials.
-
-    Plaintext and unauthenticated: keep it on loopback or a private network (the
-    control plane's built-in service answers mesh identities over mTLS instead)."""
-    if not insecure_any_host and not is_loopback(host):
-        raise typer.BadParameter("the standalone rate-limit service is plaintext and "
-                                 "unauthenticated: listen on loopback, or pass "
-                                 "--insecure-any-host on a private network", param_hint="--host")
+    The service holds a mesh identity like an agent (--agent-api, --token-file,
+    --ca-bundle): gRPC requires the callers' workload certificates (mesh trust domain
+    only). The rules are read from the control plane with an operator credential that may
+    view them (e.g. `shoal token create --user ratelimit --role view:*`), found like the
+    CLI's: $SHOAL_API_TOKEN, $SHOAL_API_TOKEN_FILE, or $SHOAL_HOME/credentials. /stats and
+    /quotas need an operator token with view mesh-wide; /healthz is public."""
+    identity: IdentityConfig | None = None
+    if insecure_plaintext:
+        if token_file is not None or agent_api is not None:
+            raise _usage("--insecure-plaintext", "has no identity: drop --token-file and "
+                                                 "--agent-api")
+        if not is_loopback(host):
+            raise _usage("--host", "--insecure-plaintext answers any caller: listen on "
+                                   "loopback only")
+    else:
+        missing = [f for f, v in (("--token-file", token_file), ("--agent-api", agent_api),
+                                  ("--ca-bundle", ca_bundle)) if v is None]
+        if missing:
+            raise _usage(missing[0], "the rate-limit service needs a mesh identity "
+                         f"({', '.join(missing)} missing; e.g. a token from `shoal token "
+                         "create -n shoal-system -a ratelimit`), or --insecure-plaintext "
+                         "for development on loopback")
+        assert token_file is not None and agent_api is not None and ca_bundle is not None
+        identity = IdentityConfig(agent_api, token_file, ca_bundle,
+                                  renew_fraction=renew_fraction)
     configure_logging(log_level)
-    config = ServeConfig(control_plane, host, port, http_port, redis, state_dir)
+    config = ServeConfig(control_plane, host, port, http_port, redis, state_dir, identity)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config))
+        asyncio.run(serve(config))  # a ShoalError: one line and exit 1 (shoal.cli.main)
+
+
+def _usage(flag: str, message: str) -> ValidationError:
+    """A one-line ``error: FLAG: MESSAGE`` and exit 1 (shoal.cli.main)."""
+    return ValidationError([Violation(flag, message)])

@@ -24,6 +24,7 @@ from shoal.control.plane import ControlPlane
 from shoal.errors import ValidationError
 from shoal.logs import configure_logging
 from shoal.netaddr import is_loopback
+from shoal.ratelimit.identity import service_identity
 from shoal.registry.snapshot import MeshConfig
 from shoal.store.etcd_security import EtcdSecurity
 
@@ -138,6 +139,11 @@ def control_plane(
         "--insecure-etcd-plaintext-auth",
         help="Let --etcd-user authenticate over http:// to a non-loopback etcd: password "
              "and token in clear on the network.")] = False,
+    ratelimit_identity: Annotated[str | None, typer.Option(
+        help="With --ratelimit-address: the service's identity, NAMESPACE/SERVICE_ACCOUNT "
+             "or spiffe://TD/ns/NS/sa/SA (the token it was started with, e.g. "
+             "shoal-system/ratelimit); sidecars reach it over mTLS and verify it. Without "
+             "it the service must run with --insecure-plaintext (development).")] = None,
 ) -> None:
     """Run the control plane (REST API + xDS server) in the foreground."""
     configure_logging(log_level)
@@ -153,6 +159,15 @@ def control_plane(
         raise typer.BadParameter("the plaintext xDS port is unauthenticated: listen on "
                                  "loopback (agents use --secure-xds), or pass "
                                  "--insecure-xds-any-host", param_hint="--xds")
+    if ratelimit_identity is not None:
+        if ratelimit_address is None:
+            raise typer.BadParameter("only with --ratelimit-address",
+                                     param_hint="--ratelimit-identity")
+        try:
+            ratelimit_identity = service_identity(ratelimit_identity,
+                                                  MeshConfig.trust_domain)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--ratelimit-identity") from e
     endpoints = tuple(e.strip() for e in (etcd_endpoints or "").split(",") if e.strip())
     if (store == "etcd") != bool(endpoints):
         raise typer.BadParameter("is required with --store etcd, and only then",
@@ -179,7 +194,8 @@ def control_plane(
         cert_ttl=parse_duration(cert_ttl, "--cert-ttl"), require_tokens=require_tokens,
         ca_cert=ca_cert, ca_key=ca_key, ca_chain=ca_chain, token_key=token_key,
         otlp_export=otlp_export,
-        mesh=MeshConfig(ratelimit_address=ratelimit_address, trace_sampling=trace_sampling,
+        mesh=MeshConfig(ratelimit_address=ratelimit_address,
+                        ratelimit_identity=ratelimit_identity, trace_sampling=trace_sampling,
                         trace_collector="" if trace_collector == "xds" else trace_collector,
                         outbound_traffic_policy=outbound_traffic_policy,
                         cluster=cluster, network=network),

@@ -5,8 +5,9 @@ anybody's daily quota. So a caller is a mesh identity, read from its client cert
 (:func:`shoal.xds.server.peer.peer_of`: the one SPIFFE URI SAN of a certificate the TLS
 layer verified against the mesh roots), never from what the request says. Plaintext
 callers are accepted only where the mesh itself trusts plaintext (``--no-require-tokens``
-meshes, whose sidecars have no certificate), and by the standalone service, which is
-plaintext-only and must be kept on loopback or a private network.
+meshes, whose sidecars have no certificate), and by a standalone service started with
+``--insecure-plaintext`` (development, loopback only). A standalone service with its mesh
+identity (:mod:`shoal.ratelimit.identity`) uses ``CallerPolicy(<its trust domain>)``.
 """
 
 from __future__ import annotations
@@ -48,4 +49,4 @@ class CallerPolicy:
 
 
 MESH_ONLY = CallerPolicy()  # mTLS callers of any trust domain the roots verify
-PLAINTEXT_TOO = CallerPolicy(allow_plaintext=True)  # the standalone (plaintext) service
+PLAINTEXT_TOO = CallerPolicy(allow_plaintext=True)  # `ratelimit serve --insecure-plaintext`

@@ -1,19 +1,22 @@
 """``shoal ratelimit serve``: the rate-limit service as a process of its own.
 
 gRPC (Envoy's RateLimitService) on ``--port``, REST (``/healthz``, ``/stats``,
-``/quotas``) on ``--http-port``; rules from the control plane's REST watch.
+``/quotas``) on ``--http-port``; rules from the control plane's REST watch (operator API).
 
-Both are plaintext and unauthenticated (any caller that reaches the gRPC port is served,
-at most one hit per request): keep the service on loopback or a private network that only
-the sidecars reach. ``shoal ratelimit serve`` refuses any other ``--host`` unless
-``--insecure-any-host`` (docs/adr/0025). The embedded service (the default) needs no such
-care: it answers mesh identities over mTLS.
+gRPC is mTLS (docs/adr/0025): the service holds a mesh identity of its own
+(:mod:`shoal.ratelimit.identity`: a workload certificate obtained and renewed like an
+agent's), requires a client certificate chaining to the mesh trust bundle and answers
+only identities of its trust domain (the sidecars, with their workload certificates).
+``/stats`` and ``/quotas`` need an operator token with view mesh-wide, checked by the
+control plane (:mod:`shoal.ratelimit.operators`); ``/healthz`` is public.
+
+Without an identity (``ServeConfig.identity`` None: ``--insecure-plaintext``, for
+development) gRPC is plaintext and answers any caller; the CLI then keeps it on loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,8 @@ from shoal.cli.credentials import token_for
 from shoal.errors import Unavailable
 from shoal.ratelimit.backend import Backend, MemoryBackend
 from shoal.ratelimit.callers import PLAINTEXT_TOO
+from shoal.ratelimit.identity import IdentityConfig, ServiceIdentity
+from shoal.ratelimit.operators import OperatorCheck
 from shoal.ratelimit.service import RateLimitService
 from shoal.ratelimit.source import RuleSource
 
@@ -34,15 +39,6 @@ QUOTA_FILE = "ratelimit-quotas.db"
 GRPC_OPTIONS = [("grpc.max_concurrent_streams", 100_000),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.max_pings_without_data", 0)]
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def open_backend(redis_url: str | None, state_dir: Path | None) -> Backend:
@@ -61,24 +57,42 @@ class ServeConfig:
     http_port: int = 15091
     redis_url: str | None = None
     state_dir: Path | None = None
+    identity: IdentityConfig | None = None  # None: plaintext, any caller (development)
 
 
 async def serve(config: ServeConfig) -> None:
+    identity = ServiceIdentity(config.identity) if config.identity is not None else None
+    if identity is not None:
+        try:
+            svid = await identity.obtain()
+        except BaseException:
+            await identity.aclose()
+            raise
+        log.info("rate-limit service identity", extra={"spiffe_id": svid.spiffe_id})
     source = RuleSource()
     backend = open_backend(config.redis_url, config.state_dir)
-    service = RateLimitService(backend, source, callers=PLAINTEXT_TOO)
+    service = RateLimitService(backend, source, callers=identity.callers()
+                               if identity is not None else PLAINTEXT_TOO)
     server = grpc.aio.server(options=GRPC_OPTIONS)
     service.add_to(server)
-    if server.add_insecure_port(f"{config.host}:{config.port}") == 0:
-        raise Unavailable(f"cannot listen for gRPC on {config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    bound = (server.add_secure_port(address, identity.grpc_credentials())
+             if identity is not None else server.add_insecure_port(address))
+    if bound == 0:
+        raise Unavailable(f"cannot listen for gRPC on {address}")
     app = web.Application()
+    operators = OperatorCheck(config.control_plane)
+
+    async def operator_only(request: web.Request) -> None:
+        await operators.require_view(request.headers.get("Authorization"),
+                                     f"GET {request.path}")
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"ready": source.ready.is_set(),
                                   "revision": source.revision})
 
     app.router.add_get("/healthz", healthz)
-    service.add_routes(app)
+    service.add_routes(app, guard=operator_only)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.http_port, reuse_address=True)
@@ -86,17 +100,23 @@ async def serve(config: ServeConfig) -> None:
         async with asyncio.TaskGroup() as tg:
             follow = tg.create_task(source.follow_rest(
                 config.control_plane, credential=lambda: token_for(config.control_plane)))
+            renew = tg.create_task(identity.run()) if identity is not None else None
             await source.ready.wait()
             await server.start()
             await site.start()
             log.info("rate-limit service ready", extra={
                 "grpc": f"{config.host}:{config.port}", "http": f"{config.host}:{config.http_port}",
-                "backend": "redis" if config.redis_url else "memory"})
+                "backend": "redis" if config.redis_url else "memory",
+                "mtls": identity is not None})
             try:
                 await asyncio.Event().wait()
             finally:
                 follow.cancel()
+                if renew is not None:
+                    renew.cancel()
     finally:
         await server.stop(grace=0.5)
         await runner.cleanup()
         await backend.close()
+        if identity is not None:
+            await identity.aclose()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 from aiohttp import web
@@ -120,14 +120,33 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         rules = [r for r in table.rules.values() if r.quota]
         return [u.to_dict() for u in await self.backend.usage(rules, self._clock())]
 
-    def add_routes(self, app: web.Application, prefix: str = "") -> None:
+    def add_routes(self, app: web.Application, prefix: str = "",
+                   guard: Callable[[web.Request], Awaitable[None]] | None = None) -> None:
+        """``/quotas`` and ``/stats`` under ``prefix``; ``guard`` (if given) is awaited
+        first and may raise Unauthenticated / PermissionDenied / Unavailable (the control
+        plane's operator API authorizes these routes itself)."""
+        async def allowed(request: web.Request) -> web.Response | None:
+            if guard is None:
+                return None
+            try:
+                await guard(request)
+            except (Unauthenticated, PermissionDenied, Unavailable) as e:
+                status = (401 if isinstance(e, Unauthenticated) else
+                          403 if isinstance(e, PermissionDenied) else 503)
+                return web.json_response({"error": str(e)}, status=status)
+            return None
+
         async def quotas(request: web.Request) -> web.Response:
+            if (refused := await allowed(request)) is not None:
+                return refused
             try:
                 return web.json_response({"quotas": await self.quotas()})
             except Unavailable as e:
                 return web.json_response({"error": str(e)}, status=503)
 
         async def stats(request: web.Request) -> web.Response:
+            if (refused := await allowed(request)) is not None:
+                return refused
             return web.json_response({**self.stats, "rules": len(self._rules().rules)})
 
         app.router.add_get(f"{prefix}/quotas", quotas)

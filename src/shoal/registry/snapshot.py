@@ -37,6 +37,9 @@ class MeshConfig:
     outbound_traffic_policy: str = "REGISTRY_ONLY"
     # HOST:PORT of a separate rate-limit service; None: the control plane's own (ADR 0010)
     ratelimit_address: str | None = None
+    # SPIFFE ID of that service's certificate: sidecars reach it over mTLS and verify it
+    # (ADR 0025); None: it is a development one (`--insecure-plaintext`), plaintext
+    ratelimit_identity: str | None = None
     # HOST:PORT of the control plane's agents' TLS listener where sidecars POST Zipkin spans
     # over mTLS (ADR 0008, 0025); None: the control plane's own --agent-api address;
     # "": W3C-only OpenTelemetry tracer over xDS

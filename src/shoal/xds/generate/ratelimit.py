@@ -10,7 +10,10 @@ runs it (the default), or through a generated ``ratelimit`` cluster when
 ``xds_cluster`` is already the mesh's mTLS to the control plane (the workload
 certificate, SDS ``default``; the control plane verified against ``ROOTCA``; every
 instance of an HA control plane), and the service answers only the identities it proves
-(docs/adr/0025). The separate service is plaintext: a private network's (ADR 0025).
+(docs/adr/0025). The separate service holds a mesh identity of its own
+(``MeshConfig.ratelimit_identity``): the ``ratelimit`` cluster is mTLS with the workload
+certificate (SDS ``default``), the service verified against ``ROOTCA`` and its SPIFFE ID.
+Without one it is a development service (``--insecure-plaintext``): plaintext.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
-from google.protobuf import wrappers_pb2
+from google.protobuf import struct_pb2, wrappers_pb2
 
 from shoal.api.meta import Resource
 from shoal.api.ratelimit import FailureMode, RateLimitPolicySpec
@@ -46,6 +49,7 @@ from shoal.xds.generate.protocol import (
     pack,
     socket_address,
 )
+from shoal.xds.generate.tls import ALPN_H2, mesh_service_tls, tls_socket
 
 if TYPE_CHECKING:
     from shoal.xds.generate.context import GenerationContext
@@ -53,6 +57,7 @@ if TYPE_CHECKING:
 LOCAL_FILTER = "envoy.filters.http.local_ratelimit"
 GLOBAL_FILTER = "envoy.filters.http.ratelimit"
 RLS_CLUSTER = "ratelimit"
+RLS_MTLS = "ratelimit-mtls"  # the transport socket match of its mTLS
 CONTROL_PLANE_CLUSTER = "xds_cluster"  # the bootstrap's (shoal.agent.bootstrap.XDS_CLUSTER)
 CHECK_TIMEOUT = 1.0  # seconds a sidecar waits for the service before failureMode applies
 XFCC = "x-forwarded-client-cert"
@@ -115,6 +120,13 @@ def clusters(ctx: GenerationContext) -> Mapping[str, cluster_pb2.Cluster]:
     )
     for name, value in http2_protocol_options().items():
         cluster.typed_extension_protocol_options[name].CopyFrom(value)
+    identity = ctx.mesh.config.ratelimit_identity
+    if identity:
+        # mTLS to every endpoint (an empty match matches all), as a transport socket
+        # *match* like the other mesh clusters (see telemetry's Zipkin cluster)
+        cluster.transport_socket_matches.append(cluster_pb2.Cluster.TransportSocketMatch(
+            name=RLS_MTLS, match=struct_pb2.Struct(),
+            transport_socket=tls_socket(mesh_service_tls(identity, ALPN_H2))))
     return {RLS_CLUSTER: cluster}
 
 

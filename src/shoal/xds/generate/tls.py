@@ -103,6 +103,13 @@ def control_plane_tls(server_name: str, alpn: Sequence[str] = ()
         sni=server_name)
 
 
+def mesh_service_tls(spiffe_id: str, alpn: Sequence[str] = ()) -> tls_pb2.UpstreamTlsContext:
+    """Client side of mTLS to a mesh service that is no workload of the registry (e.g. a
+    standalone rate-limit service): our SVID, the mesh roots, and the one SPIFFE ID its
+    certificate must carry (a URI SAN). No SNI: the server has one certificate."""
+    return tls_pb2.UpstreamTlsContext(common_tls_context=_common(alpn, (spiffe_id,)))
+
+
 def tls_socket(ctx: tls_pb2.UpstreamTlsContext | tls_pb2.DownstreamTlsContext
                ) -> base_pb2.TransportSocket:
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(ctx))
