@@ -19,6 +19,7 @@ import grpc
 from shoal.ca import pki
 from shoal.ca.authority import CertificateAuthority, Issued
 from shoal.ca.files import write_private
+from shoal.ca.grpc_tls import ReloadingServerCredentials
 from shoal.netaddr import is_ip
 
 log = logging.getLogger("shoal.ca.serving")
@@ -35,8 +36,7 @@ class ServingCertificate:
         self.cert_path = ca.files.serving_dir / "cert.pem"
         self.key_path = ca.files.serving_dir / "key.pem"
         self._ssl: ssl.SSLContext | None = None
-        self._generation = 0
-        self._fetched = -1
+        self._grpc = ReloadingServerCredentials(self._grpc_config)
         self._issued: Issued | None = None
         self._key_pem = b""
         self._wake = asyncio.Event()
@@ -58,7 +58,7 @@ class ServingCertificate:
         write_private(self.cert_path, "".join(self._issued.chain).encode())
         if self._ssl is not None:
             self._ssl.load_cert_chain(self.cert_path, self.key_path)
-        self._generation += 1
+        self._grpc.changed()
         log.info("control plane serving certificate issued", extra={
             "serial": format(self._issued.cert.serial_number, "x"),
             "not_after": self._issued.cert.not_valid_after_utc.isoformat()})
@@ -66,7 +66,7 @@ class ServingCertificate:
     def _bundle_changed(self) -> None:
         """Keep serving after a rotation (agents learn the new root first); reissue at once
         when the current issuer left the bundle (prune)."""
-        self._generation += 1  # client-CA list of gRPC changes either way
+        self._grpc.changed()  # client-CA list of gRPC changes either way
         if self._ssl is not None:  # a new root verifies agents' certificates at once
             self._ssl.load_verify_locations(cadata="".join(self._ca.bundle_pem()))
         issuer = self.current.cert.issuer
@@ -95,15 +95,7 @@ class ServingCertificate:
     def grpc_credentials(self) -> grpc.ServerCredentials:
         """TLS for the secure xDS port: this certificate, and a client certificate issued
         under the trust bundle is required (the handshake fails without one)."""
-        def fetch() -> grpc.ServerCertificateConfiguration | None:
-            if self._fetched == self._generation:
-                return None
-            self._fetched = self._generation
-            return self._grpc_config()
-
-        self._fetched = self._generation
-        return grpc.dynamic_ssl_server_credentials(self._grpc_config(), fetch,
-                                                   require_client_authentication=True)
+        return self._grpc.credentials()
 
     async def run(self) -> None:
         """Renew at half of the remaining lifetime, for ever."""

@@ -24,6 +24,7 @@ import grpc
 
 from shoal.agent.identity import Svid, WorkloadIdentity, token_reader, token_subject
 from shoal.agent.registration import ControlPlaneClient
+from shoal.ca.grpc_tls import ReloadingServerCredentials
 from shoal.ca.spiffe import SpiffeId
 from shoal.errors import AgentError, Unavailable, ValidationError
 from shoal.ratelimit.callers import CallerPolicy
@@ -76,12 +77,11 @@ class ServiceIdentity:
                                          ca_bundle=config.ca_bundle)
         self.identity = WorkloadIdentity(self.client, subject, self.spiffe.service_account,
                                          renew_fraction=config.renew_fraction)
-        self._generation = 0
-        self._fetched = -1
+        self._grpc = ReloadingServerCredentials(self._grpc_config)
         self.identity.subscribe(self._changed)
 
     def _changed(self, svid: Svid) -> None:
-        self._generation += 1  # the next handshake fetches the new certificate / roots
+        self._grpc.changed()  # the next handshake fetches the new certificate / roots
 
     def callers(self) -> CallerPolicy:
         """Mesh identities of this service's own trust domain, over mTLS only."""
@@ -106,15 +106,7 @@ class ServiceIdentity:
     def grpc_credentials(self) -> grpc.ServerCredentials:
         """TLS with the current certificate; a client certificate issued under the mesh
         trust bundle is required (the handshake fails without one)."""
-        def fetch() -> grpc.ServerCertificateConfiguration | None:
-            if self._fetched == self._generation:
-                return None
-            self._fetched = self._generation
-            return self._grpc_config()
-
-        self._fetched = self._generation
-        return grpc.dynamic_ssl_server_credentials(self._grpc_config(), fetch,
-                                                   require_client_authentication=True)
+        return self._grpc.credentials()
 
     async def run(self) -> None:
         """Renew the certificate and follow the trust bundle, for ever."""
