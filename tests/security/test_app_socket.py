@@ -29,15 +29,9 @@ from shoal.xds.types import CLUSTER, Proxy, ProxyMetadata
 from tests.e2e.conftest import agent_info, app_command
 from tests.generate.conftest import load_mesh
 from tests.generate.envoy_check import envoy_binary, envoy_validate, static_bootstrap
+from tests.security.test_unprivileged_exposure import STRICT
 
 UDS_APP = [sys.executable, str(Path(__file__).with_name("uds_app.py"))]
-STRICT = """apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: web-strict}
-spec:
-  selector: {matchLabels: {app: web}}
-  mtls: {mode: STRICT}
-"""
 
 
 def _config(tmp_path: Path, **kw: Any) -> AgentConfig:

@@ -17,11 +17,12 @@ from shoal.control.config import ControlPlaneConfig
 from shoal.control.plane import open_store
 from shoal.errors import NotFound, StoreError, ValidationError
 from shoal.registry.etcd_leases import EtcdWorkloadRegistry
-from shoal.store import Event, EventType
+from shoal.store import EventType
 from shoal.store.etcd import EtcdStore
 from shoal.store.etcd_client import EtcdAuthFailed, EtcdClient, EtcdUnavailable, b64
 from shoal.store.etcd_security import PASSWORD_ENV, EtcdSecurity
 from shoal.testing.pki import TestCA
+from tests.store.test_store import take
 
 from .etcd_server import ETCD, SKIP_REASON, EtcdServer, ServerTls
 
@@ -43,16 +44,6 @@ WORKLOAD = ResourceKey("Workload", "default", "w1")
 def workload() -> Resource:
     return Resource(api_version="test.shoal.io/v1", kind="Workload",
                     metadata=Metadata(name="w1"), spec={"address": "10.0.0.1", "port": 8080})
-
-
-async def take(events: AsyncIterator[Event], n: int) -> list[Event]:
-    out: list[Event] = []
-    async with asyncio.timeout(10):
-        async for e in events:
-            out.append(e)
-            if len(out) == n:
-                break
-    return out
 
 
 async def lease_round_trip(store: EtcdStore) -> None:

@@ -17,11 +17,10 @@ import re
 from typing import Any
 
 from aiohttp import web
-from cryptography import x509
 
 from shoal.ca import pki
 from shoal.ca.authority import CertificateAuthority
-from shoal.ca.spiffe import SpiffeId
+from shoal.ca.peer_cert import request_certificate, workload_identity
 from shoal.ca.tokens import TokenAuthority, TokenClaims
 from shoal.control.audit import DETAILS, PRINCIPAL
 from shoal.control.auth import principal_of
@@ -83,20 +82,13 @@ class IdentityApi:
         agents' listener asks for one; the TLS layer verified it against the mesh roots),
         as claims; None without one. The token it was first attested with must not be
         revoked: revoking a token ends the renewals of the certificates it obtained."""
-        ssl_object = request.transport.get_extra_info("ssl_object") \
-            if request.transport is not None else None
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if not der:
+        cert = request_certificate(request)
+        if cert is None:
             return None
-        cert = x509.load_der_x509_certificate(der)
-        uris = pki.uri_sans(cert)
         try:
-            if len(uris) != 1:
-                raise ValidationError([Violation("", "not exactly one URI SAN")])
-            sid = SpiffeId.parse(uris[0])
-        except ValidationError:
-            raise Unauthenticated("the client certificate is not a workload identity "
-                                  "(one spiffe:// URI SAN)") from None
+            sid = workload_identity(cert)
+        except PermissionDenied as e:  # no identity to act for: unauthenticated here
+            raise Unauthenticated(str(e)) from None
         if sid.trust_domain != self.ca.trust_domain:
             raise Unauthenticated(f"the client certificate is for trust domain "
                                   f"{sid.trust_domain!r}, not this mesh's")

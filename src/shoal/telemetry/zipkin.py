@@ -17,15 +17,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
-from cryptography import x509
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from shoal.api.limits import MAX_SPANS_BODY_BYTES, loads_json
-from shoal.ca import pki
-from shoal.ca.spiffe import SpiffeId
+from shoal.ca.peer_cert import request_certificate, workload_identity
 from shoal.control.errors import error_response, read_body
 from shoal.errors import PermissionDenied, Unauthenticated, ValidationError
 from shoal.xds.server.peer import Peer
@@ -134,21 +132,11 @@ def request_peer(request: web.Request) -> Peer | None:
     Unauthenticated without one, PermissionDenied if it is not a workload identity."""
     if not request.secure:
         return None
-    ssl_object = request.transport.get_extra_info("ssl_object") \
-        if request.transport is not None else None
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    if not der:
+    cert = request_certificate(request)
+    if cert is None:
         raise Unauthenticated("spans are accepted from mesh identities only: present the "
                               "workload certificate (mTLS)")
-    uris = pki.uri_sans(x509.load_der_x509_certificate(der))
-    not_workload = PermissionDenied("the client certificate is not a workload identity "
-                                    "(one spiffe:// URI SAN)")
-    if len(uris) != 1:
-        raise not_workload
-    try:
-        return Peer(SpiffeId.parse(uris[0]))
-    except ValidationError:
-        raise not_workload from None
+    return Peer(workload_identity(cert))
 
 
 # (decoded spans, who posted them) -> how many were kept; raises InvalidSpans

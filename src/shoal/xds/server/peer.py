@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.ca import pki
+from shoal.ca.peer_cert import workload_identity
 from shoal.ca.spiffe import SpiffeId
-from shoal.errors import PermissionDenied, Unauthenticated, ValidationError
+from shoal.errors import PermissionDenied, Unauthenticated
 from shoal.xds.node import NodeOwner, node_id
 from shoal.xds.types import Proxy
 
@@ -55,15 +56,9 @@ PLAINTEXT = Peer()
 @functools.lru_cache(maxsize=256)
 def _identity_of(pem: bytes) -> SpiffeId:
     certs = pki.load_certs(pem)
-    uris = pki.uri_sans(certs[0]) if certs else []
-    if len(uris) != 1:
-        raise PermissionDenied(f"the client certificate must carry exactly one URI SAN (a "
-                               f"SPIFFE ID); it has {len(uris)}")
-    try:
-        return SpiffeId.parse(uris[0])
-    except ValidationError:
-        raise PermissionDenied(f"the client certificate's identity {uris[0]!r} is not a "
-                               "workload SPIFFE ID") from None
+    if not certs:
+        raise PermissionDenied("the client certificate could not be read")
+    return workload_identity(certs[0])
 
 
 def peer_of(context: Any) -> Peer:

@@ -1,0 +1,34 @@
+"""Whom a client certificate speaks for: its one SPIFFE URI SAN. One reading for every
+surface that takes workload certificates (secure xDS and telemetry over gRPC, the agent
+listener's REST routes); the TLS layer has already verified the chain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography import x509
+
+from shoal.ca import pki
+from shoal.ca.spiffe import SpiffeId
+from shoal.errors import PermissionDenied, ValidationError
+
+
+def workload_identity(cert: x509.Certificate) -> SpiffeId:
+    """The SPIFFE ID of a workload certificate; PermissionDenied for any other."""
+    uris = pki.uri_sans(cert)
+    if len(uris) != 1:
+        raise PermissionDenied(f"the client certificate must carry exactly one URI SAN (a "
+                               f"SPIFFE ID); it has {len(uris)}")
+    try:
+        return SpiffeId.parse(uris[0])
+    except ValidationError:
+        raise PermissionDenied(f"the client certificate's identity {uris[0]!r} is not a "
+                               "workload SPIFFE ID") from None
+
+
+def request_certificate(request: Any) -> x509.Certificate | None:
+    """The client certificate of an aiohttp request over TLS (None without one)."""
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return x509.load_der_x509_certificate(der) if der else None
