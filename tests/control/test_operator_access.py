@@ -178,6 +178,17 @@ def test_bad_grants_are_refused_with_their_paths(cp: ControlPlaneProcess) -> Non
     assert paths == {"grants[0]", "grants[1]", "ttlSeconds"}
 
 
+def test_malformed_revocations_and_audit_queries_are_4xx(cp: ControlPlaneProcess) -> None:
+    before = revision(cp)
+    with cp.http() as http:
+        for body in ({}, {"id": "../x"}, {"id": 5}, {"token": "not.a.token"},
+                     {"id": "ab", "reason": 7}, {"id": "a" * 65}):
+            r = http.post("/api/v1/tokens/revoke", json=body)
+            assert r.status_code == 422 and r.json()["violations"], (body, r.text)
+        assert http.get("/api/v1/audit", params={"limit": "x"}).status_code == 422
+    assert revision(cp) == before
+
+
 def test_revoked_tokens_are_refused_at_once(cp: ControlPlaneProcess) -> None:
     bob = token(cp, "bob", "view:*")
     auth = {"Authorization": bob["Authorization"]}
