@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from shoal.telemetry.accesslog import Entry
-from shoal.telemetry.model import LATENCY_BUCKETS_MS, Edge, EdgeSample
+from shoal.telemetry.model import LATENCY_BUCKETS_MS, Edge, EdgeSample, Security
 from shoal.telemetry.names import parse_outbound_cluster
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def edge_of(entry: Entry, protocol: str) -> Edge:
         destination_subset=target.subset if target else "",
         destination_port=target.port if target else 0,
         protocol=protocol,
-        mtls=bool(entry.get("mtls")),
+        security=Security.MUTUAL_TLS if entry.get("mtls") else Security.NONE,
     )
 
 
@@ -177,5 +177,5 @@ class EdgeAggregator:
             request_bytes=req_b, response_bytes=resp_b,
             tcp_connections_opened=t.opened, tcp_connections_closed=t.closed,
             tcp_sent_bytes=t.sent, tcp_received_bytes=t.received,
-            reporter=self._reporters.get(edge, ""),
+            node=self._reporters.get(edge, ""),
         )

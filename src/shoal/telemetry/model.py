@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 # Latency histogram bucket upper bounds, milliseconds (Istio's defaults).
@@ -20,9 +21,28 @@ LATENCY_BUCKETS_MS: tuple[float, ...] = (
 )
 
 
+class Reporter(StrEnum):
+    """Which side counted (Istio's ``reporter`` label)."""
+
+    SOURCE = "source"  # the caller's sidecar (or gateway): final status after retries
+    DESTINATION = "destination"  # the callee's sidecar: also sees callers outside the mesh
+
+
+class Security(StrEnum):
+    """Istio's ``connection_security_policy`` of an edge's requests."""
+
+    MUTUAL_TLS = "mutual_tls"
+    NONE = "none"
+    # the request never reached the destination (an injected abort, a local rate limit,
+    # no healthy upstream): it says nothing about the edge's transport security
+    UNKNOWN = "unknown"
+
+
 @dataclass(frozen=True)
 class Edge:
-    """Who called whom. ``source_*`` is empty for traffic from outside the mesh."""
+    """Who called whom, as one side counted it. ``source_*`` is empty for traffic from
+    outside the mesh (and, reported by the destination, for callers without a mesh
+    identity)."""
 
     source_workload: str
     source_namespace: str
@@ -32,15 +52,30 @@ class Edge:
     destination_subset: str = ""  # "" = no subset
     destination_port: int = 0
     protocol: str = "http"  # http | grpc | tcp
-    mtls: bool = False
+    security: Security = Security.NONE
+    reporter: Reporter = Reporter.SOURCE
+
+    @property
+    def mtls(self) -> bool:
+        return self.security is Security.MUTUAL_TLS
+
+    @property
+    def counted(self) -> bool:
+        """Does this edge count towards the mesh's totals (topology, golden signals,
+        SLOs)? Every request is counted once: by its source, or — when the caller has no
+        mesh identity (outside the mesh, a plaintext client) — by its destination."""
+        return self.reporter is Reporter.SOURCE or not self.source_workload
 
 
 @dataclass(frozen=True)
 class EdgeSample:
-    """Cumulative counters of one edge, as reported at ``at`` (unix seconds).
+    """Cumulative counters of one edge, as one proxy (``node``) reported them at ``at``
+    (unix seconds).
 
-    Counters only grow while the reporting sidecar lives; a restart resets them (the
-    store handles resets like Prometheus' rate()).
+    Counters only grow while the reporting proxy's agent lives (it carries them across
+    restarts of its Envoy); a new agent (a new ``incarnation``) starts again from zero, and
+    the stores handle that like Prometheus' rate(). A store keeps one series per
+    (edge, node): several proxies may report the same edge (replicas of a destination).
     """
 
     edge: Edge
@@ -55,7 +90,8 @@ class EdgeSample:
     tcp_connections_closed: int = 0
     tcp_sent_bytes: int = 0
     tcp_received_bytes: int = 0
-    reporter: str = ""  # node id of the sidecar that reported it
+    node: str = ""  # node id of the proxy that reported it
+    incarnation: str = ""  # which run of that proxy's agent (counters restart with it)
 
 
 @dataclass(frozen=True)
@@ -97,5 +133,10 @@ class MetricsStore(Protocol):
 def edge_rates_from_dict(d: dict[str, Any]) -> EdgeRates:
     """The inverse of ``dataclasses.asdict(EdgeRates)`` (rates read from another cluster)."""
     fields = dict(d)
-    edge = Edge(**fields.pop("edge"))
+    e = dict(fields.pop("edge"))
+    if "mtls" in e:  # a control plane of before connection_security_policy
+        e["security"] = Security.MUTUAL_TLS if e.pop("mtls") else Security.NONE
+    e["security"] = Security(e.get("security", Security.NONE))
+    e["reporter"] = Reporter(e.get("reporter", Reporter.SOURCE))
+    edge = Edge(**e)
     return EdgeRates(edge=edge, **fields)

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from shoal.telemetry.model import LATENCY_BUCKETS_MS, Edge, EdgeRates, EdgeSample
+from shoal.telemetry.model import LATENCY_BUCKETS_MS, Edge, EdgeRates, EdgeSample, Security
 
 __all__ = ["FakeMetricsStore", "Traffic", "edge", "quantile_from_buckets"]
 
@@ -38,7 +38,7 @@ def edge(source: str, destination: str, *, subset: str = "", namespace: str = "d
         destination_subset=subset,
         destination_port=port,
         protocol=protocol,
-        mtls=mtls,
+        security=Security.MUTUAL_TLS if mtls else Security.NONE,
     )
 
 
@@ -186,7 +186,7 @@ class Traffic:
                 self._buckets[i] += count
         self._sum += latency_ms * count
         self._last = EdgeSample(self.edge, at, dict(self._codes), tuple(self._buckets),
-                                self._sum, reporter=self.edge.source_workload)
+                                self._sum, node=self.edge.source_workload)
         self.store.add([self._last])
         return self._last
 
