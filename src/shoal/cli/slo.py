@@ -1,13 +1,20 @@
-"""`shoal slo status`: attainment, error budget and burn rates of every SLO."""
+"""`shoal slo status`: attainment, error budget and burn rates of every SLO.
+`shoal slo rules`: the same SLOs as Prometheus recording and alerting rules."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from shoal.api import Resource, load_documents, parse_documents
+from shoal.api.telemetry import window_seconds
 from shoal.cli.client import ApiClient
 from shoal.cli.output import Format, console, dump, table
+from shoal.cli.resources import _read
+from shoal.errors import ValidationError, Violation
+from shoal.telemetry.slo_rules import DEFAULT_FOR, KIND, render
 
 app = typer.Typer(help="Service level objectives: status, budget and burn rates.",
                   no_args_is_help=True)
@@ -60,3 +67,59 @@ def status(ctx: typer.Context,
     for s in slos:
         if s["state"] != "OK":
             console.print(f"{s['namespace']}/{s['name']}: {s['reason']}")
+
+
+def _from_files(paths: list[Path]) -> list[Resource]:
+    """Every resource of the files, validated as `shoal apply` does (all or nothing)."""
+    problems: list[Violation] = []
+    out: list[Resource] = []
+    seen: dict[tuple[str, str, str], str] = {}
+    for source, text in _read(paths):
+        try:
+            resources = parse_documents(load_documents(text, source), source)
+        except ValidationError as e:
+            problems += e.violations
+            continue
+        for r in resources:
+            key = (r.kind, r.metadata.namespace, r.metadata.name)
+            if key in seen:
+                problems.append(Violation("metadata.name", f"{r.kind} {key[1]}/{key[2]} is "
+                                          f"also in {seen[key]}", source))
+            seen.setdefault(key, source)
+            out.append(r)
+    if problems:
+        raise ValidationError(problems)
+    return out
+
+
+@app.command("rules")
+def rules(
+    ctx: typer.Context,
+    filename: Annotated[list[Path] | None, typer.Option(
+        "--filename", "-f", help="Generate from these YAML files or directories ('-' = "
+        "stdin) instead of the control plane's SLOs.")] = None,
+    namespace: Annotated[str | None, typer.Option(
+        "--namespace", "-n", help="Only the SLOs of this namespace (default: all).")] = None,
+    domain: Annotated[str, typer.Option(
+        help="The mesh's DNS domain: hosts resolve to NAME.NAMESPACE.svc.DOMAIN.")
+    ] = "cluster.local",
+    alert_for: Annotated[str, typer.Option(
+        "--for", help="How long a burn-rate alert is pending before it fires (0s: at once).")
+    ] = DEFAULT_FOR,
+) -> None:
+    """Print every SLO as a Prometheus rule file: error-ratio recording rules per window,
+    the error budget left, and multi-window multi-burn-rate alerts."""
+    try:
+        window_seconds(alert_for)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--for") from None
+    if filename:
+        resources = _from_files(filename)
+    else:
+        client: ApiClient = ctx.obj()
+        with client:
+            items = client.list(KIND, namespace)["items"]
+        resources = parse_documents(items, client.base_url)
+    if namespace:
+        resources = [r for r in resources if r.metadata.namespace == namespace]
+    typer.echo(render(resources, domain=domain, alert_for=alert_for), nl=False)
