@@ -1,56 +1,39 @@
-"""Issue 11 part 6: series per reporter are bounded.
+"""Issue 11 part 6 (kept by issue 12): series per reporter are bounded.
 
 Reproduced before: 20,000 invented edges from one reporter made one ``/metrics`` scrape
-282 MB and the control plane 770 MB. Now a reporter creates at most
-MAX_SERIES_PER_REPORTER series (all together at most MAX_SERIES); the excess is dropped,
-counted per reporter in ``shoal_telemetry_dropped_series_total`` and warned about once.
+282 MB and the control plane 770 MB. Now a node keeps at most MAX_SERIES_PER_NODE rows
+(all nodes together at most MAX_SERIES); the excess is dropped, counted per node in
+``shoal_telemetry_dropped_series_total`` and warned about once. Reports arrive as they do
+from agents: ``POST /api/v1/telemetry/stats`` (shoal.telemetry.report).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-from opentelemetry.proto.common.v1 import common_pb2
-from opentelemetry.proto.logs.v1 import logs_pb2
 
 from shoal.telemetry import ingest
 from shoal.telemetry.hub import Telemetry
-from shoal.telemetry.ingest import (
-    MAX_DROP_REPORTERS,
-    MAX_SERIES_PER_REPORTER,
-    EdgeAggregator,
-)
+from shoal.telemetry.ingest import MAX_DROP_REPORTERS, MAX_SERIES_PER_NODE, ProxyCounters
+from shoal.telemetry.model import LATENCY_BUCKETS_MS
+from shoal.telemetry.report import MAX_ROWS, STATS_PATH, StatsReport
 
 
-def _kv(key: str, value: str | int) -> common_pb2.KeyValue:
-    v = common_pb2.AnyValue(int_value=value) if isinstance(value, int) \
-        else common_pb2.AnyValue(string_value=value)
-    return common_pb2.KeyValue(key=key, value=v)
+def row(service: str, *, code: int = 200, requests: int = 1, reporter: str = "source"
+        ) -> dict[str, Any]:
+    return {"reporter": reporter, "cluster": f"outbound|80||{service}.default.svc.cluster.local",
+            "code": code, "flags": "-", "requests": requests,
+            "durationBuckets": [requests] * (len(LATENCY_BUCKETS_MS) + 1)}
 
 
-def invented_edges(node: str, n: int, *, start: int = 0
-                   ) -> logs_service_pb2.ExportLogsServiceRequest:
-    """One outbound request to each of ``n`` services that do not exist."""
-    rl = logs_pb2.ResourceLogs()
-    rl.resource.attributes.extend([_kv("log_name", "shoal"), _kv("node_name", node),
-                                   _kv("cluster_name", node.split(".")[0])])
-    rl.instrumentation_library_logs.add().logs.extend(
-        logs_pb2.LogRecord(attributes=[
-            _kv("log", "access"), _kv("kind", "http"), _kv("direction", "outbound"),
-            _kv("status", 200), _kv("duration_ms", 3),
-            _kv("upstream_cluster", f"outbound|80||svc-{i}.default.svc.cluster.local")])
-        for i in range(start, start + n))
-    return logs_service_pb2.ExportLogsServiceRequest(resource_logs=[rl])
-
-
-def entry(reporter: str, service: str, kind: str = "http") -> dict[str, object]:
-    return {"direction": "outbound", "kind": kind, "reporter": reporter, "status": 200,
-            "source_workload": reporter.split(".")[0], "source_namespace": "default",
-            "upstream_cluster": f"outbound|80||{service}.default.svc.cluster.local"}
+def report(node: str, rows: list[dict[str, Any]], *, full: bool = True,
+           tcp: list[dict[str, Any]] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    return {"node": node, "incarnation": "a1", "service": node.split(".")[0], "full": full,
+            "http": rows, "tcp": list(tcp)}
 
 
 async def test_one_reporter_inventing_20000_edges(caplog: pytest.LogCaptureFixture
@@ -58,51 +41,77 @@ async def test_one_reporter_inventing_20000_edges(caplog: pytest.LogCaptureFixtu
     hub = Telemetry()
     app = web.Application()
     hub.add_routes(app)
-    with caplog.at_level(logging.WARNING, logger="shoal.telemetry.ingest"):
-        for batch in range(20):  # as a sidecar would send them: in batches
-            hub.on_logs(invented_edges("mallory.default", 1000, start=batch * 1000))
-        hub.on_logs(invented_edges("web.default", 3))  # an honest neighbour
-    assert hub.aggregator.series == MAX_SERIES_PER_REPORTER + 3
-    assert len(hub.store.edges()) == MAX_SERIES_PER_REPORTER + 3
-    assert hub.aggregator.dropped == {"mallory.default": 19_000}
-    warnings = [r for r in caplog.records if "series limit" in r.getMessage()]
-    assert len(warnings) == 1 and warnings[0].reporter == "mallory.default"  # type: ignore[attr-defined]
-
     async with TestClient(TestServer(app)) as http:
-        r = await http.get("/metrics")
-        body = await r.read()
-    # One series is ~28 lines (a request counter, three histograms) of ~400 bytes: the
-    # cap keeps the scrape near 1,000 of them, not 20,000 (282 MB before).
-    assert len(body) < 16 * 1024 * MAX_SERIES_PER_REPORTER + 100_000, len(body)
-    text = body.decode()
-    assert 'shoal_telemetry_dropped_series_total{reporter="mallory.default"} 19000.0' in text
-    assert "shoal_telemetry_series 1003.0" in text
-    assert text.count('source_workload="web"') > 0  # the neighbour still counts
+        with caplog.at_level(logging.WARNING, logger="shoal.telemetry.ingest"):
+            for batch in range(20):  # at most MAX_ROWS rows per report
+                rows = [row(f"svc-{i}") for i in range(batch * MAX_ROWS, (batch + 1) * MAX_ROWS)]
+                r = await http.post(STATS_PATH, json=report("mallory.default", rows))
+                assert r.status == 200
+            r = await http.post(STATS_PATH, json=report("web.default",
+                                                         [row(f"s{i}") for i in range(3)]))
+            assert r.status == 200
+        assert hub.counters.series == MAX_SERIES_PER_NODE + 3
+        assert len(hub.store.edges()) == MAX_SERIES_PER_NODE + 3
+        assert hub.counters.dropped == {"mallory.default": 19_000}
+        warnings = [r for r in caplog.records if "series limit" in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].reporter == "mallory.default"  # type: ignore[attr-defined]
 
-    # existing series keep counting; only new ones are dropped
-    hub.on_logs(invented_edges("mallory.default", 10))
-    assert hub.aggregator.dropped == {"mallory.default": 19_000}
-    assert hub.aggregator.series == MAX_SERIES_PER_REPORTER + 3
+        body = await (await http.get("/metrics")).read()
+        # a series is ~28 lines (a request counter, three histograms) of ~600 bytes: the
+        # cap keeps the scrape near 1,000 of them, not 20,000 (282 MB before)
+        assert len(body) < 20 * 1024 * MAX_SERIES_PER_NODE + 100_000, len(body)
+        text = body.decode()
+        assert 'shoal_telemetry_dropped_series_total{reporter="mallory.default"} 19000.0' in text
+        assert "shoal_telemetry_series 1003.0" in text
+        assert text.count('source_workload="web"') > 0  # the neighbour still counts
+
+        # existing series keep counting; only new ones are dropped
+        r = await http.post(STATS_PATH, json=report(
+            "mallory.default", [row(f"svc-{i}", requests=5) for i in range(10)], full=False))
+        assert r.status == 200
+        assert hub.counters.dropped == {"mallory.default": 19_000}
+        assert hub.counters.series == MAX_SERIES_PER_NODE + 3
 
 
 def test_mesh_wide_cap_and_bounded_drop_counter(monkeypatch: pytest.MonkeyPatch) -> None:
-    agg = EdgeAggregator(clock=lambda: 5.0, per_reporter=2, max_series=5)
-    agg.add([entry(f"w{i}.default", f"s{j}") for i in range(3) for j in range(3)])
-    assert agg.series == 5  # w0: 2, w1: 2, w2: 1, then the mesh is full
-    assert agg.dropped == {"w0.default": 1, "w1.default": 1, "w2.default": 2}
-    agg.add([entry("w0.default", "s0", kind="tcp")])  # TCP series count the same
-    assert agg.series == 5 and agg.dropped["w0.default"] == 2
+    counters = ProxyCounters(clock=lambda: 5.0, per_node=2, max_series=5)
+    for i in range(3):
+        counters.apply(StatsReport.model_validate(
+            report(f"w{i}.default", [row(f"s{j}") for j in range(3)])))
+    assert counters.series == 5  # w0: 2, w1: 2, w2: 1, then the mesh is full
+    assert counters.dropped == {"w0.default": 1, "w1.default": 1, "w2.default": 2}
+    tcp = [{"reporter": "source", "cluster": "outbound|80||db.default.svc.cluster.local",
+            "connections": 1}]
+    counters.apply(StatsReport.model_validate(report("w0.default", [], tcp=tcp)))
+    assert counters.series == 5 and counters.dropped["w0.default"] == 2  # TCP counts too
 
     monkeypatch.setattr(ingest, "MAX_DROP_REPORTERS", 2)
-    agg = EdgeAggregator(clock=lambda: 5.0, per_reporter=0)
-    agg.add([entry(f"w{i}.default", "s") for i in range(5)])
-    assert agg.dropped == {"w0.default": 1, "w1.default": 1, "other": 3}
+    counters = ProxyCounters(clock=lambda: 5.0, per_node=0)
+    for i in range(5):
+        counters.apply(StatsReport.model_validate(report(f"w{i}.default", [row("s")])))
+    assert counters.dropped == {"w0.default": 1, "w1.default": 1, "other": 3}
     assert MAX_DROP_REPORTERS >= 100
 
 
 def test_sample_sums_only_its_own_edge() -> None:
-    agg = EdgeAggregator(clock=lambda: 5.0)
-    out = agg.add([entry("w.default", "a"), entry("w.default", "a"), entry("w.default", "b")])
+    counters = ProxyCounters(clock=lambda: 5.0)
+    out, resync = counters.apply(StatsReport.model_validate(report("w.default", [
+        row("a", requests=2), row("a", code=503, requests=1), row("b")])))
+    assert not resync
     by = {s.edge.destination_service: s for s in out}
-    assert by["a.default.svc.cluster.local"].requests_by_code == {200: 2}
+    assert by["a.default.svc.cluster.local"].requests_by_code == {200: 2, 503: 1}
     assert by["b.default.svc.cluster.local"].requests_by_code == {200: 1}
+    assert {s.node for s in out} == {"w.default"}
+
+
+def test_idle_nodes_are_forgotten_and_a_new_incarnation_asks_for_every_row() -> None:
+    now = [0.0]
+    counters = ProxyCounters(clock=lambda: now[0])
+    counters.apply(StatsReport.model_validate(report("w.default", [row("a")])))
+    now[0] = ingest.NODE_IDLE_SECONDS + 1
+    counters.apply(StatsReport.model_validate(report("x.default", [row("a")])))
+    assert set(counters.nodes) == {"x.default"} and counters.series == 1
+    # a partial report from an incarnation the control plane does not know
+    _, resync = counters.apply(StatsReport.model_validate(
+        report("w.default", [row("a")], full=False)))
+    assert resync

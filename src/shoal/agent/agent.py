@@ -43,6 +43,7 @@ from shoal.agent.registration import (
     workload_document,
 )
 from shoal.agent.sds import SdsServer, socket_path
+from shoal.agent.stats import reporter_for
 from shoal.agent.supervisor import EnvoySupervisor, ProxyUserEnvoy
 from shoal.ca.spiffe import SpiffeId
 from shoal.envoy import EnvoyProcess, free_port
@@ -147,6 +148,10 @@ class Agent:
             on_bundle_version=self.identity.refresh_bundle if self.identity else None,
             until_ready=self._until_inbound_active,
         )
+        self.stats = reporter_for(
+            self.control_plane, admin_port=self.plan.admin_port, workload=self.plan.workload,
+            namespace=config.namespace, service=config.service,
+            generation=lambda: self.supervisor.restarts)
         self._stop = asyncio.Event()
         self._signals = 0
         self._app_exit: int | None = None  # set when the app exited on its own
@@ -282,6 +287,7 @@ class Agent:
                 "waited_s": self.config.app_start_timeout})
         heartbeat: asyncio.Task[None] | None = None
         watcher: asyncio.Task[None] | None = None
+        stats = tg.create_task(self.stats.run(), name="stats")
         if not self._stop.is_set():
             heartbeat = tg.create_task(self.registration.run(), name="registration")
             if not self.config.capture and socket is None:  # app port on the loopback
@@ -292,6 +298,8 @@ class Agent:
         await self._stop.wait()
         if watcher is not None:
             watcher.cancel()
+        stats.cancel()
+        await self.stats.final()
         return await self._shutdown(heartbeat, app_waiter)
 
     async def _watch_app(self) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 from google.protobuf import json_format
 
 from shoal.netaddr import is_ip
+from shoal.telemetry import envoy_stats as es
+from shoal.telemetry.model import LATENCY_BUCKETS_MS
 from shoal.xds.generate.protocol import dns_resolver
 from shoal.xds.types import SDS_CLUSTER, SECRET_ROOT_CA, SECRET_WORKLOAD_CERT
 
@@ -118,6 +120,18 @@ def xds_tls(*, client_cert: bool, ca_file: str = "") -> dict[str, Any]:
     }}
 
 
+def stats_settings() -> dict[str, Any]:
+    """Bootstrap fields for the per-edge stats (shoal.telemetry.envoy_stats): Istio's
+    latency buckets for the duration histogram, and histograms merged when the agent reads
+    the admin endpoint (they show the previous merge, so they lag counters by one read)."""
+    return {
+        "stats_flush_on_admin": True,
+        "stats_config": {"histogram_bucket_settings": [{
+            "match": {"prefix": f"{es.PREFIX}."},
+            "buckets": [float(b) for b in LATENCY_BUCKETS_MS]}]},
+    }
+
+
 def build_bootstrap(
     *,
     node_id: str,
@@ -152,6 +166,7 @@ def build_bootstrap(
     return {
         **resolver,
         "node": node,
+        **stats_settings(),
         "admin": {
             "address": {"socket_address": {"address": admin_host, "port_value": admin_port}},
         },

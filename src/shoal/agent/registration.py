@@ -22,8 +22,10 @@ from shoal.agent.backoff import Backoff
 from shoal.agent.config import AgentConfig, Plan, control_plane_urls
 from shoal.errors import AgentError, Unavailable
 from shoal.registry.snapshot import READY_ANNOTATION, TLS_MODE_LABEL
+from shoal.telemetry.report import STATS_PATH
 
 log = logging.getLogger("shoal.agent.registration")
+
 API_VERSION = "mesh.shoal.io/v1alpha1"
 
 
@@ -238,6 +240,18 @@ class ControlPlaneClient:
             return 15.0
 
     bundle_version: str = ""
+
+    async def report_stats(self, report: Mapping[str, Any]) -> dict[str, Any]:
+        """Send the proxy's per-edge counters (shoal.telemetry.report); the answer says
+        whether the control plane wants every row next time (``resync``)."""
+        r = await self._call("POST", STATS_PATH, json=dict(report))
+        if r.status_code != 200:
+            raise AgentError(f"stats report refused: {_error_line(r)}")
+        try:
+            body = r.json()
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
 
     async def deregister(self, namespace: str, name: str) -> None:
         r = await self._call("DELETE", f"/api/v1/workloads/{namespace}/{name}")

@@ -324,3 +324,8 @@ def load_resource(data: dict[str, Any]) -> Resource:
     ts = (data.get("metadata") or {}).get("creationTimestamp")
     meta = r.metadata.model_copy(update={"resource_version": rv, "creation_timestamp": ts})
     return r.model_copy(update={"metadata": meta})
+
+
+def model_violations(e: pydantic.ValidationError) -> list[Violation]:
+    """A pydantic error of a request body (not a resource document) as violations."""
+    return _pydantic_violations(e, (), "")

@@ -97,6 +97,12 @@ def control_plane(
         min=0.0, max=100.0,
         help="Percent of new requests the sidecars trace (a caller's sampled trace is "
              "always continued).")] = 1.0,
+    access_log_stream: Annotated[bool, typer.Option(
+        "--access-log-stream/--no-access-log-stream",
+        help="Sidecars also stream every access-log entry to the control plane (OTLP), for "
+             "`shoal logs` and the dashboard's log view. Per-request work in the control "
+             "plane: off by default (metrics come from the proxies' own counters).")
+    ] = False,
     trace_collector: Annotated[str | None, typer.Option(
         help="HOST:PORT of this control plane's --agent-api as the sidecars reach it, "
              "where they POST Zipkin spans over mTLS (default: the --agent-api address), "
@@ -196,6 +202,7 @@ def control_plane(
         otlp_export=otlp_export,
         mesh=MeshConfig(ratelimit_address=ratelimit_address,
                         ratelimit_identity=ratelimit_identity, trace_sampling=trace_sampling,
+                        access_log_stream=access_log_stream,
                         trace_collector="" if trace_collector == "xds" else trace_collector,
                         outbound_traffic_policy=outbound_traffic_policy,
                         cluster=cluster, network=network),

@@ -120,7 +120,8 @@ def up(
             sys.executable, "-m", "shoal", "control-plane", "--api", f"127.0.0.1:{api_port}",
             "--xds", xds, "--data-dir", str(home / "data"),
             "--agent-api", f"127.0.0.1:{agent_api_port}", "--secure-xds", secure_xds,
-            "--trace-sampling", "100"])  # the demo shows every request's trace
+            # the demo shows every request's trace and its access log
+            "--trace-sampling", "100", "--access-log-stream"])
         _wait("starting the control plane", client.ready, timeout,
               str(procs.logs / "control-plane.log"))
         client.apply(demo_config(), source="demo/bookinfo.yaml")

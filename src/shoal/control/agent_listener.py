@@ -21,6 +21,7 @@ from aiohttp import web
 from shoal.errors import PermissionDenied
 from shoal.multicluster.federation import EDGES_PATH, TRACES_PATH
 from shoal.multicluster.remote import DISCOVERY_PATH
+from shoal.telemetry.report import STATS_PATH
 from shoal.telemetry.zipkin import SPANS_PATH
 
 API = "/api/v1"
@@ -37,6 +38,7 @@ AGENT_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("GET", TRACES_PATH),
     ("GET", f"{TRACES_PATH}/{{trace_id}}"),
     ("POST", SPANS_PATH),  # sidecars' Zipkin tracer, with the workload certificate
+    ("POST", STATS_PATH),  # agents' stats reports (shoal.telemetry.report)
 })
 
 

@@ -34,6 +34,7 @@ from shoal.multicluster.federation import EDGES_PATH, TRACES_PATH
 from shoal.multicluster.remote import DISCOVERY_PATH
 from shoal.netaddr import is_ip
 from shoal.ratelimit.embedded import REST_PREFIX
+from shoal.telemetry.report import STATS_PATH
 from shoal.telemetry.zipkin import SPANS_PATH
 
 API = "/api/v1"
@@ -78,6 +79,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # 0025); here, posting spans is the mesh admin's (e.g. replaying a capture).
     ("POST", SPANS_PATH): MESH_ADMIN,
     ("POST", f"{API}/workloads"): OWN,
+    ("POST", STATS_PATH): OWN,  # a proxy's counters: its workload's token or certificate
     ("PUT", f"{API}/workloads/{{namespace}}/{{name}}/heartbeat"): OWN,
     ("DELETE", f"{API}/workloads/{{namespace}}/{{name}}"): OWN,
     ("POST", f"{API}/certificates"): OWN,

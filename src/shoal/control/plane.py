@@ -18,6 +18,7 @@ from shoal.ca.authority import CertificateAuthority
 from shoal.ca.rest import IdentityApi
 from shoal.ca.serving import ServingCertificate
 from shoal.ca.setup import open_ca
+from shoal.ca.spiffe import SpiffeId
 from shoal.control.audit import AuditLog
 from shoal.control.auth import OperatorAuth
 from shoal.control.config import Address, ControlPlaneConfig
@@ -34,7 +35,7 @@ from shoal.multicluster.view import ClusterView
 from shoal.ratelimit.embedded import EmbeddedRateLimit
 from shoal.registry.etcd_leases import EtcdWorkloadRegistry
 from shoal.registry.leases import Registry, WorkloadRegistry
-from shoal.registry.snapshot import is_ready
+from shoal.registry.snapshot import MeshSnapshot, is_ready
 from shoal.store.base import Store
 from shoal.store.etcd import EtcdStore
 from shoal.store.memory import MemoryStore
@@ -184,9 +185,12 @@ class ControlPlane:
         guard = NodeGuard(self.config.mesh.trust_domain, node_owners(lambda: self.sync.mesh),
                           trust_plaintext=not self.config.require_tokens)
         self.xds.add_to(grpc_server, guard)
+        identity = self.identity
         self.telemetry = self.telemetry or Telemetry(
             proxies=self.api.proxy_status,
-            otlp_export=self.config.otlp_export)
+            otlp_export=self.config.otlp_export, domain=self.config.mesh.domain,
+            authenticate=lambda request: _caller(identity, request),
+            service_ports=lambda ns, name, port: _service_port(self.sync.mesh, ns, name, port))
         self.telemetry.add_to(grpc_server, guard)  # OTLP logs + traces on the xDS ports
         xds_port = grpc_server.add_insecure_port(str(self.config.xds))
         if xds_port == 0:
@@ -289,6 +293,24 @@ class ControlPlane:
                     await grpc_server.stop(grace=1.0)
         finally:
             await self.store.close()
+
+
+def _service_port(mesh: MeshSnapshot, namespace: str, service: str, port_name: str
+                  ) -> int | None:
+    """The number of a Service's port, by name (destination-side metrics' label)."""
+    resource = mesh.service(namespace, service)
+    spec = resource.spec if resource is not None else None
+    for p in getattr(spec, "ports", ()):
+        if p.name == port_name:
+            return int(p.port)
+    return None
+
+
+def _caller(identity: IdentityApi | None, request: web.Request) -> SpiffeId | None:
+    """The workload a telemetry report comes from (token or certificate); None when the
+    control plane does not require workload credentials."""
+    claims = identity.authenticate(request) if identity is not None else None
+    return claims.spiffe_id if claims is not None else None
 
 
 def _latest_version(cache: SnapshotCache) -> Callable[[str], str | None]:

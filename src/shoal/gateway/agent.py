@@ -32,6 +32,7 @@ from shoal.agent.file_secrets import FileSecrets
 from shoal.agent.identity import WorkloadIdentity, token_reader
 from shoal.agent.registration import API_VERSION, ControlPlaneClient, Registration
 from shoal.agent.sds import SdsServer, socket_path
+from shoal.agent.stats import reporter_for
 from shoal.agent.supervisor import EnvoySupervisor
 from shoal.api.gateway import (
     CREDENTIALS_ANNOTATION,
@@ -135,6 +136,10 @@ class GatewayAgent:
             self.control_plane, workload_document(config, self.plan.workload), None,
             ttl_seconds=a.lease_seconds,
             on_bundle_version=self.identity.refresh_bundle if self.identity else None)
+        self.stats = reporter_for(
+            self.control_plane, admin_port=self.plan.admin_port, workload=self.plan.workload,
+            namespace=a.namespace, service=a.service,
+            generation=lambda: self.supervisor.restarts)
         self._stop = asyncio.Event()
 
     def _write_bootstrap(self) -> None:
@@ -167,9 +172,11 @@ class GatewayAgent:
                     tasks.append(tg.create_task(self.identity.run()))
                 await self._wait_live()
                 tasks.append(tg.create_task(self.registration.run()))
+                tasks.append(tg.create_task(self.stats.run()))
                 await self._stop.wait()
                 for t in tasks:
                     t.cancel()
+                await self.stats.final()
             await self.registration.deregister()
             try:
                 await self.envoy.admin_post("/drain_listeners?graceful")

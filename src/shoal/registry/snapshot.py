@@ -29,6 +29,10 @@ class MeshConfig:
     # Percent of new traces sampled by sidecars. 1 % like Istio: tracing every request
     # roughly doubles the mesh's added latency (docs/benchmarks.md); `shoal up` uses 100.
     trace_sampling: float = 1.0
+    # Stream every access-log entry to the control plane over OTLP (`shoal logs`,
+    # the dashboard's log view). Off by default: per-request work in the control plane
+    # (docs/adr/0027); each sidecar's JSON access log stays in its run dir.
+    access_log_stream: bool = False
     # Namespace whose PeerAuthentication / AuthorizationPolicy / RequestAuthentication
     # without a selector apply mesh-wide (Istio's istio-system).
     root_namespace: str = "shoal-system"

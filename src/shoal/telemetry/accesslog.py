@@ -55,7 +55,7 @@ def _clean(attrs: dict[str, Any]) -> Entry:
         if k in INT_FIELDS:
             try:
                 v = int(v) if v != "" else None
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # e.g. a double infinity
                 v = None
         out[k] = v
     return out

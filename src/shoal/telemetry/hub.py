@@ -9,6 +9,9 @@ Routes:
   GET /api/v1/traces/{trace_id}             every span of one trace
   POST /api/v2/spans                        Zipkin v2 JSON spans from the sidecars' tracer
                                             (agents' TLS listener, workload certificate)
+  POST /api/v1/telemetry/stats              a proxy's per-edge counters from its agent
+                                            (shoal.telemetry.report; the workload's
+                                            certificate or token)
 """
 
 from __future__ import annotations
@@ -20,16 +23,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+import pydantic
 from aiohttp import web
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shoal.errors import ShoalError
+from shoal.api.parse import model_violations
+from shoal.ca.spiffe import SpiffeId
+from shoal.control.errors import json_body
+from shoal.errors import ShoalError, ValidationError
 from shoal.telemetry.accesslog import AccessLogStore, entries_from_otlp
-from shoal.telemetry.ingest import EdgeAggregator
+from shoal.telemetry.ingest import ProxyCounters, ServicePorts
+from shoal.telemetry.model import MetricsStore
 from shoal.telemetry.otlp import TraceForwarder, otlp_handlers
 from shoal.telemetry.prometheus import MeshCollector, registry
+from shoal.telemetry.report import MAX_REPORT_BYTES, STATS_PATH, StatsReport
 from shoal.telemetry.store import RingMetricsStore
 from shoal.telemetry.traces import TraceStore, merge_summaries, spans_from_otlp
 from shoal.telemetry.zipkin import SPANS_PATH, node_of, otlp_from_zipkin, spans_handler
@@ -41,11 +50,25 @@ MAX_WARNED = 1000  # identities remembered so that each is warned about once
 MAX_NODES = 10_000  # node id -> service entries learnt from access logs (oldest go)
 
 
+# The caller of a workload route: its verified SPIFFE ID, None when the control plane
+# does not require workload credentials (shoal.ca.rest.IdentityApi.authenticate)
+Authenticate = Callable[[web.Request], SpiffeId | None]
+
+
+def _anyone(request: web.Request) -> SpiffeId | None:
+    return None
+
+
 class Telemetry:
     def __init__(self, *, proxies: Callable[[], list[dict[str, Any]]] = list,
-                 otlp_export: str | None = None) -> None:
-        self.store = RingMetricsStore()
-        self.aggregator = EdgeAggregator()
+                 otlp_export: str | None = None, domain: str = "cluster.local",
+                 authenticate: Authenticate = _anyone,
+                 store: MetricsStore | None = None,
+                 service_ports: ServicePorts | None = None) -> None:
+        self.store = store if store is not None else RingMetricsStore()
+        self.counters = ProxyCounters(domain=domain, **(
+            {"service_ports": service_ports} if service_ports else {}))
+        self._authenticate = authenticate
         self.logs = AccessLogStore()
         self._services: dict[str, str] = {}  # node id -> service (from access logs)
         self.traces = TraceStore(service_of=self._services.get)
@@ -57,10 +80,10 @@ class Telemetry:
         self.forwarder = TraceForwarder(otlp_export) if otlp_export else None
         self._proxies = proxies
         self.counts = {"access_log_entries": 0, "spans": 0, "refused_batches": 0,
-                       "dropped_spans": 0}
+                       "dropped_spans": 0, "stats_reports": 0, "refused_stats_reports": 0}
         self._guard: NodeGuard | None = None  # who may report for which node (add_to)
         self._warned: set[str] = set()  # identities told about dropped spans
-        self._registry = registry(MeshCollector(self.aggregator, self._cp_metrics))
+        self._registry = registry(MeshCollector(self.counters, self._cp_metrics))
         self._log_waiters: set[asyncio.Event] = set()
 
     # -- ingest ----------------------------------------------------------------------------
@@ -86,8 +109,7 @@ class Telemetry:
                     del self._services[next(iter(self._services))]
                 self._services[e["reporter"]] = e["service"]
         self.counts["access_log_entries"] += len(entries)
-        self.logs.add(entries)
-        self.store.add(self.aggregator.add(entries))
+        self.logs.add(entries)  # logs only: metrics come from the proxies' counters
         for w in self._log_waiters:
             w.set()
 
@@ -152,6 +174,32 @@ class Telemetry:
         r.add_get(f"{API}/traces", self.list_traces)
         r.add_get(f"{API}/traces/{{trace_id}}", self.get_trace)
         r.add_post(SPANS_PATH, spans_handler(self.on_zipkin))
+        r.add_post(STATS_PATH, self.post_stats)
+
+    async def post_stats(self, request: web.Request) -> web.Response:
+        """One proxy's counters from its agent: 401/403 unless the caller is that proxy's
+        workload identity (checked before the body is read), 413 too large, 422 malformed
+        (nothing of it kept); else 200 ``{"resync": bool}``."""
+        try:
+            sid = self._authenticate(request)
+        except ShoalError:
+            self.counts["refused_stats_reports"] += 1
+            raise
+        try:
+            body = await json_body(request, MAX_REPORT_BYTES)
+            try:
+                report = StatsReport.model_validate(body)
+            except pydantic.ValidationError as e:
+                raise ValidationError(model_violations(e)) from None
+            if sid is not None:  # None: workload credentials are not required here
+                (self._guard or NodeGuard()).check_reporter(Peer(sid), report.node)
+        except ShoalError:
+            self.counts["refused_stats_reports"] += 1
+            raise
+        samples, resync = self.counters.apply(report, sid.uri if sid is not None else "")
+        self.store.add(samples)
+        self.counts["stats_reports"] += 1
+        return web.json_response({"resync": resync})
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._registry)

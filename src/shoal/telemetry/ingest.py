@@ -1,181 +1,275 @@
-"""Access-log entries -> exact per-edge counters -> :class:`EdgeSample`.
+"""The proxies' stats reports -> per-edge counters -> :class:`EdgeSample`.
 
-Only the client side (``direction == "outbound"``, Istio's ``reporter="source"``)
-counts: every downstream request of a source sidecar is one entry with its final status
-(after retries), response flags, duration and bytes, so counts are exact per edge and
-code. See docs/adr/0008-telemetry-collection.md.
+Each proxy's agent reports the cumulative per-edge counters its Envoy keeps
+(:mod:`shoal.telemetry.report`, docs/adr/0027). :class:`ProxyCounters` keeps the latest
+rows of every proxy (node), turns them into :class:`Edge` values — source side
+(``reporter=source``: the caller's sidecar or gateway, final status after retries) and
+destination side (``reporter=destination``: the callee's sidecar, which also sees callers
+from outside the mesh) — and hands the metrics store a fresh sample of each touched
+(edge, node). Prometheus' ``/metrics`` exposes the same rows with Istio's names.
 
-Series are bounded (docs/adr/0025): a reporter (sidecar) creates at most
-:data:`MAX_SERIES_PER_REPORTER` of them (a request series is edge + code + flags, a TCP
-series an edge), all reporters together at most :data:`MAX_SERIES`. An entry that would
-create one more is not counted: it is dropped, counted per reporter in ``dropped`` (at
-most :data:`MAX_DROP_REPORTERS` reporters by name, the rest as ``other``), and the first
-drop of each reporter is logged as a warning. Series that exist keep counting.
+Labels come only from bounded sources: the reporting node (authenticated), its
+Envoy's cluster names, codes, flags, gRPC status and the verified peer identity.
+
+Series are bounded (docs/adr/0025): a node keeps at most :data:`MAX_SERIES_PER_NODE`
+rows, all nodes together :data:`MAX_SERIES`; a row that would create one more is not
+kept: counted per node in ``dropped`` (at most :data:`MAX_DROP_REPORTERS` nodes by name,
+the rest as ``other``), the first drop of each node logged as a warning. A node that has
+not reported for :data:`NODE_IDLE_SECONDS` is forgotten (its history stays in the store).
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from shoal.telemetry.accesslog import Entry
-from shoal.telemetry.model import LATENCY_BUCKETS_MS, Edge, EdgeSample, Security
-from shoal.telemetry.names import parse_outbound_cluster
+from shoal.ca.spiffe import SpiffeId
+from shoal.errors import ShoalError
+from shoal.telemetry.model import (
+    LATENCY_BUCKETS_MS,
+    Edge,
+    EdgeSample,
+    Reporter,
+    Security,
+)
+from shoal.telemetry.names import Identity, parse_outbound_cluster
+from shoal.telemetry.report import HttpRow, StatsReport, TcpRow
 
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
-MAX_SERIES_PER_REPORTER = 1_000
+MAX_SERIES_PER_NODE = 1_000
 MAX_SERIES = 10_000
-MAX_DROP_REPORTERS = 100  # reporters named in the drop counter; the rest are "other"
+MAX_DROP_REPORTERS = 100  # nodes named in the drop counter; the rest are "other"
 OTHER = "other"
+NODE_IDLE_SECONDS = 15 * 60.0
+# Response flags of a request that never reached the destination (no upstream
+# connection was used): it says nothing about the edge's transport security.
+LOCAL_FLAGS = frozenset({"FI", "RL", "RLSE", "UAEX", "NR", "NC", "UH", "UO", "UF", "DPE",
+                         "IH"})
 
 
-@dataclass(frozen=True)
-class RequestKey:
-    edge: Edge
-    code: int
-    flags: str  # Envoy response flags, "-" when none (Istio's response_flags label)
+def security_of(row: HttpRow | TcpRow) -> Security:
+    if row.peer:
+        return Security.MUTUAL_TLS
+    if row.reporter is Reporter.SOURCE:
+        flags = set(row.flags.split(","))
+        if flags & LOCAL_FLAGS or (isinstance(row, HttpRow) and row.code == 0):
+            return Security.UNKNOWN
+    return Security.NONE
+
+
+def _peer(uri: str) -> SpiffeId | None:
+    if not uri:
+        return None
+    try:
+        return SpiffeId.parse(uri)
+    except (ShoalError, ValueError):
+        return None
+
+
+def _inbound_port_name(cluster: str) -> str:
+    parts = cluster.split("|")  # inbound|<app port>|<port name> (xds.generate.names)
+    return parts[2] if len(parts) == 3 and parts[0] == "inbound" else ""
+
+
+# (namespace, service, port name) -> the service's port number, None if unknown
+ServicePorts = Callable[[str, str, str], int | None]
+
+
+def _no_ports(namespace: str, service: str, port_name: str) -> int | None:
+    return None
 
 
 @dataclass
-class RequestCounters:
-    requests: int = 0
-    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_MS))
-    latency_sum_ms: float = 0.0
-    request_bytes: int = 0
-    response_bytes: int = 0
+class Node:
+    """One proxy's latest report."""
 
-    def observe(self, duration_ms: float, received: int, sent: int) -> None:
-        self.requests += 1
-        i = bisect.bisect_left(LATENCY_BUCKETS_MS, duration_ms)
-        for j in range(i, len(self.buckets)):
-            self.buckets[j] += 1
-        self.latency_sum_ms += duration_ms
-        self.request_bytes += received
-        self.response_bytes += sent
-
-
-@dataclass
-class TcpCounters:
-    opened: int = 0
-    closed: int = 0
-    sent: int = 0
-    received: int = 0
-
-
-def edge_of(entry: Entry, protocol: str) -> Edge:
-    target = parse_outbound_cluster(str(entry.get("upstream_cluster") or ""))
-    return Edge(
-        source_workload=str(entry.get("source_workload", "")),
-        source_namespace=str(entry.get("source_namespace", "")),
-        source_service=str(entry.get("source_service", "")),
-        destination_service=target.fqdn if target else UNKNOWN,
-        destination_namespace=target.namespace if target else "",
-        destination_subset=target.subset if target else "",
-        destination_port=target.port if target else 0,
-        protocol=protocol,
-        security=Security.MUTUAL_TLS if entry.get("mtls") else Security.NONE,
-    )
-
-
-def _int(v: object) -> int:
-    return v if isinstance(v, int) else 0
-
-
-class EdgeAggregator:
-    """Cumulative counters since the control plane started, per edge (+code, flags)."""
-
-    def __init__(self, clock: Callable[[], float] = time.time, *,
-                 per_reporter: int = MAX_SERIES_PER_REPORTER,
-                 max_series: int = MAX_SERIES) -> None:
-        self.requests: dict[RequestKey, RequestCounters] = {}
-        self.tcp: dict[Edge, TcpCounters] = {}
-        self.dropped: dict[str, int] = {}  # reporter -> entries not counted (bounded)
-        self._keys: dict[Edge, list[RequestKey]] = {}  # the request series of each edge
-        self._reporters: dict[Edge, str] = {}
-        self._series_of: dict[str, int] = {}  # reporter -> series it created
-        self._per_reporter = per_reporter
-        self._max_series = max_series
-        self._clock = clock
+    identity: Identity
+    incarnation: str
+    seen: float
+    principal: str = ""  # the SPIFFE ID it authenticated with ("" unknown)
+    http: dict[tuple[object, ...], HttpRow] = field(default_factory=dict)
+    tcp: dict[tuple[object, ...], TcpRow] = field(default_factory=dict)
+    edges: dict[tuple[object, ...], Edge] = field(default_factory=dict)  # row key -> edge
 
     @property
     def series(self) -> int:
-        return len(self.requests) + len(self.tcp)
+        return len(self.http) + len(self.tcp)
 
-    def _admit(self, reporter: str) -> bool:
-        """May ``reporter`` create one more series? Counts it if so, the drop if not."""
-        mine = self._series_of.get(reporter, 0)
-        if mine < self._per_reporter and self.series < self._max_series:
-            self._series_of[reporter] = mine + 1
+
+def _http_key(r: HttpRow) -> tuple[object, ...]:
+    return (r.reporter, r.cluster, r.code, r.flags, r.peer, r.grpc)
+
+
+def _tcp_key(r: TcpRow) -> tuple[object, ...]:
+    return (r.reporter, r.cluster, r.flags, r.peer)
+
+
+@dataclass
+class _Sum:
+    codes: dict[int, int] = field(default_factory=dict)
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    latency_sum_ms: float = 0.0
+    request_bytes: int = 0
+    response_bytes: int = 0
+    connections: int = 0
+    sent: int = 0
+    received: int = 0
+
+    def add_http(self, row: HttpRow) -> None:
+        self.codes[row.code] = self.codes.get(row.code, 0) + row.requests
+        self.buckets = [a + b for a, b in zip(self.buckets, row.duration_buckets, strict=True)]
+        self.latency_sum_ms += row.duration_sum_ms
+        self.request_bytes += row.request_bytes
+        self.response_bytes += row.response_bytes
+
+    def add_tcp(self, row: TcpRow) -> None:
+        self.connections += row.connections
+        self.sent += row.sent_bytes
+        self.received += row.received_bytes
+
+    def sample(self, edge: Edge, at: float, node: Node) -> EdgeSample:
+        return EdgeSample(
+            edge=edge, at=at, requests_by_code=self.codes,
+            latency_buckets=tuple(self.buckets) if self.codes else (),
+            latency_sum_ms=self.latency_sum_ms, request_bytes=self.request_bytes,
+            response_bytes=self.response_bytes, tcp_connections_opened=self.connections,
+            tcp_connections_closed=self.connections, tcp_sent_bytes=self.sent,
+            tcp_received_bytes=self.received, node=node.identity.node_id,
+            incarnation=node.incarnation)
+
+
+class ProxyCounters:
+    """Every proxy's latest per-edge counters (see the module docstring)."""
+
+    def __init__(self, *, domain: str = "cluster.local", clock: Callable[[], float] = time.time,
+                 per_node: int = MAX_SERIES_PER_NODE, max_series: int = MAX_SERIES,
+                 service_ports: ServicePorts = _no_ports) -> None:
+        self._service_ports = service_ports
+        self.nodes: dict[str, Node] = {}
+        self.dropped: dict[str, int] = {}  # node -> rows not kept (bounded)
+        self.reports = 0
+        self._domain = domain
+        self._clock = clock
+        self._per_node = per_node
+        self._max_series = max_series
+        self._series = 0
+
+    @property
+    def series(self) -> int:
+        return self._series
+
+    # -- edges -----------------------------------------------------------------------------
+    def edge(self, node: Node, row: HttpRow | TcpRow) -> Edge:
+        me = node.identity
+        protocol = "tcp" if isinstance(row, TcpRow) else "grpc" if row.grpc else "http"
+        security = security_of(row)
+        if row.reporter is Reporter.SOURCE:
+            target = parse_outbound_cluster(row.cluster)
+            return Edge(
+                source_workload=me.workload, source_namespace=me.namespace,
+                source_service=me.service,
+                destination_service=target.fqdn if target else (row.cluster or UNKNOWN),
+                destination_namespace=target.namespace if target else "",
+                destination_subset=target.subset if target else "",
+                destination_port=target.port if target else 0,
+                protocol=protocol, security=security, reporter=Reporter.SOURCE)
+        peer = _peer(row.peer)
+        service = me.service or me.workload
+        return Edge(
+            source_workload=peer.service_account if peer else "",
+            source_namespace=peer.namespace if peer else "",
+            source_service=peer.service_account if peer else "",
+            destination_service=f"{service}.{me.namespace}.svc.{self._domain}",
+            destination_namespace=me.namespace,
+            # the service's port, not the app's (a local port that changes with restarts)
+            destination_port=self._service_ports(
+                me.namespace, service, _inbound_port_name(row.cluster)) or 0,
+            protocol=protocol, security=security, reporter=Reporter.DESTINATION)
+
+    # -- intake ----------------------------------------------------------------------------
+    def _admit(self, node: Node) -> bool:
+        if node.series < self._per_node and self._series < self._max_series:
+            self._series += 1
             return True
-        name = reporter if reporter in self.dropped or \
-            len(self.dropped) < MAX_DROP_REPORTERS else OTHER
+        name = node.identity.node_id
+        name = name if name in self.dropped or len(self.dropped) < MAX_DROP_REPORTERS \
+            else OTHER
         if name not in self.dropped:
-            log.warning("telemetry series limit reached: entries that would create new "
-                        "series are dropped (counted in shoal_telemetry_dropped_series)",
-                        extra={"reporter": name, "series": mine,
-                               "per_reporter": self._per_reporter,
-                               "total": self.series, "max_series": self._max_series})
+            log.warning("telemetry series limit reached: rows that would create new series "
+                        "are dropped (counted in shoal_telemetry_dropped_series)",
+                        extra={"reporter": name, "series": node.series,
+                               "per_reporter": self._per_node, "total": self._series,
+                               "max_series": self._max_series})
         self.dropped[name] = self.dropped.get(name, 0) + 1
         return False
 
-    def add(self, entries: Iterable[Entry]) -> list[EdgeSample]:
-        """Count the client-side entries; return fresh samples of the edges touched."""
-        touched: set[Edge] = set()
-        for e in entries:
-            if e.get("direction") != "outbound":
-                continue
-            reporter = str(e.get("reporter", ""))
-            if e.get("kind") == "tcp":
-                edge = edge_of(e, "tcp")
-                t = self.tcp.get(edge)
-                if t is None:
-                    if not self._admit(reporter):
-                        continue
-                    t = self.tcp[edge] = TcpCounters()
-                t.opened += 1
-                t.closed += 1
-                t.sent += _int(e.get("bytes_received"))  # what the app sent upstream
-                t.received += _int(e.get("bytes_sent"))
-            else:
-                protocol = "grpc" if "grpc" in str(e.get("content_type", "")) else "http"
-                edge = edge_of(e, protocol)
-                key = RequestKey(edge, _int(e.get("status")), str(e.get("response_flags") or "-"))
-                c = self.requests.get(key)
-                if c is None:
-                    if not self._admit(reporter):
-                        continue
-                    c = self.requests[key] = RequestCounters()
-                    self._keys.setdefault(edge, []).append(key)
-                c.observe(float(_int(e.get("duration_ms"))), _int(e.get("bytes_received")),
-                          _int(e.get("bytes_sent")))
-            self._reporters[edge] = reporter
-            touched.add(edge)
-        now = self._clock()
-        return [self.sample(edge, now) for edge in touched]
+    def _forget(self, node_id: str) -> None:
+        old = self.nodes.pop(node_id, None)
+        if old is not None:
+            self._series -= old.series
 
-    def sample(self, edge: Edge, at: float) -> EdgeSample:
-        codes: dict[int, int] = {}
-        buckets = [0] * len(LATENCY_BUCKETS_MS)
-        lat_sum = 0.0
-        req_b = resp_b = 0
-        for key in self._keys.get(edge, ()):
-            c = self.requests[key]
-            codes[key.code] = codes.get(key.code, 0) + c.requests
-            buckets = [a + b for a, b in zip(buckets, c.buckets, strict=True)]
-            lat_sum += c.latency_sum_ms
-            req_b += c.request_bytes
-            resp_b += c.response_bytes
-        t = self.tcp.get(edge, TcpCounters())
-        return EdgeSample(
-            edge=edge, at=at, requests_by_code=codes,
-            latency_buckets=tuple(buckets) if codes else (), latency_sum_ms=lat_sum,
-            request_bytes=req_b, response_bytes=resp_b,
-            tcp_connections_opened=t.opened, tcp_connections_closed=t.closed,
-            tcp_sent_bytes=t.sent, tcp_received_bytes=t.received,
-            node=self._reporters.get(edge, ""),
-        )
+    def expire(self) -> None:
+        """Forget nodes that have not reported for NODE_IDLE_SECONDS."""
+        cutoff = self._clock() - NODE_IDLE_SECONDS
+        for node_id in [n for n, s in self.nodes.items() if s.seen < cutoff]:
+            self._forget(node_id)
+
+    def apply(self, report: StatsReport, principal: str = ""
+              ) -> tuple[list[EdgeSample], bool]:
+        """Take one node's report (its sender already authenticated as that node, with
+        SPIFFE ID ``principal`` when known).
+        Returns fresh samples of the (edge, node) pairs it touched, and whether the
+        control plane wants every row next time (it did not know this incarnation)."""
+        now = self._clock()
+        self.expire()
+        node = self.nodes.get(report.node)
+        resync = False
+        if node is None or node.incarnation != report.incarnation:
+            self._forget(report.node)
+            node = Node(Identity.from_node(report.node, report.service),
+                        report.incarnation, now)
+            self.nodes[report.node] = node
+            resync = not report.full
+        node.seen = now
+        node.principal = principal
+        self.reports += 1
+        touched: set[Edge] = set()
+        for row in report.http:
+            key = _http_key(row)
+            if key not in node.http:
+                if not self._admit(node):
+                    continue
+                node.edges[key] = self.edge(node, row)
+            node.http[key] = row
+            touched.add(node.edges[key])
+        for trow in report.tcp:
+            tkey = _tcp_key(trow)
+            if tkey not in node.tcp:
+                if not self._admit(node):
+                    continue
+                node.edges[tkey] = self.edge(node, trow)
+            node.tcp[tkey] = trow
+            touched.add(node.edges[tkey])
+        return self.samples(node, touched, now), resync
+
+    def samples(self, node: Node, edges: set[Edge], at: float) -> list[EdgeSample]:
+        """The node's rows of each of ``edges``, summed per edge (several rows map to one
+        edge: one per code, flags, gRPC status)."""
+        sums = {e: _Sum() for e in edges}
+        for key, row in node.http.items():
+            if (s := sums.get(node.edges[key])) is not None:
+                s.add_http(row)
+        for tkey, trow in node.tcp.items():
+            if (s := sums.get(node.edges[tkey])) is not None:
+                s.add_tcp(trow)
+        return [s.sample(e, at, node) for e, s in sums.items()]
+
+    def rows(self) -> Iterator[tuple[Node, Edge, HttpRow | TcpRow]]:
+        """Every kept row, with its node and edge."""
+        for node in self.nodes.values():
+            yield from ((node, node.edges[k], r) for k, r in node.http.items())
+            yield from ((node, node.edges[k], t) for k, t in node.tcp.items())

@@ -81,7 +81,9 @@ class EdgeSample:
     edge: Edge
     at: float
     requests_by_code: dict[int, int] = field(default_factory=dict)  # HTTP status -> count
-    # cumulative counts per LATENCY_BUCKETS_MS bound (+ an implicit +Inf = total)
+    # cumulative counts per LATENCY_BUCKETS_MS bound, then optionally the +Inf count: the
+    # histogram's own total (proxies' histograms lag their request counters by up to one
+    # reading); without it the total of requests_by_code is the +Inf bucket
     latency_buckets: tuple[int, ...] = ()
     latency_sum_ms: float = 0.0
     request_bytes: int = 0

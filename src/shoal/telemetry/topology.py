@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoal.telemetry.model import EdgeRates
+from shoal.telemetry.model import EdgeRates, Security
 
 EXTERNAL = "external"
 
@@ -168,6 +168,8 @@ def build_topology(rates: Sequence[EdgeRates], window_seconds: float, *,
     by_short = {short_name(f): f for f in nodes if f != EXTERNAL}
     for r in rates:
         e = r.edge
+        if not e.counted:  # the source's sidecar reported these requests already
+            continue
         src = node(_source_fqdn(e.source_service, e.source_namespace, by_short))
         if e.source_workload and src.kind != EXTERNAL:
             src.workloads.add(e.source_workload)
@@ -180,11 +182,12 @@ def build_topology(rates: Sequence[EdgeRates], window_seconds: float, *,
         if link is None:
             link = links[key] = Link(src.id, dst.id, e.protocol, Signals(window_seconds))
         link.signals.add(r)
-        link.flags.add(e.mtls)
-        if e.mtls:
-            link.mtls_requests += r.requests
-        else:
-            link.plain_requests += r.requests
+        if e.security is not Security.UNKNOWN:  # requests that never left the client
+            link.flags.add(e.mtls)             # say nothing about the edge's security
+            if e.mtls:
+                link.mtls_requests += r.requests
+            else:
+                link.plain_requests += r.requests
         link.subsets[e.destination_subset or "-"] += r.requests
     for fqdn, where in (clusters or {}).items():
         if fqdn in nodes:
@@ -199,6 +202,6 @@ def service_signals(rates: Sequence[EdgeRates], fqdn: str, window_seconds: float
     """Golden signals of the traffic into one service."""
     s = Signals(window_seconds)
     for r in rates:
-        if r.edge.destination_service == fqdn:
+        if r.edge.destination_service == fqdn and r.edge.counted:
             s.add(r)
     return s

@@ -36,6 +36,7 @@ from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2, zipkin_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.access_loggers.open_telemetry.v3 import logs_service_pb2
+from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -43,6 +44,8 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
+from shoal.telemetry import envoy_stats as es
+from shoal.telemetry.model import Reporter
 from shoal.xds.generate.protocol import HcmExtras, duration, pack
 from shoal.xds.generate.tls import control_plane_tls, tls_socket
 
@@ -54,6 +57,7 @@ CONTROL_PLANE_CLUSTER = "xds_cluster"
 ACCESS_LOG_PATH = "/dev/stdout"
 FILE_LOGGER = "envoy.access_loggers.file"
 OTEL_LOGGER = "envoy.access_loggers.open_telemetry"
+STATS_LOGGER = "envoy.access_loggers.stats"
 OTEL_TRACER = "envoy.tracers.opentelemetry"
 ZIPKIN_TRACER = "envoy.tracers.zipkin"
 ZIPKIN_CLUSTER = "shoal_zipkin"
@@ -144,14 +148,71 @@ def _otel_log(fields: Mapping[str, str], direction: Direction, kind: str
     return accesslog_pb2.AccessLog(name=OTEL_LOGGER, typed_config=pack(config))
 
 
-@cache
-def _http_logs(direction: Direction) -> tuple[accesslog_pb2.AccessLog, ...]:
-    return (_file_log(HTTP_FIELDS, direction, "http"), _otel_log(HTTP_FIELDS, direction, "http"))
+# The stats logger's tags: Envoy command operators whose values are bounded by the mesh's
+# config (clusters, codes, flags, verified identities), never by what a caller sends.
+_PEER = {Direction.OUTBOUND: "%UPSTREAM_PEER_URI_SAN%",
+         Direction.INBOUND: "%DOWNSTREAM_PEER_URI_SAN%"}
+_REPORTER = {Direction.OUTBOUND: Reporter.SOURCE, Direction.INBOUND: Reporter.DESTINATION}
+
+
+def _tag_values(direction: Direction) -> dict[str, str]:
+    return {es.REPORTER: str(_REPORTER[direction]), es.CLUSTER: "%UPSTREAM_CLUSTER%",
+            es.CODE: "%RESPONSE_CODE%", es.FLAGS: "%RESPONSE_FLAGS%",
+            es.PEER: _PEER[direction], es.GRPC: "%GRPC_STATUS(NUMBER)%"}
+
+
+def _stat(name: str, direction: Direction, tags: tuple[str, ...]) -> stats_pb2.Config.Stat:
+    values = _tag_values(direction)
+    return stats_pb2.Config.Stat(name=name, tags=[
+        stats_pb2.Config.Tag(name=t, value_format=values[t]) for t in tags])
+
+
+def _stats_log(direction: Direction, kind: str) -> accesslog_pb2.AccessLog:
+    """Per-edge counters and the duration histogram in Envoy's own stats
+    (shoal.telemetry.envoy_stats; docs/adr/0027-metrics-from-envoy-stats.md)."""
+    if kind == "tcp":
+        tags = es.TCP_TAGS
+        config = stats_pb2.Config(stat_prefix=es.PREFIX, counters=[
+            stats_pb2.Config.Counter(stat=_stat(es.TCP_CONNECTIONS, direction, tags),
+                                     value_fixed=wrappers_pb2.UInt64Value(value=1)),
+            stats_pb2.Config.Counter(stat=_stat(es.TCP_SENT, direction, tags),
+                                     value_format="%BYTES_RECEIVED%"),
+            stats_pb2.Config.Counter(stat=_stat(es.TCP_RECEIVED, direction, tags),
+                                     value_format="%BYTES_SENT%"),
+        ])
+    else:
+        tags = es.HTTP_TAGS
+        config = stats_pb2.Config(
+            stat_prefix=es.PREFIX,
+            counters=[
+                stats_pb2.Config.Counter(stat=_stat(es.REQUESTS, direction, tags),
+                                         value_fixed=wrappers_pb2.UInt64Value(value=1)),
+                stats_pb2.Config.Counter(stat=_stat(es.REQUEST_BYTES, direction, tags),
+                                         value_format="%BYTES_RECEIVED%"),
+                stats_pb2.Config.Counter(stat=_stat(es.RESPONSE_BYTES, direction, tags),
+                                         value_format="%BYTES_SENT%"),
+            ],
+            histograms=[stats_pb2.Config.Histogram(
+                stat=_stat(es.DURATION, direction, tags),
+                unit=stats_pb2.Config.Histogram.Milliseconds, value_format="%DURATION%")],
+        )
+    return accesslog_pb2.AccessLog(name=STATS_LOGGER, typed_config=pack(config))
 
 
 @cache
-def _tcp_logs(direction: Direction) -> tuple[accesslog_pb2.AccessLog, ...]:
-    return (_file_log(TCP_FIELDS, direction, "tcp"), _otel_log(TCP_FIELDS, direction, "tcp"))
+def _http_logs(direction: Direction, stream: bool) -> tuple[accesslog_pb2.AccessLog, ...]:
+    logs = [_stats_log(direction, "http"), _file_log(HTTP_FIELDS, direction, "http")]
+    if stream:
+        logs.append(_otel_log(HTTP_FIELDS, direction, "http"))
+    return tuple(logs)
+
+
+@cache
+def _tcp_logs(direction: Direction, stream: bool) -> tuple[accesslog_pb2.AccessLog, ...]:
+    logs = [_stats_log(direction, "tcp"), _file_log(TCP_FIELDS, direction, "tcp")]
+    if stream:
+        logs.append(_otel_log(TCP_FIELDS, direction, "tcp"))
+    return tuple(logs)
 
 
 @cache
@@ -194,15 +255,21 @@ def trace_collector(ctx: GenerationContext) -> str:
     return DEFAULT_TRACE_COLLECTOR if value is None else value
 
 
+def access_log_stream(ctx: GenerationContext) -> bool:
+    """Do sidecars stream every access-log entry to the control plane (OTLP)? Off by
+    default: metrics come from Envoy's own counters (docs/adr/0027)."""
+    return bool(getattr(ctx.mesh.config, "access_log_stream", False))
+
+
 def http_extras(ctx: GenerationContext, direction: Direction) -> HcmExtras:
-    """Access logs and tracing for an HTTP listener of this direction."""
-    return HcmExtras(access_log=_http_logs(direction),
+    """Access logs, per-edge stats and tracing for an HTTP listener of this direction."""
+    return HcmExtras(access_log=_http_logs(direction, access_log_stream(ctx)),
                      tracing=_tracing(trace_sampling(ctx), bool(trace_collector(ctx))))
 
 
 def tcp_access_log(ctx: GenerationContext, direction: Direction
                    ) -> tuple[accesslog_pb2.AccessLog, ...]:
-    return _tcp_logs(direction)
+    return _tcp_logs(direction, access_log_stream(ctx))
 
 
 def clusters(ctx: GenerationContext) -> Mapping[str, cluster_pb2.Cluster]:
