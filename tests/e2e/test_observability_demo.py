@@ -102,6 +102,23 @@ def test_a_latency_fault_burns_the_latency_sli(faulty: Up) -> None:
     assert status["state"] in ("WARNING", "CRITICAL")
 
 
+def test_traffic_from_outside_the_mesh_is_seen_by_its_destination(faulty: Up) -> None:
+    """The product page serves callers without a sidecar: only its own sidecar (the
+    destination reporter) sees them, and the graph shows them (it showed 0 req/s)."""
+    def topology() -> dict:
+        with httpx.Client(timeout=10) as http:
+            return http.get(f"{faulty.api}/api/v1/topology", params={"window": 600},
+                            headers=faulty.auth).json()
+    def seen() -> dict | None:
+        topo = topology()
+        page = next((n for n in topo["nodes"] if n["name"] == "productpage"), None)
+        return page if page and page["requests"] >= 40 else None
+    page = wait_for(seen, 30, "the product page's requests in the topology")
+    assert page["rps"] > 0
+    edges = {(e["source"], e["target"].split(".")[0]) for e in topology()["edges"]}
+    assert ("external", "productpage") in edges
+
+
 def test_the_dashboard_shows_the_demo_graph(faulty: Up, browser: Browser) -> None:
     dom = browser.dom(faulty.dashboard())
     for name in ("productpage", "details", "reviews", "ratings"):

@@ -1,19 +1,22 @@
-"""RingMetricsStore and EdgeAggregator without any process."""
+"""RingMetricsStore without any process."""
 
 from __future__ import annotations
 
-from shoal.telemetry.ingest import EdgeAggregator
-from shoal.telemetry.model import LATENCY_BUCKETS_MS, Edge, EdgeSample
+from dataclasses import replace
+
+from shoal.telemetry.model import LATENCY_BUCKETS_MS, Edge, EdgeSample, Reporter
 from shoal.telemetry.store import RingMetricsStore, quantile
 
 EDGE = Edge("client", "default", "client", "echo.default.svc.cluster.local", "default")
 
 
-def sample(at: float, ok: int, bad: int = 0, fast: int | None = None) -> EdgeSample:
+def sample(at: float, ok: int, bad: int = 0, fast: int | None = None, *, node: str = "",
+           incarnation: str = "") -> EdgeSample:
     total = ok + bad
     fast = total if fast is None else fast
     buckets = tuple(fast if b < 100 else total for b in LATENCY_BUCKETS_MS)
-    return EdgeSample(EDGE, at, {200: ok, 503: bad} if bad else {200: ok}, buckets)
+    return EdgeSample(EDGE, at, {200: ok, 503: bad} if bad else {200: ok}, buckets,
+                      node=node, incarnation=incarnation)
 
 
 def test_rates_over_a_window_and_counter_reset() -> None:
@@ -25,6 +28,58 @@ def test_rates_over_a_window_and_counter_reset() -> None:
     latest = store.latest()[0]
     assert latest.requests_by_code == {200: 31, 503: 4}  # never decreases
     assert store.good_total("echo", 100, now=1000) == (21.0, 25.0)  # since t=900
+
+
+def test_each_node_is_its_own_series_and_one_restarting_is_not_double_counted() -> None:
+    store = RingMetricsStore()
+    a = [sample(0, 0, node="echo-1", incarnation="a1"), sample(0, 0, node="echo-2")]
+    store.add(a)
+    store.add([sample(10, 100, 5, node="echo-1", incarnation="a1"),
+               sample(10, 40, node="echo-2")])
+    # echo-1's agent restarted: a new incarnation, its counters from zero again
+    store.add([sample(20, 7, node="echo-1", incarnation="a2"), sample(20, 50, node="echo-2")])
+    assert store.edges() == [EDGE]
+    (r,) = store.rates(30, now=20)
+    assert (r.requests, r.errors) == (162.0, 5.0)  # 105 + 7 from echo-1, 50 from echo-2
+    assert store.good_total("echo", 30, now=20) == (157.0, 162.0)
+    assert store.good_total("echo", 30, latency_threshold_ms=100, now=20) == (162.0, 162.0)
+    (latest,) = store.latest()
+    assert latest.requests_by_code == {200: 157, 503: 5} and latest.at == 20
+    # only the last 10 s: echo-1 went 105 -> 105 + 7, echo-2 40 -> 50
+    assert store.good_total("echo", 10, now=20) == (17.0, 17.0)
+
+
+def test_a_new_incarnation_is_a_reset_even_when_its_counters_are_higher() -> None:
+    store = RingMetricsStore()
+    store.add([sample(0, 10, incarnation="a1"), sample(5, 20, incarnation="a1"),
+               sample(10, 30, incarnation="a2")])  # a2 counted 30 since it started
+    assert store.good_total("echo", 60, now=10) == (50.0, 50.0)
+    # without incarnations only a decrease says so: 20 -> 30 is 10 more requests
+    plain = RingMetricsStore()
+    plain.add([sample(0, 10), sample(5, 20), sample(10, 30)])
+    assert plain.good_total("echo", 60, now=10) == (30.0, 30.0)
+
+
+def test_slis_count_each_request_once() -> None:
+    store = RingMetricsStore()
+    inbound = replace(EDGE, reporter=Reporter.DESTINATION)  # the same calls, seen by echo
+    outside = replace(inbound, source_workload="", source_namespace="", source_service="")
+    store.add([sample(0, 0), sample(10, 10)])
+    store.add([replace(s, edge=inbound) for s in (sample(0, 0), sample(10, 10))])
+    store.add([replace(s, edge=outside) for s in (sample(0, 0), sample(10, 3))])
+    assert store.good_total("echo", 60, now=10) == (13.0, 13.0)
+    assert len(store.rates(60, now=10)) == 3  # every edge still has its rates
+
+
+def test_out_of_order_samples_are_ignored() -> None:
+    store = RingMetricsStore()
+    store.add([sample(0, 0), sample(10, 50), sample(5, 20), sample(20, 60)])
+    # 20 at t=5 arrived after 50 at t=10: neither a reset nor a sample
+    assert store.good_total("echo", 60, now=20) == (60.0, 60.0)
+    assert [s.requests_by_code for s in store.latest()] == [{200: 60}]
+    # per series: another node may report an older time than this one's newest
+    store.add([sample(15, 3, node="other")])
+    assert store.good_total("echo", 60, now=20) == (63.0, 63.0)
 
 
 def test_latency_quantiles_and_threshold() -> None:
@@ -41,20 +96,5 @@ def test_latency_quantiles_and_threshold() -> None:
 def test_memory_is_bounded() -> None:
     store = RingMetricsStore(fine=5, fine_span=60, coarse=30, retention=300)
     store.add([sample(t, t) for t in range(0, 3600, 1)])
-    series = store._series[EDGE]
+    series = store._series[(EDGE, "")]
     assert len(series.fine) <= 14 and len(series.coarse) <= 11
-
-
-def test_aggregator_counts_client_side_entries_only() -> None:
-    agg = EdgeAggregator(clock=lambda: 5.0)
-    entry = {"direction": "outbound", "kind": "http", "status": 503, "response_flags": "URX",
-             "duration_ms": 3, "bytes_received": 0, "bytes_sent": 10, "source_workload": "a",
-             "source_namespace": "default", "source_service": "a", "reporter": "a.default",
-             "upstream_cluster": "outbound|8080|v1|echo.default.svc.cluster.local"}
-    samples = agg.add([entry, dict(entry, status=200, response_flags="-"),
-                       dict(entry, direction="inbound")])
-    assert len(samples) == 1
-    s = samples[0]
-    assert s.requests_by_code == {503: 1, 200: 1}
-    assert s.edge.destination_subset == "v1" and s.edge.destination_port == 8080
-    assert s.latency_buckets[1] == 2  # <= 5 ms

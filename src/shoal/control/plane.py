@@ -40,8 +40,9 @@ from shoal.store.base import Store
 from shoal.store.etcd import EtcdStore
 from shoal.store.memory import MemoryStore
 from shoal.store.sqlite import SqliteStore
+from shoal.telemetry.history import DurableMetricsStore
 from shoal.telemetry.hub import Telemetry
-from shoal.telemetry.store import RingMetricsStore
+from shoal.telemetry.model import MetricsStore
 from shoal.xds.cache import SnapshotCache
 from shoal.xds.node import node_owners
 from shoal.xds.server import NodeGuard, StatusTracker, XdsServer
@@ -115,7 +116,7 @@ class ControlPlane:
     admin: AdminCredential | None = None
 
     @property
-    def metrics(self) -> RingMetricsStore | None:
+    def metrics(self) -> MetricsStore | None:
         return self.telemetry.store if self.telemetry is not None else None
 
     @staticmethod
@@ -186,7 +187,12 @@ class ControlPlane:
                           trust_plaintext=not self.config.require_tokens)
         self.xds.add_to(grpc_server, guard)
         identity = self.identity
+        # metrics history that outlives this process beside the config store (ADR 0027);
+        # in memory only with the in-memory store
+        history = None if self.config.store == "memory" else \
+            await DurableMetricsStore.open(self.config.data_dir)
         self.telemetry = self.telemetry or Telemetry(
+            store=history,
             proxies=self.api.proxy_status,
             otlp_export=self.config.otlp_export, domain=self.config.mesh.domain,
             authenticate=lambda request: _caller(identity, request),
@@ -291,6 +297,7 @@ class ControlPlane:
                         task.cancel()
                     await runner.cleanup()
                     await grpc_server.stop(grace=1.0)
+                    await self.telemetry.close()
         finally:
             await self.store.close()
 

@@ -30,6 +30,7 @@ from shoal.telemetry.topology import build_topology, service_signals
 API = "/api/v1"
 STATIC = Path(__file__).parent / "static"
 MAX_POINTS = 360
+MAX_SERIES_WINDOW = 6 * 3600.0  # the longest chart of a store without retention_seconds
 RATE_FLOOR = 30.0
 
 
@@ -142,11 +143,13 @@ class DashboardApi:
         if not service:
             raise ValidationError([Violation("service", "is required")])
         fqdn = service_fqdn(service, request.query.get("namespace", "default"), self._domain)
-        window = _number(request, "window", 300, 1, 6 * 3600)
+        metrics, live = self._store_metrics()
+        # as far back as the store keeps history (a durable store: days), at least 6 h
+        longest = max(MAX_SERIES_WINDOW, float(getattr(metrics, "retention_seconds", 0.0)))
+        window = _number(request, "window", 300, 1, longest)
         step = _number(request, "step", 10, 1, 3600)
         if window / step > MAX_POINTS:
             raise ValidationError([Violation("step", f"window/step must be at most {MAX_POINTS}")])
-        metrics, live = self._store_metrics()
         now = self._clock()
         end = math.floor(now / step) * step
         # each point's rate is over at least RATE_FLOOR seconds: sidecars report every few

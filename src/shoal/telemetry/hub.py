@@ -157,9 +157,18 @@ class Telemetry:
         server.add_generic_rpc_handlers(otlp_handlers(self.on_logs, self.on_traces))
 
     async def run(self) -> None:
-        """Background work (the OTLP forwarder); returns at once without one."""
-        if self.forwarder is not None:
-            await self.forwarder.run()
+        """Background work: the metrics store's flushes (a durable one), the OTLP
+        forwarder (with --otlp-export)."""
+        async with asyncio.TaskGroup() as tg:
+            if (flush := getattr(self.store, "run", None)) is not None:
+                tg.create_task(flush(), name="metrics-history")
+            if self.forwarder is not None:
+                tg.create_task(self.forwarder.run(), name="otlp-forwarder")
+
+    async def close(self) -> None:
+        """Write what the metrics store still holds (a durable one) and close it."""
+        if (close := getattr(self.store, "close", None)) is not None:
+            await asyncio.to_thread(close)
 
     def _cp_metrics(self) -> dict[str, Any]:
         dropped = self.forwarder.dropped if self.forwarder else 0

@@ -13,8 +13,9 @@ CRITICAL when a pair of severity critical fires; WARNING when a warning pair fir
 long window burns above its factor while the short one has already recovered, or the
 budget is spent; OK otherwise.
 
-The metrics store keeps a bounded history (by default 6 h) and only since the control
-plane started; ``observedSeconds`` says how much of the SLO window the numbers cover.
+The metrics store keeps a bounded history: the in-memory ring 6 h since the control plane
+started, the durable store (:mod:`shoal.telemetry.history`) 36 days across restarts;
+``observedSeconds`` says how much of the SLO window the numbers cover.
 """
 
 from __future__ import annotations
