@@ -6,7 +6,14 @@ One nginx (the shoal server workload's app) is the backend of every path:
 * ``direct``        load generator -> nginx
 * ``shoal``         load generator -> client sidecar (outbound, ``Host: bench-server:8080``)
                     -> mTLS -> server sidecar (inbound) -> nginx; real control plane and
-                    agents, defaults (access logs streamed to the CP, tracing at 100 %)
+                    agents with shoal's defaults: per-edge metrics from Envoy's own
+                    counters (stats access logger, read by the agents once a second), a
+                    JSON access log on each Envoy's stdout, Zipkin tracing at 1 %, no
+                    access-log stream to the control plane
+* ``shoal + log stream`` the same with a second control plane started with
+                    ``--access-log-stream`` (every request's access log streamed to the
+                    control plane over OTLP, the design before issue 12), its own sidecars
+                    and nginx
 * ``hand-written``  load generator -> client Envoy -> server Envoy -> nginx (static
                     bootstraps, plaintext between the Envoys)
 * ``hand-written mTLS`` the same pair with mTLS between the Envoys (bench/certs.py)
@@ -45,7 +52,8 @@ SERVICE_PORT = 8080
 HOST = f"{SERVICE}:{SERVICE_PORT}"
 PLAIN = "hand-written"
 MTLS = "hand-written mTLS"
-PATHS = ("direct", "shoal", PLAIN, MTLS)
+STREAM = "shoal + log stream"
+PATHS = ("direct", "shoal", STREAM, PLAIN, MTLS)
 REPLICA = "replica "  # + variant
 OUTBOUND_CLUSTER = f"outbound|{SERVICE_PORT}||{SERVICE}.default.svc.cluster.local"
 SERVICE_YAML = f"""
@@ -78,6 +86,7 @@ class Target:
     host: str | None
     envoy_pids: list[int] = field(default_factory=list)
     throughput: bool = True  # also run wrk
+    mesh_pids: list[int] | None = None  # its control plane + agents (None: the main mesh)
 
     @property
     def url(self) -> str:
@@ -137,6 +146,23 @@ class Result:
         return median([self._value(s, metric) for s in self.samples[path]])
 
 
+def _mesh(cp: ControlPlaneProcess, nginx_dir: Path, app_port: int
+          ) -> tuple[AgentProcess, AgentProcess]:
+    """The bench service on ``cp``: a server sidecar in front of an nginx on ``app_port``
+    and an idle client whose sidecar the load generator uses."""
+    with cp.client() as c:
+        c.apply(SERVICE_YAML, source="bench")
+    server = AgentProcess(cp, service=SERVICE, port=SERVICE_PORT, app_port=app_port,
+                          name="bench-server-0",
+                          command=tools.nginx_command(nginx_dir, app_port))
+    idle_port = free_port()
+    client = AgentProcess(cp, service="bench-client", port=8081, app_port=idle_port,
+                          name="bench-client-0",
+                          command=[sys.executable, "-m", "http.server", "--bind",
+                                   "127.0.0.1", str(idle_port)])
+    return server, client
+
+
 def _agent_json(cp: ControlPlaneProcess, agent: AgentProcess) -> dict:
     path = cp.workdir / "run" / agent.name / "agent.json"
     return wait_for(lambda: json.loads(path.read_text()), 60, f"{path}")
@@ -177,6 +203,7 @@ def settle(pids: list[int], *, idle_cores: float = 0.05, window: float = 0.5,
 
 
 def _measure(target: Target, opts: Options, workdir: Path, mesh_pids: list[int]) -> Sample:
+    mesh_pids = target.mesh_pids if target.mesh_pids is not None else mesh_pids
     settle(mesh_pids)
     before, mesh_before = _cpu(target.envoy_pids), _cpu(mesh_pids)
     t0 = time.monotonic()
@@ -201,26 +228,26 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
     with tempfile.TemporaryDirectory(prefix="shoal-bench-dp-") as tmp:
         workdir = Path(tmp)
         cp = ControlPlaneProcess(workdir / "shoal").start()
+        cp_stream = ControlPlaneProcess(workdir / "shoal-stream",
+                                        extra=["--access-log-stream"]).start()
         agents: list[AgentProcess] = []
+        stream_agents: list[AgentProcess] = []
         pairs: list[EnvoyPair | ReplicaPair] = []
         try:
-            with cp.client() as c:
-                c.apply(SERVICE_YAML, source="bench")
             app_port = free_port()
-            server = AgentProcess(cp, service=SERVICE, port=SERVICE_PORT, app_port=app_port,
-                                  name="bench-server-0",
-                                  command=tools.nginx_command(workdir / "nginx", app_port))
-            idle_port = free_port()
-            client = AgentProcess(cp, service="bench-client", port=8081, app_port=idle_port,
-                                  name="bench-client-0",
-                                  command=[sys.executable, "-m", "http.server", "--bind",
-                                           "127.0.0.1", str(idle_port)])
+            server, client = _mesh(cp, workdir / "nginx", app_port)
             agents = [server.start(), client.start()]
+            stream_app_port = free_port()
+            stream_server, stream_client = _mesh(cp_stream, workdir / "nginx-stream",
+                                                 stream_app_port)
+            stream_agents = [stream_server.start(), stream_client.start()]
             cp.wait_synced({server.name, client.name}, timeout=90)
+            cp_stream.wait_synced({server.name, client.name}, timeout=90)
             info = {a.name: _agent_json(cp, a) for a in agents}
             outbound = int(info[client.name]["outboundPort"])
             shoal_pids = [_envoy_pid(cp, client), _envoy_pid(cp, server)]
             mesh_pids = [cp.pid, *(a.pid for a in agents)]
+            stream_outbound = int(_agent_json(cp_stream, stream_client)["outboundPort"])
             plain = EnvoyPair(workdir, app_port, label="plain")
             mtls = EnvoyPair(workdir, app_port, certs=certs.make(workdir / "certs"),
                              label="mtls")
@@ -228,6 +255,10 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
             targets = [
                 Target("direct", app_port, None),
                 Target("shoal", outbound, HOST, shoal_pids),
+                Target(STREAM, stream_outbound, HOST,
+                       [_envoy_pid(cp_stream, stream_client),
+                        _envoy_pid(cp_stream, stream_server)],
+                       mesh_pids=[cp_stream.pid, *(a.pid for a in stream_agents)]),
                 Target(PLAIN, plain.port, HOST, plain.pids),
                 Target(MTLS, mtls.port, HOST, mtls.pids),
             ]
@@ -241,7 +272,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
                     pairs.append(rp)
             for p in pairs:
                 p.start()
-            for p, t in zip(pairs, targets[2:4], strict=False):
+            for p, t in zip(pairs, targets[3:5], strict=False):
                 t.envoy_pids = p.pids
             for p in pairs[2:]:
                 assert isinstance(p, ReplicaPair)
@@ -250,7 +281,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
             for t in targets:
                 _wait_ok(t)
             log(f"ready: nginx :{app_port}, shoal outbound :{outbound}, pairs "
-                + ", ".join(f"{t.name} :{t.port}" for t in targets[2:]))
+                + ", ".join(f"{t.name} :{t.port}" for t in targets[3:]))
             samples: dict[str, list[Sample]] = {t.name: [] for t in targets}
             for r in range(opts.rounds):
                 n = r % len(targets)
@@ -276,6 +307,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
         finally:
             for p in pairs:
                 p.stop()
-            for a in reversed(agents):
+            for a in reversed(agents + stream_agents):
                 a.stop()
             cp.stop()
+            cp_stream.stop()

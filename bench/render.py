@@ -8,6 +8,10 @@ from bench.report import table
 from bench.stats import median
 
 ADDED_LATENCY_TARGET = 1.10  # shoal's added latency within 10 % of the hand-written pair
+ADDED_P99_TARGET = 1.25
+THROUGHPUT_TARGET = 0.85  # shoal's max throughput / the pair's
+ENVOY_CPU_TARGET = 1.2  # shoal's Envoy CPU per request / the pair's
+MESH_CPU_TARGET_US = 5.0  # control plane + agents CPU per request
 CONVERGE_P99_TARGET_S = 1.0
 RSS_TARGET_MB = 300.0
 
@@ -90,6 +94,8 @@ the base): median **{ratio:.2f}** (rounds: {_range(paired)}; target ≤
 medians: shoal adds {added_by["shoal"]:.3f} ms, the mTLS pair {added_by[dataplane.MTLS]:.3f} ms.
 Max throughput shoal / mTLS pair = {tput:.2f}.
 
+{_targets_md(r)}
+
 Against the **plaintext** pair: {ratio_plain:.2f} (rounds: {_range(paired_plain)}) —
 {"PASS" if ok_plain else "FAIL"}; the plaintext pair adds {added_by[dataplane.PLAIN]:.3f} ms, so
 mTLS itself costs {tls_cost:+.0f} µs at p50 (mTLS pair - plaintext pair, paired).
@@ -107,6 +113,41 @@ set on the request path:
 
 </details>
 """
+
+
+def _targets_md(r: dataplane.Result) -> str:
+    """Issue 12's targets, shoal as shipped vs the hand-written mTLS pair (medians), and
+    what the per-request access-log stream costs when switched on."""
+    direct = {m: r.med("direct", m) for m in ("p50_ms", "p99_ms", "mesh_cpu")}
+
+    def added(path: str, m: str) -> float:
+        return r.med(path, m) - direct[m]
+
+    pair = dataplane.MTLS
+    checks = [
+        ("added p50 / pair's", added("shoal", "p50_ms") / added(pair, "p50_ms"),
+         ADDED_LATENCY_TARGET, "≤"),
+        ("added p99 / pair's", added("shoal", "p99_ms") / added(pair, "p99_ms"),
+         ADDED_P99_TARGET, "≤"),
+        ("max throughput / pair's", r.med("shoal", "rps") / r.med(pair, "rps"),
+         THROUGHPUT_TARGET, "≥"),
+        ("Envoy CPU per request / pair's", r.med("shoal", "cpu") / r.med(pair, "cpu"),
+         ENVOY_CPU_TARGET, "≤"),
+        ("CP + agents CPU µs per request", added("shoal", "mesh_cpu"), MESH_CPU_TARGET_US, "≤"),
+    ]
+    rows = [[what, f"{v:.2f}", f"{op} {target:g}",
+             "PASS" if (v <= target if op == "≤" else v >= target) else "FAIL"]
+            for what, v, target, op in checks]
+    out = "Targets (issue 12), shoal as shipped vs the hand-written mTLS pair, medians:\n\n"
+    out += table(["measure", "value", "target", ""], rows)
+    if dataplane.STREAM in r.samples:
+        d50 = r.diffs_us(dataplane.STREAM, "shoal")
+        out += (f"\n\nThe per-request access-log stream (`--access-log-stream`) when switched "
+                f"on, for the record: {median(d50):+.0f} µs at p50 (rounds "
+                f"{_range(d50, '{:+.0f}')}), max throughput "
+                f"{r.med(dataplane.STREAM, 'rps'):,.0f} vs {r.med('shoal', 'rps'):,.0f} req/s, "
+                f"CP + agents {added(dataplane.STREAM, 'mesh_cpu'):.0f} µs per request.")
+    return out
 
 
 def _ablation_md(r: dataplane.Result) -> str:

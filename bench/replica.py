@@ -23,6 +23,7 @@ from bench.envoy_pair import StaticEnvoys
 
 OTEL_LOGGER = "envoy.access_loggers.open_telemetry"
 FILE_LOGGER = "envoy.access_loggers.file"
+STATS_LOGGER = "envoy.access_loggers.stats"
 CORS_FILTER = "envoy.filters.http.cors"
 FAULT_FILTER = "envoy.filters.http.fault"
 SPAN_BATCH = 100
@@ -113,6 +114,7 @@ VARIANTS: dict[str, tuple[str, Callable[[Json], None]]] = {
     "full": ("nothing (shoal's config, static)", lambda doc: None),
     "-otlp-log": ("access-log stream to the CP (OTLP)", drop_logger(OTEL_LOGGER)),
     "-file-log": ("JSON access log on stdout", drop_logger(FILE_LOGGER)),
+    "-stats": ("per-edge stats (stats access logger)", drop_logger(STATS_LOGGER)),
     "-tracing": ("tracer (100 % sampling) and its span export", no_tracing),
     "trace-1%": ("tracing sampled at 1 % instead of 100 %", sampling(1.0)),
     "span-batch": (f"(changes) spans exported {SPAN_BATCH} per call, not 5", span_batches),
@@ -120,8 +122,9 @@ VARIANTS: dict[str, tuple[str, Callable[[Json], None]]] = {
     "batched": ("(changes) span-batch + log-batch", _all(span_batches, log_batches)),
     "-retry": ("route retry policy", no_retries),
     "-cors-fault": ("CORS and fault HTTP filters (outbound)", no_route_filters),
-    "bare": ("both access logs, tracing, retries, CORS/fault filters, XFCC",
-             _all(drop_logger(OTEL_LOGGER), drop_logger(FILE_LOGGER), no_tracing, no_retries,
+    "bare": ("access logs, per-edge stats, tracing, retries, CORS/fault filters, XFCC",
+             _all(drop_logger(OTEL_LOGGER), drop_logger(FILE_LOGGER),
+                  drop_logger(STATS_LOGGER), no_tracing, no_retries,
                   no_route_filters, no_xfcc)),
 }
 

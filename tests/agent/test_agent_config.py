@@ -33,13 +33,14 @@ def test_upstream_env_name():
 
 
 def test_plan_defaults_and_env():
-    ports = iter([30001, 30002, 30003, 30004])
+    ports = iter([30001, 30002, 30003, 30004, 30005])
     cfg = AgentConfig(service="web", port=8080, command=("x",), run_dir=Path("/tmp/r"),
                       upstreams=(parse_upstream("db:5432"),))
     plan = make_plan(cfg, pick_port=lambda: next(ports), suffix=lambda: "zz9zz")
     assert plan.workload == "web-zz9zz"
     assert plan.upstreams[0].local_port == 30001
     assert (plan.admin_port, plan.outbound_port, plan.inbound_port) == (30002, 30003, 30004)
+    assert plan.metrics_port == 30005  # picked last
     assert plan.app_port == 8080 and plan.bootstrap_path == Path("/tmp/r/envoy-bootstrap.json")
     env = app_env(cfg, plan, {"KEEP": "1"})
     assert env["KEEP"] == "1" and env["PORT"] == "8080"

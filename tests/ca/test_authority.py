@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from shoal.ca import pki
-from shoal.ca.authority import CertificateAuthority
+from shoal.ca.authority import WORKLOAD_DNS_NAME, CertificateAuthority
 from shoal.ca.csr import make_csr
 from shoal.ca.files import CaFiles
+from shoal.ca.serving import SERVER_NAME
 from shoal.ca.setup import open_ca, parse_duration
 from shoal.ca.tokens import TokenAuthority
 from shoal.errors import CaError, PermissionDenied, Unauthenticated, ValidationError
@@ -51,6 +52,10 @@ def test_a_leaf_has_the_spiffe_san_the_ekus_and_the_ttl(tmp_path: Path) -> None:
     issued = ca.issue_workload(make_csr(key, claims.spiffe_id.uri), claims, workload="r-1")
     leaf = issued.cert
     assert pki.uri_sans(leaf) == ["spiffe://cluster.local/ns/default/sa/reviews"]
+    # and the one DNS name every workload certificate carries (ADR 0028), never the
+    # control plane's
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == [WORKLOAD_DNS_NAME] != [SERVER_NAME]
     eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
     ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value

@@ -36,6 +36,7 @@ from shoal.agent.bootstrap import build_bootstrap
 from shoal.agent.config import AgentConfig, Plan, app_env, control_plane_urls, make_plan
 from shoal.agent.file_secrets import FileSecrets
 from shoal.agent.identity import Svid, WorkloadIdentity, token_reader, token_subject
+from shoal.agent.metrics import endpoint_for, own_service_ports
 from shoal.agent.registration import (
     ControlPlaneClient,
     Registration,
@@ -152,6 +153,10 @@ class Agent:
             self.control_plane, admin_port=self.plan.admin_port, workload=self.plan.workload,
             namespace=config.namespace, service=config.service,
             generation=lambda: self.supervisor.restarts)
+        self.metrics = endpoint_for(
+            config, self.plan, self.identity, self.stats.latest,
+            service_ports=own_service_ports(config.namespace, config.service,
+                                            {config.port_name: config.port}))
         self._stop = asyncio.Event()
         self._signals = 0
         self._app_exit: int | None = None  # set when the app exited on its own
@@ -266,6 +271,7 @@ class Agent:
             "sdsSocket": str(self.sds.path), "identity": self._identity_report(),
             "capture": self.config.capture, "address": self.config.address,
             "envoyDir": str(self.plan.envoy_dir),
+            "metricsPort": self.plan.metrics_port if self.metrics.enabled else 0,
         }
         tmp = self.plan.run_dir / "agent.json.tmp"
         tmp.write_text(json.dumps(state, indent=2))
@@ -288,6 +294,7 @@ class Agent:
         heartbeat: asyncio.Task[None] | None = None
         watcher: asyncio.Task[None] | None = None
         stats = tg.create_task(self.stats.run(), name="stats")
+        metrics = tg.create_task(self.metrics.run(), name="metrics")
         if not self._stop.is_set():
             heartbeat = tg.create_task(self.registration.run(), name="registration")
             if not self.config.capture and socket is None:  # app port on the loopback
@@ -299,6 +306,7 @@ class Agent:
         if watcher is not None:
             watcher.cancel()
         stats.cancel()
+        metrics.cancel()
         await self.stats.final()
         return await self._shutdown(heartbeat, app_waiter)
 

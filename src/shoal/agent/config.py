@@ -16,7 +16,8 @@ from pathlib import Path
 
 from shoal.api.mesh import check_labels
 from shoal.api.meta import DNS_LABEL, DNS_SUBDOMAIN
-from shoal.errors import AgentError
+from shoal.ca.spiffe import SpiffeId
+from shoal.errors import AgentError, ValidationError
 from shoal.hosts.sandbox import AppUser, check_app_user
 from shoal.xds.node import APP_SOCKET_MAX, dns_upstream
 from shoal.xds.types import Upstream
@@ -86,6 +87,11 @@ class AgentConfig:
     # without capture: the app listens on a Unix socket in a private directory of the run
     # dir instead of a loopback port (docs/adr/0026-app-unix-socket.md)
     app_socket: bool = False
+    # the metrics endpoint Prometheus scrapes (shoal.agent.metrics): None picks a free
+    # port, 0 turns it off; only the scraper's SPIFFE ID may read it (None: the default,
+    # spiffe://<trust domain>/ns/<root namespace>/sa/prometheus)
+    metrics_port: int | None = None
+    metrics_scraper: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,8 @@ class Plan:
     # --app-socket: the Unix socket the app listens on (in a 0700 directory); None = the
     # app listens on 127.0.0.1:app_port
     app_socket: Path | None = None
+    # the metrics endpoint's port on the workload's address; 0 = none
+    metrics_port: int = 0
 
     @property
     def envoy_dir(self) -> Path:
@@ -154,6 +162,21 @@ def parse_host_port(text: str, what: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise AgentError(f"{what} {text!r}: expected HOST:PORT")
     return host, int(port)
+
+
+def parse_metrics_port(text: str | None) -> int | None:
+    """``--metrics-port``: a port, ``0``/``off`` (no endpoint), or None (pick one)."""
+    if text is None:
+        return None
+    if text.strip().lower() == "off":
+        return 0
+    try:
+        port = int(text)
+    except ValueError:
+        raise AgentError(f"--metrics-port {text!r}: expected a port, 0 or off") from None
+    if not 0 <= port < 65536:
+        raise AgentError(f"--metrics-port {text!r}: out of range 0-65535")
+    return port
 
 
 def parse_dns_upstream(text: str) -> str:
@@ -209,6 +232,11 @@ def validate(config: AgentConfig) -> None:
         problems.append(f"--token-file {config.token_file}: no such file")
     if config.drain_seconds < 0:
         problems.append("--drain-seconds must not be negative")
+    if config.metrics_port is not None and not 0 <= config.metrics_port < 65536:
+        problems.append(f"--metrics-port {config.metrics_port}: out of range 0-65535")
+    if config.metrics_scraper is not None and not _is_spiffe_id(config.metrics_scraper):
+        problems.append(f"--metrics-scraper {config.metrics_scraper!r}: expected a SPIFFE "
+                        "ID spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/SERVICE-ACCOUNT")
     if config.capture:
         if config.upstreams:
             problems.append("--upstream is not used with --capture (the app dials services "
@@ -238,6 +266,14 @@ def validate(config: AgentConfig) -> None:
                             "without capture the app runs as the agent's user")
     if problems:
         raise AgentError("; ".join(problems))
+
+
+def _is_spiffe_id(text: str) -> bool:
+    try:
+        SpiffeId.parse(text)
+    except ValidationError:
+        return False
+    return True
 
 
 def random_suffix(rng: random.Random | None = None, n: int = 5) -> str:
@@ -270,6 +306,7 @@ def make_plan(
             run_dir=Path(run_dir), more_xds=tuple(more_xds),
             proxy_dir=Path(tempfile.gettempdir()) / "shoal-proxy" / (
                 f"{config.namespace}.{workload}"),
+            metrics_port=_metrics_port(config, pick_port),  # last: keeps the others' order
         )
     return Plan(
         workload=workload,
@@ -283,7 +320,12 @@ def make_plan(
         run_dir=Path(run_dir),
         more_xds=tuple(more_xds),
         app_socket=app_socket,
+        metrics_port=_metrics_port(config, pick_port),  # picked last (arguments run in order)
     )
+
+
+def _metrics_port(config: AgentConfig, pick_port: Callable[[], int]) -> int:
+    return pick_port() if config.metrics_port is None else config.metrics_port
 
 
 def app_socket_path(run_dir: Path) -> Path:

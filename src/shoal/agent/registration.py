@@ -23,6 +23,7 @@ from shoal.agent.config import AgentConfig, Plan, control_plane_urls
 from shoal.errors import AgentError, Unavailable
 from shoal.registry.snapshot import READY_ANNOTATION, TLS_MODE_LABEL
 from shoal.telemetry.report import STATS_PATH
+from shoal.telemetry.scrape import METRICS_PORT_ANNOTATION
 
 log = logging.getLogger("shoal.agent.registration")
 
@@ -39,7 +40,8 @@ def not_ready(workload: Mapping[str, Any]) -> dict[str, Any]:
 def workload_document(config: AgentConfig, plan: Plan, *, has_identity: bool = True
                       ) -> dict[str, Any]:
     """The Workload this agent registers. Without an identity (no token, so no
-    certificate) its sidecar cannot accept mTLS: it says so, and peers send plaintext."""
+    certificate) its sidecar cannot accept mTLS: it says so, and peers send plaintext;
+    and it serves no metrics endpoint (shoal.agent.metrics), so it registers none."""
     tls_mode = {} if has_identity else {TLS_MODE_LABEL: "disabled"}
     return {
         "apiVersion": API_VERSION,
@@ -47,7 +49,8 @@ def workload_document(config: AgentConfig, plan: Plan, *, has_identity: bool = T
         "metadata": {
             "name": plan.workload,
             "namespace": config.namespace,
-            "annotations": {"shoal.io/registered-by": "agent"},
+            "annotations": {"shoal.io/registered-by": "agent",
+                            **metrics_annotation(plan.metrics_port if has_identity else 0)},
         },
         "spec": {
             "address": config.address,
@@ -57,6 +60,12 @@ def workload_document(config: AgentConfig, plan: Plan, *, has_identity: bool = T
             "locality": config.locality,
         },
     }
+
+
+def metrics_annotation(port: int) -> dict[str, str]:
+    """Where Prometheus finds the agent's metrics endpoint (shoal.telemetry.discovery);
+    nothing when it serves none (port 0)."""
+    return {METRICS_PORT_ANNOTATION: str(port)} if port else {}
 
 
 def service_document(config: AgentConfig) -> dict[str, Any]:

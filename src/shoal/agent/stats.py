@@ -49,8 +49,9 @@ class AdminStats:
             return await r.text()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        session, self._session = self._session, None  # a later read opens a new one
+        if session is not None:
+            await session.close()
 
 
 def _http_row(k: es.HttpKey, v: es.HttpValues) -> dict[str, Any]:
@@ -107,9 +108,14 @@ class StatsReporter:
     async def final(self, timeout: float = 2.0) -> None:
         """One last report before the agent stops (best effort): the counts of the last
         interval would otherwise only reach the control plane with a next agent."""
-        with contextlib.suppress(ShoalError, httpx.HTTPError, aiohttp.ClientError, ValueError,
-                                 TimeoutError):
-            await asyncio.wait_for(self.tick(), timeout)
+        try:
+            with contextlib.suppress(ShoalError, httpx.HTTPError, aiohttp.ClientError,
+                                     ValueError, TimeoutError):
+                await asyncio.wait_for(self.tick(), timeout)
+        finally:  # run() closed the reader when it was cancelled; this read reopened it
+            close = getattr(self._read, "aclose", None)
+            if close is not None:
+                await close()
 
     async def tick(self) -> bool:
         """Read once and report what changed; True when a report was accepted."""

@@ -28,6 +28,11 @@ from shoal.errors import CaError, Conflict, PermissionDenied
 
 log = logging.getLogger("shoal.ca")
 MIN_TTL = dt.timedelta(minutes=1)
+#: The DNS SAN of every workload certificate, beside its SPIFFE ID: the name a client that
+#: can only check DNS names (Prometheus scraping a workload's metrics endpoint) verifies
+#: -- "a workload of this mesh", never one workload (docs/adr/0028). Reserved: no
+#: control plane or other server of the mesh may be reached under this name.
+WORKLOAD_DNS_NAME = "shoal-workload"
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,8 @@ class CertificateAuthority:
             raise PermissionDenied(f"the CSR asks for {uri} but the token is for "
                                    f"{claims.spiffe_id.uri}; a token only obtains its own "
                                    "identity")
-        cert, chain = self._issue(csr.public_key(), uris=[uri], attestation=claims.jti)
+        cert, chain = self._issue(csr.public_key(), uris=[uri], dns=[WORKLOAD_DNS_NAME],
+                                  attestation=claims.jti)
         issued = Issued(cert, chain, self.bundle_pem(), self.bundle_version, uri)
         record = {"spiffeId": uri, "workload": workload, "namespace": claims.namespace,
                   "tokenId": claims.jti, **pki.describe(cert)}

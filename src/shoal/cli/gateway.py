@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 
 from shoal.agent.config import DEFAULT_CONTROL_PLANE, DEFAULT_XDS
-from shoal.cli.run import TLS_KEY_DIR_HELP, agent_config, run_agent
+from shoal.cli.run import (
+    METRICS_PORT_HELP,
+    METRICS_SCRAPER_HELP,
+    TLS_KEY_DIR_HELP,
+    agent_config,
+    run_agent,
+)
 from shoal.gateway.agent import Credential, GatewayAgent, GatewayConfig, parse_credential
 from shoal.logs import configure_logging
 
@@ -54,6 +60,10 @@ def run(
     log_level: Annotated[str, typer.Option(envvar="SHOAL_LOG_LEVEL")] = "info",
     tls_key_dir: Annotated[list[Path] | None, typer.Option(
         metavar="DIR", help=TLS_KEY_DIR_HELP)] = None,
+    metrics_port: Annotated[str | None, typer.Option(
+        metavar="PORT|off", help=METRICS_PORT_HELP)] = None,
+    metrics_scraper: Annotated[str | None, typer.Option(
+        metavar="SPIFFE-ID", help=METRICS_SCRAPER_HELP)] = None,
 ) -> None:
     """Run an ingress gateway: listeners from the Gateways whose selector matches its
     labels, routes from VirtualServices naming those Gateways in `gateways`."""
@@ -72,6 +82,7 @@ def run(
             address=address, name=workload, service_account=service_account,
             control_plane=control_plane, xds=xds, run_dir=run_dir, token=token,
             token_file=token_file, ca_bundle=ca_bundle, drain_seconds=drain_seconds,
-            lease_seconds=lease_seconds, tls_key_dirs=tls_key_dir), ports, creds))
+            lease_seconds=lease_seconds, tls_key_dirs=tls_key_dir, metrics_port=metrics_port,
+            metrics_scraper=metrics_scraper), ports, creds))
 
     run_agent("shoal gateway run", build)

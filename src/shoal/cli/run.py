@@ -25,6 +25,7 @@ from shoal.agent.config import (
     DEFAULT_XDS,
     parse_dns_upstream,
     parse_labels,
+    parse_metrics_port,
     parse_upstream,
 )
 from shoal.errors import ShoalError
@@ -41,6 +42,14 @@ TLS_KEY_DIR_HELP = (
     "A directory a DestinationRule's clientCertificate/privateKey may be read from "
     "(repeatable; default /etc/shoal/certs). Keys anywhere else are refused, so that "
     "config cannot make the sidecar present another key found on this host.")
+METRICS_PORT_HELP = (
+    "Port of the metrics endpoint Prometheus scrapes (GET /stats/prometheus over mTLS on "
+    "--address, Istio's metric names; docs/observability.md); default: a free port; "
+    "0 or off: none. Served only with a workload identity (--token-file).")
+METRICS_SCRAPER_HELP = (
+    "The only client identity the metrics endpoint answers (default "
+    "spiffe://<trust domain>/ns/shoal-system/sa/prometheus, what `shoal prometheus "
+    "config --mode workloads` mints).")
 log = logging.getLogger("shoal.cli.run")
 
 
@@ -115,6 +124,8 @@ def agent_config(
     app_user: str | None = None,
     app_hide: list[Path] | None = None,
     app_socket: bool = False,
+    metrics_port: str | None = None,
+    metrics_scraper: str | None = None,
 ) -> AgentConfig:
     """Flags -> :class:`AgentConfig` (raises AgentError naming the bad flag)."""
     return AgentConfig(
@@ -151,6 +162,8 @@ def agent_config(
         app_user=parse_app_user(app_user, proxy_uid=proxy_uid) if app_user else None,
         app_hide=tuple(p.absolute() for p in app_hide or []),
         app_socket=app_socket,
+        metrics_port=parse_metrics_port(metrics_port),
+        metrics_scraper=metrics_scraper,
     )
 
 
@@ -268,6 +281,10 @@ def run(
         metavar="PATH", help="With --pod/--capture: a further directory or file the app must "
         "not see, e.g. a control plane's --data-dir outside $SHOAL_HOME (repeatable).",
         rich_help_panel="Pods (root)")] = None,
+    metrics_port: Annotated[str | None, typer.Option(
+        metavar="PORT|off", help=METRICS_PORT_HELP)] = None,
+    metrics_scraper: Annotated[str | None, typer.Option(
+        metavar="SPIFFE-ID", help=METRICS_SCRAPER_HELP)] = None,
 ) -> None:
     """Run CMD with a sidecar Envoy (the per-workload agent).
 
@@ -316,6 +333,7 @@ def run(
         ca_bundle=ca_bundle, renew_fraction=renew_fraction, capture=capture,
         proxy_uid=proxy_uid, tls_key_dirs=tls_key_dir, dns_upstreams=dns_upstream,
         app_user=app_user, app_hide=app_hide, app_socket=app_socket,
+        metrics_port=metrics_port, metrics_scraper=metrics_scraper,
     )))
 
 

@@ -35,6 +35,7 @@ from shoal.multicluster.remote import DISCOVERY_PATH
 from shoal.netaddr import is_ip
 from shoal.ratelimit.embedded import REST_PREFIX
 from shoal.telemetry.report import STATS_PATH
+from shoal.telemetry.scrape import TARGETS_PATH
 from shoal.telemetry.zipkin import SPANS_PATH
 
 API = "/api/v1"
@@ -98,6 +99,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/proxies"): MESH_VIEW,
     ("GET", f"{API}/proxies/{{node}}/config"): MESH_VIEW,
     ("GET", "/metrics"): MESH_VIEW,
+    ("GET", TARGETS_PATH): MESH_VIEW,  # Prometheus' http_sd of the workloads' metrics
     ("GET", f"{API}/metrics/edges"): MESH_VIEW,
     ("GET", f"{API}/metrics/series"): MESH_VIEW,
     ("GET", f"{API}/logs"): MESH_VIEW,

@@ -40,6 +40,7 @@ from shoal.store.base import Store
 from shoal.store.etcd import EtcdStore
 from shoal.store.memory import MemoryStore
 from shoal.store.sqlite import SqliteStore
+from shoal.telemetry.discovery import PrometheusTargets
 from shoal.telemetry.history import DurableMetricsStore
 from shoal.telemetry.hub import Telemetry
 from shoal.telemetry.model import MetricsStore
@@ -212,6 +213,7 @@ class ControlPlane:
         if self.operators is not None:
             self.operators.mount(app)
         self.telemetry.add_routes(app)
+        PrometheusTargets(lambda: self.sync.mesh).mount(app)  # http_sd (docs/adr/0028)
         ratelimit = None  # the rate-limit service, unless a separate one is configured
         if self.config.mesh.ratelimit_address is None:
             ratelimit = EmbeddedRateLimit(self.store, None if self.config.store == "memory"

@@ -30,7 +30,13 @@ from shoal.agent.agent import bootstrap_for, identity_for
 from shoal.agent.config import AgentConfig, make_plan
 from shoal.agent.file_secrets import FileSecrets
 from shoal.agent.identity import WorkloadIdentity, token_reader
-from shoal.agent.registration import API_VERSION, ControlPlaneClient, Registration
+from shoal.agent.metrics import endpoint_for
+from shoal.agent.registration import (
+    API_VERSION,
+    ControlPlaneClient,
+    Registration,
+    metrics_annotation,
+)
 from shoal.agent.sds import SdsServer, socket_path
 from shoal.agent.stats import reporter_for
 from shoal.agent.supervisor import EnvoySupervisor
@@ -74,10 +80,13 @@ class GatewayConfig:
     credentials: tuple[Credential, ...] = ()
 
 
-def workload_document(config: GatewayConfig, workload: str) -> dict[str, Any]:
+def workload_document(config: GatewayConfig, workload: str, metrics_port: int = 0
+                      ) -> dict[str, Any]:
+    """``metrics_port``: where its metrics endpoint is served (0: none)."""
     a = config.agent
     annotations = {"shoal.io/registered-by": "agent", GATEWAY_ANNOTATION: a.service,
-                   PORTS_ANNOTATION: ",".join(str(p) for p in config.ports)}
+                   PORTS_ANNOTATION: ",".join(str(p) for p in config.ports),
+                   **metrics_annotation(metrics_port)}
     if config.credentials:
         annotations[CREDENTIALS_ANNOTATION] = ",".join(
             n for c in config.credentials for n in c.secret_names())
@@ -132,14 +141,19 @@ class GatewayAgent:
                                          renew_fraction=a.renew_fraction) if spiffe else None
         self.sds = SdsServer(self.identity, socket_path(self.plan.run_dir),
                              files=FileSecrets(key_dirs=a.tls_key_dirs))
-        self.registration = Registration(
-            self.control_plane, workload_document(config, self.plan.workload), None,
-            ttl_seconds=a.lease_seconds,
-            on_bundle_version=self.identity.refresh_bundle if self.identity else None)
         self.stats = reporter_for(
             self.control_plane, admin_port=self.plan.admin_port, workload=self.plan.workload,
             namespace=a.namespace, service=a.service,
             generation=lambda: self.supervisor.restarts)
+        # a gateway has no Service of its own: destination-side series carry port 0, as
+        # on the control plane's /metrics
+        self.metrics = endpoint_for(a, self.plan, self.identity, self.stats.latest)
+        self.registration = Registration(
+            self.control_plane, workload_document(
+                config, self.plan.workload,
+                self.plan.metrics_port if self.metrics.enabled else 0), None,
+            ttl_seconds=a.lease_seconds,
+            on_bundle_version=self.identity.refresh_bundle if self.identity else None)
         self._stop = asyncio.Event()
 
     def _write_bootstrap(self) -> None:
@@ -148,7 +162,8 @@ class GatewayAgent:
         doc["static_resources"]["secrets"] = static_secrets(self.config.credentials)
         self.plan.bootstrap_path.write_text(json.dumps(doc, indent=2))
         state = {"workload": self.plan.workload, "namespace": self.config.agent.namespace,
-                 "adminPort": self.plan.admin_port, "ports": list(self.config.ports)}
+                 "adminPort": self.plan.admin_port, "ports": list(self.config.ports),
+                 "metricsPort": self.plan.metrics_port if self.metrics.enabled else 0}
         (self.plan.run_dir / "agent.json").write_text(json.dumps(state, indent=2))
 
     async def run(self) -> int:
@@ -173,6 +188,7 @@ class GatewayAgent:
                 await self._wait_live()
                 tasks.append(tg.create_task(self.registration.run()))
                 tasks.append(tg.create_task(self.stats.run()))
+                tasks.append(tg.create_task(self.metrics.run()))
                 await self._stop.wait()
                 for t in tasks:
                     t.cancel()

@@ -45,6 +45,7 @@ from shoal.api.meta import Resource
 from shoal.api.networking import L4MatchAttributes
 from shoal.multicluster.labels import network_of
 from shoal.registry.snapshot import MeshSnapshot, mtls_disabled
+from shoal.telemetry.model import Reporter
 from shoal.xds.generate import (
     auto_passthrough,
     route_filters,
@@ -283,7 +284,7 @@ def gateway_listener(ctx: GenerationContext, workload: Resource, port: int,
     # enforces its own policy there.
     security = ctx.inbound_security(workload, port, is_http=True).http
     extras = security + route_filters.TRAFFIC_EXTRAS + telemetry.http_extras(
-        ctx, telemetry.Direction.INBOUND)
+        ctx, telemetry.Direction.INBOUND, Reporter.SOURCE)
     hcm = http_connection_manager(prefix, rds=name, extras=extras)
     if protocol is ServerProtocol.HTTP:
         lis.filter_chains.append(lc_pb2.FilterChain(filters=[hcm]))

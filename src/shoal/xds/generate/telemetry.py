@@ -149,35 +149,37 @@ def _otel_log(fields: Mapping[str, str], direction: Direction, kind: str
 
 
 # The stats logger's tags: Envoy command operators whose values are bounded by the mesh's
-# config (clusters, codes, flags, verified identities), never by what a caller sends.
-_PEER = {Direction.OUTBOUND: "%UPSTREAM_PEER_URI_SAN%",
-         Direction.INBOUND: "%DOWNSTREAM_PEER_URI_SAN%"}
+# config (clusters, codes, flags, verified identities), never by what a caller sends. The
+# peer is the other side of the edge: the upstream for the source reporter (sidecars'
+# outbound, gateways), the downstream for the destination reporter (sidecars' inbound).
+_PEER = {Reporter.SOURCE: "%UPSTREAM_PEER_URI_SAN%",
+         Reporter.DESTINATION: "%DOWNSTREAM_PEER_URI_SAN%"}
 _REPORTER = {Direction.OUTBOUND: Reporter.SOURCE, Direction.INBOUND: Reporter.DESTINATION}
 
 
-def _tag_values(direction: Direction) -> dict[str, str]:
-    return {es.REPORTER: str(_REPORTER[direction]), es.CLUSTER: "%UPSTREAM_CLUSTER%",
+def _tag_values(reporter: Reporter) -> dict[str, str]:
+    return {es.REPORTER: str(reporter), es.CLUSTER: "%UPSTREAM_CLUSTER%",
             es.CODE: "%RESPONSE_CODE%", es.FLAGS: "%RESPONSE_FLAGS%",
-            es.PEER: _PEER[direction], es.GRPC: "%GRPC_STATUS(NUMBER)%"}
+            es.PEER: _PEER[reporter], es.GRPC: "%GRPC_STATUS(NUMBER)%"}
 
 
-def _stat(name: str, direction: Direction, tags: tuple[str, ...]) -> stats_pb2.Config.Stat:
-    values = _tag_values(direction)
+def _stat(name: str, reporter: Reporter, tags: tuple[str, ...]) -> stats_pb2.Config.Stat:
+    values = _tag_values(reporter)
     return stats_pb2.Config.Stat(name=name, tags=[
         stats_pb2.Config.Tag(name=t, value_format=values[t]) for t in tags])
 
 
-def _stats_log(direction: Direction, kind: str) -> accesslog_pb2.AccessLog:
+def _stats_log(reporter: Reporter, kind: str) -> accesslog_pb2.AccessLog:
     """Per-edge counters and the duration histogram in Envoy's own stats
     (shoal.telemetry.envoy_stats; docs/adr/0027-metrics-from-envoy-stats.md)."""
     if kind == "tcp":
         tags = es.TCP_TAGS
         config = stats_pb2.Config(stat_prefix=es.PREFIX, counters=[
-            stats_pb2.Config.Counter(stat=_stat(es.TCP_CONNECTIONS, direction, tags),
+            stats_pb2.Config.Counter(stat=_stat(es.TCP_CONNECTIONS, reporter, tags),
                                      value_fixed=wrappers_pb2.UInt64Value(value=1)),
-            stats_pb2.Config.Counter(stat=_stat(es.TCP_SENT, direction, tags),
+            stats_pb2.Config.Counter(stat=_stat(es.TCP_SENT, reporter, tags),
                                      value_format="%BYTES_RECEIVED%"),
-            stats_pb2.Config.Counter(stat=_stat(es.TCP_RECEIVED, direction, tags),
+            stats_pb2.Config.Counter(stat=_stat(es.TCP_RECEIVED, reporter, tags),
                                      value_format="%BYTES_SENT%"),
         ])
     else:
@@ -185,23 +187,24 @@ def _stats_log(direction: Direction, kind: str) -> accesslog_pb2.AccessLog:
         config = stats_pb2.Config(
             stat_prefix=es.PREFIX,
             counters=[
-                stats_pb2.Config.Counter(stat=_stat(es.REQUESTS, direction, tags),
+                stats_pb2.Config.Counter(stat=_stat(es.REQUESTS, reporter, tags),
                                          value_fixed=wrappers_pb2.UInt64Value(value=1)),
-                stats_pb2.Config.Counter(stat=_stat(es.REQUEST_BYTES, direction, tags),
+                stats_pb2.Config.Counter(stat=_stat(es.REQUEST_BYTES, reporter, tags),
                                          value_format="%BYTES_RECEIVED%"),
-                stats_pb2.Config.Counter(stat=_stat(es.RESPONSE_BYTES, direction, tags),
+                stats_pb2.Config.Counter(stat=_stat(es.RESPONSE_BYTES, reporter, tags),
                                          value_format="%BYTES_SENT%"),
             ],
             histograms=[stats_pb2.Config.Histogram(
-                stat=_stat(es.DURATION, direction, tags),
+                stat=_stat(es.DURATION, reporter, tags),
                 unit=stats_pb2.Config.Histogram.Milliseconds, value_format="%DURATION%")],
         )
     return accesslog_pb2.AccessLog(name=STATS_LOGGER, typed_config=pack(config))
 
 
 @cache
-def _http_logs(direction: Direction, stream: bool) -> tuple[accesslog_pb2.AccessLog, ...]:
-    logs = [_stats_log(direction, "http"), _file_log(HTTP_FIELDS, direction, "http")]
+def _http_logs(direction: Direction, reporter: Reporter, stream: bool
+               ) -> tuple[accesslog_pb2.AccessLog, ...]:
+    logs = [_stats_log(reporter, "http"), _file_log(HTTP_FIELDS, direction, "http")]
     if stream:
         logs.append(_otel_log(HTTP_FIELDS, direction, "http"))
     return tuple(logs)
@@ -209,7 +212,7 @@ def _http_logs(direction: Direction, stream: bool) -> tuple[accesslog_pb2.Access
 
 @cache
 def _tcp_logs(direction: Direction, stream: bool) -> tuple[accesslog_pb2.AccessLog, ...]:
-    logs = [_stats_log(direction, "tcp"), _file_log(TCP_FIELDS, direction, "tcp")]
+    logs = [_stats_log(_REPORTER[direction], "tcp"), _file_log(TCP_FIELDS, direction, "tcp")]
     if stream:
         logs.append(_otel_log(TCP_FIELDS, direction, "tcp"))
     return tuple(logs)
@@ -261,9 +264,14 @@ def access_log_stream(ctx: GenerationContext) -> bool:
     return bool(getattr(ctx.mesh.config, "access_log_stream", False))
 
 
-def http_extras(ctx: GenerationContext, direction: Direction) -> HcmExtras:
-    """Access logs, per-edge stats and tracing for an HTTP listener of this direction."""
-    return HcmExtras(access_log=_http_logs(direction, access_log_stream(ctx)),
+def http_extras(ctx: GenerationContext, direction: Direction,
+                reporter: Reporter | None = None) -> HcmExtras:
+    """Access logs, per-edge stats and tracing for an HTTP listener of this direction.
+    ``reporter``: who counts its requests (default: the source outbound, the destination
+    inbound; a gateway's listeners take traffic in but report as the source, as Istio's
+    gateways do: the destination is the service they route to)."""
+    return HcmExtras(access_log=_http_logs(direction, reporter or _REPORTER[direction],
+                                           access_log_stream(ctx)),
                      tracing=_tracing(trace_sampling(ctx), bool(trace_collector(ctx))))
 
 

@@ -1,0 +1,206 @@
+"""The agent's metrics endpoint: Prometheus scrapes each workload directly (Istio's
+convention; docs/adr/0028, :mod:`shoal.telemetry.scrape`).
+
+``GET /stats/prometheus`` on ``<workload address>:<--metrics-port>``. Its text is the
+proxy's own per-edge counters -- the full report the agent's stats reporter builds
+(:meth:`shoal.agent.stats.StatsReporter.latest`) -- taken by the control plane's own
+:class:`~shoal.telemetry.ingest.ProxyCounters` and rendered by its
+:class:`~shoal.telemetry.prometheus.MeshCollector`: the same ``istio_*`` names and labels
+as the control plane's ``/metrics`` (only those families: the control plane's own
+metrics are its own). Values are as of the reporter's latest reading of Envoy (about
+once a second) and cumulative over the agent's life, across Envoy restarts.
+
+Who may call it:
+
+* TLS with the workload certificate (renewals and trust-bundle changes apply from the
+  next handshake, :mod:`shoal.agent.metrics_tls`);
+* a client certificate chaining to the mesh roots is required: without one the TLS
+  handshake fails;
+* only the scraper identity is answered (``--metrics-scraper``, default
+  ``spiffe://<trust domain>/ns/<root namespace>/sa/prometheus``); any other certificate
+  gets 403.
+
+An agent without a workload identity (no token) has no certificate to serve with, so it
+serves nothing (and says so once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
+import pydantic
+from aiohttp import web
+from cryptography import x509
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from shoal.agent.config import AgentConfig, Plan
+from shoal.agent.identity import Svid
+from shoal.agent.metrics_tls import FollowingContext
+from shoal.ca.peer_cert import request_certificate, workload_identity
+from shoal.ca.spiffe import SpiffeId
+from shoal.control.errors import error_response
+from shoal.errors import PermissionDenied, ShoalError, Unauthenticated
+from shoal.registry.snapshot import MeshConfig
+from shoal.telemetry.ingest import ProxyCounters, ServicePorts
+from shoal.telemetry.prometheus import MeshCollector
+from shoal.telemetry.report import StatsReport
+from shoal.telemetry.scrape import METRICS_PATH, default_scraper
+
+log = logging.getLogger("shoal.agent.metrics")
+
+
+def own_service_ports(namespace: str, service: str, ports: Mapping[str, int]
+                      ) -> ServicePorts:
+    """The service port numbers of the agent's own service, by port name (what the
+    control plane reads from its Service; destination-side series carry it)."""
+    def lookup(ns: str, name: str, port_name: str) -> int | None:
+        return ports.get(port_name) if (ns, name) == (namespace, service) else None
+    return lookup
+
+
+def no_service_ports(namespace: str, service: str, port_name: str) -> int | None:
+    return None
+
+
+class IdentitySource(Protocol):
+    """What the endpoint needs of the agent's identity (a WorkloadIdentity)."""
+
+    spiffe_id: str
+    current: Svid | None
+
+    def subscribe(self, callback: Callable[[Svid], None]) -> None: ...
+
+
+class _IstioOnly(Collector):
+    def __init__(self, inner: Collector) -> None:
+        self._inner = inner
+
+    def collect(self) -> Iterator[Metric]:
+        return (m for m in self._inner.collect() if m.name.startswith("istio_"))
+
+
+class ProxyMetrics:
+    """One proxy's rows, rendered as the control plane renders every proxy's."""
+
+    def __init__(self, *, domain: str = MeshConfig.domain,
+                 service_ports: ServicePorts = no_service_ports) -> None:
+        self.counters = ProxyCounters(domain=domain, service_ports=service_ports)
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(_IstioOnly(MeshCollector(self.counters)))
+
+    def render(self, report: StatsReport, principal: str) -> bytes:
+        """Prometheus text of ``report`` (a full one), sent by ``principal``."""
+        self.counters.apply(report, principal)
+        return generate_latest(self._registry)
+
+
+def check_scraper(cert: x509.Certificate | None, scraper: str) -> None:
+    """Unauthenticated without a client certificate; PermissionDenied unless it is the
+    scraper's (the TLS layer has verified its chain to the mesh roots)."""
+    if cert is None:
+        raise Unauthenticated("a client certificate from the mesh CA is required")
+    who = workload_identity(cert)
+    if who.uri != scraper:
+        raise PermissionDenied(f"{who} may not read this workload's metrics; only "
+                               f"{scraper} may")
+
+
+class MetricsEndpoint:
+    def __init__(self, identity: IdentitySource | None, latest: Callable[[], StatsReport],
+                 metrics: ProxyMetrics, *, host: str, port: int, scraper: str) -> None:
+        self._identity = identity
+        self._latest = latest
+        self._metrics = metrics
+        self.host = host
+        self.port = port
+        self.scraper = scraper
+        self.tls = FollowingContext()
+        self.scrapes = 0
+        self._warned = False
+
+    @property
+    def enabled(self) -> bool:
+        """Will it serve: a port, and a certificate to serve with."""
+        return self.port != 0 and self._identity is not None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get(METRICS_PATH, self.scrape)
+        return app
+
+    async def scrape(self, request: web.Request) -> web.Response:
+        try:
+            check_scraper(request_certificate(request), self.scraper)
+        except ShoalError as e:
+            return error_response(e)
+        principal = self._identity.spiffe_id if self._identity is not None else ""
+        try:
+            report = self._latest()
+        except pydantic.ValidationError as e:  # what the control plane would refuse too
+            if not self._warned:
+                self._warned = True
+                log.warning("the proxy's counters do not make a valid report; the metrics "
+                            "endpoint answers 500", extra={"error": str(e)[:500]})
+            return web.json_response({"error": "the proxy's counters are not reportable"},
+                                     status=500)
+        self.scrapes += 1
+        return web.Response(body=self._metrics.render(report, principal),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def run(self) -> None:
+        """Serve until cancelled, from the first workload certificate on."""
+        if self.port == 0:
+            return
+        if self._identity is None:
+            log.info("no workload identity (no token): the metrics endpoint is off, "
+                     "there is no certificate to serve it with")
+            return
+        have = asyncio.Event()
+
+        def changed(svid: Svid) -> None:
+            self.tls.update(svid)
+            if self.tls.context is not None:
+                have.set()
+
+        self._identity.subscribe(changed)
+        if self._identity.current is not None:
+            changed(self._identity.current)
+        await have.wait()
+        await self._serve()
+
+    async def _serve(self) -> None:
+        runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True,
+                               shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port, ssl_context=self.tls.context,
+                               reuse_address=True)
+            try:
+                await site.start()
+            except OSError as e:
+                log.error("cannot listen for the metrics endpoint: Prometheus will see "
+                          "this workload down", extra={"port": self.port, "error": str(e)})
+                return
+            log.info("metrics endpoint listening", extra={
+                "address": f"{self.host}:{self.port}", "path": METRICS_PATH,
+                "scraper": self.scraper})
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+
+def endpoint_for(config: AgentConfig, plan: Plan, identity: IdentitySource | None,
+                 latest: Callable[[], StatsReport], *,
+                 service_ports: ServicePorts = no_service_ports) -> MetricsEndpoint:
+    """The endpoint of one agent (sidecar or gateway): on its workload's address, the
+    planned port, answering ``--metrics-scraper`` or the scraper of its trust domain."""
+    trust_domain = SpiffeId.parse(identity.spiffe_id).trust_domain \
+        if identity is not None else MeshConfig.trust_domain
+    return MetricsEndpoint(identity, latest, ProxyMetrics(service_ports=service_ports),
+                           host=config.address, port=plan.metrics_port,
+                           scraper=config.metrics_scraper or default_scraper(trust_domain))
