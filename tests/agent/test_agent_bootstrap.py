@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from shoal.agent import AgentConfig, UpstreamSpec, bootstrap_for, make_plan
-from shoal.agent.bootstrap import HTTP_PROTOCOL_OPTIONS, XDS_CLUSTER, build_bootstrap
+from shoal.agent.bootstrap import (
+    HTTP_PROTOCOL_OPTIONS,
+    XDS_CLUSTER,
+    ZIPKIN_MIN_FLUSH_SPANS,
+    build_bootstrap,
+)
 from shoal.envoy import EnvoyProcess, validate_bootstrap
 from shoal.errors import EnvoyError
 from shoal.xds.node import parse_node
@@ -56,7 +61,10 @@ def test_bootstrap_content():
     assert "http2_protocol_options" in (
         xds["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS]["explicit_http_config"])
     assert xds["upstream_connection_options"]["tcp_keepalive"]["keepalive_time"] == 30
-    assert "layered_runtime" not in b
+    shoal, admin = b["layered_runtime"]["layers"]  # Zipkin batches; /runtime_modify works
+    assert shoal["static_layer"] == {"tracing.zipkin.min_flush_spans": ZIPKIN_MIN_FLUSH_SPANS}
+    assert admin == {"name": "admin", "admin_layer": {}}
+    assert b["stats_flush_on_admin"] is True  # histograms merged when the agent reads them
 
 
 def test_node_metadata_round_trips_through_the_xds_parser():

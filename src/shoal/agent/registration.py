@@ -8,14 +8,16 @@ keeps its last config). A 404 on heartbeat means the lease expired: register aga
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 
 from shoal.agent.backoff import Backoff
@@ -81,6 +83,13 @@ def service_document(config: AgentConfig) -> dict[str, Any]:
     }
 
 
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 def _error_line(r: httpx.Response) -> str:
     try:
         body = r.json()
@@ -98,6 +107,7 @@ class Refused(AgentError):
     same token cannot help."""
 
 
+T = TypeVar("T")
 CERT_MARGIN = 30.0  # seconds before its expiry a certificate stops being presented
 
 
@@ -146,6 +156,8 @@ class ControlPlaneClient:
         self._owns_client = client is None
         self._client = client or self._new_client()
         self._stale: list[httpx.AsyncClient] = []
+        self._session: aiohttp.ClientSession | None = None  # for _post_often
+        self._stale_sessions: list[aiohttp.ClientSession] = []
         self._cert_until = 0.0  # time.time() until which the presented certificate is valid
 
     def _new_client(self) -> httpx.AsyncClient:
@@ -161,6 +173,9 @@ class ControlPlaneClient:
         self._cert_until = not_after
         self._stale.append(self._client)  # pooled connections were made without it
         self._client = self._new_client()
+        if self._session is not None:
+            self._stale_sessions.append(self._session)
+            self._session = None
 
     @property
     def base_url(self) -> str:
@@ -170,41 +185,83 @@ class ControlPlaneClient:
     async def aclose(self) -> None:
         await self._close_stale()
         await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def _close_stale(self) -> None:
         while self._stale:
             await self._stale.pop().aclose()
+        while self._stale_sessions:
+            await self._stale_sessions.pop().close()
 
     def trust(self, pems: list[str]) -> None:
         """Also trust these roots from now on (a rotated trust bundle)."""
         if self._ssl is not None and pems:
             self._ssl.load_verify_locations(cadata="".join(pems))
 
-    async def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        await self._close_stale()
+    def _auth_headers(self) -> dict[str, str]:
         # the current certificate speaks for the workload; the token only without one
         token = None if time.time() < self._cert_until - CERT_MARGIN else self._token()
-        if token:
-            kw["headers"] = {**kw.get("headers", {}), "Authorization": f"Bearer {token}"}
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def _failover(self, send: Callable[[str], Awaitable[T]],
+                        unreachable: tuple[type[BaseException], ...]) -> T:
+        """``send(base_url)`` to the current instance; when it is unreachable, to the next
+        one, in order (HA), until every instance has been tried."""
         errors: list[str] = []
         for _ in self.urls:
             base = self.base_url
             try:
-                r = await self._client.request(method, base + path, **kw)
-                break
-            except httpx.TransportError as e:  # unreachable: try the next instance
+                return await send(base)
+            except unreachable as e:  # try the next instance
                 errors.append(f"{base}: {type(e).__name__}: {e}")
                 self._current = (self._current + 1) % len(self.urls)
                 if len(self.urls) > 1:
                     log.warning("control plane unreachable, trying the next one", extra={
                         "failed": base, "next": self.base_url, "error": str(e)})
+        raise Unavailable("control plane " + "; ".join(errors))
+
+    async def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        await self._close_stale()
+        kw["headers"] = {**kw.get("headers", {}), **self._auth_headers()}
+
+        async def send(base: str) -> httpx.Response:
+            try:
+                return await self._client.request(method, base + path, **kw)
+            except httpx.TransportError:
+                raise
             except httpx.HTTPError as e:
                 raise Unavailable(f"control plane {base}: {type(e).__name__}: {e}") from e
-        else:
-            raise Unavailable("control plane " + "; ".join(errors))
+
+        r = await self._failover(send, (httpx.TransportError,))
         if r.status_code in (401, 403):
             raise Refused(f"{method} {path} refused: {_error_line(r)}")
         return r
+
+    async def _post_often(self, path: str, body: Mapping[str, Any]) -> tuple[int, Any]:
+        """A POST made every second (stats reports), over aiohttp: ~0.3 ms of CPU where
+        httpx took ~1.3 ms. Same credentials, failover and refusals as :meth:`_call`."""
+        if not self._owns_client:  # a client given by the caller (tests): use it
+            r = await self._call("POST", path, json=dict(body))
+            return r.status_code, _json_or_none(r.text)
+        await self._close_stale()
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=5.0),
+                connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None
+                                               else True))
+        session, headers = self._session, self._auth_headers()
+
+        async def send(base: str) -> tuple[int, str]:
+            async with session.post(base + path, json=dict(body), headers=headers) as r:
+                return r.status, await r.text()
+
+        status, text = await self._failover(send, (aiohttp.ClientConnectionError,
+                                                   TimeoutError))
+        if status in (401, 403):
+            raise Refused(f"POST {path} refused: {status} {text[:200]}")
+        return status, _json_or_none(text)
 
     async def sign(self, csr_pem: str, workload: str) -> dict[str, Any]:
         """Ask the CA for a certificate: {certChain, trustBundle, expiresAt, serial...}."""
@@ -253,13 +310,10 @@ class ControlPlaneClient:
     async def report_stats(self, report: Mapping[str, Any]) -> dict[str, Any]:
         """Send the proxy's per-edge counters (shoal.telemetry.report); the answer says
         whether the control plane wants every row next time (``resync``)."""
-        r = await self._call("POST", STATS_PATH, json=dict(report))
-        if r.status_code != 200:
-            raise AgentError(f"stats report refused: {_error_line(r)}")
-        try:
-            body = r.json()
-        except ValueError:
-            return {}
+        status, body = await self._post_often(STATS_PATH, report)
+        if status != 200:
+            why = body.get("error") if isinstance(body, dict) else None
+            raise AgentError(f"stats report refused: {status} {why or ''}".rstrip())
         return body if isinstance(body, dict) else {}
 
     async def deregister(self, namespace: str, name: str) -> None:

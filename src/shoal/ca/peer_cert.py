@@ -4,6 +4,8 @@ listener's REST routes); the TLS layer has already verified the chain."""
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -26,9 +28,41 @@ def workload_identity(cert: x509.Certificate) -> SpiffeId:
                                "workload SPIFFE ID") from None
 
 
-def request_certificate(request: Any) -> x509.Certificate | None:
-    """The client certificate of an aiohttp request over TLS (None without one)."""
+@dataclass(frozen=True)
+class PeerCertificate:
+    """What the surfaces read from a client certificate, read once per certificate."""
+
+    identity: SpiffeId | None  # None: not a workload certificate (``problem`` says why)
+    problem: str
+    not_before: int
+    not_after: int
+    attestation: str  # the token id it was first attested with (pki.attestation_of)
+
+
+@functools.lru_cache(maxsize=4096)
+def read_certificate(der: bytes) -> PeerCertificate:
+    """Parse a DER client certificate once: agents present the same certificate with
+    every call (a stats report a second), and parsing it was most of a call's cost."""
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        sid: SpiffeId | None = workload_identity(cert)
+        problem = ""
+    except PermissionDenied as e:
+        sid, problem = None, str(e)
+    return PeerCertificate(sid, problem, int(cert.not_valid_before_utc.timestamp()),
+                           int(cert.not_valid_after_utc.timestamp()),
+                           pki.attestation_of(cert) or "")
+
+
+def request_certificate_der(request: Any) -> bytes | None:
+    """The DER client certificate of an aiohttp request over TLS (None without one)."""
     transport = request.transport
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return der or None
+
+
+def request_certificate(request: Any) -> x509.Certificate | None:
+    """The client certificate of an aiohttp request over TLS (None without one)."""
+    der = request_certificate_der(request)
     return x509.load_der_x509_certificate(der) if der else None

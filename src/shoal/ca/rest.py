@@ -18,9 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from shoal.ca import pki
 from shoal.ca.authority import CertificateAuthority
-from shoal.ca.peer_cert import request_certificate, workload_identity
+from shoal.ca.peer_cert import read_certificate, request_certificate_der
 from shoal.ca.tokens import TokenAuthority, TokenClaims
 from shoal.control.audit import DETAILS, PRINCIPAL
 from shoal.control.auth import principal_of
@@ -82,22 +81,21 @@ class IdentityApi:
         agents' listener asks for one; the TLS layer verified it against the mesh roots),
         as claims; None without one. The token it was first attested with must not be
         revoked: revoking a token ends the renewals of the certificates it obtained."""
-        cert = request_certificate(request)
-        if cert is None:
+        der = request_certificate_der(request)
+        if der is None:
             return None
-        try:
-            sid = workload_identity(cert)
-        except PermissionDenied as e:  # no identity to act for: unauthenticated here
-            raise Unauthenticated(str(e)) from None
+        cert = read_certificate(der)
+        sid = cert.identity
+        if sid is None:  # no identity to act for: unauthenticated here
+            raise Unauthenticated(cert.problem)
         if sid.trust_domain != self.ca.trust_domain:
             raise Unauthenticated(f"the client certificate is for trust domain "
                                   f"{sid.trust_domain!r}, not this mesh's")
-        jti = pki.attestation_of(cert)
+        jti = cert.attestation
         if not jti or self.tokens.revocations.revoked(jti):
             raise Unauthenticated(f"the client certificate's attestation (token {jti or '?'}) "
                                   "has been revoked; present a new token")
-        return TokenClaims(sid, int(cert.not_valid_before_utc.timestamp()),
-                           int(cert.not_valid_after_utc.timestamp()), jti)
+        return TokenClaims(sid, cert.not_before, cert.not_after, jti)
 
     def authorize(self, request: web.Request, namespace: str,
                   service_account: str | None = None) -> TokenClaims | None:

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from shoal.control.rbac import Principal
 from shoal.errors import ValidationError, Violation
+from shoal.telemetry.report import STATS_PATH
 
 API = "/api/v1"
 AUDIT_PATH = f"{API}/audit"
@@ -30,8 +31,9 @@ PRINCIPAL = web.RequestKey("shoal.principal", Principal)
 DETAILS = web.RequestKey("shoal.audit", dict)
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Not changes worth an entry each: lease renewals and sidecars' spans.
+# telemetry and liveness, many a second: audited when refused only
 _QUIET = frozenset({("PUT", f"{API}/workloads/{{namespace}}/{{name}}/heartbeat"),
-                    ("POST", "/api/v2/spans")})
+                    ("POST", "/api/v2/spans"), ("POST", STATS_PATH)})
 
 
 class AuditLog:

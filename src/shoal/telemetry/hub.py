@@ -41,7 +41,13 @@ from shoal.telemetry.prometheus import MeshCollector, registry
 from shoal.telemetry.report import MAX_REPORT_BYTES, STATS_PATH, StatsReport
 from shoal.telemetry.store import RingMetricsStore
 from shoal.telemetry.traces import TraceStore, merge_summaries, spans_from_otlp
-from shoal.telemetry.zipkin import SPANS_PATH, node_of, otlp_from_zipkin, spans_handler
+from shoal.telemetry.zipkin import (
+    SPANS_PATH,
+    node_of,
+    otlp_from_zipkin,
+    spans_handler,
+    stored_spans,
+)
 from shoal.xds.server.peer import NodeGuard, Peer
 
 log = logging.getLogger(__name__)
@@ -125,8 +131,8 @@ class Telemetry:
     def on_zipkin(self, spans: list[Any], peer: Peer | None) -> int:
         """Zipkin spans posted by ``peer`` (None: by an operator, on the operator API):
         a span whose reporter (``node_id`` tag) the peer may not speak for is dropped and
-        counted, the rest taken as OTLP spans. Returns how many were taken; a malformed
-        span (InvalidSpans) refuses the whole batch."""
+        counted, the rest stored (and forwarded as OTLP with --otlp-export). Returns how
+        many were taken; a malformed span (InvalidSpans) refuses the whole batch."""
         kept, why = spans, ""
         if peer is not None:
             guard = self._guard or NodeGuard()
@@ -138,7 +144,7 @@ class Telemetry:
                     why = str(e)
                     continue
                 kept.append(span)
-        req = otlp_from_zipkin(kept)
+        stored = stored_spans(kept, self._services.get)  # InvalidSpans: nothing kept
         if dropped := len(spans) - len(kept):
             self.counts["dropped_spans"] += dropped
             who = str(peer)
@@ -147,9 +153,12 @@ class Telemetry:
                 log.warning("spans dropped: not the poster's to report (warned once per "
                             "identity; counted in shoal_telemetry_dropped_spans)",
                             extra={"peer": who, "dropped": dropped, "reason": why})
-        if kept:
-            self.on_traces(req)
-        return len(kept)
+        if stored:
+            self.counts["spans"] += len(stored)
+            self.traces.add(stored)
+            if self.forwarder is not None:
+                self.forwarder.submit(otlp_from_zipkin(kept))
+        return len(stored)
 
     def add_to(self, server: grpc.aio.Server, guard: NodeGuard | None = None) -> None:
         """The OTLP receivers on ``server``; ``guard`` checks each caller's reports."""

@@ -22,30 +22,41 @@ KINDS = {trace_pb2.Span.SPAN_KIND_SERVER: "server", trace_pb2.Span.SPAN_KIND_CLI
          trace_pb2.Span.SPAN_KIND_INTERNAL: "internal"}
 
 
+def make_span(*, trace_id: bytes, span_id: bytes, parent_span_id: bytes, name: str,
+              kind: str, start_ns: int, end_ns: int, attrs: dict[str, Any],
+              resource_service: str, error: bool,
+              service_of: Callable[[str], str] = lambda node: "") -> Span:
+    """The stored form of one span, whichever wire it came over (OTLP, Zipkin)."""
+    node = str(attrs.get("node_id", ""))
+    ident = Identity.from_node(node) if node else None
+    status = attrs.get("http.status_code", "")
+    return {
+        "trace_id": trace_id.hex(), "span_id": span_id.hex(),
+        "parent_span_id": parent_span_id.hex(), "name": name, "kind": kind,
+        "start_ns": start_ns, "end_ns": end_ns, "duration_ms": (end_ns - start_ns) / 1e6,
+        "node_id": node, "workload": ident.workload if ident else "",
+        "namespace": ident.namespace if ident else "",
+        "service": service_of(node) or resource_service,
+        "status": int(status) if str(status).isdigit() else None,
+        "error": error or attrs.get("error") == "true",
+        "attributes": attrs,
+    }
+
+
 def spans_from_otlp(req: trace_service_pb2.ExportTraceServiceRequest,
                     service_of: Callable[[str], str] = lambda node: "") -> Iterator[Span]:
     for rs in req.resource_spans:
         res = attributes(rs.resource.attributes)
         for ss in field_of(rs, "scope_spans", "instrumentation_library_spans"):
             for s in ss.spans:
-                attrs = attributes(s.attributes)
-                node = str(attrs.get("node_id", ""))
-                ident = Identity.from_node(node) if node else None
-                status = attrs.get("http.status_code", "")
-                yield {
-                    "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(),
-                    "parent_span_id": s.parent_span_id.hex(), "name": s.name,
-                    "kind": KINDS.get(s.kind, "unspecified"),
-                    "start_ns": s.start_time_unix_nano, "end_ns": s.end_time_unix_nano,
-                    "duration_ms": (s.end_time_unix_nano - s.start_time_unix_nano) / 1e6,
-                    "node_id": node, "workload": ident.workload if ident else "",
-                    "namespace": ident.namespace if ident else "",
-                    "service": service_of(node) or str(res.get("service.name", "")),
-                    "status": int(status) if str(status).isdigit() else None,
-                    "error": s.status.code == trace_pb2.Status.STATUS_CODE_ERROR
-                             or attrs.get("error") == "true",
-                    "attributes": attrs,
-                }
+                yield make_span(
+                    trace_id=s.trace_id, span_id=s.span_id, parent_span_id=s.parent_span_id,
+                    name=s.name, kind=KINDS.get(s.kind, "unspecified"),
+                    start_ns=s.start_time_unix_nano, end_ns=s.end_time_unix_nano,
+                    attrs=attributes(s.attributes),
+                    resource_service=str(res.get("service.name", "")),
+                    error=s.status.code == trace_pb2.Status.STATUS_CODE_ERROR,
+                    service_of=service_of)
 
 
 class TraceStore:

@@ -14,6 +14,7 @@ On the operator listener the route needs an operator credential (the middleware'
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -23,15 +24,19 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from shoal.api.limits import MAX_SPANS_BODY_BYTES, loads_json
-from shoal.ca.peer_cert import request_certificate, workload_identity
+from shoal.ca.peer_cert import read_certificate, request_certificate_der
 from shoal.control.errors import error_response, read_body
 from shoal.errors import PermissionDenied, Unauthenticated, ValidationError
+from shoal.telemetry.traces import Span, make_span
 from shoal.xds.server.peer import Peer
 
 SPANS_PATH = "/api/v2/spans"
 KINDS = {"SERVER": trace_pb2.Span.SPAN_KIND_SERVER, "CLIENT": trace_pb2.Span.SPAN_KIND_CLIENT,
          "PRODUCER": trace_pb2.Span.SPAN_KIND_PRODUCER,
          "CONSUMER": trace_pb2.Span.SPAN_KIND_CONSUMER}
+# Zipkin's kind -> the trace store's (shoal.telemetry.traces.KINDS of the OTLP kind)
+STORED_KINDS = {"SERVER": "server", "CLIENT": "client", "PRODUCER": "unspecified",
+                "CONSUMER": "unspecified"}
 MAX_SPANS = 10_000  # per request
 # ResourceSpans' list of spans: scope_spans, instrumentation_library_spans before proto 0.15
 SCOPE_SPANS = next(f for f in ("scope_spans", "instrumentation_library_spans")
@@ -71,8 +76,23 @@ def _kv(key: str, value: Any) -> common_pb2.KeyValue:
     return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(string_value=str(value)))
 
 
-def otlp_span(span: Any) -> tuple[str, trace_pb2.Span]:
-    """One Zipkin v2 span (a decoded JSON object) -> (service name, OTLP span)."""
+@dataclass(frozen=True)
+class _Checked:
+    """One Zipkin v2 span, validated."""
+
+    service: str
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes
+    name: str
+    kind: str  # Zipkin's, upper case
+    start_us: int
+    length_us: int
+    tags: dict[Any, Any]
+    annotations: list[tuple[str, int]]
+
+
+def _check(span: Any) -> _Checked:
     if not isinstance(span, dict):
         raise InvalidSpans("a span must be an object")
     tags = span.get("tags") or {}
@@ -83,24 +103,53 @@ def otlp_span(span: Any) -> tuple[str, trace_pb2.Span]:
     length = _micros(span.get("duration", 0), "duration")
     if start + length > MAX_MICROS:
         raise InvalidSpans("timestamp + duration is past the end of time (2^64 ns)")
+    trace_id = _hex_id(span.get("traceId"), 16, "traceId")
+    span_id = _hex_id(span.get("id"), 8, "id")
+    parent = _hex_id(span.get("parentId"), 8, "parentId", required=False)
+    annotations = span.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise InvalidSpans("annotations must be a list")
+    notes = [(str(n["value"]), _micros(n.get("timestamp", 0), "timestamp"))
+             for n in annotations if isinstance(n, dict) and "value" in n]
+    return _Checked(
+        service=str(endpoint.get("serviceName") or ""), trace_id=trace_id, span_id=span_id,
+        parent_span_id=parent, name=str(span.get("name") or ""),
+        kind=str(span.get("kind", "")).upper(), start_us=start, length_us=length,
+        tags=tags, annotations=notes)
+
+
+def otlp_span(span: Any) -> tuple[str, trace_pb2.Span]:
+    """One Zipkin v2 span (a decoded JSON object) -> (service name, OTLP span)."""
+    c = _check(span)
     out = trace_pb2.Span(
-        trace_id=_hex_id(span.get("traceId"), 16, "traceId"),
-        span_id=_hex_id(span.get("id"), 8, "id"),
-        parent_span_id=_hex_id(span.get("parentId"), 8, "parentId", required=False),
-        name=str(span.get("name") or ""),
-        kind=KINDS.get(str(span.get("kind", "")).upper(), trace_pb2.Span.SPAN_KIND_INTERNAL),
-        start_time_unix_nano=start * 1000,
-        end_time_unix_nano=(start + length) * 1000,
-        attributes=[_kv(str(k), v) for k, v in tags.items()],
+        trace_id=c.trace_id, span_id=c.span_id, parent_span_id=c.parent_span_id,
+        name=c.name, kind=KINDS.get(c.kind, trace_pb2.Span.SPAN_KIND_INTERNAL),
+        start_time_unix_nano=c.start_us * 1000,
+        end_time_unix_nano=(c.start_us + c.length_us) * 1000,
+        attributes=[_kv(str(k), v) for k, v in c.tags.items()],
     )
-    for note in span.get("annotations") or ():
-        if isinstance(note, dict) and "value" in note:
-            out.events.add(name=str(note["value"]),
-                           time_unix_nano=_micros(note.get("timestamp", 0), "timestamp") * 1000)
-    if "error" in tags:
+    for value, at in c.annotations:
+        out.events.add(name=value, time_unix_nano=at * 1000)
+    if "error" in c.tags:
         out.status.code = trace_pb2.Status.STATUS_CODE_ERROR
-        out.status.message = str(tags["error"])
-    return str(endpoint.get("serviceName") or ""), out
+        out.status.message = str(c.tags["error"])
+    return c.service, out
+
+
+def stored_spans(spans: Iterable[Any], service_of: Callable[[str], str] = lambda n: ""
+                 ) -> list[Span]:
+    """Zipkin v2 spans straight to the trace store's form (no OTLP round trip: building
+    and reading back the protobufs was most of the cost of a span)."""
+    out = []
+    for span in spans:
+        c = _check(span)
+        out.append(make_span(
+            trace_id=c.trace_id, span_id=c.span_id, parent_span_id=c.parent_span_id,
+            name=c.name, kind=STORED_KINDS.get(c.kind, "internal"),
+            start_ns=c.start_us * 1000, end_ns=(c.start_us + c.length_us) * 1000,
+            attrs={str(k): str(v) for k, v in c.tags.items()}, resource_service=c.service,
+            error="error" in c.tags, service_of=service_of))
+    return out
 
 
 def otlp_from_zipkin(spans: Iterable[Any]) -> trace_service_pb2.ExportTraceServiceRequest:
@@ -132,11 +181,14 @@ def request_peer(request: web.Request) -> Peer | None:
     Unauthenticated without one, PermissionDenied if it is not a workload identity."""
     if not request.secure:
         return None
-    cert = request_certificate(request)
-    if cert is None:
+    der = request_certificate_der(request)
+    if der is None:
         raise Unauthenticated("spans are accepted from mesh identities only: present the "
                               "workload certificate (mTLS)")
-    return Peer(workload_identity(cert))
+    cert = read_certificate(der)
+    if cert.identity is None:
+        raise PermissionDenied(cert.problem)
+    return Peer(cert.identity)
 
 
 # (decoded spans, who posted them) -> how many were kept; raises InvalidSpans
