@@ -121,10 +121,11 @@ def xds_tls(*, client_cert: bool, ca_file: str = "") -> dict[str, Any]:
 
 
 # Envoy's Zipkin reporter posts a batch every flush interval (5 s) or every
-# ``min_flush_spans`` spans (default 5): at 1 % sampling of 1,000 req/s that was four
-# POSTs a second to the control plane, each costing it more than its spans. Batches of up
-# to 100 spans (still at least every 5 s) cut that work by an order of magnitude.
-ZIPKIN_MIN_FLUSH_SPANS = 100
+# ``min_flush_spans`` spans (default 5): at 1 % sampling of 1,000 req/s that was two
+# POSTs a second per sidecar, each costing the control plane more than its spans. 20
+# spans a batch (still at least every 5 s) cuts that fourfold; much larger batches made
+# Envoy's workers stall serializing them at 100 % sampling (docs/benchmarks.md, 2026-11-22).
+ZIPKIN_MIN_FLUSH_SPANS = 20
 
 
 def runtime_settings() -> dict[str, Any]:
