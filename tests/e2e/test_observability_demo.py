@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from shoal.testing.local import wait_for
 from tests.conftest import ARTIFACTS, Browser
 from tests.e2e.conftest import Up
+from tests.telemetry.test_slo_rules import prometheus_binary, start_prometheus, stop
+
+__all__ = ["prometheus_binary"]  # a fixture, used by name
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 
@@ -129,3 +135,57 @@ def test_the_dashboard_shows_the_demo_graph(faulty: Up, browser: Browser) -> Non
             ("reviews", "ratings")} <= short
     browser.screenshot(faulty.dashboard(), ARTIFACTS / "e2e" / "dashboard-demo.png",
                        "1400,1000")
+
+
+FAST_SLO = """
+apiVersion: telemetry.shoal.io/v1alpha1
+kind: ServiceLevelObjective
+metadata: {name: reviews-fast-burn, namespace: default}
+spec:
+  service: reviews
+  sli: {availability: {}}
+  target: 99
+  window: 1h
+  alerting:
+    burnRates:
+    - {longWindow: 20s, shortWindow: 10s, factor: 2}
+"""
+
+
+def test_a_burn_rate_alert_fires_in_prometheus_on_the_demos_fault(
+        faulty: Up, tmp_path: Path, prometheus_binary: str) -> None:
+    """The operator's own Prometheus: `shoal prometheus config` scrapes the control plane,
+    `shoal slo rules` gives it the SLO's burn-rate alerts, and the demo's injected fault
+    (50 % of reviews aborted) makes the alert fire."""
+    with faulty.shoal_input(FAST_SLO) as path:
+        faulty.shoal("apply", "-f", path)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(faulty.shoal("slo", "rules", "--for", "1s").stdout)
+    config = yaml.safe_load(faulty.shoal(
+        "prometheus", "config", "--interval", "1s",
+        "--credentials-file", str(tmp_path / "prometheus.token")).stdout)
+    config["rule_files"] = [str(rules)]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    proc, prom = start_prometheus(prometheus_binary, tmp_path / "prometheus.yml", tmp_path)
+    stop_traffic = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop_traffic.is_set():
+                http.get(faulty.page)
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        def firing() -> dict | None:
+            return next((a for a in prom.alerts() if a["state"] == "firing"
+                         and a["labels"].get("slo") == "reviews-fast-burn"), None)
+        alert = wait_for(firing, 240, "the reviews burn-rate alert to fire", interval=1.0)
+        assert alert["labels"]["service"] == "reviews.default.svc.cluster.local"
+        assert float(alert["annotations"]["burn_rate"]) > 2
+    finally:
+        stop_traffic.set()
+        sender.join()
+        stop(proc)
+        faulty.shoal("delete", "ServiceLevelObjective", "reviews-fast-burn", "-n", "default",
+                     check=False)
