@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
@@ -22,12 +23,15 @@ from shoal.agent.identity import Svid
 from shoal.agent.metrics import (
     MetricsEndpoint,
     ProxyMetrics,
+    check_control_plane,
     check_scraper,
     endpoint_for,
     own_service_ports,
 )
 from shoal.agent.registration import workload_document
 from shoal.ca.authority import WORKLOAD_DNS_NAME
+from shoal.ca.peer_cert import PeerCertificate, read_certificate
+from shoal.ca.serving import SERVER_NAME
 from shoal.envoy import free_port
 from shoal.errors import AgentError, PermissionDenied, Unauthenticated
 from shoal.gateway.agent import GatewayConfig
@@ -89,18 +93,41 @@ def test_render_follows_the_cumulative_counts():
 
 # -- who may call it -----------------------------------------------------------------------
 
+def peer(leaf: Leaf) -> PeerCertificate:
+    return read_certificate(leaf.cert.public_bytes(serialization.Encoding.DER))
+
+
 def test_only_the_scraper_identity_is_answered():
     ca = TestCA()
     with pytest.raises(Unauthenticated):
         check_scraper(None, SCRAPER)
     with pytest.raises(PermissionDenied, match="may not read"):
-        check_scraper(ca.leaf(uris=[WEB]).cert, SCRAPER)
+        check_scraper(peer(ca.leaf(uris=[WEB])), SCRAPER)
     with pytest.raises(PermissionDenied):  # the same path in another trust domain
-        check_scraper(ca.leaf(uris=[SCRAPER.replace("cluster.local", "other")]).cert,
+        check_scraper(peer(ca.leaf(uris=[SCRAPER.replace("cluster.local", "other")])),
                       SCRAPER)
     with pytest.raises(PermissionDenied):  # no SPIFFE ID at all
-        check_scraper(ca.leaf(dns=["prometheus"]).cert, SCRAPER)
-    check_scraper(ca.leaf(uris=[SCRAPER]).cert, SCRAPER)
+        check_scraper(peer(ca.leaf(dns=["prometheus"])), SCRAPER)
+    check_scraper(peer(ca.leaf(uris=[SCRAPER])), SCRAPER)
+
+
+def test_only_the_control_plane_reads_the_access_log():
+    ca = TestCA()
+    with pytest.raises(Unauthenticated):
+        check_control_plane(None)
+    refused = [
+        ca.leaf(uris=[WEB], dns=[WORKLOAD_DNS_NAME]),  # a workload, as the CA issues them
+        ca.leaf(uris=[SCRAPER], dns=[WORKLOAD_DNS_NAME]),  # the scraper is one too
+        ca.leaf(uris=[WEB], dns=[SERVER_NAME]),  # a SPIFFE ID beside the name
+        ca.leaf(dns=[SERVER_NAME, WORKLOAD_DNS_NAME]),
+        ca.leaf(dns=["localhost"]),
+        ca.leaf("shoal-control-plane"),  # a common name is no SAN
+    ]
+    for leaf in refused:
+        with pytest.raises(PermissionDenied, match="only the control plane"):
+            check_control_plane(peer(leaf))
+    # the serving certificate's SANs (shoal.ca.serving.ServingCertificate)
+    check_control_plane(peer(ca.leaf(dns=[SERVER_NAME, "localhost"], ips=["127.0.0.1"])))
 
 
 def test_default_scraper_is_the_root_namespaces_prometheus():

@@ -63,7 +63,9 @@ def _credentials(cp: ControlPlaneProcess, sa: str) -> grpc.ChannelCredentials:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    with ControlPlaneProcess(tmp_path_factory.mktemp("peer"), lease_ttl=6.0) as cp:
+    # the access-log stream on: the OTLP receivers' checks are seen in /api/v1/logs
+    with ControlPlaneProcess(tmp_path_factory.mktemp("peer"), lease_ttl=6.0,
+                             extra=["--access-log-stream"]) as cp:
         web = AgentProcess(cp, service="web", port=8080, name="web", command=APP)
         frontend = AgentProcess(cp, service="frontend", port=7000, name="frontend",
                                 command=APP)

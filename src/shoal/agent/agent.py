@@ -156,7 +156,8 @@ class Agent:
         self.metrics = endpoint_for(
             config, self.plan, self.identity, self.stats.latest,
             service_ports=own_service_ports(config.namespace, config.service,
-                                            {config.port_name: config.port}))
+                                            {config.port_name: config.port}),
+            envoy_log=self.envoy.log_path)
         self._stop = asyncio.Event()
         self._signals = 0
         self._app_exit: int | None = None  # set when the app exited on its own

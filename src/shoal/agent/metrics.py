@@ -1,5 +1,6 @@
 """The agent's metrics endpoint: Prometheus scrapes each workload directly (Istio's
-convention; docs/adr/0028, :mod:`shoal.telemetry.scrape`).
+convention; docs/adr/0028, :mod:`shoal.telemetry.scrape`); the control plane reads the
+proxy's access log from it (``GET /logs``, :mod:`shoal.agent.access_logs`).
 
 ``GET /stats/prometheus`` on ``<workload address>:<--metrics-port>``. Its text is the
 proxy's own per-edge counters -- the full report the agent's stats reporter builds
@@ -16,9 +17,12 @@ Who may call it:
   next handshake, :mod:`shoal.agent.metrics_tls`);
 * a client certificate chaining to the mesh roots is required: without one the TLS
   handshake fails;
-* only the scraper identity is answered (``--metrics-scraper``, default
-  ``spiffe://<trust domain>/ns/<root namespace>/sa/prometheus``); any other certificate
-  gets 403.
+* ``/stats/prometheus`` answers only the scraper identity (``--metrics-scraper``,
+  default ``spiffe://<trust domain>/ns/<root namespace>/sa/prometheus``); any other
+  certificate gets 403;
+* ``/logs?tail=&cursor=`` answers only the control plane: its serving certificate
+  (shoal.ca.serving: DNS SAN ``shoal-control-plane``, no URI SAN), which no workload
+  certificate can be (:func:`check_control_plane`); any other gets 403.
 
 An agent without a workload identity (no token) has no certificate to serve with, so it
 serves nothing (and says so once).
@@ -29,27 +33,33 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Protocol
 
 import pydantic
 from aiohttp import web
-from cryptography import x509
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from shoal.agent.access_logs import Cursor, LocalAccessLog
 from shoal.agent.config import AgentConfig, Plan
 from shoal.agent.identity import Svid
 from shoal.agent.metrics_tls import FollowingContext
-from shoal.ca.peer_cert import request_certificate, workload_identity
+from shoal.ca.authority import WORKLOAD_DNS_NAME
+from shoal.ca.peer_cert import PeerCertificate, request_peer
+from shoal.ca.serving import SERVER_NAME
 from shoal.ca.spiffe import SpiffeId
 from shoal.control.errors import error_response
 from shoal.errors import PermissionDenied, ShoalError, Unauthenticated
 from shoal.registry.snapshot import MeshConfig
+from shoal.telemetry.agent_logs import LOGS_PATH
 from shoal.telemetry.ingest import ProxyCounters, ServicePorts
+from shoal.telemetry.names import Identity
 from shoal.telemetry.prometheus import MeshCollector
 from shoal.telemetry.report import StatsReport
 from shoal.telemetry.scrape import METRICS_PATH, default_scraper
+from shoal.xds.node import node_id
 
 log = logging.getLogger("shoal.agent.metrics")
 
@@ -99,23 +109,39 @@ class ProxyMetrics:
         return generate_latest(self._registry)
 
 
-def check_scraper(cert: x509.Certificate | None, scraper: str) -> None:
+def check_scraper(peer: PeerCertificate | None, scraper: str) -> None:
     """Unauthenticated without a client certificate; PermissionDenied unless it is the
     scraper's (the TLS layer has verified its chain to the mesh roots)."""
-    if cert is None:
+    if peer is None:
         raise Unauthenticated("a client certificate from the mesh CA is required")
-    who = workload_identity(cert)
-    if who.uri != scraper:
-        raise PermissionDenied(f"{who} may not read this workload's metrics; only "
-                               f"{scraper} may")
+    if peer.identity is None:
+        raise PermissionDenied(peer.problem)
+    if peer.identity.uri != scraper:
+        raise PermissionDenied(f"{peer.identity} may not read this workload's metrics; "
+                               f"only {scraper} may")
+
+
+def check_control_plane(peer: PeerCertificate | None) -> None:
+    """Unauthenticated without a client certificate; PermissionDenied unless it is the
+    control plane's serving certificate: the DNS SAN :data:`SERVER_NAME` and no URI SAN
+    (every workload certificate has a SPIFFE ID and the DNS SAN
+    :data:`WORKLOAD_DNS_NAME` only; the TLS layer has verified the chain)."""
+    if peer is None:
+        raise Unauthenticated("a client certificate from the mesh CA is required")
+    if peer.uris or SERVER_NAME not in peer.dns or WORKLOAD_DNS_NAME in peer.dns:
+        who = peer.identity or ", ".join(peer.uris + peer.dns) or "a certificate without SANs"
+        raise PermissionDenied(f"{who} may not read this workload's access log; only the "
+                               f"control plane ({SERVER_NAME}) may")
 
 
 class MetricsEndpoint:
     def __init__(self, identity: IdentitySource | None, latest: Callable[[], StatsReport],
-                 metrics: ProxyMetrics, *, host: str, port: int, scraper: str) -> None:
+                 metrics: ProxyMetrics, *, host: str, port: int, scraper: str,
+                 access_log: LocalAccessLog | None = None) -> None:
         self._identity = identity
         self._latest = latest
         self._metrics = metrics
+        self._access_log = access_log
         self.host = host
         self.port = port
         self.scraper = scraper
@@ -131,11 +157,28 @@ class MetricsEndpoint:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get(METRICS_PATH, self.scrape)
+        if self._access_log is not None:
+            app.router.add_get(LOGS_PATH, self.logs)
         return app
+
+    async def logs(self, request: web.Request) -> web.Response:
+        """The proxy's newest access-log entries after ``cursor`` (the control plane's)."""
+        try:
+            check_control_plane(request_peer(request))
+        except ShoalError as e:
+            return error_response(e)
+        assert self._access_log is not None
+        q = request.query
+        try:
+            tail = int(q.get("tail") or 100)
+            cursor = Cursor.parse(q["cursor"]) if q.get("cursor") else None
+        except ValueError as e:
+            return web.json_response({"error": f"bad query: {e}"}, status=400)
+        return web.json_response(await self._access_log.aread(cursor, tail))
 
     async def scrape(self, request: web.Request) -> web.Response:
         try:
-            check_scraper(request_certificate(request), self.scraper)
+            check_scraper(request_peer(request), self.scraper)
         except ShoalError as e:
             return error_response(e)
         principal = self._identity.spiffe_id if self._identity is not None else ""
@@ -188,7 +231,7 @@ class MetricsEndpoint:
                 return
             log.info("metrics endpoint listening", extra={
                 "address": f"{self.host}:{self.port}", "path": METRICS_PATH,
-                "scraper": self.scraper})
+                "scraper": self.scraper, "access_log": self._access_log is not None})
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
@@ -196,11 +239,16 @@ class MetricsEndpoint:
 
 def endpoint_for(config: AgentConfig, plan: Plan, identity: IdentitySource | None,
                  latest: Callable[[], StatsReport], *,
-                 service_ports: ServicePorts = no_service_ports) -> MetricsEndpoint:
+                 service_ports: ServicePorts = no_service_ports,
+                 envoy_log: Path | None = None) -> MetricsEndpoint:
     """The endpoint of one agent (sidecar or gateway): on its workload's address, the
-    planned port, answering ``--metrics-scraper`` or the scraper of its trust domain."""
+    planned port, answering ``--metrics-scraper`` or the scraper of its trust domain;
+    with ``envoy_log`` (its Envoy's output), the proxy's access log to the control plane."""
     trust_domain = SpiffeId.parse(identity.spiffe_id).trust_domain \
         if identity is not None else MeshConfig.trust_domain
+    reporter = Identity.from_node(node_id(plan.workload, config.namespace), config.service)
     return MetricsEndpoint(identity, latest, ProxyMetrics(service_ports=service_ports),
                            host=config.address, port=plan.metrics_port,
-                           scraper=config.metrics_scraper or default_scraper(trust_domain))
+                           scraper=config.metrics_scraper or default_scraper(trust_domain),
+                           access_log=LocalAccessLog(envoy_log, reporter)
+                           if envoy_log is not None else None)

@@ -1,6 +1,8 @@
-"""Whom a client certificate speaks for: its one SPIFFE URI SAN. One reading for every
-surface that takes workload certificates (secure xDS and telemetry over gRPC, the agent
-listener's REST routes); the TLS layer has already verified the chain."""
+"""Whom a client certificate speaks for: its one SPIFFE URI SAN (a workload), or its DNS
+SANs (the control plane's serving certificate, shoal.ca.serving). One reading for every
+surface that takes client certificates (secure xDS and telemetry over gRPC, the agent
+listener's REST routes, the agents' own endpoint); the TLS layer has already verified
+the chain."""
 
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ class PeerCertificate:
     not_before: int
     not_after: int
     attestation: str  # the token id it was first attested with (pki.attestation_of)
+    uris: tuple[str, ...] = ()  # every URI SAN
+    dns: tuple[str, ...] = ()  # every DNS SAN
 
 
 @functools.lru_cache(maxsize=4096)
@@ -51,7 +55,8 @@ def read_certificate(der: bytes) -> PeerCertificate:
         sid, problem = None, str(e)
     return PeerCertificate(sid, problem, int(cert.not_valid_before_utc.timestamp()),
                            int(cert.not_valid_after_utc.timestamp()),
-                           pki.attestation_of(cert) or "")
+                           pki.attestation_of(cert) or "", tuple(pki.uri_sans(cert)),
+                           tuple(pki.dns_sans(cert)))
 
 
 def request_certificate_der(request: Any) -> bytes | None:
@@ -62,7 +67,8 @@ def request_certificate_der(request: Any) -> bytes | None:
     return der or None
 
 
-def request_certificate(request: Any) -> x509.Certificate | None:
-    """The client certificate of an aiohttp request over TLS (None without one)."""
+def request_peer(request: Any) -> PeerCertificate | None:
+    """The client certificate of an aiohttp request over TLS, read once per certificate
+    (:func:`read_certificate`); None without one."""
     der = request_certificate_der(request)
-    return x509.load_der_x509_certificate(der) if der else None
+    return read_certificate(der) if der else None

@@ -153,6 +153,14 @@ def uri_sans(cert: x509.Certificate | x509.CertificateSigningRequest) -> list[st
     return list(ext.value.get_values_for_type(x509.UniformResourceIdentifier))
 
 
+def dns_sans(cert: x509.Certificate) -> list[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return list(ext.value.get_values_for_type(x509.DNSName))
+
+
 def describe(cert: x509.Certificate) -> dict[str, Any]:
     """A JSON-friendly summary (what `shoal get certs` and `shoal ca status` print)."""
     return {

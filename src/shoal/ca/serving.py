@@ -5,6 +5,8 @@ aiohttp takes an ``ssl.SSLContext`` that is reloaded in place (new handshakes se
 new certificate); gRPC takes dynamic credentials whose fetcher returns the new config.
 The gRPC (secure xDS) port requires a client certificate chaining to the trust bundle:
 only mesh workloads connect there (docs/adr/0020-xds-peer-identity.md).
+The same certificate is the control plane's client certificate where it calls agents
+(their access logs, shoal.telemetry.agent_logs): :meth:`ServingCertificate.client_context`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class ServingCertificate:
         self.cert_path = ca.files.serving_dir / "cert.pem"
         self.key_path = ca.files.serving_dir / "key.pem"
         self._ssl: ssl.SSLContext | None = None
+        self._client: ssl.SSLContext | None = None  # client_context(), until it changes
         self._grpc = ReloadingServerCredentials(self._grpc_config)
         self._issued: Issued | None = None
         self._key_pem = b""
@@ -58,6 +61,7 @@ class ServingCertificate:
         write_private(self.cert_path, "".join(self._issued.chain).encode())
         if self._ssl is not None:
             self._ssl.load_cert_chain(self.cert_path, self.key_path)
+        self._client = None
         self._grpc.changed()
         log.info("control plane serving certificate issued", extra={
             "serial": format(self._issued.cert.serial_number, "x"),
@@ -67,6 +71,7 @@ class ServingCertificate:
         """Keep serving after a rotation (agents learn the new root first); reissue at once
         when the current issuer left the bundle (prune)."""
         self._grpc.changed()  # client-CA list of gRPC changes either way
+        self._client = None
         if self._ssl is not None:  # a new root verifies agents' certificates at once
             self._ssl.load_verify_locations(cadata="".join(self._ca.bundle_pem()))
         issuer = self.current.cert.issuer
@@ -86,6 +91,18 @@ class ServingCertificate:
             ctx.load_verify_locations(cadata="".join(self._ca.bundle_pem()))
             self._ssl = ctx
         return self._ssl
+
+    def client_context(self) -> ssl.SSLContext:
+        """TLS client context presenting this certificate (its DNS SAN
+        :data:`SERVER_NAME`, no URI SAN: the control plane, never a workload) and trusting
+        the mesh roots; the servers' names are checked (the caller sets the one expected).
+        A new one after each renewal or trust-bundle change: take it per connection."""
+        if self._client is None:
+            ctx = ssl.create_default_context(cadata="".join(self._ca.bundle_pem()))
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(self.cert_path, self.key_path)
+            self._client = ctx
+        return self._client
 
     def _grpc_config(self) -> grpc.ServerCertificateConfiguration:
         return grpc.ssl_server_certificate_configuration(

@@ -1,5 +1,7 @@
-"""`shoal logs SERVICE`: the access-log lines the service's sidecars streamed to the
-control plane (both directions), oldest first; ``-f`` keeps following."""
+"""`shoal logs SERVICE`: the access-log lines of the service's sidecars (both directions),
+oldest first; ``-f`` keeps following. The control plane reads them from the workloads'
+agents (all replicas, merged by time), or from what the sidecars streamed to it with
+``--access-log-stream``; either way it returns a cursor to follow with."""
 
 from __future__ import annotations
 
@@ -27,6 +29,22 @@ def format_line(e: dict[str, Any]) -> str:
             f"trace={e.get('trace_id') or '-'}")
 
 
+WAIT = 25.0  # seconds of each long poll while following (the control plane's cap: 30)
+
+
+def _note_unreachable(page: dict[str, Any], told: set[str]) -> set[str]:
+    """A note on stderr for each workload that did not answer (once while it does not)."""
+    now: set[str] = set()
+    for u in page.get("unreachable") or []:
+        who = f"{u.get('workload', '?')}.{u.get('namespace', '?')}"
+        now.add(who)
+        if who not in told:
+            sys.stderr.write(f"note: {who} did not answer ({u.get('reason', 'unknown')}); "
+                             "its lines are missing\n")
+    sys.stderr.flush()
+    return now
+
+
 def logs(
     ctx: typer.Context,
     service: Annotated[str, typer.Argument(help="Service name (or name.namespace).")],
@@ -41,18 +59,23 @@ def logs(
     if output not in ("text", "json"):
         raise typer.BadParameter("must be text or json", param_hint="--output")
     client: ApiClient = ctx.obj()
-    since = 0
+    cursor = ""
+    told: set[str] = set()
     params: dict[str, Any] = {"service": service, "tail": tail}
     if namespace:
         params["namespace"] = namespace
     with client:
         while True:
-            entries = client.request("GET", "/api/v1/logs",
-                                     params={**params, "since": since})["entries"]
-            for e in entries:
-                since = max(since, int(e.get("seq", 0)))
+            # a long poll outlasts the client's default timeout
+            longer = {"timeout": WAIT + 15} if "wait" in params else {}
+            page = client.request("GET", "/api/v1/logs",
+                                  params={**params, **({"cursor": cursor} if cursor else {})},
+                                  **longer)
+            told = _note_unreachable(page, told)
+            for e in page["entries"]:
                 sys.stdout.write((json.dumps(e) if output == "json" else format_line(e)) + "\n")
             sys.stdout.flush()
+            cursor = page.get("cursor") or cursor
             if not follow:
                 return
-            params = {**params, "tail": 0, "wait": 25}
+            params = {**params, "tail": 0, "wait": WAIT}

@@ -40,6 +40,7 @@ from shoal.store.base import Store
 from shoal.store.etcd import EtcdStore
 from shoal.store.memory import MemoryStore
 from shoal.store.sqlite import SqliteStore
+from shoal.telemetry.agent_logs import AgentLogs, HttpsAgents
 from shoal.telemetry.discovery import PrometheusTargets
 from shoal.telemetry.history import DurableMetricsStore
 from shoal.telemetry.hub import Telemetry
@@ -197,7 +198,10 @@ class ControlPlane:
             proxies=self.api.proxy_status,
             otlp_export=self.config.otlp_export, domain=self.config.mesh.domain,
             authenticate=lambda request: _caller(identity, request),
-            service_ports=lambda ns, name, port: _service_port(self.sync.mesh, ns, name, port))
+            service_ports=lambda ns, name, port: _service_port(self.sync.mesh, ns, name, port),
+            # without the stream, `shoal logs` reads the agents' own access logs
+            agent_logs=None if self.config.mesh.access_log_stream else AgentLogs(
+                lambda: self.sync.mesh, HttpsAgents(self.serving_cert.client_context)))
         self.telemetry.add_to(grpc_server, guard)  # OTLP logs + traces on the xDS ports
         xds_port = grpc_server.add_insecure_port(str(self.config.xds))
         if xds_port == 0:

@@ -147,7 +147,8 @@ class GatewayAgent:
             generation=lambda: self.supervisor.restarts)
         # a gateway has no Service of its own: destination-side series carry port 0, as
         # on the control plane's /metrics
-        self.metrics = endpoint_for(a, self.plan, self.identity, self.stats.latest)
+        self.metrics = endpoint_for(a, self.plan, self.identity, self.stats.latest,
+                                    envoy_log=self.envoy.log_path)
         self.registration = Registration(
             self.control_plane, workload_document(
                 config, self.plan.workload,

@@ -1,14 +1,19 @@
-"""Access-log entries streamed by the sidecars (OTLP logs) and a bounded ring per service.
+"""Access-log entries -- streamed by the sidecars (OTLP logs) or read from a sidecar's own
+JSON access log -- in one shape, and a bounded ring per service for the stream.
 
-Each sidecar sends one OTLP ``LogRecord`` per HTTP request / TCP connection; its
-attributes are the fields of ``shoal.xds.generate.telemetry.HTTP_FIELDS``, its resource
-says who reported it (Envoy's built-in ``node_name`` = node id, ``cluster_name`` = the
-workload's service). :func:`entries_from_otlp` turns them into flat JSON-able dicts,
-enriched with source/destination identity.
+With ``--access-log-stream`` each sidecar sends one OTLP ``LogRecord`` per HTTP request /
+TCP connection; its attributes are the fields of
+``shoal.xds.generate.telemetry.HTTP_FIELDS``, its resource says who reported it (Envoy's
+built-in ``node_name`` = node id, ``cluster_name`` = the workload's service).
+:func:`entries_from_otlp` turns them into flat JSON-able dicts, enriched with
+source/destination identity. Every sidecar also writes the same fields as one JSON line
+to its stdout (the agent's ``envoy.log``); the agent serves them to the control plane
+made into the same entries by :func:`entry_from_line` (:mod:`shoal.agent.access_logs`).
 """
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -81,6 +86,19 @@ def enrich(entry: Entry, reporter: Identity) -> Entry:
     entry["mtls"] = bool(entry.get("source_principal") if not outbound
                          else entry.get("destination_principal"))
     return entry
+
+
+def entry_from_line(line: bytes | str, reporter: Identity) -> Entry | None:
+    """One line of a sidecar's JSON access log as an entry shaped like a streamed one;
+    None for any other line (Envoy's own log lines, a JSON value that is no access-log
+    entry)."""
+    try:
+        doc = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or doc.get("log") != "access":
+        return None
+    return enrich(_clean(doc), reporter)
 
 
 def entries_from_otlp(req: logs_service_pb2.ExportLogsServiceRequest,

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from shoal.api.meta import Resource
 from shoal.multicluster.labels import REMOTE_ANNOTATION, cluster_of
+from shoal.netaddr import host_port
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.telemetry.scrape import METRICS_PORT_ANNOTATION, TARGETS_PATH
 
@@ -34,10 +35,6 @@ def metrics_port(workload: Resource) -> int | None:
     return port if 0 < port < 65536 else None
 
 
-def _host_port(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
 def target_group(workload: Resource, cluster: str = "") -> dict[str, Any] | None:
     """The ``http_sd`` target group of one workload; None when it serves no metrics."""
     port = metrics_port(workload)
@@ -47,7 +44,7 @@ def target_group(workload: Resource, cluster: str = "") -> dict[str, Any] | None
     values = {"namespace": workload.metadata.namespace, "workload": workload.metadata.name,
               "service": labels.get("app", ""), "version": labels.get("version", ""),
               "cluster": cluster_of(labels) or cluster}
-    return {"targets": [_host_port(workload.spec.address, port)],
+    return {"targets": [host_port(workload.spec.address, port)],
             "labels": {k: v for k, v in values.items() if v}}
 
 

@@ -4,7 +4,11 @@ Prometheus ``/metrics`` and the telemetry REST routes.
 Routes:
   GET /metrics                              Prometheus text (Istio names)
   GET /api/v1/metrics/edges?window=60       EdgeRates per edge (JSON)
-  GET /api/v1/logs?service=&namespace=&since=&tail=   access-log entries, oldest first
+  GET /api/v1/logs?service=&namespace=&tail=&cursor=&wait=
+                                            access-log entries, oldest first, and a cursor
+                                            to follow with: with --access-log-stream what
+                                            the sidecars streamed, else read from the
+                                            service's agents (shoal.telemetry.agent_logs)
   GET /api/v1/traces?service=&limit=        recent traces, newest first (all clusters)
   GET /api/v1/traces/{trace_id}             every span of one trace
   POST /api/v2/spans                        Zipkin v2 JSON spans from the sidecars' tracer
@@ -34,6 +38,7 @@ from shoal.ca.spiffe import SpiffeId
 from shoal.control.errors import json_body
 from shoal.errors import ShoalError, ValidationError
 from shoal.telemetry.accesslog import AccessLogStore, entries_from_otlp
+from shoal.telemetry.agent_logs import AgentLogs
 from shoal.telemetry.ingest import ProxyCounters, ServicePorts
 from shoal.telemetry.model import MetricsStore
 from shoal.telemetry.otlp import TraceForwarder, otlp_handlers
@@ -70,12 +75,16 @@ class Telemetry:
                  otlp_export: str | None = None, domain: str = "cluster.local",
                  authenticate: Authenticate = _anyone,
                  store: MetricsStore | None = None,
-                 service_ports: ServicePorts | None = None) -> None:
+                 service_ports: ServicePorts | None = None,
+                 agent_logs: AgentLogs | None = None) -> None:
+        """``agent_logs``: where ``GET /api/v1/logs`` reads when the sidecars do not
+        stream their access logs here (None: they do, the ring of streamed entries)."""
         self.store = store if store is not None else RingMetricsStore()
         self.counters = ProxyCounters(domain=domain, **(
             {"service_ports": service_ports} if service_ports else {}))
         self._authenticate = authenticate
         self.logs = AccessLogStore()
+        self.agent_logs = agent_logs
         self._services: dict[str, str] = {}  # node id -> service (from access logs)
         self.traces = TraceStore(service_of=self._services.get)
         # multi-cluster: trace id -> the spans other clusters have (set by the control plane)
@@ -231,9 +240,23 @@ class Telemetry:
 
     async def get_logs(self, request: web.Request) -> web.Response:
         q = request.query
-        since = int(_number(request, "since", 0))
         tail = int(_number(request, "tail", 100))
         wait = _number(request, "wait", 0.0)  # long poll for `shoal logs -f`
+        cursor = q.get("cursor", "")
+        if self.agent_logs is not None:
+            if not q.get("service"):
+                raise web.HTTPBadRequest(text="service is required: the access logs are "
+                                              "read from the service's workloads")
+            try:
+                page = await self.agent_logs.query(q["service"], q.get("namespace"),
+                                                   tail=tail, cursor=cursor, wait=wait)
+            except ValueError as e:
+                raise web.HTTPBadRequest(text=f"cursor: {e}") from None
+            return web.json_response(page)
+        # the stream's cursor: the sequence number of the last entry seen
+        if cursor and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 20):
+            raise web.HTTPBadRequest(text="cursor: not a cursor this control plane returned")
+        since = int(cursor) if cursor else int(_number(request, "since", 0))
         entries = self.logs.query(q.get("service"), namespace=q.get("namespace"),
                                   since=since, tail=tail)
         if not entries and wait > 0:
@@ -247,7 +270,9 @@ class Telemetry:
                 self._log_waiters.discard(event)
             entries = self.logs.query(q.get("service"), namespace=q.get("namespace"),
                                       since=since, tail=tail)
-        return web.json_response({"entries": entries})
+        last = max((int(e["seq"]) for e in entries), default=since)
+        return web.json_response({"entries": entries, "cursor": str(last),
+                                  "unreachable": []})
 
     async def list_traces(self, request: web.Request) -> web.Response:
         """Recent traces, newest first; multi-cluster: the other clusters' too, a trace
