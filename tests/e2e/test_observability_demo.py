@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 from shoal.testing.local import wait_for
+from shoal.testing.prometheus import PrometheusProcess
 from tests.conftest import ARTIFACTS, Browser
 from tests.e2e.conftest import Up
-from tests.telemetry.test_slo_rules import prometheus_binary, start_prometheus, stop
+from tests.telemetry.test_slo_rules import prometheus_binary
 
 __all__ = ["prometheus_binary"]  # a fixture, used by name
 
@@ -166,7 +167,7 @@ def test_a_burn_rate_alert_fires_in_prometheus_on_the_demos_fault(
         "--credentials-file", str(tmp_path / "prometheus.token")).stdout)
     config["rule_files"] = [str(rules)]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    proc, prom = start_prometheus(prometheus_binary, tmp_path / "prometheus.yml", tmp_path)
+    prom = PrometheusProcess(tmp_path / "prometheus.yml", tmp_path, prometheus_binary).start()
     stop_traffic = threading.Event()
 
     def traffic() -> None:
@@ -186,6 +187,6 @@ def test_a_burn_rate_alert_fires_in_prometheus_on_the_demos_fault(
     finally:
         stop_traffic.set()
         sender.join()
-        stop(proc)
+        prom.stop()
         faulty.shoal("delete", "ServiceLevelObjective", "reviews-fast-burn", "-n", "default",
                      check=False)

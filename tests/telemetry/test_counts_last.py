@@ -53,8 +53,21 @@ class Mesh:
     sent: int = 0  # every request the tests sent to echo through the client's sidecar
 
     def get(self, http: httpx.Client, path: str = "/", **kw: object) -> int:
+        """One request to echo; counted once it was answered (one that could not even
+        connect never reached an Envoy)."""
+        status = http.get(f"http://echo:8080{path}", **kw).status_code  # type: ignore[arg-type]
         self.sent += 1
-        return http.get(f"http://echo:8080{path}", **kw).status_code  # type: ignore[arg-type]
+        return status
+
+    def client_envoy_ready(self) -> bool:
+        """The client's Envoy is live with echo's cluster and an endpoint for it: a
+        request now is answered by echo (not refused, not a no-route reply)."""
+        admin = f"http://127.0.0.1:{agent_info(self.client)['adminPort']}"
+        if httpx.get(f"{admin}/ready", timeout=2).text.strip() != "LIVE":
+            return False
+        clusters = httpx.get(f"{admin}/clusters", timeout=2).text
+        return any(line.startswith(f"outbound|8080||{ECHO}::") and "::health_flags::healthy"
+                   in line for line in clusters.splitlines())
 
     @property
     def proxy(self) -> str:
@@ -97,8 +110,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         with echo, client:
             cp.wait_synced({"echo-v1", "client"})
             mesh = Mesh(cp, client)
-            with httpx.Client(proxy=mesh.proxy, timeout=5) as http:
-                wait_for(lambda: mesh.get(http) == 200, 30, "echo reachable")
+            wait_for(mesh.client_envoy_ready, 60, "the client's Envoy to reach echo")
+            mesh.send(1)
             yield mesh
 
 
@@ -153,8 +166,7 @@ def test_an_envoy_restarted_by_its_agent_neither_loses_nor_doubles(mesh: Mesh) -
     os.kill(old, signal.SIGKILL)
     wait_for(lambda: int(pid_file.read_text()) != old, 60, "the agent to restart Envoy")
     seen = [mesh.sent_to_echo()]
-    with httpx.Client(proxy=mesh.proxy, timeout=5) as http:
-        wait_for(lambda: mesh.get(http) == 200, 60, "the new Envoy to serve")
+    wait_for(mesh.client_envoy_ready, 60, "the new Envoy to have its config")
     mesh.send(20)
 
     def caught_up() -> bool:

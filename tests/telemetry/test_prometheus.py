@@ -3,7 +3,6 @@ and answers PromQL with the requests this test sent."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,11 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shoal.testing.local import free_port, wait_for
+from shoal.testing import prometheus
+from shoal.testing.local import wait_for
+from shoal.testing.prometheus import PrometheusProcess
 from tests.telemetry.conftest import Mesh
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
-PROMETHEUS = shutil.which("prometheus")
+PROMETHEUS = prometheus.BINARY
 
 
 @pytest.fixture
@@ -27,25 +28,8 @@ def prometheus(mesh: Mesh, tmp_path: Path) -> Iterator[str]:
         [sys.executable, "-m", "shoal", "-c", mesh.cp.url, "prometheus", "config",
          "--interval", "1s"], check=True, capture_output=True, text=True).stdout
     (tmp_path / "prometheus.yml").write_text(config)
-    port = free_port()
-    with open(tmp_path / "prometheus.log", "wb") as log:
-        proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 60,
-                 "prometheus to be ready")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    with PrometheusProcess(tmp_path / "prometheus.yml", tmp_path) as prom:
+        yield prom.url
 
 
 def query(url: str, promql: str) -> float | None:

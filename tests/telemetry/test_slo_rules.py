@@ -19,12 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from shoal.api import Resource, parse_yaml
-from shoal.envoy import free_port
 from shoal.telemetry.model import LATENCY_BUCKETS_MS
 from shoal.telemetry.slo import SloEvaluator
 from shoal.telemetry.slo_rules import (
@@ -36,11 +34,13 @@ from shoal.telemetry.slo_rules import (
     render,
     rule_file,
 )
+from shoal.testing import prometheus
 from shoal.testing.local import ControlPlaneProcess, wait_for
 from shoal.testing.metrics import FakeMetricsStore, Traffic, edge
+from shoal.testing.prometheus import PrometheusProcess
 
 PROMTOOL = shutil.which("promtool")
-PROMETHEUS = shutil.which("prometheus")
+PROMETHEUS = prometheus.BINARY
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool is not installed (scripts/system-deps.sh prometheus)")
 
@@ -457,60 +457,11 @@ def bucket(reporter: str, source: str, service: str, le: str) -> str:
                   source_workload=source, destination_service=service, le=le)
 
 
-@dataclass
-class Prometheus:
-    url: str
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        answer = httpx.get(f"{self.url}/api/v1/query", params={"query": promql},
-                           timeout=10).json()
-        return list(answer["data"]["result"])
-
-    def alerts(self) -> list[dict[str, Any]]:
-        return list(httpx.get(f"{self.url}/api/v1/alerts", timeout=10).json()
-                    ["data"]["alerts"])
-
-
 @pytest.fixture
 def prometheus_binary() -> str:
     if PROMETHEUS is None:
         pytest.skip("prometheus is not installed (scripts/system-deps.sh prometheus)")
     return PROMETHEUS
-
-
-def start_prometheus(binary: str, config: Path, workdir: Path
-                     ) -> tuple[subprocess.Popen[bytes], Prometheus]:
-    """Prometheus on a free port; another pick if someone took that port meanwhile."""
-    for attempt in range(5):
-        port = free_port()
-        log_path = workdir / f"prometheus-{attempt}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{port}"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-
-        def ready(url: str = url, proc: subprocess.Popen[bytes] = proc) -> bool:
-            if proc.poll() is not None:
-                return True  # exited: stop waiting
-            return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
-
-        wait_for(ready, 120, "prometheus to be ready")
-        if proc.poll() is None:
-            return proc, Prometheus(url)
-        if "address already in use" not in log_path.read_text(errors="replace"):
-            raise AssertionError(f"prometheus exited:\n{log_path.read_text()[-3000:]}")
-    raise AssertionError("no free port for prometheus")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 E2E_SLOS = """
@@ -577,7 +528,7 @@ def test_prometheus_fires_the_alerts_of_rules_from_the_control_plane(
             "scrape_configs": [{"job_name": "mesh", "honor_labels": True,
                                 "static_configs": [{"targets": [f"127.0.0.1:{server.port}"]}]}],
         }))
-        proc, prom = start_prometheus(prometheus_binary, config, tmp_path)
+        prom = PrometheusProcess(config, tmp_path, prometheus_binary).start()
         try:
             def both_firing() -> list[dict[str, Any]]:
                 alerts = [a for a in prom.alerts() if a["state"] == "firing"]
@@ -610,4 +561,4 @@ def test_prometheus_fires_the_alerts_of_rules_from_the_control_plane(
             assert budget["details-availability"] == 1.0
             assert budget["reviews-availability"] == pytest.approx(1 - 12.5, rel=1e-6)
         finally:
-            stop(proc)
+            prom.stop()

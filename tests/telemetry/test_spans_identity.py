@@ -14,7 +14,6 @@ import secrets
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -45,19 +44,6 @@ class Mesh:
                    if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
-def _tls(cp: ControlPlaneProcess, workdir: Path, sa: str | None) -> ssl.SSLContext:
-    """A client TLS context trusting the mesh; with SA, holding a genuine workload
-    certificate for default/SA (what any holder of a token for it gets)."""
-    ctx = ssl.create_default_context(cafile=str(cp.ca_bundle))
-    if sa is None:
-        return ctx
-    chain, key = cp.workload_certificate("default", sa)
-    cert, key_file = workdir / f"{sa}.pem", workdir / f"{sa}.key"
-    cert.write_bytes(chain)
-    key_file.write_bytes(key)
-    key_file.chmod(0o600)
-    ctx.load_cert_chain(cert, key_file)
-    return ctx
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +57,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                               command=app_command("http"))
         with web, client:
             cp.wait_synced({"web", "client"})
-            yield Mesh(cp, agent_info(client), _tls(cp, workdir, "attacker"),
-                       _tls(cp, workdir, None))
+            yield Mesh(cp, agent_info(client), cp.client_tls(workdir, "default", "attacker"),
+                       cp.client_tls(workdir))
 
 
 def span(node: str, trace_id: str) -> dict[str, Any]:

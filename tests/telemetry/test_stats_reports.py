@@ -12,7 +12,6 @@ import json
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,15 +51,6 @@ class Mesh:
                    if line.startswith(name + " "))
 
 
-def _tls(cp: ControlPlaneProcess, workdir: Path, sa: str) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(cp.ca_bundle))
-    chain, key = cp.workload_certificate("default", sa)
-    cert, key_file = workdir / f"{sa}.pem", workdir / f"{sa}.key"
-    cert.write_bytes(chain)
-    key_file.write_bytes(key)
-    key_file.chmod(0o600)
-    ctx.load_cert_chain(cert, key_file)
-    return ctx
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +61,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                            command=app_command("http"))
         client = AgentProcess(cp, service="client", port=8080, name="client",
                               command=app_command("http"))
+        attacker_tls = cp.client_tls(workdir, "default", "attacker")
         with web, client, httpx.Client(base_url=cp.agent_url, timeout=30,
-                                       verify=_tls(cp, workdir, "attacker")) as attacker:
+                                       verify=attacker_tls) as attacker:
             cp.wait_synced({"web", "client"})
             yield Mesh(cp, agent_info(client), attacker)
 

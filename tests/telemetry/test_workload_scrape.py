@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shoal.ca.authority import WORKLOAD_DNS_NAME
 from shoal.telemetry.scrape import METRICS_PATH, TARGETS_PATH, WORKLOADS_JOB
+from shoal.testing import prometheus
 from shoal.testing.local import (
     AgentProcess,
     ControlPlaneProcess,
@@ -41,10 +41,11 @@ from shoal.testing.local import (
     free_port,
     wait_for,
 )
+from shoal.testing.prometheus import PrometheusProcess
 from tests.e2e.conftest import agent_info, app_command
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
-PROMETHEUS = shutil.which("prometheus")
+PROMETHEUS = prometheus.BINARY
 ECHO = "echo.default.svc.cluster.local"
 GATEWAY = """apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -249,25 +250,8 @@ def prometheus(mesh: Mesh, tmp_path: Path) -> Iterator[str]:
     for name in ("token", "ca.pem", "cert.pem", "key.pem"):
         assert (tmp_path / "creds" / name).stat().st_mode & 0o777 == 0o600
     (tmp_path / "prometheus.yml").write_text(out.stdout)
-    port = free_port()
-    with open(tmp_path / "prometheus.log", "wb") as log:
-        proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 60,
-                 "prometheus to be ready")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    with PrometheusProcess(tmp_path / "prometheus.yml", tmp_path) as prom:
+        yield prom.url
 
 
 def query(url: str, promql: str) -> list[dict[str, Any]]:

@@ -202,6 +202,22 @@ class ControlPlaneProcess(_Process):
         r.raise_for_status()
         return "".join(r.json()["certChain"]).encode(), pki.key_pem(key)
 
+    def client_tls(self, directory: Path, namespace: str | None = None,
+                   service_account: str | None = None) -> ssl.SSLContext:
+        """A client TLS context trusting the mesh; with NAMESPACE and SERVICE_ACCOUNT, also
+        presenting a genuine workload certificate for them (files kept in DIRECTORY)."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_bundle))
+        if namespace is None or service_account is None:
+            return ctx
+        chain, key = self.workload_certificate(namespace, service_account)
+        cert = directory / f"{namespace}-{service_account}.pem"
+        key_file = directory / f"{namespace}-{service_account}.key"
+        cert.write_bytes(chain)
+        key_file.write_bytes(key)
+        key_file.chmod(0o600)
+        ctx.load_cert_chain(cert, key_file)
+        return ctx
+
     def start(self, timeout: float = 30.0) -> ControlPlaneProcess:
         self._spawn(
             [
