@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from shoal.ca.authority import CertificateAuthority
-from shoal.ca.peer_cert import read_certificate, request_certificate_der
+from shoal.ca.peer_cert import request_peer
 from shoal.ca.tokens import TokenAuthority, TokenClaims
 from shoal.control.audit import DETAILS, PRINCIPAL
 from shoal.control.auth import principal_of
@@ -81,10 +81,9 @@ class IdentityApi:
         agents' listener asks for one; the TLS layer verified it against the mesh roots),
         as claims; None without one. The token it was first attested with must not be
         revoked: revoking a token ends the renewals of the certificates it obtained."""
-        der = request_certificate_der(request)
-        if der is None:
+        cert = request_peer(request)
+        if cert is None:
             return None
-        cert = read_certificate(der)
         sid = cert.identity
         if sid is None:  # no identity to act for: unauthenticated here
             raise Unauthenticated(cert.problem)

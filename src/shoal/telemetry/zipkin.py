@@ -24,7 +24,7 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from shoal.api.limits import MAX_SPANS_BODY_BYTES, loads_json
-from shoal.ca.peer_cert import read_certificate, request_certificate_der
+from shoal.ca.peer_cert import request_peer as peer_certificate
 from shoal.control.errors import error_response, read_body
 from shoal.errors import PermissionDenied, Unauthenticated, ValidationError
 from shoal.telemetry.traces import Span, make_span
@@ -181,11 +181,10 @@ def request_peer(request: web.Request) -> Peer | None:
     Unauthenticated without one, PermissionDenied if it is not a workload identity."""
     if not request.secure:
         return None
-    der = request_certificate_der(request)
-    if der is None:
+    cert = peer_certificate(request)
+    if cert is None:
         raise Unauthenticated("spans are accepted from mesh identities only: present the "
                               "workload certificate (mTLS)")
-    cert = read_certificate(der)
     if cert.identity is None:
         raise PermissionDenied(cert.problem)
     return Peer(cert.identity)
