@@ -164,6 +164,37 @@ def test_abort_half_of_the_requests(mesh: Mesh) -> None:
     assert within(got["418"], 400, 0.5), got  # 4 sigma: 160..240
 
 
+def test_cors_policy_answers_preflights_on_its_route_only(mesh: Mesh) -> None:
+    """The CORS and fault filters are off unless a route enables them (per-route config):
+    the route with a corsPolicy answers preflights, the other routes pass OPTIONS on."""
+    mesh.apply(vs("web", """  - match: [{uri: {prefix: /api}}]
+    corsPolicy:
+      allowOrigins: [{exact: "https://shop.example"}]
+      allowMethods: [GET, POST]
+      maxAge: 24h
+    route: [{destination: {host: web, subset: v1}}]
+  - route: [{destination: {host: web, subset: v1}}]
+"""))
+    preflight = {"origin": "https://shop.example", "access-control-request-method": "POST"}
+
+    def answered() -> httpx.Response | None:
+        r = mesh.http.options("http://web:8080/api/items", headers=preflight)
+        return r if r.headers.get("access-control-allow-origin") else None
+
+    r = wait_for(answered, 15, "the CORS preflight answered by the sidecar")
+    assert r.headers["access-control-allow-origin"] == "https://shop.example"
+    assert "POST" in r.headers["access-control-allow-methods"]
+    assert r.headers["access-control-max-age"] == "86400"
+    ok = mesh.http.get("http://web:8080/api/items", headers={"origin": "https://shop.example"})
+    assert ok.status_code == 200 and ok.json()["served_by"] == "web-v1"
+    assert ok.headers["access-control-allow-origin"] == "https://shop.example"
+    other = mesh.http.get("http://web:8080/api/items", headers={"origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    # no corsPolicy on "/": the preflight reaches the app (which has no OPTIONS: 501)
+    plain = mesh.http.options("http://web:8080/", headers=preflight)
+    assert plain.status_code == 501 and "access-control-allow-origin" not in plain.headers
+
+
 def test_circuit_breaker_overflows_under_concurrency(mesh: Mesh) -> None:
     mesh.apply(SUBSETS.replace("  host: web\n", """  host: web
   trafficPolicy:
