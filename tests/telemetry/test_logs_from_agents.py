@@ -85,7 +85,8 @@ class Mesh:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     workdir = tmp_path_factory.mktemp("agent-logs")
-    with ControlPlaneProcess(workdir, lease_ttl=120.0) as cp:  # no --access-log-stream
+    # no --access-log-stream; every request logged (the default logs failed ones only)
+    with ControlPlaneProcess(workdir, lease_ttl=120.0, extra=["--access-log", "all"]) as cp:
         agents = {name: AgentProcess(cp, service="echo", port=8080, name=name,
                                      labels={"version": "v1"}, command=app_command("http"))
                   for name in ("echo-1", "echo-2")}

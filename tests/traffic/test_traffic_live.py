@@ -7,9 +7,11 @@ HTTP proxy port. Statistical checks use binomial bounds of 4 standard deviations
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -193,6 +195,30 @@ def test_cors_policy_answers_preflights_on_its_route_only(mesh: Mesh) -> None:
     # no corsPolicy on "/": the preflight reaches the app (which has no OPTIONS: 501)
     plain = mesh.http.options("http://web:8080/", headers=preflight)
     assert plain.status_code == 501 and "access-control-allow-origin" not in plain.headers
+
+
+def test_access_log_keeps_failed_requests_by_default(mesh: Mesh) -> None:
+    """The default access log (``--access-log errors``) writes a line for a failed request
+    and none for a successful one, on the caller's and the callee's sidecars."""
+    marker = uuid.uuid4().hex[:12]
+    logs = [mesh.cp.workdir / "run" / name / "envoy.log" for name in ("client", "shadow")]
+
+    def lines() -> list[dict[str, Any]]:
+        out = []
+        for path in logs:
+            out += [json.loads(line) for line in path.read_text().splitlines()
+                    if marker in line and line.startswith("{")]
+        return out
+
+    assert mesh.http.get(f"http://shadow:8080/ok-{marker}").status_code == 200
+    r = mesh.http.get(f"http://shadow:8080/missing-{marker}", headers={"x-echo-status": "404"})
+    assert r.status_code == 404
+    # both sidecars flush about once a second; the 200 was written before the 404 if at all
+    got = wait_for(lambda: len(found := lines()) == 2 and found, 30,
+                   "the 404 in both sidecars' access logs")
+    assert {(e["direction"], int(e["status"])) for e in got} == {("outbound", 404),
+                                                             ("inbound", 404)}
+    assert all(e["path"] == f"/missing-{marker}" for e in got)
 
 
 def test_circuit_breaker_overflows_under_concurrency(mesh: Mesh) -> None:

@@ -25,7 +25,7 @@ from shoal.errors import ValidationError
 from shoal.logs import configure_logging
 from shoal.netaddr import is_loopback
 from shoal.ratelimit.identity import service_identity
-from shoal.registry.snapshot import MeshConfig
+from shoal.registry.snapshot import AccessLogMode, MeshConfig
 from shoal.store.etcd_security import EtcdSecurity
 
 
@@ -103,6 +103,10 @@ def control_plane(
              "`shoal logs` and the dashboard's log view. Per-request work in the control "
              "plane: off by default (metrics come from the proxies' own counters).")
     ] = False,
+    access_log: Annotated[AccessLogMode, typer.Option(
+        help="Which requests the sidecars write to their local access log (`shoal logs`): "
+             "all, errors (4xx/5xx, a response flag or a gRPC error; the default) or off.")
+    ] = AccessLogMode.ERRORS,
     trace_collector: Annotated[str | None, typer.Option(
         help="HOST:PORT of this control plane's --agent-api as the sidecars reach it, "
              "where they POST Zipkin spans over mTLS (default: the --agent-api address), "
@@ -202,7 +206,7 @@ def control_plane(
         otlp_export=otlp_export,
         mesh=MeshConfig(ratelimit_address=ratelimit_address,
                         ratelimit_identity=ratelimit_identity, trace_sampling=trace_sampling,
-                        access_log_stream=access_log_stream,
+                        access_log_stream=access_log_stream, access_log=access_log,
                         trace_collector="" if trace_collector == "xds" else trace_collector,
                         outbound_traffic_policy=outbound_traffic_policy,
                         cluster=cluster, network=network),

@@ -121,7 +121,7 @@ def up(
             "--xds", xds, "--data-dir", str(home / "data"),
             "--agent-api", f"127.0.0.1:{agent_api_port}", "--secure-xds", secure_xds,
             # the demo shows every request's trace and its access log
-            "--trace-sampling", "100", "--access-log-stream"])
+            "--trace-sampling", "100", "--access-log-stream", "--access-log", "all"])
         _wait("starting the control plane", client.ready, timeout,
               str(procs.logs / "control-plane.log"))
         client.apply(demo_config(), source="demo/bookinfo.yaml")

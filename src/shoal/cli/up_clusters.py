@@ -100,7 +100,7 @@ def up_clusters(home: Path, count: int, timeout: float, wait: Any) -> None:
                 "--agent-api", f"{gw}:{AGENT_API_PORT}", "--secure-xds", f"{gw}:{SECURE_XDS_PORT}",
                 "--data-dir", str(home / plan.name / "data"), "--cluster", plan.name,
                 "--network", plan.network.removeprefix(PREFIX), "--trace-sampling", "100",
-                "--access-log-stream",
+                "--access-log-stream", "--access-log", "all",
                 "--trace-collector", "xds",  # pods cannot reach the loopback API
                 "--ca-cert", str(d / "ca-cert.pem"), "--ca-key", str(d / "ca-key.pem"),
                 "--ca-chain", str(d / "ca-chain.pem")])

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
 from ipaddress import IPv4Address
 
@@ -18,6 +19,14 @@ from shoal.api.meta import Resource
 from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec, for_mesh
 from shoal.registry import vip
 from shoal.registry.external import external_host, synthesize
+
+
+class AccessLogMode(StrEnum):
+    """Which requests a sidecar writes to its access log (MeshConfig ``access_log``)."""
+
+    ALL = "all"
+    ERRORS = "errors"
+    OFF = "off"
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,12 @@ class MeshConfig:
     # the dashboard's log view). Off by default: per-request work in the control plane
     # (docs/adr/0027); each sidecar's JSON access log stays in its run dir.
     access_log_stream: bool = False
+    # Which requests each sidecar writes to its local JSON access log (`shoal logs`):
+    # "all", "errors" (4xx/5xx, a response flag, a gRPC status other than OK; the
+    # default: logging every request costs Envoy CPU on the request path, and Istio,
+    # Linkerd, Consul and Kuma all ship with access logs off; docs/adr/0029) or "off".
+    # TCP connections are always logged (one line per connection). `shoal up`: "all".
+    access_log: AccessLogMode = AccessLogMode.ERRORS
     # Namespace whose PeerAuthentication / AuthorizationPolicy / RequestAuthentication
     # without a selector apply mesh-wide (Istio's istio-system).
     root_namespace: str = "shoal-system"

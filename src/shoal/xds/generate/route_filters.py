@@ -3,10 +3,9 @@
 The filters sit in the outbound HTTP connection managers **disabled** (``disabled: true``),
 and a route that has a fault or CORS policy enables them with its
 ``typed_per_filter_config`` (Envoy's route-based filter chain). A request on any other
-route never instantiates them: about 20 µs of Envoy CPU per request at saturation on the
-bench machine (docs/benchmarks.md), and a route change is still only an RDS push, never a
-listener drain. Envoy applies per-route config only for a filter that is in the chain,
-so every outbound HCM must carry :data:`TRAFFIC_EXTRAS`.
+route never instantiates them (docs/adr/0029), and a route change is still only an RDS
+push, never a listener drain. Envoy applies per-route config only for a filter that is in
+the chain, so every outbound HCM must carry :data:`TRAFFIC_EXTRAS`.
 """
 
 from __future__ import annotations

@@ -30,8 +30,14 @@ from typing import TYPE_CHECKING
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, grpc_service_pb2, substitution_format_string_pb2
+from envoy.config.core.v3 import (
+    address_pb2,
+    base_pb2,
+    grpc_service_pb2,
+    substitution_format_string_pb2,
+)
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.route.v3 import route_components_pb2 as route_pb2
 from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2, zipkin_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
@@ -40,10 +46,12 @@ from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
+from shoal.registry.snapshot import AccessLogMode
 from shoal.telemetry import envoy_stats as es
 from shoal.telemetry.model import Reporter
 from shoal.xds.generate.protocol import HcmExtras, duration, pack
@@ -56,6 +64,9 @@ if TYPE_CHECKING:
 CONTROL_PLANE_CLUSTER = "xds_cluster"
 ACCESS_LOG_PATH = "/dev/stdout"
 FILE_LOGGER = "envoy.access_loggers.file"
+# Runtime key of the "errors" access-log threshold (default 400): an operator can lower it
+# on one proxy through its admin runtime layer while debugging, without a config push.
+ERRORS_KEY = "shoal.access_log.min_status"
 OTEL_LOGGER = "envoy.access_loggers.open_telemetry"
 STATS_LOGGER = "envoy.access_loggers.stats"
 OTEL_TRACER = "envoy.tracers.opentelemetry"
@@ -112,15 +123,41 @@ TCP_FIELDS: dict[str, str] = {
 }
 
 
-def _file_log(fields: Mapping[str, str], direction: Direction, kind: str
-              ) -> accesslog_pb2.AccessLog:
+def _errors_only() -> accesslog_pb2.AccessLogFilter:
+    """A request that failed: status >= 400, any response flag (no healthy upstream,
+    retries exhausted, rate limited, ...), or a gRPC call whose status is not OK. Each
+    check is on values Envoy already has, so a successful request costs three compares,
+    not a formatted line."""
+    grpc_error = accesslog_pb2.AccessLogFilter(and_filter=accesslog_pb2.AndFilter(filters=[
+        accesslog_pb2.AccessLogFilter(header_filter=accesslog_pb2.HeaderFilter(
+            header=route_pb2.HeaderMatcher(
+                name="content-type",
+                string_match=string_pb2.StringMatcher(prefix="application/grpc")))),
+        accesslog_pb2.AccessLogFilter(grpc_status_filter=accesslog_pb2.GrpcStatusFilter(
+            statuses=[accesslog_pb2.GrpcStatusFilter.OK], exclude=True)),
+    ]))
+    return accesslog_pb2.AccessLogFilter(or_filter=accesslog_pb2.OrFilter(filters=[
+        accesslog_pb2.AccessLogFilter(status_code_filter=accesslog_pb2.StatusCodeFilter(
+            comparison=accesslog_pb2.ComparisonFilter(
+                op=accesslog_pb2.ComparisonFilter.GE,
+                value=base_pb2.RuntimeUInt32(default_value=400, runtime_key=ERRORS_KEY)))),
+        accesslog_pb2.AccessLogFilter(response_flag_filter=accesslog_pb2.ResponseFlagFilter()),
+        grpc_error,
+    ]))
+
+
+def _file_log(fields: Mapping[str, str], direction: Direction, kind: str,
+              errors_only: bool = False) -> accesslog_pb2.AccessLog:
     doc = struct_pb2.Struct()
     doc.update({"log": "access", "kind": kind, "direction": str(direction), **fields})
     fmt = substitution_format_string_pb2.SubstitutionFormatString(json_format=doc)
-    return accesslog_pb2.AccessLog(
+    out = accesslog_pb2.AccessLog(
         name=FILE_LOGGER,
         typed_config=pack(file_pb2.FileAccessLog(path=ACCESS_LOG_PATH, log_format=fmt)),
     )
+    if errors_only:
+        out.filter.CopyFrom(_errors_only())
+    return out
 
 
 def _control_plane() -> grpc_service_pb2.GrpcService:
@@ -202,9 +239,12 @@ def _stats_log(reporter: Reporter, kind: str) -> accesslog_pb2.AccessLog:
 
 
 @cache
-def _http_logs(direction: Direction, reporter: Reporter, stream: bool
+def _http_logs(direction: Direction, reporter: Reporter, stream: bool, mode: AccessLogMode
                ) -> tuple[accesslog_pb2.AccessLog, ...]:
-    logs = [_stats_log(reporter, "http"), _file_log(HTTP_FIELDS, direction, "http")]
+    logs = [_stats_log(reporter, "http")]
+    if mode != AccessLogMode.OFF:
+        logs.append(_file_log(HTTP_FIELDS, direction, "http",
+                              errors_only=mode == AccessLogMode.ERRORS))
     if stream:
         logs.append(_otel_log(HTTP_FIELDS, direction, "http"))
     return tuple(logs)
@@ -264,6 +304,11 @@ def access_log_stream(ctx: GenerationContext) -> bool:
     return bool(getattr(ctx.mesh.config, "access_log_stream", False))
 
 
+def access_log_mode(ctx: GenerationContext) -> AccessLogMode:
+    """Which requests go to the sidecars' local access log (MeshConfig ``access_log``)."""
+    return AccessLogMode(getattr(ctx.mesh.config, "access_log", AccessLogMode.ERRORS))
+
+
 def http_extras(ctx: GenerationContext, direction: Direction,
                 reporter: Reporter | None = None) -> HcmExtras:
     """Access logs, per-edge stats and tracing for an HTTP listener of this direction.
@@ -271,7 +316,7 @@ def http_extras(ctx: GenerationContext, direction: Direction,
     inbound; a gateway's listeners take traffic in but report as the source, as Istio's
     gateways do: the destination is the service they route to)."""
     return HcmExtras(access_log=_http_logs(direction, reporter or _REPORTER[direction],
-                                           access_log_stream(ctx)),
+                                           access_log_stream(ctx), access_log_mode(ctx)),
                      tracing=_tracing(trace_sampling(ctx), bool(trace_collector(ctx))))
 
 
