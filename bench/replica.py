@@ -65,6 +65,13 @@ def no_tracing(doc: Json) -> None:
         hcm.pop("tracing", None)
 
 
+def b3_only(doc: Json) -> None:
+    """The Zipkin tracer's default propagation (B3 only): no W3C ``traceparent``."""
+    for hcm in _hcms(doc):
+        tracer = hcm.get("tracing", {}).get("provider", {}).get("typed_config", {})
+        tracer.pop("trace_context_option", None)
+
+
 def no_retries(doc: Json) -> None:
     for d in _walk(doc):
         if isinstance(d.get("route"), dict) and "match" in d:
@@ -118,6 +125,9 @@ VARIANTS: dict[str, tuple[str, Callable[[Json], None]]] = {
     "-tracing": ("tracer (at the control plane's --trace-sampling) and its span export",
                  no_tracing),
     "trace-1%": ("tracing sampled at 1 % instead of 100 %", sampling(1.0)),
+    "trace-0%": ("(changes) tracing sampled at 0 % (spans still made, never sent)",
+                 sampling(0.0)),
+    "b3-only": ("(changes) B3 propagation only, no W3C traceparent", b3_only),
     "span-batch": (f"(changes) spans exported {SPAN_BATCH} per call, not 5", span_batches),
     "log-batch": ("(changes) access-log batches up to 1 MiB, not 16 KiB", log_batches),
     "batched": ("(changes) span-batch + log-batch", _all(span_batches, log_batches)),
