@@ -137,8 +137,8 @@ def test_redirect_direct_response_and_no_retries(tmesh: MeshSnapshot) -> None:
 def test_source_label_keys_key_the_route_memo(tmesh: MeshSnapshot) -> None:
     assert routes.source_label_keys(tmesh) == {"app"}
     wl = tmesh.workload("default", "reviews-v2")
-    assert routes.route_labels(tmesh, wl) == (("app", "reviews"),)
-    assert routes.route_labels(load_mesh(), wl) == ()  # no sourceLabels: full sharing
+    assert routes.route_labels(routes.source_label_keys(tmesh), wl) == (("app", "reviews"),)
+    assert routes.route_labels(routes.source_label_keys(load_mesh()), wl) == ()  # no sourceLabels
 
 
 def test_traffic_policy_per_subset_and_port(tmesh: MeshSnapshot) -> None:

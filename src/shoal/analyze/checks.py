@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 from shoal.analyze.traffic_policy import destination_rule_policies
 from shoal.api.gateway import gateway_ref
-from shoal.api.meta import Resource, ResourceKey
+from shoal.api.meta import Resource, ResourceKey, oldest_first
 from shoal.api.networking import Destination, VirtualServiceSpec, for_mesh
 from shoal.registry.snapshot import MeshSnapshot
 
@@ -65,7 +65,7 @@ def _virtual_services(mesh: MeshSnapshot) -> Iterator[Finding]:
     gateways = {f"{g.metadata.namespace}/{g.metadata.name}" for g in mesh.of_kind("Gateway")}
     claimed: dict[str, Resource] = {}
     vss = sorted(mesh.of_kind("VirtualService"),
-                 key=lambda r: (r.metadata.creation_timestamp or "", r.metadata.name))
+                 key=oldest_first)
     for vs in vss:
         spec: VirtualServiceSpec = vs.spec
         ns, who = vs.metadata.namespace, str(vs.key)

@@ -97,6 +97,13 @@ class Resource(Model):
         return out
 
 
+def oldest_first(r: Resource) -> tuple[str, str, str]:
+    """Sort key for Istio's conflict rule: the oldest resource wins; equal creation times
+    are ordered by name, then namespace (what istiod does), so the order never depends on
+    the order resources were listed in."""
+    return (r.metadata.creation_timestamp or "", r.metadata.name, r.metadata.namespace)
+
+
 class ResourceKey(tuple):
     """(kind, namespace, name): the identity of a resource in the store."""
 

@@ -15,7 +15,7 @@ from functools import cached_property
 from ipaddress import IPv4Address
 
 from shoal.api.mesh import ServicePort, ServiceSpec, WorkloadSpec
-from shoal.api.meta import Resource
+from shoal.api.meta import Resource, oldest_first
 from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec, for_mesh
 from shoal.registry import vip
 from shoal.registry.external import external_host, synthesize
@@ -208,17 +208,24 @@ class MeshSnapshot:
 
     @cached_property
     def _members(self) -> dict[tuple[str, str], list[Resource]]:
-        """(namespace, service) -> workloads its selector picks, in name order."""
+        """(namespace, service) -> workloads its selector picks, in name order.
+
+        Workloads are indexed by (namespace, label, value) once, so each service looks
+        only at the workloads carrying its selector's first label (O(services + workloads)
+        for typical selectors, not their product)."""
+        by_label: dict[tuple[str, str, str], list[Resource]] = defaultdict(list)
+        for wl in self.workloads:
+            for k, v in wl.spec.labels.items():
+                by_label[(wl.metadata.namespace, k, v)].append(wl)
         out: dict[tuple[str, str], list[Resource]] = defaultdict(list)
         for svc in self.services:
             spec: ServiceSpec = svc.spec
             if not spec.selector:
                 continue
-            for wl in self.workloads:
+            first = next(iter(spec.selector.items()))
+            for wl in by_label.get((svc.metadata.namespace, *first), ()):
                 wspec: WorkloadSpec = wl.spec
-                if wl.metadata.namespace == svc.metadata.namespace and all(
-                    wspec.labels.get(k) == v for k, v in spec.selector.items()
-                ):
+                if all(wspec.labels.get(k) == v for k, v in spec.selector.items()):
                     out[(svc.metadata.namespace, svc.metadata.name)].append(wl)
         return out
 
@@ -263,22 +270,35 @@ class MeshSnapshot:
 
     # -- routing config -------------------------------------------------------------------
 
-    def virtual_services_for(self, service: Resource) -> list[Resource]:
-        """VirtualServices whose hosts name ``service``, oldest first (Istio's tie-break)."""
-        out = []
+    @cached_property
+    def _virtual_services(self) -> dict[int, list[Resource]]:
+        """id(service) -> the mesh VirtualServices whose hosts name it, oldest first."""
+        out: dict[int, list[Resource]] = defaultdict(list)
         for vs in self.of_kind("VirtualService"):
             spec: VirtualServiceSpec = vs.spec
             if not for_mesh(spec.gateways):
                 continue  # bound to gateways only (see xds.generate.gateway)
-            if any(self.resolve_host(h, vs.metadata.namespace) is service for h in spec.hosts):
-                out.append(vs)
-        return sorted(out, key=lambda r: (r.metadata.creation_timestamp or "", r.metadata.name))
+            named = {id(s): s for h in spec.hosts
+                     if (s := self.resolve_host(h, vs.metadata.namespace)) is not None}
+            for key in named:
+                out[key].append(vs)
+        for vss in out.values():
+            vss.sort(key=oldest_first)
+        return out
+
+    @cached_property
+    def _destination_rules(self) -> dict[int, Resource]:
+        """id(service) -> the oldest DestinationRule whose host names it."""
+        out: dict[int, Resource] = {}
+        for dr in sorted(self.of_kind("DestinationRule"), key=oldest_first):
+            spec: DestinationRuleSpec = dr.spec
+            if (s := self.resolve_host(spec.host, dr.metadata.namespace)) is not None:
+                out.setdefault(id(s), dr)
+        return out
+
+    def virtual_services_for(self, service: Resource) -> list[Resource]:
+        """VirtualServices whose hosts name ``service``, oldest first (Istio's tie-break)."""
+        return list(self._virtual_services.get(id(service), ()))
 
     def destination_rule_for(self, service: Resource) -> Resource | None:
-        rules = []
-        for dr in self.of_kind("DestinationRule"):
-            spec: DestinationRuleSpec = dr.spec
-            if self.resolve_host(spec.host, dr.metadata.namespace) is service:
-                rules.append(dr)
-        rules.sort(key=lambda r: (r.metadata.creation_timestamp or "", r.metadata.name))
-        return rules[0] if rules else None
+        return self._destination_rules.get(id(service))

@@ -189,6 +189,11 @@ class GenerationContext:
             self._scopes[key] = scope.scope_of(self.mesh, sidecar)
         return self._scopes[key]
 
+    @cached_property
+    def source_label_keys(self) -> frozenset[str]:
+        """Label keys any VirtualService's ``sourceLabels`` mention (once per snapshot)."""
+        return routes.source_label_keys(self.mesh)
+
     def scope_of_proxy(self, namespace: str, workload: Resource | None) -> scope.Scope:
         return self.scope(scope.sidecar_for(self.mesh, namespace, workload))
 

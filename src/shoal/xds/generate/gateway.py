@@ -41,7 +41,7 @@ from shoal.api.gateway import (
     gateway_ref,
     host_matches,
 )
-from shoal.api.meta import Resource
+from shoal.api.meta import Resource, oldest_first
 from shoal.api.networking import L4MatchAttributes
 from shoal.multicluster.labels import network_of
 from shoal.registry.snapshot import MeshSnapshot, mtls_disabled
@@ -94,7 +94,7 @@ def bound_virtual_services(mesh: MeshSnapshot, bound: Sequence[Bound]
     first."""
     out = []
     vss = sorted(mesh.of_kind("VirtualService"),
-                 key=lambda r: (r.metadata.creation_timestamp or "", r.metadata.name))
+                 key=oldest_first)
     for vs in vss:
         refs = {gateway_ref(g, vs.metadata.namespace) for g in vs.spec.gateways}
         mine = [b for b in bound if b.gateway in refs]

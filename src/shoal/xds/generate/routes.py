@@ -201,12 +201,12 @@ def source_label_keys(mesh: MeshSnapshot) -> frozenset[str]:
     return frozenset(keys)
 
 
-def route_labels(mesh: MeshSnapshot, workload: Resource | None) -> tuple[tuple[str, str], ...]:
-    """The part of a proxy's workload labels that can change its routes: a memo key under
-    which proxies share route tables (empty for most meshes)."""
-    if workload is None:
+def route_labels(keys: frozenset[str], workload: Resource | None) -> tuple[tuple[str, str], ...]:
+    """The part of a proxy's workload labels that can change its routes (``keys``: the
+    mesh's :func:`source_label_keys`): a memo key under which proxies share route tables
+    (empty for most meshes)."""
+    if workload is None or not keys:
         return ()
-    keys = source_label_keys(mesh)
     return tuple(sorted((k, v) for k, v in workload.spec.labels.items() if k in keys))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shoal.api.meta import Resource, ResourceKey
+from shoal.api.meta import Resource, ResourceKey, oldest_first
 from shoal.api.sidecar import SidecarSpec
 from shoal.registry.external import external_host
 from shoal.registry.snapshot import MeshSnapshot
@@ -56,22 +56,18 @@ def _host_matches(pattern: str, host: str) -> bool:
     return host == pattern.lower()
 
 
-def _age(r: Resource) -> tuple[str, str]:
-    return (r.metadata.creation_timestamp or "", r.metadata.name)
-
-
 def sidecar_for(mesh: MeshSnapshot, namespace: str, workload: Resource | None
                 ) -> Resource | None:
     """The Sidecar that applies to a proxy of ``workload`` in ``namespace`` (or None)."""
     labels = workload.spec.labels if workload is not None else {}
     mine = sorted((s for s in mesh.of_kind("Sidecar") if s.metadata.namespace == namespace),
-                  key=_age)
+                  key=oldest_first)
     for s in mine:
         sel = s.spec.workload_selector
         if sel is not None and all(labels.get(k) == v for k, v in sel.labels.items()):
             return s
     for ns in (namespace, mesh.config.root_namespace):
-        for s in sorted(mesh.of_kind("Sidecar"), key=_age):
+        for s in sorted(mesh.of_kind("Sidecar"), key=oldest_first):
             if s.metadata.namespace == ns and s.spec.workload_selector is None:
                 return s
     return None
