@@ -129,6 +129,12 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
             end: ProcStat = proc_stat(cp.pid)
             result.rss_after_mb, result.hwm_mb = end.rss_mb, end.hwm_mb
             return result
+        except Exception:
+            lines = cp.log.read_text(errors="replace").splitlines() if cp.log.exists() else []
+            bad = [ln for ln in lines if '"level": "info"' not in ln][:15]
+            log("control plane log, first lines that are not info:\n" + "\n".join(bad)
+                + "\nlast lines:\n" + "\n".join(lines[-5:]))
+            raise
         finally:
             for conn in conns:
                 with contextlib.suppress(OSError):
