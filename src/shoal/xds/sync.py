@@ -75,10 +75,13 @@ class Sync:
     def mesh(self) -> MeshSnapshot:
         return self._context().mesh
 
-    def _context(self) -> GenerationContext:
+    def _context(self, previous: GenerationContext | None = None,
+                 changed: frozenset[str] | None = None) -> GenerationContext:
+        """The context of the current mesh; ``previous`` and the ``changed`` kinds let it
+        keep what the change cannot have touched (GenerationContext)."""
         if self._ctx is None:
             mesh = MeshSnapshot.build(self._resources.values(), self._revision, self._config)
-            self._ctx = GenerationContext(mesh)
+            self._ctx = GenerationContext(mesh, previous, changed)
         return self._ctx
 
     async def _relist(self) -> int:
@@ -144,9 +147,10 @@ class Sync:
         if not self._pending:
             return
         changed, self._pending = self._pending, set()
-        old_mesh = self._ctx.mesh if self._ctx is not None else None
+        previous = self._ctx
+        old_mesh = previous.mesh if previous is not None else None
         self._ctx = None
-        ctx = self._context()
+        ctx = self._context(previous, frozenset(k.kind for k in changed))
         affected = self._affected(changed, old_mesh, ctx)
         started = time.perf_counter()
         for i, node_id in enumerate(affected):

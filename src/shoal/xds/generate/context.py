@@ -54,11 +54,30 @@ from shoal.xds.types import Resources
 Labels = tuple[tuple[str, str], ...]
 
 
-class GenerationContext:
-    """One per :class:`MeshSnapshot`; memoizes everything that does not depend on a proxy."""
+# Kinds that no inbound listener or cluster depends on (routing is the caller's concern).
+# A change of only these kinds lets a new context keep the previous one's inbound config;
+# any other kind -- including kinds added later -- rebuilds it.
+INBOUND_IGNORES = frozenset({"VirtualService", "DestinationRule", "ServiceLevelObjective"})
 
-    def __init__(self, mesh: MeshSnapshot):
+
+class GenerationContext:
+    """One per :class:`MeshSnapshot`; memoizes everything that does not depend on a proxy.
+
+    ``previous`` and ``changed`` (the kinds that differ between the two snapshots) let the
+    new context keep what the change cannot have touched: today each proxy's inbound
+    listeners and clusters (:data:`INBOUND_IGNORES`), the largest per-proxy cost when a
+    route changes.
+    """
+
+    def __init__(self, mesh: MeshSnapshot, previous: GenerationContext | None = None,
+                 changed: frozenset[str] | None = None):
         self.mesh = mesh
+        keep = (previous is not None and changed is not None and changed <= INBOUND_IGNORES
+                and previous.mesh.config == mesh.config)
+        # (namespace, workload, inbound port) -> (listener, cluster)
+        self.inbound: dict[tuple[str, str, object], tuple[listener_pb2.Listener,
+                                                          cluster_pb2.Cluster]] = (
+            previous.inbound if keep and previous is not None else {})
         self._routes: dict[tuple[str, str, int, Labels], list[rc_pb2.Route]] = {}
         self._outbound_rc: dict[tuple[str, Labels], route_pb2.RouteConfiguration] = {}
         self._upstream_rc: dict[tuple[str, str, int, Labels], route_pb2.RouteConfiguration] = {}

@@ -70,7 +70,16 @@ def inbound_config(ctx: GenerationContext, workload: Resource, ip: InboundPort
                    ) -> tuple[listener_pb2.Listener, cluster_pb2.Cluster]:
     """The listener of one inbound port (mTLS mode, authorization, rate limits, telemetry)
     and the cluster to the application behind it. Transparent capture (capture.py) reuses
-    the listener's filter chains on its inbound port."""
+    the listener's filter chains on its inbound port. Kept in ``ctx.inbound`` (carried to
+    the next snapshot's context when the change cannot affect it)."""
+    key = (workload.metadata.namespace, workload.metadata.name, ip)
+    if (hit := ctx.inbound.get(key)) is None:
+        hit = ctx.inbound[key] = _build(ctx, workload, ip)
+    return hit
+
+
+def _build(ctx: GenerationContext, workload: Resource, ip: InboundPort
+           ) -> tuple[listener_pb2.Listener, cluster_pb2.Cluster]:
     route_config = (
         vhosts.inbound_route_config(ip.endpoint_port, ip.cluster)
         if ip.protocol.is_http
