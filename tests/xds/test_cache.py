@@ -94,3 +94,28 @@ def test_sweep_keeps_only_live_messages() -> None:
     cache.packed(cluster_pb2.Cluster(name="orphan"))
     assert cache.sweep() == 1
     assert len(cache.packs) == 2
+
+
+def test_maybe_sweep_waits_until_replaced_messages_add_up() -> None:
+    """After each push the sync loop calls maybe_sweep: a few replaced resources are left
+    for later (a sweep walks every snapshot), megabytes of them are freed."""
+    cache = SnapshotCache()
+    big = "x" * 100_000  # ~100 kB per packed cluster
+
+    def push(i: int) -> None:
+        c = cluster_pb2.Cluster(name=f"c{i}", alt_stat_name=big)
+        cache.set("n", ProxySnapshot(resources={CLUSTER: Resources.of({"c": c})}))
+        cache.packed(c)
+
+    push(0)
+    cache.sweep()
+    for i in range(1, 5):  # 0.4 MB replaced: not worth a sweep yet
+        push(i)
+        assert cache.maybe_sweep() == 0
+    assert len(cache.packs) == 5
+    for i in range(5, 200):  # 20 MB replaced: swept, only the live one stays
+        push(i)
+        cache.maybe_sweep()
+    assert cache.packs.bytes < 17 << 20
+    cache.sweep()
+    assert len(cache.packs) == 1 and cache.packs.bytes > 100_000

@@ -158,8 +158,8 @@ class Sync:
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)
         # Packed forms of resources no snapshot uses any more are garbage now; free them
-        # at once rather than letting each push's leftovers pile up.
-        self._cache.sweep()
+        # once they add up (bounded by bytes, not left to pile up push after push).
+        self._cache.maybe_sweep()
         self.stats.pushes += 1
         self.stats.last_revision = ctx.mesh.revision
         self.stats.last_compute_seconds = time.perf_counter() - started

@@ -27,13 +27,28 @@ class Packed:
     msg: Message  # the original (kept alive so its id stays unique)
     any: any_pb2.Any
     version: str  # content hash of the serialized resource (delta per-resource version)
+    # this Any as field 2 (``resources``) of a DiscoveryResponse, tag and length included:
+    # a SotW response is its header fields followed by these, joined (sotw.py)
+    resource_field: bytes
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    """Protobuf wire form of one length-delimited field."""
+    out = bytearray([field << 3 | 2])
+    n = len(payload)
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + payload
 
 
 def pack(msg: Message) -> Packed:
     """Pack without caching (deterministic serialization, so equal content = equal bytes)."""
     value = msg.SerializeToString(deterministic=True)
     packed_any = any_pb2.Any(type_url=_PREFIX + msg.DESCRIPTOR.full_name, value=value)
-    return Packed(msg=msg, any=packed_any, version=hashlib.sha256(value).hexdigest()[:16])
+    return Packed(msg=msg, any=packed_any, version=hashlib.sha256(value).hexdigest()[:16],
+                  resource_field=_length_delimited(2, packed_any.SerializeToString()))
 
 
 class PackCache:
@@ -43,6 +58,7 @@ class PackCache:
         self._entries: dict[int, Packed] = {}
         self.hits = 0
         self.misses = 0
+        self.bytes = 0  # serialized size of the entries held
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -55,6 +71,7 @@ class PackCache:
         self.misses += 1
         entry = pack(msg)
         self._entries[id(msg)] = entry
+        self.bytes += len(entry.any.value)
         return entry
 
     def sweep(self, live: Iterable[Message]) -> int:
@@ -66,4 +83,5 @@ class PackCache:
                 keep[id(msg)] = entry
         dropped = len(self._entries) - len(keep)
         self._entries = keep
+        self.bytes = sum(len(e.any.value) for e in keep.values())
         return dropped

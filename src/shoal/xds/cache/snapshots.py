@@ -11,8 +11,10 @@ from google.protobuf.message import Message
 from shoal.xds.cache.packing import PackCache, Packed
 from shoal.xds.types import ProxySnapshot
 
-# Sweep the pack cache when it holds this many more entries than after the last sweep.
+# Sweep the pack cache when it holds this many more entries than after the last sweep,
+# or (maybe_sweep, after each push) this many more bytes than the live half of it.
 _SWEEP_SLACK = 4096
+_SWEEP_BYTES = 16 << 20
 
 
 @dataclass
@@ -35,6 +37,7 @@ class SnapshotCache:
         self._generation = 0  # global, so it never goes backwards when a slot is recreated
         self.packs = PackCache()
         self._swept_size = 0
+        self._swept_bytes = 0
 
     def set(self, node_id: str, snapshot: ProxySnapshot) -> None:
         slot = self._slots.setdefault(node_id, _Slot())
@@ -64,7 +67,19 @@ class SnapshotCache:
         """Drop packed entries not referenced by any snapshot in the cache."""
         dropped = self.packs.sweep(self._live_messages())
         self._swept_size = len(self.packs)
+        self._swept_bytes = self.packs.bytes
         return dropped
+
+    def maybe_sweep(self) -> int:
+        """:meth:`sweep` once the packed forms have grown by half of what was live at the
+        last sweep (at least 16 MiB) or by 4,096 entries: a sweep walks every resource of
+        every snapshot, so after each push it would cost O(proxies x resources) to free a
+        handful of replaced messages."""
+        grown = self.packs.bytes - self._swept_bytes
+        if (grown > max(_SWEEP_BYTES, self._swept_bytes // 2)
+                or len(self.packs) > self._swept_size + _SWEEP_SLACK):
+            return self.sweep()
+        return 0
 
     async def watch(self, node_id: str) -> AsyncIterator[ProxySnapshot | None]:
         """Yield the node's snapshot now (if any) and on every change; latest wins.

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf.message import Message
 
 from shoal.errors import (
     NotFound,
@@ -90,8 +91,17 @@ class XdsServer:
     def add_to(self, server: grpc.aio.Server, guard: NodeGuard | None = None) -> None:
         """Serve ADS on ``server``; ``guard`` decides which peer may be which node (default:
         any node, unless another identity holds it)."""
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
-            _Servicer(self, guard or NodeGuard()), server)
+        servicer = _Servicer(self, guard or NodeGuard())
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                servicer.StreamAggregatedResources,
+                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=_wire),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                servicer.DeltaAggregatedResources,
+                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=_wire),
+        }),))
 
     def status(self) -> list[ProxyStatus]:
         return self.tracker.all()
@@ -178,6 +188,15 @@ class XdsServer:
             del self._streams[node_id]
             await self.hooks.proxy_disconnected(node_id)
         log.info("xds stream closed", extra={"node": node_id, "stream": stream_id})
+
+
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+
+def _wire(response: Message | bytes) -> bytes:
+    """Responses go out as built: SotW streams hand over bytes already serialized
+    (sotw.py), delta streams messages."""
+    return response if isinstance(response, bytes) else response.SerializeToString()
 
 
 class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):

@@ -56,7 +56,10 @@ class SotwStream(StreamCore):
     def pending(self, st: TypeState) -> bool:
         return st.dirty or st.sent_version != self.desired(st.type_url)[1]
 
-    def build(self, st: TypeState) -> discovery_pb2.DiscoveryResponse:
+    def build(self, st: TypeState) -> bytes:
+        """The response, serialized: the header fields, then each resource's cached wire
+        form (packing.Packed.resource_field), so a resource shared by a thousand proxies
+        is serialized once, not once per proxy and push."""
         items = self.selected(st)
         version = self.desired(st.type_url)[1]
         st.nonce = self.next_nonce()
@@ -67,9 +70,6 @@ class SotwStream(StreamCore):
             self.eds_after_cds = True
         elif st.type_url == ENDPOINT:
             self.eds_after_cds = False
-        return discovery_pb2.DiscoveryResponse(
-            version_info=version,
-            type_url=st.type_url,
-            nonce=st.nonce,
-            resources=[self.packed(items[n]).any for n in sorted(items)],
-        )
+        header = discovery_pb2.DiscoveryResponse(
+            version_info=version, type_url=st.type_url, nonce=st.nonce).SerializeToString()
+        return header + b"".join(self.packed(items[n]).resource_field for n in sorted(items))
