@@ -57,6 +57,13 @@ GRPC_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_concurrent_streams", 100_000),
+    # A connect storm (thousands of proxies at once, e.g. after a control-plane restart)
+    # queues new streams in gRPC core until the event loop takes them; past its default
+    # 1,000 pending streams gRPC cancels the newcomers (CANCELLED), so proxies would
+    # reconnect in waves. Let them wait instead: each is served in arrival order.
+    ("grpc.server.max_pending_requests", 100_000),
+    ("grpc.server.max_pending_requests_hard_limit", 100_000),
+    ("grpc.server_max_unrequested_time_in_server", 300),
 ]
 
 
