@@ -75,9 +75,10 @@ class DeltaStream(StreamCore):
         for name in removed:
             del st.client_has[name]
         if st.type_url == CLUSTER:
-            for name in removed:
-                self.client_clusters.pop(name, None)
-            self.client_clusters.update(updated)
+            gone = set(removed)
+            have = {n: m for n, m in self.client_clusters.items() if n not in gone}
+            have.update(updated)
+            self.client_clusters = have
             eds = self.types[ENDPOINT]
             for msg in updated.values():
                 service = eds_name(msg)

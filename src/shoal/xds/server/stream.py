@@ -94,7 +94,8 @@ class StreamCore:
         self.types: dict[str, TypeState] = {t: TypeState(t) for t in PUSH_ORDER}
         # make-before-break: type -> removed resources kept until LDS/RDS stop using them
         self.retained: dict[str, dict[str, Message]] = {}
-        self.client_clusters: dict[str, Message] = {}  # clusters the client was last sent
+        # clusters the client was last sent (SotW: the snapshot's mapping; delta: its own)
+        self.client_clusters: Mapping[str, Message] = {}
         self.outbox: asyncio.Queue[Message | bytes] = asyncio.Queue(ctx.max_queue)
         self._nonce = 0
         self.cds_processed = True
@@ -175,11 +176,12 @@ class StreamCore:
             got = self._desired[type_url] = (items, version)
         return got
 
-    def selected(self, st: TypeState) -> dict[str, Message]:
-        """The desired resources this client subscribed to."""
+    def selected(self, st: TypeState) -> Mapping[str, Message]:
+        """The desired resources this client subscribed to (read-only: for a wildcard
+        subscription, the snapshot's own mapping, not a per-stream copy)."""
         items, _ = self.desired(st.type_url)
         if st.wildcard:
-            return dict(items)
+            return items
         return {n: items[n] for n in st.names if n in items}
 
     def packed(self, msg: Message) -> Packed:
