@@ -60,7 +60,7 @@ class TypeState:
     type_url: str
     requested: bool = False  # the client asked for this type at least once
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
+    names: set[str] | frozenset[str] = field(default_factory=set)  # SotW: shared frozenset
     nonce: str = ""  # nonce of the latest response sent
     in_flight: bool = False  # latest response not yet ACKed/NACKed
     in_flight_version: str = ""
@@ -285,6 +285,9 @@ class StreamCore:
                     f"{self.ctx.node_id}: a response was not taken within "
                     f"{self.ctx.send_timeout:g}s"
                 ) from None
+            # not kept while waiting for the next one: a full CDS response of a large
+            # mesh is hundreds of kB, held per stream for as long as the mesh is quiet
+            del response
 
     async def watchdog(self) -> None:
         """Cut the stream when a response stays unanswered for ``ack_timeout``."""
