@@ -10,6 +10,8 @@ cache must be exactly what a fresh context computes from the same mesh.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -120,7 +122,9 @@ def wire(snapshot: ProxySnapshot | None) -> dict[str, dict[str, bytes]]:
             for t, r in snapshot.resources.items()}
 
 
-async def replay(ops: list[str]) -> None:
+@contextlib.asynccontextmanager
+async def mesh_sync(proxies: list[Proxy]) -> AsyncIterator[tuple[MemoryStore, Sync, SnapshotCache]]:
+    """A real sync loop over a memory store holding MESH, ``proxies`` connected."""
     store = MemoryStore(loads=load_resource)
     await store.apply(parse_yaml(MESH))
     cache = SnapshotCache()
@@ -129,25 +133,37 @@ async def replay(ops: list[str]) -> None:
     task = asyncio.create_task(sync.run(ready))
     try:
         await ready.wait()
-        for p in PROXIES:
+        for p in proxies:
             await sync.proxy_connected(p)
+        yield store, sync, cache
+    finally:
+        task.cancel()
+
+
+async def change(store: MemoryStore, sync: Sync, op: str) -> bool:
+    """Apply or delete ``op`` and push; False if there was nothing to delete."""
+    what = OPS[op]
+    try:
+        if isinstance(what, ResourceKey):
+            await store.delete([what])
+        else:
+            await store.apply(parse_yaml(what))
+    except NotFound:
+        return False
+    for _ in range(5):  # let the watch deliver the event
+        await asyncio.sleep(0)
+    await sync.push_pending()
+    return True
+
+
+async def replay(ops: list[str]) -> None:
+    async with mesh_sync(PROXIES) as (store, sync, cache):
         for op in ops:
-            what = OPS[op]
-            try:
-                if isinstance(what, ResourceKey):
-                    await store.delete([what])
-                else:
-                    await store.apply(parse_yaml(what))
-            except NotFound:
-                continue  # deleting what is not there: nothing changed
-            for _ in range(5):  # let the watch deliver the event
-                await asyncio.sleep(0)
-            await sync.push_pending()
+            if not await change(store, sync, op):
+                continue
             fresh = GenerationContext(sync.mesh)
             for p in PROXIES:
                 assert wire(cache.get(p.node_id)) == wire(generate(fresh, p)), (op, p.node_id)
-    finally:
-        task.cancel()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -159,21 +175,10 @@ def test_incremental_snapshots_equal_a_full_recomputation(ops: list[str]) -> Non
 def test_a_routing_change_keeps_the_inbound_listeners() -> None:
     """Only routing changed: the new context hands out the same inbound objects."""
     async def run() -> None:
-        store = MemoryStore(loads=load_resource)
-        await store.apply(parse_yaml(MESH))
-        cache = SnapshotCache()
-        sync = Sync(store, cache, debounce=3600, max_delay=3600)
-        ready = asyncio.Event()
-        task = asyncio.create_task(sync.run(ready))
-        try:
-            await ready.wait()
-            await sync.proxy_connected(PROXIES[0])
+        async with mesh_sync(PROXIES[:1]) as (store, sync, cache):
             before = cache.get(PROXIES[0].node_id)
             for op in ("dr", "vs-split", "strict"):
-                await store.apply(parse_yaml(str(OPS[op])))
-                for _ in range(5):
-                    await asyncio.sleep(0)
-                await sync.push_pending()
+                await change(store, sync, op)
                 after = cache.get(PROXIES[0].node_id)
                 assert before is not None and after is not None
                 inbound = [n for n in after.resources[LISTENER].items if "inbound" in n]
@@ -183,8 +188,5 @@ def test_a_routing_change_keeps_the_inbound_listeners() -> None:
                 # routing (DestinationRule, VirtualService) keeps them; a policy rebuilds
                 assert same is (op != "strict"), op
                 before = after
-        finally:
-            task.cancel()
 
     asyncio.run(run())
-
