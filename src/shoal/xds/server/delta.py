@@ -28,6 +28,7 @@ class DeltaStream(StreamCore):
     def on_request(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
         self.seen_request(req.type_url)
         st = self.type_state(req.type_url)
+        st.clean_at = None  # subscriptions or what the client has may change below
         if req.response_nonce and req.response_nonce == st.nonce:
             error = req.error_detail.message if req.HasField("error_detail") else None
             self.answer(st, req.response_nonce, error)
@@ -59,7 +60,14 @@ class DeltaStream(StreamCore):
         return updated, removed
 
     def pending(self, st: TypeState) -> bool:
+        # The diff walks every resource of the type: skip it while neither the desired
+        # content (its version) nor the client's state changed since it was last empty.
+        version = self.desired(st.type_url)[1]
+        if st.clean_at == version:
+            return False
         updated, removed = self._diff(st)
+        if not (updated or removed):
+            st.clean_at = version
         return bool(updated or removed)
 
     def build(self, st: TypeState) -> discovery_pb2.DeltaDiscoveryResponse:
@@ -74,12 +82,14 @@ class DeltaStream(StreamCore):
             resources.append(discovery_pb2.Resource(name=name, version=p.version, resource=p.any))
         for name in removed:
             del st.client_has[name]
+        st.clean_at = version  # the client now has exactly what it subscribed to
         if st.type_url == CLUSTER:
             gone = set(removed)
             have = {n: m for n, m in self.client_clusters.items() if n not in gone}
             have.update(updated)
             self.client_clusters = have
             eds = self.types[ENDPOINT]
+            eds.clean_at = None  # re-sent clusters get their endpoints again (below)
             for msg in updated.values():
                 service = eds_name(msg)
                 if service is not None:

@@ -70,6 +70,9 @@ class TypeState:
     nacked: bool = False  # the latest answered response was a NACK
     dirty: bool = False  # respond even if the version did not change (SotW)
     client_has: dict[str, str] = field(default_factory=dict)  # delta: name -> version
+    # delta: the desired version for which client_has was last known to match the
+    # subscription exactly (nothing to send); None after anything that may change that
+    clean_at: str | None = None
 
 
 @dataclass(frozen=True)
