@@ -63,10 +63,26 @@ class EtcdServer:
         self.url = f"{scheme}://127.0.0.1:{self.client_port}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = data_dir.parent / f"{data_dir.name}.log"
+        self._started = False  # has served once: a restart keeps its ports and data
 
     def start(self, timeout: float = 20.0) -> None:
+        """Start etcd and wait until it serves. On a first start whose port another
+        process took between ``free_port()`` and etcd's bind (ephemeral ports are shared
+        with every outgoing connection on the machine), pick new ports and try again."""
+        for _attempt in range(5):
+            if self._launch(timeout) or self._started:
+                return
+            shutil.rmtree(self.data_dir, ignore_errors=True)  # never served: nothing lost
+            self.client_port, self.peer_port = free_port(), free_port()
+            scheme = "https" if self.tls is not None else "http"
+            self.url = f"{scheme}://127.0.0.1:{self.client_port}"
+        raise RuntimeError(f"etcd could not bind free ports: {self._log.read_text()[-2000:]}")
+
+    def _launch(self, timeout: float) -> bool:
+        """True once serving; False if a port was taken; raises on any other failure."""
         assert ETCD is not None, SKIP_REASON
         peer = f"http://127.0.0.1:{self.peer_port}"
+        offset = self._log.stat().st_size if self._log.exists() else 0
         with self._log.open("ab") as log:
             self._proc = subprocess.Popen(
                 [
@@ -91,14 +107,20 @@ class EtcdServer:
         verify = self.tls.probe_context() if self.tls is not None else True
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"etcd exited: {self._log.read_text()[-2000:]}")
+                with self._log.open("rb") as f:
+                    f.seek(offset)
+                    said = f.read().decode(errors="replace")
+                if "address already in use" in said and not self._started:
+                    return False
+                raise RuntimeError(f"etcd exited: {said[-2000:]}")
             try:
                 r = httpx.post(self.url + "/v3/kv/range", json={"key": "AA=="}, timeout=1,
                                verify=verify)
                 # serving; with auth enabled, an anonymous read is refused ("user name is
                 # empty"), which also means etcd is up
                 if r.status_code == 200 or "etcdserver:" in r.text:
-                    return
+                    self._started = True
+                    return True
             except httpx.TransportError:
                 pass
             time.sleep(0.02)

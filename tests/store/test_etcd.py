@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -199,3 +200,19 @@ async def test_unreachable_etcd_is_a_store_error() -> None:
 def test_prefix_must_end_with_a_slash() -> None:
     with pytest.raises(StoreError):
         EtcdStore(["http://127.0.0.1:2379"], prefix="/shoal")
+
+
+def test_the_test_etcd_moves_to_new_ports_when_its_port_was_taken(tmp_path: Path) -> None:
+    """The helper picks free ports before etcd binds them; when another process takes one
+    in between (it happened in CI), it starts again on new ports instead of failing."""
+    s = EtcdServer(tmp_path / "etcd")
+    taken = s.client_port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        s.start()
+        try:
+            assert s.client_port != taken and str(s.client_port) in s.url
+            assert asyncio.run(EtcdStore([s.url]).list())[0] == []
+        finally:
+            s.stop()
