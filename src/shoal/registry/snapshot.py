@@ -278,9 +278,9 @@ class MeshSnapshot:
             spec: VirtualServiceSpec = vs.spec
             if not for_mesh(spec.gateways):
                 continue  # bound to gateways only (see xds.generate.gateway)
-            named = {id(s): s for h in spec.hosts
+            named = {id(s) for h in spec.hosts
                      if (s := self.resolve_host(h, vs.metadata.namespace)) is not None}
-            for key in named:
+            for key in named:  # once per service, however many hosts name it
                 out[key].append(vs)
         for vss in out.values():
             vss.sort(key=oldest_first)

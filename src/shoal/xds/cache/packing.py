@@ -31,6 +31,11 @@ class Packed:
     # a SotW response is its header fields followed by these, joined (sotw.py)
     resource_field: bytes
 
+    @property
+    def size(self) -> int:
+        """Bytes this entry holds in serialized form (the Any's value and the field)."""
+        return len(self.any.value) + len(self.resource_field)
+
 
 def _length_delimited(field: int, payload: bytes) -> bytes:
     """Protobuf wire form of one length-delimited field."""
@@ -71,7 +76,7 @@ class PackCache:
         self.misses += 1
         entry = pack(msg)
         self._entries[id(msg)] = entry
-        self.bytes += len(entry.any.value)
+        self.bytes += entry.size
         return entry
 
     def sweep(self, live: Iterable[Message]) -> int:
@@ -83,5 +88,5 @@ class PackCache:
                 keep[id(msg)] = entry
         dropped = len(self._entries) - len(keep)
         self._entries = keep
-        self.bytes = sum(len(e.any.value) for e in keep.values())
+        self.bytes = sum(e.size for e in keep.values())
         return dropped
