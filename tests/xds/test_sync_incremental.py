@@ -138,6 +138,8 @@ async def mesh_sync(proxies: list[Proxy]) -> AsyncIterator[tuple[MemoryStore, Sy
         yield store, sync, cache
     finally:
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def change(store: MemoryStore, sync: Sync, op: str) -> bool:
@@ -145,15 +147,17 @@ async def change(store: MemoryStore, sync: Sync, op: str) -> bool:
     what = OPS[op]
     try:
         if isinstance(what, ResourceKey):
-            await store.delete([what])
+            revision = await store.delete([what])
         else:
-            await store.apply(parse_yaml(what))
+            revision = (await store.apply(parse_yaml(what))).revision
     except NotFound:
         return False
-    for _ in range(5):  # let the watch deliver the event
+    for _ in range(1000):  # until the watch has delivered the event and it is pushed
         await asyncio.sleep(0)
-    await sync.push_pending()
-    return True
+        await sync.push_pending()
+        if sync.mesh.revision == revision:
+            return True
+    raise AssertionError(f"the sync loop never reached revision {revision}")
 
 
 async def replay(ops: list[str]) -> None:

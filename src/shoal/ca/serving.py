@@ -121,8 +121,9 @@ class ServingCertificate:
             elapsed = (pki.now() - self._issued_at).total_seconds()
             wait = max(1.0, lifetime / 2 - elapsed)
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), wait)
+            try:  # asyncio.timeout: 3.11's wait_for can swallow a cancellation (sync.py)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
                 continue
             except TimeoutError:
                 pass

@@ -262,8 +262,9 @@ class Telemetry:
         if not entries and wait > 0:
             event = asyncio.Event()
             self._log_waiters.add(event)
-            try:
-                await asyncio.wait_for(event.wait(), min(wait, 30.0))
+            try:  # asyncio.timeout: 3.11's wait_for can swallow a cancellation (sync.py)
+                async with asyncio.timeout(min(wait, 30.0)):
+                    await event.wait()
             except TimeoutError:
                 pass
             finally:

@@ -131,8 +131,12 @@ class Sync:
                 remaining = self._max_delay - (loop.time() - first)
                 if remaining <= 0:
                     break
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+                # cancellation that arrives as the event is set, and this loop would then
+                # wait for ever (the control plane hung on shutdown)
                 try:
-                    await asyncio.wait_for(self._changed.wait(), min(self._debounce, remaining))
+                    async with asyncio.timeout(min(self._debounce, remaining)):
+                        await self._changed.wait()
                 except TimeoutError:
                     break
             self._changed.clear()
