@@ -53,7 +53,14 @@ HOST = f"{SERVICE}:{SERVICE_PORT}"
 PLAIN = "hand-written"
 MTLS = "hand-written mTLS"
 STREAM = "shoal + log stream"
-PATHS = ("direct", "shoal", STREAM, PLAIN, MTLS)
+TRACED = "shoal + tracing 1%"
+# Live meshes with one opt-in feature switched on, for the record: path -> (control-plane
+# arguments, what it is). Each gets its own control plane, agents and nginx.
+OPT_INS: dict[str, tuple[list[str], str]] = {
+    STREAM: (["--access-log-stream"], "The per-request access-log stream (`--access-log-stream`)"),
+    TRACED: (["--trace-sampling", "1"], "Tracing at 1 % (`--trace-sampling 1`)"),
+}
+PATHS = ("direct", "shoal", *OPT_INS, PLAIN, MTLS)
 REPLICA = "replica "  # + variant
 OUTBOUND_CLUSTER = f"outbound|{SERVICE_PORT}||{SERVICE}.default.svc.cluster.local"
 SERVICE_YAML = f"""
@@ -228,26 +235,24 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
     with tempfile.TemporaryDirectory(prefix="shoal-bench-dp-") as tmp:
         workdir = Path(tmp)
         cp = ControlPlaneProcess(workdir / "shoal").start()
-        cp_stream = ControlPlaneProcess(workdir / "shoal-stream",
-                                        extra=["--access-log-stream"]).start()
+        cps = {name: ControlPlaneProcess(workdir / f"opt-in-{i}", extra=args).start()
+               for i, (name, (args, _)) in enumerate(OPT_INS.items())}
         agents: list[AgentProcess] = []
-        stream_agents: list[AgentProcess] = []
+        opt_in_agents: dict[str, list[AgentProcess]] = {}
         pairs: list[EnvoyPair | ReplicaPair] = []
         try:
             app_port = free_port()
             server, client = _mesh(cp, workdir / "nginx", app_port)
             agents = [server.start(), client.start()]
-            stream_app_port = free_port()
-            stream_server, stream_client = _mesh(cp_stream, workdir / "nginx-stream",
-                                                 stream_app_port)
-            stream_agents = [stream_server.start(), stream_client.start()]
-            cp.wait_synced({server.name, client.name}, timeout=90)
-            cp_stream.wait_synced({server.name, client.name}, timeout=90)
+            for i, (name, other) in enumerate(cps.items()):
+                o_server, o_client = _mesh(other, workdir / f"nginx-opt-in-{i}", free_port())
+                opt_in_agents[name] = [o_server.start(), o_client.start()]
+            for c in (cp, *cps.values()):
+                c.wait_synced({server.name, client.name}, timeout=90)
             info = {a.name: _agent_json(cp, a) for a in agents}
             outbound = int(info[client.name]["outboundPort"])
             shoal_pids = [_envoy_pid(cp, client), _envoy_pid(cp, server)]
             mesh_pids = [cp.pid, *(a.pid for a in agents)]
-            stream_outbound = int(_agent_json(cp_stream, stream_client)["outboundPort"])
             plain = EnvoyPair(workdir, app_port, label="plain")
             mtls = EnvoyPair(workdir, app_port, certs=certs.make(workdir / "certs"),
                              label="mtls")
@@ -255,10 +260,10 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
             targets = [
                 Target("direct", app_port, None),
                 Target("shoal", outbound, HOST, shoal_pids),
-                Target(STREAM, stream_outbound, HOST,
-                       [_envoy_pid(cp_stream, stream_client),
-                        _envoy_pid(cp_stream, stream_server)],
-                       mesh_pids=[cp_stream.pid, *(a.pid for a in stream_agents)]),
+                *(Target(name, int(_agent_json(cps[name], o_client)["outboundPort"]), HOST,
+                         [_envoy_pid(cps[name], o_client), _envoy_pid(cps[name], o_server)],
+                         mesh_pids=[cps[name].pid, *(a.pid for a in (o_server, o_client))])
+                  for name, (o_server, o_client) in opt_in_agents.items()),
                 Target(PLAIN, plain.port, HOST, plain.pids),
                 Target(MTLS, mtls.port, HOST, mtls.pids),
             ]
@@ -272,7 +277,8 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
                     pairs.append(rp)
             for p in pairs:
                 p.start()
-            for p, t in zip(pairs, targets[3:5], strict=False):
+            first_pair = 2 + len(OPT_INS)  # direct, shoal, the opt-ins, then the pairs
+            for p, t in zip(pairs, targets[first_pair:first_pair + 2], strict=False):
                 t.envoy_pids = p.pids
             for p in pairs[2:]:
                 assert isinstance(p, ReplicaPair)
@@ -281,7 +287,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
             for t in targets:
                 _wait_ok(t)
             log(f"ready: nginx :{app_port}, shoal outbound :{outbound}, pairs "
-                + ", ".join(f"{t.name} :{t.port}" for t in targets[3:]))
+                + ", ".join(f"{t.name} :{t.port}" for t in targets[first_pair:]))
             samples: dict[str, list[Sample]] = {t.name: [] for t in targets}
             for r in range(opts.rounds):
                 n = r % len(targets)
@@ -307,7 +313,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
         finally:
             for p in pairs:
                 p.stop()
-            for a in reversed(agents + stream_agents):
+            for a in reversed(agents + [x for xs in opt_in_agents.values() for x in xs]):
                 a.stop()
-            cp.stop()
-            cp_stream.stop()
+            for c in (cp, *cps.values()):
+                c.stop()

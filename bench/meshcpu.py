@@ -2,7 +2,7 @@
 data-plane bench (whose CPU columns are per 10 s run): one control plane, the bench
 service's two sidecars, an idle window, then a loaded one; the difference per request.
 
-    .venv/bin/python -m bench.meshcpu --rate 1000 --seconds 30 [-- --trace-sampling 0]
+    .venv/bin/python -m bench.meshcpu --rate 1000 --seconds 30 [-- --trace-sampling 1]
 
 Process CPU is read from /proc (10 ms ticks), hence the 30 s windows.
 """

@@ -117,7 +117,7 @@ set on the request path:
 
 def _targets_md(r: dataplane.Result) -> str:
     """Issue 12's targets, shoal as shipped vs the hand-written mTLS pair (medians), and
-    what the per-request access-log stream costs when switched on."""
+    what each opt-in (dataplane.OPT_INS) costs when switched on."""
     direct = {m: r.med("direct", m) for m in ("p50_ms", "p99_ms", "mesh_cpu")}
 
     def added(path: str, m: str) -> float:
@@ -140,13 +140,16 @@ def _targets_md(r: dataplane.Result) -> str:
             for what, v, target, op in checks]
     out = "Targets (issue 12), shoal as shipped vs the hand-written mTLS pair, medians:\n\n"
     out += table(["measure", "value", "target", ""], rows)
-    if dataplane.STREAM in r.samples:
-        d50 = r.diffs_us(dataplane.STREAM, "shoal")
-        out += (f"\n\nThe per-request access-log stream (`--access-log-stream`) when switched "
-                f"on, for the record: {median(d50):+.0f} µs at p50 (rounds "
-                f"{_range(d50, '{:+.0f}')}), max throughput "
-                f"{r.med(dataplane.STREAM, 'rps'):,.0f} vs {r.med('shoal', 'rps'):,.0f} req/s, "
-                f"CP + agents {added(dataplane.STREAM, 'mesh_cpu'):.0f} µs per request.")
+    for path, (_, what) in dataplane.OPT_INS.items():
+        if path not in r.samples:
+            continue
+        d50 = r.diffs_us(path, "shoal")
+        out += (f"\n\n{what} when switched on, for the record: {median(d50):+.0f} µs at "
+                f"p50 (rounds {_range(d50, '{:+.0f}')}), max throughput "
+                f"{r.med(path, 'rps'):,.0f} vs {r.med('shoal', 'rps'):,.0f} req/s "
+                f"({r.med(path, 'rps') / r.med(pair, 'rps'):.2f} of the pair's), "
+                f"Envoy CPU {r.med(path, 'cpu'):.0f} µs per request, "
+                f"CP + agents {added(path, 'mesh_cpu'):.0f} µs per request.")
     return out
 
 

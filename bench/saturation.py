@@ -7,7 +7,9 @@ CPU is per wake-up, at saturation it is per request.
     .venv/bin/python -m bench.saturation --rounds 4 --variants full,-file-log,-tracing,bare
     .venv/bin/python -m bench.saturation -- --access-log all   # control-plane arguments
 
-Rounds rotate the order; medians over rounds. Prints only (docs/benchmarks.md quotes it).
+Rounds rotate the order; medians over rounds, and the median of each round's ratio to
+the pair's rate in that round ("paired": the machine's drift between rounds cancels).
+Prints only (docs/benchmarks.md quotes it).
 """
 
 from __future__ import annotations
@@ -75,11 +77,15 @@ def main(argv: list[str] | None = None) -> int:
                     runs[t.name].append((thr.rps, cpu / max(1.0, thr.rps * a.seconds) * 1e6))
             base = median(rps for rps, _ in runs["hand-written mTLS"])
             print(f"wrk -c{a.connections} -d{a.seconds}s, {a.rounds} rounds, medians")
-            print("| path | max req/s | / mTLS pair | Envoy CPU µs/req | rounds (req/s) |")
-            print("|---|---|---|---|---|")
+            print("| path | max req/s | / mTLS pair | paired | Envoy CPU µs/req | "
+                  "rounds (req/s) |")
+            print("|---|---|---|---|---|---|")
+            pair_runs = runs["hand-written mTLS"]
             for name, xs in runs.items():
                 rps = median(x[0] for x in xs)
-                print(f"| {name} | {rps:,.0f} | {rps / base:.2f} | "
+                # each round's rate over the pair's in the same round: drift cancels
+                paired = median(x[0] / p[0] for x, p in zip(xs, pair_runs, strict=True))
+                print(f"| {name} | {rps:,.0f} | {rps / base:.2f} | {paired:.2f} | "
                       f"{median(x[1] for x in xs):.0f} | "
                       f"{', '.join(f'{x[0]:,.0f}' for x in xs)} |")
         finally:

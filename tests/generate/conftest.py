@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 
 from shoal.api.parse import parse_yaml
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import GenerationContext
-from shoal.xds.types import Proxy, ProxyMetadata, Upstream
+from shoal.xds.types import LISTENER, Proxy, ProxyMetadata, ProxySnapshot, Upstream
 
 HERE = Path(__file__).parent
 
@@ -19,6 +23,16 @@ def load_mesh(extra: str = "", revision: int = 7) -> MeshSnapshot:
     if extra:
         text += "\n---\n" + extra
     return MeshSnapshot.build(parse_yaml(text), revision=revision)
+
+
+def http_connection_managers(snap: ProxySnapshot) -> Iterator[hcm_pb2.HttpConnectionManager]:
+    """Every HTTP connection manager in a proxy's listeners, unpacked."""
+    for lis in snap.get(LISTENER).items.values():
+        for chain in lis.filter_chains:
+            for f in chain.filters:
+                hcm = hcm_pb2.HttpConnectionManager()
+                if f.typed_config.Unpack(hcm):
+                    yield hcm
 
 
 def proxy(workload: str, namespace: str = "default", *, outbound_port: int = 15001,

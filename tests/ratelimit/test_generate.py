@@ -19,8 +19,8 @@ from shoal.ratelimit.identity import service_identity
 from shoal.registry.snapshot import MeshConfig, MeshSnapshot
 from shoal.xds.generate import GenerationContext, generate
 from shoal.xds.generate import ratelimit as rl
-from shoal.xds.types import CLUSTER, LISTENER
-from tests.generate.conftest import GOLDEN_PROXIES, load_mesh
+from shoal.xds.types import CLUSTER
+from tests.generate.conftest import GOLDEN_PROXIES, http_connection_managers, load_mesh
 from tests.generate.envoy_check import envoy_binary, envoy_validate, static_bootstrap
 
 POLICY = """apiVersion: policy.shoal.io/v1alpha1
@@ -44,14 +44,8 @@ spec:
 
 
 def filters_of(snap, name_prefix: str) -> list[hcm_pb2.HttpFilter]:
-    out = []
-    for lis in snap.get(LISTENER).items.values():
-        for chain in lis.filter_chains:
-            for f in chain.filters:
-                hcm = hcm_pb2.HttpConnectionManager()
-                if f.typed_config.Unpack(hcm):
-                    out += [h for h in hcm.http_filters if h.name.startswith(name_prefix)]
-    return out
+    return [h for hcm in http_connection_managers(snap) for h in hcm.http_filters
+            if h.name.startswith(name_prefix)]
 
 
 def test_validation_names_fields() -> None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -277,3 +280,24 @@ def test_consistent_hash_keeps_a_user_on_one_instance(mesh: Mesh) -> None:
     for user in ("ann", "bob", "cyd"):
         assert len(mesh.served("http://web:8080/", 20, {"x-user": user})) == 1
     mesh.apply(SUBSETS)
+
+
+def test_no_tracer_by_default_and_trace_headers_pass_through(mesh: Mesh) -> None:
+    """docs/adr/0031: without --trace-sampling the sidecars have no tracer; a caller's
+    trace headers reach the app untouched (so an app that propagates them keeps its
+    trace), and the traces API and `shoal traces` say that tracing is off."""
+    assert '"tracing"' not in mesh.http_admin("/config_dump?resource=dynamic_listeners")
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    b3 = {"x-b3-traceid": "4bf92f3577b34da6a3ce929d0e0e4736",
+          "x-b3-spanid": "00f067aa0ba902b7", "x-b3-sampled": "1"}
+    r = mesh.http.get("http://shadow:8080/", headers={"traceparent": traceparent, **b3})
+    seen = {k.lower(): v for k, v in r.json()["headers"].items()}
+    assert seen["traceparent"] == traceparent
+    assert {k: seen[k] for k in b3} == b3
+    with mesh.cp.http() as http:
+        body = http.get("/api/v1/traces").json()
+    assert body["tracing"] == {"enabled": False, "sampling": None}
+    out = subprocess.run([sys.executable, "-m", "shoal", "traces"], capture_output=True,
+                         text=True, env={**os.environ, "SHOAL_CONTROL_PLANE": mesh.cp.url})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "--trace-sampling" in out.stdout

@@ -93,10 +93,13 @@ def control_plane(
     otlp_export: Annotated[str | None, typer.Option(
         help="Also forward the sidecars' spans to this OTLP/gRPC collector HOST:PORT.")
     ] = None,
-    trace_sampling: Annotated[float, typer.Option(
+    trace_sampling: Annotated[float | None, typer.Option(
         min=0.0, max=100.0,
-        help="Percent of new requests the sidecars trace (a caller's sampled trace is "
-             "always continued).")] = 1.0,
+        help="Turn tracing on: the percent of new requests the sidecars trace (1 is a "
+             "usual production rate; a caller's sampled trace is always continued). "
+             "Default: no tracer in the sidecars, like Istio >= 1.22; it costs every "
+             "request about a tenth of a sidecar pair's throughput (docs/adr/0031).")
+    ] = None,
     access_log_stream: Annotated[bool, typer.Option(
         "--access-log-stream/--no-access-log-stream",
         help="Sidecars also stream every access-log entry to the control plane (OTLP), for "

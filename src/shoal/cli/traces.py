@@ -69,6 +69,10 @@ def traces(
     if output in (Format.JSON, Format.YAML):
         dump(data, output)
         return
+    if not data["traces"] and not data.get("tracing", {}).get("enabled", True):
+        console.print("no traces: the sidecars have no tracer (start the control plane "
+                      "with --trace-sampling PERCENT, e.g. 1)")
+        return
     multi = any("clusters" in t for t in data["traces"])  # multi-cluster: where its spans are
     table(("trace id", "root", "services", "spans", "errors", "duration",
            *(("clusters",) if multi else ())),

@@ -204,6 +204,7 @@ class ControlPlane:
             store=history,
             proxies=self.api.proxy_status,
             otlp_export=self.config.otlp_export, domain=self.config.mesh.domain,
+            trace_sampling=self.config.mesh.trace_sampling,
             authenticate=lambda request: _caller(identity, request),
             service_ports=lambda ns, name, port: _service_port(self.sync.mesh, ns, name, port),
             # without the stream, `shoal logs` reads the agents' own access logs

@@ -35,9 +35,12 @@ class MeshConfig:
 
     domain: str = "cluster.local"  # services are <name>.<namespace>.svc.<domain>
     trust_domain: str = "cluster.local"
-    # Percent of new traces sampled by sidecars. 1 % like Istio: tracing every request
-    # roughly doubles the mesh's added latency (docs/benchmarks.md); `shoal up` uses 100.
-    trace_sampling: float = 1.0
+    # Tracing: None (the default) puts no tracer in the sidecars, like Istio since 1.22,
+    # Linkerd, Consul and Kuma: Envoy's tracer costs every request, sampled or not, about
+    # a tenth of a sidecar pair's throughput (docs/adr/0031). A number turns it on: the
+    # percent of new requests traced (1 is a usual production rate); a caller's sampled
+    # trace is always continued. `shoal up` uses 100.
+    trace_sampling: float | None = None
     # Stream every access-log entry to the control plane over OTLP (`shoal logs`,
     # the dashboard's log view). Off by default: per-request work in the control plane
     # (docs/adr/0027); each sidecar's JSON access log stays in its run dir.

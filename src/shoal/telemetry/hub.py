@@ -76,9 +76,12 @@ class Telemetry:
                  authenticate: Authenticate = _anyone,
                  store: MetricsStore | None = None,
                  service_ports: ServicePorts | None = None,
-                 agent_logs: AgentLogs | None = None) -> None:
+                 agent_logs: AgentLogs | None = None,
+                 trace_sampling: float | None = None) -> None:
         """``agent_logs``: where ``GET /api/v1/logs`` reads when the sidecars do not
-        stream their access logs here (None: they do, the ring of streamed entries)."""
+        stream their access logs here (None: they do, the ring of streamed entries).
+        ``trace_sampling``: the sidecars' (None: they have no tracer), reported with the
+        traces so an empty list can say why."""
         self.store = store if store is not None else RingMetricsStore()
         self.counters = ProxyCounters(domain=domain, **(
             {"service_ports": service_ports} if service_ports else {}))
@@ -93,6 +96,7 @@ class Telemetry:
                                      Awaitable[list[dict[str, Any]]]] | None = None
         self.cluster = ""  # this control plane's cluster (names local traces when merged)
         self.forwarder = TraceForwarder(otlp_export) if otlp_export else None
+        self.trace_sampling = trace_sampling
         self._proxies = proxies
         self.counts = {"access_log_entries": 0, "spans": 0, "refused_batches": 0,
                        "dropped_spans": 0, "stats_reports": 0, "refused_stats_reports": 0}
@@ -289,7 +293,8 @@ class Telemetry:
             traces += self.traces.summaries_of(
                 t["trace_id"] for t in remote if t["trace_id"] not in listed)
             traces = merge_summaries(traces, remote, limit, self.cluster)
-        return web.json_response({"traces": traces})
+        return web.json_response({"traces": traces, "tracing": {
+            "enabled": self.trace_sampling is not None, "sampling": self.trace_sampling}})
 
     async def get_trace(self, request: web.Request) -> web.Response:
         """One trace: our sidecars' spans, and (multi-cluster) the spans the other

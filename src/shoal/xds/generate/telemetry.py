@@ -6,7 +6,8 @@ Pure functions of the generation context; the listener builders call them.
 * Access logs: one JSON line per request/connection on Envoy's stdout (the agent keeps
   it in ``<run dir>/envoy.log``) and the same fields streamed to the control plane with
   Envoy's OpenTelemetry access logger (OTLP ``LogsService/Export``).
-* Tracing: Envoy's Zipkin tracer with ``USE_B3_WITH_W3C_PROPAGATION``: it continues a
+* Tracing, when ``MeshConfig.trace_sampling`` is set (off by default, docs/adr/0031):
+  Envoy's Zipkin tracer with ``USE_B3_WITH_W3C_PROPAGATION``: it continues a
   caller's trace from B3 (``x-b3-*`` or ``b3``) or, failing that, W3C ``traceparent``, and
   sends both on every upstream request. Spans (Zipkin v2 JSON) are POSTed to the control
   plane's agents' TLS listener (``POST /api/v2/spans``) over the ``shoal_zipkin``
@@ -82,7 +83,6 @@ ZIPKIN_MTLS = "control-plane-mtls"
 DEFAULT_TRACE_COLLECTOR = "127.0.0.1:15443"
 LOG_NAME = "shoal"  # OTLP resource attribute log_name; the CP checks it
 TRACE_SERVICE_NAME = "shoal-sidecar"  # node identity travels in each span's node_id tag
-DEFAULT_TRACE_SAMPLING = 1.0
 
 
 class Direction(StrEnum):
@@ -286,10 +286,11 @@ def _tracing(sampling: float, zipkin: bool) -> hcm_pb2.HttpConnectionManager.Tra
         random_sampling=percent_pb2.Percent(value=sampling), provider=provider)
 
 
-def trace_sampling(ctx: GenerationContext) -> float:
-    """Percent of new traces sampled (MeshConfig ``trace_sampling``; 100 by default)."""
-    value = getattr(ctx.mesh.config, "trace_sampling", DEFAULT_TRACE_SAMPLING)
-    return min(100.0, max(0.0, float(value)))
+def trace_sampling(ctx: GenerationContext) -> float | None:
+    """Percent of new traces sampled (MeshConfig ``trace_sampling``); None: no tracer in
+    the sidecars (the default, docs/adr/0031)."""
+    value = getattr(ctx.mesh.config, "trace_sampling", None)
+    return None if value is None else min(100.0, max(0.0, float(value)))
 
 
 def trace_collector(ctx: GenerationContext) -> str:
@@ -317,7 +318,8 @@ def http_extras(ctx: GenerationContext, direction: Direction,
     gateways do: the destination is the service they route to)."""
     return HcmExtras(access_log=_http_logs(direction, reporter or _REPORTER[direction],
                                            access_log_stream(ctx), access_log_mode(ctx)),
-                     tracing=_tracing(trace_sampling(ctx), bool(trace_collector(ctx))))
+                     tracing=None if (sampling := trace_sampling(ctx)) is None
+                     else _tracing(sampling, bool(trace_collector(ctx))))
 
 
 def tcp_access_log(ctx: GenerationContext, direction: Direction
@@ -330,7 +332,8 @@ def clusters(ctx: GenerationContext) -> Mapping[str, cluster_pb2.Cluster]:
     control plane's agents' listener for spans; access logs use the bootstrap's
     ``xds_cluster``."""
     collector = trace_collector(ctx)
-    return {ZIPKIN_CLUSTER: _zipkin_cluster(collector)} if collector else {}
+    tracing = trace_sampling(ctx) is not None
+    return {ZIPKIN_CLUSTER: _zipkin_cluster(collector)} if tracing and collector else {}
 
 
 @cache
