@@ -208,3 +208,26 @@ async def test_slow_client_is_cut(make_harness: Any, build: Any) -> None:
         assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "not acknowledged" in (exc.value.details() or "")
     assert not harness.xds.status()[0].connected
+
+
+async def test_proxies_with_the_same_resources_share_one_response(
+        harness: Harness, build: Any) -> None:
+    """A response is built once per content (packing.ResponseCache): two proxies with
+    equal snapshots are sent one cached response, and a change of content is a new
+    response with a new nonce, never a stale one."""
+    snap = build.snapshot({"a": 8001, "b": 8002}, {"/": "a"})
+    harness.hooks.initial = snap
+    async with harness.client("one.default") as one, harness.client("two.default") as two:
+        await one.wait_for(snap)
+        await two.wait_for(snap)
+        bodies = harness.cache.responses
+        types = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+        assert len(bodies) == len(types)  # one per type, not one per type and proxy
+        for c in (one, two):
+            assert set(c.resources[CLUSTER]) == {"a", "b"}
+        changed = build.snapshot({"a": 8001, "b": 8002}, {"/": "b"})
+        for c in (one, two):
+            harness.cache.set(c.node.id, changed)
+            await c.wait_for(changed)
+        assert len(bodies) == len(types) + 1  # the new route configuration only
+        assert two.resources[ROUTE]["local"] == changed.get(ROUTE).items["local"]

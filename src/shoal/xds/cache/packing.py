@@ -11,7 +11,7 @@ correctness never depends on sweeping — a dropped entry is simply packed again
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from google.protobuf import any_pb2
@@ -90,3 +90,51 @@ class PackCache:
         self._entries = keep
         self.bytes = sum(e.size for e in keep.values())
         return dropped
+
+
+# (type URL, content version, subscribed names or None for all)
+ResponseKey = tuple[str, str, frozenset[str] | None]
+_RESPONSE_BYTES = 64 << 20
+
+
+def content_nonce(key: ResponseKey) -> str:
+    """The nonce of the SotW response with this content: equal content, equal nonce (so
+    the whole response can be shared), different content, different nonce."""
+    type_url, version, names = key
+    h = hashlib.sha256(f"{type_url}\0{version}\0".encode())
+    if names is not None:
+        h.update("\0".join(sorted(names)).encode())
+    return h.hexdigest()[:16]
+
+
+class ResponseCache:
+    """Serialized SotW responses by what they contain: a resource set's version is its
+    content hash (``shoal.xds.types.Resources``) and the nonce is derived from the same
+    key, so equal keys are equal bytes, and a thousand proxies sent the same route
+    configurations share one response object instead of each joining and copying a
+    fresh one (large allocations: 19 % of a push's CPU at 2,000 proxies). Bounded by
+    bytes: emptied when it would exceed ``max_bytes`` (old versions are garbage after a
+    push)."""
+
+    def __init__(self, max_bytes: int = _RESPONSE_BYTES) -> None:
+        self._entries: dict[ResponseKey, tuple[str, bytes]] = {}
+        self.max_bytes = max_bytes
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: ResponseKey, build: Callable[[str], bytes]) -> tuple[str, bytes]:
+        """(nonce, response): cached, or ``build(nonce)`` and kept if it fits."""
+        entry = self._entries.get(key)
+        if entry is None:
+            nonce = content_nonce(key)
+            entry = (nonce, build(nonce))
+            size = len(entry[1])
+            if self.bytes + size > self.max_bytes:
+                self._entries.clear()
+                self.bytes = 0
+            if size <= self.max_bytes:
+                self._entries[key] = entry
+                self.bytes += size
+        return entry

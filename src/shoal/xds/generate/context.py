@@ -58,6 +58,15 @@ Labels = tuple[tuple[str, str], ...]
 # A change of only these kinds lets a new context keep the previous one's inbound config;
 # any other kind -- including kinds added later -- rebuilds it.
 INBOUND_IGNORES = frozenset({"VirtualService", "DestinationRule", "ServiceLevelObjective"})
+# Kinds that no outbound cluster or endpoint depends on (a route picks among the clusters
+# that services and DestinationRule subsets define; it creates none). A change of only
+# these lets a new context keep the previous one's clusters, endpoints and their
+# per-scope selections, with their content hashes.
+OUTBOUND_IGNORES = frozenset({"VirtualService", "ServiceLevelObjective"})
+# cached properties and tables that hold the outbound clusters and endpoints (see above)
+_OUTBOUND_CACHED = ("_outbound", "cluster_resources", "endpoint_resources")
+_OUTBOUND_TABLES = ("_raw_endpoints", "_network_cla", "_networked", "_localized_cla",
+                    "_localized", "_plaintext", "_scopes", "_scoped")
 
 
 class GenerationContext:
@@ -96,6 +105,27 @@ class GenerationContext:
         self._raw_endpoints: dict[str, list[Endpoint]] = {}  # cluster -> endpoints (EDS)
         self._network_cla: dict[tuple[str, str, bool], endpoint_pb2.ClusterLoadAssignment] = {}
         self._networked: dict[tuple[int, str, bool], tuple[Resources, Resources]] = {}
+        if keep and previous is not None and changed is not None \
+                and changed <= OUTBOUND_IGNORES:
+            self._inherit_outbound(previous)
+
+    def _inherit_outbound(self, previous: GenerationContext) -> None:
+        """Share the previous context's clusters and endpoints (OUTBOUND_IGNORES), and the
+        content hashes of what is carried over so versions are not hashed again."""
+        for name in _OUTBOUND_CACHED:
+            if name in previous.__dict__:
+                self.__dict__[name] = previous.__dict__[name]
+        for name in _OUTBOUND_TABLES:
+            setattr(self, name, getattr(previous, name))
+        carried: list[Message] = [m for pair in self.inbound.values() for m in pair]
+        for name in ("cluster_resources", "endpoint_resources"):
+            if name in self.__dict__:
+                carried += self.__dict__[name].items.values()
+        for cds, eds in self._scoped.values():
+            carried += (*cds.items.values(), *eds.items.values())
+        digests = previous._digests
+        self._digests = {id(m): entry for m in carried
+                         if (entry := digests.get(id(m))) is not None and entry[0] is m}
 
     # -- shared by every proxy ------------------------------------------------------------
 

@@ -79,10 +79,12 @@ class SotwStream(StreamCore):
     def build(self, st: TypeState) -> bytes:
         """The response, serialized: the header fields, then each resource's cached wire
         form (packing.Packed.resource_field), so a resource shared by a thousand proxies
-        is serialized once, not once per proxy and push."""
+        is serialized once, not once per proxy and push. The nonce follows the content
+        (packing.content_nonce) and the whole response is shared by every stream sent
+        the same content (packing.ResponseCache). A client's answer carrying that nonce
+        is about content it has been sent, whichever of the equal responses it answers."""
         items = self.selected(st)
         version = self.desired(st.type_url)[1]
-        st.nonce = self.next_nonce()
         st.sent_version = version
         st.dirty = False
         if st.type_url == CLUSTER:
@@ -90,6 +92,16 @@ class SotwStream(StreamCore):
             self.eds_after_cds = True
         elif st.type_url == ENDPOINT:
             self.eds_after_cds = False
-        header = discovery_pb2.DiscoveryResponse(
-            version_info=version, type_url=st.type_url, nonce=st.nonce).SerializeToString()
-        return header + b"".join(self.packed(items[n]).resource_field for n in sorted(items))
+
+        def response(nonce: str) -> bytes:
+            header = discovery_pb2.DiscoveryResponse(
+                version_info=version, type_url=st.type_url, nonce=nonce).SerializeToString()
+            return header + b"".join(
+                self.packed(items[n]).resource_field for n in sorted(items))
+
+        if not version:  # no content version to key on: a nonce and bytes of its own
+            st.nonce = self.next_nonce()
+            return response(st.nonce)
+        key = (st.type_url, version, None if st.wildcard else st.names)
+        st.nonce, out = self.ctx.cache.responses.get(key, response)
+        return out
