@@ -231,3 +231,4 @@ async def test_proxies_with_the_same_resources_share_one_response(
             await c.wait_for(changed)
         assert len(bodies) == len(types) + 1  # the new route configuration only
         assert two.resources[ROUTE]["local"] == changed.get(ROUTE).items["local"]
+
