@@ -94,6 +94,46 @@ async def test_apply_get_list_delete(api) -> None:
     assert "reviews" in missing.json()["error"]
 
 
+async def test_apply_into_a_namespace_as_kubectl_does(api) -> None:
+    """``?namespace=`` (kubectl's -n): documents without one get it; a document naming
+    another namespace is refused with the reason, and nothing is stored."""
+    client, _ = api
+    resp = await client.post("/api/v1/apply", content=GOOD, headers=YAML,
+                             params={"namespace": "shop"})
+    assert resp.json()["results"][0]["namespace"] == "shop"
+    other = GOOD.replace("{name: reviews}", "{name: ratings, namespace: books}")
+    refused = await client.post("/api/v1/apply", content=GOOD + "---" + other, headers=YAML,
+                                params={"namespace": "shop"})
+    assert refused.status_code == 422
+    [v] = refused.json()["violations"]
+    assert v["path"] == "metadata.namespace" and "-n books" in v["message"]
+    same = GOOD.replace("{name: reviews}", "{name: ratings, namespace: shop}")
+    ok = await client.post("/api/v1/apply", content=same, headers=YAML,
+                           params={"namespace": "shop"})
+    assert ok.status_code == 200
+    listed = (await client.get("/api/v1/resources")).json()["items"]
+    assert {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in listed} == {
+        ("shop", "reviews"), ("shop", "ratings")}
+
+
+async def test_list_by_label_selector(api) -> None:
+    client, _ = api
+    docs = [GOOD.replace("{name: reviews}", f"{{name: {n}, labels: {{tier: {t}}}}}")
+            for n, t in (("reviews", "backend"), ("productpage", "frontend"))]
+    await client.post("/api/v1/apply", content="---".join(docs), headers=YAML)
+
+    async def names(selector: str) -> set[str]:
+        got = await client.get("/api/v1/resources", params={"labelSelector": selector})
+        return {r["metadata"]["name"] for r in got.json()["items"]}
+
+    assert await names("tier=backend") == {"reviews"}
+    assert await names("tier!=backend") == {"productpage"}
+    assert await names("tier") == {"reviews", "productpage"}
+    assert await names("!tier") == set()
+    bad = await client.get("/api/v1/resources", params={"labelSelector": "tier in (a)"})
+    assert bad.status_code == 422 and "set-based" in bad.text
+
+
 async def test_watch_streams_events(api) -> None:
     client, _ = api
     await client.post("/api/v1/apply", content=GOOD, headers=YAML)

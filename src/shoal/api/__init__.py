@@ -3,6 +3,7 @@
 from shoal.api.kinds import KINDS, Kind, resolve_kind
 from shoal.api.meta import Metadata, Resource, ResourceKey
 from shoal.api.parse import (
+    in_namespace,
     load_documents,
     load_resource,
     parse_document,
@@ -16,6 +17,7 @@ __all__ = [
     "Metadata",
     "Resource",
     "ResourceKey",
+    "in_namespace",
     "load_documents",
     "load_resource",
     "parse_document",

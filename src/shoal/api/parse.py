@@ -313,6 +313,29 @@ def parse_documents(docs: Sequence[Any], source: str = "") -> list[Resource]:
     return out
 
 
+def in_namespace(docs: Sequence[Any], namespace: str, source: str = "") -> list[Any]:
+    """kubectl's ``-n``: a document without a namespace gets ``namespace``; one that names
+    another namespace is refused (all documents, or an error listing every conflict)."""
+    problems: list[Violation] = []
+    out: list[Any] = []
+    for i, doc in enumerate(docs):
+        meta = doc.get("metadata") if isinstance(doc, dict) else None
+        if isinstance(meta, dict):
+            given = meta.get("namespace")
+            if given is None or given == "":
+                doc = {**doc, "metadata": {**meta, "namespace": namespace}}
+            elif given != namespace:
+                problems.append(Violation(
+                    "metadata.namespace",
+                    f"is {_short(given)!r} but the request is for namespace {namespace!r}: "
+                    f"leave it out of the document, or apply with -n {_short(given)}",
+                    _doc_name(doc, i, source)))
+        out.append(doc)
+    if problems:
+        raise ValidationError(problems)
+    return out
+
+
 def parse_yaml(text: str, source: str = "") -> list[Resource]:
     return parse_documents(load_documents(text, source), source)
 

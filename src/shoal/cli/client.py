@@ -93,15 +93,21 @@ class ApiClient:
 
     # -- resources ------------------------------------------------------------------------
 
-    def apply(self, text: str, *, source: str = "", dry_run: bool = False) -> Any:
+    def apply(self, text: str, *, source: str = "", dry_run: bool = False,
+              namespace: str | None = None) -> Any:
+        """``namespace``: for documents that name none; one naming another is refused."""
         params = {"source": source}
         if dry_run:
             params["dryRun"] = "true"
+        if namespace:
+            params["namespace"] = namespace
         return self.request("POST", "/api/v1/apply", content=text.encode(), params=params,
                             headers={"Content-Type": "application/yaml"})
 
-    def list(self, kind: str | None = None, namespace: str | None = None) -> Any:
-        params = {k: v for k, v in (("kind", kind), ("namespace", namespace)) if v}
+    def list(self, kind: str | None = None, namespace: str | None = None,
+             label_selector: str | None = None) -> Any:
+        params = {k: v for k, v in (("kind", kind), ("namespace", namespace),
+                                    ("labelSelector", label_selector)) if v}
         return self.request("GET", "/api/v1/resources", params=params)
 
     def get(self, kind: str, namespace: str, name: str) -> Any:

@@ -2,8 +2,8 @@
 
 Routes (all JSON unless noted):
   GET    /healthz, /readyz
-  POST   /api/v1/apply[?dryRun=true]        YAML/JSON documents -> {revision, results}
-  GET    /api/v1/resources[?kind=&namespace=]
+  POST   /api/v1/apply[?dryRun=true][&namespace=]  YAML/JSON documents -> {revision, results}
+  GET    /api/v1/resources[?kind=&namespace=&labelSelector=]
   GET    /api/v1/resources/{kind}/{namespace}/{name}
   DELETE /api/v1/resources/{kind}/{namespace}/{name}
   GET    /api/v1/watch[?since=&kind=]        NDJSON stream of events
@@ -34,10 +34,17 @@ from typing import Any
 
 from aiohttp import web
 
-from shoal.api import load_documents, parse_document, parse_documents, resolve_kind
+from shoal.api import (
+    in_namespace,
+    load_documents,
+    parse_document,
+    parse_documents,
+    resolve_kind,
+)
 from shoal.api.limits import MAX_APPLY_BODY_BYTES, loads_json
 from shoal.api.meta import ResourceKey
 from shoal.api.parse import documents_from_json
+from shoal.api.selector import LabelSelector
 from shoal.ca.rest import IdentityApi
 from shoal.control.agent_listener import agent_listener_guard
 from shoal.control.audit import DETAILS, AuditLog
@@ -107,6 +114,8 @@ class RestApi:
             docs = load_documents(text, request.query.get("source", ""))
         if not docs:
             raise ValidationError([Violation("", "no documents to apply")])
+        if namespace := request.query.get("namespace"):  # kubectl's -n
+            docs = in_namespace(docs, namespace, request.query.get("source", ""))
         resources = parse_documents(docs, request.query.get("source", ""))
         principal = principal_of(request)
         for r in resources:  # every document allowed, or nothing is applied
@@ -129,9 +138,11 @@ class RestApi:
         principal = principal_of(request)
         if namespace and not principal.sees(namespace):
             principal.require(Role.VIEW, namespace, f"list config in {namespace}")
+        selector = LabelSelector.parse(request.query.get("labelSelector", ""))
         items, revision = await self._store.list(kind_name, namespace)
         return web.json_response({"revision": revision, "items": [
-            r.dump() for r in items if principal.can(Role.VIEW, r.metadata.namespace, r.kind)]})
+            r.dump() for r in items if principal.can(Role.VIEW, r.metadata.namespace, r.kind)
+            and selector.matches(r.metadata.labels)]})
 
     def _key(self, request: web.Request) -> ResourceKey:
         m = request.match_info

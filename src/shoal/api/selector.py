@@ -1,0 +1,87 @@
+"""Kubernetes label selectors as text (``kubectl get -l``, the API's ``labelSelector``):
+``key=value``, ``key==value``, ``key!=value``, ``key`` (has the label), ``!key`` (has
+not), comma-separated, all of them must hold. Set-based forms (``in``, ``notin``) are
+refused by name rather than misread."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shoal.errors import ValidationError, Violation
+
+MAX_LENGTH = 1024  # a selector longer than this is refused, not parsed
+# a label key: optional DNS-subdomain prefix and "/", then a name (Kubernetes' syntax)
+_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}"
+                  r"[A-Za-z0-9])?$")
+_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+class Op(StrEnum):
+    EQ = "="
+    NE = "!="
+    EXISTS = "exists"
+    ABSENT = "!exists"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    key: str
+    op: Op
+    value: str = ""
+
+    def holds(self, labels: Mapping[str, str]) -> bool:
+        match self.op:
+            case Op.EQ:
+                return labels.get(self.key) == self.value
+            case Op.NE:
+                return labels.get(self.key) != self.value
+            case Op.EXISTS:
+                return self.key in labels
+            case Op.ABSENT:
+                return self.key not in labels
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    requirements: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(r.holds(labels) for r in self.requirements)
+
+    @staticmethod
+    def parse(text: str, field: str = "labelSelector") -> LabelSelector:
+        """The selector, or a ValidationError naming what is wrong with it."""
+        if len(text) > MAX_LENGTH:
+            raise ValidationError([Violation(field, f"longer than {MAX_LENGTH} characters")])
+        out: list[Requirement] = []
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            out.append(_requirement(part, field))
+        return LabelSelector(tuple(out))
+
+
+def _requirement(part: str, field: str) -> Requirement:
+    if re.search(r"\s(in|notin)\s*\(", part) or "(" in part:
+        raise ValidationError([Violation(field, f"{part!r}: set-based selectors (in, notin) "
+                                         "are not supported; use key=value, key!=value, "
+                                         "key or !key")])
+    if "!=" in part:
+        key, value, op = *part.split("!=", 1), Op.NE
+    elif "==" in part:
+        key, value, op = *part.split("==", 1), Op.EQ
+    elif "=" in part:
+        key, value, op = *part.split("=", 1), Op.EQ
+    elif part.startswith("!"):
+        key, value, op = part[1:], "", Op.ABSENT
+    else:
+        key, value, op = part, "", Op.EXISTS
+    key, value = key.strip(), value.strip()
+    if not _KEY.match(key):
+        raise ValidationError([Violation(field, f"{part!r}: {key!r} is not a label key")])
+    if not _VALUE.match(value):
+        raise ValidationError([Violation(field, f"{part!r}: {value!r} is not a label value")])
+    return Requirement(key, op, value)
