@@ -118,6 +118,8 @@ def test_security_policies_selecting_nothing() -> None:
                    + "---\n" + deny.format(name="ok", ns="edge", label="ingressgateway")
                    + "---\n" + deny.format(name="mesh", ns="shoal-system",
                                            label="ingressgateway")
+                   + "---\n" + deny.format(name="istio", ns="istio-system",
+                                           label="ingressgateway")
                    + "---\n" + deny.format(name="elsewhere", ns="default",
                                            label="ingressgateway"))
     assert sorted(out) == [

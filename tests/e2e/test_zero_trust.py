@@ -75,17 +75,38 @@ spec:
   selector: {matchLabels: {app: web}}
   mtls: {mode: STRICT}
 """)
-    inbound = f"http://127.0.0.1:{info['web']['inboundPort']}/"
-
-    def refused() -> bool:
-        try:
-            httpx.get(inbound, timeout=2)
-        except httpx.HTTPError:
-            return True
-        return False
-
-    wait_for(refused, 20, "plaintext to web's sidecar to be refused")
+    wait_for(lambda: plaintext_refused(info["web"]), 20,
+             "plaintext to web's sidecar to be refused")
     assert call(info["frontend"]).status_code == 200
+
+
+def plaintext_refused(agent: dict[str, Any]) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{agent['inboundPort']}/", timeout=2)
+    except httpx.HTTPError:
+        return True
+    return False
+
+
+def test_istios_mesh_wide_strict_file_works_unchanged(mesh) -> None:
+    """Istio's mesh-wide STRICT, in Istio's root namespace (docs/adr/0032), refuses
+    plaintext on every sidecar, not only web's; mesh calls keep working."""
+    cp, info = mesh
+    policy = """
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+"""
+    assert not plaintext_refused(info["frontend"])  # PERMISSIVE until now
+    apply(cp, policy)
+    try:
+        wait_for(lambda: plaintext_refused(info["frontend"]), 20,
+                 "plaintext to frontend's sidecar to be refused")
+        assert call(info["frontend"]).status_code == 200
+    finally:
+        with cp.client() as c:
+            c.delete("PeerAuthentication", "istio-system", "default")
 
 
 def test_allow_policy_admits_one_caller_and_denies_another(mesh) -> None:

@@ -123,15 +123,15 @@ def _selectors(mesh: MeshSnapshot) -> Iterator[Finding]:
 def _policy_selectors(mesh: MeshSnapshot) -> Iterator[Finding]:
     """Security policies whose selector matches no workload (a sidecar's or a gateway's):
     usually a typo in a label, and then nothing is protected."""
-    root = mesh.config.root_namespace
+    roots = mesh.config.policy_roots
     for kind in ("AuthorizationPolicy", "RequestAuthentication", "PeerAuthentication"):
         for policy in mesh.of_kind(kind):
             sel = policy.spec.selector
             if sel is None or not sel.match_labels:
                 continue
             ns = policy.metadata.namespace
-            where = "any namespace" if ns == root else f"namespace {ns}"
-            if not any((ns == root or w.metadata.namespace == ns)
+            where = "any namespace" if ns in roots else f"namespace {ns}"
+            if not any((ns in roots or w.metadata.namespace == ns)
                        and all(w.spec.labels.get(k) == v for k, v in sel.match_labels.items())
                        for w in mesh.workloads):
                 yield Finding("selects-nothing", str(policy.key), "spec.selector.matchLabels",

@@ -3,11 +3,11 @@
 Shared by the Envoy generators and the ``shoal authz check`` evaluator so both see the
 same policies. Istio's scoping rules:
 
-* a policy in the root namespace (``MeshConfig.root_namespace``) without a selector is
-  mesh-wide; in another namespace without a selector it is namespace-wide; with a
-  selector it applies to the matching workloads of its namespace (AuthorizationPolicy and
-  RequestAuthentication in the root namespace with a selector: matching workloads in every
-  namespace);
+* a policy in a root namespace (``MeshConfig.policy_roots``: shoal's and Istio's
+  ``istio-system``) without a selector is mesh-wide; in another namespace without a
+  selector it is namespace-wide; with a selector it applies to the matching workloads of
+  its namespace (AuthorizationPolicy and RequestAuthentication in a root namespace with
+  a selector: matching workloads in every namespace);
 * PeerAuthentication: the most specific one wins (workload > namespace > mesh; oldest
   first among equals), ``UNSET`` inherits from the next level, ``portLevelMtls`` (workload
   policies only) overrides per port; nothing set means PERMISSIVE.
@@ -35,11 +35,11 @@ def applicable(mesh: MeshSnapshot, kind: str, workload: Resource) -> list[Resour
     ``workload``, in (namespace, name) order."""
     ns = workload.metadata.namespace
     labels = workload.spec.labels
-    root = mesh.config.root_namespace
+    roots = mesh.config.policy_roots
     out = []
     for r in mesh.of_kind(kind):
         pns = r.metadata.namespace
-        if (pns in (ns, root)) and _selects(r.spec.selector, labels):
+        if (pns == ns or pns in roots) and _selects(r.spec.selector, labels):
             out.append(r)
     return out
 
@@ -48,7 +48,7 @@ def _peer_levels(mesh: MeshSnapshot, workload: Resource) -> list[PeerAuthenticat
     """Workload-, namespace- and mesh-level PeerAuthentications, most specific first."""
     ns = workload.metadata.namespace
     labels = workload.spec.labels
-    root = mesh.config.root_namespace
+    roots = mesh.config.policy_roots
     wl: list[Resource] = []
     nsl: list[Resource] = []
     meshl: list[Resource] = []
@@ -58,9 +58,9 @@ def _peer_levels(mesh: MeshSnapshot, workload: Resource) -> list[PeerAuthenticat
         if pns == ns and spec.selector is not None and spec.selector.match_labels:
             if _selects(spec.selector, labels):
                 wl.append(r)
-        elif pns == ns and pns != root and spec.selector is None:
+        elif pns == ns and pns not in roots and spec.selector is None:
             nsl.append(r)
-        elif pns == root and spec.selector is None:
+        elif pns in roots and spec.selector is None:
             meshl.append(r)
     return [sorted(level, key=_age)[0].spec for level in (wl, nsl, meshl) if level]
 

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from shoal.api.meta import DNS_LABEL
 from shoal.ca.setup import parse_duration
 from shoal.control.config import (
     DEFAULT_AGENT_API_PORT,
@@ -123,6 +124,11 @@ def control_plane(
     outbound_traffic_policy: Annotated[str, typer.Option(
         help="Hosts that are neither services nor ServiceEntries: REGISTRY_ONLY (404) or "
              "ALLOW_ANY (forwarded). A Sidecar may override it.")] = "REGISTRY_ONLY",
+    istio_root_namespace: Annotated[str, typer.Option(
+        help="Istio's root namespace (its meshConfig.rootNamespace): policies there "
+             "without a selector apply mesh-wide, like those in shoal-system, so Istio's "
+             "files work unchanged; '' to honour shoal-system only (docs/adr/0032).")
+    ] = "istio-system",
     cluster: Annotated[str, typer.Option(
         help="Multi-cluster: this cluster's name (workloads get the "
              "topology.istio.io/cluster label; see docs/multicluster.md).")] = "",
@@ -198,6 +204,10 @@ def control_plane(
         etcd_security.check(endpoints)
     except ValidationError as e:
         raise typer.BadParameter(str(e)) from e
+    if istio_root_namespace and not (DNS_LABEL.match(istio_root_namespace)
+                                     and len(istio_root_namespace) <= 63):
+        raise typer.BadParameter(f"{istio_root_namespace!r} is not a namespace name",
+                                 param_hint="--istio-root-namespace")
     config = ControlPlaneConfig(
         data_dir=data_dir or default_home() / "data",
         api=Address.parse(api), xds=Address.parse(xds), store=store, lease_ttl=lease_ttl,
@@ -212,6 +222,7 @@ def control_plane(
                         access_log_stream=access_log_stream, access_log=access_log,
                         trace_collector="" if trace_collector == "xds" else trace_collector,
                         outbound_traffic_policy=outbound_traffic_policy,
+                        istio_root_namespace=istio_root_namespace,
                         cluster=cluster, network=network),
         ratelimit_redis=ratelimit_redis,
         admin_token_ttl=parse_duration(admin_token_ttl, "--admin-token-ttl"),

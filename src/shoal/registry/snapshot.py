@@ -51,9 +51,13 @@ class MeshConfig:
     # Linkerd, Consul and Kuma all ship with access logs off; docs/adr/0029) or "off".
     # TCP connections are always logged (one line per connection). `shoal up`: "all".
     access_log: AccessLogMode = AccessLogMode.ERRORS
-    # Namespace whose PeerAuthentication / AuthorizationPolicy / RequestAuthentication
-    # without a selector apply mesh-wide (Istio's istio-system).
+    # shoal's root namespace: its PeerAuthentication / AuthorizationPolicy /
+    # RequestAuthentication / Sidecar without a selector apply mesh-wide, and the mesh's
+    # own identities live in it (operators' revocations, gateways, the Prometheus scraper).
     root_namespace: str = "shoal-system"
+    # Istio's root namespace: mesh-wide policies written for Istio are honoured there too,
+    # so Istio's files work unchanged (docs/adr/0032); "" honours root_namespace only.
+    istio_root_namespace: str = "istio-system"
     # Egress for hosts that are neither services nor ServiceEntries (docs/adr/0009):
     # REGISTRY_ONLY answers 404, ALLOW_ANY forwards them (dynamic forward proxy).
     outbound_traffic_policy: str = "REGISTRY_ONLY"
@@ -70,6 +74,14 @@ class MeshConfig:
     # network its workloads are on by default. "" = single cluster, one flat network.
     cluster: str = ""
     network: str = ""
+
+    @property
+    def policy_roots(self) -> tuple[str, ...]:
+        """Namespaces whose policies without a selector apply mesh-wide: shoal's root
+        namespace and Istio's (docs/adr/0032)."""
+        extra = self.istio_root_namespace
+        return (self.root_namespace,) + ((extra,) if extra and extra != self.root_namespace
+                                         else ())
 
 
 REGISTERED_BY = "shoal.io/registered-by"

@@ -66,9 +66,9 @@ def sidecar_for(mesh: MeshSnapshot, namespace: str, workload: Resource | None
         sel = s.spec.workload_selector
         if sel is not None and all(labels.get(k) == v for k, v in sel.labels.items()):
             return s
-    for ns in (namespace, mesh.config.root_namespace):
+    for within in ((namespace,), mesh.config.policy_roots):  # the oldest of the roots'
         for s in sorted(mesh.of_kind("Sidecar"), key=oldest_first):
-            if s.metadata.namespace == ns and s.spec.workload_selector is None:
+            if s.metadata.namespace in within and s.spec.workload_selector is None:
                 return s
     return None
 
