@@ -14,6 +14,7 @@ from shoal.analyze.traffic_policy import destination_rule_policies
 from shoal.api.gateway import gateway_ref
 from shoal.api.meta import Resource, ResourceKey, oldest_first
 from shoal.api.networking import Destination, VirtualServiceSpec, for_mesh
+from shoal.api.selector import selects
 from shoal.registry.snapshot import MeshSnapshot
 
 
@@ -113,7 +114,7 @@ def _selectors(mesh: MeshSnapshot) -> Iterator[Finding]:
         if sel is None:
             continue
         if not any(w.metadata.namespace == sc.metadata.namespace
-                   and all(w.spec.labels.get(k) == v for k, v in sel.labels.items())
+                   and selects(sel.labels, w.spec.labels)
                    for w in mesh.workloads):
             yield Finding("selects-nothing", str(sc.key), "spec.workloadSelector.labels",
                           f"no workload in namespace {sc.metadata.namespace} has labels "
@@ -132,7 +133,7 @@ def _policy_selectors(mesh: MeshSnapshot) -> Iterator[Finding]:
             ns = policy.metadata.namespace
             where = "any namespace" if ns in roots else f"namespace {ns}"
             if not any((ns in roots or w.metadata.namespace == ns)
-                       and all(w.spec.labels.get(k) == v for k, v in sel.match_labels.items())
+                       and selects(sel.match_labels, w.spec.labels)
                        for w in mesh.workloads):
                 yield Finding("selects-nothing", str(policy.key), "spec.selector.matchLabels",
                               f"no workload (sidecar or gateway) in {where} has labels "

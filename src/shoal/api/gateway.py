@@ -18,6 +18,7 @@ from pydantic import Field, field_validator, model_validator
 
 from shoal.api.mesh import check_labels
 from shoal.api.meta import Model, Resource
+from shoal.api.selector import selects
 from shoal.api.types import NotSupported
 
 
@@ -183,7 +184,7 @@ def auto_passthrough_ports(workload: Resource, gateways: Iterable[Resource]) -> 
     out: set[int] = set()
     for gw in gateways:
         spec: GatewaySpec = gw.spec
-        if all(labels.get(k) == v for k, v in spec.selector.items()):
+        if selects(spec.selector, labels):
             out.update(s.port.number for s in spec.servers
                        if s.mode is TlsMode.AUTO_PASSTHROUGH and s.port.number in allowed)
     return sorted(out)

@@ -19,6 +19,13 @@ _KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-
 _VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
+def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """An equality selector (``matchLabels``, ``sourceLabels``, a Service's or Gateway's
+    ``selector``): every label of it, with the same value. An empty selector selects
+    everything; callers for which it means nothing say so. The one home of this rule."""
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
 class Op(StrEnum):
     EQ = "="
     NE = "!="

@@ -15,19 +15,16 @@ same policies. Istio's scoping rules:
 
 from __future__ import annotations
 
-from shoal.api.meta import Resource
+from shoal.api.meta import Resource, oldest_first
 from shoal.api.security import MtlsMode, PeerAuthenticationSpec, WorkloadSelector
+from shoal.api.selector import selects
 from shoal.registry.snapshot import MeshSnapshot, mtls_disabled
-
-
-def _age(r: Resource) -> tuple[str, str, str]:
-    return (r.metadata.creation_timestamp or "", r.metadata.namespace, r.metadata.name)
 
 
 def _selects(selector: WorkloadSelector | None, labels: dict[str, str]) -> bool:
     if selector is None:
         return True
-    return all(labels.get(k) == v for k, v in selector.match_labels.items())
+    return selects(selector.match_labels, labels)
 
 
 def applicable(mesh: MeshSnapshot, kind: str, workload: Resource) -> list[Resource]:
@@ -62,7 +59,7 @@ def _peer_levels(mesh: MeshSnapshot, workload: Resource) -> list[PeerAuthenticat
             nsl.append(r)
         elif pns in roots and spec.selector is None:
             meshl.append(r)
-    return [sorted(level, key=_age)[0].spec for level in (wl, nsl, meshl) if level]
+    return [sorted(level, key=oldest_first)[0].spec for level in (wl, nsl, meshl) if level]
 
 
 def mtls_mode(mesh: MeshSnapshot, workload: Resource, port: int) -> MtlsMode:

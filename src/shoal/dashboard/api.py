@@ -19,6 +19,7 @@ from pathlib import Path
 from aiohttp import web
 
 from shoal.api.meta import Resource
+from shoal.api.selector import selects
 from shoal.errors import ValidationError, Violation
 from shoal.multicluster.federation import RemoteEdges
 from shoal.multicluster.labels import CLUSTER_LABEL
@@ -107,7 +108,7 @@ class DashboardApi:
             selector = s.spec.selector
             where = {w.spec.labels.get(CLUSTER_LABEL, "") for w in workloads
                      if selector and w.metadata.namespace == s.metadata.namespace
-                     and all(w.spec.labels.get(k) == v for k, v in selector.items())}
+                     and selects(selector, w.spec.labels)}
             if where - {""}:
                 out[f"{s.metadata.name}.{s.metadata.namespace}.svc.{self._domain}"] = \
                     where - {""}

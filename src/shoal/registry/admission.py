@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 
 from shoal.api.gateway import GATEWAY_ANNOTATION
 from shoal.api.meta import Resource, ResourceKey
+from shoal.api.selector import selects
 from shoal.ca.spiffe import SpiffeId
 from shoal.ca.tokens import TokenClaims
 from shoal.errors import NotFound, PermissionDenied
@@ -65,7 +66,7 @@ def _identity(workload: Resource) -> Identity:
 
 
 def _selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+    return bool(selector) and selects(selector, labels)
 
 
 def allowed_identities(resource: Resource) -> set[Identity] | None:

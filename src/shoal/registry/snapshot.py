@@ -17,6 +17,7 @@ from ipaddress import IPv4Address
 from shoal.api.mesh import ServicePort, ServiceSpec, WorkloadSpec
 from shoal.api.meta import Resource, oldest_first
 from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec, for_mesh
+from shoal.api.selector import selects
 from shoal.registry import vip
 from shoal.registry.external import external_host, synthesize
 
@@ -134,8 +135,7 @@ class Endpoint:
     sidecar: bool = False  # the workload runs a shoal sidecar (it can speak mesh mTLS)
 
     def matches(self, selector: dict[str, str]) -> bool:
-        labels = dict(self.labels)
-        return all(labels.get(k) == v for k, v in selector.items())
+        return selects(selector, dict(self.labels))
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ class MeshSnapshot:
             first = next(iter(spec.selector.items()))
             for wl in by_label.get((svc.metadata.namespace, *first), ()):
                 wspec: WorkloadSpec = wl.spec
-                if all(wspec.labels.get(k) == v for k, v in spec.selector.items()):
+                if selects(spec.selector, wspec.labels):
                     out[(svc.metadata.namespace, svc.metadata.name)].append(wl)
         return out
 

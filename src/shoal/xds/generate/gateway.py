@@ -43,6 +43,7 @@ from shoal.api.gateway import (
 )
 from shoal.api.meta import Resource, oldest_first
 from shoal.api.networking import L4MatchAttributes
+from shoal.api.selector import selects
 from shoal.multicluster.labels import network_of
 from shoal.registry.snapshot import MeshSnapshot, mtls_disabled
 from shoal.telemetry.model import Reporter
@@ -79,7 +80,7 @@ def servers_of(mesh: MeshSnapshot, workload: Resource) -> dict[int, list[Bound]]
     out: dict[int, list[Bound]] = {}
     for gw in mesh.of_kind("Gateway"):
         spec: GatewaySpec = gw.spec
-        if not all(labels.get(k) == v for k, v in spec.selector.items()):
+        if not selects(spec.selector, labels):
             continue
         for server in spec.servers:
             if server.port.number in allowed:

@@ -20,6 +20,7 @@ from google.protobuf import wrappers_pb2
 from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource
 from shoal.api.networking import Destination, HTTPMatchRequest, HTTPRoute
+from shoal.api.selector import selects
 from shoal.api.types import parse_duration
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import hashing, names, route_actions, route_filters, traffic_policy
@@ -185,7 +186,7 @@ def default_route(cluster: str, hash_policy: tuple[rc_pb2.RouteAction.HashPolicy
 
 def applies_to_source(m: HTTPMatchRequest, labels: Labels) -> bool:
     """``sourceLabels``: the rule is generated only for proxies whose workload has them."""
-    return all(labels.get(k) == v for k, v in m.source_labels.items())
+    return selects(m.source_labels, labels)
 
 
 def source_label_keys(mesh: MeshSnapshot) -> frozenset[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shoal.api.meta import Resource, ResourceKey, oldest_first
+from shoal.api.selector import selects
 from shoal.api.sidecar import SidecarSpec
 from shoal.registry.external import external_host
 from shoal.registry.snapshot import MeshSnapshot
@@ -64,7 +65,7 @@ def sidecar_for(mesh: MeshSnapshot, namespace: str, workload: Resource | None
                   key=oldest_first)
     for s in mine:
         sel = s.spec.workload_selector
-        if sel is not None and all(labels.get(k) == v for k, v in sel.labels.items()):
+        if sel is not None and selects(sel.labels, labels):
             return s
     for within in ((namespace,), mesh.config.policy_roots):  # the oldest of the roots'
         for s in sorted(mesh.of_kind("Sidecar"), key=oldest_first):

@@ -18,6 +18,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource
 from shoal.api.networking import L4MatchAttributes, RouteDestination
+from shoal.api.selector import selects
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import names
 from shoal.xds.generate.protocol import TCP_PROXY_FILTER, pack
@@ -27,8 +28,8 @@ Weighted = tuple[tuple[str, int], ...]  # (cluster, weight), weights > 0
 
 
 def _applies(m: L4MatchAttributes, port: int, labels: Labels) -> bool:
-    return (m.port is None or m.port == port) and all(
-        labels.get(k) == v for k, v in m.source_labels.items())
+    return (m.port is None or m.port == port) and selects(
+        m.source_labels, labels)
 
 
 def resolve(mesh: MeshSnapshot, route: Sequence[RouteDestination], ns: str, port: int

@@ -25,6 +25,7 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
 from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource
 from shoal.api.networking import TLSMatchAttributes
+from shoal.api.selector import selects
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate.routes import Labels
 from shoal.xds.generate.tcp_routes import (
@@ -76,7 +77,7 @@ def first_claims(candidates: Iterable[tuple[Sequence[str], Weighted]]) -> list[S
 
 def _applies_to_sidecar(m: TLSMatchAttributes, port: int, labels: Labels) -> bool:
     return (m.port is None or m.port == port) and (not m.gateways or "mesh" in m.gateways) \
-        and all(labels.get(k) == v for k, v in m.source_labels.items())
+        and selects(m.source_labels, labels)
 
 
 def sidecar_sni_routes(mesh: MeshSnapshot, service: Resource, port: ServicePort,
