@@ -16,9 +16,8 @@ from shoal.netaddr import is_ip
 from shoal.telemetry import envoy_stats as es
 from shoal.telemetry.model import LATENCY_BUCKETS_MS
 from shoal.xds.generate.protocol import dns_resolver
-from shoal.xds.types import SDS_CLUSTER, SECRET_ROOT_CA, SECRET_WORKLOAD_CERT
+from shoal.xds.types import SDS_CLUSTER, SECRET_ROOT_CA, SECRET_WORKLOAD_CERT, XDS_CLUSTER
 
-XDS_CLUSTER = "xds_cluster"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 CONTROL_PLANE_NAME = "shoal-control-plane"  # SNI and SAN of the control plane's certificate

@@ -107,5 +107,6 @@ class ProxySnapshot:
 # local Unix socket (the private key never leaves the host). Bootstrap defines the
 # cluster; the control plane's generated config only refers to these names.
 SDS_CLUSTER = "sds-grpc"
+XDS_CLUSTER = "xds_cluster"  # the bootstrap's cluster to the control plane (ADS, OTLP)
 SECRET_WORKLOAD_CERT = "default"  # TlsCertificate: SVID chain + key
 SECRET_ROOT_CA = "ROOTCA"  # CertificateValidationContext: the trust bundle (old + new roots)

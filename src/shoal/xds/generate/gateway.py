@@ -13,8 +13,6 @@ clusters, so mesh mTLS works as from any sidecar."""
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +23,6 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
-from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 
 from shoal.api.gateway import (
@@ -131,23 +128,6 @@ def route_config(mesh: MeshSnapshot, name: str, port: int, bound: Sequence[Bound
     return rc
 
 
-def _san_matchers(sans: Sequence[str]) -> list[common_pb2.SubjectAltNameMatcher]:
-    """``subjectAltNames``: a URI SAN for names with a scheme (``spiffe://...``), an IP SAN
-    for addresses, a DNS SAN otherwise; any one of them admits the client."""
-    out = []
-    for san in sans:
-        kind = common_pb2.SubjectAltNameMatcher.DNS
-        if "://" in san:
-            kind = common_pb2.SubjectAltNameMatcher.URI
-        else:
-            with contextlib.suppress(ValueError):
-                ipaddress.ip_address(san)
-                kind = common_pb2.SubjectAltNameMatcher.IP_ADDRESS
-        out.append(common_pb2.SubjectAltNameMatcher(
-            san_type=kind, matcher=string_pb2.StringMatcher(exact=san)))
-    return out
-
-
 def downstream_context(settings: ServerTLSSettings, credentials: set[str], has_identity: bool
                        ) -> tls_pb2.DownstreamTlsContext | None:
     """TLS termination of an HTTPS server; None when the gateway lacks what the mode needs
@@ -157,7 +137,8 @@ def downstream_context(settings: ServerTLSSettings, credentials: set[str], has_i
     certificates against the credential's CA (required / when presented), optionally
     limited to ``subjectAltNames``; ISTIO_MUTUAL: mesh mTLS with the gateway's own SVID."""
     mode = settings.mode
-    sans = _san_matchers(settings.subject_alt_names)
+    # ``subjectAltNames``: any one of them admits the client
+    sans = [tls.san_matcher(san) for san in settings.subject_alt_names]
     if mode is TlsMode.ISTIO_MUTUAL:
         if not has_identity:
             return None

@@ -9,7 +9,6 @@ under the same key, which the RBAC matchers read (:mod:`rbac_match`).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from urllib.parse import urlparse
 
@@ -27,6 +26,7 @@ from google.protobuf import empty_pb2
 
 from shoal.api.meta import Resource
 from shoal.api.security import JwtRule, RequestAuthenticationSpec
+from shoal.netaddr import is_ip
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import names
 from shoal.xds.generate.protocol import duration, pack, socket_address
@@ -102,11 +102,7 @@ def http_filters(policies: Sequence[Resource]) -> tuple[hcm_pb2.HttpFilter, ...]
 def jwks_cluster(uri: str) -> cluster_pb2.Cluster:
     host, port, tls = _host_port(uri)
     name = names.jwks_cluster(host, port)
-    try:
-        ipaddress.ip_address(host)
-        kind = cluster_pb2.Cluster.STATIC
-    except ValueError:
-        kind = cluster_pb2.Cluster.STRICT_DNS
+    kind = cluster_pb2.Cluster.STATIC if is_ip(host) else cluster_pb2.Cluster.STRICT_DNS
     c = cluster_pb2.Cluster(
         name=name, type=kind, connect_timeout=duration(JWKS_TIMEOUT_S),
         load_assignment=endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=[

@@ -50,6 +50,7 @@ from shoal.xds.generate.protocol import (
     socket_address,
 )
 from shoal.xds.generate.tls import ALPN_H2, mesh_service_tls, tls_socket
+from shoal.xds.types import XDS_CLUSTER
 
 if TYPE_CHECKING:
     from shoal.xds.generate.context import GenerationContext
@@ -58,7 +59,7 @@ LOCAL_FILTER = "envoy.filters.http.local_ratelimit"
 GLOBAL_FILTER = "envoy.filters.http.ratelimit"
 RLS_CLUSTER = "ratelimit"
 RLS_MTLS = "ratelimit-mtls"  # the transport socket match of its mTLS
-CONTROL_PLANE_CLUSTER = "xds_cluster"  # the bootstrap's (shoal.agent.bootstrap.XDS_CLUSTER)
+CONTROL_PLANE_CLUSTER = XDS_CLUSTER  # the bootstrap's control-plane cluster
 CHECK_TIMEOUT = 1.0  # seconds a sidecar waits for the service before failureMode applies
 XFCC = "x-forwarded-client-cert"
 MAX_DYNAMIC = 10_000  # local per-header buckets kept per descriptor (LRU)

@@ -23,7 +23,6 @@ OTLP receivers on the xDS gRPC port (docs/adr/0008-telemetry-collection.md).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import cache
@@ -52,17 +51,18 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
+from shoal.netaddr import is_ip
 from shoal.registry.snapshot import AccessLogMode
 from shoal.telemetry import envoy_stats as es
 from shoal.telemetry.model import Reporter
 from shoal.xds.generate.protocol import HcmExtras, duration, pack
 from shoal.xds.generate.tls import control_plane_tls, tls_socket
+from shoal.xds.types import XDS_CLUSTER
 
 if TYPE_CHECKING:
     from shoal.xds.generate.context import GenerationContext
 
-# The bootstrap's control-plane cluster (shoal.agent.bootstrap.XDS_CLUSTER).
-CONTROL_PLANE_CLUSTER = "xds_cluster"
+CONTROL_PLANE_CLUSTER = XDS_CLUSTER  # the bootstrap's control-plane cluster
 ACCESS_LOG_PATH = "/dev/stdout"
 FILE_LOGGER = "envoy.access_loggers.file"
 # Runtime key of the "errors" access-log threshold (default 400): an operator can lower it
@@ -340,11 +340,7 @@ def clusters(ctx: GenerationContext) -> Mapping[str, cluster_pb2.Cluster]:
 def _zipkin_cluster(collector: str) -> cluster_pb2.Cluster:
     host, _, port = collector.rpartition(":")
     host = host.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-        kind = cluster_pb2.Cluster.STATIC
-    except ValueError:
-        kind = cluster_pb2.Cluster.STRICT_DNS
+    kind = cluster_pb2.Cluster.STATIC if is_ip(host) else cluster_pb2.Cluster.STRICT_DNS
     address = address_pb2.Address(socket_address=address_pb2.SocketAddress(
         address=host, port_value=int(port)))
     return cluster_pb2.Cluster(

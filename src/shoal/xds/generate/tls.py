@@ -10,7 +10,6 @@ agent resolves on the proxy's host (docs/adr/0013).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -21,6 +20,7 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 
 from shoal.api.traffic_policy import ClientTLSSettings, TLSMode
+from shoal.netaddr import is_ip
 from shoal.xds import secret_names
 from shoal.xds.generate.protocol import pack
 from shoal.xds.types import SDS_CLUSTER, SECRET_ROOT_CA, SECRET_WORKLOAD_CERT
@@ -97,7 +97,7 @@ def control_plane_tls(server_name: str, alpn: Sequence[str] = ()
             combined_validation_context=(
                 tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
                     default_validation_context=common_pb2.CertificateValidationContext(
-                        match_typed_subject_alt_names=[_san_matcher(server_name)]),
+                        match_typed_subject_alt_names=[san_matcher(server_name)]),
                     validation_context_sds_secret_config=sds(SECRET_ROOT_CA))),
             alpn_protocols=list(alpn)),
         sni=server_name)
@@ -145,18 +145,14 @@ def transport_socket_matches(
     ]
 
 
-def _san_matcher(san: str) -> common_pb2.SubjectAltNameMatcher:
+def san_matcher(san: str) -> common_pb2.SubjectAltNameMatcher:
     """An exact SAN matcher of the type ``san`` looks like: URI (``scheme://``), IP
     address, else DNS name."""
     kind = common_pb2.SubjectAltNameMatcher.DNS
     if "://" in san:
         kind = common_pb2.SubjectAltNameMatcher.URI
-    else:
-        try:
-            ipaddress.ip_address(san)
-            kind = common_pb2.SubjectAltNameMatcher.IP_ADDRESS
-        except ValueError:
-            pass
+    elif is_ip(san):
+        kind = common_pb2.SubjectAltNameMatcher.IP_ADDRESS
     return common_pb2.SubjectAltNameMatcher(san_type=kind,
                                             matcher=string_pb2.StringMatcher(exact=san))
 
@@ -183,7 +179,7 @@ def origination_tls(settings: ClientTLSSettings, host: str, alpn: Sequence[str]
         common.combined_validation_context.CopyFrom(
             tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
                 default_validation_context=common_pb2.CertificateValidationContext(
-                    match_typed_subject_alt_names=[_san_matcher(s) for s in sans]),
+                    match_typed_subject_alt_names=[san_matcher(s) for s in sans]),
                 validation_context_sds_secret_config=sds(secret_names.root_secret(
                     settings.ca_certificates, settings.ca_crl))))
     return tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=sni)
