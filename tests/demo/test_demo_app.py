@@ -265,6 +265,8 @@ def test_topology():
     args = topology.run_args(w, app_port=41000)
     assert args[args.index("--") + 1:] == list(w.command)
     assert "version=v2" in args and "41000" in args
+    # Istio's bookinfo service accounts
+    assert args[args.index("--service-account") + 1] == "bookinfo-reviews"
     config = parse_yaml(demo_config())
     services = {r.metadata.name for r in config if r.kind == "Service"}
     assert services == {w.service for w in topology.WORKLOADS}

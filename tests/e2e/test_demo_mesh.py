@@ -69,6 +69,28 @@ def test_header_match_routes_one_user(up: Up) -> None:
     assert up.reviews(10) == {"reviews-v1": 10}
 
 
+def test_istios_bookinfo_principals_work_as_written(up: Up) -> None:
+    """The demo runs as Istio's bookinfo service accounts, so a policy copied from Istio's
+    docs (principal ``cluster.local/ns/default/sa/bookinfo-productpage``) admits
+    productpage: with an ALLOW policy on reviews, any other caller would get 403."""
+    policy = """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-viewer, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/default/sa/bookinfo-productpage"]}}]
+    to: [{operation: {methods: ["GET"]}}]
+"""
+    with up.shoal_input(policy) as f:
+        up.shoal("apply", "--wait", "-f", f)
+    try:
+        assert sum(up.reviews(5).values()) == 5
+    finally:
+        up.shoal("delete", "authorizationpolicy", "reviews-viewer")
+
+
 def test_a_7s_delay_to_ratings_makes_productpage_show_its_fallback(up: Up) -> None:
     """Istio's bookinfo fault-injection task: jason's reviews (v2) call ratings, which
     now answers after 7 s; productpage gives up on reviews (3 s timeout, one retry)."""

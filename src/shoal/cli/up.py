@@ -126,7 +126,7 @@ def up(
               str(procs.logs / "control-plane.log"))
         client.apply(demo_config(), source="demo/bookinfo.yaml")
         for w in WORKLOADS:
-            token_file = _token_file(client, home, "default", w.service)
+            token_file = _token_file(client, home, "default", w.service_account)
             procs.spawn(state, w.name, _agent_argv(w, home, agent_api, secure_xds, port,
                                                    token_file=token_file, ca_bundle=ca_bundle),
                         env=dict(w.env))

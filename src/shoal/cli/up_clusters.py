@@ -132,7 +132,7 @@ def up_clusters(home: Path, count: int, timeout: float, wait: Any) -> None:
                 pod = netns.create_pod(
                     f"{PREFIX}{plan.name.removeprefix('cluster-')}-{w.name}", net)
                 argv = _agent_argv(w, home / plan.name, agent_api, secure_xds, str(pod.address),
-                                   _token(client, home, plan.name, "default", w.service),
+                                   _token(client, home, plan.name, "default", w.service_account),
                                    bundle)
                 procs.spawn(state, f"{plan.name}-{w.name}", pod.command(argv),
                             env=dict(w.env))

@@ -30,6 +30,13 @@ class DemoWorkload:
         return f"{self.service}-{self.version}"
 
     @property
+    def service_account(self) -> str:
+        """Istio's bookinfo names (``bookinfo-productpage``, ...), so the principals in
+        Istio's docs, ``cluster.local/ns/default/sa/bookinfo-productpage``, work as
+        written."""
+        return f"bookinfo-{self.service}"
+
+    @property
     def labels(self) -> dict[str, str]:
         return {"app": self.service, "version": self.version}
 
@@ -55,7 +62,8 @@ def run_args(w: DemoWorkload, *, app_port: int, namespace: str = "default") -> l
 
     The env of ``w`` must be added to the agent's own environment (the app inherits it)."""
     args = ["--service", w.service, "--port", str(w.port), "--protocol", w.protocol,
-            "--namespace", namespace, "--app-port", str(app_port), "--name", w.name]
+            "--namespace", namespace, "--app-port", str(app_port), "--name", w.name,
+            "--service-account", w.service_account]
     for k, v in w.labels.items():
         if k != "app":
             args += ["--label", f"{k}={v}"]
