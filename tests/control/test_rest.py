@@ -66,6 +66,16 @@ async def api(tmp_path) -> AsyncIterator[tuple[httpx.AsyncClient, WorkloadRegist
     await store.close()
 
 
+async def test_mesh_config_for_operators_only(api) -> None:
+    client, _ = api
+    r = await client.get("/api/v1/meshconfig")
+    assert r.status_code == 200
+    assert r.json()["istioRootNamespace"] == "istio-system"
+    assert r.json()["extensionProviders"] == []
+    anonymous = await client.get("/api/v1/meshconfig", headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+
+
 async def test_apply_all_or_nothing_with_field_paths(api) -> None:
     client, _ = api
     resp = await client.post("/api/v1/apply", content=GOOD + "---" + BAD_VS, headers=YAML)

@@ -106,3 +106,30 @@ spec:
     allowed = check_gateway(mesh, "ingress-1", port=8080, path="/productpage",
                             claims={"iss": "testing@secure.istio.io", "sub": "u"})
     assert allowed.decision.allowed
+
+
+def test_custom_policy_defers_to_its_authorizer() -> None:
+    """A matching CUSTOM rule: the decision holds only if the provider allows it."""
+    from shoal.api.parse import parse_yaml
+
+    mesh = MeshSnapshot.build(parse_yaml("""apiVersion: mesh.shoal.io/v1alpha1
+kind: Workload
+metadata: {name: web-1}
+spec: {address: 127.0.0.1, labels: {app: web}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: CUSTOM
+  provider: {name: opa}
+  rules: [{to: [{operation: {paths: [/admin*]}}]}]
+"""), revision=1)
+    wl = mesh.workload("default", "web-1")
+    assert wl is not None
+    checked = evaluate(mesh, wl, Request(port=80, path="/admin/x"))
+    assert checked.allowed and checked.external == "opa"
+    assert checked.reason.startswith("if extension provider 'opa' allows it")
+    assert checked.as_dict()["external"] == "opa"
+    assert evaluate(mesh, wl, Request(port=80, path="/public")).external is None

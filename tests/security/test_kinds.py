@@ -16,8 +16,9 @@ def problems(spec: str, kind: str = "AuthorizationPolicy") -> str:
 
 
 def test_authorization_policy_errors_name_fields() -> None:
-    assert "spec.action: CUSTOM" in problems("{action: CUSTOM}")
-    assert "spec.provider: is not supported" in problems("{provider: {name: x}}")
+    assert "provider: is required with action CUSTOM" in problems("{action: CUSTOM}")
+    assert "provider: only with action CUSTOM" in problems("{provider: {name: x}}")
+    assert "spec.provider.name" in problems("{action: CUSTOM, provider: {name: ''}}")
     out = problems("{rules: [{when: [{key: 'request.nope', values: [a]}]}]}")
     assert "spec.rules[0].when[0]: unsupported key 'request.nope'" in out
     assert "spec.rules[0].to[0].operation.paths" in problems(

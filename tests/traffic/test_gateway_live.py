@@ -53,6 +53,16 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+MESH_CONFIG = """extensionProviders:
+- name: sample-ext-authz-http
+  envoyExtAuthzHttp:
+    service: ext-authz.default.svc.cluster.local
+    port: 8000
+    includeRequestHeadersInCheck: [x-ext-authz]
+    headersToDownstreamOnDeny: [x-ext-authz-check-result]
+"""
+
+
 def config(http_port: int, https_port: int) -> str:
     return f"""apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -86,10 +96,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory
     http_port, https_port = free_port(), free_port()
     bookinfo = (Path(__file__).resolve().parents[2] / "src" / "shoal" / "demo"
                 / "bookinfo.yaml").read_text()
-    with ControlPlaneProcess(workdir, lease_ttl=6.0) as cp:
+    (workdir / "mesh.yaml").write_text(MESH_CONFIG)
+    with ControlPlaneProcess(workdir, lease_ttl=6.0,
+                             extra=["--mesh-config", str(workdir / "mesh.yaml")]) as cp:
         agents = [AgentProcess(cp, service=w.service, port=w.port, name=w.name,
                                labels={"version": w.version}, command=list(w.command),
                                env=dict(w.env)) for w in WORKLOADS if w.name in DEMO]
+        agents.append(AgentProcess(cp, service="ext-authz", port=8000, name="ext-authz",
+                                   command=[sys.executable, "-m", "shoal.demo.ext_authz",
+                                            "http"]))
         gw = _Process("gateway", workdir / "logs" / "gateway.log")
         token = cp.token_file("default", "ingress")
         try:
@@ -107,7 +122,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory
             with cp.client() as c:
                 c.apply(bookinfo)
                 c.apply(config(http_port, https_port))
-            cp.wait_synced({*DEMO, "ingress-1"})
+            cp.wait_synced({*DEMO, "ext-authz", "ingress-1"})
             yield http_port, https_port, cert, cp
         finally:
             gw.stop()
@@ -220,3 +235,35 @@ def test_policies_selecting_the_gateway_are_enforced(gateway) -> None:
                 c.delete(kind, ns, name)
     wait_for(lambda: httpx.get(url, timeout=10).status_code == 200, 30,
              "the product page without a token once the policies are gone")
+
+
+def test_custom_policy_at_the_gateway_asks_the_external_authorizer(gateway) -> None:
+    """Istio's external-authorization task at the ingress gateway (docs/adr/0033): a
+    CUSTOM policy selecting the gateway sends its requests to the authorizer."""
+    from shoal.demo.ext_authz import DENIED_BODY, RESULT_HEADER
+
+    http_port, _, _, cp = gateway
+    url = f"http://127.0.0.1:{http_port}/productpage"
+    with cp.client() as c:
+        c.apply("""apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext-authz-ingress}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: CUSTOM
+  provider: {name: sample-ext-authz-http}
+  rules: [{to: [{operation: {paths: [/productpage]}}]}]
+""")
+    try:
+        denied = wait_for(lambda: (r := httpx.get(url, timeout=10)).status_code == 403 and r,
+                          30, "the gateway to ask the authorizer")
+        assert denied.text == DENIED_BODY and denied.headers[RESULT_HEADER] == "denied"
+        assert httpx.get(url, timeout=10, headers={"x-ext-authz": "allow"}).status_code == 200
+        # not selected by the policy: never sent to the authorizer
+        assert httpx.get(f"http://127.0.0.1:{http_port}/api/v1/products",
+                         timeout=10).status_code == 200
+    finally:
+        with cp.client() as c:
+            c.delete("AuthorizationPolicy", "default", "ext-authz-ingress")
+    wait_for(lambda: httpx.get(url, timeout=10).status_code == 200, 30,
+             "the product page without the check once the policy is gone")

@@ -15,7 +15,8 @@ from shoal.api.gateway import gateway_ref
 from shoal.api.meta import Resource, ResourceKey, oldest_first
 from shoal.api.networking import Destination, VirtualServiceSpec, for_mesh
 from shoal.api.selector import selects
-from shoal.registry.snapshot import MeshSnapshot
+from shoal.registry.snapshot import MeshConfig, MeshSnapshot
+from shoal.xds.generate import ext_authz
 
 
 @dataclass(frozen=True)
@@ -140,16 +141,27 @@ def _policy_selectors(mesh: MeshSnapshot) -> Iterator[Finding]:
                               f"{dict(sel.match_labels)}: the policy applies to nothing")
 
 
+def _custom_providers(mesh: MeshSnapshot) -> Iterator[Finding]:
+    """CUSTOM policies whose provider cannot be used (the generator's own resolution):
+    the requests they select are denied."""
+    for policy in ext_authz.custom(mesh.of_kind("AuthorizationPolicy")):
+        res = ext_authz.resolve_provider(mesh, policy.spec.provider.name)
+        if res.provider is None:
+            yield Finding("provider-unavailable", str(policy.key), "spec.provider.name",
+                          f"{res.error}: the requests this policy selects are denied "
+                          "(fail closed)")
+
+
 CHECKS = (_virtual_services, _destination_rules, _selectors, _policy_selectors,
-          destination_rule_policies)
+          _custom_providers, destination_rule_policies)
 
 
-def analyze(resources: Iterable[Resource], sources: Mapping[ResourceKey, str] | None = None
-            ) -> list[Finding]:
+def analyze(resources: Iterable[Resource], sources: Mapping[ResourceKey, str] | None = None,
+            config: MeshConfig | None = None) -> list[Finding]:
     """Every finding for ``resources`` (later duplicates of a key replace earlier ones,
-    as applying files over stored config does)."""
+    as applying files over stored config does), under the control plane's ``config``."""
     by_key = {r.key: r for r in resources}
-    mesh = MeshSnapshot.build(by_key.values(), revision=0)
+    mesh = MeshSnapshot.build(by_key.values(), revision=0, config=config)
     sources = sources or {}
     out: list[Finding] = []
     for check in CHECKS:

@@ -48,7 +48,7 @@ def _message(err: Any) -> str:
     return msg
 
 
-def _pydantic_violations(e: pydantic.ValidationError, prefix: tuple, doc: str) -> list[Violation]:
+def pydantic_violations(e: pydantic.ValidationError, prefix: tuple, doc: str) -> list[Violation]:
     out = []
     for err in e.errors():
         # pydantic adds the tag of function validators to the location; drop them
@@ -273,7 +273,7 @@ def parse_document(doc: Any, index: int = 0, source: str = "") -> Resource:
             if metadata.resource_version is not None:
                 metadata = metadata.model_copy(update={"resource_version": None})
         except pydantic.ValidationError as e:
-            problems += _pydantic_violations(e, ("metadata",), where)
+            problems += pydantic_violations(e, ("metadata",), where)
     spec = None
     if kind is not None:
         if "spec" not in doc:
@@ -285,7 +285,7 @@ def parse_document(doc: Any, index: int = 0, source: str = "") -> Resource:
             try:
                 spec = kind.spec.model_validate(doc["spec"])
             except pydantic.ValidationError as e:
-                problems += _pydantic_violations(e, ("spec",), where)
+                problems += pydantic_violations(e, ("spec",), where)
     if problems:
         raise ValidationError(problems)
     assert kind is not None and metadata is not None
@@ -351,4 +351,4 @@ def load_resource(data: dict[str, Any]) -> Resource:
 
 def model_violations(e: pydantic.ValidationError) -> list[Violation]:
     """A pydantic error of a request body (not a resource document) as violations."""
-    return _pydantic_violations(e, (), "")
+    return pydantic_violations(e, (), "")

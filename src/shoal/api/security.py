@@ -227,20 +227,29 @@ class Action(StrEnum):
     CUSTOM = "CUSTOM"
 
 
+class ExtensionProviderRef(Model):
+    """``provider`` of a CUSTOM policy: an ``extensionProviders`` entry of the mesh config
+    (``shoal control-plane --mesh-config``, docs/adr/0033)."""
+
+    name: str = Field(min_length=1, max_length=253)
+
+
 class AuthorizationPolicySpec(Model):
     selector: WorkloadSelector | None = None
     action: Action = Action.ALLOW
     rules: list[Rule] = Field(default_factory=list)
-    provider: NotSupported = None
+    provider: ExtensionProviderRef | None = None
     target_ref: NotSupported = None
     target_refs: NotSupported = None
 
-    @field_validator("action")
-    @classmethod
-    def _action(cls, v: Action) -> Action:
-        if v is Action.CUSTOM:
-            raise ValueError("CUSTOM (external authorization) is not supported by shoal yet")
-        return v
+    @model_validator(mode="after")
+    def _provider(self) -> AuthorizationPolicySpec:
+        if self.action is Action.CUSTOM and self.provider is None:
+            raise ValueError("provider: is required with action CUSTOM (the name of an "
+                             "extensionProviders entry of the mesh config)")
+        if self.action is not Action.CUSTOM and self.provider is not None:
+            raise ValueError("provider: only with action CUSTOM")
+        return self
 
 
 # -- RequestAuthentication --------------------------------------------------------------------

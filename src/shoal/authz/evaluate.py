@@ -1,8 +1,10 @@
 """A pure evaluator of Istio authorization: the same decision the sidecar's filters make.
 
 Order (as in the generated Envoy config): the destination port's mTLS mode (a STRICT port
-refuses a caller without a mesh certificate), then DENY policies (any matching rule
-denies), then ALLOW policies (when any applies, some rule must match), AUDIT only noted.
+refuses a caller without a mesh certificate), then CUSTOM policies (a matching rule sends
+the request to the external authorizer: the decision is then "if it allows", named in
+``external``), then DENY policies (any matching rule denies), then ALLOW policies (when
+any applies, some rule must match), AUDIT only noted.
 JWT *validation* is not re-done here: ``claims`` are taken as a verified token's payload.
 """
 
@@ -59,11 +61,14 @@ class Decision:
     rule: int | None = None
     audited: tuple[str, ...] = ()
     mtls_mode: str = ""
+    # a CUSTOM policy matches: the request is first sent to this extension provider, and
+    # ``allowed`` holds only if it allows the request
+    external: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"decision": "ALLOWED" if self.allowed else "DENIED", "reason": self.reason,
                 "policy": self.policy, "rule": self.rule, "audited": list(self.audited),
-                "mtlsMode": self.mtls_mode}
+                "mtlsMode": self.mtls_mode, "external": self.external}
 
 
 def wildcard(pattern: str, value: str | None, ignore_case: bool = False) -> bool:
@@ -154,7 +159,7 @@ def _condition(c: Condition, req: Request) -> bool:
 
 
 def rule_matches(rule: Rule, action: Action, req: Request) -> bool:
-    if not req.http and action is not Action.DENY and rule.http_only_fields():
+    if not req.http and action in (Action.ALLOW, Action.AUDIT) and rule.http_only_fields():
         return False  # dropped on TCP ports: fails closed
     return ((not rule.from_ or any(_source(f.source, req) for f in rule.from_))
             and (not rule.to or any(_operation(t.operation, req) for t in rule.to))
@@ -186,6 +191,17 @@ def evaluate(mesh: Any, workload: Resource, req: Request) -> Decision:
         req = replace(req, principal=None)
     policies = sorted(applicable(mesh, "AuthorizationPolicy", workload),
                       key=lambda r: (r.metadata.namespace, r.metadata.name))
+    decision = _decide(policies, req, mode)
+    custom = _first_match(policies, Action.CUSTOM, req)
+    if custom is None or not decision.allowed:
+        return decision
+    provider = custom[0].spec.provider.name
+    return replace(decision, external=provider, reason=f"if extension provider "
+                   f"{provider!r} allows it (CUSTOM policy {_name(custom[0])} rule "
+                   f"{custom[1]} matches): {decision.reason}")
+
+
+def _decide(policies: Sequence[Resource], req: Request, mode: MtlsMode) -> Decision:
     audit = _first_match(policies, Action.AUDIT, req)
     audited = (f"{_name(audit[0])} rule {audit[1]}",) if audit else ()
     deny = _first_match(policies, Action.DENY, req)

@@ -118,6 +118,9 @@ class ApiClient:
 
     # -- proxies --------------------------------------------------------------------------
 
+    def mesh_config(self) -> dict[str, Any]:
+        return self.request("GET", "/api/v1/meshconfig")
+
     def proxies(self) -> list[dict[str, Any]]:
         return self.request("GET", "/api/v1/proxies")["proxies"]
 

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from shoal.api.meshconfig import load_mesh_config
 from shoal.api.meta import DNS_LABEL
 from shoal.ca.setup import parse_duration
 from shoal.control.config import (
@@ -124,6 +125,10 @@ def control_plane(
     outbound_traffic_policy: Annotated[str, typer.Option(
         help="Hosts that are neither services nor ServiceEntries: REGISTRY_ONLY (404) or "
              "ALLOW_ANY (forwarded). A Sidecar may override it.")] = "REGISTRY_ONLY",
+    mesh_config: Annotated[Path | None, typer.Option(
+        help="Istio mesh configuration YAML (a MeshConfig, the `istio` ConfigMap or an "
+             "IstioOperator): its extensionProviders are the external authorizers that "
+             "AuthorizationPolicy action CUSTOM names (docs/adr/0033).")] = None,
     istio_root_namespace: Annotated[str, typer.Option(
         help="Istio's root namespace (its meshConfig.rootNamespace): policies there "
              "without a selector apply mesh-wide, like those in shoal-system, so Istio's "
@@ -208,6 +213,10 @@ def control_plane(
                                      and len(istio_root_namespace) <= 63):
         raise typer.BadParameter(f"{istio_root_namespace!r} is not a namespace name",
                                  param_hint="--istio-root-namespace")
+    try:
+        providers = load_mesh_config(mesh_config).extension_providers if mesh_config else ()
+    except ValidationError as e:
+        raise typer.BadParameter(str(e), param_hint="--mesh-config") from e
     config = ControlPlaneConfig(
         data_dir=data_dir or default_home() / "data",
         api=Address.parse(api), xds=Address.parse(xds), store=store, lease_ttl=lease_ttl,
@@ -223,7 +232,7 @@ def control_plane(
                         trace_collector="" if trace_collector == "xds" else trace_collector,
                         outbound_traffic_policy=outbound_traffic_policy,
                         istio_root_namespace=istio_root_namespace,
-                        cluster=cluster, network=network),
+                        cluster=cluster, network=network, extension_providers=providers),
         ratelimit_redis=ratelimit_redis,
         admin_token_ttl=parse_duration(admin_token_ttl, "--admin-token-ttl"),
         api_hosts=tuple(api_host or ()),

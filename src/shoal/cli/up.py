@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from shoal.api.meshconfig import load_mesh_config
 from shoal.cli.client import ApiClient
 from shoal.cli.credentials import remember
 from shoal.cli.output import console, err_console, table
@@ -26,7 +27,7 @@ from shoal.control.config import (
 )
 from shoal.demo.topology import WORKLOADS, DemoWorkload, run_args
 from shoal.envoy import free_port
-from shoal.errors import ShoalError, Unavailable
+from shoal.errors import ShoalError, Unavailable, ValidationError
 
 HomeOpt = Annotated[Path | None, typer.Option(
     "--home", envvar="SHOAL_HOME", help="State directory (default: ~/.shoal).")]
@@ -90,9 +91,21 @@ def up(
     clusters: Annotated[int, typer.Option(
         min=1, max=2, help="2: the demo over two clusters, each with its own network, "
         "control plane and east-west gateway (needs root; docs/multicluster.md).")] = 1,
+    mesh_config: Annotated[Path | None, typer.Option(
+        help="Istio mesh configuration YAML for the control plane (its extensionProviders: "
+             "external authorizers for AuthorizationPolicy action CUSTOM).")] = None,
 ) -> None:
     """Start a control plane and the demo application, every workload with its sidecar."""
     home = home or default_home()
+    more: list[str] = []
+    if mesh_config is not None:
+        if clusters > 1:
+            raise typer.BadParameter("not with --clusters 2 yet", param_hint="--mesh-config")
+        try:
+            load_mesh_config(mesh_config)  # refused here, before anything starts
+        except ValidationError as e:
+            raise typer.BadParameter(str(e), param_hint="--mesh-config") from e
+        more = ["--mesh-config", str(mesh_config.resolve())]
     procs = LocalProcesses(home)
     existing = procs.load()
     if existing is not None and existing.api and ApiClient(existing.api).ready():
@@ -121,7 +134,7 @@ def up(
             "--xds", xds, "--data-dir", str(home / "data"),
             "--agent-api", f"127.0.0.1:{agent_api_port}", "--secure-xds", secure_xds,
             # the demo shows every request's trace and its access log
-            "--trace-sampling", "100", "--access-log-stream", "--access-log", "all"])
+            "--trace-sampling", "100", "--access-log-stream", "--access-log", "all", *more])
         _wait("starting the control plane", client.ready, timeout,
               str(procs.logs / "control-plane.log"))
         client.apply(demo_config(), source="demo/bookinfo.yaml")

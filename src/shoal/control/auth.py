@@ -94,6 +94,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", f"{API}/resources/{{kind}}/{{namespace}}/{{name}}"): OPERATOR,
     ("POST", f"{API}/tokens"): OPERATOR,
     ("GET", f"{API}/whoami"): OPERATOR,
+    ("GET", f"{API}/meshconfig"): OPERATOR,  # `shoal analyze` checks against it
     ("GET", f"{API}/resources/{{kind}}/{{namespace}}/{{name}}"): OPERATOR,
     ("GET", f"{API}/certificates/{{namespace}}/{{workload}}"): Needs(Role.VIEW, "namespace"),
     ("GET", f"{API}/proxies"): MESH_VIEW,

@@ -161,7 +161,8 @@ class ControlPlane:
         audit = AuditLog(None if config.store == "memory" else config.audit_path)
         auth = OperatorAuth(tokens, bind_host=config.api.host, aliases=config.api_hosts)
         api = RestApi(store, registry, inspector, ready=ready, auth=auth, identity=identity,
-                      audit=audit, pushed_revision=lambda: sync.stats.last_revision)
+                      audit=audit, pushed_revision=lambda: sync.stats.last_revision,
+                      mesh=config.mesh)
         operators = OperatorApi(tokens, store, audit, config.mesh.root_namespace)
         admin = AdminCredential(tokens, config.admin_token_path, config.admin_token_ttl)
         remotes = RemoteClusters(view, config.data_dir, trust_context(ca.files.bundle_path))

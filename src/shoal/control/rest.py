@@ -55,6 +55,7 @@ from shoal.control.rbac import Role
 from shoal.errors import ValidationError, Violation
 from shoal.registry.admission import admit_registration, owned_workload
 from shoal.registry.leases import Registry, agent_workload
+from shoal.registry.snapshot import MeshConfig
 from shoal.store.base import Store
 
 API = "/api/v1"
@@ -64,7 +65,8 @@ class RestApi:
     def __init__(self, store: Store, registry: Registry, proxies: ProxyInspector,
                  *, ready: asyncio.Event, auth: OperatorAuth,
                  identity: IdentityApi | None = None, audit: AuditLog | None = None,
-                 pushed_revision: Callable[[], int] = lambda: 0):
+                 pushed_revision: Callable[[], int] = lambda: 0,
+                 mesh: MeshConfig | None = None):
         self._auth = auth
         self.audit = audit or AuditLog(None)
         self._identity = identity
@@ -73,6 +75,7 @@ class RestApi:
         self._registry = registry
         self._proxies = proxies
         self._ready = ready
+        self._mesh = mesh or MeshConfig()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.audit.middleware(), errors_middleware,
@@ -89,6 +92,7 @@ class RestApi:
         r.add_post(f"{API}/workloads", self.register)
         r.add_put(f"{API}/workloads/{{namespace}}/{{name}}/heartbeat", self.heartbeat)
         r.add_delete(f"{API}/workloads/{{namespace}}/{{name}}", self.deregister)
+        r.add_get(f"{API}/meshconfig", self.mesh_config)
         r.add_get(f"{API}/proxies", self.proxies)
         r.add_get(f"{API}/proxies/{{node}}/config", self.proxy_config)
         if self._identity is not None:
@@ -252,6 +256,14 @@ class RestApi:
     def proxy_status(self) -> list[dict[str, Any]]:
         """Each connected (or recently gone) proxy's sync status, as GET /proxies has it."""
         return self._proxies.status()
+
+    async def mesh_config(self, request: web.Request) -> web.Response:
+        """The mesh-wide settings policies are judged by (``shoal analyze``)."""
+        m = self._mesh
+        return web.json_response({
+            "rootNamespace": m.root_namespace, "istioRootNamespace": m.istio_root_namespace,
+            "trustDomain": m.trust_domain, "domain": m.domain,
+            "extensionProviders": [p.dump() for p in m.extension_providers]})
 
     async def proxies(self, request: web.Request) -> web.Response:
         # pushedRevision: every proxy's config reflects the store up to this revision

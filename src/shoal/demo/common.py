@@ -151,7 +151,7 @@ class DemoHandler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(resp.body)
 
-    do_GET = do_POST = do_HEAD = _dispatch
+    do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
@@ -162,13 +162,24 @@ def make_handler(route: Route, served_by: str) -> type[DemoHandler]:
                                             "served_by": served_by})
 
 
-def serve(route: Route, served_by: str, default_port: int = 9080) -> None:
-    """Serve on 127.0.0.1:$PORT until SIGTERM/SIGINT."""
+def wait_for_signal() -> None:
+    """Block until SIGTERM or SIGINT."""
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+
+
+def serve(route: Route, served_by: str, default_port: int = 9080,
+          beside: Callable[[], Callable[[], None]] | None = None) -> None:
+    """Serve on 127.0.0.1:$PORT until SIGTERM/SIGINT. ``beside`` starts another server
+    next to it (after logging is set up) and returns how to stop that one."""
     logging.basicConfig(level=os.environ.get("SHOAL_LOG_LEVEL", "INFO").upper(),
                         stream=sys.stderr, format=f"{served_by} %(levelname)s %(message)s")
     port = int(os.environ.get("PORT") or default_port)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), make_handler(route, served_by))
     server.daemon_threads = True
+    stop_beside = beside() if beside is not None else None
 
     def stop(*_: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -179,4 +190,6 @@ def serve(route: Route, served_by: str, default_port: int = 9080) -> None:
     try:
         server.serve_forever()
     finally:
+        if stop_beside is not None:
+            stop_beside()
         server.server_close()

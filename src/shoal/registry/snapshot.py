@@ -15,6 +15,7 @@ from functools import cached_property
 from ipaddress import IPv4Address
 
 from shoal.api.mesh import ServicePort, ServiceSpec, WorkloadSpec
+from shoal.api.meshconfig import ExtensionProvider
 from shoal.api.meta import Resource, oldest_first
 from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec, for_mesh
 from shoal.api.selector import selects
@@ -75,6 +76,12 @@ class MeshConfig:
     # network its workloads are on by default. "" = single cluster, one flat network.
     cluster: str = ""
     network: str = ""
+    # Istio's MeshConfig extensionProviders (`--mesh-config FILE`): the external
+    # authorizers AuthorizationPolicy action CUSTOM names (docs/adr/0033)
+    extension_providers: tuple[ExtensionProvider, ...] = field(default=(), hash=False)
+
+    def extension_provider(self, name: str) -> ExtensionProvider | None:
+        return next((p for p in self.extension_providers if p.name == name), None)
 
     @property
     def policy_roots(self) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ from shoal.xds.generate import (
     clusters,
     egress,
     endpoints,
+    ext_authz,
     jwt,
     listeners,
     locality,
@@ -254,6 +255,7 @@ class GenerationContext:
             if within.key is not None:
                 names_ = {n for svc in self.mesh.services if within.visible(self.mesh, svc)
                           for n, _, _ in clusters.outbound_cluster_names(self.mesh, svc)}
+                names_ |= ext_authz.provider_clusters(self.mesh)  # ADR 0033
                 items = {k: v for k, v in cds.items.items()
                          if k in names_ or k not in self.clusters}
                 cla = {k: v for k, v in eds.items.items() if k in names_}

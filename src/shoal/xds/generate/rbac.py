@@ -38,7 +38,8 @@ from shoal.xds.generate.protocol import pack
 HTTP_RBAC = "envoy.filters.http.rbac"
 NET_RBAC = "envoy.filters.network.rbac"
 _ENVOY_ACTION = {Action.DENY: rbac_pb2.RBAC.DENY, Action.ALLOW: rbac_pb2.RBAC.ALLOW,
-                 Action.AUDIT: rbac_pb2.RBAC.LOG}
+                 Action.AUDIT: rbac_pb2.RBAC.LOG,
+                 Action.CUSTOM: rbac_pb2.RBAC.DENY}  # marks what to check (ext_authz.py)
 ORDER = (Action.DENY, Action.ALLOW, Action.AUDIT)
 
 
@@ -122,7 +123,8 @@ def envoy_rules(policies: Sequence[Resource], action: Action, http: bool) -> rba
         if spec.action is not action:
             continue
         for i, rule in enumerate(spec.rules):
-            if not http and action is not Action.DENY and rule.http_only_fields():
+            if not http and action in (Action.ALLOW, Action.AUDIT) \
+                    and rule.http_only_fields():
                 continue  # can never match a TCP connection: fail closed
             out.policies[policy_name(r, i)].CopyFrom(rule_policy(rule, http))
     return out

@@ -15,7 +15,7 @@ from shoal.api.meta import Resource
 from shoal.api.security import MtlsMode
 from shoal.authz.policies import applicable, mtls_mode
 from shoal.registry.snapshot import MeshSnapshot
-from shoal.xds.generate import jwt, names, rbac
+from shoal.xds.generate import ext_authz, jwt, names, rbac
 from shoal.xds.generate.protocol import HcmExtras
 
 
@@ -35,7 +35,10 @@ def security_key(mesh: MeshSnapshot, workload: Resource, port: int, is_http: boo
     """What :func:`inbound_security` depends on (the stat prefix includes the port)."""
     aps = tuple(r.key for r in applicable(mesh, "AuthorizationPolicy", workload))
     ras = tuple(r.key for r in applicable(mesh, "RequestAuthentication", workload))
-    return (mtls_mode(mesh, workload, port), is_http, aps, ras, port if not is_http else 0)
+    custom = ext_authz.custom(applicable(mesh, "AuthorizationPolicy", workload))
+    provider = ((res := ext_authz.resolve(mesh, custom)).cluster, res.error) if custom else ()
+    return (mtls_mode(mesh, workload, port), is_http, aps, ras, provider,
+            port if not is_http else 0)
 
 
 def inbound_security(mesh: MeshSnapshot, workload: Resource, port: int, is_http: bool
@@ -44,7 +47,9 @@ def inbound_security(mesh: MeshSnapshot, workload: Resource, port: int, is_http:
     aps = applicable(mesh, "AuthorizationPolicy", workload)
     if is_http:
         ras = applicable(mesh, "RequestAuthentication", workload)
-        filters = jwt.http_filters(ras) + rbac.http_filters(aps)
+        filters = (jwt.http_filters(ras) + ext_authz.http_filters(mesh, aps)
+                   + rbac.http_filters(aps))
         return InboundSecurity(mode, HcmExtras(http_filters=filters), ())
-    net = rbac.network_filters(aps, names.inbound_stat_prefix(port))
+    prefix = names.inbound_stat_prefix(port)
+    net = ext_authz.network_filters(mesh, aps, prefix) + rbac.network_filters(aps, prefix)
     return InboundSecurity(mode, HcmExtras(), net)
