@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shoal.api.envoyfilter import EnvoyFilterSpec
 from shoal.api.gateway import GatewaySpec
 from shoal.api.mesh import ServiceSpec, TokenRevocationSpec, WorkloadSpec
 from shoal.api.meta import Model
@@ -62,6 +63,9 @@ KINDS: dict[str, Kind] = {
              "servicelevelobjectives", ("slo", "slos")),
         Kind("RateLimitPolicy", (POLICY,), RateLimitPolicySpec, "ratelimitpolicies", ("rlp",)),
         Kind("TokenRevocation", (SHOAL_MESH,), TokenRevocationSpec, "tokenrevocations"),
+        # Istio serves EnvoyFilter in v1alpha3 only
+        Kind("EnvoyFilter", ("networking.istio.io/v1alpha3",), EnvoyFilterSpec,
+             "envoyfilters", ("ef",)),
     )
 }
 

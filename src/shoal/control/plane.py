@@ -19,6 +19,7 @@ from shoal.ca.rest import IdentityApi
 from shoal.ca.serving import ServingCertificate
 from shoal.ca.setup import open_ca
 from shoal.ca.spiffe import SpiffeId
+from shoal.control.admission import EnvoyFilterAdmission
 from shoal.control.audit import AuditLog
 from shoal.control.auth import OperatorAuth
 from shoal.control.config import Address, ControlPlaneConfig
@@ -162,7 +163,8 @@ class ControlPlane:
         auth = OperatorAuth(tokens, bind_host=config.api.host, aliases=config.api_hosts)
         api = RestApi(store, registry, inspector, ready=ready, auth=auth, identity=identity,
                       audit=audit, pushed_revision=lambda: sync.stats.last_revision,
-                      mesh=config.mesh)
+                      mesh=config.mesh,
+                      admit=EnvoyFilterAdmission(lambda: sync.mesh, lambda: sync.proxies).check)
         operators = OperatorApi(tokens, store, audit, config.mesh.root_namespace)
         admin = AdminCredential(tokens, config.admin_token_path, config.admin_token_ttl)
         remotes = RemoteClusters(view, config.data_dir, trust_context(ca.files.bundle_path))

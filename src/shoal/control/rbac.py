@@ -28,6 +28,9 @@ from shoal.errors import NotFound, PermissionDenied, ValidationError, Violation
 ALL = "*"
 SECURITY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy",
                             "RequestAuthentication", "TokenRevocation"})
+# EnvoyFilter patches the generated config below every policy: it could remove an
+# authorization filter or add a cluster anywhere, so only mesh admins write it (ADR 0034)
+MESH_ADMIN_KINDS = frozenset({"EnvoyFilter"})
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 MAX_GRANTS = 64
 
@@ -128,5 +131,8 @@ class Principal:
                                    f"{role.name.lower()} role {where}{of}")
 
     def require_write(self, kind: str, namespace: str, verb: str = "change") -> None:
+        if kind in MESH_ADMIN_KINDS:  # it can remove any filter, add any cluster
+            self.require(Role.ADMIN, ALL, f"{verb} {kind} in {namespace}", kind)
+            return
         role = Role.ADMIN if kind in SECURITY_KINDS else Role.EDIT
         self.require(role, namespace, f"{verb} {kind} in {namespace}", kind)

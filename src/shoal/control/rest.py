@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -42,7 +42,7 @@ from shoal.api import (
     resolve_kind,
 )
 from shoal.api.limits import MAX_APPLY_BODY_BYTES, loads_json
-from shoal.api.meta import ResourceKey
+from shoal.api.meta import Resource, ResourceKey
 from shoal.api.parse import documents_from_json
 from shoal.api.selector import LabelSelector
 from shoal.ca.rest import IdentityApi
@@ -66,7 +66,8 @@ class RestApi:
                  *, ready: asyncio.Event, auth: OperatorAuth,
                  identity: IdentityApi | None = None, audit: AuditLog | None = None,
                  pushed_revision: Callable[[], int] = lambda: 0,
-                 mesh: MeshConfig | None = None):
+                 mesh: MeshConfig | None = None,
+                 admit: Callable[[list[Resource]], Awaitable[None]] | None = None):
         self._auth = auth
         self.audit = audit or AuditLog(None)
         self._identity = identity
@@ -76,6 +77,7 @@ class RestApi:
         self._proxies = proxies
         self._ready = ready
         self._mesh = mesh or MeshConfig()
+        self._admit = admit  # checks with the mesh before storing (EnvoyFilter, ADR 0034)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.audit.middleware(), errors_middleware,
@@ -124,6 +126,8 @@ class RestApi:
         principal = principal_of(request)
         for r in resources:  # every document allowed, or nothing is applied
             principal.require_write(r.kind, r.metadata.namespace, "apply")
+        if self._admit is not None:
+            await self._admit(resources)
         if request.query.get("dryRun") == "true":
             return web.json_response({"revision": None, "dryRun": True, "results": [
                 {"kind": r.kind, "namespace": r.metadata.namespace, "name": r.metadata.name,

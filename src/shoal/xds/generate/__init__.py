@@ -14,7 +14,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 
 from shoal.registry.snapshot import mtls_disabled
-from shoal.xds.generate import capture, gateway, names, ratelimit, routes
+from shoal.xds.generate import capture, envoyfilter, gateway, names, ratelimit, routes
 from shoal.xds.generate.context import GenerationContext
 from shoal.xds.generate.inbound import inbound_config, inbound_ports
 from shoal.xds.node import capture_of
@@ -90,7 +90,7 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
         items={**shared.items, **inbound_cds},
         version=ctx.version_of(inbound_cds, base=shared.version),
     )
-    return ProxySnapshot(
+    snap = ProxySnapshot(
         resources={
             CLUSTER: cds,
             ENDPOINT: eds,
@@ -99,3 +99,5 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
         },
         mesh_revision=mesh.revision,
     )
+    # EnvoyFilter patches, last, on copies (docs/adr/0034)
+    return envoyfilter.apply(mesh, proxy, workload, snap, ctx.patch_value, ctx.version_of)

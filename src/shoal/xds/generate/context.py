@@ -450,6 +450,15 @@ class GenerationContext:
             entry = self._digests[id(msg)] = (msg, value)
         return entry[1]
 
+    def patch_value(self, envoy_filter: Resource, index: int) -> Message | None:
+        """An EnvoyFilter patch's value as its Envoy message, parsed once per context
+        (None for REMOVE); shared: callers copy it."""
+        cp = envoy_filter.spec.config_patches[index]
+        if cp.patch.value is None:
+            return None
+        return self.memo(("envoyfilter", envoy_filter.key, envoy_filter.revision, index),
+                         lambda: cp.value)
+
     def memo(self, key: tuple[object, ...], build: Callable[[], Any]) -> Any:
         """``build()``, once per ``key`` for this snapshot: for generator modules that
         keep no state of their own (e.g. capture.py); ``key`` starts with the module's name."""
