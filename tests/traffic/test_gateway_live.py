@@ -7,8 +7,10 @@ HTTPS with a certificate made here.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import socket
 import ssl
 import sys
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from shoal.demo.topology import WORKLOADS
+from shoal.errors import NotFound
 from shoal.testing.local import (
     AgentProcess,
     ControlPlaneProcess,
@@ -61,6 +64,36 @@ MESH_CONFIG = """extensionProviders:
     includeRequestHeadersInCheck: [x-ext-authz]
     headersToDownstreamOnDeny: [x-ext-authz-check-result]
 """
+
+
+# Istio's rate-limit sample (an EnvoyFilter) sends the gateway's checks to a STRICT_DNS
+# cluster at ratelimit.default.svc.cluster.local:8081. As root, the gateway runs in a
+# mount namespace whose /etc/hosts gives that name a loopback address of its own, where
+# the test runs shoal's rate-limit service with the descriptors of Istio's task.
+RL_HOST = "ratelimit.default.svc.cluster.local"
+RL_ADDRESS = "127.0.81.81"
+RL_PORT = 8081  # fixed by the sample
+RL_DESCRIPTORS = """domain: productpage-ratelimit
+descriptors:
+- key: PATH
+  value: /productpage
+  rate_limit: {unit: minute, requests_per_unit: 1}
+- key: PATH
+  rate_limit: {unit: minute, requests_per_unit: 100}
+"""
+BOOKINFO = Path(__file__).resolve().parents[3] / "shared" / "istio-upstream" / "samples" \
+    / "bookinfo"
+
+
+def resolving_ratelimit(workdir: Path) -> list[str]:
+    """A command prefix: a private mount namespace with RL_HOST in its /etc/hosts (root
+    only; otherwise nothing, and the rate-limit sample test is skipped)."""
+    if os.geteuid() != 0:
+        return []
+    hosts = workdir / "hosts"
+    hosts.write_text(Path("/etc/hosts").read_text() + f"\n{RL_ADDRESS} {RL_HOST}\n")
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+            'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts)]
 
 
 def config(http_port: int, https_port: int) -> str:
@@ -110,7 +143,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory
         try:
             for a in agents:
                 a.start()
-            gw._spawn([sys.executable, "-m", "shoal", "gateway", "run", "--name", "ingress",
+            gw._spawn([*resolving_ratelimit(workdir),
+                       sys.executable, "-m", "shoal", "gateway", "run", "--name", "ingress",
                        "--workload", "ingress-1", "--label", "istio=ingressgateway",
                        "--port", str(http_port), "--https-port", str(https_port),
                        "--cert", str(cert), "--key", str(key),
@@ -267,3 +301,50 @@ spec:
             c.delete("AuthorizationPolicy", "default", "ext-authz-ingress")
     wait_for(lambda: httpx.get(url, timeout=10).status_code == 200, 30,
              "the product page without the check once the policy is gone")
+
+
+def test_istios_rate_limit_sample_limits_requests_at_the_gateway(gateway) -> None:
+    """Istio's samples/bookinfo/policy/productpage_envoy_ratelimit.yaml, unchanged
+    (docs/adr/0034): its EnvoyFilters put Envoy's rate-limit filter on the ingress
+    gateway, talking to a global rate-limit service (shoal's, with the descriptors of
+    Istio's task): /productpage gets 1 request a minute, other paths 100."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for the gateway's private /etc/hosts")
+    with socket.socket() as probe:
+        # as the service binds it: connections of an earlier run in TIME_WAIT do not count
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((RL_ADDRESS, RL_PORT))
+        except OSError as e:
+            pytest.skip(f"{RL_ADDRESS}:{RL_PORT} is taken: {e}")
+    http_port, _, _, cp = gateway
+    workdir = cp.workdir
+    (workdir / "descriptors.yaml").write_text(RL_DESCRIPTORS)
+    rls = _Process("ratelimit", workdir / "logs" / "ratelimit.log")
+    rls._spawn([sys.executable, "-m", "shoal", "ratelimit", "serve", "--insecure-plaintext",
+                "--descriptors", str(workdir / "descriptors.yaml"), "--host", RL_ADDRESS,
+                "--port", str(RL_PORT), "--http-port", str(free_port()),
+                "--control-plane", cp.url])
+    sample = (BOOKINFO / "policy" / "productpage_envoy_ratelimit.yaml").read_text()
+    page = f"http://127.0.0.1:{http_port}/productpage"
+    api = f"http://127.0.0.1:{http_port}/api/v1/products"
+    try:
+        with cp.client() as c:
+            c.apply(sample)
+        # the filter is in once a request is limited; a minute's window may roll over
+        # between two requests, so within a few quick ones at least one is refused
+        wait_for(lambda: any(httpx.get(page, timeout=10).status_code == 429
+                             for _ in range(3)), 60, "a rate-limited /productpage")
+        codes = [httpx.get(page, timeout=10).status_code for _ in range(3)]
+        assert 429 in codes and set(codes) <= {200, 429}, codes
+        limited = next(r for r in (httpx.get(page, timeout=10) for _ in range(3))
+                       if r.status_code == 429)
+        assert limited.headers.get("x-envoy-ratelimited") == "true"
+        assert all(httpx.get(api, timeout=10).status_code == 200 for _ in range(5))
+    finally:
+        rls.stop()
+        with cp.client() as c, contextlib.suppress(NotFound):
+            for name in ("filter-ratelimit", "filter-ratelimit-svc"):
+                c.delete("EnvoyFilter", "istio-system", name)
+    wait_for(lambda: all(httpx.get(page, timeout=10).status_code == 200 for _ in range(3)),
+             60, "no limit once the EnvoyFilters are gone")

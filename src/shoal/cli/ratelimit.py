@@ -13,6 +13,7 @@ from shoal.cli.client import default_url
 from shoal.errors import ValidationError, Violation
 from shoal.logs import configure_logging
 from shoal.netaddr import is_loopback
+from shoal.ratelimit.descriptors import load as load_descriptors
 from shoal.ratelimit.identity import IdentityConfig
 from shoal.ratelimit.server import ServeConfig, serve
 
@@ -46,6 +47,11 @@ def serve_cmd(
     state_dir: Annotated[Path | None, typer.Option(
         help="In-memory mode: where quota counters persist (SQLite).")] = None,
     log_level: Annotated[str, typer.Option(envvar="SHOAL_LOG_LEVEL")] = "info",
+    descriptors: Annotated[list[Path] | None, typer.Option(
+        help="Rules in Envoy's rate-limit service format (domain + descriptors, one domain "
+             "per file; repeatable) instead of the control plane's RateLimitPolicies: for "
+             "EnvoyFilters written for that service, like Istio's global rate-limit task.")
+    ] = None,
     insecure_plaintext: Annotated[bool, typer.Option(
         "--insecure-plaintext",
         help="Development only: no identity, plaintext gRPC that answers any caller, on "
@@ -80,8 +86,10 @@ def serve_cmd(
         assert token_file is not None and agent_api is not None and ca_bundle is not None
         identity = IdentityConfig(agent_api, token_file, ca_bundle,
                                   renew_fraction=renew_fraction)
+    table = load_descriptors(descriptors) if descriptors else None
     configure_logging(log_level)
-    config = ServeConfig(control_plane, host, port, http_port, redis, state_dir, identity)
+    config = ServeConfig(control_plane, host, port, http_port, redis, state_dir, identity,
+                         table)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config))  # a ShoalError: one line and exit 1 (shoal.cli.main)
 

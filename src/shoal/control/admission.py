@@ -25,7 +25,7 @@ from shoal.errors import EnvoyError, ValidationError, Violation
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import GenerationContext, generate
 from shoal.xds.generate.envoyfilter import KIND, filters_for
-from shoal.xds.static import static_bootstrap
+from shoal.xds.static import add_placeholder_secrets, static_bootstrap
 from shoal.xds.types import Proxy, ProxyMetadata
 
 MAX_PROXIES = 3
@@ -118,6 +118,7 @@ class EnvoyFilterAdmission:
             for proxy in proxies_to_check(mesh, ef, self._proxies()):
                 try:
                     boot = static_bootstrap(generate(ctx, proxy), proxy.node_id)
+                    add_placeholder_secrets(boot)  # gateways' credentials are host files
                 except (KeyError, ValueError, TypeError) as e:  # e.g. a merge of wrong types
                     reason = f"the patches cannot be applied: {e!r}"
                 else:

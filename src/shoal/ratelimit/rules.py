@@ -70,8 +70,10 @@ class RuleTable:
                     out[rule.id] = rule
         return RuleTable(out)
 
-    def lookup(self, entries: Sequence[tuple[str, str]]) -> tuple[Rule, str] | None:
-        """The rule a descriptor names and its counter key (rule id + header value)."""
+    def lookup(self, entries: Sequence[tuple[str, str]], domain: str = ""
+               ) -> tuple[Rule, str] | None:
+        """The rule a descriptor names and its counter key (rule id + header value); the
+        sidecars' requests carry shoal's own domain, so ``domain`` is not consulted."""
         if not entries or entries[0][0] != RULE_KEY:
             return None
         rule = self.rules.get(entries[0][1])

@@ -28,10 +28,11 @@ from shoal.cli.credentials import token_for
 from shoal.errors import Unavailable
 from shoal.ratelimit.backend import Backend, MemoryBackend
 from shoal.ratelimit.callers import PLAINTEXT_TOO
+from shoal.ratelimit.descriptors import DescriptorTable
 from shoal.ratelimit.identity import IdentityConfig, ServiceIdentity
 from shoal.ratelimit.operators import OperatorCheck
 from shoal.ratelimit.service import RateLimitService
-from shoal.ratelimit.source import RuleSource
+from shoal.ratelimit.source import FixedRules, RuleSource
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,9 @@ class ServeConfig:
     redis_url: str | None = None
     state_dir: Path | None = None
     identity: IdentityConfig | None = None  # None: plaintext, any caller (development)
+    # rules in Envoy's rate-limit service format instead of the control plane's
+    # RateLimitPolicies (Istio's global rate-limit task, EnvoyFilter samples)
+    descriptors: DescriptorTable | None = None
 
 
 async def serve(config: ServeConfig) -> None:
@@ -69,7 +73,8 @@ async def serve(config: ServeConfig) -> None:
             await identity.aclose()
             raise
         log.info("rate-limit service identity", extra={"spiffe_id": svid.spiffe_id})
-    source = RuleSource()
+    source: RuleSource | FixedRules = (RuleSource() if config.descriptors is None
+                                       else FixedRules(config.descriptors))
     backend = open_backend(config.redis_url, config.state_dir)
     service = RateLimitService(backend, source, callers=identity.callers()
                                if identity is not None else PLAINTEXT_TOO)
@@ -99,7 +104,8 @@ async def serve(config: ServeConfig) -> None:
     try:
         async with asyncio.TaskGroup() as tg:
             follow = tg.create_task(source.follow_rest(
-                config.control_plane, credential=lambda: token_for(config.control_plane)))
+                config.control_plane, credential=lambda: token_for(config.control_plane))
+            ) if isinstance(source, RuleSource) else None
             renew = tg.create_task(identity.run()) if identity is not None else None
             await source.ready.wait()
             await server.start()
@@ -111,7 +117,8 @@ async def serve(config: ServeConfig) -> None:
             try:
                 await asyncio.Event().wait()
             finally:
-                follow.cancel()
+                if follow is not None:
+                    follow.cancel()
                 if renew is not None:
                     renew.cancel()
     finally:

@@ -34,6 +34,7 @@ from shoal.errors import (
 )
 from shoal.ratelimit.backend import Backend, Check
 from shoal.ratelimit.callers import MESH_ONLY, CallerPolicy
+from shoal.ratelimit.descriptors import DescriptorTable
 from shoal.ratelimit.rules import RuleTable
 from shoal.xds.server import grpc_code
 
@@ -48,7 +49,7 @@ MAX_HITS_ADDEND = 1  # hits one request may count for (0, Envoy's default, means
 
 
 class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
-    def __init__(self, backend: Backend, rules: Callable[[], RuleTable],
+    def __init__(self, backend: Backend, rules: Callable[[], RuleTable | DescriptorTable],
                  clock: Callable[[], float] = time.time, *,
                  callers: CallerPolicy = MESH_ONLY):
         self.backend = backend
@@ -63,7 +64,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
     async def decide(self, request: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
         hits = _hits(request)
         table = self._rules()
-        found = [table.lookup([(e.key, e.value) for e in d.entries])
+        found = [table.lookup([(e.key, e.value) for e in d.entries], request.domain)
                  for d in request.descriptors]
         checks = [Check(rule, key) for rule, key in (f for f in found if f is not None)]
         now = self._clock()

@@ -14,10 +14,24 @@ import aiohttp
 
 from shoal.api import load_resource
 from shoal.api.meta import Resource, ResourceKey
+from shoal.ratelimit.descriptors import DescriptorTable
 from shoal.ratelimit.rules import KIND, RuleTable
 from shoal.store.base import EventType, Store
 
 log = logging.getLogger(__name__)
+
+
+class FixedRules:
+    """Rules from files read at start (``--descriptors``): ready at once, never change."""
+
+    def __init__(self, table: DescriptorTable) -> None:
+        self.table = table
+        self.ready = asyncio.Event()
+        self.ready.set()
+        self.revision = 0
+
+    def __call__(self) -> DescriptorTable:
+        return self.table
 
 
 class RuleSource:
