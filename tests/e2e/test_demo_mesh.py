@@ -258,6 +258,31 @@ def test_every_istio_bookinfo_sample_is_accepted_and_no_proxy_nacks(up: Up) -> N
     up.shoal("apply", "--wait", "-f", str(SAMPLES / "reviews-v3.yaml"))  # a settled mesh
 
 
+def test_a_gateway_api_mesh_route_splits_reviews_50_50(up: Up) -> None:
+    """Gateway API mesh routing (GAMMA, docs/adr/0035), as Istio's Gateway API
+    traffic-shifting task does it: reviews-v1 and reviews-v3 Services and an HTTPRoute on
+    the reviews Service splitting 50/50. 400 calls: each version's share within 5 standard
+    deviations of 200 (±50); no other version."""
+    vs = httpx.get(f"{up.api}/api/v1/resources", params={"kind": "VirtualService"},
+                   headers=up.auth, timeout=10).json()["items"]
+    reviews = [d for d in vs if "reviews" in d["spec"]["hosts"]]
+    for d in reviews:  # a VirtualService for the same host would win (ADR 0035)
+        up.shoal("delete", "virtualservice", d["metadata"]["name"])
+    sample = SAMPLES / "gateway-api" / "reviews-50-50.yaml"
+    try:
+        up.shoal("apply", "--wait", "-f", str(sample))
+        served = up.reviews(400)
+        assert set(served) == {"reviews-v1", "reviews-v3"}, served
+        assert abs(served["reviews-v1"] - 200) <= 50, served
+    finally:
+        up.shoal("delete", "-f", str(sample), "--ignore-not-found")
+        for d in reviews:
+            d["metadata"] = {k: v for k, v in d["metadata"].items()
+                             if k in ("name", "namespace", "labels", "annotations")}
+            with up.shoal_input(json.dumps(d)) as path:
+                up.shoal("apply", "--wait", "-f", path)
+
+
 def _xds(up: Up) -> str:
     state = LocalProcesses(up.home).load()
     assert state is not None

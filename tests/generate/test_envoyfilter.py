@@ -254,3 +254,19 @@ def test_envoy_accepts_the_patched_config(case: str, tmp_path: Path) -> None:
         m, node = load_mesh(GATEWAY + "---\n" + RATELIMIT_SAMPLE.read_text()), INGRESS.node_id
     res = envoy_validate(static_bootstrap(snap_of(m, node), node), tmp_path / "b.json")
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
+
+
+def test_merge_keeps_an_empty_message_and_merges_maps() -> None:
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    from shoal.xds.generate.envoyfilter import merge
+
+    dst = cluster_pb2.Cluster(name="c")
+    dst.metadata.filter_metadata["a"].fields["x"].string_value = "1"
+    src = cluster_pb2.Cluster()
+    src.common_http_protocol_options.SetInParent()  # `{}` in a patch
+    src.metadata.filter_metadata["a"].fields["y"].string_value = "2"
+    merge(dst, src)
+    assert dst.HasField("common_http_protocol_options")
+    assert set(dst.metadata.filter_metadata["a"].fields) == {"x", "y"}
+    assert dst.name == "c"

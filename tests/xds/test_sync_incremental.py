@@ -100,6 +100,30 @@ metadata: {name: web-2, namespace: shop}
 spec: {address: 10.0.0.3, labels: {app: web, version: v2}, ports: {http: 18081}}
 """,
     "web-2-leaves": ResourceKey("Workload", "shop", "web-2"),
+    "httproute": """apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v2}}]
+    backendRefs: [{name: web, port: 8080}]
+""",
+    "httproute-delete": ResourceKey("HTTPRoute", "shop", "web"),
+    "envoyfilter": """apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: web, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: web}}
+  configPatches:
+  - applyTo: CLUSTER
+    match: {context: SIDECAR_INBOUND}
+    patch: {operation: MERGE, value: {connect_timeout: 3s}}
+  - applyTo: ROUTE_CONFIGURATION
+    match: {context: SIDECAR_OUTBOUND}
+    patch: {operation: MERGE, value: {response_headers_to_remove: [x-internal]}}
+""",
+    "envoyfilter-delete": ResourceKey("EnvoyFilter", "shop", "web"),
     "web-1-relabelled": """apiVersion: mesh.shoal.io/v1alpha1
 kind: Workload
 metadata: {name: web-1, namespace: shop}

@@ -15,6 +15,7 @@ from shoal.api.gateway import gateway_ref
 from shoal.api.meta import Resource, ResourceKey, oldest_first
 from shoal.api.networking import Destination, VirtualServiceSpec, for_mesh
 from shoal.api.selector import selects
+from shoal.registry import gamma
 from shoal.registry.snapshot import MeshConfig, MeshSnapshot
 from shoal.xds.generate import ext_authz
 
@@ -152,8 +153,39 @@ def _custom_providers(mesh: MeshSnapshot) -> Iterator[Finding]:
                           "(fail closed)")
 
 
+def _http_routes(mesh: MeshSnapshot) -> Iterator[Finding]:
+    """Gateway API mesh routes that cannot work as written (ADR 0035): a parent or backend
+    Service that does not exist, or a VirtualService for the same host, which wins."""
+    real = {}
+    for vs in mesh.of_kind("VirtualService"):
+        if gamma.SYNTHETIC in vs.metadata.annotations or not for_mesh(vs.spec.gateways):
+            continue
+        for h in vs.spec.hosts:
+            real.setdefault(gamma.fqdn(h, vs.metadata.namespace, mesh.config.domain), vs)
+    for route in mesh.of_kind(gamma.KIND):
+        ns = route.metadata.namespace
+        for i, parent in enumerate(route.spec.parent_refs):
+            pns = parent.namespace or ns
+            host = f"{parent.name}.{pns}.svc.{mesh.config.domain}"
+            if mesh.service(pns, parent.name) is None:
+                yield Finding("parent-not-found", str(route.key), f"spec.parentRefs[{i}]",
+                              f"no Service {pns}/{parent.name}: the route applies to nothing")
+            elif host in real:
+                vs = real[host]
+                yield Finding("httproute-shadowed", str(route.key), f"spec.parentRefs[{i}]",
+                              f"VirtualService {vs.metadata.namespace}/{vs.metadata.name} "
+                              f"routes {host} too; it wins and this route is not used")
+        for j, rule in enumerate(route.spec.rules):
+            for k, ref in enumerate(rule.backend_refs):
+                if mesh.service(ref.namespace or ns, ref.name) is None:
+                    yield Finding("backend-not-found", str(route.key),
+                                  f"spec.rules[{j}].backendRefs[{k}]",
+                                  f"no Service {ref.namespace or ns}/{ref.name}: its share "
+                                  "of the requests gets 500")
+
+
 CHECKS = (_virtual_services, _destination_rules, _selectors, _policy_selectors,
-          _custom_providers, destination_rule_policies)
+          _custom_providers, _http_routes, destination_rule_policies)
 
 
 def analyze(resources: Iterable[Resource], sources: Mapping[ResourceKey, str] | None = None,

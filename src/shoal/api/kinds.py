@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from shoal.api import gatewayapi
 from shoal.api.envoyfilter import EnvoyFilterSpec
 from shoal.api.gateway import GatewaySpec
 from shoal.api.mesh import ServiceSpec, TokenRevocationSpec, WorkloadSpec
@@ -33,6 +36,8 @@ class Kind:
     spec: type[Model]
     plural: str
     aliases: tuple[str, ...] = ()
+    # checks that need the resource's namespace too: (field path, problem) pairs
+    check: Callable[[str, Any], list[tuple[str, str]]] | None = None
 
     @property
     def api_version(self) -> str:
@@ -66,6 +71,9 @@ KINDS: dict[str, Kind] = {
         # Istio serves EnvoyFilter in v1alpha3 only
         Kind("EnvoyFilter", ("networking.istio.io/v1alpha3",), EnvoyFilterSpec,
              "envoyfilters", ("ef",)),
+        # Gateway API (docs/adr/0035): mesh routes first
+        Kind("HTTPRoute", gatewayapi.API_VERSIONS, gatewayapi.HTTPRouteSpec, "httproutes",
+             (), gatewayapi.same_namespace_refs),
     )
 }
 

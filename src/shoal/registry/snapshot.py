@@ -19,7 +19,7 @@ from shoal.api.meshconfig import ExtensionProvider
 from shoal.api.meta import Resource, oldest_first
 from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec, for_mesh
 from shoal.api.selector import selects
-from shoal.registry import vip
+from shoal.registry import gamma, vip
 from shoal.registry.external import external_host, synthesize
 
 
@@ -168,6 +168,12 @@ class MeshSnapshot:
             services, workloads = synthesize(out["ServiceEntry"])
             out["Service"] = out["Service"] + services
             out["Workload"] = out["Workload"] + workloads
+        if out.get("HTTPRoute"):  # Gateway API mesh routes, as synthetic VirtualServices
+            taken = {gamma.fqdn(h, vs.metadata.namespace, self.config.domain)
+                     for vs in out["VirtualService"] if for_mesh(vs.spec.gateways)
+                     for h in vs.spec.hosts}
+            out["VirtualService"] = out["VirtualService"] + gamma.mesh_routes(
+                out["HTTPRoute"], out["Service"], taken, self.config.domain)
         return out
 
     @cached_property

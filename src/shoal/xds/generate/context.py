@@ -58,12 +58,16 @@ Labels = tuple[tuple[str, str], ...]
 # Kinds that no inbound listener or cluster depends on (routing is the caller's concern).
 # A change of only these kinds lets a new context keep the previous one's inbound config;
 # any other kind -- including kinds added later -- rebuilds it.
-INBOUND_IGNORES = frozenset({"VirtualService", "DestinationRule", "ServiceLevelObjective"})
+# HTTPRoutes only make VirtualServices (ADR 0035); EnvoyFilters patch copies after
+# generation (ADR 0034), never the cached objects.
+INBOUND_IGNORES = frozenset({"VirtualService", "DestinationRule", "ServiceLevelObjective",
+                             "HTTPRoute", "EnvoyFilter"})
 # Kinds that no outbound cluster or endpoint depends on (a route picks among the clusters
 # that services and DestinationRule subsets define; it creates none). A change of only
 # these lets a new context keep the previous one's clusters, endpoints and their
 # per-scope selections, with their content hashes.
-OUTBOUND_IGNORES = frozenset({"VirtualService", "ServiceLevelObjective"})
+OUTBOUND_IGNORES = frozenset({"VirtualService", "ServiceLevelObjective", "HTTPRoute",
+                              "EnvoyFilter"})
 # cached properties and tables that hold the outbound clusters and endpoints (see above)
 _OUTBOUND_CACHED = ("_outbound", "cluster_resources", "endpoint_resources")
 _OUTBOUND_TABLES = ("_raw_endpoints", "_network_cla", "_networked", "_localized_cla",

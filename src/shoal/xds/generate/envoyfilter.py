@@ -113,7 +113,9 @@ def merge(dst: Message, src: Message) -> None:
             else:
                 target.extend(value)
         elif fd.message_type is not None:
-            merge(getattr(dst, fd.name), value)
+            sub = getattr(dst, fd.name)
+            sub.SetInParent()  # an empty message in the patch (`{}`) still sets the field
+            merge(sub, value)
         else:
             setattr(dst, fd.name, value)
 

@@ -1,0 +1,345 @@
+"""Kubernetes Gateway API kinds (``gateway.networking.k8s.io``), first: HTTPRoute as a mesh
+route (GAMMA: its parent is a Service), docs/adr/0035.
+
+The models follow the Gateway API's v1 field names. What this increment does not do yet is
+refused by name, never ignored: parents other than a Service of the route's own
+namespace (Gateways, consumer routes), backends in another namespace (ReferenceGrant),
+and the ExtensionRef and CORS filters.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from shoal.api.meta import DNS_LABEL, Model
+from shoal.api.types import NotSupported, check_re2
+
+GROUP = "gateway.networking.k8s.io"
+API_VERSIONS = (f"{GROUP}/v1", f"{GROUP}/v1beta1")
+CORE = ("", "core")  # a Kubernetes Service: shoal's Service kind stands in for it
+MAX_RULES = 64
+MAX_MATCHES = 64
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+
+
+def _header_name(v: str) -> str:
+    if not _HEADER_NAME.match(v) or len(v) > 256:
+        raise ValueError(f"{v!r} is not an HTTP header name")
+    return v
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+
+
+class PathType(StrEnum):
+    EXACT = "Exact"
+    PATH_PREFIX = "PathPrefix"
+    REGULAR_EXPRESSION = "RegularExpression"
+
+
+class ValueType(StrEnum):
+    EXACT = "Exact"
+    REGULAR_EXPRESSION = "RegularExpression"
+
+
+class PathMatch(Model):
+    type: PathType = PathType.PATH_PREFIX
+    value: str = "/"
+
+    @model_validator(mode="after")
+    def _value(self) -> PathMatch:
+        if self.type is PathType.REGULAR_EXPRESSION:
+            check_re2(self.value)
+        elif not self.value.startswith("/") or "//" in self.value or "?" in self.value \
+                or "#" in self.value:
+            raise ValueError("value: must be an absolute path without '//', '?' or '#'")
+        return self
+
+
+class HeaderMatch(Model):
+    type: ValueType = ValueType.EXACT
+    name: HeaderName
+    value: str = Field(max_length=4096)
+
+    @model_validator(mode="after")
+    def _regex(self) -> HeaderMatch:
+        if self.type is ValueType.REGULAR_EXPRESSION:
+            check_re2(self.value)
+        return self
+
+
+class QueryParamMatch(HeaderMatch):
+    pass
+
+
+class HTTPMethod(StrEnum):
+    GET = "GET"
+    HEAD = "HEAD"
+    POST = "POST"
+    PUT = "PUT"
+    DELETE = "DELETE"
+    CONNECT = "CONNECT"
+    OPTIONS = "OPTIONS"
+    TRACE = "TRACE"
+    PATCH = "PATCH"
+
+
+class RouteMatch(Model):
+    path: PathMatch | None = None
+    headers: list[HeaderMatch] = Field(default_factory=list, max_length=16)
+    query_params: list[QueryParamMatch] = Field(default_factory=list, max_length=16)
+    method: HTTPMethod | None = None
+
+    @field_validator("headers", "query_params")
+    @classmethod
+    def _unique(cls, v: list[HeaderMatch]) -> list[HeaderMatch]:
+        names = [m.name.lower() for m in v]
+        if len(set(names)) != len(names):
+            raise ValueError("names must be unique (case-insensitive)")
+        return v
+
+
+class HeaderValue(Model):
+    name: HeaderName
+    value: str = Field(max_length=4096)
+
+
+class HeaderModifier(Model):
+    set: list[HeaderValue] = Field(default_factory=list, max_length=16)
+    add: list[HeaderValue] = Field(default_factory=list, max_length=16)
+    remove: list[HeaderName] = Field(default_factory=list, max_length=16)
+
+
+class PathModifierType(StrEnum):
+    REPLACE_FULL_PATH = "ReplaceFullPath"
+    REPLACE_PREFIX_MATCH = "ReplacePrefixMatch"
+
+
+class PathModifier(Model):
+    type: PathModifierType
+    replace_full_path: str | None = None
+    replace_prefix_match: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> PathModifier:
+        want = ("replace_full_path" if self.type is PathModifierType.REPLACE_FULL_PATH
+                else "replace_prefix_match")
+        other = ({"replace_full_path", "replace_prefix_match"} - {want}).pop()
+        value = getattr(self, want)
+        if value is None or getattr(self, other) is not None:
+            raise ValueError(f"type {self.type} needs exactly its own field")
+        if not value.startswith("/"):
+            raise ValueError("the path must start with '/'")
+        return self
+
+
+class RequestRedirect(Model):
+    scheme: str | None = None
+    hostname: str | None = None
+    path: PathModifier | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    status_code: int = 302
+
+    @field_validator("scheme")
+    @classmethod
+    def _scheme(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("http", "https"):
+            raise ValueError("must be http or https")
+        return v
+
+    @model_validator(mode="after")
+    def _path(self) -> RequestRedirect:
+        if self.path is not None and self.path.type is PathModifierType.REPLACE_PREFIX_MATCH:
+            raise ValueError("path: ReplacePrefixMatch in a redirect is not supported by "
+                             "shoal yet (ReplaceFullPath is)")
+        return self
+
+    @field_validator("status_code")
+    @classmethod
+    def _code(cls, v: int) -> int:
+        if v not in (301, 302, 303, 307, 308):
+            raise ValueError("must be 301, 302, 303, 307 or 308")
+        return v
+
+
+class URLRewrite(Model):
+    hostname: str | None = None
+    path: PathModifier | None = None
+
+
+class Fraction(Model):
+    numerator: int = Field(ge=0)
+    denominator: int = Field(default=100, ge=1)
+
+
+class BackendRef(Model):
+    group: str = ""
+    kind: str = "Service"
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    weight: int = Field(default=1, ge=0, le=1_000_000)
+    filters: NotSupported = None
+
+    @model_validator(mode="after")
+    def _service(self) -> BackendRef:
+        if self.group not in CORE or self.kind != "Service":
+            raise ValueError(f"kind: {self.group or 'core'}/{self.kind} backends are not "
+                             "supported by shoal (Services only)")
+        if self.port is None:
+            raise ValueError("port: is required for a Service backend")
+        return self
+
+
+class RequestMirror(Model):
+    backend_ref: BackendRef
+    percent: int | None = Field(default=None, ge=0, le=100)
+    fraction: Fraction | None = None
+
+
+class FilterType(StrEnum):
+    REQUEST_HEADER_MODIFIER = "RequestHeaderModifier"
+    RESPONSE_HEADER_MODIFIER = "ResponseHeaderModifier"
+    REQUEST_REDIRECT = "RequestRedirect"
+    URL_REWRITE = "URLRewrite"
+    REQUEST_MIRROR = "RequestMirror"
+    EXTENSION_REF = "ExtensionRef"
+    CORS = "CORS"
+
+
+class Filter(Model):
+    type: FilterType
+    request_header_modifier: HeaderModifier | None = None
+    response_header_modifier: HeaderModifier | None = None
+    request_redirect: RequestRedirect | None = None
+    url_rewrite: URLRewrite | None = None
+    request_mirror: RequestMirror | None = None
+    extension_ref: NotSupported = None
+    cors: NotSupported = None
+
+    @model_validator(mode="after")
+    def _matching(self) -> Filter:
+        if self.type in (FilterType.EXTENSION_REF, FilterType.CORS):
+            raise ValueError(f"type: {self.type} is not supported by shoal yet")
+        field = {FilterType.REQUEST_HEADER_MODIFIER: "request_header_modifier",
+                 FilterType.RESPONSE_HEADER_MODIFIER: "response_header_modifier",
+                 FilterType.REQUEST_REDIRECT: "request_redirect",
+                 FilterType.URL_REWRITE: "url_rewrite",
+                 FilterType.REQUEST_MIRROR: "request_mirror"}[self.type]
+        set_ = [f for f in ("request_header_modifier", "response_header_modifier",
+                            "request_redirect", "url_rewrite", "request_mirror")
+                if getattr(self, f) is not None]
+        if set_ != [field]:
+            raise ValueError(f"type {self.type} needs exactly its own field")
+        return self
+
+
+class Timeouts(Model):
+    request: str | None = None
+    backend_request: str | None = None
+
+    @field_validator("request", "backend_request")
+    @classmethod
+    def _duration(cls, v: str | None) -> str | None:
+        # Gateway API durations (GEP-2257): 1h, 30m, 10s, 500ms and combinations; 0s = none
+        if v is not None and not re.fullmatch(r"(?:\d{1,5}(?:h|m|s|ms)){1,4}", v):
+            raise ValueError(f"{v!r} is not a Gateway API duration such as '10s' or '1m30s'")
+        return v
+
+
+class Retry(Model):
+    codes: list[int] = Field(default_factory=list, max_length=32)
+    attempts: int | None = Field(default=None, ge=0, le=100)
+    backoff: NotSupported = None
+
+    @field_validator("codes")
+    @classmethod
+    def _codes(cls, v: list[int]) -> list[int]:
+        bad = [c for c in v if not 400 <= c <= 599]
+        if bad:
+            raise ValueError(f"{bad}: retriable codes are 4xx or 5xx")
+        return v
+
+
+class Rule(Model):
+    name: str | None = None
+    matches: list[RouteMatch] = Field(default_factory=list, max_length=MAX_MATCHES)
+    filters: list[Filter] = Field(default_factory=list, max_length=16)
+    backend_refs: list[BackendRef] = Field(default_factory=list, max_length=16)
+    timeouts: Timeouts | None = None
+    retry: Retry | None = None
+    session_persistence: NotSupported = None
+
+    @model_validator(mode="after")
+    def _filters(self) -> Rule:
+        kinds = [f.type for f in self.filters if f.type is not FilterType.REQUEST_MIRROR]
+        dup = {k for k in kinds if kinds.count(k) > 1}
+        if dup:
+            raise ValueError(f"filters: {sorted(dup)} more than once")
+        if FilterType.REQUEST_REDIRECT in kinds and FilterType.URL_REWRITE in kinds:
+            raise ValueError("filters: RequestRedirect and URLRewrite cannot be combined")
+        if FilterType.REQUEST_REDIRECT in kinds and self.backend_refs:
+            raise ValueError("backendRefs: a rule with RequestRedirect has no backends")
+        for f in self.filters:
+            mod = (f.url_rewrite or f.request_redirect)
+            path = mod.path if mod is not None else None
+            if path is not None and path.type is PathModifierType.REPLACE_PREFIX_MATCH \
+                    and any(m.path is None or m.path.type is not PathType.PATH_PREFIX
+                            for m in (self.matches or [RouteMatch()])):
+                raise ValueError("filters: ReplacePrefixMatch needs PathPrefix matches")
+        return self
+
+
+class ParentRef(Model):
+    group: str | None = None
+    kind: str | None = None
+    namespace: str | None = None
+    name: str = Field(min_length=1, max_length=253)
+    section_name: NotSupported = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _mesh(self) -> ParentRef:
+        if (self.group or "") not in CORE or (self.kind or "Gateway") != "Service":
+            raise ValueError(f"kind: {self.kind or 'Gateway'} parents are not supported by "
+                             "shoal yet (mesh routes: a Service parent, GAMMA)")
+        if self.namespace is not None and not DNS_LABEL.match(self.namespace):
+            raise ValueError("namespace: not a namespace name")
+        return self
+
+
+class HTTPRouteSpec(Model):
+    parent_refs: list[ParentRef] = Field(min_length=1, max_length=32)
+    hostnames: list[str] = Field(default_factory=list, max_length=16)
+    rules: list[Rule] = Field(default_factory=lambda: [Rule()], max_length=MAX_RULES)
+
+    @field_validator("hostnames")
+    @classmethod
+    def _hostnames(cls, v: list[str]) -> list[str]:
+        if v:
+            raise ValueError("hostnames are ignored for mesh routes (GAMMA): leave them out")
+        return v
+
+
+def same_namespace_refs(namespace: str, spec: HTTPRouteSpec) -> list[tuple[str, str]]:
+    """References this increment can honour: parents and backends in the route's own
+    namespace (a consumer route, or a backend elsewhere, needs what is not built yet)."""
+    out = []
+    for i, p in enumerate(spec.parent_refs):
+        if p.namespace not in (None, namespace):
+            out.append((f"parentRefs[{i}].namespace", "consumer routes (a Service of another "
+                        "namespace) are not supported by shoal yet: put the route in "
+                        f"{p.namespace}"))
+    for i, rule in enumerate(spec.rules):
+        refs = [(f"rules[{i}].backendRefs[{j}]", b) for j, b in enumerate(rule.backend_refs)]
+        refs += [(f"rules[{i}].filters[{j}].requestMirror.backendRef", f.request_mirror.backend_ref)
+                 for j, f in enumerate(rule.filters) if f.request_mirror is not None]
+        for path, ref in refs:
+            if ref.namespace not in (None, namespace):
+                out.append((f"{path}.namespace", "a backend in another namespace needs a "
+                            "ReferenceGrant, which shoal does not support yet"))
+    return out

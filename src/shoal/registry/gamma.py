@@ -1,0 +1,256 @@
+"""Gateway API mesh routes (GAMMA) as the VirtualServices that mean the same (ADR 0035).
+
+An ``HTTPRoute`` whose parent is a Service routes every consumer's calls to that Service.
+Like ServiceEntries (:mod:`shoal.registry.external`), routes are turned into the Istio
+model the generators already honour, once per snapshot: one synthetic VirtualService
+per parent Service, holding one HTTP rule per (route, rule, match), ordered by the
+Gateway API's precedence — exact path, then the longest prefix, then a method, then the
+most header matches, then the most query-parameter matches, then the oldest route, then
+namespace/name, then rule and match order. A real VirtualService for the same host wins
+(Istio's API first; ``shoal analyze`` warns about the shadowed route).
+
+The spec's semantics are kept where the Istio model differs: a ``PathPrefix`` matches
+whole path segments (``/foo`` matches ``/foo`` and ``/foo/bar``, not ``/foobar``); weights
+are proportions (scaled to Istio's percentages, within 1 %); a rule without usable
+backends answers 500; ``ReplacePrefixMatch`` rewrites only the matched prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from shoal.api.gatewayapi import (
+    BackendRef,
+    FilterType,
+    HTTPRouteSpec,
+    PathMatch,
+    PathModifier,
+    PathModifierType,
+    PathType,
+    RouteMatch,
+    Rule,
+    ValueType,
+)
+from shoal.api.kinds import KINDS
+from shoal.api.meta import Metadata, Resource, oldest_first
+from shoal.api.networking import VirtualServiceSpec
+
+KIND = "HTTPRoute"
+SYNTHETIC = "shoal.io/from-httproutes"  # annotation: the routes a VirtualService came from
+_UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    route: Resource
+    rule_index: int
+    rule: Rule
+    match_index: int
+    match: RouteMatch
+    port: int | None
+
+    def precedence(self) -> tuple[Any, ...]:
+        path = self.match.path or PathMatch()
+        rank = {PathType.EXACT: 0, PathType.PATH_PREFIX: 1,
+                PathType.REGULAR_EXPRESSION: 2}[path.type]
+        r = self.route
+        return (rank, -len(path.value), self.match.method is None,
+                -len(self.match.headers), -len(self.match.query_params), oldest_first(r),
+                r.metadata.namespace, r.metadata.name, self.rule_index, self.match_index)
+
+
+def fqdn(host: str, namespace: str, domain: str) -> str:
+    """A VirtualService host as a service's full name (Istio's short-name rules)."""
+    host = host.lower().rstrip(".")
+    parts = host.split(".")
+    if len(parts) == 1:
+        return f"{host}.{namespace}.svc.{domain}"
+    if len(parts) == 2:
+        return f"{host}.svc.{domain}"
+    if len(parts) == 3 and parts[2] == "svc":
+        return f"{host}.{domain}"
+    return host
+
+
+def milliseconds(text: str) -> int:
+    """A Gateway API duration (``1m30s``, ``500ms``) in milliseconds."""
+    return sum(int(n) * _UNIT_MS[u] for n, u in re.findall(r"(\d+)(ms|h|m|s)", text))
+
+
+def _duration(text: str) -> str | None:
+    ms = milliseconds(text)
+    return None if ms == 0 else (f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms")
+
+
+def _prefix_regex(value: str) -> str:
+    return re.escape(value.rstrip("/")) + "(/.*)?"
+
+
+def _match(m: RouteMatch, port: int | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    path = m.path or PathMatch()
+    if path.type is PathType.EXACT:
+        out["uri"] = {"exact": path.value}
+    elif path.type is PathType.REGULAR_EXPRESSION:
+        out["uri"] = {"regex": path.value}
+    elif path.value.rstrip("/"):
+        out["uri"] = {"regex": _prefix_regex(path.value)}  # whole segments only
+    else:
+        out["uri"] = {"prefix": "/"}
+    if m.method is not None:
+        out["method"] = {"exact": str(m.method)}
+    for key, items in (("headers", m.headers), ("queryParams", m.query_params)):
+        if items:
+            out[key] = {(h.name.lower() if key == "headers" else h.name): (
+                {"exact": h.value} if h.type is ValueType.EXACT else {"regex": h.value})
+                for h in items}
+    if port is not None:
+        out["port"] = port
+    return out
+
+
+def _path_rewrite(mod: PathModifier, match: RouteMatch) -> dict[str, Any]:
+    if mod.type is PathModifierType.REPLACE_FULL_PATH:
+        return {"uriRegexRewrite": {"match": "^.*$", "rewrite": mod.replace_full_path}}
+    assert mod.replace_prefix_match is not None and match.path is not None
+    prefix = re.escape(match.path.value.rstrip("/"))
+    replacement = mod.replace_prefix_match.rstrip("/")
+    if replacement:
+        return {"uriRegexRewrite": {"match": f"^{prefix}(/.*)?$",
+                                    "rewrite": replacement + "\\1"}}
+    return {"uriRegexRewrite": {"match": f"^{prefix}/?(.*)$", "rewrite": "/\\1"}}
+
+
+def _percentages(weights: list[int]) -> list[int]:
+    """Proportions as whole percentages that sum to 100 (largest remainder)."""
+    total = sum(weights)
+    exact = [w * 100 / total for w in weights]
+    out = [int(x) for x in exact]
+    for i in sorted(range(len(exact)), key=lambda i: out[i] - exact[i])[:100 - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def _destination(ref: BackendRef, namespace: str, domain: str) -> dict[str, Any]:
+    return {"host": f"{ref.name}.{ref.namespace or namespace}.svc.{domain}",
+            "port": {"number": ref.port}}
+
+
+def _http(e: _Entry, services: set[tuple[str, str]], domain: str) -> dict[str, Any]:
+    ns = e.route.metadata.namespace
+    out: dict[str, Any] = {"name": f"{ns}.{e.route.metadata.name}.{e.rule_index}."
+                                   f"{e.match_index}",
+                           "match": [_match(e.match, e.port)]}
+    headers: dict[str, Any] = {}
+    for f in e.rule.filters:
+        if f.type is FilterType.REQUEST_REDIRECT:
+            rd = f.request_redirect
+            assert rd is not None
+            redirect: dict[str, Any] = {"redirectCode": rd.status_code}
+            if rd.scheme:
+                redirect["scheme"] = rd.scheme
+            if rd.hostname:
+                redirect["authority"] = rd.hostname
+            if rd.port:
+                redirect["port"] = rd.port
+            if rd.path is not None:
+                redirect["uri"] = rd.path.replace_full_path
+            out["redirect"] = redirect
+        elif f.type is FilterType.URL_REWRITE:
+            rw = f.url_rewrite
+            assert rw is not None
+            rewrite: dict[str, Any] = {}
+            if rw.hostname:
+                rewrite["authority"] = rw.hostname
+            if rw.path is not None:
+                rewrite.update(_path_rewrite(rw.path, e.match))
+            out["rewrite"] = rewrite
+        elif f.type in (FilterType.REQUEST_HEADER_MODIFIER,
+                        FilterType.RESPONSE_HEADER_MODIFIER):
+            mod = f.request_header_modifier or f.response_header_modifier
+            assert mod is not None
+            side = "request" if f.type is FilterType.REQUEST_HEADER_MODIFIER else "response"
+            headers[side] = {"set": {h.name: h.value for h in mod.set},
+                             "add": {h.name: h.value for h in mod.add},
+                             "remove": list(mod.remove)}
+        elif f.type is FilterType.REQUEST_MIRROR:
+            mirror = f.request_mirror
+            assert mirror is not None
+            pct = (mirror.percent if mirror.percent is not None else
+                   100 * mirror.fraction.numerator / mirror.fraction.denominator
+                   if mirror.fraction is not None else 100)
+            out.setdefault("mirrors", []).append({
+                "destination": _destination(mirror.backend_ref, ns, domain),
+                "percentage": {"value": min(100.0, float(pct))}})
+    if headers:
+        out["headers"] = headers
+    if "redirect" not in out:
+        usable = [r for r in e.rule.backend_refs
+                  if r.weight > 0 and ((r.namespace or ns), r.name) in services]
+        if not usable:  # no backend, all weight 0, or none exists: the spec's 500
+            out.pop("rewrite", None)
+            out.pop("mirrors", None)
+            out["directResponse"] = {"status": 500}
+        elif len(usable) == 1:
+            out["route"] = [{"destination": _destination(usable[0], ns, domain)}]
+        else:
+            out["route"] = [{"destination": _destination(r, ns, domain), "weight": w}
+                            for r, w in zip(usable, _percentages([r.weight for r in usable]),
+                                            strict=True)]
+    t = e.rule.timeouts
+    if t is not None and t.request and (d := _duration(t.request)):
+        out["timeout"] = d
+    retries: dict[str, Any] = {}
+    if e.rule.retry is not None:
+        if e.rule.retry.attempts is not None:
+            retries["attempts"] = e.rule.retry.attempts
+        if e.rule.retry.codes:
+            retries["retryOn"] = ",".join(str(c) for c in e.rule.retry.codes)
+    if t is not None and t.backend_request and (d := _duration(t.backend_request)):
+        retries["perTryTimeout"] = d
+    if retries:
+        out["retries"] = retries
+    return out
+
+
+def _entries(routes: Iterable[Resource]) -> Iterator[tuple[tuple[str, str], _Entry]]:
+    for r in routes:
+        spec: HTTPRouteSpec = r.spec
+        ns = r.metadata.namespace
+        for parent in spec.parent_refs:
+            key = (parent.namespace or ns, parent.name)
+            for i, rule in enumerate(spec.rules):
+                for j, m in enumerate(rule.matches or [RouteMatch()]):
+                    yield key, _Entry(r, i, rule, j, m, parent.port)
+
+
+def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
+                taken_hosts: set[str], domain: str) -> list[Resource]:
+    """One synthetic VirtualService per Service that HTTPRoutes name as their parent
+    (except hosts a real VirtualService already routes)."""
+    known = {(s.metadata.namespace, s.metadata.name) for s in services}
+    by_parent: dict[tuple[str, str], list[_Entry]] = {}
+    for key, entry in _entries(routes):
+        if key in known:
+            by_parent.setdefault(key, []).append(entry)
+    out = []
+    for (ns, name), entries in sorted(by_parent.items()):
+        host = f"{name}.{ns}.svc.{domain}"
+        if host in taken_hosts:
+            continue
+        entries.sort(key=_Entry.precedence)
+        spec = VirtualServiceSpec.model_validate({
+            "hosts": [host], "http": [_http(e, known, domain) for e in entries]})
+        sources = sorted({f"{e.route.metadata.namespace}/{e.route.metadata.name}"
+                          for e in entries})
+        oldest = min((e.route for e in entries), key=oldest_first)
+        out.append(Resource(
+            api_version=KINDS["VirtualService"].api_version, kind="VirtualService",
+            metadata=Metadata(name=f"httproutes.{name}", namespace=ns,
+                              annotations={SYNTHETIC: ",".join(sources)},
+                              creation_timestamp=oldest.metadata.creation_timestamp),
+            spec=spec))
+    return out

@@ -1,0 +1,208 @@
+"""Gateway API mesh routes (GAMMA, docs/adr/0035): HTTPRoutes with a Service parent become
+the routes of every consumer's sidecar, with the Gateway API's semantics — precedence,
+segment-wise prefixes, proportional weights, 500 without backends, filters — and Envoy
+accepts what they generate."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoal.analyze import analyze
+from shoal.api.parse import parse_yaml
+from shoal.errors import ValidationError
+from shoal.registry.gamma import _percentages, milliseconds
+from shoal.registry.snapshot import MeshSnapshot
+from shoal.xds.generate import GenerationContext, generate
+from shoal.xds.types import ROUTE
+
+from .conftest import GOLDEN_PROXIES, load_mesh
+from .envoy_check import envoy_binary, envoy_validate, static_bootstrap
+
+VERSIONS = """apiVersion: mesh.shoal.io/v1alpha1
+kind: Service
+metadata: {name: reviews-v1}
+spec: {selector: {app: reviews, version: v1}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: mesh.shoal.io/v1alpha1
+kind: Service
+metadata: {name: reviews-v2}
+spec: {selector: {app: reviews, version: v2}, ports: [{name: http, port: 9080}]}
+"""
+
+
+def route(rules: str, name: str = "reviews", parent: str = "reviews") -> str:
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: {parent}, port: 9080}}]
+  rules:
+{rules}
+"""
+
+
+def reviews_vhost(m: MeshSnapshot) -> rc_pb2.VirtualHost:
+    snap = generate(GenerationContext(m), GOLDEN_PROXIES["productpage-v1.default"])
+    rc = snap.get(ROUTE).items["outbound_http"]
+    return next(vh for vh in rc.virtual_hosts
+                if vh.name == "reviews.default.svc.cluster.local:9080")
+
+
+def mesh(*docs: str) -> MeshSnapshot:
+    return load_mesh("---\n".join([VERSIONS, *docs]))
+
+
+def without_fixture_vs(m: MeshSnapshot) -> MeshSnapshot:
+    """The fixture mesh routes reviews with a VirtualService, which would win (ADR 0035)."""
+    keep = [r for r in m.resources if not (r.kind == "VirtualService"
+                                          and "reviews" in r.spec.hosts)]
+    return MeshSnapshot.build(keep, m.revision, m.config)
+
+
+def test_weights_split_the_parent_service_between_backends() -> None:
+    m = without_fixture_vs(mesh(route("""  - backendRefs:
+    - {name: reviews-v1, port: 9080, weight: 1}
+    - {name: reviews-v2, port: 9080, weight: 3}""")))
+    [r] = reviews_vhost(m).routes
+    clusters = {c.name: c.weight.value for c in r.route.weighted_clusters.clusters}
+    assert clusters == {"outbound|9080||reviews-v1.default.svc.cluster.local": 25,
+                        "outbound|9080||reviews-v2.default.svc.cluster.local": 75}
+
+
+def test_precedence_exact_then_longest_prefix_then_method_headers_query() -> None:
+    rules = """  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: reviews-v1, port: 9080}]
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{name: reviews-v1, port: 9080}]
+  - matches: [{path: {type: PathPrefix, value: /api}, method: POST}]
+    backendRefs: [{name: reviews-v2, port: 9080}]
+  - matches: [{path: {type: PathPrefix, value: /api}, method: POST,
+               headers: [{name: x-a, value: "1"}]}]
+    backendRefs: [{name: reviews-v2, port: 9080}]
+  - matches: [{path: {type: Exact, value: /api/exact}}]
+    backendRefs: [{name: reviews-v2, port: 9080}]"""
+    m = without_fixture_vs(mesh(route(rules)))
+    names = [r.name for r in reviews_vhost(m).routes]
+    assert names == ["default.reviews.4.0", "default.reviews.3.0", "default.reviews.2.0",
+                     "default.reviews.1.0", "default.reviews.0.0"]
+
+
+def test_the_oldest_route_wins_a_tie() -> None:
+    older = route("  - backendRefs: [{name: reviews-v1, port: 9080}]", name="b-older")
+    newer = route("  - backendRefs: [{name: reviews-v2, port: 9080}]", name="a-newer")
+    older = older.replace("metadata: {name: b-older}", "metadata: {name: b-older, "
+                          "creationTimestamp: '2026-01-01T00:00:00Z'}")
+    newer = newer.replace("metadata: {name: a-newer}", "metadata: {name: a-newer, "
+                          "creationTimestamp: '2026-06-01T00:00:00Z'}")
+    m = without_fixture_vs(mesh(older, newer))
+    assert reviews_vhost(m).routes[0].name == "default.b-older.0.0"
+
+
+def test_a_path_prefix_matches_whole_segments() -> None:
+    m = without_fixture_vs(mesh(route("""  - matches: [{path: {type: PathPrefix, value: /api/}}]
+    backendRefs: [{name: reviews-v1, port: 9080}]""")))
+    regex = reviews_vhost(m).routes[0].match.safe_regex.regex
+    assert re.fullmatch(regex, "/api") and re.fullmatch(regex, "/api/x")
+    assert not re.fullmatch(regex, "/apix")
+
+
+def test_no_usable_backend_answers_500() -> None:
+    m = without_fixture_vs(mesh(route("""  - backendRefs:
+    - {name: reviews-v1, port: 9080, weight: 0}
+    - {name: no-such-service, port: 9080}""")))
+    [r] = reviews_vhost(m).routes
+    assert r.direct_response.status == 500
+
+
+def test_filters_become_header_operations_rewrites_and_mirrors() -> None:
+    m = without_fixture_vs(mesh(route("""  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-set, value: a}], remove: [x-drop]}
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {add: [{name: x-added, value: b}]}
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: reviews-v2, port: 9080}, percent: 10}
+    backendRefs: [{name: reviews-v1, port: 9080}]
+    timeouts: {request: 1m30s}""")))
+    [r] = reviews_vhost(m).routes
+    assert [h.header.key for h in r.request_headers_to_add] == ["x-set"]
+    assert list(r.request_headers_to_remove) == ["x-drop"]
+    assert [h.header.key for h in r.response_headers_to_add] == ["x-added"]
+    rw = r.route.regex_rewrite
+    assert re.sub(rw.pattern.regex, rw.substitution.replace("\\1", r"\1"), "/old/x") == "/new/x"
+    assert r.route.timeout.seconds == 90
+    assert r.route.request_mirror_policies[0].cluster.endswith("reviews-v2.default.svc."
+                                                               "cluster.local")
+
+
+def test_a_virtual_service_for_the_same_host_wins_and_analyze_says_so() -> None:
+    m = mesh(route("  - backendRefs: [{name: reviews-v2, port: 9080}]"))
+    assert not any(r.metadata.name.startswith("httproutes.")
+                   for r in m.of_kind("VirtualService"))
+    found = [f for f in analyze(m.resources) if f.code == "httproute-shadowed"]
+    assert found and "VirtualService" in found[0].message
+
+
+@pytest.mark.parametrize(("rules", "says"), [
+    ("  - backendRefs: [{name: x, port: 9080, namespace: other}]",
+     "needs a ReferenceGrant"),
+    ("  - backendRefs: [{name: x}]", "port: is required"),
+    ("  - backendRefs: [{kind: ServiceImport, name: x, port: 1}]", "Services only"),
+    ("  - filters: [{type: CORS, cors: {}}]", "filters[0].cors: is not supported"),
+    ("  - filters: [{type: CORS}]", "type: CORS is not supported by shoal yet"),
+    ("  - filters: [{type: URLRewrite}]", "needs exactly its own field"),
+    ("  - matches: [{path: {type: Exact, value: /a}}]\n"
+     "    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, "
+     "replacePrefixMatch: /b}}}]", "ReplacePrefixMatch needs PathPrefix matches"),
+    ("  - matches: [{path: {type: RegularExpression, value: '(?=x)'}}]", "RE2"),
+    ("  - timeouts: {request: soon}", "not a Gateway API duration"),
+])
+def test_refusals_name_the_field(rules: str, says: str) -> None:
+    with pytest.raises(ValidationError) as e:
+        parse_yaml(route(rules))
+    assert says in str(e.value)
+
+
+def test_gateway_parents_and_consumer_routes_are_refused_by_name() -> None:
+    gw = route("  - backendRefs: []").replace('{group: "", kind: Service, name: reviews, '
+                                              'port: 9080}', "{name: my-gateway}")
+    with pytest.raises(ValidationError, match="Gateway parents are not supported"):
+        parse_yaml(gw)
+    consumer = route("  - backendRefs: []").replace("name: reviews, port",
+                                                     "name: reviews, namespace: shop, port")
+    with pytest.raises(ValidationError, match="consumer routes"):
+        parse_yaml(consumer)
+
+
+@given(st.lists(st.integers(1, 10_000), min_size=2, max_size=16))
+def test_weights_as_percentages_sum_to_100_within_1_percent(weights: list[int]) -> None:
+    out = _percentages(weights)
+    assert sum(out) == 100
+    total = sum(weights)
+    assert all(abs(p - w * 100 / total) < 1 for p, w in zip(out, weights, strict=True))
+
+
+def test_durations() -> None:
+    assert milliseconds("1h2m3s4ms") == 3_723_004
+    assert milliseconds("0s") == 0
+
+
+@pytest.mark.envoy
+@pytest.mark.skipif(not envoy_binary().is_file(), reason="no Envoy binary")
+def test_envoy_accepts_the_routes(tmp_path: Path) -> None:
+    sample = (Path(__file__).resolve().parents[2] / "samples" / "gateway-api"
+              / "reviews-50-50.yaml").read_text()
+    m = without_fixture_vs(load_mesh(sample))
+    node = "productpage-v1.default"
+    snap = generate(GenerationContext(m), GOLDEN_PROXIES[node])
+    res = envoy_validate(static_bootstrap(snap, node), tmp_path / "b.json")
+    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
