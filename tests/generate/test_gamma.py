@@ -58,10 +58,11 @@ def mesh(*docs: str) -> MeshSnapshot:
     return load_mesh("---\n".join([VERSIONS, *docs]))
 
 
-def without_fixture_vs(m: MeshSnapshot) -> MeshSnapshot:
-    """The fixture mesh routes reviews with a VirtualService, which would win (ADR 0035)."""
-    keep = [r for r in m.resources if not (r.kind == "VirtualService"
-                                          and "reviews" in r.spec.hosts)]
+def without_fixture_vs(m: MeshSnapshot, host: str = "reviews") -> MeshSnapshot:
+    """The fixture mesh routes reviews (and catalog) with VirtualServices, which would win
+    (ADR 0035)."""
+    keep = [r for r in m.resources if not (r.kind == "VirtualService" and any(
+        h.split(".")[0] == host for h in r.spec.hosts))]
     return MeshSnapshot.build(keep, m.revision, m.config)
 
 
@@ -206,3 +207,43 @@ def test_envoy_accepts_the_routes(tmp_path: Path) -> None:
     snap = generate(GenerationContext(m), GOLDEN_PROXIES[node])
     res = envoy_validate(static_bootstrap(snap, node), tmp_path / "b.json")
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
+
+
+def grpc_route(rules: str) -> str:
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: catalog, namespace: shop}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: catalog, port: 50051}}]
+  rules:
+{rules}
+"""
+
+
+def test_grpc_route_matches_service_and_method_as_paths() -> None:
+    from shoal.api.gatewayapi import GRPCMethodMatch
+    from shoal.registry.gamma import grpc_path
+
+    assert grpc_path(GRPCMethodMatch(service="a.B", method="C")).value == "/a.B/C"
+    regex = grpc_path(GRPCMethodMatch(service="a.B")).value
+    assert re.fullmatch(regex, "/a.B/C") and not re.fullmatch(regex, "/a.Bx/C")
+    assert re.fullmatch(grpc_path(GRPCMethodMatch(method="C")).value, "/x.Y/C")
+    m = load_mesh(grpc_route("""  - matches: [{method: {service: shoal.Catalog}}]
+    backendRefs: [{name: catalog, port: 50051}]
+  - matches: [{method: {service: shoal.Catalog, method: Get}}]
+    filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x, value: y}]}}]
+    backendRefs: [{name: catalog, port: 50051}]"""))
+    m = without_fixture_vs(m, "catalog")
+    snap = generate(GenerationContext(m), GOLDEN_PROXIES["productpage-v1.default"])
+    rc = snap.get(ROUTE).items["outbound_http"]
+    vh = next(v for v in rc.virtual_hosts if v.name == "catalog.shop.svc.cluster.local:50051")
+    # the most specific (service and method) first
+    assert [r.match.path or r.match.safe_regex.regex for r in vh.routes][:2] == [
+        "/shoal.Catalog/Get", "/shoal\\.Catalog/[^/]+"]
+
+
+def test_grpc_route_refuses_http_only_filters() -> None:
+    with pytest.raises(ValidationError, match="are not GRPCRoute filters"):
+        parse_yaml(grpc_route("""  - filters: [{type: URLRewrite, urlRewrite: {hostname: x}}]"""))
+    with pytest.raises(ValidationError, match="not a gRPC method name"):
+        parse_yaml(grpc_route("""  - matches: [{method: {method: a.b}}]"""))

@@ -162,7 +162,7 @@ def _http_routes(mesh: MeshSnapshot) -> Iterator[Finding]:
             continue
         for h in vs.spec.hosts:
             real.setdefault(gamma.fqdn(h, vs.metadata.namespace, mesh.config.domain), vs)
-    for route in mesh.of_kind(gamma.KIND):
+    for route in (r for k in gamma.KINDS_ROUTES for r in mesh.of_kind(k)):
         ns = route.metadata.namespace
         for i, parent in enumerate(route.spec.parent_refs):
             pns = parent.namespace or ns

@@ -1,5 +1,5 @@
-"""Kubernetes Gateway API kinds (``gateway.networking.k8s.io``), first: HTTPRoute as a mesh
-route (GAMMA: its parent is a Service), docs/adr/0035.
+"""Kubernetes Gateway API kinds (``gateway.networking.k8s.io``), first: HTTPRoute and
+GRPCRoute as mesh routes (GAMMA: the parent is a Service), docs/adr/0035.
 
 The models follow the Gateway API's v1 field names. What this increment does not do yet is
 refused by name, never ignored: parents other than a Service of the route's own
@@ -97,10 +97,20 @@ class RouteMatch(Model):
     @field_validator("headers", "query_params")
     @classmethod
     def _unique(cls, v: list[HeaderMatch]) -> list[HeaderMatch]:
-        names = [m.name.lower() for m in v]
-        if len(set(names)) != len(names):
-            raise ValueError("names must be unique (case-insensitive)")
-        return v
+        return unique_names(v)
+
+
+def unique_names(v: list[HeaderMatch]) -> list[HeaderMatch]:
+    names = [m.name.lower() for m in v]
+    if len(set(names)) != len(names):
+        raise ValueError("names must be unique (case-insensitive)")
+    return v
+
+
+def no_hostnames(v: list[str]) -> list[str]:
+    if v:
+        raise ValueError("hostnames are ignored for mesh routes (GAMMA): leave them out")
+    return v
 
 
 class HeaderValue(Model):
@@ -320,12 +330,77 @@ class HTTPRouteSpec(Model):
     @field_validator("hostnames")
     @classmethod
     def _hostnames(cls, v: list[str]) -> list[str]:
-        if v:
-            raise ValueError("hostnames are ignored for mesh routes (GAMMA): leave them out")
-        return v
+        return no_hostnames(v)
 
 
-def same_namespace_refs(namespace: str, spec: HTTPRouteSpec) -> list[tuple[str, str]]:
+# -- GRPCRoute ---------------------------------------------------------------------------------
+
+_GRPC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+class GRPCMethodMatch(Model):
+    type: ValueType = ValueType.EXACT
+    service: str | None = Field(default=None, max_length=1024)
+    method: str | None = Field(default=None, max_length=1024)
+
+    @model_validator(mode="after")
+    def _names(self) -> GRPCMethodMatch:
+        if self.service is None and self.method is None:
+            raise ValueError("one of service or method is required")
+        for f in ("service", "method"):
+            v = getattr(self, f)
+            if v is None:
+                continue
+            if self.type is ValueType.REGULAR_EXPRESSION:
+                check_re2(v)
+            elif not _GRPC_NAME.match(v) or (f == "method" and "." in v):
+                raise ValueError(f"{f}: {v!r} is not a gRPC {f} name")
+        return self
+
+
+class GRPCRouteMatch(Model):
+    method: GRPCMethodMatch | None = None
+    headers: list[HeaderMatch] = Field(default_factory=list, max_length=16)
+
+    @field_validator("headers")
+    @classmethod
+    def _unique(cls, v: list[HeaderMatch]) -> list[HeaderMatch]:
+        return unique_names(v)
+
+
+_GRPC_FILTERS = (FilterType.REQUEST_HEADER_MODIFIER, FilterType.RESPONSE_HEADER_MODIFIER,
+                 FilterType.REQUEST_MIRROR)
+
+
+class GRPCRule(Model):
+    name: str | None = None
+    matches: list[GRPCRouteMatch] = Field(default_factory=list, max_length=MAX_MATCHES)
+    filters: list[Filter] = Field(default_factory=list, max_length=16)
+    backend_refs: list[BackendRef] = Field(default_factory=list, max_length=16)
+    session_persistence: NotSupported = None
+
+    @model_validator(mode="after")
+    def _filters(self) -> GRPCRule:
+        bad = [str(f.type) for f in self.filters if f.type not in _GRPC_FILTERS]
+        if bad:
+            raise ValueError(f"filters: {bad} are not GRPCRoute filters (RequestHeaderModifier, "
+                             "ResponseHeaderModifier, RequestMirror)")
+        return self
+
+
+class GRPCRouteSpec(Model):
+    parent_refs: list[ParentRef] = Field(min_length=1, max_length=32)
+    hostnames: list[str] = Field(default_factory=list, max_length=16)
+    rules: list[GRPCRule] = Field(default_factory=lambda: [GRPCRule()], max_length=MAX_RULES)
+
+    @field_validator("hostnames")
+    @classmethod
+    def _hostnames(cls, v: list[str]) -> list[str]:
+        return no_hostnames(v)
+
+
+def same_namespace_refs(namespace: str, spec: HTTPRouteSpec | GRPCRouteSpec
+                        ) -> list[tuple[str, str]]:
     """References this increment can honour: parents and backends in the route's own
     namespace (a consumer route, or a backend elsewhere, needs what is not built yet)."""
     out = []
@@ -334,7 +409,8 @@ def same_namespace_refs(namespace: str, spec: HTTPRouteSpec) -> list[tuple[str, 
             out.append((f"parentRefs[{i}].namespace", "consumer routes (a Service of another "
                         "namespace) are not supported by shoal yet: put the route in "
                         f"{p.namespace}"))
-    for i, rule in enumerate(spec.rules):
+    rules: list[Rule] | list[GRPCRule] = spec.rules
+    for i, rule in enumerate(rules):
         refs = [(f"rules[{i}].backendRefs[{j}]", b) for j, b in enumerate(rule.backend_refs)]
         refs += [(f"rules[{i}].filters[{j}].requestMirror.backendRef", f.request_mirror.backend_ref)
                  for j, f in enumerate(rule.filters) if f.request_mirror is not None]

@@ -74,6 +74,8 @@ KINDS: dict[str, Kind] = {
         # Gateway API (docs/adr/0035): mesh routes first
         Kind("HTTPRoute", gatewayapi.API_VERSIONS, gatewayapi.HTTPRouteSpec, "httproutes",
              (), gatewayapi.same_namespace_refs),
+        Kind("GRPCRoute", gatewayapi.API_VERSIONS, gatewayapi.GRPCRouteSpec, "grpcroutes",
+             (), gatewayapi.same_namespace_refs),
     )
 }
 

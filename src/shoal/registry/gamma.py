@@ -25,6 +25,10 @@ from typing import Any
 from shoal.api.gatewayapi import (
     BackendRef,
     FilterType,
+    GRPCMethodMatch,
+    GRPCRouteMatch,
+    GRPCRouteSpec,
+    GRPCRule,
     HTTPRouteSpec,
     PathMatch,
     PathModifier,
@@ -39,6 +43,7 @@ from shoal.api.meta import Metadata, Resource, oldest_first
 from shoal.api.networking import VirtualServiceSpec
 
 KIND = "HTTPRoute"
+KINDS_ROUTES = ("HTTPRoute", "GRPCRoute")
 SYNTHETIC = "shoal.io/from-httproutes"  # annotation: the routes a VirtualService came from
 _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
 
@@ -47,19 +52,40 @@ _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
 class _Entry:
     route: Resource
     rule_index: int
-    rule: Rule
+    rule: Rule | GRPCRule
     match_index: int
-    match: RouteMatch
+    match: RouteMatch  # a GRPCRoute's match as the HTTP match it means
     port: int | None
+    grpc: GRPCRouteMatch | None = None
 
     def precedence(self) -> tuple[Any, ...]:
+        """The spec's order; a parent's GRPCRoute rules come before its HTTPRoute rules."""
+        r = self.route
+        tail = (oldest_first(r), r.metadata.namespace, r.metadata.name, self.rule_index,
+                self.match_index)
+        if self.grpc is not None:
+            m = self.grpc.method
+            return (0, -len(m.service or "") if m else 0, -len(m.method or "") if m else 0,
+                    -len(self.grpc.headers), 0, 0, *tail)
         path = self.match.path or PathMatch()
         rank = {PathType.EXACT: 0, PathType.PATH_PREFIX: 1,
                 PathType.REGULAR_EXPRESSION: 2}[path.type]
-        r = self.route
-        return (rank, -len(path.value), self.match.method is None,
-                -len(self.match.headers), -len(self.match.query_params), oldest_first(r),
-                r.metadata.namespace, r.metadata.name, self.rule_index, self.match_index)
+        return (1, rank, -len(path.value), self.match.method is None,
+                -len(self.match.headers), -len(self.match.query_params), *tail)
+
+
+def grpc_path(m: GRPCMethodMatch | None) -> PathMatch:
+    """A GRPCRoute method match as the HTTP/2 ``:path`` match it means."""
+    if m is None:
+        return PathMatch()
+    if m.type is ValueType.REGULAR_EXPRESSION:
+        return PathMatch(type=PathType.REGULAR_EXPRESSION,
+                         value=f"/{m.service or '[^/]+'}/{m.method or '[^/]+'}")
+    if m.service is not None and m.method is not None:
+        return PathMatch(type=PathType.EXACT, value=f"/{m.service}/{m.method}")
+    service = re.escape(m.service) if m.service is not None else "[^/]+"
+    method = re.escape(m.method) if m.method is not None else "[^/]+"
+    return PathMatch(type=PathType.REGULAR_EXPRESSION, value=f"/{service}/{method}")
 
 
 def fqdn(host: str, namespace: str, domain: str) -> str:
@@ -200,15 +226,15 @@ def _http(e: _Entry, services: set[tuple[str, str]], domain: str) -> dict[str, A
             out["route"] = [{"destination": _destination(r, ns, domain), "weight": w}
                             for r, w in zip(usable, _percentages([r.weight for r in usable]),
                                             strict=True)]
-    t = e.rule.timeouts
+    t = getattr(e.rule, "timeouts", None)
     if t is not None and t.request and (d := _duration(t.request)):
         out["timeout"] = d
     retries: dict[str, Any] = {}
-    if e.rule.retry is not None:
-        if e.rule.retry.attempts is not None:
-            retries["attempts"] = e.rule.retry.attempts
-        if e.rule.retry.codes:
-            retries["retryOn"] = ",".join(str(c) for c in e.rule.retry.codes)
+    if (retry := getattr(e.rule, "retry", None)) is not None:
+        if retry.attempts is not None:
+            retries["attempts"] = retry.attempts
+        if retry.codes:
+            retries["retryOn"] = ",".join(str(c) for c in retry.codes)
     if t is not None and t.backend_request and (d := _duration(t.backend_request)):
         retries["perTryTimeout"] = d
     if retries:
@@ -218,19 +244,24 @@ def _http(e: _Entry, services: set[tuple[str, str]], domain: str) -> dict[str, A
 
 def _entries(routes: Iterable[Resource]) -> Iterator[tuple[tuple[str, str], _Entry]]:
     for r in routes:
-        spec: HTTPRouteSpec = r.spec
+        spec: HTTPRouteSpec | GRPCRouteSpec = r.spec
         ns = r.metadata.namespace
         for parent in spec.parent_refs:
             key = (parent.namespace or ns, parent.name)
             for i, rule in enumerate(spec.rules):
+                if isinstance(rule, GRPCRule):
+                    for j, g in enumerate(rule.matches or [GRPCRouteMatch()]):
+                        m = RouteMatch(path=grpc_path(g.method), headers=g.headers)
+                        yield key, _Entry(r, i, rule, j, m, parent.port, g)
+                    continue
                 for j, m in enumerate(rule.matches or [RouteMatch()]):
                     yield key, _Entry(r, i, rule, j, m, parent.port)
 
 
 def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
                 taken_hosts: set[str], domain: str) -> list[Resource]:
-    """One synthetic VirtualService per Service that HTTPRoutes name as their parent
-    (except hosts a real VirtualService already routes)."""
+    """One synthetic VirtualService per Service that HTTPRoutes or GRPCRoutes name as
+    their parent (except hosts a real VirtualService already routes)."""
     known = {(s.metadata.namespace, s.metadata.name) for s in services}
     by_parent: dict[tuple[str, str], list[_Entry]] = {}
     for key, entry in _entries(routes):

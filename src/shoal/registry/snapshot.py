@@ -168,12 +168,13 @@ class MeshSnapshot:
             services, workloads = synthesize(out["ServiceEntry"])
             out["Service"] = out["Service"] + services
             out["Workload"] = out["Workload"] + workloads
-        if out.get("HTTPRoute"):  # Gateway API mesh routes, as synthetic VirtualServices
+        routes = [r for k in gamma.KINDS_ROUTES for r in out.get(k, [])]
+        if routes:  # Gateway API mesh routes, as synthetic VirtualServices
             taken = {gamma.fqdn(h, vs.metadata.namespace, self.config.domain)
                      for vs in out["VirtualService"] if for_mesh(vs.spec.gateways)
                      for h in vs.spec.hosts}
             out["VirtualService"] = out["VirtualService"] + gamma.mesh_routes(
-                out["HTTPRoute"], out["Service"], taken, self.config.domain)
+                routes, out["Service"], taken, self.config.domain)
         return out
 
     @cached_property

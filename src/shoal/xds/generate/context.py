@@ -61,13 +61,13 @@ Labels = tuple[tuple[str, str], ...]
 # HTTPRoutes only make VirtualServices (ADR 0035); EnvoyFilters patch copies after
 # generation (ADR 0034), never the cached objects.
 INBOUND_IGNORES = frozenset({"VirtualService", "DestinationRule", "ServiceLevelObjective",
-                             "HTTPRoute", "EnvoyFilter"})
+                             "HTTPRoute", "GRPCRoute", "EnvoyFilter"})
 # Kinds that no outbound cluster or endpoint depends on (a route picks among the clusters
 # that services and DestinationRule subsets define; it creates none). A change of only
 # these lets a new context keep the previous one's clusters, endpoints and their
 # per-scope selections, with their content hashes.
 OUTBOUND_IGNORES = frozenset({"VirtualService", "ServiceLevelObjective", "HTTPRoute",
-                              "EnvoyFilter"})
+                              "GRPCRoute", "EnvoyFilter"})
 # cached properties and tables that hold the outbound clusters and endpoints (see above)
 _OUTBOUND_CACHED = ("_outbound", "cluster_resources", "endpoint_resources")
 _OUTBOUND_TABLES = ("_raw_endpoints", "_network_cla", "_networked", "_localized_cla",
