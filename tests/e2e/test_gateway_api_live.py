@@ -75,6 +75,8 @@ def mesh(tmp_path_factory):
             *(AgentProcess(cp, service="web", port=8080, name=f"web-{v}",
                            labels={"version": v}, command=app_command("http"))
               for v in ("v1", "v2")),
+            AgentProcess(cp, service="web", port=8080, name="web-shop", namespace="shop",
+                         command=app_command("http")),
             AgentProcess(cp, service="client", port=7000, name="client",
                          command=app_command("http")),
         ]
@@ -127,3 +129,40 @@ def test_http_route_filters_and_a_rule_without_backends(mesh) -> None:
         assert http.get("http://web:8080/broken/x").status_code == 500  # no backends
         # not a match of /broken (whole segments) nor of any rule: the spec's 404
         assert http.get("http://web:8080/brokenx").status_code == 404
+
+
+CROSS_NAMESPACE = """apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 8080}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /shop}}]
+    backendRefs: [{name: web, namespace: shop, port: 8080}]
+  - backendRefs: [{name: web-v2, port: 8080}]
+"""
+GRANT = """apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: routes-from-default, namespace: shop}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]
+  to: [{group: "", kind: Service}]
+"""
+
+
+def test_a_backend_in_another_namespace_needs_a_reference_grant(mesh) -> None:
+    cp, info = mesh
+    with cp.client() as c:
+        c.apply(CROSS_NAMESPACE)
+    proxy = f"http://127.0.0.1:{info['outboundPort']}"
+    with httpx.Client(proxy=proxy, timeout=10) as http:
+        wait_for(lambda: http.get("http://web:8080/shop").status_code == 500, 30,
+                 "the cross-namespace backend refused without a grant (500)")
+        with cp.client() as c:
+            c.apply(GRANT)
+        wait_for(lambda: http.get("http://web:8080/shop").json()["served_by"] == "web-shop",
+                 30, "the granted backend in namespace shop")
+        with cp.client() as c:
+            c.delete("ReferenceGrant", "shop", "routes-from-default")
+        wait_for(lambda: http.get("http://web:8080/shop").status_code == 500, 30,
+                 "the grant's removal to take the backend away again")

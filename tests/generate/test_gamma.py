@@ -154,8 +154,6 @@ def test_a_virtual_service_for_the_same_host_wins_and_analyze_says_so() -> None:
 
 
 @pytest.mark.parametrize(("rules", "says"), [
-    ("  - backendRefs: [{name: x, port: 9080, namespace: other}]",
-     "needs a ReferenceGrant"),
     ("  - backendRefs: [{name: x}]", "port: is required"),
     ("  - backendRefs: [{kind: ServiceImport, name: x, port: 1}]", "Services only"),
     ("  - filters: [{type: CORS, cors: {}}]", "filters[0].cors: is not supported"),
@@ -247,3 +245,33 @@ def test_grpc_route_refuses_http_only_filters() -> None:
         parse_yaml(grpc_route("""  - filters: [{type: URLRewrite, urlRewrite: {hostname: x}}]"""))
     with pytest.raises(ValidationError, match="not a gRPC method name"):
         parse_yaml(grpc_route("""  - matches: [{method: {method: a.b}}]"""))
+
+
+GRANT = """apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: default-routes, namespace: shop}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]
+  to: [{group: "", kind: Service, name: catalog}]
+"""
+
+
+def test_a_backend_in_another_namespace_needs_a_reference_grant() -> None:
+    cross = route("  - backendRefs: [{name: catalog, namespace: shop, port: 80}]")
+    m = without_fixture_vs(mesh(cross))
+    [r] = reviews_vhost(m).routes
+    assert r.direct_response.status == 500  # not permitted: the spec's 500
+    assert any(f.code == "backend-not-permitted" for f in analyze(m.resources))
+    m = without_fixture_vs(mesh(cross, GRANT))
+    [r] = reviews_vhost(m).routes
+    assert r.route.cluster == "outbound|80||catalog.shop.svc.cluster.local"
+    other = GRANT.replace("kind: HTTPRoute", "kind: GRPCRoute")  # grants another kind
+    m = without_fixture_vs(mesh(cross, other))
+    assert reviews_vhost(m).routes[0].direct_response.status == 500
+
+
+def test_reference_grant_refusals() -> None:
+    with pytest.raises(ValidationError, match="only HTTPRoute and GRPCRoute references"):
+        parse_yaml(GRANT.replace("kind: HTTPRoute", "kind: Gateway"))
+    with pytest.raises(ValidationError, match="routes only to Services"):
+        parse_yaml(GRANT.replace('kind: Service, name: catalog', 'kind: Secret'))

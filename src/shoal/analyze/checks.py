@@ -175,12 +175,18 @@ def _http_routes(mesh: MeshSnapshot) -> Iterator[Finding]:
                 yield Finding("httproute-shadowed", str(route.key), f"spec.parentRefs[{i}]",
                               f"VirtualService {vs.metadata.namespace}/{vs.metadata.name} "
                               f"routes {host} too; it wins and this route is not used")
+        grants = mesh.of_kind("ReferenceGrant")
         for j, rule in enumerate(route.spec.rules):
             for k, ref in enumerate(rule.backend_refs):
+                where = f"spec.rules[{j}].backendRefs[{k}]"
                 if mesh.service(ref.namespace or ns, ref.name) is None:
-                    yield Finding("backend-not-found", str(route.key),
-                                  f"spec.rules[{j}].backendRefs[{k}]",
+                    yield Finding("backend-not-found", str(route.key), where,
                                   f"no Service {ref.namespace or ns}/{ref.name}: its share "
+                                  "of the requests gets 500")
+                elif not gamma.permitted(route, ref, grants):
+                    yield Finding("backend-not-permitted", str(route.key), where,
+                                  f"no ReferenceGrant in namespace {ref.namespace} lets "
+                                  f"{route.kind}s of {ns} use Service {ref.name}: its share "
                                   "of the requests gets 500")
 
 

@@ -399,23 +399,49 @@ class GRPCRouteSpec(Model):
         return no_hostnames(v)
 
 
-def same_namespace_refs(namespace: str, spec: HTTPRouteSpec | GRPCRouteSpec
-                        ) -> list[tuple[str, str]]:
-    """References this increment can honour: parents and backends in the route's own
-    namespace (a consumer route, or a backend elsewhere, needs what is not built yet)."""
-    out = []
-    for i, p in enumerate(spec.parent_refs):
-        if p.namespace not in (None, namespace):
-            out.append((f"parentRefs[{i}].namespace", "consumer routes (a Service of another "
-                        "namespace) are not supported by shoal yet: put the route in "
-                        f"{p.namespace}"))
-    rules: list[Rule] | list[GRPCRule] = spec.rules
-    for i, rule in enumerate(rules):
-        refs = [(f"rules[{i}].backendRefs[{j}]", b) for j, b in enumerate(rule.backend_refs)]
-        refs += [(f"rules[{i}].filters[{j}].requestMirror.backendRef", f.request_mirror.backend_ref)
-                 for j, f in enumerate(rule.filters) if f.request_mirror is not None]
-        for path, ref in refs:
-            if ref.namespace not in (None, namespace):
-                out.append((f"{path}.namespace", "a backend in another namespace needs a "
-                            "ReferenceGrant, which shoal does not support yet"))
-    return out
+def same_namespace_parents(namespace: str, spec: HTTPRouteSpec | GRPCRouteSpec
+                           ) -> list[tuple[str, str]]:
+    """Parents this increment can honour: Services of the route's own namespace (a
+    consumer route, for another namespace's Service, is not built yet). Backends in
+    another namespace are allowed by a ReferenceGrant there, checked when routing."""
+    return [(f"parentRefs[{i}].namespace", "consumer routes (a Service of another "
+             f"namespace) are not supported by shoal yet: put the route in {p.namespace}")
+            for i, p in enumerate(spec.parent_refs) if p.namespace not in (None, namespace)]
+
+
+# -- ReferenceGrant ----------------------------------------------------------------------------
+
+REFERENCE_GRANT_VERSIONS = (f"{GROUP}/v1beta1", f"{GROUP}/v1")
+
+
+class GrantFrom(Model):
+    group: str
+    kind: str
+    namespace: str
+
+    @model_validator(mode="after")
+    def _route(self) -> GrantFrom:
+        if self.group != GROUP or self.kind not in ("HTTPRoute", "GRPCRoute"):
+            raise ValueError(f"{self.group}/{self.kind}: shoal has only HTTPRoute and "
+                             f"GRPCRoute references to grant ({GROUP})")
+        if not DNS_LABEL.match(self.namespace):
+            raise ValueError("namespace: not a namespace name")
+        return self
+
+
+class GrantTo(Model):
+    group: str = ""
+    kind: str
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _service(self) -> GrantTo:
+        if self.group not in CORE or self.kind != "Service":
+            raise ValueError(f"{self.group or 'core'}/{self.kind}: shoal routes only to "
+                             "Services")
+        return self
+
+
+class ReferenceGrantSpec(Model):
+    from_: list[GrantFrom] = Field(alias="from", min_length=1, max_length=16)
+    to: list[GrantTo] = Field(min_length=1, max_length=16)

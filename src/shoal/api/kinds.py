@@ -73,9 +73,11 @@ KINDS: dict[str, Kind] = {
              "envoyfilters", ("ef",)),
         # Gateway API (docs/adr/0035): mesh routes first
         Kind("HTTPRoute", gatewayapi.API_VERSIONS, gatewayapi.HTTPRouteSpec, "httproutes",
-             (), gatewayapi.same_namespace_refs),
+             (), gatewayapi.same_namespace_parents),
         Kind("GRPCRoute", gatewayapi.API_VERSIONS, gatewayapi.GRPCRouteSpec, "grpcroutes",
-             (), gatewayapi.same_namespace_refs),
+             (), gatewayapi.same_namespace_parents),
+        Kind("ReferenceGrant", gatewayapi.REFERENCE_GRANT_VERSIONS,
+             gatewayapi.ReferenceGrantSpec, "referencegrants", ("refgrant",)),
     )
 }
 

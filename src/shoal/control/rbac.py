@@ -27,7 +27,8 @@ from shoal.errors import NotFound, PermissionDenied, ValidationError, Violation
 
 ALL = "*"
 SECURITY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy",
-                            "RequestAuthentication", "TokenRevocation"})
+                            "RequestAuthentication", "TokenRevocation",
+                            "ReferenceGrant"})  # lets other namespaces' routes use ours
 # EnvoyFilter patches the generated config below every policy: it could remove an
 # authorization filter or add a cluster anywhere, so only mesh admins write it (ADR 0034)
 MESH_ADMIN_KINDS = frozenset({"EnvoyFilter"})

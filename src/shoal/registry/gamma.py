@@ -165,8 +165,27 @@ def _destination(ref: BackendRef, namespace: str, domain: str) -> dict[str, Any]
             "port": {"number": ref.port}}
 
 
-def _http(e: _Entry, services: set[tuple[str, str]], domain: str) -> dict[str, Any]:
+def permitted(route: Resource, ref: BackendRef, grants: Iterable[Resource]) -> bool:
+    """May ``route`` send to the Service ``ref`` names? Its own namespace's, or another's
+    whose ReferenceGrant lets routes of this kind and namespace refer to it."""
+    ns = route.metadata.namespace
+    target = ref.namespace or ns
+    if target == ns:
+        return True
+    return any(g.metadata.namespace == target
+               and any(f.kind == route.kind and f.namespace == ns for f in g.spec.from_)
+               and any(t.name in (None, ref.name) for t in g.spec.to)
+               for g in grants)
+
+
+def _http(e: _Entry, services: set[tuple[str, str]], domain: str,
+          grants: list[Resource]) -> dict[str, Any]:
     ns = e.route.metadata.namespace
+
+    def usable(ref: BackendRef) -> bool:
+        return (((ref.namespace or ns), ref.name) in services
+                and permitted(e.route, ref, grants))
+
     out: dict[str, Any] = {"name": f"{ns}.{e.route.metadata.name}.{e.rule_index}."
                                    f"{e.match_index}",
                            "match": [_match(e.match, e.port)]}
@@ -205,6 +224,8 @@ def _http(e: _Entry, services: set[tuple[str, str]], domain: str) -> dict[str, A
         elif f.type is FilterType.REQUEST_MIRROR:
             mirror = f.request_mirror
             assert mirror is not None
+            if not usable(mirror.backend_ref):
+                continue  # not there or not granted: nothing to mirror to
             pct = (mirror.percent if mirror.percent is not None else
                    100 * mirror.fraction.numerator / mirror.fraction.denominator
                    if mirror.fraction is not None else 100)
@@ -214,18 +235,17 @@ def _http(e: _Entry, services: set[tuple[str, str]], domain: str) -> dict[str, A
     if headers:
         out["headers"] = headers
     if "redirect" not in out:
-        usable = [r for r in e.rule.backend_refs
-                  if r.weight > 0 and ((r.namespace or ns), r.name) in services]
-        if not usable:  # no backend, all weight 0, or none exists: the spec's 500
+        backends = [r for r in e.rule.backend_refs if r.weight > 0 and usable(r)]
+        if not backends:  # none, all weight 0, none exists or is granted: the spec's 500
             out.pop("rewrite", None)
             out.pop("mirrors", None)
             out["directResponse"] = {"status": 500}
-        elif len(usable) == 1:
-            out["route"] = [{"destination": _destination(usable[0], ns, domain)}]
+        elif len(backends) == 1:
+            out["route"] = [{"destination": _destination(backends[0], ns, domain)}]
         else:
+            weights = _percentages([r.weight for r in backends])
             out["route"] = [{"destination": _destination(r, ns, domain), "weight": w}
-                            for r, w in zip(usable, _percentages([r.weight for r in usable]),
-                                            strict=True)]
+                            for r, w in zip(backends, weights, strict=True)]
     t = getattr(e.rule, "timeouts", None)
     if t is not None and t.request and (d := _duration(t.request)):
         out["timeout"] = d
@@ -259,10 +279,12 @@ def _entries(routes: Iterable[Resource]) -> Iterator[tuple[tuple[str, str], _Ent
 
 
 def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
-                taken_hosts: set[str], domain: str) -> list[Resource]:
+                taken_hosts: set[str], domain: str, grants: Iterable[Resource] = ()
+                ) -> list[Resource]:
     """One synthetic VirtualService per Service that HTTPRoutes or GRPCRoutes name as
     their parent (except hosts a real VirtualService already routes)."""
     known = {(s.metadata.namespace, s.metadata.name) for s in services}
+    granted = list(grants)
     by_parent: dict[tuple[str, str], list[_Entry]] = {}
     for key, entry in _entries(routes):
         if key in known:
@@ -274,7 +296,7 @@ def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
             continue
         entries.sort(key=_Entry.precedence)
         spec = VirtualServiceSpec.model_validate({
-            "hosts": [host], "http": [_http(e, known, domain) for e in entries]})
+            "hosts": [host], "http": [_http(e, known, domain, granted) for e in entries]})
         sources = sorted({f"{e.route.metadata.namespace}/{e.route.metadata.name}"
                           for e in entries})
         oldest = min((e.route for e in entries), key=oldest_first)

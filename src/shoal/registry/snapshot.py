@@ -174,7 +174,8 @@ class MeshSnapshot:
                      for vs in out["VirtualService"] if for_mesh(vs.spec.gateways)
                      for h in vs.spec.hosts}
             out["VirtualService"] = out["VirtualService"] + gamma.mesh_routes(
-                routes, out["Service"], taken, self.config.domain)
+                routes, out["Service"], taken, self.config.domain,
+                out.get("ReferenceGrant", []))
         return out
 
     @cached_property
