@@ -129,6 +129,13 @@ def test_http_route_filters_and_a_rule_without_backends(mesh) -> None:
         assert http.get("http://web:8080/broken/x").status_code == 500  # no backends
         # not a match of /broken (whole segments) nor of any rule: the spec's 404
         assert http.get("http://web:8080/brokenx").status_code == 404
+    with cp.client() as c:  # the route's status, as `shoal get httproute web -o yaml`
+        status = wait_for(lambda: c.get("HTTPRoute", "default", "web").get("status"), 30,
+                          "the route's status")
+    [parent] = status["parents"]
+    assert {c["type"]: c["status"] for c in parent["conditions"]} == {
+        "Accepted": "True", "ResolvedRefs": "True"}
+    assert {c["observedGeneration"] for c in parent["conditions"]} == {1}
 
 
 CROSS_NAMESPACE = """apiVersion: gateway.networking.k8s.io/v1
@@ -159,6 +166,9 @@ def test_a_backend_in_another_namespace_needs_a_reference_grant(mesh) -> None:
         wait_for(lambda: http.get("http://web:8080/shop").status_code == 500, 30,
                  "the cross-namespace backend refused without a grant (500)")
         with cp.client() as c:
+            [parent] = c.get("HTTPRoute", "default", "web")["status"]["parents"]
+            resolved = next(x for x in parent["conditions"] if x["type"] == "ResolvedRefs")
+            assert (resolved["status"], resolved["reason"]) == ("False", "RefNotPermitted")
             c.apply(GRANT)
         wait_for(lambda: http.get("http://web:8080/shop").json()["served_by"] == "web-shop",
                  30, "the granted backend in namespace shop")

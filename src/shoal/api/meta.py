@@ -44,6 +44,9 @@ class Metadata(Model):
     # Set by the store: the store revision at which this resource was last written.
     resource_version: str | None = None
     creation_timestamp: str | None = None
+    # Set by the store: 1 when created, +1 each time the spec changes (Kubernetes'
+    # metadata.generation; Gateway API status reports it as observedGeneration)
+    generation: int | None = None
 
     def dump(self) -> dict[str, Any]:
         return {"name": self.name, "namespace": self.namespace, **{

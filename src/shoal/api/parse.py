@@ -270,8 +270,9 @@ def parse_document(doc: Any, index: int = 0, source: str = "") -> Resource:
     else:
         try:
             metadata = Metadata.model_validate(doc["metadata"])
-            if metadata.resource_version is not None:
-                metadata = metadata.model_copy(update={"resource_version": None})
+            if metadata.resource_version is not None or metadata.generation is not None:
+                metadata = metadata.model_copy(update={"resource_version": None,
+                                                       "generation": None})
         except pydantic.ValidationError as e:
             problems += pydantic_violations(e, ("metadata",), where)
     spec = None
@@ -344,11 +345,15 @@ def parse_yaml(text: str, source: str = "") -> list[Resource]:
 
 
 def load_resource(data: dict[str, Any]) -> Resource:
-    """Re-read a stored resource (keeps resourceVersion); the store's loader."""
+    """Re-read a stored resource (keeps resourceVersion and generation); the store's
+    loader."""
     r = parse_document(data)
-    rv = (data.get("metadata") or {}).get("resourceVersion")
-    ts = (data.get("metadata") or {}).get("creationTimestamp")
-    meta = r.metadata.model_copy(update={"resource_version": rv, "creation_timestamp": ts})
+    stored = data.get("metadata") or {}
+    generation = stored.get("generation")
+    meta = r.metadata.model_copy(update={
+        "resource_version": stored.get("resourceVersion"),
+        "creation_timestamp": stored.get("creationTimestamp"),
+        "generation": generation if isinstance(generation, int) else None})
     return r.model_copy(update={"metadata": meta})
 
 

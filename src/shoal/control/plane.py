@@ -34,6 +34,7 @@ from shoal.multicluster.federation import Federation
 from shoal.multicluster.remote import RemoteClusters, trust_context
 from shoal.multicluster.view import ClusterView
 from shoal.ratelimit.embedded import EmbeddedRateLimit
+from shoal.registry import gamma
 from shoal.registry.etcd_leases import EtcdWorkloadRegistry
 from shoal.registry.leases import Registry, WorkloadRegistry
 from shoal.registry.snapshot import MeshSnapshot, is_ready
@@ -164,7 +165,9 @@ class ControlPlane:
         api = RestApi(store, registry, inspector, ready=ready, auth=auth, identity=identity,
                       audit=audit, pushed_revision=lambda: sync.stats.last_revision,
                       mesh=config.mesh,
-                      admit=EnvoyFilterAdmission(lambda: sync.mesh, lambda: sync.proxies).check)
+                      admit=EnvoyFilterAdmission(lambda: sync.mesh, lambda: sync.proxies).check,
+                      status=lambda r: (gamma.route_status(sync.mesh, r)
+                                        if r.kind in gamma.KINDS_ROUTES else None))
         operators = OperatorApi(tokens, store, audit, config.mesh.root_namespace)
         admin = AdminCredential(tokens, config.admin_token_path, config.admin_token_ttl)
         remotes = RemoteClusters(view, config.data_dir, trust_context(ca.files.bundle_path))

@@ -67,7 +67,8 @@ class RestApi:
                  identity: IdentityApi | None = None, audit: AuditLog | None = None,
                  pushed_revision: Callable[[], int] = lambda: 0,
                  mesh: MeshConfig | None = None,
-                 admit: Callable[[list[Resource]], Awaitable[None]] | None = None):
+                 admit: Callable[[list[Resource]], Awaitable[None]] | None = None,
+                 status: Callable[[Resource], dict[str, Any] | None] | None = None):
         self._auth = auth
         self.audit = audit or AuditLog(None)
         self._identity = identity
@@ -78,6 +79,7 @@ class RestApi:
         self._ready = ready
         self._mesh = mesh or MeshConfig()
         self._admit = admit  # checks with the mesh before storing (EnvoyFilter, ADR 0034)
+        self._status = status  # a resource's status, computed on read (Gateway API routes)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.audit.middleware(), errors_middleware,
@@ -149,8 +151,15 @@ class RestApi:
         selector = LabelSelector.parse(request.query.get("labelSelector", ""))
         items, revision = await self._store.list(kind_name, namespace)
         return web.json_response({"revision": revision, "items": [
-            r.dump() for r in items if principal.can(Role.VIEW, r.metadata.namespace, r.kind)
+            self._doc(r) for r in items
+            if principal.can(Role.VIEW, r.metadata.namespace, r.kind)
             and selector.matches(r.metadata.labels)]})
+
+    def _doc(self, r: Resource) -> dict[str, Any]:
+        doc = r.dump()
+        if self._status is not None and (status := self._status(r)) is not None:
+            doc["status"] = status
+        return doc
 
     def _key(self, request: web.Request) -> ResourceKey:
         m = request.match_info
@@ -160,7 +169,7 @@ class RestApi:
         key = self._key(request)
         principal_of(request).require(Role.VIEW, key.namespace,
                                       f"read {key.kind} in {key.namespace}", key.kind)
-        return web.json_response((await self._store.get(key)).dump())
+        return web.json_response(self._doc(await self._store.get(key)))
 
     async def delete(self, request: web.Request) -> web.Response:
         key = self._key(request)

@@ -307,3 +307,73 @@ def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
                               creation_timestamp=oldest.metadata.creation_timestamp),
             spec=spec))
     return out
+
+
+# -- status (read, not stored: it reflects the config the proxies were given) ------------------
+
+CONTROLLER = "shoal.io/mesh"
+
+
+def _condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+    return {"type": type_, "status": "True" if ok else "False", "reason": reason,
+            "message": message}
+
+
+def route_status(mesh: Any, route: Resource) -> dict[str, Any] | None:
+    """The Gateway API status of ``route`` (``status.parents[]`` with ``Accepted`` and
+    ``ResolvedRefs`` conditions, the spec's reasons) as ``mesh`` (a MeshSnapshot: what the
+    proxies were last given) sees it; None when ``mesh`` does not hold this version of the
+    route yet."""
+    held = next((r for r in mesh.of_kind(route.kind) if r.key == route.key), None)
+    if held is None or held.revision != route.revision:
+        return None
+    ns = route.metadata.namespace
+    domain = mesh.config.domain
+    real: dict[str, Resource] = {}
+    for vs in mesh.of_kind("VirtualService"):
+        if SYNTHETIC in vs.metadata.annotations or (vs.spec.gateways
+                                                     and "mesh" not in vs.spec.gateways):
+            continue
+        for h in vs.spec.hosts:
+            real.setdefault(fqdn(h, vs.metadata.namespace, domain), vs)
+    grants = mesh.of_kind("ReferenceGrant")
+    problems: list[tuple[str, str]] = []
+    for rule in route.spec.rules:
+        refs = list(rule.backend_refs) + [f.request_mirror.backend_ref for f in rule.filters
+                                          if f.request_mirror is not None]
+        for ref in refs:
+            target = f"{ref.namespace or ns}/{ref.name}"
+            if mesh.service(ref.namespace or ns, ref.name) is None:
+                problems.append(("BackendNotFound", f"no Service {target}"))
+            elif not permitted(route, ref, grants):
+                problems.append(("RefNotPermitted", f"no ReferenceGrant lets {route.kind}s "
+                                 f"of {ns} use Service {target}"))
+    resolved = (_condition("ResolvedRefs", True, "ResolvedRefs", "every backend resolved")
+                if not problems else
+                _condition("ResolvedRefs", False, problems[0][0],
+                           "; ".join(m for _, m in problems) + ": their share gets 500"))
+    parents = []
+    for p in route.spec.parent_refs:
+        pns = p.namespace or ns
+        host = f"{p.name}.{pns}.svc.{domain}"
+        if mesh.service(pns, p.name) is None:
+            accepted = _condition("Accepted", False, "NoMatchingParent",
+                                  f"no Service {pns}/{p.name}")
+        elif host in real:
+            vs = real[host]
+            accepted = _condition("Accepted", False, "ShadowedByVirtualService",
+                                  f"VirtualService {vs.metadata.namespace}/{vs.metadata.name} "
+                                  f"routes {host} and wins (docs/adr/0035)")
+        else:
+            accepted = _condition("Accepted", True, "Accepted",
+                                  f"routes every sidecar's calls to {host}")
+        ref = {"group": "", "kind": "Service", "name": p.name, "namespace": pns}
+        if p.port is not None:
+            ref["port"] = p.port
+        conditions = [accepted, dict(resolved)]
+        if route.metadata.generation is not None:
+            for c in conditions:
+                c["observedGeneration"] = route.metadata.generation
+        parents.append({"parentRef": ref, "controllerName": CONTROLLER,
+                        "conditions": conditions})
+    return {"parents": parents}

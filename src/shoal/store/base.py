@@ -147,7 +147,7 @@ def _content(doc: dict[str, Any]) -> dict[str, Any]:
     meta = {
         k: v
         for k, v in doc.get("metadata", {}).items()
-        if k not in ("resourceVersion", "creationTimestamp")
+        if k not in ("resourceVersion", "creationTimestamp", "generation")
     }
     return {**doc, "metadata": meta}
 
@@ -202,14 +202,19 @@ def plan_apply(
         doc = res.dump()
         rec = existing.get(key)
         created_at = format_timestamp(now)
+        generation = 1
         if rec is not None:
             old = json.loads(rec.data)
             if _content(old) == _content(doc):
                 writes.append(Write(key, "unchanged", None, rec.create_revision))
                 continue
             created_at = old.get("metadata", {}).get("creationTimestamp") or created_at
+            generation = int(old.get("metadata", {}).get("generation") or 1)
+            if old.get("spec") != doc.get("spec"):  # labels or annotations alone: same
+                generation += 1
         meta = {**doc["metadata"], "resourceVersion": str(revision)}
         meta["creationTimestamp"] = created_at
+        meta["generation"] = generation
         data = encode({**doc, "metadata": meta})
         if rec is None:
             writes.append(Write(key, "created", data, revision))
