@@ -16,7 +16,7 @@ from shoal.api import load_resource
 from shoal.api.parse import parse_yaml
 from shoal.ca import pki
 from shoal.ca.tokens import TokenAuthority
-from shoal.control.admission import EnvoyFilterAdmission
+from shoal.control.admission import Admission
 from shoal.control.auth import OperatorAuth
 from shoal.control.proxies import ProxyInspector
 from shoal.control.rest import RestApi
@@ -61,7 +61,7 @@ async def api(tmp_path) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     tokens = TokenAuthority(pki.new_key(), "cluster.local")
     rest = RestApi(store, WorkloadRegistry(store, ttl=5), ProxyInspector(lambda: [], lambda: {}),
                    ready=asyncio.Event(), auth=OperatorAuth(tokens, bind_host="127.0.0.1"),
-                   admit=EnvoyFilterAdmission(lambda: mesh, lambda: {}).check)
+                   admit=Admission(lambda: mesh, lambda: {}).check)
     admin, _ = tokens.create_operator("admin", ("admin:*",), 600)
     ns_admin, _ = tokens.create_operator("alice", ("admin:default",), 600)
     runner = web.AppRunner(rest.app(), handler_cancellation=True, shutdown_timeout=1.0)

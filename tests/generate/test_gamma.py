@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.analyze import analyze
@@ -304,3 +304,68 @@ def test_route_status_conditions_with_the_specs_reasons() -> None:
     m = without_fixture_vs(mesh(ok))
     r = next(x for x in m.of_kind("HTTPRoute"))
     assert route_status(m, r.with_revision(r.revision + 1)) is None
+
+
+def test_a_route_on_one_port_leaves_the_others_alone() -> None:
+    two_ports = """apiVersion: mesh.shoal.io/v1alpha1
+kind: Service
+metadata: {name: multi}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}, {name: http-alt, port: 8080}]
+"""
+    m = mesh(two_ports, route("  - backendRefs: [{name: reviews-v1, port: 9080}]",
+                              parent="multi"))
+    [vs] = [r for r in m.of_kind("VirtualService") if r.metadata.name == "httproutes.multi"]
+    [routed, default] = vs.spec.http
+    assert routed.match[0].port == 9080
+    assert default.match[0].port == 8080
+    assert default.route[0].destination.host == "multi.default.svc.cluster.local"
+
+
+_TOKEN = st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,12}", fullmatch=True)
+_PATH = st.from_regex(r"(/[a-zA-Z0-9_.~-]{1,8}){0,3}/?", fullmatch=True).map(
+    lambda p: p if p.startswith("/") else "/" + p)
+_MODIFIER = st.fixed_dictionaries({
+    "set": st.lists(st.fixed_dictionaries({"name": _TOKEN, "value": st.text(max_size=8)}),
+                    max_size=2, unique_by=lambda h: h["name"].lower()),
+    "remove": st.lists(_TOKEN, max_size=2, unique_by=str.lower)})
+_MATCH = st.fixed_dictionaries({
+    "path": st.fixed_dictionaries({"type": st.sampled_from(["Exact", "PathPrefix"]),
+                                   "value": _PATH}),
+    "headers": st.lists(st.fixed_dictionaries({"name": _TOKEN, "value": st.text(max_size=8)}),
+                        max_size=2, unique_by=lambda h: h["name"].lower()),
+    "method": st.sampled_from(["GET", "POST"])})
+_RULE = st.fixed_dictionaries({
+    "matches": st.lists(_MATCH, min_size=1, max_size=2),
+    "filters": st.lists(st.sampled_from(["RequestHeaderModifier", "ResponseHeaderModifier"]),
+                        max_size=2, unique=True).flatmap(lambda kinds: st.tuples(
+                            *[_MODIFIER.map(lambda m, k=k: {
+                                "type": k, k[0].lower() + k[1:]: m}) for k in kinds])
+                        ).map(list),
+    "backendRefs": st.lists(st.fixed_dictionaries({
+        "name": st.sampled_from(["reviews-v1", "reviews-v2", "nope"]),
+        "port": st.just(9080), "weight": st.integers(0, 1000)}), max_size=3),
+    "timeouts": st.fixed_dictionaries({"request": st.sampled_from(["0s", "10s", "1m30s"])})})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_RULE, min_size=1, max_size=3))
+def test_any_accepted_route_translates(rules: list[dict]) -> None:
+    """Whatever HTTPRoute the API accepts turns into a valid VirtualService (a failure
+    here once stopped a control plane: mixed-case header names)."""
+    import yaml
+
+    from shoal.registry.gamma import check_translation
+
+    doc = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+           "metadata": {"name": "r"}, "spec": {
+               "parentRefs": [{"group": "", "kind": "Service", "name": "reviews",
+                               "port": 9080}], "rules": rules}}
+    try:
+        [r] = parse_yaml(yaml.safe_dump(doc))
+    except ValidationError:
+        return
+    assert check_translation(r) == []
+    m = without_fixture_vs(mesh(yaml.safe_dump(doc)))
+    assert any(v.metadata.name == "httproutes.reviews" for v in m.of_kind("VirtualService"))

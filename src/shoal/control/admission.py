@@ -1,5 +1,6 @@
-"""EnvoyFilter admission: a patch Envoy would reject is refused when it is applied, with
-Envoy's reason, and never pushed (docs/adr/0034).
+"""Admission: what cannot work is refused when applied, never stored. A Gateway API route
+must translate into the VirtualService it means (docs/adr/0035); an EnvoyFilter patch Envoy
+would reject is refused with Envoy's reason and never pushed (docs/adr/0034).
 
 Before an ``EnvoyFilter`` is stored, the config of the proxies it would change is
 generated with it and the bundled Envoy validates each (``envoy --mode validate`` on the
@@ -22,6 +23,7 @@ from google.protobuf import json_format
 
 from shoal.api.meta import Resource
 from shoal.errors import EnvoyError, ValidationError, Violation
+from shoal.registry import gamma
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import GenerationContext, generate
 from shoal.xds.generate.envoyfilter import KIND, filters_for
@@ -99,8 +101,9 @@ def _reason(text: str) -> str:
     return " | ".join(line for line in lines if line)
 
 
-class EnvoyFilterAdmission:
-    """``check(resources)`` before an apply stores them (RestApi's ``admit``)."""
+class Admission:
+    """``check(resources)`` before an apply stores them (RestApi's ``admit``): Gateway API
+    routes must translate (ADR 0035), EnvoyFilters must give configs Envoy accepts."""
 
     def __init__(self, mesh: Callable[[], MeshSnapshot],
                  proxies: Callable[[], Mapping[str, Proxy]]) -> None:
@@ -108,6 +111,12 @@ class EnvoyFilterAdmission:
         self._proxies = proxies
 
     async def check(self, resources: list[Resource]) -> None:
+        routes = [Violation("spec.rules", problem, f"{r.kind} {r.metadata.namespace}/"
+                                                   f"{r.metadata.name}")
+                  for r in resources if r.kind in gamma.KINDS_ROUTES
+                  for problem in gamma.check_translation(r)]
+        if routes:
+            raise ValidationError(routes)
         filters = [r for r in resources if r.kind == KIND]
         if not filters:
             return

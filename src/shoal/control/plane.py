@@ -19,7 +19,7 @@ from shoal.ca.rest import IdentityApi
 from shoal.ca.serving import ServingCertificate
 from shoal.ca.setup import open_ca
 from shoal.ca.spiffe import SpiffeId
-from shoal.control.admission import EnvoyFilterAdmission
+from shoal.control.admission import Admission
 from shoal.control.audit import AuditLog
 from shoal.control.auth import OperatorAuth
 from shoal.control.config import Address, ControlPlaneConfig
@@ -165,7 +165,7 @@ class ControlPlane:
         api = RestApi(store, registry, inspector, ready=ready, auth=auth, identity=identity,
                       audit=audit, pushed_revision=lambda: sync.stats.last_revision,
                       mesh=config.mesh,
-                      admit=EnvoyFilterAdmission(lambda: sync.mesh, lambda: sync.proxies).check,
+                      admit=Admission(lambda: sync.mesh, lambda: sync.proxies).check,
                       status=lambda r: (gamma.route_status(sync.mesh, r)
                                         if r.kind in gamma.KINDS_ROUTES else None))
         operators = OperatorApi(tokens, store, audit, config.mesh.root_namespace)

@@ -17,10 +17,13 @@ backends answers 500; ``ReplacePrefixMatch`` rewrites only the matched prefix.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import pydantic
 
 from shoal.api.gatewayapi import (
     BackendRef,
@@ -41,6 +44,8 @@ from shoal.api.gatewayapi import (
 from shoal.api.kinds import KINDS
 from shoal.api.meta import Metadata, Resource, oldest_first
 from shoal.api.networking import VirtualServiceSpec
+
+log = logging.getLogger(__name__)
 
 KIND = "HTTPRoute"
 KINDS_ROUTES = ("HTTPRoute", "GRPCRoute")
@@ -218,9 +223,10 @@ def _http(e: _Entry, services: set[tuple[str, str]], domain: str,
             mod = f.request_header_modifier or f.response_header_modifier
             assert mod is not None
             side = "request" if f.type is FilterType.REQUEST_HEADER_MODIFIER else "response"
-            headers[side] = {"set": {h.name: h.value for h in mod.set},
-                             "add": {h.name: h.value for h in mod.add},
-                             "remove": list(mod.remove)}
+            # header names are case-insensitive: Istio's model takes them lowercase
+            headers[side] = {"set": {h.name.lower(): h.value for h in mod.set},
+                             "add": {h.name.lower(): h.value for h in mod.add},
+                             "remove": [n.lower() for n in mod.remove]}
         elif f.type is FilterType.REQUEST_MIRROR:
             mirror = f.request_mirror
             assert mirror is not None
@@ -246,6 +252,8 @@ def _http(e: _Entry, services: set[tuple[str, str]], domain: str,
             weights = _percentages([r.weight for r in backends])
             out["route"] = [{"destination": _destination(r, ns, domain), "weight": w}
                             for r, w in zip(backends, weights, strict=True)]
+    if "route" not in out:  # a redirect or the 500: nothing is sent to a backend
+        return out
     t = getattr(e.rule, "timeouts", None)
     if t is not None and t.request and (d := _duration(t.request)):
         out["timeout"] = d
@@ -283,7 +291,10 @@ def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
                 ) -> list[Resource]:
     """One synthetic VirtualService per Service that HTTPRoutes or GRPCRoutes name as
     their parent (except hosts a real VirtualService already routes)."""
+    services = list(services)
     known = {(s.metadata.namespace, s.metadata.name) for s in services}
+    ports_of = {(s.metadata.namespace, s.metadata.name): [p.port for p in s.spec.ports]
+                for s in services}
     granted = list(grants)
     by_parent: dict[tuple[str, str], list[_Entry]] = {}
     for key, entry in _entries(routes):
@@ -295,8 +306,24 @@ def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
         if host in taken_hosts:
             continue
         entries.sort(key=_Entry.precedence)
-        spec = VirtualServiceSpec.model_validate({
-            "hosts": [host], "http": [_http(e, known, domain, granted) for e in entries]})
+        try:
+            http = [_http(e, known, domain, granted) for e in entries]
+        except (ValueError, TypeError) as e:  # a bug here must not stop the control plane
+            log.error("mesh routes of a Service could not be translated", extra={
+                "service": f"{ns}/{name}", "error": str(e)})
+            continue
+        # routes attached to some ports only: the others keep their default routing
+        routed_ports = {e.port for e in entries}
+        if None not in routed_ports:
+            http += [{"name": f"default.{p}", "match": [{"port": p}],
+                      "route": [{"destination": {"host": host, "port": {"number": p}}}]}
+                     for p in ports_of[(ns, name)] if p not in routed_ports]
+        try:
+            spec = VirtualServiceSpec.model_validate({"hosts": [host], "http": http})
+        except pydantic.ValidationError as e:
+            log.error("mesh routes of a Service could not be translated", extra={
+                "service": f"{ns}/{name}", "error": str(e)})
+            continue
         sources = sorted({f"{e.route.metadata.namespace}/{e.route.metadata.name}"
                           for e in entries})
         oldest = min((e.route for e in entries), key=oldest_first)
@@ -377,3 +404,17 @@ def route_status(mesh: Any, route: Resource) -> dict[str, Any] | None:
         parents.append({"parentRef": ref, "controllerName": CONTROLLER,
                         "conditions": conditions})
     return {"parents": parents}
+
+
+def check_translation(route: Resource) -> list[str]:
+    """Problems turning ``route`` alone into the VirtualService it means (admission: a
+    route the translation cannot take is refused when applied, never stored)."""
+    problems = []
+    for key, entry in _entries([route]):
+        try:
+            VirtualServiceSpec.model_validate({
+                "hosts": [f"{key[1]}.{key[0]}.svc.cluster.local"],
+                "http": [_http(entry, {key}, "cluster.local", [])]})
+        except (pydantic.ValidationError, ValueError, TypeError) as e:
+            problems.append(f"rules[{entry.rule_index}] cannot be honoured: {e}")
+    return problems
