@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,13 +183,15 @@ def permitted(route: Resource, ref: BackendRef, grants: Iterable[Resource]) -> b
                for g in grants)
 
 
+Permit = Callable[[Resource, BackendRef], bool]  # may this route use this backend?
+
+
 def _http(e: _Entry, services: set[tuple[str, str]], domain: str,
-          grants: list[Resource]) -> dict[str, Any]:
+          allowed: Permit) -> dict[str, Any]:
     ns = e.route.metadata.namespace
 
     def usable(ref: BackendRef) -> bool:
-        return (((ref.namespace or ns), ref.name) in services
-                and permitted(e.route, ref, grants))
+        return ((ref.namespace or ns), ref.name) in services and allowed(e.route, ref)
 
     out: dict[str, Any] = {"name": f"{ns}.{e.route.metadata.name}.{e.rule_index}."
                                    f"{e.match_index}",
@@ -307,7 +309,8 @@ def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
             continue
         entries.sort(key=_Entry.precedence)
         try:
-            http = [_http(e, known, domain, granted) for e in entries]
+            http = [_http(e, known, domain, lambda r, b: permitted(r, b, granted))
+                    for e in entries]
         except (ValueError, TypeError) as e:  # a bug here must not stop the control plane
             log.error("mesh routes of a Service could not be translated", extra={
                 "service": f"{ns}/{name}", "error": str(e)})
@@ -410,11 +413,19 @@ def check_translation(route: Resource) -> list[str]:
     """Problems turning ``route`` alone into the VirtualService it means (admission: a
     route the translation cannot take is refused when applied, never stored)."""
     problems = []
+    ns = route.metadata.namespace
+    rules: list[Rule] | list[GRPCRule] = route.spec.rules
+    # as if every Service it names existed and every reference were granted: the rules'
+    # full translation is what must hold
+    known = {(r.namespace or ns, r.name) for rule in rules for r in rule.backend_refs}
+    known |= {(f.request_mirror.backend_ref.namespace or ns, f.request_mirror.backend_ref.name)
+              for rule in rules for f in rule.filters if f.request_mirror is not None}
     for key, entry in _entries([route]):
         try:
             VirtualServiceSpec.model_validate({
                 "hosts": [f"{key[1]}.{key[0]}.svc.cluster.local"],
-                "http": [_http(entry, {key}, "cluster.local", [])]})
+                "http": [_http(entry, known | {key}, "cluster.local", lambda r, b: True)]})
         except (pydantic.ValidationError, ValueError, TypeError) as e:
             problems.append(f"rules[{entry.rule_index}] cannot be honoured: {e}")
     return problems
+
