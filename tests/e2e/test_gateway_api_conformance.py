@@ -12,17 +12,20 @@ so the report stays true.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import yaml
 
 from shoal.errors import ValidationError
+from shoal.testing.apps import GRPC_METHOD, METADATA_REQUEST
 from shoal.testing.local import AgentProcess, ControlPlaneProcess, _Process, free_port, wait_for
 from tests.e2e.conftest import agent_info, app_command
 
@@ -59,6 +62,12 @@ def _services(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+class Caller(httpx.Client):
+    """HTTP through the client's sidecar, and where its gRPC calls go (the same port)."""
+
+    grpc_target = ""
+
+
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
     docs = _k8s(SUITE / "mesh" / "manifests.yaml")
@@ -73,24 +82,27 @@ def suite(tmp_path_factory):
             workloads = []
             for d in deployments:
                 name = f"{d['metadata']['name']}-0"
-                port = free_port()
-                app = _Process(name, work / "logs" / f"{name}.log")
-                app._spawn([sys.executable, "-m", "shoal.testing.apps", "http"],
-                           {"PORT": str(port), "NAME": name})
-                apps.append(app)
+                port, grpc_port = free_port(), free_port()
+                for kind, p in (("http", port), ("grpc", grpc_port)):
+                    app = _Process(f"{name}-{kind}", work / "logs" / f"{name}-{kind}.log")
+                    app._spawn([sys.executable, "-m", "shoal.testing.apps", kind],
+                               {"PORT": str(p), "NAME": name})
+                    apps.append(app)
                 workloads.append({
                     "apiVersion": "mesh.shoal.io/v1alpha1", "kind": "Workload",
                     "metadata": {"name": name, "namespace": NS},
                     "spec": {"address": "127.0.0.1",
                              "labels": d["spec"]["template"]["metadata"]["labels"],
-                             "ports": {"http": port, "http-alt": port}}})
+                             "ports": {"http": port, "http-alt": port,
+                                       "grpc": grpc_port}}})
             with cp.client() as c:
                 c.apply(yaml.safe_dump_all([*_services(docs), *workloads]))
             client.start()
             cp.wait_synced({"client"})
             info = agent_info(client)
             proxy = f"http://127.0.0.1:{info['outboundPort']}"
-            with httpx.Client(proxy=proxy, timeout=10) as http:
+            with Caller(proxy=proxy, timeout=10) as http:
+                http.grpc_target = f"127.0.0.1:{info['outboundPort']}"
                 wait_for(lambda: http.get("http://echo/").status_code == 200, 60,
                          "the echo Service through the client's sidecar")
                 yield cp, http
@@ -115,6 +127,21 @@ def backend(http: httpx.Client, path: str, headers: dict[str, str] | None = None
 def seen_headers(http: httpx.Client, path: str, headers: dict[str, str]) -> dict[str, str]:
     _, body = call(http, path, headers)
     return {k.lower(): v for k, v in body["headers"].items()}
+
+
+def grpc_echo(http: httpx.Client, metadata: tuple[tuple[str, str], ...] = ()
+              ) -> dict[str, Any]:
+    """One gRPC call to echo:7070 through the client's sidecar: who answered and the
+    metadata it received."""
+    assert isinstance(http, Caller)
+    target = http.grpc_target
+    with grpc.insecure_channel(target, options=[
+            ("grpc.default_authority", "echo:7070")]) as channel:
+        reply = channel.unary_unary(GRPC_METHOD)(METADATA_REQUEST, timeout=10,
+                                                 metadata=metadata)
+    out = json.loads(reply)
+    out["served_by"] = str(out["served_by"]).rsplit("-", 1)[0]
+    return out
 
 
 # -- the cases: what each of the suite's files must do --------------------------------------
@@ -222,7 +249,34 @@ def _simple(http: httpx.Client) -> None:
     assert {backend(http, "/") for _ in range(10)} == {"echo-v1"}
 
 
+def _grpc_weight(http: httpx.Client) -> None:
+    served = Counter(grpc_echo(http)["served_by"] for _ in range(100))
+    assert set(served) == {"echo-v1", "echo-v2"}, served
+    assert abs(served["echo-v1"] - 70) <= 23, served  # 5 standard deviations
+
+
+def _grpc_headers(http: httpx.Client) -> None:
+    def seen(case: str, *extra: tuple[str, str]) -> tuple[str, dict[str, list[str]]]:
+        out = grpc_echo(http, (("x-test-case", case), *extra))
+        md: dict[str, list[str]] = {}
+        for k, v in out["metadata"]:
+            md.setdefault(k, []).append(v)
+        return out["served_by"], md
+
+    by, md = seen("set", ("x-header-set", "some-other-value"))
+    assert by == "echo-v1" and md["x-header-set"] == ["set-overwrites-values"]
+    _, md = seen("add", ("x-header-add", "header-val"))
+    assert "add-appends-values" in md["x-header-add"]
+    _, md = seen("remove", ("x-header-remove", "x"))
+    assert "x-header-remove" not in md
+    by, md = seen("multi", ("x-header-remove-1", "x"))
+    assert by == "echo-v2" and md["x-header-set-1"] == ["header-set-1"]
+    assert "x-header-remove-1" not in md
+
+
 PASSING: dict[str, Callable[[httpx.Client], None]] = {
+    "grpcroute-weight.yaml": _grpc_weight,
+    "grpcroute-request-header-modifier.yaml": _grpc_headers,
     "httproute-simple-same-namespace.yaml": _simple,
     "mesh-split.yaml": _split,
     "httproute-matching.yaml": _matching,
@@ -267,7 +321,7 @@ def test_case_passes(suite, name: str) -> None:
 def _passes(check: Callable[[httpx.Client], None], http: httpx.Client) -> bool:
     try:
         check(http)
-    except (AssertionError, KeyError, ValueError, httpx.HTTPError):
+    except (AssertionError, KeyError, ValueError, httpx.HTTPError, grpc.RpcError):
         return False
     return True
 

@@ -22,6 +22,7 @@ from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 GRPC_METHOD = "/shoal.test.Echo/Echo"
+METADATA_REQUEST = b"?metadata"  # the gRPC echo answers this with the metadata it got
 _COUNT = [0]
 _COUNT_LOCK = threading.Lock()
 
@@ -75,6 +76,9 @@ def serve_grpc() -> None:
     import grpc
 
     def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+        if request == METADATA_REQUEST:  # who answered, and the metadata it received
+            return json.dumps({"served_by": _name(), "metadata": [
+                [k, v] for k, v in context.invocation_metadata()]}).encode()
         return _name().encode() + b":" + request
 
     handler = grpc.method_handlers_generic_handler("shoal.test.Echo", {
