@@ -282,6 +282,7 @@ PASSING: dict[str, Callable[[httpx.Client], None]] = {
     "httproute-matching.yaml": _matching,
     "httproute-weight.yaml": _weight,
     "httproute-request-header-modifier.yaml": _request_headers,
+    "httproute-request-header-modifier-backend.yaml": _request_headers,
     "httproute-rewrite-path.yaml": _rewrite,
     "httproute-303-redirect.yaml": _redirect(303, "/redirect"),
     "httproute-307-redirect.yaml": _redirect(307, "/temporary"),
@@ -298,7 +299,6 @@ PASSING: dict[str, Callable[[httpx.Client], None]] = {
 REFUSED = {
     "httproute-redirect-path.yaml": "ReplacePrefixMatch in a redirect",
     "mesh-consumer-route.yaml": "consumer routes",
-    "httproute-request-header-modifier-backend.yaml": "filters on a backendRef",
 }
 
 

@@ -369,3 +369,24 @@ def test_any_accepted_route_translates(rules: list[dict]) -> None:
     assert check_translation(r) == []
     m = without_fixture_vs(mesh(yaml.safe_dump(doc)))
     assert any(v.metadata.name == "httproutes.reviews" for v in m.of_kind("VirtualService"))
+
+
+def test_backend_filters_become_per_destination_headers() -> None:
+    m = without_fixture_vs(mesh(route("""  - backendRefs:
+    - name: reviews-v1
+      port: 9080
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {set: [{name: X-Backend, value: v1}]}
+    - {name: reviews-v2, port: 9080}""")))
+    [r] = reviews_vhost(m).routes
+    by_cluster = {c.name: c for c in r.route.weighted_clusters.clusters}
+    v1 = by_cluster["outbound|9080||reviews-v1.default.svc.cluster.local"]
+    assert [h.header.key for h in v1.request_headers_to_add] == ["x-backend"]
+    assert not by_cluster["outbound|9080||reviews-v2.default.svc.cluster.local"
+                          ].request_headers_to_add
+    with pytest.raises(ValidationError, match="on a backend are not supported"):
+        parse_yaml(route("""  - backendRefs:
+    - name: reviews-v1
+      port: 9080
+      filters: [{type: URLRewrite, urlRewrite: {hostname: x}}]"""))

@@ -193,7 +193,7 @@ class BackendRef(Model):
     namespace: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     weight: int = Field(default=1, ge=0, le=1_000_000)
-    filters: NotSupported = None
+    filters: list[Filter] = Field(default_factory=list, max_length=16)
 
     @model_validator(mode="after")
     def _service(self) -> BackendRef:
@@ -202,6 +202,14 @@ class BackendRef(Model):
                              "supported by shoal (Services only)")
         if self.port is None:
             raise ValueError("port: is required for a Service backend")
+        bad = [str(f.type) for f in self.filters if f.type not in (
+            FilterType.REQUEST_HEADER_MODIFIER, FilterType.RESPONSE_HEADER_MODIFIER)]
+        if bad:
+            raise ValueError(f"filters: {bad} on a backend are not supported by shoal yet "
+                             "(RequestHeaderModifier and ResponseHeaderModifier are)")
+        kinds = [f.type for f in self.filters]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("filters: a filter type more than once")
         return self
 
 
@@ -246,6 +254,10 @@ class Filter(Model):
         if set_ != [field]:
             raise ValueError(f"type {self.type} needs exactly its own field")
         return self
+
+
+BackendRef.model_rebuild()  # its filters are Filters, defined after it
+RequestMirror.model_rebuild()
 
 
 class Timeouts(Model):

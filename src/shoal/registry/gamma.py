@@ -27,6 +27,7 @@ import pydantic
 
 from shoal.api.gatewayapi import (
     BackendRef,
+    Filter,
     FilterType,
     GRPCMethodMatch,
     GRPCRouteMatch,
@@ -170,6 +171,29 @@ def _destination(ref: BackendRef, namespace: str, domain: str) -> dict[str, Any]
             "port": {"number": ref.port}}
 
 
+def _header_ops(filters: Iterable[Filter]) -> dict[str, Any]:
+    """Header modifier filters as Istio's ``headers`` (names lowercase: they are
+    case-insensitive, and Istio's model takes them so)."""
+    out: dict[str, Any] = {}
+    for f in filters:
+        mod = f.request_header_modifier or f.response_header_modifier
+        if mod is None:
+            continue
+        side = "request" if f.type is FilterType.REQUEST_HEADER_MODIFIER else "response"
+        out[side] = {"set": {h.name.lower(): h.value for h in mod.set},
+                     "add": {h.name.lower(): h.value for h in mod.add},
+                     "remove": [n.lower() for n in mod.remove]}
+    return out
+
+
+def _backend(ref: BackendRef, namespace: str, domain: str) -> dict[str, Any]:
+    """One destination of a rule, with its own header filters."""
+    out: dict[str, Any] = {"destination": _destination(ref, namespace, domain)}
+    if headers := _header_ops(ref.filters):
+        out["headers"] = headers
+    return out
+
+
 def permitted(route: Resource, ref: BackendRef, grants: Iterable[Resource]) -> bool:
     """May ``route`` send to the Service ``ref`` names? Its own namespace's, or another's
     whose ReferenceGrant lets routes of this kind and namespace refer to it."""
@@ -196,7 +220,7 @@ def _http(e: _Entry, services: set[tuple[str, str]], domain: str,
     out: dict[str, Any] = {"name": f"{ns}.{e.route.metadata.name}.{e.rule_index}."
                                    f"{e.match_index}",
                            "match": [_match(e.match, e.port)]}
-    headers: dict[str, Any] = {}
+    headers = _header_ops(e.rule.filters)
     for f in e.rule.filters:
         if f.type is FilterType.REQUEST_REDIRECT:
             rd = f.request_redirect
@@ -220,15 +244,6 @@ def _http(e: _Entry, services: set[tuple[str, str]], domain: str,
             if rw.path is not None:
                 rewrite.update(_path_rewrite(rw.path, e.match))
             out["rewrite"] = rewrite
-        elif f.type in (FilterType.REQUEST_HEADER_MODIFIER,
-                        FilterType.RESPONSE_HEADER_MODIFIER):
-            mod = f.request_header_modifier or f.response_header_modifier
-            assert mod is not None
-            side = "request" if f.type is FilterType.REQUEST_HEADER_MODIFIER else "response"
-            # header names are case-insensitive: Istio's model takes them lowercase
-            headers[side] = {"set": {h.name.lower(): h.value for h in mod.set},
-                             "add": {h.name.lower(): h.value for h in mod.add},
-                             "remove": [n.lower() for n in mod.remove]}
         elif f.type is FilterType.REQUEST_MIRROR:
             mirror = f.request_mirror
             assert mirror is not None
@@ -249,10 +264,10 @@ def _http(e: _Entry, services: set[tuple[str, str]], domain: str,
             out.pop("mirrors", None)
             out["directResponse"] = {"status": 500}
         elif len(backends) == 1:
-            out["route"] = [{"destination": _destination(backends[0], ns, domain)}]
+            out["route"] = [_backend(backends[0], ns, domain)]
         else:
             weights = _percentages([r.weight for r in backends])
-            out["route"] = [{"destination": _destination(r, ns, domain), "weight": w}
+            out["route"] = [{**_backend(r, ns, domain), "weight": w}
                             for r, w in zip(backends, weights, strict=True)]
     if "route" not in out:  # a redirect or the 500: nothing is sent to a backend
         return out
