@@ -34,6 +34,7 @@ pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 SUITE = Path(__file__).resolve().parents[3] / "shared" / "gateway-api-conformance" \
     / "conformance"
 NS = "gateway-conformance-mesh"
+CONSUMER_NS = "gateway-conformance-mesh-consumer"
 
 
 def _k8s(path: Path) -> list[dict[str, Any]]:
@@ -63,9 +64,11 @@ def _services(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class Caller(httpx.Client):
-    """HTTP through the client's sidecar, and where its gRPC calls go (the same port)."""
+    """HTTP through the client's sidecar, and where its gRPC calls go (the same port);
+    ``consumer``: the same from a client in the suite's consumer namespace."""
 
     grpc_target = ""
+    consumer: Caller | None = None
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +81,8 @@ def suite(tmp_path_factory):
         apps: list[_Process] = []
         client = AgentProcess(cp, service="client", port=7000, name="client", namespace=NS,
                               command=app_command("http"))
+        consumer = AgentProcess(cp, service="client", port=7000, name="consumer-client",
+                                namespace=CONSUMER_NS, command=app_command("http"))
         try:
             workloads = []
             for d in deployments:
@@ -98,16 +103,21 @@ def suite(tmp_path_factory):
             with cp.client() as c:
                 c.apply(yaml.safe_dump_all([*_services(docs), *workloads]))
             client.start()
-            cp.wait_synced({"client"})
+            consumer.start()
+            cp.wait_synced({"client", "consumer-client"})
             info = agent_info(client)
             proxy = f"http://127.0.0.1:{info['outboundPort']}"
-            with Caller(proxy=proxy, timeout=10) as http:
+            other = f"http://127.0.0.1:{agent_info(consumer)['outboundPort']}"
+            with Caller(proxy=proxy, timeout=10) as http, \
+                    Caller(proxy=other, timeout=10) as from_consumer:
                 http.grpc_target = f"127.0.0.1:{info['outboundPort']}"
+                http.consumer = from_consumer
                 wait_for(lambda: http.get("http://echo/").status_code == 200, 60,
                          "the echo Service through the client's sidecar")
                 yield cp, http
         finally:
             client.stop()
+            consumer.stop()
             for a in apps:
                 a.stop()
 
@@ -245,6 +255,15 @@ def _frontend(http: httpx.Client) -> None:
     assert r.headers.get("x-header-set") == "set"
 
 
+def _consumer(http: httpx.Client) -> None:
+    """The consumer namespace's route changes its own calls to echo-v1, nobody else's."""
+    assert isinstance(http, Caller) and http.consumer is not None
+    r, _ = call(http.consumer, "/", host=f"echo-v1.{NS}")
+    assert r.status_code == 200 and r.headers.get("x-header-set") == "set"
+    r, _ = call(http, "/", host="echo-v1")
+    assert r.status_code == 200 and "x-header-set" not in r.headers
+
+
 def _simple(http: httpx.Client) -> None:
     assert {backend(http, "/") for _ in range(10)} == {"echo-v1"}
 
@@ -278,6 +297,7 @@ PASSING: dict[str, Callable[[httpx.Client], None]] = {
     "grpcroute-weight.yaml": _grpc_weight,
     "grpcroute-request-header-modifier.yaml": _grpc_headers,
     "httproute-simple-same-namespace.yaml": _simple,
+    "mesh-consumer-route.yaml": _consumer,
     "mesh-split.yaml": _split,
     "httproute-matching.yaml": _matching,
     "httproute-weight.yaml": _weight,
@@ -298,7 +318,6 @@ PASSING: dict[str, Callable[[httpx.Client], None]] = {
 # files shoal refuses by name today, and why (docs/gateway-api.md)
 REFUSED = {
     "httproute-redirect-path.yaml": "ReplacePrefixMatch in a redirect",
-    "mesh-consumer-route.yaml": "consumer routes",
 }
 
 

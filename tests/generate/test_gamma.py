@@ -171,15 +171,44 @@ def test_refusals_name_the_field(rules: str, says: str) -> None:
     assert says in str(e.value)
 
 
-def test_gateway_parents_and_consumer_routes_are_refused_by_name() -> None:
+def test_gateway_parents_are_refused_by_name() -> None:
     gw = route("  - backendRefs: []").replace('{group: "", kind: Service, name: reviews, '
                                               'port: 9080}', "{name: my-gateway}")
     with pytest.raises(ValidationError, match="Gateway parents are not supported"):
         parse_yaml(gw)
-    consumer = route("  - backendRefs: []").replace("name: reviews, port",
-                                                     "name: reviews, namespace: shop, port")
-    with pytest.raises(ValidationError, match="consumer routes"):
-        parse_yaml(consumer)
+
+
+def test_a_consumer_route_applies_to_its_namespace_only() -> None:
+    """GAMMA: a route in namespace shop on default's reviews changes the calls of shop's
+    sidecars only, replaces the producer's routes for them (404 for what it does not
+    match) and may send to its parent Service without a ReferenceGrant."""
+    producer = route("  - backendRefs: [{name: reviews-v1, port: 9080}]")
+    consumer = route("""  - matches: [{path: {type: PathPrefix, value: /shop}}]
+    backendRefs: [{name: reviews, namespace: default, port: 9080}]""", name="from-shop"
+                     ).replace("metadata: {name: from-shop}",
+                               "metadata: {name: from-shop, namespace: shop}").replace(
+        'name: reviews, port: 9080}]\n  rules', 'name: reviews, namespace: default, '
+        'port: 9080}]\n  rules')
+    consumer = consumer.replace('parentRefs: [{group: "", kind: Service, name: reviews, '
+                                'port: 9080}]', 'parentRefs: [{group: "", kind: Service, '
+                                'name: reviews, namespace: default, port: 9080}]')
+    m = without_fixture_vs(mesh(producer, consumer))
+
+    def vhost(node: str) -> rc_pb2.VirtualHost:
+        snap = generate(GenerationContext(m), GOLDEN_PROXIES[node])
+        rc = snap.get(ROUTE).items["outbound_http"]
+        return next(v for v in rc.virtual_hosts
+                    if v.name == "reviews.default.svc.cluster.local:9080")
+
+    mine = [r.name for r in vhost("productpage-v1.default").routes]
+    assert mine == ["default.reviews.0.0"]  # the producer's route only
+    theirs = vhost("catalog-1.shop").routes
+    # the consumer's rule, then its 404 for the rest: the producer's rule after it is
+    # never reached from shop
+    assert [r.name for r in theirs][:2] == ["shop.from-shop.0.0",
+                                            "consumer.shop.9080.unmatched"]
+    assert theirs[0].route.cluster == "outbound|9080||reviews.default.svc.cluster.local"
+    assert theirs[1].direct_response.status == 404
 
 
 @given(st.lists(st.integers(1, 10_000), min_size=2, max_size=16))
@@ -390,3 +419,31 @@ def test_backend_filters_become_per_destination_headers() -> None:
     - name: reviews-v1
       port: 9080
       filters: [{type: URLRewrite, urlRewrite: {hostname: x}}]"""))
+
+
+def test_istio_source_namespace_on_a_virtual_service() -> None:
+    """Istio's match.sourceNamespace, which consumer routes are built on: the rule exists
+    only in the sidecars of that namespace."""
+    vs = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: details-from-shop}
+spec:
+  hosts: [details]
+  http:
+  - match: [{sourceNamespace: shop}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: details}}]
+  - route: [{destination: {host: details}}]
+"""
+    m = load_mesh(vs)
+
+    def first(node: str) -> rc_pb2.Route:
+        snap = generate(GenerationContext(m), GOLDEN_PROXIES[node])
+        rc = snap.get(ROUTE).items["outbound_http"]
+        return next(v for v in rc.virtual_hosts
+                    if v.name == "details.default.svc.cluster.local:9080").routes[0]
+
+    assert first("catalog-1.shop").name == "default/details-from-shop.http[0]"
+    assert first("productpage-v1.default").name == "default/details-from-shop.http[1]"
+    with pytest.raises(ValidationError, match="must be a namespace name"):
+        parse_yaml(vs.replace("sourceNamespace: shop", "sourceNamespace: Not_A_NS"))

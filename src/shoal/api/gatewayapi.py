@@ -1,10 +1,10 @@
 """Kubernetes Gateway API kinds (``gateway.networking.k8s.io``), first: HTTPRoute and
-GRPCRoute as mesh routes (GAMMA: the parent is a Service), docs/adr/0035.
+GRPCRoute as mesh routes (GAMMA: the parent is a Service), and ReferenceGrant;
+docs/adr/0035.
 
-The models follow the Gateway API's v1 field names. What this increment does not do yet is
-refused by name, never ignored: parents other than a Service of the route's own
-namespace (Gateways, consumer routes), backends in another namespace (ReferenceGrant),
-and the ExtensionRef and CORS filters.
+The models follow the Gateway API's v1 field names. What is not built yet is refused by
+name, never ignored: Gateway parents, the ExtensionRef and CORS filters, and the few
+fields marked NotSupported.
 """
 
 from __future__ import annotations
@@ -409,16 +409,6 @@ class GRPCRouteSpec(Model):
     @classmethod
     def _hostnames(cls, v: list[str]) -> list[str]:
         return no_hostnames(v)
-
-
-def same_namespace_parents(namespace: str, spec: HTTPRouteSpec | GRPCRouteSpec
-                           ) -> list[tuple[str, str]]:
-    """Parents this increment can honour: Services of the route's own namespace (a
-    consumer route, for another namespace's Service, is not built yet). Backends in
-    another namespace are allowed by a ReferenceGrant there, checked when routing."""
-    return [(f"parentRefs[{i}].namespace", "consumer routes (a Service of another "
-             f"namespace) are not supported by shoal yet: put the route in {p.namespace}")
-            for i, p in enumerate(spec.parent_refs) if p.namespace not in (None, namespace)]
 
 
 # -- ReferenceGrant ----------------------------------------------------------------------------

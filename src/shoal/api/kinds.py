@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from shoal.api import gatewayapi
 from shoal.api.envoyfilter import EnvoyFilterSpec
@@ -36,8 +34,6 @@ class Kind:
     spec: type[Model]
     plural: str
     aliases: tuple[str, ...] = ()
-    # checks that need the resource's namespace too: (field path, problem) pairs
-    check: Callable[[str, Any], list[tuple[str, str]]] | None = None
 
     @property
     def api_version(self) -> str:
@@ -72,10 +68,8 @@ KINDS: dict[str, Kind] = {
         Kind("EnvoyFilter", ("networking.istio.io/v1alpha3",), EnvoyFilterSpec,
              "envoyfilters", ("ef",)),
         # Gateway API (docs/adr/0035): mesh routes first
-        Kind("HTTPRoute", gatewayapi.API_VERSIONS, gatewayapi.HTTPRouteSpec, "httproutes",
-             (), gatewayapi.same_namespace_parents),
-        Kind("GRPCRoute", gatewayapi.API_VERSIONS, gatewayapi.GRPCRouteSpec, "grpcroutes",
-             (), gatewayapi.same_namespace_parents),
+        Kind("HTTPRoute", gatewayapi.API_VERSIONS, gatewayapi.HTTPRouteSpec, "httproutes"),
+        Kind("GRPCRoute", gatewayapi.API_VERSIONS, gatewayapi.GRPCRouteSpec, "grpcroutes"),
         Kind("ReferenceGrant", gatewayapi.REFERENCE_GRANT_VERSIONS,
              gatewayapi.ReferenceGrantSpec, "referencegrants", ("refgrant",)),
     )

@@ -72,9 +72,17 @@ class HTTPMatchRequest(Model):
     port: int | None = Field(default=None, ge=1, le=65535)
     scheme: NotSupported = None
     source_labels: dict[str, str] = Field(default_factory=dict)
-    source_namespace: NotSupported = None
+    # the rule applies only to sidecars in this namespace (Istio's sourceNamespace)
+    source_namespace: str | None = None
     gateways: list[str] = Field(default_factory=list)
     stat_prefix: NotSupported = None
+
+    @field_validator("source_namespace")
+    @classmethod
+    def _namespace(cls, v: str | None) -> str | None:
+        if v is not None and not (DNS_LABEL.match(v) and len(v) <= 63):
+            raise ValueError("must be a namespace name")
+        return v
 
     _gateways = field_validator("gateways")(classmethod(lambda cls, v: _mesh_only(v)))
     _source = field_validator("source_labels")(classmethod(lambda cls, v: check_labels(v)))

@@ -287,9 +287,6 @@ def parse_document(doc: Any, index: int = 0, source: str = "") -> Resource:
                 spec = kind.spec.model_validate(doc["spec"])
             except pydantic.ValidationError as e:
                 problems += pydantic_violations(e, ("spec",), where)
-    if not problems and kind is not None and kind.check is not None and metadata is not None:
-        problems += [Violation(f"spec.{path}", message, where)
-                     for path, message in kind.check(metadata.namespace, spec)]
     if problems:
         raise ValidationError(problems)
     assert kind is not None and metadata is not None

@@ -63,9 +63,21 @@ class _Entry:
     match: RouteMatch  # a GRPCRoute's match as the HTTP match it means
     port: int | None
     grpc: GRPCRouteMatch | None = None
+    parent_namespace: str = ""
+
+    @property
+    def consumer(self) -> str | None:
+        """The route's namespace when it is a consumer route (its parent Service is in
+        another namespace): it applies to that namespace's sidecars only."""
+        ns = self.route.metadata.namespace
+        return ns if self.parent_namespace != ns else None
 
     def precedence(self) -> tuple[Any, ...]:
-        """The spec's order; a parent's GRPCRoute rules come before its HTTPRoute rules."""
+        """The spec's order; consumer routes before the producer's (they replace them for
+        their namespace); a parent's GRPCRoute rules before its HTTPRoute rules."""
+        return (self.consumer is None, self.consumer or "", *self._order())
+
+    def _order(self) -> tuple[Any, ...]:
         r = self.route
         tail = (oldest_first(r), r.metadata.namespace, r.metadata.name, self.rule_index,
                 self.match_index)
@@ -121,8 +133,8 @@ def _prefix_regex(value: str) -> str:
     return re.escape(value.rstrip("/")) + "(/.*)?"
 
 
-def _match(m: RouteMatch, port: int | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _match(m: RouteMatch, port: int | None, consumer: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"sourceNamespace": consumer} if consumer else {}
     path = m.path or PathMatch()
     if path.type is PathType.EXACT:
         out["uri"] = {"exact": path.value}
@@ -201,6 +213,9 @@ def permitted(route: Resource, ref: BackendRef, grants: Iterable[Resource]) -> b
     target = ref.namespace or ns
     if target == ns:
         return True
+    if any((p.namespace or ns) == target and p.name == ref.name
+           for p in route.spec.parent_refs):
+        return True  # a consumer route sending to its parent Service itself
     return any(g.metadata.namespace == target
                and any(f.kind == route.kind and f.namespace == ns for f in g.spec.from_)
                and any(t.name in (None, ref.name) for t in g.spec.to)
@@ -219,7 +234,7 @@ def _http(e: _Entry, services: set[tuple[str, str]], domain: str,
 
     out: dict[str, Any] = {"name": f"{ns}.{e.route.metadata.name}.{e.rule_index}."
                                    f"{e.match_index}",
-                           "match": [_match(e.match, e.port)]}
+                           "match": [_match(e.match, e.port, e.consumer)]}
     headers = _header_ops(e.rule.filters)
     for f in e.rule.filters:
         if f.type is FilterType.REQUEST_REDIRECT:
@@ -297,10 +312,10 @@ def _entries(routes: Iterable[Resource]) -> Iterator[tuple[tuple[str, str], _Ent
                 if isinstance(rule, GRPCRule):
                     for j, g in enumerate(rule.matches or [GRPCRouteMatch()]):
                         m = RouteMatch(path=grpc_path(g.method), headers=g.headers)
-                        yield key, _Entry(r, i, rule, j, m, parent.port, g)
+                        yield key, _Entry(r, i, rule, j, m, parent.port, g, key[0])
                     continue
                 for j, m in enumerate(rule.matches or [RouteMatch()]):
-                    yield key, _Entry(r, i, rule, j, m, parent.port)
+                    yield key, _Entry(r, i, rule, j, m, parent.port, None, key[0])
 
 
 def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
@@ -330,6 +345,17 @@ def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
             log.error("mesh routes of a Service could not be translated", extra={
                 "service": f"{ns}/{name}", "error": str(e)})
             continue
+        # a consumer namespace's requests that its routes do not match: 404, not the
+        # producer's routes (consumer routes replace them for that namespace); they go
+        # right after the consumer rules, which come first
+        consumers = sorted({(e.consumer, e.port or 0) for e in entries if e.consumer})
+        n_consumer = sum(1 for e in entries if e.consumer)
+        http[n_consumer:n_consumer] = [
+            {"name": f"consumer.{c}.{p}.unmatched",
+             "match": [{"sourceNamespace": c, "uri": {"prefix": "/"},
+                        **({"port": p} if p else {})}],
+             "directResponse": {"status": 404}} for c, p in consumers]
+        # producer rules only for other namespaces' sidecars: nothing to change there
         # routes attached to some ports only: the others keep their default routing
         routed_ports = {e.port for e in entries}
         if None not in routed_ports:

@@ -45,7 +45,7 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
 
     # VirtualService rules with sourceLabels make routes depend on who is calling.
     workload = mesh.workload(proxy.namespace, proxy.workload)
-    labels = routes.route_labels(ctx.source_label_keys, workload)
+    labels = routes.route_labels(ctx.source_label_keys, workload, proxy.namespace)
     # Sidecar resource: which services this proxy sees (shared per Sidecar)
     within = ctx.scope_of_proxy(proxy.namespace, workload)
     if proxy.metadata.outbound_port:

@@ -184,31 +184,46 @@ def default_route(cluster: str, hash_policy: tuple[rc_pb2.RouteAction.HashPolicy
     )
 
 
+# ``sourceNamespace`` is looked at like a label of the proxy under this key (no label key
+# can start with ':'), so proxies share route tables per namespace only when a rule asks.
+NAMESPACE_KEY = ":namespace"
+
+
 def applies_to_source(m: HTTPMatchRequest, labels: Labels) -> bool:
-    """``sourceLabels``: the rule is generated only for proxies whose workload has them."""
+    """``sourceLabels`` / ``sourceNamespace``: the rule is generated only for proxies whose
+    workload has those labels / that are in that namespace."""
+    if m.source_namespace is not None and dict(labels).get(NAMESPACE_KEY) != m.source_namespace:
+        return False
     return selects(m.source_labels, labels)
 
 
 def source_label_keys(mesh: MeshSnapshot) -> frozenset[str]:
-    """Every label key any VirtualService match's ``sourceLabels`` mentions."""
+    """Every label key any VirtualService match's ``sourceLabels`` mentions (and
+    :data:`NAMESPACE_KEY` when one uses ``sourceNamespace``)."""
     keys: set[str] = set()
     for vs in mesh.of_kind("VirtualService"):
         for http in vs.spec.http:
             for m in http.match:
                 keys.update(m.source_labels)
+                if m.source_namespace is not None:
+                    keys.add(NAMESPACE_KEY)
         for rule in (*vs.spec.tcp, *vs.spec.tls):
             for lm in rule.match:
                 keys.update(lm.source_labels)
     return frozenset(keys)
 
 
-def route_labels(keys: frozenset[str], workload: Resource | None) -> tuple[tuple[str, str], ...]:
-    """The part of a proxy's workload labels that can change its routes (``keys``: the
-    mesh's :func:`source_label_keys`): a memo key under which proxies share route tables
-    (empty for most meshes)."""
-    if workload is None or not keys:
+def route_labels(keys: frozenset[str], workload: Resource | None, namespace: str = ""
+                 ) -> tuple[tuple[str, str], ...]:
+    """The part of a proxy's workload labels (and namespace) that can change its routes
+    (``keys``: the mesh's :func:`source_label_keys`): a memo key under which proxies share
+    route tables (empty for most meshes)."""
+    if not keys:
         return ()
-    return tuple(sorted((k, v) for k, v in workload.spec.labels.items() if k in keys))
+    out = [(NAMESPACE_KEY, namespace)] if NAMESPACE_KEY in keys and namespace else []
+    if workload is not None:
+        out += [(k, v) for k, v in workload.spec.labels.items() if k in keys]
+    return tuple(sorted(out))
 
 
 def service_routes(mesh: MeshSnapshot, service: Resource, port: ServicePort,
