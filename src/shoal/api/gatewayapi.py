@@ -107,12 +107,6 @@ def unique_names(v: list[HeaderMatch]) -> list[HeaderMatch]:
     return v
 
 
-def no_hostnames(v: list[str]) -> list[str]:
-    if v:
-        raise ValueError("hostnames are ignored for mesh routes (GAMMA): leave them out")
-    return v
-
-
 class HeaderValue(Model):
     name: HeaderName
     value: str = Field(max_length=4096)
@@ -334,15 +328,22 @@ class ParentRef(Model):
         return self
 
 
-class HTTPRouteSpec(Model):
+class _RouteSpec(Model):
+    """What HTTPRoute and GRPCRoute share: their parents (Services) and no hostnames."""
+
     parent_refs: list[ParentRef] = Field(min_length=1, max_length=32)
     hostnames: list[str] = Field(default_factory=list, max_length=16)
-    rules: list[Rule] = Field(default_factory=lambda: [Rule()], max_length=MAX_RULES)
 
     @field_validator("hostnames")
     @classmethod
     def _hostnames(cls, v: list[str]) -> list[str]:
-        return no_hostnames(v)
+        if v:
+            raise ValueError("hostnames are ignored for mesh routes (GAMMA): leave them out")
+        return v
+
+
+class HTTPRouteSpec(_RouteSpec):
+    rules: list[Rule] = Field(default_factory=lambda: [Rule()], max_length=MAX_RULES)
 
 
 # -- GRPCRoute ---------------------------------------------------------------------------------
@@ -400,15 +401,8 @@ class GRPCRule(Model):
         return self
 
 
-class GRPCRouteSpec(Model):
-    parent_refs: list[ParentRef] = Field(min_length=1, max_length=32)
-    hostnames: list[str] = Field(default_factory=list, max_length=16)
+class GRPCRouteSpec(_RouteSpec):
     rules: list[GRPCRule] = Field(default_factory=lambda: [GRPCRule()], max_length=MAX_RULES)
-
-    @field_validator("hostnames")
-    @classmethod
-    def _hostnames(cls, v: list[str]) -> list[str]:
-        return no_hostnames(v)
 
 
 # -- ReferenceGrant ----------------------------------------------------------------------------

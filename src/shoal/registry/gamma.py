@@ -355,7 +355,6 @@ def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
              "match": [{"sourceNamespace": c, "uri": {"prefix": "/"},
                         **({"port": p} if p else {})}],
              "directResponse": {"status": 404}} for c, p in consumers]
-        # producer rules only for other namespaces' sidecars: nothing to change there
         # routes attached to some ports only: the others keep their default routing
         routed_ports = {e.port for e in entries}
         if None not in routed_ports:
