@@ -156,12 +156,7 @@ def _custom_providers(mesh: MeshSnapshot) -> Iterator[Finding]:
 def _http_routes(mesh: MeshSnapshot) -> Iterator[Finding]:
     """Gateway API mesh routes that cannot work as written (ADR 0035): a parent or backend
     Service that does not exist, or a VirtualService for the same host, which wins."""
-    real = {}
-    for vs in mesh.of_kind("VirtualService"):
-        if gamma.SYNTHETIC in vs.metadata.annotations or not for_mesh(vs.spec.gateways):
-            continue
-        for h in vs.spec.hosts:
-            real.setdefault(gamma.fqdn(h, vs.metadata.namespace, mesh.config.domain), vs)
+    real = gamma.routed_hosts(mesh.of_kind("VirtualService"), mesh.config.domain)
     for route in (r for k in gamma.KINDS_ROUTES for r in mesh.of_kind(k)):
         ns = route.metadata.namespace
         for i, parent in enumerate(route.spec.parent_refs):

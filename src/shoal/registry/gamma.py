@@ -44,7 +44,7 @@ from shoal.api.gatewayapi import (
 )
 from shoal.api.kinds import KINDS
 from shoal.api.meta import Metadata, Resource, oldest_first
-from shoal.api.networking import VirtualServiceSpec
+from shoal.api.networking import VirtualServiceSpec, for_mesh
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,19 @@ def fqdn(host: str, namespace: str, domain: str) -> str:
     if len(parts) == 3 and parts[2] == "svc":
         return f"{host}.{domain}"
     return host
+
+
+def routed_hosts(virtual_services: Iterable[Resource], domain: str) -> dict[str, Resource]:
+    """The mesh hosts that real (not synthetic) VirtualServices route, each with the first
+    such VirtualService: where an HTTPRoute or GRPCRoute is not used (a VirtualService
+    wins)."""
+    out: dict[str, Resource] = {}
+    for vs in virtual_services:
+        if SYNTHETIC in vs.metadata.annotations or not for_mesh(vs.spec.gateways):
+            continue
+        for h in vs.spec.hosts:
+            out.setdefault(fqdn(h, vs.metadata.namespace, domain), vs)
+    return out
 
 
 def milliseconds(text: str) -> int:
@@ -399,13 +412,7 @@ def route_status(mesh: Any, route: Resource) -> dict[str, Any] | None:
         return None
     ns = route.metadata.namespace
     domain = mesh.config.domain
-    real: dict[str, Resource] = {}
-    for vs in mesh.of_kind("VirtualService"):
-        if SYNTHETIC in vs.metadata.annotations or (vs.spec.gateways
-                                                     and "mesh" not in vs.spec.gateways):
-            continue
-        for h in vs.spec.hosts:
-            real.setdefault(fqdn(h, vs.metadata.namespace, domain), vs)
+    real = routed_hosts(mesh.of_kind("VirtualService"), domain)
     grants = mesh.of_kind("ReferenceGrant")
     problems: list[tuple[str, str]] = []
     for rule in route.spec.rules:

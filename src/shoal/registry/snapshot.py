@@ -170,9 +170,7 @@ class MeshSnapshot:
             out["Workload"] = out["Workload"] + workloads
         routes = [r for k in gamma.KINDS_ROUTES for r in out.get(k, [])]
         if routes:  # Gateway API mesh routes, as synthetic VirtualServices
-            taken = {gamma.fqdn(h, vs.metadata.namespace, self.config.domain)
-                     for vs in out["VirtualService"] if for_mesh(vs.spec.gateways)
-                     for h in vs.spec.hosts}
+            taken = set(gamma.routed_hosts(out["VirtualService"], self.config.domain))
             out["VirtualService"] = out["VirtualService"] + gamma.mesh_routes(
                 routes, out["Service"], taken, self.config.domain,
                 out.get("ReferenceGrant", []))
@@ -224,13 +222,10 @@ class MeshSnapshot:
         host = host.lower().rstrip(".")
         if host in self._external:
             return self._external[host]
-        parts = host.split(".")
-        if len(parts) == 1:
-            return self.service(namespace, parts[0])
-        if len(parts) == 2 or (len(parts) == 3 and parts[2] == "svc"):
-            return self.service(parts[1], parts[0])
-        suffix = ".svc." + self.config.domain
-        if host.endswith(suffix) and len(parts) == 3 + len(self.config.domain.split(".")):
+        full = gamma.fqdn(host, namespace, self.config.domain)
+        parts = full.split(".")
+        if (full.endswith(".svc." + self.config.domain)
+                and len(parts) == 3 + len(self.config.domain.split("."))):
             return self.service(parts[1], parts[0])
         return None
 

@@ -15,11 +15,10 @@ listeners with ``traffic_direction: INBOUND`` (and the routes they use, and the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -338,19 +337,26 @@ class _Patcher:
             return True
         return (context is Context.GATEWAY) == self.p.gateway
 
-    def _listener(self, cp: ConfigPatch, value: Message | None) -> None:
+    def _top_level(self, items: dict[str, Any], cp: ConfigPatch, value: Message | None,
+                   matched: Iterable[str]) -> None:
+        """ADD / REMOVE / MERGE of listeners or clusters (by name): ADD needs only the
+        context; the others act on the ``matched`` names."""
         op = cp.patch.operation
         if op is Operation.ADD:
-            assert isinstance(value, listener_pb2.Listener)
-            if self._context_applies(cp.match.context) and value.name not in self.listeners:
-                self.listeners[value.name] = value
+            name = getattr(value, "name", "")
+            if self._context_applies(cp.match.context) and name not in items:
+                items[name] = value
             return
-        for lis in list(self._matched_listeners(cp)):
+        for name in list(matched):
             if op is Operation.REMOVE:
-                del self.listeners[lis.name]
+                del items[name]
             else:
                 assert value is not None
-                merge(lis, value)
+                merge(items[name], value)
+
+    def _listener(self, cp: ConfigPatch, value: Message | None) -> None:
+        self._top_level(self.listeners, cp, value,
+                        [lis.name for lis in self._matched_listeners(cp)])
 
     def _matched_chains(self, cp: ConfigPatch) -> Iterator[lc_pb2.FilterChain]:
         fc = cp.match.listener.filter_chain if cp.match.listener is not None else None
@@ -480,20 +486,10 @@ class _Patcher:
                 else Context.SIDECAR_OUTBOUND)
 
     def _cluster(self, cp: ConfigPatch, value: Message | None) -> None:
-        op = cp.patch.operation
-        if op is Operation.ADD:
-            assert isinstance(value, cluster_pb2.Cluster)
-            if self._context_applies(cp.match.context) and value.name not in self.clusters:
-                self.clusters[value.name] = value
-            return
-        for name, c in list(self.clusters.items()):
-            if (_context_ok(cp.match.context, self._cluster_context(name))
-                    and _cluster_matches(name, cp.match.cluster)):
-                if op is Operation.REMOVE:
-                    del self.clusters[name]
-                else:
-                    assert value is not None
-                    merge(c, value)
+        self._top_level(self.clusters, cp, value, [
+            name for name in self.clusters
+            if _context_ok(cp.match.context, self._cluster_context(name))
+            and _cluster_matches(name, cp.match.cluster)])
 
 
 def _copies(items: Mapping[str, Message]) -> dict[str, Any]:

@@ -33,9 +33,10 @@ class InboundSecurity:
 def security_key(mesh: MeshSnapshot, workload: Resource, port: int, is_http: bool
                  ) -> tuple[object, ...]:
     """What :func:`inbound_security` depends on (the stat prefix includes the port)."""
-    aps = tuple(r.key for r in applicable(mesh, "AuthorizationPolicy", workload))
+    policies = applicable(mesh, "AuthorizationPolicy", workload)
+    aps = tuple(r.key for r in policies)
     ras = tuple(r.key for r in applicable(mesh, "RequestAuthentication", workload))
-    custom = ext_authz.custom(applicable(mesh, "AuthorizationPolicy", workload))
+    custom = ext_authz.custom(policies)
     provider = ((res := ext_authz.resolve(mesh, custom)).cluster, res.error) if custom else ()
     return (mtls_mode(mesh, workload, port), is_http, aps, ras, provider,
             port if not is_http else 0)
