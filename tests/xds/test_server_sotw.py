@@ -232,3 +232,38 @@ async def test_proxies_with_the_same_resources_share_one_response(
         assert len(bodies) == len(types) + 1  # the new route configuration only
         assert two.resources[ROUTE]["local"] == changed.get(ROUTE).items["local"]
 
+
+
+async def test_endpoints_and_routes_send_only_what_changed(harness: Harness, build: Any) -> None:
+    """SotW EDS/RDS responses carry the resources that changed (the protocol allows it
+    for every type but LDS and CDS): one workload moving is one ClusterLoadAssignment on
+    the wire, not every service's; the client keeps the rest. After a NACK, complete."""
+    backends = {f"svc{i}": 8000 + i for i in range(20)}
+    snap1 = build.snapshot(backends, {"/": "svc0"})
+    harness.hooks.initial = snap1
+    async with harness.client() as c:
+        await c.wait_for(snap1)
+        first_eds = [r for r in c.received if r.type_url == ENDPOINT][-1]
+        assert set(first_eds.names) == set(backends)  # the first response is complete
+        n = len(c.received)
+        moved = {**backends, "svc7": 9007}
+        snap2 = build.snapshot(moved, {"/": "svc0"})
+        harness.cache.set(build.node, snap2)
+        await c.wait_for(snap2)
+        sent = [(r.type_url, set(r.names)) for r in c.received[n:]]
+        assert sent == [(ENDPOINT, {"svc7"})]  # CDS, LDS, RDS did not change at all
+        assert set(c.resources[ENDPOINT]) == set(backends)  # the client kept the others
+        port = c.resources[ENDPOINT]["svc7"].endpoints[0].lb_endpoints[0].endpoint
+        assert port.address.socket_address.port_value == 9007
+        # a NACKed update leaves the client unsure: the next response is complete
+        c.nack(ENDPOINT)
+        snap3 = build.snapshot({**moved, "svc3": 9003}, {"/": "svc0"})
+        harness.cache.set(build.node, snap3)
+        await build.eventually(lambda: harness.xds.status()[0].sync == Sync.NACKED)
+        c.accept(ENDPOINT)
+        n = len(c.received)
+        snap4 = build.snapshot({**moved, "svc3": 9103}, {"/": "svc0"})
+        harness.cache.set(build.node, snap4)
+        await c.wait_for(snap4)
+        eds = [set(r.names) for r in c.received[n:] if r.type_url == ENDPOINT]
+        assert eds == [set(backends)]

@@ -37,7 +37,15 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from shoal.errors import Unavailable
-from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, ProxySnapshot
+from shoal.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SECRET,
+    WILDCARD_TYPES,
+    ProxySnapshot,
+)
 
 DECODERS: dict[str, type[Message]] = {
     CLUSTER: cluster_pb2.Cluster,
@@ -255,8 +263,10 @@ class FakeAdsClient:
             store.update(decoded)
             for name in r.removed_resources:
                 store.pop(name, None)
-        else:
+        elif t in WILDCARD_TYPES:  # SotW LDS/CDS: the whole set
             store.clear()
+            store.update(decoded)
+        else:  # SotW EDS/RDS: what changed; the rest is kept (like Envoy)
             store.update(decoded)
         return decoded
 

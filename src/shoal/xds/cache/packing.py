@@ -11,7 +11,7 @@ correctness never depends on sweeping — a dropped entry is simply packed again
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from google.protobuf import any_pb2
@@ -92,7 +92,7 @@ class PackCache:
         return dropped
 
 
-# (type URL, content version, subscribed names or None for all)
+# (type URL, content version, the names in the response or None for all of the type)
 ResponseKey = tuple[str, str, frozenset[str] | None]
 _RESPONSE_BYTES = 64 << 20
 
@@ -138,3 +138,45 @@ class ResponseCache:
                 self._entries[key] = entry
                 self.bytes += size
         return entry
+
+
+class ChangeCache:
+    """Which of ``names`` differ between two resource mappings (SotW partial responses,
+    sotw.py): computed once per (old mapping, new mapping, names) and shared by every
+    stream that moves between the same two snapshots -- the mappings are the shared
+    objects of the generators, so a thousand proxies of one scope ask the same question.
+    Keyed by identity; the entry holds both mappings, so their ids cannot be reused while
+    it lives. Bounded: emptied when it holds ``max_entries``."""
+
+    def __init__(self, packed: Callable[[Message], Packed], max_entries: int = 1024) -> None:
+        self._packed = packed
+        self._entries: dict[tuple[int, int, frozenset[str]],
+                            tuple[object, object, frozenset[str]]] = {}
+        self.max_entries = max_entries
+
+    def changed(self, old: Mapping[str, Message], old_names: frozenset[str],
+                new: Mapping[str, Message], names: frozenset[str]) -> frozenset[str]:
+        """Names of ``names`` present in ``new`` whose resource is not in ``old`` under
+        ``old_names``, or differs from it in content."""
+        key = (id(old), id(new), names)
+        entry = self._entries.get(key)
+        cached = entry is not None and entry[0] is old and entry[1] is new
+        if cached and old_names >= names:
+            return entry[2]  # type: ignore[index]
+        out = []
+        packed = self._packed
+        for n in names:
+            m = new.get(n)
+            if m is None:
+                continue
+            before = old.get(n) if n in old_names else None
+            if before is m:
+                continue
+            if before is None or packed(before).version != packed(m).version:
+                out.append(n)
+        result = frozenset(out)
+        if old_names >= names:  # the common case: subscriptions did not grow
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = (old, new, result)
+        return result

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
-from shoal.xds.cache.packing import PackCache, Packed, ResponseCache
+from shoal.xds.cache.packing import ChangeCache, PackCache, Packed, ResponseCache
 from shoal.xds.types import ProxySnapshot
 
 # Sweep the pack cache when it holds this many more entries than after the last sweep,
@@ -37,6 +37,7 @@ class SnapshotCache:
         self._generation = 0  # global, so it never goes backwards when a slot is recreated
         self.packs = PackCache()
         self.responses = ResponseCache()  # SotW responses by content (sotw.py)
+        self.changes = ChangeCache(self.packed)  # SotW partial responses (sotw.py)
         self._swept_size = 0
         self._swept_bytes = 0
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import Message
 
 from shoal.xds.server.stream import StreamContext, StreamCore, TypeState
 from shoal.xds.types import CLUSTER, ENDPOINT, WILDCARD_TYPES
@@ -40,6 +41,13 @@ class SotwStream(StreamCore):
       its initial-fetch timeout.
     * On the first request of a type, a ``version_info`` equal to the version the server
       wants counts as already delivered (no re-push after a control-plane restart).
+    * Types other than LDS/CDS (and SRDS, which Envoy treats as the whole set too) get
+      only what changed: the subscribed resources that differ from what this stream last
+      sent, and names newly subscribed (the xDS protocol allows this for every type but
+      Listener and Cluster; Envoy keeps the resources a response leaves out). The first
+      response of a type, the one after a NACK, and EDS re-requested after CDS (Envoy
+      re-warms clusters) are complete. Nothing changed for the client: nothing is sent,
+      and the new version counts as applied.
     """
 
     flavour = "sotw"
@@ -47,6 +55,8 @@ class SotwStream(StreamCore):
     def __init__(self, ctx: StreamContext) -> None:
         super().__init__(ctx)
         self.eds_after_cds = False
+        # non-wildcard type -> (the desired mapping last sent, the names it was sent for)
+        self._sent: dict[str, tuple[Mapping[str, Message], frozenset[str]]] = {}
 
     def on_request(self, req: discovery_pb2.DiscoveryRequest) -> None:
         self.seen_request(req.type_url)
@@ -74,7 +84,23 @@ class SotwStream(StreamCore):
         self.pump()
 
     def pending(self, st: TypeState) -> bool:
-        return st.dirty or st.sent_version != self.desired(st.type_url)[1]
+        if st.dirty:
+            return True
+        if st.sent_version == self.desired(st.type_url)[1]:
+            return False
+        return self._send_names(st) != frozenset()
+
+    def _send_names(self, st: TypeState) -> frozenset[str] | None:
+        """The names the next response carries; None for a wildcard subscription."""
+        if st.wildcard:
+            return None
+        names = st.names if isinstance(st.names, frozenset) else frozenset(st.names)
+        prev = self._sent.get(st.type_url)
+        if (prev is None or st.type_url in WILDCARD_TYPES or st.nacked
+                or (st.type_url == ENDPOINT and self.eds_after_cds)):
+            return names  # complete
+        return self.ctx.cache.changes.changed(prev[0], prev[1], self.desired(st.type_url)[0],
+                                              names)
 
     def build(self, st: TypeState) -> bytes:
         """The response, serialized: the header fields, then each resource's cached wire
@@ -83,8 +109,13 @@ class SotwStream(StreamCore):
         (packing.content_nonce) and the whole response is shared by every stream sent
         the same content (packing.ResponseCache). A client's answer carrying that nonce
         is about content it has been sent, whichever of the equal responses it answers."""
-        items = self.selected(st)
-        version = self.desired(st.type_url)[1]
+        send = self._send_names(st)
+        desired, version = self.desired(st.type_url)
+        if send is None:
+            items = self.selected(st)
+        else:
+            items = {n: desired[n] for n in send if n in desired}
+            self._sent[st.type_url] = (desired, frozenset(st.names))
         st.sent_version = version
         st.dirty = False
         if st.type_url == CLUSTER:
@@ -102,6 +133,6 @@ class SotwStream(StreamCore):
         if not version:  # no content version to key on: a nonce and bytes of its own
             st.nonce = self.next_nonce()
             return response(st.nonce)
-        key = (st.type_url, version, None if st.wildcard else st.names)
+        key = (st.type_url, version, None if send is None else send)
         st.nonce, out = self.ctx.cache.responses.get(key, response)
         return out
