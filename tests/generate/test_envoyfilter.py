@@ -17,6 +17,7 @@ from shoal.xds.types import CLUSTER, LISTENER, ROUTE, ProxySnapshot
 
 from .conftest import GOLDEN_PROXIES, http_connection_managers, load_mesh, proxy
 from .envoy_check import envoy_binary, envoy_validate, static_bootstrap
+from .tables import outbound_table
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "istio-upstream"
 RATELIMIT_SAMPLE = SHARED / "samples" / "bookinfo" / "policy" / "productpage_envoy_ratelimit.yaml"
@@ -185,7 +186,7 @@ def test_operations_on_filters_routes_vhosts_and_clusters() -> None:
     assert inbound and all(h.server_name == "patched" for h in inbound)  # merged inside Any
     assert all("envoy.filters.http.jwt_authn" not in [f.name for f in h.http_filters]
                for h in inbound)
-    rc = s.get(ROUTE).items["outbound_http"]
+    rc = outbound_table(s)
     vhosts = {vh.name: vh for vh in rc.virtual_hosts}
     reviews = vhosts["reviews.default.svc.cluster.local:9080"]
     assert [h.header.key for h in reviews.request_headers_to_add] == ["x-patched"]

@@ -19,10 +19,10 @@ from shoal.errors import ValidationError
 from shoal.registry.gamma import _percentages, milliseconds
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import GenerationContext, generate
-from shoal.xds.types import ROUTE
 
 from .conftest import GOLDEN_PROXIES, load_mesh
 from .envoy_check import envoy_binary, envoy_validate, static_bootstrap
+from .tables import outbound_table
 
 VERSIONS = """apiVersion: mesh.shoal.io/v1alpha1
 kind: Service
@@ -49,7 +49,7 @@ spec:
 
 def reviews_vhost(m: MeshSnapshot) -> rc_pb2.VirtualHost:
     snap = generate(GenerationContext(m), GOLDEN_PROXIES["productpage-v1.default"])
-    rc = snap.get(ROUTE).items["outbound_http"]
+    rc = outbound_table(snap)
     return next(vh for vh in rc.virtual_hosts
                 if vh.name == "reviews.default.svc.cluster.local:9080")
 
@@ -196,7 +196,7 @@ def test_a_consumer_route_applies_to_its_namespace_only() -> None:
 
     def vhost(node: str) -> rc_pb2.VirtualHost:
         snap = generate(GenerationContext(m), GOLDEN_PROXIES[node])
-        rc = snap.get(ROUTE).items["outbound_http"]
+        rc = outbound_table(snap)
         return next(v for v in rc.virtual_hosts
                     if v.name == "reviews.default.svc.cluster.local:9080")
 
@@ -262,7 +262,7 @@ def test_grpc_route_matches_service_and_method_as_paths() -> None:
     backendRefs: [{name: catalog, port: 50051}]"""))
     m = without_fixture_vs(m, "catalog")
     snap = generate(GenerationContext(m), GOLDEN_PROXIES["productpage-v1.default"])
-    rc = snap.get(ROUTE).items["outbound_http"]
+    rc = outbound_table(snap)
     vh = next(v for v in rc.virtual_hosts if v.name == "catalog.shop.svc.cluster.local:50051")
     # the most specific (service and method) first
     assert [r.match.path or r.match.safe_regex.regex for r in vh.routes][:2] == [
@@ -439,7 +439,7 @@ spec:
 
     def first(node: str) -> rc_pb2.Route:
         snap = generate(GenerationContext(m), GOLDEN_PROXIES[node])
-        rc = snap.get(ROUTE).items["outbound_http"]
+        rc = outbound_table(snap)
         return next(v for v in rc.virtual_hosts
                     if v.name == "details.default.svc.cluster.local:9080").routes[0]
 

@@ -11,7 +11,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import GenerationContext, generate
 from shoal.xds.generate.protocol import HTTP_PROTOCOL_OPTIONS
-from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Upstream
+from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, Upstream
 
 from .conftest import GOLDEN_PROXIES, load_mesh, proxy
 
@@ -27,7 +27,9 @@ def network_filter(listener, kind):
 def test_unregistered_proxy_gets_outbound_only(ctx: GenerationContext) -> None:
     snap = generate(ctx, proxy("newcomer"))
     assert list(snap.get(LISTENER).items) == ["outbound_http"]
-    assert list(snap.get(ROUTE).items) == ["outbound_http"]
+    # the app's HTTP proxy: a scope per host name, a route configuration per service port
+    assert "reviews.default.svc.cluster.local:9080" in snap.get(SCOPED_ROUTE).items
+    assert all(n.startswith("upstream|") for n in snap.get(ROUTE).items)
     assert not any(n.startswith("inbound|") for n in snap.get(CLUSTER).items)
     assert snap.mesh_revision == 7
 
@@ -39,8 +41,11 @@ def test_outbound_listener(ctx: GenerationContext) -> None:
     assert lis.address.socket_address.port_value == 15999
     hcm = network_filter(lis, hcm_pb2.HttpConnectionManager)
     assert hcm.codec_type == hcm_pb2.HttpConnectionManager.AUTO
-    assert hcm.rds.route_config_name == "outbound_http"
-    assert hcm.rds.config_source.HasField("ads")
+    assert hcm.scoped_routes.name == "outbound_http"
+    assert hcm.scoped_routes.scoped_rds.scoped_rds_config_source.HasField("ads")
+    assert hcm.scoped_routes.rds_config_source.HasField("ads")
+    (fragment,) = hcm.scoped_routes.scope_key_builder.fragments
+    assert fragment.header_value_extractor.name == ":authority"
 
 
 def test_inbound_http_listener_and_cluster(ctx: GenerationContext) -> None:
@@ -129,13 +134,15 @@ def test_a_thousand_proxies_share_the_common_objects() -> None:
     for snap, p in zip(snaps, proxies, strict=True):
         ref = first[p.namespace]
         assert snap.get(ENDPOINT) is ref.get(ENDPOINT)
+        assert snap.get(SCOPED_ROUTE) is ref.get(SCOPED_ROUTE)
         for t in (CLUSTER, LISTENER, ROUTE):
             items, ref_items = snap.get(t).items, ref.get(t).items
             assert items.keys() == ref_items.keys()
             assert all(items[n] is ref_items[n] for n in items)
             assert snap.get(t).version == ref.get(t).version
-    assert (first["default"].get(ROUTE).items["outbound_http"]
-            is not first["shop"].get(ROUTE).items["outbound_http"])
+    # short names resolve in their own namespace only: the scopes differ by namespace
+    assert "reviews" in first["default"].get(SCOPED_ROUTE).items
+    assert "reviews" not in first["shop"].get(SCOPED_ROUTE).items
 
 
 def test_versions_follow_content() -> None:

@@ -59,10 +59,17 @@ def test_port_less_names_go_to_port_80_only(ctx: GenerationContext) -> None:
     assert {"catalog", "catalog.shop", "catalog.shop.svc.cluster.local"} <= set(web)
 
 
-def test_catch_all_is_last_and_answers_404(ctx: GenerationContext) -> None:
-    last = ctx.outbound_route_config("default").virtual_hosts[-1]
-    assert list(last.domains) == ["*"]
-    assert last.routes[0].direct_response.status == 404
+def test_scopes_name_the_route_configuration_of_their_service_port(
+        ctx: GenerationContext) -> None:
+    scopes = ctx.outbound_scopes("default", ctx.scope(None)).items
+    reviews = scopes["reviews:9080"]
+    assert reviews.route_configuration_name == "upstream|reviews.default.svc.cluster.local|9080"
+    assert [f.string_key for f in reviews.key.fragments] == ["reviews:9080"]
+    # the same host names as the single table of an ALLOW_ANY proxy, whose last virtual
+    # host is its catch-all (scoped routes have none: an unknown host has no scope)
+    table = ctx.outbound_route_config("default")
+    assert list(scopes) == [d for v in table.virtual_hosts[:-1] for d in v.domains]
+    assert list(table.virtual_hosts[-1].domains) == ["*"]
 
 
 def test_header_match_then_default_subset(ctx: GenerationContext) -> None:

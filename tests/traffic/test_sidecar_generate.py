@@ -9,9 +9,10 @@ import pytest
 from shoal.registry.snapshot import MeshConfig, MeshSnapshot
 from shoal.xds.generate import GenerationContext, generate
 from shoal.xds.generate.egress import DFP_CLUSTER
-from shoal.xds.types import CLUSTER, ENDPOINT, ROUTE
+from shoal.xds.types import CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE
 from tests.generate.conftest import load_mesh, proxy
 from tests.generate.envoy_check import envoy_binary, envoy_validate, static_bootstrap
+from tests.generate.tables import outbound_table
 
 EXTRA = """apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -42,10 +43,10 @@ def test_service_entry_gets_a_dns_cluster_and_a_virtual_host(ctx: GenerationCont
     addr = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address
     assert addr.socket_address.address == "api.example.com"
     assert "outbound|80||api.example.com" not in snap.resources[ENDPOINT].items
-    rc = snap.resources[ROUTE].items["outbound_http"]
+    rc = outbound_table(snap)
     vh = next(v for v in rc.virtual_hosts if v.name == "api.example.com:80")
     assert list(vh.domains) == ["api.example.com", "api.example.com:80"]
-    assert rc.virtual_hosts[-1].routes[0].direct_response.status == 404  # REGISTRY_ONLY
+    assert "outbound_http" not in snap.resources[ROUTE].items  # REGISTRY_ONLY: scopes
 
 
 def test_sidecar_scope_is_shared_and_limited(ctx: GenerationContext) -> None:
@@ -59,10 +60,10 @@ def test_sidecar_scope_is_shared_and_limited(ctx: GenerationContext) -> None:
     assert "outbound|80||api.example.com" in names
     # same Sidecar: the very same objects; no Sidecar: the mesh-wide shared set
     assert a.resources[ENDPOINT] is b.resources[ENDPOINT]
-    assert a.resources[ROUTE].items["outbound_http"] is b.resources[ROUTE].items["outbound_http"]
+    assert a.resources[ROUTE] is b.resources[ROUTE]
+    assert a.resources[SCOPED_ROUTE] is b.resources[SCOPED_ROUTE]
     assert other.resources[ENDPOINT] is ctx.endpoint_resources
-    domains = {d for v in a.resources[ROUTE].items["outbound_http"].virtual_hosts
-               for d in v.domains}
+    domains = set(a.resources[SCOPED_ROUTE].items)
     assert "ratings" not in domains and "api.example.com" in domains
 
 

@@ -1,8 +1,9 @@
 """A fake Envoy ADS client, for tests and benchmarks (SotW or delta).
 
 It behaves like a sidecar's xDS client, without the proxy: it subscribes to CDS and LDS
-(wildcard), then to EDS for the EDS clusters it received and to RDS for the route config
-names of the HTTP connection managers in the listeners it received. It ACKs every
+(wildcard), then to EDS for the EDS clusters it received, to SRDS (wildcard) when a
+listener's HTTP connection manager has scoped routes, and to RDS for the route config
+names of the HTTP connection managers and of the scopes it received. It ACKs every
 response unless told to NACK a type. One instance is one task and one gRPC stream, so a
 thousand of them run in one process; pass a shared ``channel`` to multiplex them over one
 connection.
@@ -26,7 +27,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -42,6 +43,7 @@ from shoal.xds.types import (
     ENDPOINT,
     LISTENER,
     ROUTE,
+    SCOPED_ROUTE,
     SECRET,
     WILDCARD_TYPES,
     ProxySnapshot,
@@ -52,6 +54,7 @@ DECODERS: dict[str, type[Message]] = {
     ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
     LISTENER: listener_pb2.Listener,
     ROUTE: route_pb2.RouteConfiguration,
+    SCOPED_ROUTE: scoped_route_pb2.ScopedRouteConfiguration,
     SECRET: secret_pb2.Secret,
 }
 _HCM_URL = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
@@ -84,8 +87,8 @@ def eds_names(clusters: Mapping[str, Message]) -> set[str]:
     return out
 
 
-def rds_names(listeners: Mapping[str, Message]) -> set[str]:
-    out = set()
+def _hcms(listeners: Mapping[str, Message]) -> list[hcm_pb2.HttpConnectionManager]:
+    out = []
     for lis in listeners.values():
         if not isinstance(lis, listener_pb2.Listener):
             continue
@@ -94,9 +97,20 @@ def rds_names(listeners: Mapping[str, Message]) -> set[str]:
             if f.typed_config.type_url == _HCM_URL:
                 hcm = hcm_pb2.HttpConnectionManager()
                 f.typed_config.Unpack(hcm)
-                if hcm.HasField("rds"):
-                    out.add(hcm.rds.route_config_name)
+                out.append(hcm)
     return out
+
+
+def rds_names(listeners: Mapping[str, Message], scopes: Mapping[str, Message] = {}
+              ) -> set[str]:
+    """Route configurations named by the listeners' HCMs and by the SRDS scopes."""
+    out = {h.rds.route_config_name for h in _hcms(listeners) if h.HasField("rds")}
+    out |= {str(getattr(s, "route_configuration_name", "")) for s in scopes.values()}
+    return out - {""}
+
+
+def uses_srds(listeners: Mapping[str, Message]) -> bool:
+    return any(h.HasField("scoped_routes") for h in _hcms(listeners))
 
 
 class FakeAdsClient:
@@ -127,6 +141,7 @@ class FakeAdsClient:
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._first = True
+        self._wildcards = [CLUSTER, LISTENER]  # types subscribed without names
 
     # -- control ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -177,7 +192,7 @@ class FakeAdsClient:
     # -- waiting ---------------------------------------------------------------------------
     def synced_with(self, snapshot: ProxySnapshot) -> bool:
         """Every type this client subscribed to is at the snapshot's version."""
-        types = [CLUSTER, LISTENER, *self.subscribed]
+        types = [*self._wildcards, *self.subscribed]
         return all(self.versions.get(t) == snapshot.get(t).version for t in types)
 
     async def wait_for(self, cond: Condition, timeout: float = 10.0) -> None:
@@ -245,8 +260,13 @@ class FakeAdsClient:
         # the ACK of the response that caused them.
         if t == CLUSTER:
             await self._follow(ENDPOINT, eds_names(self.resources[CLUSTER]))
-        elif t == LISTENER:
-            await self._follow(ROUTE, rds_names(self.resources[LISTENER]))
+        elif t in (LISTENER, SCOPED_ROUTE):
+            if (t == LISTENER and SCOPED_ROUTE not in self._wildcards
+                    and uses_srds(self.resources[LISTENER])):
+                self._wildcards.append(SCOPED_ROUTE)  # like Envoy: SRDS without names
+                await self._request(SCOPED_ROUTE)
+            await self._follow(ROUTE, rds_names(self.resources[LISTENER],
+                                                self.resources[SCOPED_ROUTE]))
         await self._request(t, nonce=r.nonce)
 
     def _apply(self, r: Any) -> dict[str, Message]:

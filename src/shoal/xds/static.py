@@ -1,7 +1,8 @@
 """A generated ProxySnapshot as one static Envoy bootstrap, for ``envoy --mode validate``.
 
 EDS clusters become STATIC with their load assignment inlined; RDS references become
-inline route configurations. Static route tables make Envoy check that every cluster a
+inline route configurations, and SRDS scoped routes an inline list of scopes, each with
+its route configuration inline. Static route tables make Envoy check that every cluster a
 route names exists, which is exactly what the generators promise. Used where config must
 be proven acceptable before any proxy gets it (EnvoyFilter admission, ADR 0034) and by
 the generator tests.
@@ -9,7 +10,7 @@ the generator tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cache
 
 from envoy.config.bootstrap.v3 import bootstrap_pb2
@@ -22,7 +23,15 @@ from google.protobuf import any_pb2, symbol_database
 from google.protobuf.message import Message
 
 from shoal.xds.generate.protocol import http2_protocol_options, socket_address
-from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SDS_CLUSTER, ProxySnapshot
+from shoal.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SCOPED_ROUTE,
+    SDS_CLUSTER,
+    ProxySnapshot,
+)
 
 
 def sds_cluster(port: int = 15012) -> cluster_pb2.Cluster:
@@ -45,15 +54,21 @@ def static_bootstrap(snap: ProxySnapshot, node_id: str, sds_port: int = 15012
     boot.node.id = node_id
     boot.node.cluster = "shoal-validate"
     routes = snap.get(ROUTE).items
+    scopes = snap.get(SCOPED_ROUTE).items
     for listener in snap.get(LISTENER).items.values():
         lis = boot.static_resources.listeners.add()
         lis.CopyFrom(listener)
         for chain in lis.filter_chains:
             for f in chain.filters:
                 hcm = hcm_pb2.HttpConnectionManager()
-                if not f.typed_config.Unpack(hcm) or not hcm.HasField("rds"):
+                if not f.typed_config.Unpack(hcm):
                     continue
-                hcm.route_config.CopyFrom(routes[hcm.rds.route_config_name])
+                if hcm.HasField("rds"):
+                    hcm.route_config.CopyFrom(routes[hcm.rds.route_config_name])
+                elif hcm.HasField("scoped_routes"):
+                    _inline_scopes(hcm.scoped_routes, scopes, routes)
+                else:
+                    continue
                 f.typed_config.Pack(hcm)
     cla = snap.get(ENDPOINT).items
     for cluster in snap.get(CLUSTER).items.values():
@@ -64,6 +79,17 @@ def static_bootstrap(snap: ProxySnapshot, node_id: str, sds_port: int = 15012
             c.ClearField("eds_cluster_config")
             c.load_assignment.CopyFrom(cla[c.name])
     return boot
+
+
+def _inline_scopes(sr: hcm_pb2.ScopedRoutes, scopes: Mapping[str, Message],
+                   routes: Mapping[str, Message]) -> None:
+    sr.ClearField("scoped_rds")
+    listed = sr.scoped_route_configurations_list.scoped_route_configurations
+    for name in sorted(scopes):
+        scope = listed.add()
+        scope.CopyFrom(scopes[name])
+        scope.route_configuration.CopyFrom(routes[scope.route_configuration_name])
+        scope.ClearField("route_configuration_name")
 
 
 # -- secrets a proxy gets from its bootstrap (gateway credentials) ----------------------------

@@ -16,16 +16,19 @@ from google.protobuf.message import Message
 _PREFIX = "type.googleapis.com/"
 LISTENER = _PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
+SCOPED_ROUTE = _PREFIX + "envoy.config.route.v3.ScopedRouteConfiguration"
 CLUSTER = _PREFIX + "envoy.config.cluster.v3.Cluster"
 ENDPOINT = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 SECRET = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
 
 # Make-before-break: what is referenced is sent before what references it.
-PUSH_ORDER: tuple[str, ...] = (SECRET, CLUSTER, ENDPOINT, LISTENER, ROUTE)
+PUSH_ORDER: tuple[str, ...] = (SECRET, CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE)
 # In state-of-the-world, an empty resource_names subscription means "everything" only
-# for these types.
-WILDCARD_TYPES = frozenset({LISTENER, CLUSTER})
-SHORT_NAMES = {LISTENER: "LDS", ROUTE: "RDS", CLUSTER: "CDS", ENDPOINT: "EDS", SECRET: "SDS"}
+# for these types, and each response carries the whole set (Envoy subscribes to SRDS
+# without names and drops the scopes a response leaves out).
+WILDCARD_TYPES = frozenset({LISTENER, CLUSTER, SCOPED_ROUTE})
+SHORT_NAMES = {LISTENER: "LDS", ROUTE: "RDS", SCOPED_ROUTE: "SRDS", CLUSTER: "CDS",
+               ENDPOINT: "EDS", SECRET: "SDS"}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,16 @@ from shoal.xds.generate import capture, envoyfilter, gateway, names, ratelimit, 
 from shoal.xds.generate.context import GenerationContext
 from shoal.xds.generate.inbound import inbound_config, inbound_ports
 from shoal.xds.node import capture_of
-from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Proxy, ProxySnapshot, Resources
+from shoal.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SCOPED_ROUTE,
+    Proxy,
+    ProxySnapshot,
+    Resources,
+)
 
 __all__ = ["GenerationContext", "generate"]
 
@@ -48,17 +57,26 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
     labels = routes.route_labels(ctx.source_label_keys, workload, proxy.namespace)
     # Sidecar resource: which services this proxy sees (shared per Sidecar)
     within = ctx.scope_of_proxy(proxy.namespace, workload)
+    # the route configuration of every service port it sees (scoped routes, capture),
+    # shared by every proxy with the same route labels and Sidecar scope
+    service_routes: Resources | None = None
+    scopes = Resources(items={}, version=ctx.version_of({}))
     if proxy.metadata.outbound_port:
         add(ctx.outbound_listener(proxy.metadata.outbound_port, within.allow_any))
-        rds[names.OUTBOUND_HTTP] = ctx.outbound_route_config(proxy.namespace, labels, within)
+        if within.allow_any:  # no fallback scope: one table with a catch-all (vhosts.py)
+            rds[names.OUTBOUND_HTTP] = ctx.outbound_route_config(proxy.namespace, labels,
+                                                                 within)
+        else:
+            scopes = ctx.outbound_scopes(proxy.namespace, within)
+            service_routes = ctx.service_route_configs(labels, within)
     gateway.add_gateway_config(ctx, proxy, add, rds, inbound_cds)
 
     services = ctx.services_of_workload(proxy.namespace, proxy.workload)
     # transparent capture (pods, docs/hosts.md): two capture listeners replace the inbound
     # ports and the app's HTTP proxy / upstream ports
     if (cap := capture_of(proxy.metadata)) is not None:
-        capture.add_capture_config(ctx, proxy, cap, workload, labels, within, add, rds,
-                                   inbound_cds)
+        capture.add_capture_config(ctx, proxy, cap, workload, labels, within, add, inbound_cds)
+        service_routes = ctx.service_route_configs(labels, within)
     for ip in inbound_ports(mesh, proxy, services) if cap is None else ():
         assert workload is not None  # inbound ports exist only for a registered workload
         listener, cluster = inbound_config(ctx, workload, ip)
@@ -77,6 +95,7 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
             rc = ctx.upstream_route_config(service, port, labels)
             rds[rc.name] = rc
 
+    routes_ = _routes(ctx, service_routes, rds)
     shared, eds = ctx.scoped_resources(within)
     # multi-cluster: endpoints on other networks through their east-west gateways
     eds = ctx.network_endpoints(eds, workload)
@@ -95,9 +114,24 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
             CLUSTER: cds,
             ENDPOINT: eds,
             LISTENER: Resources(items=lds, version=ctx.version_of(lds)),
-            ROUTE: Resources(items=rds, version=ctx.version_of(rds)),
+            SCOPED_ROUTE: scopes,
+            ROUTE: routes_,
         },
         mesh_revision=mesh.revision,
     )
     # EnvoyFilter patches, last, on copies (docs/adr/0034)
     return envoyfilter.apply(mesh, proxy, workload, snap, ctx.patch_value, ctx.version_of)
+
+
+def _routes(ctx: GenerationContext, shared: Resources | None,
+            own: dict[str, route_pb2.RouteConfiguration]) -> Resources:
+    """RDS: the shared service route configurations (the same object for every proxy of a
+    scope, so that a push's change set is computed once for all of them), plus this
+    proxy's own (gateway, upstream ports) when it has any not already among them."""
+    if shared is None:
+        return Resources(items=own, version=ctx.version_of(own))
+    extra = {n: rc for n, rc in own.items() if shared.items.get(n) is not rc}
+    if not extra:
+        return shared
+    return Resources(items={**shared.items, **extra},
+                     version=ctx.version_of(extra, base=shared.version))

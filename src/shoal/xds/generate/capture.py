@@ -26,7 +26,6 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
 from envoy.config.listener.v3 import listener_pb2, udp_listener_config_pb2
-from envoy.config.route.v3 import route_pb2
 from envoy.data.dns.v3 import dns_table_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.udp.dns_filter.v3 import dns_filter_pb2
@@ -72,10 +71,10 @@ def add_capture_config(
     labels: Labels,
     within: Scope,
     add: Callable[[listener_pb2.Listener], bool],
-    rds: dict[str, route_pb2.RouteConfiguration],
     cds: dict[str, cluster_pb2.Cluster],
 ) -> None:
-    """Add the capture listeners of ``proxy`` (and the routes and clusters they use)."""
+    """Add the capture listeners of ``proxy`` (and the clusters they use; their routes are
+    the service route configurations, ``GenerationContext.service_route_configs``)."""
     mesh = ctx.mesh
     outbound = ctx.memo(("capture", "outbound", cap.outbound_capture_port, labels, within.key,
                          within.allow_any),
@@ -85,10 +84,6 @@ def add_capture_config(
     # which is what REGISTRY_ONLY does to them anyway; it is added with the first service.
     if outbound.filter_chains or outbound.HasField("default_filter_chain"):
         add(outbound)
-    for service, port in visible_ports(mesh, within):
-        if port.protocol.is_http:
-            rc = ctx.upstream_route_config(service, port, labels)
-            rds[rc.name] = rc
     if within.allow_any:
         cds[PASSTHROUGH_CLUSTER] = ctx.memo(("capture", "passthrough"), passthrough_cluster)
     add(ctx.memo(("capture", "dns", cap.dns_port, proxy.namespace, within.key,

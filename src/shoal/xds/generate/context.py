@@ -231,9 +231,32 @@ class GenerationContext:
             visible = None if within.key is None else (
                 lambda svc: within.visible(self.mesh, svc))
             self._outbound_rc[key] = vhosts.outbound_route_config(
-                self.mesh, namespace, lambda s, p: self.routes(s, p, labels),
-                visible, within.allow_any)
+                self.mesh, namespace, lambda s, p: self.routes(s, p, labels), visible)
         return self._outbound_rc[key]
+
+    def outbound_scopes(self, namespace: str, within: scope.Scope) -> Resources:
+        """The SRDS scopes of ``outbound_http`` for proxies of ``namespace`` under
+        ``within``, shared by all of them."""
+        def build() -> Resources:
+            visible = None if within.key is None else (
+                lambda svc: within.visible(self.mesh, svc))
+            items = vhosts.outbound_scopes(self.mesh, namespace, visible)
+            return Resources(items=items, version=self.version_of(items))
+        return self.memo(("scopes", namespace, within.key), build)
+
+    def service_route_configs(self, labels: Labels, within: scope.Scope) -> Resources:
+        """The route configuration of every HTTP service port ``within`` sees, for proxies
+        whose workload has ``labels`` (the scopes' targets, and a captured connection's):
+        one shared Resources per (labels, scope)."""
+        def build() -> Resources:
+            items = {}
+            for service in self.mesh.services:
+                if within.visible(self.mesh, service):
+                    for port in vhosts.http_ports(service):
+                        rc = self.upstream_route_config(service, port, labels)
+                        items[rc.name] = rc
+            return Resources(items=items, version=self.version_of(items))
+        return self.memo(("service_routes", labels, within.key), build)
 
     # -- Sidecar scopes (one set of shared resources per Sidecar) ----------------------
 
@@ -396,7 +419,8 @@ class GenerationContext:
                 self, telemetry.Direction.OUTBOUND)
             if allow_any:  # unknown hosts go to the dynamic forward proxy
                 extras = egress.forward_proxy_extras() + extras
-            self._listeners[key] = listeners.outbound_http_listener(port, extras)
+            self._listeners[key] = listeners.outbound_http_listener(port, extras,
+                                                                   scoped=not allow_any)
         return self._listeners[key]
 
     def upstream_listener(

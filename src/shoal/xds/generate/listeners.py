@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import base_pb2, substitution_format_string_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 
 from shoal.api.security import MtlsMode
 from shoal.xds.generate import names
@@ -42,9 +45,28 @@ def _listener(
     )
 
 
-def outbound_http_listener(port: int, extras: HcmExtras = NO_EXTRAS) -> listener_pb2.Listener:
-    """127.0.0.1:port, the app's HTTP proxy; routes come from RDS ``outbound_http``."""
-    hcm = http_connection_manager(names.OUTBOUND_HTTP, rds=names.OUTBOUND_HTTP, extras=extras)
+NO_ROUTE_BODY = ("shoal: no service matches host %REQ(:AUTHORITY)%, or no route of it "
+                 "matches the request\n")
+
+
+def no_route_reply() -> hcm_pb2.LocalReplyConfig:
+    """The 404 Envoy sends when no route matches (response flag NR) says which host: with
+    scoped routes an unknown host has no scope, hence no route."""
+    return hcm_pb2.LocalReplyConfig(mappers=[hcm_pb2.ResponseMapper(
+        filter=accesslog_pb2.AccessLogFilter(
+            response_flag_filter=accesslog_pb2.ResponseFlagFilter(flags=["NR"])),
+        body_format_override=substitution_format_string_pb2.SubstitutionFormatString(
+            text_format_source=base_pb2.DataSource(inline_string=NO_ROUTE_BODY)))])
+
+
+def outbound_http_listener(port: int, extras: HcmExtras = NO_EXTRAS, *, scoped: bool = True
+                           ) -> listener_pb2.Listener:
+    """127.0.0.1:port, the app's HTTP proxy: routes by Host header through the scopes of
+    ``outbound_http`` (SRDS, see :mod:`vhosts`), or with ``scoped=False`` from one route
+    configuration ``outbound_http`` (RDS)."""
+    hcm = http_connection_manager(
+        names.OUTBOUND_HTTP, extras=extras, local_reply=no_route_reply(),
+        **({"scoped_by_host": names.OUTBOUND_HTTP} if scoped else {"rds": names.OUTBOUND_HTTP}))
     return _listener(names.OUTBOUND_HTTP, LOCALHOST, port, base_pb2.OUTBOUND, hcm)
 
 

@@ -87,9 +87,13 @@ def http_connection_manager(
     *,
     rds: str | None = None,
     route_config: route_pb2.RouteConfiguration | None = None,
+    scoped_by_host: str | None = None,
     extras: HcmExtras = NO_EXTRAS,
+    local_reply: hcm_pb2.LocalReplyConfig | None = None,
 ) -> listener_components_pb2.Filter:
-    """An HCM (codec AUTO: HTTP/1.1, absolute-form URLs, h2c) with RDS or an inline table."""
+    """An HCM (codec AUTO: HTTP/1.1, absolute-form URLs, h2c) with RDS, an inline table, or
+    (``scoped_by_host``) scoped routes over ADS: SRDS scopes keyed by the whole Host
+    header, each naming the route configuration (RDS) for that host."""
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
@@ -101,6 +105,8 @@ def http_connection_manager(
     )
     if extras.tracing is not None:
         hcm.tracing.CopyFrom(extras.tracing)
+    if local_reply is not None:
+        hcm.local_reply_config.CopyFrom(local_reply)
     if extras.forward_client_cert:
         hcm.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
         hcm.set_current_client_cert_details.uri = True
@@ -109,9 +115,25 @@ def http_connection_manager(
         hcm.rds.CopyFrom(hcm_pb2.Rds(config_source=ads(), route_config_name=rds))
     elif route_config is not None:
         hcm.route_config.CopyFrom(route_config)
+    elif scoped_by_host is not None:
+        hcm.scoped_routes.CopyFrom(scoped_routes(scoped_by_host))
     else:  # pragma: no cover - programming error
-        raise TypeError("http_connection_manager needs rds or route_config")
+        raise TypeError("http_connection_manager needs rds, route_config or scoped_by_host")
     return listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))
+
+
+def scoped_routes(name: str) -> hcm_pb2.HttpConnectionManager.ScopedRoutes:
+    """Scopes (SRDS) and their route configurations (RDS) over ADS, the key being the
+    request's whole ``:authority`` (``reviews:9080``): the element separator is empty, so
+    index 0 is the entire value."""
+    key = hcm_pb2.ScopedRoutes.ScopeKeyBuilder
+    extractor = key.FragmentBuilder.HeaderValueExtractor(name=":authority", index=0)
+    return hcm_pb2.ScopedRoutes(
+        name=name,
+        scope_key_builder=key(fragments=[key.FragmentBuilder(header_value_extractor=extractor)]),
+        rds_config_source=ads(),
+        scoped_rds=hcm_pb2.ScopedRds(scoped_rds_config_source=ads()),
+    )
 
 
 def tcp_proxy(

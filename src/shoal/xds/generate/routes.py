@@ -28,7 +28,6 @@ from shoal.xds.generate.matches import applies_to_port, route_match
 from shoal.xds.generate.protocol import duration, pack
 from shoal.xds.generate.retries import default_retry_policy, retry_policy
 
-NOT_FOUND_BODY = "shoal: no service matches host %REQ(:AUTHORITY)%\n"
 Labels = Mapping[str, str]
 
 
@@ -41,15 +40,6 @@ def direct_response(
         )
         return rc_pb2.DirectResponseAction(status=status, body_format=fmt)
     return rc_pb2.DirectResponseAction(status=status, body=base_pb2.DataSource(inline_string=body))
-
-
-def not_found_route() -> rc_pb2.Route:
-    """Catch-all for hosts outside the registry (egress is registry-only for now)."""
-    return rc_pb2.Route(
-        name="no_such_host",
-        match=rc_pb2.RouteMatch(prefix="/"),
-        direct_response=direct_response(404, NOT_FOUND_BODY, formatted=True),
-    )
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,26 @@
-"""Route configurations: ``outbound_http`` (one per namespace), ``upstream|<fqdn>|<port>``
-(one per service port) and the inline table of an inbound listener.
+"""Route configurations: ``upstream|<fqdn>|<port>`` (one per service port), the scopes
+of ``outbound_http`` that pick one of them by Host header, the single ``outbound_http``
+table of ALLOW_ANY proxies, and the inline table of an inbound listener.
 
-Envoy rejects a route configuration in which two virtual hosts share a domain, so the
-port-less host names go to one port of a service only (80 if it is an HTTP port, else
-its first HTTP port), and a domain already taken by an earlier virtual host is dropped.
+Scoped routes (docs/adr/0036): the app's HTTP proxy port finds a request's route
+configuration by its whole Host header in a table of scopes (SRDS), one scope per host
+name a service port answers to, each naming that port's route configuration (RDS). A
+change to one service's routes is then one small route configuration on the wire, not
+the whole mesh's table. Envoy has no fallback scope, so ALLOW_ANY proxies (unknown hosts
+go to the dynamic forward proxy) keep one ``outbound_http`` table with a catch-all.
+
+The port-less host names go to one port of a service only (80 if it is an HTTP port,
+else its first HTTP port), and a host name already taken by an earlier service is
+dropped (Envoy rejects two virtual hosts, or two scopes, with one key).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3.scoped_route_pb2 import ScopedRouteConfiguration
 from google.protobuf.wrappers_pb2 import BoolValue
 
 from shoal.api.mesh import ServicePort
@@ -21,7 +30,6 @@ from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import names
 from shoal.xds.generate.egress import passthrough_route
 from shoal.xds.generate.protocol import duration
-from shoal.xds.generate.routes import not_found_route
 
 RoutesOf = Callable[[Resource, ServicePort], Sequence[rc_pb2.Route]]
 
@@ -56,14 +64,13 @@ def domains(mesh: MeshSnapshot, service: Resource, port: int, *, same_namespace:
     return out
 
 
-def outbound_route_config(
-    mesh: MeshSnapshot, namespace: str, routes_of: RoutesOf,
-    visible: Callable[[Resource], bool] | None = None, allow_any: bool = False,
-) -> route_pb2.RouteConfiguration:
-    """``outbound_http`` as seen from ``namespace``: one virtual host per HTTP service port
-    of the mesh (those ``visible`` to a Sidecar scope), then a catch-all answering 404
-    (or, with ``allow_any``, forwarding to the dynamic forward proxy)."""
-    rc = route_pb2.RouteConfiguration(name=names.OUTBOUND_HTTP)
+Visible = Callable[[Resource], bool] | None
+
+
+def _host_names(mesh: MeshSnapshot, namespace: str, visible: Visible
+                ) -> Iterator[tuple[Resource, ServicePort, list[str]]]:
+    """Each HTTP service port (of those ``visible`` to a Sidecar scope) with the host names
+    that reach it from ``namespace`` and no earlier service port took."""
     taken: set[str] = set()
     for service in mesh.services:
         if visible is not None and not visible(service):
@@ -72,33 +79,51 @@ def outbound_route_config(
         for port in http_ports(service):
             wanted = domains(mesh, service, port.port, same_namespace=same)
             fresh = [d for d in wanted if d not in taken]
-            if not fresh:
-                continue
-            taken.update(fresh)
-            rc.virtual_hosts.append(
-                rc_pb2.VirtualHost(
-                    name=names.virtual_host(mesh.fqdn(service), port.port),
-                    domains=fresh,
-                    routes=routes_of(service, port),
-                )
-            )
+            if fresh:
+                taken.update(fresh)
+                yield service, port, fresh
+
+
+def outbound_scopes(mesh: MeshSnapshot, namespace: str, visible: Visible = None
+                    ) -> dict[str, ScopedRouteConfiguration]:
+    """The scopes of ``outbound_http`` as seen from ``namespace``: host name -> the route
+    configuration of the service port it names (see :func:`upstream_route_config`)."""
+    out: dict[str, ScopedRouteConfiguration] = {}
+    for service, port, hosts in _host_names(mesh, namespace, visible):
+        rc = names.upstream_route(mesh.fqdn(service), port.port)
+        for host in hosts:
+            out[host] = ScopedRouteConfiguration(
+                name=host, route_configuration_name=rc,
+                key=ScopedRouteConfiguration.Key(
+                    fragments=[ScopedRouteConfiguration.Key.Fragment(string_key=host)]))
+    return out
+
+
+def outbound_route_config(
+    mesh: MeshSnapshot, namespace: str, routes_of: RoutesOf, visible: Visible = None,
+) -> route_pb2.RouteConfiguration:
+    """``outbound_http`` of an ALLOW_ANY proxy in ``namespace``: one virtual host per HTTP
+    service port it sees, then a catch-all to the dynamic forward proxy."""
+    rc = route_pb2.RouteConfiguration(name=names.OUTBOUND_HTTP)
+    for service, port, hosts in _host_names(mesh, namespace, visible):
+        rc.virtual_hosts.append(rc_pb2.VirtualHost(
+            name=names.virtual_host(mesh.fqdn(service), port.port), domains=hosts,
+            routes=routes_of(service, port)))
     rc.virtual_hosts.append(
-        rc_pb2.VirtualHost(name="unknown_host", domains=["*"],
-                           routes=[passthrough_route() if allow_any else not_found_route()])
-    )
+        rc_pb2.VirtualHost(name="unknown_host", domains=["*"], routes=[passthrough_route()]))
     return rc
 
 
 def upstream_route_config(
     mesh: MeshSnapshot, service: Resource, port: ServicePort, routes_of: RoutesOf
 ) -> route_pb2.RouteConfiguration:
-    """For a local upstream port: any Host, the routes of (service, port)."""
-    name = names.upstream_route(mesh.fqdn(service), port.port)
+    """The routes of (service, port) for any Host: for a local upstream port, a captured
+    connection to the service, and the ``outbound_http`` scopes of its host names."""
+    fqdn = mesh.fqdn(service)
     return route_pb2.RouteConfiguration(
-        name=name,
-        virtual_hosts=[
-            rc_pb2.VirtualHost(name=name, domains=["*"], routes=routes_of(service, port))
-        ],
+        name=names.upstream_route(fqdn, port.port),
+        virtual_hosts=[rc_pb2.VirtualHost(name=names.virtual_host(fqdn, port.port),
+                                          domains=["*"], routes=routes_of(service, port))],
     )
 
 

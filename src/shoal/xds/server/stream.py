@@ -14,8 +14,8 @@ Rules implemented here:
   acknowledged) — except that EDS may follow CDS at once: Envoy ACKs CDS only after the
   new clusters are warm, and they warm with EDS. Later types wait until the client has
   processed CDS (its ACK, or its next EDS request). Clusters that disappear from the
-  snapshot are *retained* in CDS (and their endpoints in EDS) until LDS and RDS are
-  settled at the new version; then CDS and EDS are pushed again without them.
+  snapshot are *retained* in CDS (and their endpoints in EDS) until LDS, SRDS and RDS
+  are settled at the new version; then CDS and EDS are pushed again without them.
 * **NACKs never loop.** A NACK is recorded; nothing is re-sent because of it.
 * **A client that cannot keep up is cut, memory does not grow.** Snapshots coalesce
   (latest wins) and one response per type is in flight, so a slow client only lags.
@@ -39,7 +39,15 @@ from google.protobuf.message import Message
 from shoal.errors import ShoalError
 from shoal.xds.cache import Packed, SnapshotCache
 from shoal.xds.server.status import StatusTracker
-from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, ProxySnapshot
+from shoal.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTE,
+    SCOPED_ROUTE,
+    ProxySnapshot,
+)
 
 
 def eds_name(msg: Message) -> str | None:
@@ -204,7 +212,7 @@ class StreamCore:
         """Queue every response that may go out now, in push order."""
         if self.target is None:
             return
-        if self.retained and self.settled(LISTENER) and self.settled(ROUTE):
+        if self.retained and all(self.settled(t) for t in (LISTENER, SCOPED_ROUTE, ROUTE)):
             self.retained = {}
             self._desired.clear()
         c = self.ctx
