@@ -1,10 +1,11 @@
 """A worker process running many FakeAdsClients; driven by the benchmark over a Pipe.
 
-Messages (tuples) from the parent: ("watch", vhost, weights) -> the worker answers
-("watching",) once every client waits for that route split, then ("done", [t, ...]) with
-each client's time.monotonic() of seeing it; ("stop",) ends the worker. At start it
-answers ("synced", [t, ...]) (or ("error", text)). CLOCK_MONOTONIC is system-wide, so
-the parent can subtract its own timestamps.
+Messages (tuples) from the parent: ("watch", vhost, weights) or ("watch_eds", cluster,
+address, present) -> the worker answers ("watching",) once every client waits for that
+route split (or for that address to be in, or out of, the cluster's endpoints), then
+("done", [t, ...]) with each client's time.monotonic() of seeing it; ("stop",) ends the
+worker. At start it answers ("synced", [t, ...]) (or ("error", text)). CLOCK_MONOTONIC is
+system-wide, so the parent can subtract its own timestamps.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from shoal.testing import FakeAdsClient
+from shoal.xds.generate import names
 from shoal.xds.node import node_metadata
 from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, ProxyMetadata
 
-ROUTE_CONFIG = "outbound_http"
-
 
 def route_weights(client: FakeAdsClient, vhost: str) -> tuple[int, ...]:
-    rc = client.resources[ROUTE].get(ROUTE_CONFIG)
+    """The weights of the virtual host ``<fqdn>:<port>``: in its service port's route
+    configuration (scoped routes), or in the single ``outbound_http`` table (ALLOW_ANY)."""
+    fqdn, _, port = vhost.rpartition(":")
+    routes = client.resources[ROUTE]
+    rc = routes.get(names.upstream_route(fqdn, int(port))) or routes.get(names.OUTBOUND_HTTP)
     if rc is None:
         return ()
     for vh in rc.virtual_hosts:  # type: ignore[attr-defined]
@@ -41,6 +45,16 @@ def synced(client: FakeAdsClient, vhost: str) -> bool:
 
 def _has_split(vhost: str, want: tuple[int, ...]) -> Callable[[FakeAdsClient], bool]:
     return lambda c: route_weights(c, vhost) == want
+
+
+def _has_endpoint(cluster: str, address: str, present: bool) -> Callable[[FakeAdsClient], bool]:
+    def check(c: FakeAdsClient) -> bool:
+        cla = c.resources[ENDPOINT].get(cluster)
+        have = cla is not None and any(
+            e.endpoint.address.socket_address.address == address
+            for g in cla.endpoints for e in g.lb_endpoints)  # type: ignore[attr-defined]
+        return have == present
+    return check
 
 
 async def _wait_all(clients: list[FakeAdsClient], check: Callable[[FakeAdsClient], bool],
@@ -69,9 +83,9 @@ async def _main(conn: Connection, target: str, nodes: list[tuple[str, str]], fir
             msg = await loop.run_in_executor(None, conn.recv)
             if msg[0] == "stop":
                 return
-            _, vhost, weights = msg
-            task = asyncio.ensure_future(_wait_all(clients, _has_split(vhost, tuple(weights)),
-                                                   timeout))
+            check = (_has_split(msg[1], tuple(msg[2])) if msg[0] == "watch"
+                     else _has_endpoint(*msg[1:]))
+            task = asyncio.ensure_future(_wait_all(clients, check, timeout))
             await asyncio.sleep(0.05)  # let every waiter check once and park
             conn.send(("watching",))
             conn.send(("done", await task))

@@ -5,7 +5,9 @@ FakeAdsClients run in worker processes (not in the control plane's), each with i
 gRPC connection and node ``bench-<i>.default`` fronting one of the mesh's Workloads. Each
 round applies a VirtualService weight change for one service and measures, per client,
 the time from just before the apply HTTP call until that client has received (and
-ACKed) the route configuration with the new split.
+ACKed) the route configuration with the new split. Then as many endpoint rounds: a
+Workload of one service registers (or leaves) and each client is timed until that
+service's endpoints in its EDS have (or no longer have) the workload's address.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class Result:
     initial_sync_s: float  # all N clients connected and synced, from the first start
     change_latencies: list[float] = field(default_factory=list)  # seconds, all rounds
     per_round: list[tuple[float, ...]] = field(default_factory=list)  # min p50 p99 max
+    endpoint_latencies: list[float] = field(default_factory=list)  # workload joins/leaves
+    endpoint_rounds: list[tuple[float, ...]] = field(default_factory=list)
     rss_synced_mb: float = 0.0  # steady: after the initial sync
     rss_after_mb: float = 0.0  # steady: after the change rounds
     rss_peak_rounds_mb: float = 0.0  # highest VmRSS sampled during the rounds
@@ -57,6 +61,9 @@ class Result:
 
     def pct(self, q: float) -> float:
         return percentile(self.change_latencies, q)
+
+    def endpoint_pct(self, q: float) -> float:
+        return percentile(self.endpoint_latencies, q) if self.endpoint_latencies else 0.0
 
 
 class _Sampler(threading.Thread):
@@ -157,23 +164,46 @@ def _rounds(cp: ControlPlaneProcess, conns: list[Connection], opts: Options, res
     with cp.client() as c:
         for k in range(opts.rounds):
             v1 = 20 if k % 2 == 0 else 80  # the mesh starts at 80/20
-            for conn in conns:
-                conn.send(("watch", mesh.vhost_name(0), (v1, 100 - v1)))
-            for conn in conns:
-                _recv(conn, "watching")
-            t0 = time.monotonic()
-            c.apply(mesh.virtual_service(0, v1), source="bench")
-            done = [t - t0 for conn in conns for t in _recv(conn, "done")]  # type: ignore[union-attr]
-            result.change_latencies += done
-            stats = (min(done), percentile(done, 50), percentile(done, 99), max(done))
+            stats = _timed(conns, ("watch", mesh.vhost_name(0), (v1, 100 - v1)),
+                           lambda v1=v1: c.apply(mesh.virtual_service(0, v1), source="bench"),
+                           result.change_latencies)
             result.per_round.append(stats)
-            log(f"round {k + 1}: {v1}/{100 - v1} split -> first {stats[0] * 1000:.0f} ms, "
-                f"p50 {stats[1] * 1000:.0f} ms, p99 {stats[2] * 1000:.0f} ms, "
-                f"max {stats[3] * 1000:.0f} ms")
+            log(f"round {k + 1}: {v1}/{100 - v1} split -> {_ms(stats)}")
             time.sleep(opts.pause)
-    result.cpu_rounds_s = proc_stat(cp.pid).cpu_s - before.cpu_s
+        result.cpu_rounds_s = proc_stat(cp.pid).cpu_s - before.cpu_s
+        cluster = mesh.cluster_name(0)
+        for k in range(opts.rounds):
+            joins = k % 2 == 0
+            change = ((lambda: c.apply(mesh.extra_workload(0), source="bench")) if joins else
+                      (lambda: c.delete("Workload", mesh.NAMESPACE, mesh.EXTRA_WORKLOAD)))
+            stats = _timed(conns, ("watch_eds", cluster, mesh.EXTRA_ADDRESS, joins), change,
+                           result.endpoint_latencies)
+            result.endpoint_rounds.append(stats)
+            log(f"endpoint round {k + 1}: a workload {'joins' if joins else 'leaves'} -> "
+                f"{_ms(stats)}")
+            time.sleep(opts.pause)
     result.rss_peak_rounds_mb = sampler.stop()
     if profiler and opts.profile:
         profiler.stop()
         result.profile = summarize(opts.profile)
         log(f"py-spy profile of the rounds: {opts.profile}")
+
+
+def _timed(conns: list[Connection], watch: tuple[object, ...], change: Callable[[], object],
+           into: list[float]) -> tuple[float, ...]:
+    """Make every worker watch for ``watch``, then ``change`` and collect each client's
+    time to see it (appended to ``into``): (min, p50, p99, max) in seconds."""
+    for conn in conns:
+        conn.send(watch)
+    for conn in conns:
+        _recv(conn, "watching")
+    t0 = time.monotonic()
+    change()
+    done = [t - t0 for conn in conns for t in _recv(conn, "done")]  # type: ignore[union-attr]
+    into += done
+    return (min(done), percentile(done, 50), percentile(done, 99), max(done))
+
+
+def _ms(stats: tuple[float, ...]) -> str:
+    return (f"first {stats[0] * 1000:.0f} ms, p50 {stats[1] * 1000:.0f} ms, "
+            f"p99 {stats[2] * 1000:.0f} ms, max {stats[3] * 1000:.0f} ms")

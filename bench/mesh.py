@@ -18,6 +18,27 @@ def vhost_name(i: int) -> str:
     return f"{service_name(i)}.{NAMESPACE}.svc.cluster.local:{PORT}"
 
 
+def cluster_name(i: int) -> str:
+    """The outbound cluster of service ``i`` (every endpoint of its port)."""
+    return f"outbound|{PORT}||{service_name(i)}.{NAMESPACE}.svc.cluster.local"
+
+
+EXTRA_WORKLOAD = "extra-workload"
+EXTRA_ADDRESS = "10.254.0.1"  # outside 10.<i // 250>.<i % 250>.<j> of mesh_yaml
+
+
+def extra_workload(i: int) -> str:
+    """One more Workload of service ``i`` (the endpoint rounds register and remove it)."""
+    name = service_name(i)
+    return f"""apiVersion: mesh.shoal.io/v1alpha1
+kind: Workload
+metadata: {{name: {EXTRA_WORKLOAD}, namespace: {NAMESPACE}}}
+spec:
+  address: {EXTRA_ADDRESS}
+  labels: {{app: {name}, version: v1}}
+  ports: {{http: {PORT}}}"""
+
+
 def mesh_yaml(services: int, workloads_per_service: int = 2) -> str:
     """Services, their Workloads (labelled v1, v2, ...), a DestinationRule with one subset
     per version and an 80/20 VirtualService per service."""

@@ -12,6 +12,7 @@ ADDED_P99_TARGET = 1.25
 THROUGHPUT_TARGET = 0.85  # shoal's max throughput / the pair's
 ENVOY_CPU_TARGET = 1.2  # shoal's Envoy CPU per request / the pair's
 MESH_CPU_TARGET_US = 5.0  # control plane + agents CPU per request
+ENDPOINT_P99_TARGET_S = 0.5  # issue 13: a workload registering or leaving
 CONVERGE_P99_TARGET_S = 1.0
 RSS_TARGET_MB = 300.0
 
@@ -223,6 +224,17 @@ def controlplane_md(r: controlplane.Result, date: str, machine: str, command: st
         ["control plane CPU during the rounds", f"{r.cpu_rounds_s:.2f} s "
                                                f"({r.cpu_rounds_s / o.rounds:.2f} s per change)"],
     ]
+    ep99 = r.endpoint_pct(99)
+    ok_ep = ep99 < ENDPOINT_P99_TARGET_S
+    if r.endpoint_latencies:
+        rows.insert(6, [f"workload joins/leaves → endpoints updated, p50 "
+                        f"({len(r.endpoint_latencies)} samples)",
+                        f"{r.endpoint_pct(50) * 1000:.0f} ms"])
+        rows.insert(7, ["workload joins/leaves → endpoints updated, p99",
+                        f"**{ep99 * 1000:.0f} ms**"])
+    ep_rounds = [[str(i + 1), "joins" if i % 2 == 0 else "leaves",
+                  *(f"{v * 1000:.0f}" for v in stats)]
+                 for i, stats in enumerate(r.endpoint_rounds)]
     per_round = [[str(i + 1), *(f"{v * 1000:.0f}" for v in stats)]
                  for i, stats in enumerate(r.per_round)]
     return f"""{_head("Control plane: convergence of N sidecars", date, machine, command)}
@@ -231,13 +243,22 @@ measures, per client, the time from just before the apply HTTP call until that c
 has received and ACKed the route configuration carrying the new split ({o.rounds} rounds,
 {o.pause:g} s apart).
 
+Then {len(r.endpoint_rounds)} endpoint rounds: one more Workload of one service registers
+(or is removed), timed per client until that service's endpoints in its EDS have (or no
+longer have) the workload's address.
+
 {table(["measure", "value"], rows)}
 
 **Verdict:** convergence p99 {p99 * 1000:.0f} ms — **{"PASS" if ok_conv else "FAIL"}**
-(target < {CONVERGE_P99_TARGET_S * 1000:.0f} ms at {o.clients} proxies); control plane
-peak RSS {peak:.0f} MB — **{"PASS" if ok_rss else "FAIL"}** (target < {RSS_TARGET_MB:.0f} MB).
+(target < {CONVERGE_P99_TARGET_S * 1000:.0f} ms at {o.clients} proxies); endpoints p99
+{ep99 * 1000:.0f} ms — **{"PASS" if ok_ep else "FAIL"}** (target <
+{ENDPOINT_P99_TARGET_S * 1000:.0f} ms); control plane peak RSS {peak:.0f} MB —
+**{"PASS" if ok_rss else "FAIL"}** (target < {RSS_TARGET_MB:.0f} MB).
 
 {table(["round", "first client ms", "p50 ms", "p99 ms", "max ms"], per_round)}
+
+{table(["endpoint round", "workload", "first client ms", "p50 ms", "p99 ms", "max ms"],
+       ep_rounds)}
 {_profile_md(r)}"""
 
 

@@ -147,7 +147,8 @@ def _strip_type(msg: Json) -> Json:
 
 
 def _dynamic(dump: Json) -> tuple[list[Json], dict[str, Json], list[Json], dict[str, Json]]:
-    """(listeners, route configs by name, clusters, load assignments by cluster)."""
+    """(listeners, route configs by name, clusters, load assignments by cluster); the
+    route configs also hold, under "scopes:<name>", the SRDS scopes of scoped routes."""
     listeners: list[Json] = []
     routes: dict[str, Json] = {}
     clusters: list[Json] = []
@@ -160,6 +161,10 @@ def _dynamic(dump: Json) -> tuple[list[Json], dict[str, Json], list[Json], dict[
         elif kind == "RoutesConfigDump":
             for r in c.get("dynamic_route_configs", []):
                 routes[r["route_config"]["name"]] = _strip_type(r["route_config"])
+        elif kind == "ScopedRoutesConfigDump":
+            for sc in c.get("dynamic_scoped_route_configs", []):
+                routes[f"scopes:{sc['name']}"] = {
+                    "scopes": [_strip_type(x) for x in sc.get("scoped_route_configs", [])]}
         elif kind == "ClustersConfigDump":
             clusters += [_strip_type(x["cluster"]) for x in c.get("dynamic_active_clusters", [])]
         elif kind == "EndpointsConfigDump":
@@ -183,6 +188,14 @@ def static_bootstrap(bootstrap: Json, dump: Json, *, listener: str, listen_port:
         rds = hcm.pop("rds", None)
         if rds is not None:
             hcm["route_config"] = copy.deepcopy(routes[rds["route_config_name"]])
+        scoped = hcm.get("scoped_routes")
+        if scoped is not None:  # SRDS: the scopes inline, each with its routes inline
+            scoped.pop("scoped_rds", None)
+            scopes = copy.deepcopy(routes[f"scopes:{scoped['name']}"]["scopes"])
+            for sc in scopes:
+                sc["route_configuration"] = copy.deepcopy(
+                    routes[sc.pop("route_configuration_name")])
+            scoped["scoped_route_configurations_list"] = {"scoped_route_configurations": scopes}
     static_clusters = []
     for c in clusters:
         c = copy.deepcopy(c)

@@ -149,6 +149,10 @@ def test_proxy_status_and_proxy_config(up: Up) -> None:
     listeners = json.loads(up.shoal("proxy-config", "productpage-v1", "listeners",
                                     "-o", "json").stdout)
     assert "outbound_http" in json.dumps(listeners)
+    # the app's HTTP proxy routes by Host header: its scopes, and a table per service port
+    routes = up.shoal("proxy-config", "productpage-v1", "routes").stdout
+    assert "outbound_http" in routes and "scopes" in routes
+    assert "upstream|reviews.default.svc.cluster.local|9080" in routes
     missing = up.shoal("proxy-config", "nosuchproxy", check=False)
     assert missing.returncode == 1 and "no connected proxy" in missing.stderr
 

@@ -8,12 +8,13 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from shoal.api.parse import parse_yaml
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import GenerationContext, generate
 from shoal.xds.generate.protocol import HTTP_PROTOCOL_OPTIONS
 from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, Upstream
 
-from .conftest import GOLDEN_PROXIES, load_mesh, proxy
+from .conftest import GOLDEN_PROXIES, HERE, load_mesh, proxy
 
 
 def network_filter(listener, kind):
@@ -158,3 +159,25 @@ def test_versions_follow_content() -> None:
     assert c.get(ENDPOINT).version != a.get(ENDPOINT).version
     assert c.get(CLUSTER).version == a.get(CLUSTER).version
     assert c.get(LISTENER).version == a.get(LISTENER).version
+
+
+def test_a_route_change_leaves_the_other_route_configurations_the_same_objects() -> None:
+    """ADR 0036: the next context reuses what is equal in content, so a change to the
+    ratings VirtualService makes a new ratings route configuration and keeps every other
+    one -- and the scopes -- the very same objects (the SotW change set is then found by
+    identity, and nothing unchanged is packed again)."""
+    text = (HERE / "mesh.yaml").read_text()
+    before = MeshSnapshot.build(parse_yaml(text), revision=7)
+    after = MeshSnapshot.build(parse_yaml(text.replace("weight: 80", "weight: 70").replace(
+        "weight: 20", "weight: 30")),
+                               revision=8)
+    ctx1 = GenerationContext(before)
+    snap1 = generate(ctx1, proxy("newcomer"))
+    snap2 = generate(GenerationContext(after, ctx1, frozenset({"VirtualService"})),
+                     proxy("newcomer"))
+    old, new = snap1.get(ROUTE).items, snap2.get(ROUTE).items
+    assert old.keys() == new.keys()
+    changed = {n for n in new if new[n] is not old[n]}
+    assert changed == {"upstream|ratings.default.svc.cluster.local|9080"}
+    assert snap2.get(SCOPED_ROUTE) is snap1.get(SCOPED_ROUTE)
+    assert snap2.get(ROUTE).version != snap1.get(ROUTE).version

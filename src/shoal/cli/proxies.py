@@ -82,6 +82,10 @@ def _entries(section: dict[str, Any]) -> list[list[str]]:
                 or inner.get("endpoint_config") or inner.get("secret") or {}
             name = res.get("name") or res.get("cluster_name") or item.get("name", "")
             out.append([name, inner.get("version_info", ""), _detail(res)])
+    for item in section.get("dynamic_scoped_route_configs", []):  # outbound_http's scopes
+        scopes = item.get("scoped_route_configs", [])
+        out.append([item.get("name", ""), item.get("version_info", ""),
+                    f"{len(scopes)} scopes (Host header -> route configuration)"])
     return out
 
 

@@ -14,7 +14,7 @@ from shoal.xds.types import Proxy
 CONFIG_SECTIONS = {
     "bootstrap": ("BootstrapConfigDump",),
     "listeners": ("ListenersConfigDump",),
-    "routes": ("RoutesConfigDump",),
+    "routes": ("RoutesConfigDump", "ScopedRoutesConfigDump"),
     "clusters": ("ClustersConfigDump",),
     "endpoints": ("EndpointsConfigDump",),
     "secrets": ("SecretsConfigDump",),

@@ -113,24 +113,50 @@ class GenerationContext:
         if keep and previous is not None and changed is not None \
                 and changed <= OUTBOUND_IGNORES:
             self._inherit_outbound(previous)
+        # Route configurations, scopes and their shared sets equal in content to the
+        # previous context's are that context's objects (the previous tables only, never
+        # the previous context itself: no chain of old contexts stays alive). A change
+        # then leaves the other services' route configurations the same objects, which
+        # is what makes the SotW change set and the packed forms free (ADR 0036).
+        self._before: dict[tuple[object, ...], Any] = (
+            previous._reusable() if previous is not None else {})
+        # content hashes of the previous context's messages, for those carried over
+        self._prev_digests = previous._digests if previous is not None else {}
 
     def _inherit_outbound(self, previous: GenerationContext) -> None:
-        """Share the previous context's clusters and endpoints (OUTBOUND_IGNORES), and the
-        content hashes of what is carried over so versions are not hashed again."""
+        """Share the previous context's clusters and endpoints (OUTBOUND_IGNORES); their
+        content hashes come along through ``digest`` (``_prev_digests``)."""
         for name in _OUTBOUND_CACHED:
             if name in previous.__dict__:
                 self.__dict__[name] = previous.__dict__[name]
         for name in _OUTBOUND_TABLES:
             setattr(self, name, getattr(previous, name))
-        carried: list[Message] = [m for pair in self.inbound.values() for m in pair]
-        for name in ("cluster_resources", "endpoint_resources"):
-            if name in self.__dict__:
-                carried += self.__dict__[name].items.values()
-        for cds, eds in self._scoped.values():
-            carried += (*cds.items.values(), *eds.items.values())
-        digests = previous._digests
-        self._digests = {id(m): entry for m in carried
-                         if (entry := digests.get(id(m))) is not None and entry[0] is m}
+
+    def _reusable(self) -> dict[tuple[object, ...], Any]:
+        out: dict[tuple[object, ...], Any] = {("rc", *k): v for k, v in self._upstream_rc.items()}
+        out.update((k, v) for k, v in self._memo.items() if k[0] in ("scopes", "service_routes"))
+        return out
+
+    def _same(self, key: tuple[object, ...], msg: Message) -> Message:
+        """``msg``, or the previous context's message under ``key`` if equal in content."""
+        old = self._before.get(key)
+        if old is not None and old == msg:
+            return old  # type: ignore[no-any-return]
+        return msg
+
+    @staticmethod
+    def _same_item(old: Resources, name: str, msg: Message) -> Message:
+        before = old.items.get(name)
+        return before if before is not None and before == msg else msg
+
+    def _same_set(self, key: tuple[object, ...], items: dict[str, Message]) -> Resources:
+        """A shared Resources of ``items``: the previous context's object if it holds the
+        very same messages (its version then needs no hashing)."""
+        old = self._before.get(key)
+        if (isinstance(old, Resources) and old.items.keys() == items.keys()
+                and all(old.items[n] is m for n, m in items.items())):
+            return old
+        return Resources(items=items, version=self.version_of(items))
 
     # -- shared by every proxy ------------------------------------------------------------
 
@@ -237,26 +263,33 @@ class GenerationContext:
     def outbound_scopes(self, namespace: str, within: scope.Scope) -> Resources:
         """The SRDS scopes of ``outbound_http`` for proxies of ``namespace`` under
         ``within``, shared by all of them."""
+        key = ("scopes", namespace, within.key)
+
         def build() -> Resources:
             visible = None if within.key is None else (
                 lambda svc: within.visible(self.mesh, svc))
             items = vhosts.outbound_scopes(self.mesh, namespace, visible)
-            return Resources(items=items, version=self.version_of(items))
-        return self.memo(("scopes", namespace, within.key), build)
+            old = self._before.get(key)
+            if isinstance(old, Resources):
+                items = {h: self._same_item(old, h, sc) for h, sc in items.items()}
+            return self._same_set(key, items)
+        return self.memo(key, build)
 
     def service_route_configs(self, labels: Labels, within: scope.Scope) -> Resources:
         """The route configuration of every HTTP service port ``within`` sees, for proxies
         whose workload has ``labels`` (the scopes' targets, and a captured connection's):
         one shared Resources per (labels, scope)."""
+        key = ("service_routes", labels, within.key)
+
         def build() -> Resources:
-            items = {}
+            items: dict[str, Message] = {}
             for service in self.mesh.services:
                 if within.visible(self.mesh, service):
                     for port in vhosts.http_ports(service):
                         rc = self.upstream_route_config(service, port, labels)
                         items[rc.name] = rc
-            return Resources(items=items, version=self.version_of(items))
-        return self.memo(("service_routes", labels, within.key), build)
+            return self._same_set(key, items)
+        return self.memo(key, build)
 
     # -- Sidecar scopes (one set of shared resources per Sidecar) ----------------------
 
@@ -405,9 +438,8 @@ class GenerationContext:
     ) -> route_pb2.RouteConfiguration:
         key = (service.metadata.namespace, service.metadata.name, port.port, labels)
         if key not in self._upstream_rc:
-            self._upstream_rc[key] = vhosts.upstream_route_config(
-                self.mesh, service, port, lambda s, p: self.routes(s, p, labels)
-            )
+            self._upstream_rc[key] = self._same(("rc", *key), vhosts.upstream_route_config(
+                self.mesh, service, port, lambda s, p: self.routes(s, p, labels)))
         return self._upstream_rc[key]
 
     # -- per proxy, but often equal across proxies (memoized by their arguments) --------
@@ -474,8 +506,10 @@ class GenerationContext:
         """Content hash of one message, computed once per message object."""
         entry = self._digests.get(id(msg))
         if entry is None or entry[0] is not msg:
-            value = hashlib.sha256(msg.SerializeToString(deterministic=True)).digest()
-            entry = self._digests[id(msg)] = (msg, value)
+            entry = self._prev_digests.get(id(msg))
+            if entry is None or entry[0] is not msg:
+                entry = (msg, hashlib.sha256(msg.SerializeToString(deterministic=True)).digest())
+            self._digests[id(msg)] = entry
         return entry[1]
 
     def patch_value(self, envoy_filter: Resource, index: int) -> Message | None:
