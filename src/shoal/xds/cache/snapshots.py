@@ -106,7 +106,12 @@ class SnapshotCache:
         event.set()
 
     def _live_messages(self) -> Iterator[Message]:
+        """Every message of every snapshot; a Resources object that many snapshots share
+        (the generators' shared sets) is walked once, not once per proxy."""
+        seen: set[int] = set()
         for slot in self._slots.values():
             if slot.snapshot is not None:
                 for res in slot.snapshot.resources.values():
-                    yield from res.items.values()
+                    if id(res) not in seen:
+                        seen.add(id(res))
+                        yield from res.items.values()

@@ -133,8 +133,16 @@ class GenerationContext:
             setattr(self, name, getattr(previous, name))
 
     def _reusable(self) -> dict[tuple[object, ...], Any]:
+        """What the next context may reuse when equal in content: route configurations,
+        scopes, outbound clusters and load assignments, and their shared sets."""
         out: dict[tuple[object, ...], Any] = {("rc", *k): v for k, v in self._upstream_rc.items()}
         out.update((k, v) for k, v in self._memo.items() if k[0] in ("scopes", "service_routes"))
+        if "cluster_resources" in self.__dict__:
+            out[("cluster_resources",)] = self.cluster_resources
+            out.update((("cds", n), c) for n, c in self.cluster_resources.items.items())
+        if "endpoint_resources" in self.__dict__:
+            out[("endpoint_resources",)] = self.endpoint_resources
+            out.update((("eds", n), e) for n, e in self.endpoint_resources.items.items())
         return out
 
     def _same(self, key: tuple[object, ...], msg: Message) -> Message:
@@ -192,7 +200,9 @@ class GenerationContext:
                 if external.is_dns(service):  # ServiceEntry resolved by Envoy's DNS
                     cds[name] = egress.dns_cluster(cds[name], eds.pop(name))
                     by_locality.pop(name, None)  # Envoy resolves it: no locality groups
-        return dict(sorted(cds.items())), dict(sorted(eds.items())), by_locality
+        same = self._same
+        return ({n: same(("cds", n), c) for n, c in sorted(cds.items())},
+                {n: same(("eds", n), e) for n, e in sorted(eds.items())}, by_locality)
 
     def endpoint_mtls(self, ep: Endpoint) -> bool:
         """Does a client sidecar speak mesh mTLS to this endpoint? (memoized)"""
@@ -212,15 +222,14 @@ class GenerationContext:
 
     @cached_property
     def cluster_resources(self) -> Resources:
-        items = {**self.clusters, **jwt.jwks_clusters(self.mesh), **telemetry.clusters(self)}
-        return Resources(items=items, version=self.version_of(items))
+        extra = {**jwt.jwks_clusters(self.mesh), **telemetry.clusters(self)}
+        items = {**self.clusters, **{n: self._same(("cds", n), c) for n, c in extra.items()}}
+        return self._same_set(("cluster_resources",), items)
 
     @cached_property
     def endpoint_resources(self) -> Resources:
         """EDS is the same for every proxy: one shared Resources object."""
-        return Resources(
-            items=self.load_assignments, version=self.version_of(self.load_assignments)
-        )
+        return self._same_set(("endpoint_resources",), dict(self.load_assignments))
 
     @cached_property
     def _services_by_workload(self) -> dict[tuple[str, str], list[Resource]]:
