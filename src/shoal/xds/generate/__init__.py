@@ -105,10 +105,7 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
     if workload is not None and mtls_disabled(workload):
         shared = ctx.without_mtls(shared)
     inbound_cds.update(ratelimit.clusters(ctx))  # a separate rate-limit service
-    cds = Resources(
-        items={**shared.items, **inbound_cds},
-        version=ctx.version_of(inbound_cds, base=shared.version),
-    )
+    cds = ctx.proxy_clusters(proxy.node_id, shared, inbound_cds)
     snap = ProxySnapshot(
         resources={
             CLUSTER: cds,

@@ -118,6 +118,7 @@ class GenerationContext:
         # the previous context itself: no chain of old contexts stays alive). A change
         # then leaves the other services' route configurations the same objects, which
         # is what makes the SotW change set and the packed forms free (ADR 0036).
+        self._proxy_cds: dict[str, tuple[Resources, Mapping[str, Message], Resources]] = {}
         self._before: dict[tuple[object, ...], Any] = (
             previous._reusable() if previous is not None else {})
         # content hashes of the previous context's messages, for those carried over
@@ -143,7 +144,28 @@ class GenerationContext:
         if "endpoint_resources" in self.__dict__:
             out[("endpoint_resources",)] = self.endpoint_resources
             out.update((("eds", n), e) for n, e in self.endpoint_resources.items.items())
+        out.update((("proxy_cds", node), entry) for node, entry in self._proxy_cds.items())
         return out
+
+    def proxy_clusters(self, node_id: str, shared: Resources,
+                       own: Mapping[str, cluster_pb2.Cluster]) -> Resources:
+        """CDS of one proxy: the shared clusters plus its own (inbound, gateway, rate
+        limit). The previous context's object when neither part changed, so an unchanged
+        proxy's thousands of clusters are not merged into a fresh dict on every change
+        (memory, and the stream then sees the very mapping it sent)."""
+        old = self._before.get(("proxy_cds", node_id))
+        if old is not None:
+            before_own = old[1]
+            own = {n: before_own[n] if n in before_own and before_own[n] == c else c
+                   for n, c in own.items()}
+            if (old[0] is shared and before_own.keys() == own.keys()
+                    and all(before_own[n] is c for n, c in own.items())):
+                self._proxy_cds[node_id] = old
+                return old[2]  # type: ignore[no-any-return]
+        res = Resources(items={**shared.items, **own},
+                        version=self.version_of(own, base=shared.version))
+        self._proxy_cds[node_id] = (shared, own, res)
+        return res
 
     def _same(self, key: tuple[object, ...], msg: Message) -> Message:
         """``msg``, or the previous context's message under ``key`` if equal in content."""

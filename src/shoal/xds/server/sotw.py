@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Iterable, Mapping
 
@@ -57,6 +58,8 @@ class SotwStream(StreamCore):
         self.eds_after_cds = False
         # non-wildcard type -> (the desired mapping last sent, the names it was sent for)
         self._sent: dict[str, tuple[Mapping[str, Message], frozenset[str]]] = {}
+        # type -> (digest of the last request's names, its names, wildcard)
+        self._subscriptions: dict[str, tuple[bytes, frozenset[str], bool]] = {}
 
     def on_request(self, req: discovery_pb2.DiscoveryRequest) -> None:
         self.seen_request(req.type_url)
@@ -66,15 +69,15 @@ class SotwStream(StreamCore):
         if req.response_nonce:
             error = req.error_detail.message if req.HasField("error_detail") else None
             self.answer(st, req.response_nonce, error)
-        names = _shared(req.resource_names)
-        wildcard = req.type_url in WILDCARD_TYPES and (not names or "*" in names)
-        names = names - {"*"} if "*" in names else names
+        reconnect = bool(req.version_info) and not req.response_nonce
+        version = req.version_info
+        names, wildcard = self._subscription(req)  # (clears the fields read above)
         if not st.requested:
             st.requested = True
             st.dirty = True
-            if req.version_info and not req.response_nonce:
+            if reconnect:
                 # Reconnect: the client says what it has; no push if that is current.
-                st.sent_version = req.version_info  # counted as applied by pump()
+                st.sent_version = version  # counted as applied by pump()
                 st.dirty = False
         elif names != st.names or wildcard != st.wildcard:
             st.dirty = True
@@ -82,6 +85,25 @@ class SotwStream(StreamCore):
         if req.type_url == ENDPOINT and self.eds_after_cds:
             st.dirty = True
         self.pump()
+
+    def _subscription(self, req: discovery_pb2.DiscoveryRequest) -> tuple[frozenset[str], bool]:
+        """(names, wildcard) of a request. Envoy repeats its whole subscription in every
+        request (thousands of EDS names at a thousand services), almost always unchanged:
+        a digest of the request's names (its serialized form without the fields that
+        change from request to request) finds the unchanged case without building a set
+        of thousands of fresh strings (that was a fifth of a push's CPU at 2,000 proxies).
+        The request is ours; the fields read above are cleared."""
+        for f in ("version_info", "response_nonce", "error_detail", "node"):
+            req.ClearField(f)
+        key = hashlib.sha1(req.SerializeToString(), usedforsecurity=False).digest()
+        prev = self._subscriptions.get(req.type_url)
+        if prev is not None and prev[0] == key:
+            return prev[1], prev[2]
+        names = _shared(req.resource_names)
+        wildcard = req.type_url in WILDCARD_TYPES and (not names or "*" in names)
+        names = names - {"*"} if "*" in names else names
+        self._subscriptions[req.type_url] = (key, names, wildcard)
+        return names, wildcard
 
     def pending(self, st: TypeState) -> bool:
         if st.dirty:

@@ -133,7 +133,8 @@ class StreamCore:
         new = snapshot.get(CLUSTER).items
         # (a subset test of the key views runs in C: the common case, nothing removed,
         # costs no Python loop over a thousand clusters per proxy and push)
-        gone = {} if self.client_clusters.keys() <= new.keys() else {
+        same = new is self.client_clusters  # unchanged CDS: the very mapping it was sent
+        gone = {} if same or self.client_clusters.keys() <= new.keys() else {
             n: m for n, m in self.client_clusters.items() if n not in new}
         keep_eds = {}
         if gone:  # their endpoints stay until the client has dropped them (retained)
