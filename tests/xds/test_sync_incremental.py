@@ -100,6 +100,14 @@ metadata: {name: web-2, namespace: shop}
 spec: {address: 10.0.0.3, labels: {app: web, version: v2}, ports: {http: 18081}}
 """,
     "web-2-leaves": ResourceKey("Workload", "shop", "web-2"),
+    "api-service": """apiVersion: mesh.shoal.io/v1alpha1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 8081, protocol: http}]
+""",
+    "api-service-delete": ResourceKey("Service", "shop", "api"),
     "httproute": """apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web, namespace: shop}

@@ -68,6 +68,13 @@ INBOUND_IGNORES = frozenset({"VirtualService", "DestinationRule", "ServiceLevelO
 # per-scope selections, with their content hashes.
 OUTBOUND_IGNORES = frozenset({"VirtualService", "ServiceLevelObjective", "HTTPRoute",
                               "GRPCRoute", "EnvoyFilter"})
+# Kinds that no host name of a service depends on: a change of only these keeps the
+# previous context's outbound_http scopes as they are, without rebuilding them (thousands
+# of small messages at a thousand services) to find them equal.
+SCOPE_IGNORES = frozenset({"VirtualService", "DestinationRule", "Workload",
+                           "ServiceLevelObjective", "HTTPRoute", "GRPCRoute", "EnvoyFilter",
+                           "AuthorizationPolicy", "PeerAuthentication",
+                           "RequestAuthentication"})
 # cached properties and tables that hold the outbound clusters and endpoints (see above)
 _OUTBOUND_CACHED = ("_outbound", "cluster_resources", "endpoint_resources")
 _OUTBOUND_TABLES = ("_raw_endpoints", "_network_cla", "_networked", "_localized_cla",
@@ -119,6 +126,9 @@ class GenerationContext:
         # then leaves the other services' route configurations the same objects, which
         # is what makes the SotW change set and the packed forms free (ADR 0036).
         self._proxy_cds: dict[str, tuple[Resources, Mapping[str, Message], Resources]] = {}
+        self._keep_scopes = (previous is not None and changed is not None
+                             and changed <= SCOPE_IGNORES
+                             and previous.mesh.config == mesh.config)
         self._before: dict[tuple[object, ...], Any] = (
             previous._reusable() if previous is not None else {})
         # content hashes of the previous context's messages, for those carried over
@@ -297,10 +307,12 @@ class GenerationContext:
         key = ("scopes", namespace, within.key)
 
         def build() -> Resources:
+            old = self._before.get(key)
+            if self._keep_scopes and isinstance(old, Resources):
+                return old  # (SCOPE_IGNORES)
             visible = None if within.key is None else (
                 lambda svc: within.visible(self.mesh, svc))
             items = vhosts.outbound_scopes(self.mesh, namespace, visible)
-            old = self._before.get(key)
             if isinstance(old, Resources):
                 items = {h: self._same_item(old, h, sc) for h, sc in items.items()}
             return self._same_set(key, items)
