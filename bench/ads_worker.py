@@ -74,6 +74,7 @@ async def _main(conn: Connection, target: str, nodes: list[tuple[str, str]], fir
         meta = ProxyMetadata(workload=workload, outbound_port=15001, app_ports={"http": 8080},
                              admin_port=15000)
         clients.append(FakeAdsClient(target, node_id, node_metadata(meta, "default"),
+                                     shared_responses=True,
                                      delta=delta))
     try:
         await asyncio.gather(*(c.start() for c in clients))

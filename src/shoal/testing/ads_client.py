@@ -79,6 +79,9 @@ class Received:
 # _DECODED_MAX entries.
 _DECODED: dict[tuple[str, bytes], Message] = {}
 _DECODED_MAX = 200_000
+# (type, nonce, version) -> decoded resources, for clients with shared_responses
+_RESPONSES: dict[tuple[str, str, str], dict[str, Message]] = {}
+_RESPONSES_MAX = 4096
 
 
 def decode(cls: type[Message], type_url: str, value: bytes) -> Message:
@@ -123,8 +126,24 @@ def rds_names(listeners: Mapping[str, Message], scopes: Mapping[str, Message] = 
               ) -> set[str]:
     """Route configurations named by the listeners' HCMs and by the SRDS scopes."""
     out = {h.rds.route_config_name for h in _hcms(listeners) if h.HasField("rds")}
-    out |= {str(getattr(s, "route_configuration_name", "")) for s in scopes.values()}
+    out |= scope_targets(scopes)
     return out - {""}
+
+
+# id(scopes mapping) -> (the mapping, its targets): clients with shared_responses hold the
+# same decoded mapping of one SRDS response
+_TARGETS: dict[int, tuple[Mapping[str, Message], frozenset[str]]] = {}
+
+
+def scope_targets(scopes: Mapping[str, Message]) -> frozenset[str]:
+    """The route configuration names the scopes point to."""
+    got = _TARGETS.get(id(scopes))
+    if got is None or got[0] is not scopes:
+        if len(_TARGETS) > 64:
+            _TARGETS.clear()
+        got = _TARGETS[id(scopes)] = (scopes, frozenset(
+            str(getattr(s, "route_configuration_name", "")) for s in scopes.values()))
+    return got[1]
 
 
 def uses_srds(listeners: Mapping[str, Message]) -> bool:
@@ -140,7 +159,12 @@ class FakeAdsClient:
         *,
         delta: bool = False,
         channel: grpc.aio.Channel | None = None,
+        shared_responses: bool = False,
     ) -> None:
+        """``shared_responses`` (benchmarks): trust that a SotW response's nonce names its
+        content, as shoal's does (packing.content_nonce), and decode each distinct
+        response once per process for all clients sent it."""
+        self.shared_responses = shared_responses
         self.target = target
         self.node = base_pb2.Node(id=node_id, cluster="shoal")
         if metadata is not None:
@@ -160,6 +184,7 @@ class FakeAdsClient:
         self._changed = asyncio.Event()
         self._first = True
         self._wildcards = [CLUSTER, LISTENER]  # types subscribed without names
+        self._scopes: Mapping[str, Message] = {}  # the last SRDS response, decoded
 
     # -- control ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -283,20 +308,23 @@ class FakeAdsClient:
                     and uses_srds(self.resources[LISTENER])):
                 self._wildcards.append(SCOPED_ROUTE)  # like Envoy: SRDS without names
                 await self._request(SCOPED_ROUTE)
-            await self._follow(ROUTE, rds_names(self.resources[LISTENER],
-                                                self.resources[SCOPED_ROUTE]))
+            if t == SCOPED_ROUTE:  # (a whole set: what was decoded is what is held)
+                self._scopes = decoded
+            await self._follow(ROUTE, rds_names(self.resources[LISTENER], self._scopes))
         await self._request(t, nonce=r.nonce)
 
     def _apply(self, r: Any) -> dict[str, Message]:
         t = r.type_url
-        cls = DECODERS.get(t)
         store = self.resources.setdefault(t, {})
-        decoded: dict[str, Message] = {}
-        anys = [x.resource for x in r.resources] if self.delta else list(r.resources)
-        for a in anys:
-            msg = decode(cls, t, a.value) if cls else a
-            name = resource_name(msg) if cls else ""
-            decoded[name] = msg
+        if self.shared_responses and not self.delta:
+            key = (t, r.nonce, r.version_info)
+            decoded = _RESPONSES.get(key)
+            if decoded is None:
+                if len(_RESPONSES) >= _RESPONSES_MAX:
+                    _RESPONSES.clear()
+                decoded = _RESPONSES[key] = self._decode(r)
+        else:
+            decoded = self._decode(r)
         if self.delta:
             store.update(decoded)
             for name in r.removed_resources:
@@ -306,6 +334,17 @@ class FakeAdsClient:
             store.update(decoded)
         else:  # SotW EDS/RDS: what changed; the rest is kept (like Envoy)
             store.update(decoded)
+        return decoded
+
+    def _decode(self, r: Any) -> dict[str, Message]:
+        t = r.type_url
+        cls = DECODERS.get(t)
+        decoded: dict[str, Message] = {}
+        anys = [x.resource for x in r.resources] if self.delta else list(r.resources)
+        for a in anys:
+            msg = decode(cls, t, a.value) if cls else a
+            name = resource_name(msg) if cls else ""
+            decoded[name] = msg
         return decoded
 
     async def _follow(self, type_url: str, names: set[str]) -> None:
