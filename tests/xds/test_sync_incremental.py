@@ -89,6 +89,11 @@ kind: PeerAuthentication
 metadata: {name: default, namespace: shop}
 spec: {mtls: {mode: STRICT}}
 """,
+    "strict-v2": """apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: v2-only, namespace: shop}
+spec: {selector: {matchLabels: {version: v2}}, mtls: {mode: STRICT}}
+""",
     "permissive": """apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: default, namespace: shop}
@@ -108,6 +113,11 @@ spec:
   ports: [{name: http, port: 8081, protocol: http}]
 """,
     "api-service-delete": ResourceKey("Service", "shop", "api"),
+    "web-1-moved": """apiVersion: mesh.shoal.io/v1alpha1
+kind: Workload
+metadata: {name: web-1, namespace: shop}
+spec: {address: 10.0.0.9, labels: {app: web, version: v1}, ports: {http: 19080}}
+""",
     "httproute": """apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web, namespace: shop}
@@ -226,3 +236,11 @@ def test_a_routing_change_keeps_the_inbound_listeners() -> None:
                 before = after
 
     asyncio.run(run())
+
+
+def test_a_workload_change_rebuilds_that_workloads_inbound_only() -> None:
+    """A Workload change keeps the other workloads' inbound config (it depends on its own
+    workload only) and rebuilds the changed one's: relabelled into a STRICT selector's
+    reach, web-1 must refuse plaintext at once."""
+    asyncio.run(replay(["strict-v2", "web-1-relabelled", "web-1-moved", "web-2",
+                        "web-2-leaves"]))

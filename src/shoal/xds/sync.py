@@ -76,12 +76,15 @@ class Sync:
         return self._context().mesh
 
     def _context(self, previous: GenerationContext | None = None,
-                 changed: frozenset[str] | None = None) -> GenerationContext:
-        """The context of the current mesh; ``previous`` and the ``changed`` kinds let it
+                 changed: set[ResourceKey] | None = None) -> GenerationContext:
+        """The context of the current mesh; ``previous`` and the ``changed`` keys let it
         keep what the change cannot have touched (GenerationContext)."""
         if self._ctx is None:
             mesh = MeshSnapshot.build(self._resources.values(), self._revision, self._config)
-            self._ctx = GenerationContext(mesh, previous, changed)
+            kinds = frozenset(k.kind for k in changed) if changed is not None else None
+            workloads = (frozenset((k.namespace, k.name) for k in changed
+                                   if k.kind == "Workload") if changed is not None else None)
+            self._ctx = GenerationContext(mesh, previous, kinds, workloads)
         return self._ctx
 
     async def _relist(self) -> int:
@@ -154,7 +157,7 @@ class Sync:
         previous = self._ctx
         old_mesh = previous.mesh if previous is not None else None
         self._ctx = None
-        ctx = self._context(previous, frozenset(k.kind for k in changed))
+        ctx = self._context(previous, changed)
         affected = self._affected(changed, old_mesh, ctx)
         started = time.perf_counter()
         for i, node_id in enumerate(affected):

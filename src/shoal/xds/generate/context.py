@@ -91,14 +91,25 @@ class GenerationContext:
     """
 
     def __init__(self, mesh: MeshSnapshot, previous: GenerationContext | None = None,
-                 changed: frozenset[str] | None = None):
+                 changed: frozenset[str] | None = None,
+                 workloads: frozenset[tuple[str, str]] | None = None):
+        """``workloads``: the (namespace, name) of the Workloads that changed, when the
+        caller knows them: a workload's inbound config depends on that workload only, so
+        the others' is kept."""
         self.mesh = mesh
         keep = (previous is not None and changed is not None and changed <= INBOUND_IGNORES
                 and previous.mesh.config == mesh.config)
+        keep_others = (previous is not None and changed is not None and workloads is not None
+                       and changed <= INBOUND_IGNORES | {"Workload"}
+                       and previous.mesh.config == mesh.config)
         # (namespace, workload, inbound port) -> (listener, cluster)
         self.inbound: dict[tuple[str, str, object], tuple[listener_pb2.Listener,
-                                                          cluster_pb2.Cluster]] = (
-            previous.inbound if keep and previous is not None else {})
+                                                          cluster_pb2.Cluster]] = {}
+        if previous is not None and keep:
+            self.inbound = previous.inbound
+        elif previous is not None and keep_others and workloads is not None:
+            self.inbound = {k: v for k, v in previous.inbound.items()
+                            if (k[0], k[1]) not in workloads}
         self._routes: dict[tuple[str, str, int, Labels], list[rc_pb2.Route]] = {}
         self._outbound_rc: dict[tuple[str, Labels], route_pb2.RouteConfiguration] = {}
         self._upstream_rc: dict[tuple[str, str, int, Labels], route_pb2.RouteConfiguration] = {}
