@@ -84,6 +84,10 @@ class Resources:
 
     items: Mapping[str, Message]
     version: str = ""
+    # when ``items`` is a shared set plus a few of this proxy's own: that shared set and
+    # the own items (lets a walk over every proxy's resources visit the shared set once)
+    base: Resources | None = None
+    own: Mapping[str, Message] | None = None
 
     @staticmethod
     def of(items: Mapping[str, Message]) -> Resources:

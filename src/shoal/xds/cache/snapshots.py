@@ -112,6 +112,9 @@ class SnapshotCache:
         for slot in self._slots.values():
             if slot.snapshot is not None:
                 for res in slot.snapshot.resources.values():
+                    if res.base is not None and res.own is not None:
+                        yield from res.own.values()
+                        res = res.base
                     if id(res) not in seen:
                         seen.add(id(res))
                         yield from res.items.values()

@@ -184,7 +184,7 @@ class GenerationContext:
                 self._proxy_cds[node_id] = old
                 return old[2]  # type: ignore[no-any-return]
         res = Resources(items={**shared.items, **own},
-                        version=self.version_of(own, base=shared.version))
+                        version=self.version_of(own, base=shared.version), base=shared, own=own)
         self._proxy_cds[node_id] = (shared, own, res)
         return res
 
