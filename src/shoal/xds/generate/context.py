@@ -131,15 +131,17 @@ class GenerationContext:
         if keep and previous is not None and changed is not None \
                 and changed <= OUTBOUND_IGNORES:
             self._inherit_outbound(previous)
-        # Route configurations, scopes and their shared sets equal in content to the
-        # previous context's are that context's objects (the previous tables only, never
-        # the previous context itself: no chain of old contexts stays alive). A change
-        # then leaves the other services' route configurations the same objects, which
-        # is what makes the SotW change set and the packed forms free (ADR 0036).
+        # proxy -> (shared clusters, its own, its CDS): see proxy_clusters
         self._proxy_cds: dict[str, tuple[Resources, Mapping[str, Message], Resources]] = {}
         self._keep_scopes = (previous is not None and changed is not None
                              and changed <= SCOPE_IGNORES
                              and previous.mesh.config == mesh.config)
+        # Route configurations, scopes, outbound clusters and load assignments and their
+        # shared sets equal in content to the previous context's are that context's
+        # objects (the previous tables only, never the previous context itself: no chain
+        # of old contexts stays alive). A change then leaves what it did not touch the
+        # same objects, which makes the SotW change set and the packed forms free
+        # (ADR 0036).
         self._before: dict[tuple[object, ...], Any] = (
             previous._reusable() if previous is not None else {})
         # content hashes of the previous context's messages, for those carried over
