@@ -93,6 +93,12 @@ class Resources:
     def of(items: Mapping[str, Message]) -> Resources:
         return Resources(items=dict(items), version=resource_hash(items))
 
+    @staticmethod
+    def over(base: Resources, own: Mapping[str, Message], own_version: str) -> Resources:
+        """``base`` (shared by many proxies) with one proxy's ``own`` items on top;
+        ``own_version``: the version of ``own`` hashed on top of ``base.version``."""
+        return Resources(items={**base.items, **own}, version=own_version, base=base, own=own)
+
 
 @dataclass(frozen=True)
 class ProxySnapshot:

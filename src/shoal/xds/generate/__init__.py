@@ -130,5 +130,4 @@ def _routes(ctx: GenerationContext, shared: Resources | None,
     extra = {n: rc for n, rc in own.items() if shared.items.get(n) is not rc}
     if not extra:
         return shared
-    return Resources(items={**shared.items, **extra},
-                     version=ctx.version_of(extra, base=shared.version))
+    return Resources.over(shared, extra, ctx.version_of(extra, base=shared.version))

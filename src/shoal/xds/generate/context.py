@@ -179,28 +179,18 @@ class GenerationContext:
         old = self._before.get(("proxy_cds", node_id))
         if old is not None:
             before_own = old[1]
-            own = {n: before_own[n] if n in before_own and before_own[n] == c else c
-                   for n, c in own.items()}
+            own = {n: _equal_or(before_own, n, c) for n, c in own.items()}
             if (old[0] is shared and before_own.keys() == own.keys()
                     and all(before_own[n] is c for n, c in own.items())):
                 self._proxy_cds[node_id] = old
                 return old[2]  # type: ignore[no-any-return]
-        res = Resources(items={**shared.items, **own},
-                        version=self.version_of(own, base=shared.version), base=shared, own=own)
+        res = Resources.over(shared, own, self.version_of(own, base=shared.version))
         self._proxy_cds[node_id] = (shared, own, res)
         return res
 
     def _same(self, key: tuple[object, ...], msg: Message) -> Message:
         """``msg``, or the previous context's message under ``key`` if equal in content."""
-        old = self._before.get(key)
-        if old is not None and old == msg:
-            return old  # type: ignore[no-any-return]
-        return msg
-
-    @staticmethod
-    def _same_item(old: Resources, name: str, msg: Message) -> Message:
-        before = old.items.get(name)
-        return before if before is not None and before == msg else msg
+        return _equal_or(self._before, key, msg)
 
     def _same_set(self, key: tuple[object, ...], items: dict[str, Message]) -> Resources:
         """A shared Resources of ``items``: the previous context's object if it holds the
@@ -327,7 +317,7 @@ class GenerationContext:
                 lambda svc: within.visible(self.mesh, svc))
             items = vhosts.outbound_scopes(self.mesh, namespace, visible)
             if isinstance(old, Resources):
-                items = {h: self._same_item(old, h, sc) for h, sc in items.items()}
+                items = {h: _equal_or(old.items, h, sc) for h, sc in items.items()}
             return self._same_set(key, items)
         return self.memo(key, build)
 
@@ -590,6 +580,13 @@ class GenerationContext:
         for name in sorted(items):
             h.update(name.encode() + b"\0" + self.digest(items[name]))
         return h.hexdigest()[:16]
+
+
+def _equal_or(before: Mapping[Any, Any], key: object, msg: Message) -> Message:
+    """The message ``before`` holds under ``key`` if it equals ``msg`` in content, else
+    ``msg`` (keeps unchanged content the same object from one context to the next)."""
+    old = before.get(key)
+    return old if old is not None and old == msg else msg  # type: ignore[no-any-return]
 
 
 def _strip_mtls(cluster: cluster_pb2.Cluster) -> cluster_pb2.Cluster:

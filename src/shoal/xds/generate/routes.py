@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from envoy.config.core.v3 import base_pb2, substitution_format_string_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from google.protobuf import wrappers_pb2
 
@@ -31,14 +31,7 @@ from shoal.xds.generate.retries import default_retry_policy, retry_policy
 Labels = Mapping[str, str]
 
 
-def direct_response(
-    status: int, body: str, *, formatted: bool = False
-) -> rc_pb2.DirectResponseAction:
-    if formatted:  # an Envoy format string (command operators such as %REQ(...)%)
-        fmt = substitution_format_string_pb2.SubstitutionFormatString(
-            text_format_source=base_pb2.DataSource(inline_string=body)
-        )
-        return rc_pb2.DirectResponseAction(status=status, body_format=fmt)
+def direct_response(status: int, body: str) -> rc_pb2.DirectResponseAction:
     return rc_pb2.DirectResponseAction(status=status, body=base_pb2.DataSource(inline_string=body))
 
 

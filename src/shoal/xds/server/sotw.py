@@ -116,7 +116,7 @@ class SotwStream(StreamCore):
         """The names the next response carries; None for a wildcard subscription."""
         if st.wildcard:
             return None
-        names = st.names if isinstance(st.names, frozenset) else frozenset(st.names)
+        names = frozenset(st.names)  # (the shared frozenset itself when it is one)
         prev = self._sent.get(st.type_url)
         if (prev is None or st.type_url in WILDCARD_TYPES or st.nacked
                 or (st.type_url == ENDPOINT and self.eds_after_cds)):
