@@ -303,19 +303,19 @@ def test_no_tracer_by_default_and_trace_headers_pass_through(mesh: Mesh) -> None
     assert "--trace-sampling" in out.stdout
 
 
-LONELY = """apiVersion: mesh.shoal.io/v1alpha1
-kind: Service
-metadata: {name: lonely}
-spec:
-  selector: {app: lonely}
-  ports: [{name: http, port: 8080, protocol: http}]
-"""
+def api_service(name: str) -> str:
+    """A Service with Workloads applied through the API (no agent, so no heartbeat can
+    change its endpoints behind the test's back)."""
+    return (f"apiVersion: mesh.shoal.io/v1alpha1\nkind: Service\nmetadata: {{name: {name}}}\n"
+            f"spec:\n  selector: {{app: {name}}}\n"
+            f"  ports: [{{name: http, port: 8080, protocol: http}}]\n")
 
 
-def lonely_workload(n: int) -> str:
+def api_workload(service: str, address: str) -> str:
     return (f"apiVersion: mesh.shoal.io/v1alpha1\nkind: Workload\n"
-            f"metadata: {{name: lonely-{n}}}\nspec:\n  address: 127.0.0.{20 + n}\n"
-            f"  labels: {{app: lonely}}\n  ports: {{http: 8080}}\n")
+            f"metadata: {{name: {service}-{address.rsplit('.', 1)[1]}}}\n"
+            f"spec:\n  address: {address}\n  labels: {{app: {service}}}\n"
+            f"  ports: {{http: 8080}}\n")
 
 
 def test_a_change_is_sent_as_the_resources_it_changes(mesh: Mesh) -> None:
@@ -323,22 +323,27 @@ def test_a_change_is_sent_as_the_resources_it_changes(mesh: Mesh) -> None:
     VirtualService change reloads that service's route configuration only (scoped
     routes: one per service port), and a workload joining one service updates that
     service's endpoints only -- the other services' resources are not sent again, which
-    Envoy's own per-resource counters show."""
-    web_rds = r"rds\.upstream\|web\.default\.svc\.cluster\.local\|8080\.config_reload$"
-    flaky_rds = r"rds\.upstream\|flaky\.default\.svc\.cluster\.local\|8080\.config_reload$"
-    web_eds = r"cluster\.outbound\|8080\|\|web\.default\.svc\.cluster\.local\.update_success$"
-    lonely_eds = (r"cluster\.outbound\|8080\|\|lonely\.default\.svc\.cluster\.local"
-                  r"\.update_success$")
-    mesh.apply(LONELY + "---\n" + lonely_workload(1))
-    wait_for(lambda: "127.0.0.21:8080" in mesh.http_admin("/clusters"), 15, "lonely's endpoint")
-    web_routes, flaky_routes = mesh.stat(web_rds), mesh.stat(flaky_rds)
-    assert web_routes > 0 and flaky_routes > 0  # (the counters exist)
+    Envoy's own per-resource counters show. The bystander, quiet, has no agent: nothing
+    else can change its endpoints while the test looks."""
+    def rds(service: str) -> str:
+        return rf"rds\.upstream\|{service}\.default\.svc\.cluster\.local\|8080\.config_reload$"
+
+    def eds(service: str) -> str:
+        return (rf"cluster\.outbound\|8080\|\|{service}\.default\.svc\.cluster\.local"
+                r"\.update_success$")
+
+    mesh.apply("---\n".join([api_service("lonely"), api_workload("lonely", "127.0.0.21"),
+                             api_service("quiet"), api_workload("quiet", "127.0.0.31")]))
+    wait_for(lambda: all(a in mesh.http_admin("/clusters")
+                         for a in ("127.0.0.21:8080", "127.0.0.31:8080")), 30, "endpoints")
+    quiet_routes, flaky_routes = mesh.stat(rds("quiet")), mesh.stat(rds("flaky"))
+    assert quiet_routes > 0 and flaky_routes > 0  # (the counters exist)
     mesh.apply(vs("flaky", "  - route: [{destination: {host: flaky}}]\n    timeout: 7s\n"))
-    wait_for(lambda: mesh.stat(flaky_rds) > flaky_routes, 15, "flaky's routes reloaded")
-    web_endpoints, lonely_endpoints = mesh.stat(web_eds), mesh.stat(lonely_eds)
-    assert web_endpoints > 0
-    mesh.apply(lonely_workload(2))
-    wait_for(lambda: "127.0.0.22:8080" in mesh.http_admin("/clusters"), 15, "second endpoint")
-    assert mesh.stat(lonely_eds) > lonely_endpoints
-    assert mesh.stat(web_eds) == web_endpoints  # web's endpoints were not sent again
-    assert mesh.stat(web_rds) == web_routes  # nor web's routes for flaky's change
+    wait_for(lambda: mesh.stat(rds("flaky")) > flaky_routes, 30, "flaky's routes reloaded")
+    quiet_endpoints, lonely_endpoints = mesh.stat(eds("quiet")), mesh.stat(eds("lonely"))
+    assert quiet_endpoints > 0
+    mesh.apply(api_workload("lonely", "127.0.0.22"))
+    wait_for(lambda: "127.0.0.22:8080" in mesh.http_admin("/clusters"), 30, "second endpoint")
+    assert mesh.stat(eds("lonely")) > lonely_endpoints
+    assert mesh.stat(eds("quiet")) == quiet_endpoints  # quiet's endpoints were not sent again
+    assert mesh.stat(rds("quiet")) == quiet_routes  # nor its routes for flaky's change
