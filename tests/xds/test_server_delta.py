@@ -6,12 +6,24 @@ from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3.scoped_route_pb2 import ScopedRouteConfiguration
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format, struct_pb2
 
 from shoal.xds.cache import pack
+from shoal.xds.generate.protocol import http_connection_manager
 from shoal.xds.server import Sync
-from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from shoal.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTE,
+    SCOPED_ROUTE,
+    ProxySnapshot,
+    Resources,
+)
 
 Harness = Any  # tests/xds/conftest.py:Harness
 
@@ -125,3 +137,39 @@ async def test_reconnect_of_same_node_keeps_newest_stream(harness: Harness, buil
         harness.cache.set(build.node, snap2)
         await new.wait_for(snap2)
     await build.eventually(lambda: harness.hooks.disconnected == [build.node])
+
+
+def scoped_snapshot(build: Any, hosts: dict[str, str]) -> Any:
+    """One backend, a listener with scoped routes, a scope per host -> route config."""
+    hcm = http_connection_manager("http", scoped_by_host="outbound_http")
+    lis = listener_pb2.Listener(name="http", address=build.snapshot({}, {}).get(
+        LISTENER).items["http"].address,
+        filter_chains=[listener_components_pb2.FilterChain(filters=[hcm])])
+    scopes = {h: ScopedRouteConfiguration(
+        name=h, route_configuration_name=rc,
+        key=ScopedRouteConfiguration.Key(
+            fragments=[ScopedRouteConfiguration.Key.Fragment(string_key=h)]))
+        for h, rc in hosts.items()}
+    routes = {rc: build.route_config(rc, {"/": "a"}) for rc in hosts.values()}
+    base = build.snapshot({"a": 8001}, {"/": "a"})
+    return ProxySnapshot(resources={
+        CLUSTER: base.get(CLUSTER), ENDPOINT: base.get(ENDPOINT),
+        LISTENER: Resources.of({"http": lis}), SCOPED_ROUTE: Resources.of(scopes),
+        ROUTE: Resources.of(routes)})
+
+
+async def test_scopes_added_later_keep_the_earlier_route_subscriptions(
+        harness: Harness, build: Any) -> None:
+    """A delta SRDS update carries only the new scope: the client (like Envoy) keeps the
+    route configurations of the scopes it already had and subscribes to the new one."""
+    snap1 = scoped_snapshot(build, {"one:80": "rc-one"})
+    harness.hooks.initial = snap1
+    for delta in (True, False):
+        async with harness.client(f"n{delta}.default", delta=delta) as c:
+            await c.wait_for(snap1)
+            assert set(c.resources[ROUTE]) == {"rc-one"}
+            snap2 = scoped_snapshot(build, {"one:80": "rc-one", "two:80": "rc-two"})
+            harness.cache.set(f"n{delta}.default", snap2)
+            await c.wait_for(snap2)
+            assert set(c.resources[ROUTE]) == {"rc-one", "rc-two"}
+            assert c.subscribed[ROUTE] == {"rc-one", "rc-two"}

@@ -122,27 +122,30 @@ def _hcms(listeners: Mapping[str, Message]) -> list[hcm_pb2.HttpConnectionManage
     return out
 
 
-def rds_names(listeners: Mapping[str, Message], scopes: Mapping[str, Message] = {}
+def rds_names(listeners: Mapping[str, Message], scopes: frozenset[str] = frozenset()
               ) -> set[str]:
-    """Route configurations named by the listeners' HCMs and by the SRDS scopes."""
+    """Route configurations named by the listeners' HCMs, and ``scopes``: those the SRDS
+    scopes name (:func:`scope_targets`)."""
     out = {h.rds.route_config_name for h in _hcms(listeners) if h.HasField("rds")}
-    out |= scope_targets(scopes)
-    return out - {""}
-
-
-# id(scopes mapping) -> (the mapping, its targets): clients with shared_responses hold the
-# same decoded mapping of one SRDS response
-_TARGETS: dict[int, tuple[Mapping[str, Message], frozenset[str]]] = {}
+    return (out | scopes) - {""}
 
 
 def scope_targets(scopes: Mapping[str, Message]) -> frozenset[str]:
     """The route configuration names the scopes point to."""
-    got = _TARGETS.get(id(scopes))
-    if got is None or got[0] is not scopes:
+    return frozenset(str(getattr(s, "route_configuration_name", "")) for s in scopes.values())
+
+
+# id(decoded SRDS response) -> (it, its targets): clients with shared_responses hold the
+# same decoded mapping of one response (never mutated, unlike a client's own store)
+_TARGETS: dict[int, tuple[Mapping[str, Message], frozenset[str]]] = {}
+
+
+def _shared_scope_targets(decoded: Mapping[str, Message]) -> frozenset[str]:
+    got = _TARGETS.get(id(decoded))
+    if got is None or got[0] is not decoded:
         if len(_TARGETS) > 64:
             _TARGETS.clear()
-        got = _TARGETS[id(scopes)] = (scopes, frozenset(
-            str(getattr(s, "route_configuration_name", "")) for s in scopes.values()))
+        got = _TARGETS[id(decoded)] = (decoded, scope_targets(decoded))
     return got[1]
 
 
@@ -184,7 +187,7 @@ class FakeAdsClient:
         self._changed = asyncio.Event()
         self._first = True
         self._wildcards = [CLUSTER, LISTENER]  # types subscribed without names
-        self._scopes: Mapping[str, Message] = {}  # the last SRDS response, decoded
+        self._scope_targets: frozenset[str] = frozenset()  # route configurations scopes name
 
     # -- control ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -308,9 +311,11 @@ class FakeAdsClient:
                     and uses_srds(self.resources[LISTENER])):
                 self._wildcards.append(SCOPED_ROUTE)  # like Envoy: SRDS without names
                 await self._request(SCOPED_ROUTE)
-            if t == SCOPED_ROUTE:  # (a whole set: what was decoded is what is held)
-                self._scopes = decoded
-            await self._follow(ROUTE, rds_names(self.resources[LISTENER], self._scopes))
+            if t == SCOPED_ROUTE:  # SotW: a whole set, what was decoded is what is held
+                self._scope_targets = (scope_targets(self.resources[SCOPED_ROUTE])
+                                       if self.delta or not self.shared_responses
+                                       else _shared_scope_targets(decoded))
+            await self._follow(ROUTE, rds_names(self.resources[LISTENER], self._scope_targets))
         await self._request(t, nonce=r.nonce)
 
     def _apply(self, r: Any) -> dict[str, Message]:
