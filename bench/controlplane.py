@@ -38,7 +38,9 @@ class Options:
     workers: int = 2
     delta: bool = False
     pause: float = 1.0  # quiet seconds between rounds
-    profile: Path | None = None  # py-spy raw output of the control plane during the rounds
+    # py-spy raw output of the control plane during the rounds (and during the initial
+    # sync: the same name with ".sync" before its suffix)
+    profile: Path | None = None
 
 
 @dataclass
@@ -115,6 +117,11 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
             nodes = [(f"bench-{i}.default",
                       mesh.workload_name(i % opts.services, (i // opts.services) % 2))
                      for i in range(opts.clients)]
+            sync_profile = opts.profile.with_suffix(".sync" + opts.profile.suffix) \
+                if opts.profile else None
+            profiler = Profiler(cp.pid, sync_profile) if sync_profile else None
+            if profiler:
+                time.sleep(1.0)  # py-spy attaches
             before_sync = proc_stat(cp.pid)
             t0 = time.monotonic()
             for w in range(opts.workers):
@@ -127,6 +134,9 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
                 conns.append(parent)
             synced_at = [t for conn in conns for t in _recv(conn, "synced")]  # type: ignore[union-attr]
             result = Result(opts, apply_s, max(synced_at) - t0)
+            if profiler:
+                profiler.stop()
+                log(f"py-spy profile of the initial sync: {sync_profile}")
             time.sleep(2.0)
             after_sync = proc_stat(cp.pid)
             result.cpu_sync_s = after_sync.cpu_s - before_sync.cpu_s

@@ -9,7 +9,7 @@ from typing import Any
 from envoy.config.cluster.v3 import cluster_pb2
 
 from shoal.xds.cache import PackCache, SnapshotCache
-from shoal.xds.cache.packing import ResponseCache, content_nonce
+from shoal.xds.cache.packing import ResponseCache, ResponseKey, content_nonce
 from shoal.xds.types import CLUSTER, ProxySnapshot, Resources
 
 
@@ -130,14 +130,17 @@ def test_responses_are_shared_by_content_and_bounded_by_bytes() -> None:
     def build(text: str) -> Callable[[str], bytes]:
         return lambda nonce: calls.append(nonce) or text.encode() * 10
 
-    key = (CLUSTER, "v1", None)
+    def key_of(version: str, names: frozenset[str] | None = None) -> ResponseKey:
+        return ("sotw", CLUSTER, version, names, frozenset())
+
+    key = key_of("v1")
     nonce, out = responses.get(key, build("abcd"))
     assert out == b"abcd" * 10 and calls == [nonce] == [content_nonce(key)]
     assert responses.get(key, build("abcd")) == (nonce, out) and len(calls) == 1  # once
-    named = (CLUSTER, "v1", frozenset({"a"}))
+    named = key_of("v1", frozenset({"a"}))
     assert responses.get(named, build("efgh"))[0] not in (nonce, "")  # other content
     assert len(responses) == 2 and responses.bytes == 80
-    responses.get((CLUSTER, "v3", None), build("ijk"))  # 30 more: over 100, start afresh
+    responses.get(key_of("v3"), build("ijk"))  # 30 more: over 100, start afresh
     assert len(responses) == 1 and responses.bytes == 30
-    assert responses.get((CLUSTER, "big", None), build("x" * 11))[1] == b"x" * 110
+    assert responses.get(key_of("big"), build("x" * 11))[1] == b"x" * 110
     assert len(responses) == 0 and responses.bytes == 0  # never kept

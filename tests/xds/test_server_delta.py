@@ -173,3 +173,34 @@ async def test_scopes_added_later_keep_the_earlier_route_subscriptions(
             await c.wait_for(snap2)
             assert set(c.resources[ROUTE]) == {"rc-one", "rc-two"}
             assert c.subscribed[ROUTE] == {"rc-one", "rc-two"}
+
+
+async def test_proxies_making_the_same_move_share_one_response(
+        harness: Harness, build: Any) -> None:
+    """What a delta client holds is known by reference to the snapshot it was sent, so
+    two proxies moving between the same snapshots get one diff and one response (built
+    once, packing.ResponseCache); the response carries only what changed."""
+    snap = build.snapshot({"a": 8001, "b": 8002}, {"/": "a"})
+    harness.hooks.initial = snap
+    async with harness.client("one.default", delta=True) as one, \
+            harness.client("two.default", delta=True) as two:
+        await one.wait_for(snap)
+        await two.wait_for(snap)
+        bodies = harness.cache.responses
+        assert len(bodies) == 4  # CDS, EDS, LDS, RDS: one each, not one per proxy
+        changed = build.snapshot({"a": 8001, "b": 8002}, {"/": "b"})
+        seen = {c: len(c.received) for c in (one, two)}
+        for c in (one, two):
+            harness.cache.set(c.node.id, changed)
+            await c.wait_for(changed)
+        assert len(bodies) == 5  # the new route configuration, once
+        for c, n in seen.items():
+            assert [(r.type_url, r.names, r.removed) for r in c.received[n:]] == [
+                (ROUTE, ("local",), ())]
+            assert c.resources[ROUTE]["local"] == changed.get(ROUTE).items["local"]
+        # a cluster gone: removed by name, once for both
+        fewer = build.snapshot({"a": 8001}, {"/": "a"})
+        for c in (one, two):
+            harness.cache.set(c.node.id, fewer)
+            await c.wait_for(fewer)
+            assert set(c.resources[CLUSTER]) == {"a"} and set(c.resources[ENDPOINT]) == {"a"}

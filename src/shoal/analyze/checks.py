@@ -194,7 +194,7 @@ def analyze(resources: Iterable[Resource], sources: Mapping[ResourceKey, str] | 
     """Every finding for ``resources`` (later duplicates of a key replace earlier ones,
     as applying files over stored config does), under the control plane's ``config``."""
     by_key = {r.key: r for r in resources}
-    mesh = MeshSnapshot.build(by_key.values(), revision=0, config=config)
+    mesh = MeshSnapshot.of(by_key, revision=0, config=config)
     sources = sources or {}
     out: list[Finding] = []
     for check in CHECKS:

@@ -37,7 +37,7 @@ ADMISSION_NODE = "shoal-admission"
 def _with(mesh: MeshSnapshot, resources: Iterable[Resource]) -> MeshSnapshot:
     by_key = {r.key: r for r in mesh.resources}
     by_key.update({r.key: r for r in resources})
-    return MeshSnapshot.build(by_key.values(), mesh.revision, mesh.config)
+    return MeshSnapshot.of(by_key, mesh.revision, mesh.config)
 
 
 def _kind_of(p: Proxy, wl: Resource | None) -> tuple[object, ...]:

@@ -16,7 +16,7 @@ from ipaddress import IPv4Address
 
 from shoal.api.mesh import ServicePort, ServiceSpec, WorkloadSpec
 from shoal.api.meshconfig import ExtensionProvider
-from shoal.api.meta import Resource, oldest_first
+from shoal.api.meta import Resource, ResourceKey, oldest_first
 from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec, for_mesh
 from shoal.api.selector import selects
 from shoal.registry import gamma, vip
@@ -154,8 +154,16 @@ class MeshSnapshot:
     @staticmethod
     def build(resources: Iterable[Resource], revision: int,
               config: MeshConfig | None = None) -> MeshSnapshot:
-        ordered = sorted(resources, key=lambda r: (r.kind, r.metadata.namespace, r.metadata.name))
-        return MeshSnapshot(revision, tuple(ordered), config or MeshConfig())
+        return MeshSnapshot.of({r.key: r for r in resources}, revision, config)
+
+    @staticmethod
+    def of(by_key: Mapping[ResourceKey, Resource], revision: int,
+           config: MeshConfig | None = None) -> MeshSnapshot:
+        """The mesh of resources by key, ordered by key (kind, namespace, name): the
+        keys are plain tuples of strings, so ordering them is C comparisons only (the
+        control plane orders every resource again on each change)."""
+        return MeshSnapshot(revision, tuple(by_key[k] for k in sorted(by_key)),
+                            config or MeshConfig())
 
     # -- indexes ---------------------------------------------------------------------------
 

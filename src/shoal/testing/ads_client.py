@@ -164,7 +164,7 @@ class FakeAdsClient:
         channel: grpc.aio.Channel | None = None,
         shared_responses: bool = False,
     ) -> None:
-        """``shared_responses`` (benchmarks): trust that a SotW response's nonce names its
+        """``shared_responses`` (benchmarks): trust that a response's nonce names its
         content, as shoal's does (packing.content_nonce), and decode each distinct
         response once per process for all clients sent it."""
         self.shared_responses = shared_responses
@@ -291,15 +291,16 @@ class FakeAdsClient:
         t = r.type_url
         self._nonces[t] = r.nonce
         version = r.system_version_info if self.delta else r.version_info
-        names = tuple(x.name for x in r.resources) if self.delta else ()
         removed = tuple(r.removed_resources) if self.delta else ()
         if t in self._nacks:
+            names = tuple(x.name for x in r.resources) if self.delta else ()
             self.received.append(Received(t, version, names, removed, nacked=True))
             await self._request(t, nonce=r.nonce, error=self._nacks[t])
             return
         decoded = self._apply(r)
-        if not self.delta:
-            names = tuple(decoded)
+        # (with shared responses the decoded names are the resources' names, once)
+        names = (tuple(decoded) if not self.delta or self.shared_responses
+                 else tuple(x.name for x in r.resources))
         self.versions[t] = version
         self.received.append(Received(t, version, names, removed, nacked=False))
         # Like Envoy: subscriptions that follow from new clusters/listeners go out before
@@ -311,18 +312,31 @@ class FakeAdsClient:
                     and uses_srds(self.resources[LISTENER])):
                 self._wildcards.append(SCOPED_ROUTE)  # like Envoy: SRDS without names
                 await self._request(SCOPED_ROUTE)
-            if t == SCOPED_ROUTE:  # SotW: a whole set, what was decoded is what is held
-                self._scope_targets = (scope_targets(self.resources[SCOPED_ROUTE])
-                                       if self.delta or not self.shared_responses
-                                       else _shared_scope_targets(decoded))
+            if t == SCOPED_ROUTE:
+                self._scope_targets = self._targets(decoded, removed)
             await self._follow(ROUTE, rds_names(self.resources[LISTENER], self._scope_targets))
         await self._request(t, nonce=r.nonce)
+
+    def _targets(self, decoded: Mapping[str, Message], removed: tuple[str, ...]
+                 ) -> frozenset[str]:
+        """The route configurations the held scopes name. SotW: a whole set, what was
+        decoded is what is held. Delta: the held scopes are the whole store; with shared
+        responses (benchmarks) the new scopes' targets are added to the earlier ones
+        (computed once per response; a target a re-pointed scope no longer names stays
+        subscribed, harmless there) unless a scope was removed."""
+        if not self.shared_responses:
+            return scope_targets(self.resources[SCOPED_ROUTE])
+        if not self.delta:
+            return _shared_scope_targets(decoded)
+        if removed:
+            return scope_targets(self.resources[SCOPED_ROUTE])
+        return self._scope_targets | _shared_scope_targets(decoded)
 
     def _apply(self, r: Any) -> dict[str, Message]:
         t = r.type_url
         store = self.resources.setdefault(t, {})
-        if self.shared_responses and not self.delta:
-            key = (t, r.nonce, r.version_info)
+        if self.shared_responses:
+            key = (t, r.nonce, r.system_version_info if self.delta else r.version_info)
             decoded = _RESPONSES.get(key)
             if decoded is None:
                 if len(_RESPONSES) >= _RESPONSES_MAX:

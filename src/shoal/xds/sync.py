@@ -80,7 +80,7 @@ class Sync:
         """The context of the current mesh; ``previous`` and the ``changed`` keys let it
         keep what the change cannot have touched (GenerationContext)."""
         if self._ctx is None:
-            mesh = MeshSnapshot.build(self._resources.values(), self._revision, self._config)
+            mesh = MeshSnapshot.of(self._resources, self._revision, self._config)
             kinds = frozenset(k.kind for k in changed) if changed is not None else None
             workloads = (frozenset((k.namespace, k.name) for k in changed
                                    if k.kind == "Workload") if changed is not None else None)

@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -61,6 +62,8 @@ class PackCache:
 
     def __init__(self) -> None:
         self._entries: dict[int, Packed] = {}
+        # delta xDS: id(msg) -> (msg, resource name, its Resource as a response field)
+        self._delta: dict[int, tuple[Message, str, bytes]] = {}
         self.hits = 0
         self.misses = 0
         self.bytes = 0  # serialized size of the entries held
@@ -79,6 +82,19 @@ class PackCache:
         self.bytes += entry.size
         return entry
 
+    def delta_field(self, name: str, msg: Message) -> bytes:
+        """``msg`` as a delta Resource (name, version, the packed Any) in wire form as
+        field 2 (``resources``) of a DeltaDiscoveryResponse; cached like :meth:`get`."""
+        entry = self._delta.get(id(msg))
+        if entry is not None and entry[0] is msg and entry[1] == name:
+            return entry[2]
+        p = self.get(msg)
+        field = _length_delimited(2, discovery_pb2.Resource(
+            name=name, version=p.version, resource=p.any).SerializeToString())
+        self._delta[id(msg)] = (msg, name, field)
+        self.bytes += len(field)
+        return field
+
     def sweep(self, live: Iterable[Message]) -> int:
         """Keep only entries for messages in ``live``; return how many were dropped."""
         keep: dict[int, Packed] = {}
@@ -88,27 +104,46 @@ class PackCache:
                 keep[id(msg)] = entry
         dropped = len(self._entries) - len(keep)
         self._entries = keep
-        self.bytes = sum(e.size for e in keep.values())
+        self._delta = {i: e for i, e in self._delta.items() if i in keep and keep[i].msg is e[0]}
+        self.bytes = (sum(e.size for e in keep.values())
+                      + sum(len(e[2]) for e in self._delta.values()))
         return dropped
 
 
-# (type URL, content version, the names in the response or None for all of the type)
-ResponseKey = tuple[str, str, frozenset[str] | None]
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """What a delta response carries: resources to (re)send, names to remove."""
+
+    updated: frozenset[str]
+    removed: frozenset[str]
+    # what the client holds afterwards: the subscribed names the new mapping has (None:
+    # all of it, a wildcard); one object for every stream that makes the same move
+    held: frozenset[str] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.updated or self.removed)
+
+
+# (flavour, type URL, content version, the names of the resources in the response or None
+# for all of the type, the names it removes (delta))
+ResponseKey = tuple[str, str, str, frozenset[str] | None, frozenset[str]]
 _RESPONSE_BYTES = 64 << 20
 
 
 def content_nonce(key: ResponseKey) -> str:
-    """The nonce of the SotW response with this content: equal content, equal nonce (so
-    the whole response can be shared), different content, different nonce."""
-    type_url, version, names = key
-    h = hashlib.sha256(f"{type_url}\0{version}\0".encode())
+    """The nonce of the response with this content: equal content, equal nonce (so the
+    whole response can be shared), different content, different nonce."""
+    flavour, type_url, version, names, removed = key
+    h = hashlib.sha256(f"{flavour}\0{type_url}\0{version}\0".encode())
     if names is not None:
         h.update("\0".join(sorted(names)).encode())
+    if removed:
+        h.update(b"\1" + "\0".join(sorted(removed)).encode())
     return h.hexdigest()[:16]
 
 
 class ResponseCache:
-    """Serialized SotW responses by what they contain: a resource set's version is its
+    """Serialized responses (SotW and delta) by what they contain: a resource set's version is its
     content hash (``shoal.xds.types.Resources``) and the nonce is derived from the same
     key, so equal keys are equal bytes, and a thousand proxies sent the same route
     configurations share one response object instead of each joining and copying a
@@ -141,18 +176,48 @@ class ResponseCache:
 
 
 class ChangeCache:
-    """Which of ``names`` differ between two resource mappings (SotW partial responses,
-    sotw.py): computed once per (old mapping, new mapping, names) and shared by every
-    stream that moves between the same two snapshots -- the mappings are the shared
-    objects of the generators, so a thousand proxies of one scope ask the same question.
-    Keyed by identity; the entry holds both mappings, so their ids cannot be reused while
-    it lives. Bounded: emptied when it holds ``max_entries``."""
+    """Which resources differ between two resource mappings (SotW partial responses,
+    sotw.py; delta responses, delta.py): computed once per (old mapping, new mapping,
+    names) and shared by every stream that moves between the same two snapshots -- the
+    mappings are the shared objects of the generators, so a thousand proxies of one scope
+    ask the same question. Keyed by identity; an entry holds both mappings, so their ids
+    cannot be reused while it lives. Bounded: emptied when it holds ``max_entries``."""
 
     def __init__(self, packed: Callable[[Message], Packed], max_entries: int = 1024) -> None:
         self._packed = packed
         self._entries: dict[tuple[int, int, frozenset[str]],
                             tuple[object, object, frozenset[str]]] = {}
+        self._diffs: dict[tuple[int, int, frozenset[str] | None, frozenset[str] | None],
+                          tuple[object, object, Diff]] = {}
         self.max_entries = max_entries
+
+    def diff(self, old: Mapping[str, Message], has: frozenset[str] | None,
+             new: Mapping[str, Message], names: frozenset[str] | None) -> Diff:
+        """A delta client holds ``old``'s resources named ``has`` (None: all of ``old``)
+        and subscribes to ``names`` (None: everything, a wildcard): the names of ``new``
+        it must be sent (subscribed, and missing or different in content) and the names
+        it must drop (held, and no longer subscribed or gone from ``new``)."""
+        key = (id(old), id(new), has, names)
+        entry = self._diffs.get(key)
+        if entry is not None and entry[0] is old and entry[1] is new:
+            return entry[2]
+        want = new.keys() if names is None else names & new.keys()
+        held = old.keys() if has is None else has
+        packed = self._packed
+        updated = []
+        for n in want:
+            m = new[n]
+            before = old.get(n) if n in held else None
+            if before is m:
+                continue
+            if before is None or packed(before).version != packed(m).version:
+                updated.append(n)
+        after = None if names is None else names if len(want) == len(names) else frozenset(want)
+        out = Diff(frozenset(updated), frozenset(held - want), after)
+        if len(self._diffs) >= self.max_entries:
+            self._diffs.clear()
+        self._diffs[key] = (old, new, out)
+        return out
 
     def changed(self, old: Mapping[str, Message], old_names: frozenset[str],
                 new: Mapping[str, Message], names: frozenset[str]) -> frozenset[str]:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
-from shoal.xds.server.stream import StreamCore, TypeState, eds_name
+from shoal.xds.cache.packing import Diff
+from shoal.xds.server.stream import StreamCore, TypeState, eds_name, shared_names
 from shoal.xds.types import CLUSTER, ENDPOINT, WILDCARD_TYPES
+
+_NOTHING: Mapping[str, Message] = {}  # what a client that has nothing is known to have
 
 
 class DeltaStream(StreamCore):
@@ -21,6 +26,14 @@ class DeltaStream(StreamCore):
       client has, or when the client has a resource that no longer exists (removal).
     * Subscribing again to a name re-sends it; clusters (re)sent in CDS get their EDS
       resource re-sent too (Envoy waits for EDS when re-warming a cluster).
+
+    What the client has is known by reference, not copied: after a response it holds
+    exactly the subscribed resources of the snapshot mapping that response came from
+    (``TypeState.known``), so the next response is the difference between two shared
+    mappings, computed once for every stream that makes the same move
+    (``packing.ChangeCache.diff``) and sent as bytes shared by all of them
+    (``packing.ResponseCache``). Only a reconnect's ``initial_resource_versions`` are held
+    per stream, until the first response of that type.
     """
 
     flavour = "delta"
@@ -28,76 +41,105 @@ class DeltaStream(StreamCore):
     def on_request(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
         self.seen_request(req.type_url)
         st = self.type_state(req.type_url)
-        st.clean_at = None  # subscriptions or what the client has may change below
         if req.response_nonce and req.response_nonce == st.nonce:
             error = req.error_detail.message if req.HasField("error_detail") else None
             self.answer(st, req.response_nonce, error)
-        subscribe = list(req.resource_names_subscribe)
+        subscribe = set(req.resource_names_subscribe)
+        unsubscribe = set(req.resource_names_unsubscribe)
         if not st.requested:
             st.requested = True
             st.wildcard = req.type_url in WILDCARD_TYPES and not subscribe
-            st.client_has.update(req.initial_resource_versions)
+            if req.initial_resource_versions:
+                st.client_has = dict(req.initial_resource_versions)
+                st.known = None
+            else:
+                st.known = (_NOTHING, frozenset())
         elif subscribe:
-            for name in subscribe:
-                st.client_has.pop(name, None)  # explicitly (re)subscribed: send it again
-        for name in subscribe:
-            if name == "*":
-                st.wildcard = True
-            else:
-                st.names.add(name)
-        for name in req.resource_names_unsubscribe:
-            if name == "*":
-                st.wildcard = False
-            else:
-                st.names.discard(name)
-                st.client_has.pop(name, None)
+            self._forget(st, subscribe)  # explicitly (re)subscribed: send it again
+        if not (subscribe or unsubscribe):
+            self.pump()
+            return
+        st.clean_at = None  # the subscription changed
+        if "*" in subscribe:
+            st.wildcard = True
+        if "*" in unsubscribe:
+            st.wildcard = False
+        self._forget(st, unsubscribe)
+        names = (frozenset(st.names) | subscribe) - unsubscribe - {"*"}
+        st.names = shared_names(names)
         self.pump()
 
-    def _diff(self, st: TypeState) -> tuple[dict[str, Message], list[str]]:
+    def _forget(self, st: TypeState, names: set[str]) -> None:
+        """The client does not have ``names`` (any more)."""
+        st.clean_at = None
+        if st.known is None:
+            for name in names:
+                st.client_has.pop(name, None)
+            return
+        held, has = st.known
+        if has is None:
+            has = frozenset(held.keys())
+        if not has.isdisjoint(names):
+            st.known = (held, shared_names(has - names))
+
+    @staticmethod
+    def _holds(st: TypeState) -> bool:
+        """Does the client hold any resource of this type?"""
+        if st.known is None:
+            return bool(st.client_has)
+        return st.known[1] is None or bool(st.known[1])
+
+    def _diff(self, st: TypeState) -> Diff:
+        desired = self.desired(st.type_url)[0]
+        if st.known is not None:
+            held, has = st.known
+            return self.ctx.cache.changes.diff(
+                held, has, desired, None if st.wildcard else frozenset(st.names))
+        # a reconnect's initial versions: per stream, once
         items = self.selected(st)
-        updated = {n: m for n, m in items.items() if st.client_has.get(n) != self.packed(m).version}
-        removed = [n for n in st.client_has if n not in items]
-        return updated, removed
+        return Diff(
+            frozenset(n for n, m in items.items()
+                      if st.client_has.get(n) != self.packed(m).version),
+            frozenset(n for n in st.client_has if n not in items),
+            None if st.wildcard else frozenset(items))
 
     def pending(self, st: TypeState) -> bool:
-        # The diff walks every resource of the type: skip it while neither the desired
-        # content (its version) nor the client's state changed since it was last empty.
+        # Skip even the cached diff while neither the desired content (its version) nor
+        # the client's state changed since there was last nothing to send.
         version = self.desired(st.type_url)[1]
         if st.clean_at == version:
             return False
-        updated, removed = self._diff(st)
-        if not (updated or removed):
-            st.clean_at = version
-        return bool(updated or removed)
+        if self._diff(st):
+            return True
+        st.clean_at = version
+        return False
 
-    def build(self, st: TypeState) -> discovery_pb2.DeltaDiscoveryResponse:
-        updated, removed = self._diff(st)
-        version = self.desired(st.type_url)[1]
-        st.nonce = self.next_nonce()
+    def build(self, st: TypeState) -> bytes:
+        """The response, serialized (each resource's wire form cached per message, the
+        whole response shared by the streams sent the same content: see sotw.build)."""
+        diff = self._diff(st)
+        desired, version = self.desired(st.type_url)
         st.sent_version = version
-        resources = []
-        for name in sorted(updated):
-            p = self.packed(updated[name])
-            st.client_has[name] = p.version
-            resources.append(discovery_pb2.Resource(name=name, version=p.version, resource=p.any))
-        for name in removed:
-            del st.client_has[name]
-        st.clean_at = version  # the client now has exactly what it subscribed to
+        st.known = (desired, diff.held)  # exactly the subscribed resources of ``desired``
+        st.client_has = {}
+        st.clean_at = version
         if st.type_url == CLUSTER:
-            gone = set(removed)
-            have = {n: m for n, m in self.client_clusters.items() if n not in gone}
-            have.update(updated)
-            self.client_clusters = have
+            self.client_clusters = self.selected(st)
             eds = self.types[ENDPOINT]
-            eds.clean_at = None  # re-sent clusters get their endpoints again (below)
-            for msg in updated.values():
-                service = eds_name(msg)
-                if service is not None:
-                    eds.client_has.pop(service, None)
-        return discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=version,
-            type_url=st.type_url,
-            nonce=st.nonce,
-            resources=resources,
-            removed_resources=removed,
-        )
+            if self._holds(eds):  # re-sent clusters get their endpoints again
+                again = {s for n in diff.updated if (s := eds_name(desired[n])) is not None}
+                self._forget(eds, again)
+
+        def response(nonce: str) -> bytes:
+            header = discovery_pb2.DeltaDiscoveryResponse(
+                system_version_info=version, type_url=st.type_url, nonce=nonce,
+                removed_resources=sorted(diff.removed)).SerializeToString()
+            field = self.ctx.cache.packs.delta_field
+            return header + b"".join(field(n, desired[n]) for n in sorted(diff.updated))
+
+        if not version:
+            st.nonce = self.next_nonce()
+            return response(st.nonce)
+        key = (self.flavour, st.type_url, version, diff.updated, diff.removed)
+        st.nonce, out = self.ctx.cache.responses.get(key, response)
+        return out

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
-from shoal.xds.server.stream import StreamContext, StreamCore, TypeState
+from shoal.xds.server.stream import StreamContext, StreamCore, TypeState, shared_names
 from shoal.xds.types import CLUSTER, ENDPOINT, WILDCARD_TYPES
-
-# Subscriptions are mostly the same across proxies (every proxy of a scope asks for the
-# same clusters' endpoints): equal name sets are one shared frozenset of interned names,
-# not a set of fresh strings per stream (~65 KB per proxy with 400 clusters). Bounded:
-# cleared when it holds this many distinct sets.
-_NAMES: dict[frozenset[str], frozenset[str]] = {}
-_NAMES_MAX = 4096
-
-
-def _shared(names: Iterable[str]) -> frozenset[str]:
-    key = frozenset(names)
-    got = _NAMES.get(key)
-    if got is None:
-        if len(_NAMES) >= _NAMES_MAX:
-            _NAMES.clear()
-        got = _NAMES[key] = frozenset(sys.intern(n) for n in key)
-    return got
 
 
 class SotwStream(StreamCore):
@@ -99,7 +81,7 @@ class SotwStream(StreamCore):
         prev = self._subscriptions.get(req.type_url)
         if prev is not None and prev[0] == key:
             return prev[1], prev[2]
-        names = _shared(req.resource_names)
+        names = shared_names(req.resource_names)
         wildcard = req.type_url in WILDCARD_TYPES and (not names or "*" in names)
         names = names - {"*"} if "*" in names else names
         self._subscriptions[req.type_url] = (key, names, wildcard)
@@ -155,6 +137,6 @@ class SotwStream(StreamCore):
         if not version:  # no content version to key on: a nonce and bytes of its own
             st.nonce = self.next_nonce()
             return response(st.nonce)
-        key = (st.type_url, version, None if send is None else send)
+        key = (self.flavour, st.type_url, version, send, frozenset())
         st.nonce, out = self.ctx.cache.responses.get(key, response)
         return out
