@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import pytest
+from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +26,7 @@ from shoal.store.memory import MemoryStore
 from shoal.xds.cache import SnapshotCache
 from shoal.xds.generate import GenerationContext, generate
 from shoal.xds.sync import Sync
-from shoal.xds.types import LISTENER, Proxy, ProxyMetadata, ProxySnapshot
+from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, Proxy, ProxyMetadata, ProxySnapshot
 
 MESH = """
 apiVersion: mesh.shoal.io/v1alpha1
@@ -46,6 +48,11 @@ apiVersion: mesh.shoal.io/v1alpha1
 kind: Workload
 metadata: {name: db-1, namespace: shop}
 spec: {address: 10.0.0.2, labels: {app: db}, ports: {tcp: 15432}}
+---
+apiVersion: mesh.shoal.io/v1alpha1
+kind: Workload
+metadata: {name: client-n1, namespace: shop}
+spec: {address: 10.0.0.5, labels: {app: client, topology.istio.io/network: net1}, ports: {}}
 """
 
 # Each operation: documents to apply, or keys to delete.
@@ -147,13 +154,35 @@ kind: Workload
 metadata: {name: web-1, namespace: shop}
 spec: {address: 10.0.0.1, labels: {app: web, version: v2}, ports: {http: 18080}}
 """,
+    # another network, reached through its east-west gateway (a Workload change that
+    # changes every service's endpoints for proxies on the other network)
+    "web-remote": """apiVersion: mesh.shoal.io/v1alpha1
+kind: Workload
+metadata: {name: web-r, namespace: shop}
+spec:
+  address: 10.1.0.1
+  labels: {app: web, version: v1, topology.istio.io/network: net2,
+           security.shoal.io/tlsMode: istio}
+  ports: {http: 18080}
+""",
+    "ew-gateway": """apiVersion: mesh.shoal.io/v1alpha1
+kind: Workload
+metadata:
+  name: ew-2
+  namespace: shop
+  annotations:
+    multicluster.shoal.io/remote-cluster: c2
+    networking.shoal.io/east-west-port: "15443"
+spec: {address: 10.1.0.9, labels: {topology.istio.io/network: net2}, ports: {}}
+""",
+    "ew-gateway-leaves": ResourceKey("Workload", "shop", "ew-2"),
 }
 
 PROXIES = [
     Proxy(node_id=f"{name}.shop", namespace="shop",
           metadata=ProxyMetadata(workload=name, outbound_port=15001,
                                  app_ports={"http": 8080} if name.startswith("web") else {}))
-    for name in ("web-1", "web-2", "db-1")
+    for name in ("web-1", "web-2", "db-1", "client-n1")
 ]
 
 
@@ -244,3 +273,41 @@ def test_a_workload_change_rebuilds_that_workloads_inbound_only() -> None:
     reach, web-1 must refuse plaintext at once."""
     asyncio.run(replay(["strict-v2", "web-1-relabelled", "web-1-moved", "web-2",
                         "web-2-leaves"]))
+
+
+def test_a_workload_change_recomputes_only_its_services_clusters_and_endpoints(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workload joining web recomputes web's load assignments only: db's cluster and
+    load assignment are the very objects they were, taken over without being rebuilt
+    and compared (ADR 0037); web's has the new endpoint."""
+    computed: list[str] = []
+    assign = GenerationContext._network_assignment
+
+    def spy(self: GenerationContext, name: str, net: str, east_west: bool) -> Message:
+        if net == self.mesh.config.network and not east_west:  # (not client-n1's view)
+            computed.append(name)
+        return assign(self, name, net, east_west)
+
+    monkeypatch.setattr(GenerationContext, "_network_assignment", spy)
+
+    async def run() -> None:
+        async with mesh_sync(PROXIES) as (store, sync, cache):
+            def outbound(t: str, name: str) -> Message:
+                snap = cache.get("db-1.shop")
+                assert snap is not None
+                return snap.resources[t].items[name]
+
+            db, web = "outbound|5432||db.shop.svc.cluster.local", \
+                "outbound|8080||web.shop.svc.cluster.local"
+            before = {(t, n): outbound(t, n) for t in (CLUSTER, ENDPOINT) for n in (db, web)}
+            computed.clear()
+            await change(store, sync, "web-2")
+            assert computed and set(computed) <= {web, web.replace("||", "|v1|"),
+                                                  web.replace("||", "|v2|")}
+            for t in (CLUSTER, ENDPOINT):
+                assert outbound(t, db) is before[t, db]
+            addresses = {e.endpoint.address.socket_address.address
+                         for loc in outbound(ENDPOINT, web).endpoints for e in loc.lb_endpoints}
+            assert addresses == {"10.0.0.1", "10.0.0.3"}
+
+    asyncio.run(run())

@@ -335,3 +335,14 @@ class MeshSnapshot:
 
     def destination_rule_for(self, service: Resource) -> Resource | None:
         return self._destination_rules.get(id(service))
+
+
+def services_of_workloads(meshes: Iterable[MeshSnapshot | None],
+                          workloads: Iterable[tuple[str, str]]
+                          ) -> list[tuple[MeshSnapshot, Resource]]:
+    """(mesh, service) for every service that selects one of ``workloads`` (namespace,
+    name) in one of ``meshes`` (typically the mesh before a change and after it)."""
+    keys = list(workloads)
+    return [(mesh, svc) for mesh in meshes if mesh is not None for ns, name in keys
+            if (wl := mesh.workload(ns, name)) is not None
+            for svc in mesh.services_of_workload(wl)]

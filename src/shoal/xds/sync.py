@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from shoal.api.meta import Resource, ResourceKey
 from shoal.errors import WatchExpired
-from shoal.registry.snapshot import MeshConfig, MeshSnapshot
+from shoal.registry.snapshot import MeshConfig, MeshSnapshot, services_of_workloads
 from shoal.store.base import EventType, Store
 from shoal.xds.cache import SnapshotCache
 from shoal.xds.generate import GenerationContext, generate
@@ -155,10 +155,9 @@ class Sync:
             return
         changed, self._pending = self._pending, set()
         previous = self._ctx
-        old_mesh = previous.mesh if previous is not None else None
         self._ctx = None
         ctx = self._context(previous, changed)
-        affected = self._affected(changed, old_mesh, ctx)
+        affected = self._affected(changed, previous, ctx)
         started = time.perf_counter()
         for i, node_id in enumerate(affected):
             self._compute(ctx, node_id)
@@ -174,16 +173,19 @@ class Sync:
                                          "changed": len(changed), "proxies": len(affected)})
 
     def _affected(
-        self, changed: set[ResourceKey], old: MeshSnapshot | None, new: GenerationContext
+        self, changed: set[ResourceKey], previous: GenerationContext | None,
+        new: GenerationContext,
     ) -> list[str]:
         if any(k.kind not in NOT_PROXY_CONFIG and k.kind != "Workload" for k in changed):
             return list(self._proxies)
+        old = previous.mesh if previous is not None else None
+        if previous is not None and previous.east_west_gateways != new.east_west_gateways:
+            # an east-west gateway came, went or moved: every proxy on another network
+            # reaches every service of the gateway's network through it
+            return list(self._proxies)
         workloads = {(k.namespace, k.name) for k in changed if k.kind == "Workload"}
         # Services whose endpoints the change touches, as they were and as they are.
-        touched = [(mesh, svc) for mesh in (old, new.mesh) if mesh is not None
-                   for ns, name in workloads
-                   if (wl := mesh.workload(ns, name)) is not None
-                   for svc in mesh.services_of_workload(wl)]
+        touched = services_of_workloads((old, new.mesh), workloads)
         own = [nid for nid, p in self._proxies.items() if (p.namespace, p.workload) in workloads]
         if not touched:
             return own

@@ -26,7 +26,7 @@ from shoal.api.meta import Resource, ResourceKey
 from shoal.api.traffic_policy import LocalityLbSetting
 from shoal.multicluster.labels import CLUSTER_LABEL, NETWORK_LABEL
 from shoal.registry import external
-from shoal.registry.snapshot import Endpoint, MeshSnapshot
+from shoal.registry.snapshot import Endpoint, MeshSnapshot, services_of_workloads
 from shoal.xds.generate import (
     authn,
     clusters,
@@ -79,6 +79,11 @@ SCOPE_IGNORES = frozenset({"VirtualService", "DestinationRule", "Workload",
 _OUTBOUND_CACHED = ("_outbound", "cluster_resources", "endpoint_resources")
 _OUTBOUND_TABLES = ("_raw_endpoints", "_network_cla", "_networked", "_localized_cla",
                     "_localized", "_plaintext", "_scopes", "_scoped")
+
+
+# outbound clusters, load assignments, and the locality settings of the clusters with one
+_Outbound = tuple[dict[str, cluster_pb2.Cluster], dict[str, endpoint_pb2.ClusterLoadAssignment],
+                  dict[str, LocalityLbSetting]]
 
 
 class GenerationContext:
@@ -144,6 +149,19 @@ class GenerationContext:
         # (ADR 0036).
         self._before: dict[tuple[object, ...], Any] = (
             previous._reusable() if previous is not None else {})
+        # Only Workloads changed: the outbound clusters and endpoints of the services
+        # that select none of them (before or after) are the previous context's, as long
+        # as no east-west gateway moved (they stand in for other networks' endpoints of
+        # every service). See _outbound.
+        self._workload_change: tuple[frozenset[tuple[str, str]], _Outbound,
+                                     Mapping[str, list[Endpoint]]] | None = None
+        if (previous is not None and changed == {"Workload"} and workloads is not None
+                and "_outbound" in previous.__dict__ and previous.mesh.config == mesh.config
+                and previous.east_west_gateways == self.east_west_gateways):
+            touched = services_of_workloads((previous.mesh, mesh), workloads)
+            self._workload_change = (
+                frozenset((svc.metadata.namespace, svc.metadata.name) for _, svc in touched),
+                previous._outbound, previous._raw_endpoints)
         # content hashes of the previous context's messages, for those carried over
         self._prev_digests = previous._digests if previous is not None else {}
 
@@ -204,16 +222,27 @@ class GenerationContext:
     # -- shared by every proxy ------------------------------------------------------------
 
     @cached_property
-    def _outbound(
-        self,
-    ) -> tuple[dict[str, cluster_pb2.Cluster], dict[str, endpoint_pb2.ClusterLoadAssignment],
-               dict[str, LocalityLbSetting]]:
+    def _outbound(self) -> _Outbound:
         mesh = self.mesh
         cds: dict[str, cluster_pb2.Cluster] = {}
         eds: dict[str, endpoint_pb2.ClusterLoadAssignment] = {}
         by_locality: dict[str, LocalityLbSetting] = {}  # clusters with locality LB
+        kept: set[str] = set()  # the previous context's, as they were (no comparison)
         fqdn = mesh.fqdn
+        prev, self._workload_change = self._workload_change, None
+        if prev is not None:
+            touched, (p_cds, p_eds, p_locality), p_raw = prev
         for service in mesh.services:
+            if prev is not None and (service.metadata.namespace,
+                                     service.metadata.name) not in touched:
+                for name, _, _ in clusters.outbound_cluster_names(mesh, service):
+                    cds[name] = p_cds[name]
+                    for have, had in ((eds, p_eds), (by_locality, p_locality),
+                                      (self._raw_endpoints, p_raw)):
+                        if name in had:
+                            have[name] = had[name]  # type: ignore[index]
+                    kept.add(name)
+                continue
             dr = mesh.destination_rule_for(service)
             sans = authn.service_identities(mesh, service)
             for name, port_number, subset in clusters.outbound_cluster_names(mesh, service):
@@ -236,8 +265,9 @@ class GenerationContext:
                     cds[name] = egress.dns_cluster(cds[name], eds.pop(name))
                     by_locality.pop(name, None)  # Envoy resolves it: no locality groups
         same = self._same
-        return ({n: same(("cds", n), c) for n, c in sorted(cds.items())},
-                {n: same(("eds", n), e) for n, e in sorted(eds.items())}, by_locality)
+        return ({n: c if n in kept else same(("cds", n), c) for n, c in sorted(cds.items())},
+                {n: e if n in kept else same(("eds", n), e) for n, e in sorted(eds.items())},
+                by_locality)
 
     def endpoint_mtls(self, ep: Endpoint) -> bool:
         """Does a client sidecar speak mesh mTLS to this endpoint? (memoized)"""
