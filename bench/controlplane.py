@@ -36,7 +36,7 @@ class Options:
     services: int = 50
     rounds: int = 10
     workers: int = 2
-    delta: bool = False
+    delta: bool = True  # the agents' default (ADR 0037)
     pause: float = 1.0  # quiet seconds between rounds
     # py-spy raw output of the control plane during the rounds (and during the initial
     # sync: the same name with ".sync" before its suffix)

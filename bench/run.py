@@ -42,7 +42,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     c.add_argument("--services", type=int, default=50, help="(%(default)s)")
     c.add_argument("--changes", type=int, help="change rounds (10; quick 2)")
     c.add_argument("--workers", type=int, default=2, help="client processes (%(default)s)")
-    c.add_argument("--delta", action="store_true", help="delta xDS instead of state-of-the-world")
+    c.add_argument("--delta", action=argparse.BooleanOptionalAction, default=True,
+                   help="delta xDS, the agents' default (--no-delta: state-of-the-world)")
     c.add_argument("--profile", type=Path, metavar="FILE",
                    help="py-spy the control plane during the rounds (needs py-spy)")
     return p.parse_args(argv)

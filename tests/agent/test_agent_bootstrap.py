@@ -46,8 +46,8 @@ def test_bootstrap_content():
     }
     assert b["admin"]["address"]["socket_address"] == {
         "address": "127.0.0.1", "port_value": plan.admin_port}
-    ads = b["dynamic_resources"]["ads_config"]
-    assert ads["api_type"] == "GRPC" and ads["transport_api_version"] == "V3"
+    ads = b["dynamic_resources"]["ads_config"]  # delta by default (ADR 0037)
+    assert ads["api_type"] == "DELTA_GRPC" and ads["transport_api_version"] == "V3"
     assert ads["set_node_on_first_message_only"] is True
     assert ads["grpc_services"] == [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]
     assert b["dynamic_resources"]["lds_config"] == {"ads": {}, "resource_api_version": "V3"}
@@ -79,10 +79,13 @@ def test_node_metadata_round_trips_through_the_xds_parser():
     assert proxy.metadata.upstreams == plan.upstreams
 
 
-def test_dns_control_plane_and_delta():
+def test_dns_control_plane_and_delta_by_default():
     b = build_bootstrap(node_id="a.default", cluster="a", metadata={}, admin_port=1,
-                        xds_host="shoald.example", xds_port=15010, delta=True)
+                        xds_host="shoald.example", xds_port=15010)
     assert b["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
+    sotw = build_bootstrap(node_id="a.default", cluster="a", metadata={}, admin_port=1,
+                           xds_host="shoald.example", xds_port=15010, delta=False)
+    assert sotw["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
     assert b["static_resources"]["clusters"][0]["type"] == "STRICT_DNS"
     assert "locality" not in b["node"]
 

@@ -72,13 +72,13 @@ def test_cli_passes_command_after_double_dash(monkeypatch):
 
     monkeypatch.setattr(cli_run, "Agent", FakeAgent)
     res = CliRunner().invoke(cli_run.standalone_app(), [
-        "run", "-s", "web", "-p", "8080", "-l", "version=v1", "-u", "db:5432", "--xds-delta",
+        "run", "-s", "web", "-p", "8080", "-l", "version=v1", "-u", "db:5432", "--xds-sotw",
         "--", "python", "-m", "app", "--port", "1", "-s"])
     assert res.exit_code == 3, res.output
     cfg = got["config"]
     assert cfg.command == ("python", "-m", "app", "--port", "1", "-s")
     assert cfg.labels == {"version": "v1"} and cfg.upstreams[0].host == "db"
-    assert cfg.xds_delta is True and cfg.service == "web" and cfg.port == 8080
+    assert cfg.xds_delta is False and cfg.service == "web" and cfg.port == 8080
 
 
 def test_cli_bad_input_is_one_line(tmp_path):

@@ -27,18 +27,20 @@ def mesh(tmp_path_factory):
     with ControlPlaneProcess(workdir, lease_ttl=6.0) as cp:
         agents = {
             "web-a": AgentProcess(cp, service="web", port=8080, name="web-a",
-                                  command=app_command("http")),
+                                  command=app_command("http"), extra=["--xds-sotw"]),
             "web-b": AgentProcess(cp, service="web", port=8080, name="web-b",
-                                  command=app_command("http")),
+                                  command=app_command("http"), extra=["--xds-sotw"]),
             "greeter": AgentProcess(cp, service="greeter", port=50051, protocol="grpc",
-                                    name="greeter", command=app_command("grpc")),
+                                    name="greeter", command=app_command("grpc"),
+                                    extra=["--xds-sotw"]),
             "store": AgentProcess(cp, service="store", port=9000, protocol="tcp",
-                                  name="store", command=app_command("tcp")),
+                                  name="store", command=app_command("tcp"),
+                                  extra=["--xds-sotw"]),
         }
-        # The client's sidecar uses delta xDS, the servers' state-of-the-world: every
-        # test below crosses one sidecar of each flavour.
+        # The client's sidecar uses delta xDS (the default), the servers'
+        # state-of-the-world: every test below crosses one sidecar of each flavour.
         client = AgentProcess(cp, service="client", port=7000, name="client",
-                              command=app_command("http"), extra=["--xds-delta"],
+                              command=app_command("http"),
                               upstreams=[f"greeter:50051={free_port()}",
                                          f"store:9000={free_port()}"])
         agents["client"] = client

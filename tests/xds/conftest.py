@@ -147,8 +147,10 @@ class Harness:
     xds: XdsServer
     address: str
 
-    def client(self, node_id: str = NODE, *, delta: bool = False) -> FakeAdsClient:
-        return FakeAdsClient(self.address, node_id, META, delta=delta)
+    def client(self, node_id: str = NODE, *, delta: bool = False,
+               shared_responses: bool = False) -> FakeAdsClient:
+        return FakeAdsClient(self.address, node_id, META, delta=delta,
+                             shared_responses=shared_responses)
 
 
 async def start_harness(**server_kwargs: float) -> tuple[Harness, grpc.aio.Server]:

@@ -204,3 +204,48 @@ async def test_proxies_making_the_same_move_share_one_response(
             harness.cache.set(c.node.id, fewer)
             await c.wait_for(fewer)
             assert set(c.resources[CLUSTER]) == {"a"} and set(c.resources[ENDPOINT]) == {"a"}
+
+
+async def test_the_first_request_of_a_type_is_answered_even_with_nothing_to_send(
+        harness: Harness, build: Any) -> None:
+    """Envoy's initialization waits for a response to each type it subscribed to: a
+    gateway with no listeners yet gets an empty LDS response (else it would never
+    become LIVE, and never register the Workload its listeners come from); the
+    listeners that come later are sent as usual."""
+    base = build.snapshot({"a": 8001}, {"/": "a"})
+    empty = ProxySnapshot(resources={CLUSTER: base.get(CLUSTER), ENDPOINT: base.get(ENDPOINT),
+                                     LISTENER: Resources.of({})})
+    harness.hooks.initial = empty
+    async with harness.client(delta=True) as c:
+        await c.wait_for(empty)
+        assert [(r.names, r.removed) for r in c.received if r.type_url == LISTENER] == [((), ())]
+        harness.cache.set(build.node, base)
+        await c.wait_for(base)
+        assert set(c.resources[LISTENER]) == {"http"}
+
+
+async def test_benchmark_clients_read_shared_responses_by_their_header(
+        harness: Harness, build: Any) -> None:
+    """The bench's fake clients (shared_responses) parse a response another client of
+    the process already decoded by its header only (shoal's nonces name content): they
+    end up holding exactly what a client that parses everything holds, both flavours."""
+    snap = build.snapshot({"a": 8001, "b": 8002}, {"/": "a"})
+    harness.hooks.initial = snap
+    later = build.snapshot({"a": 8001}, {"/": "b"})
+    for delta in (True, False):
+        clients = [harness.client(f"{name}{delta}.default", delta=delta,
+                                  shared_responses=shared)
+                   for name, shared in (("full", False), ("one", True), ("two", True))]
+        for c in clients:
+            await c.start()
+        try:
+            for c in clients:
+                await c.wait_for(snap)
+                harness.cache.set(c.node.id, later)
+                await c.wait_for(later)
+            full, one, two = (c.resources for c in clients)
+            assert full == one == two and set(full[CLUSTER]) == {"a"}
+            assert full[ROUTE]["local"] == later.get(ROUTE).items["local"]
+        finally:
+            for c in clients:
+                await c.close()

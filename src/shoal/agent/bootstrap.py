@@ -156,7 +156,7 @@ def build_bootstrap(
     admin_port: int,
     xds_host: str,
     xds_port: int,
-    delta: bool = False,
+    delta: bool = True,
     locality_text: str = "",
     admin_host: str = "127.0.0.1",
     sds_socket: str | None = None,

@@ -58,7 +58,7 @@ class AgentConfig:
     upstreams: tuple[UpstreamSpec, ...] = ()
     control_plane: str = DEFAULT_CONTROL_PLANE
     xds: str = DEFAULT_XDS
-    xds_delta: bool = False
+    xds_delta: bool = True  # incremental xDS (ADR 0037); False: state-of-the-world
     drain_seconds: float = 5.0
     run_dir: Path | None = None
     lease_seconds: int = 15

@@ -71,7 +71,7 @@ def run_command(
     upstreams: list[str] | None = None,
     control_plane: str = DEFAULT_CONTROL_PLANE,
     xds: str = DEFAULT_XDS,
-    xds_delta: bool = False,
+    xds_delta: bool = True,
     drain_seconds: float = 5.0,
     run_dir: Path | None = None,
     lease_seconds: int = 15,
@@ -108,7 +108,7 @@ def agent_config(
     upstreams: list[str] | None = None,
     control_plane: str = DEFAULT_CONTROL_PLANE,
     xds: str = DEFAULT_XDS,
-    xds_delta: bool = False,
+    xds_delta: bool = True,
     drain_seconds: float = 5.0,
     run_dir: Path | None = None,
     lease_seconds: int = 15,
@@ -219,8 +219,9 @@ def run(
              "HOST:PORT,HOST:PORT,... (Envoy reconnects to another when one dies).")
     ] = DEFAULT_XDS,
     xds_delta: Annotated[bool, typer.Option(
-        "--xds-delta", help="Use incremental (delta) xDS instead of state-of-the-world.")
-    ] = False,
+        "--xds-delta/--xds-sotw",
+        help="Incremental (delta) xDS, the default, or state-of-the-world (docs/adr/0037).")
+    ] = True,
     drain_seconds: Annotated[float, typer.Option(
         help="On stop: seconds to let in-flight requests finish after draining.")] = 5.0,
     run_dir: Annotated[Path | None, typer.Option(

@@ -38,6 +38,7 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from shoal.errors import Unavailable
+from shoal.xds.server.server import ADS_SERVICE
 from shoal.xds.types import (
     CLUSTER,
     ENDPOINT,
@@ -82,6 +83,68 @@ _DECODED_MAX = 200_000
 # (type, nonce, version) -> decoded resources, for clients with shared_responses
 _RESPONSES: dict[tuple[str, str, str], dict[str, Message]] = {}
 _RESPONSES_MAX = 4096
+
+
+@dataclass(frozen=True)
+class _Head:
+    """The header fields of a serialized response, read without parsing the resources
+    that follow them (shoal writes the header first: sotw.py, delta.py)."""
+
+    type_url: str
+    nonce: str
+    version: str
+    removed: tuple[str, ...]
+
+    @property
+    def version_info(self) -> str:
+        return self.version
+
+    @property
+    def system_version_info(self) -> str:
+        return self.version
+
+    @property
+    def removed_resources(self) -> tuple[str, ...]:
+        return self.removed
+
+    @staticmethod
+    def parse(raw: bytes, delta: bool) -> _Head | None:
+        """Fields 1 (version), 4 (type URL), 5 (nonce) and, delta, 6 (removed names) up
+        to the first resource (field 2); None if the bytes are not laid out so."""
+        fields: dict[int, str] = {}
+        removed: list[str] = []
+        pos = 0
+        while pos < len(raw):
+            key, pos = _varint(raw, pos)
+            if key & 7 != 2:
+                return None
+            size, pos = _varint(raw, pos)
+            if key >> 3 == 2:
+                break
+            value = raw[pos:pos + size].decode()
+            pos += size
+            if delta and key >> 3 == 6:
+                removed.append(value)
+            else:
+                fields[key >> 3] = value
+        if 4 not in fields or 5 not in fields:
+            return None
+        return _Head(fields[4], fields[5], fields.get(1, ""), tuple(removed))
+
+
+def _serialize(msg: Message) -> bytes:
+    return msg.SerializeToString()
+
+
+def _varint(raw: bytes, pos: int) -> tuple[int, int]:
+    out = shift = 0
+    while True:
+        b = raw[pos]
+        pos += 1
+        out |= (b & 0x7F) << shift
+        if b < 0x80:
+            return out, pos
+        shift += 7
 
 
 def decode(cls: type[Message], type_url: str, value: bytes) -> Message:
@@ -193,11 +256,17 @@ class FakeAdsClient:
     async def start(self) -> None:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self.target)
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
-        if self.delta:
-            self._call = stub.DeltaAggregatedResources()
+        if self.shared_responses:  # responses read as bytes: see _response
+            method = "DeltaAggregatedResources" if self.delta else "StreamAggregatedResources"
+            self._call = self._channel.stream_stream(
+                f"/{ADS_SERVICE}/{method}",
+                request_serializer=_serialize)()
         else:
-            self._call = stub.StreamAggregatedResources()
+            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
+            if self.delta:
+                self._call = stub.DeltaAggregatedResources()
+            else:
+                self._call = stub.StreamAggregatedResources()
         for type_url in (CLUSTER, LISTENER):
             await self._request(type_url)
         self._task = asyncio.create_task(self._run(), name=f"fake-ads {self.node.id}")
@@ -273,7 +342,7 @@ class FakeAdsClient:
                 response = await self._call.read()
                 if response is grpc.aio.EOF:
                     return
-                await self._on_response(response)
+                await self._on_response(self._response(response))
                 self._pulse()
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.CANCELLED:
@@ -282,6 +351,20 @@ class FakeAdsClient:
             return  # closed by us while answering
         finally:
             self._pulse()
+
+    def _response(self, raw: Any) -> Any:
+        """With shared responses the stream yields bytes: a response already decoded in
+        this process (its header's type, nonce and version say which, as shoal's nonces
+        name content) is not parsed again, only its header; else parsed whole."""
+        if not isinstance(raw, bytes):
+            return raw
+        head = _Head.parse(raw, self.delta)
+        if (head is not None and head.type_url not in self._nacks
+                and (head.type_url, head.nonce, head.version) in _RESPONSES):
+            return head
+        cls = discovery_pb2.DeltaDiscoveryResponse if self.delta else \
+            discovery_pb2.DiscoveryResponse
+        return cls.FromString(raw)
 
     def _pulse(self) -> None:
         event, self._changed = self._changed, asyncio.Event()

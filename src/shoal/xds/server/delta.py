@@ -22,6 +22,8 @@ class DeltaStream(StreamCore):
     * LDS/CDS start as wildcard when the first request subscribes to nothing (or to "*").
     * ``initial_resource_versions`` (reconnect) tell what the client already has: only the
       differences are sent.
+    * The first request of a type gets a response, empty if there is nothing to send
+      (Envoy's initialization waits for one).
     * A type needs a response when a subscribed resource's version differs from what the
       client has, or when the client has a resource that no longer exists (removal).
     * Subscribing again to a name re-sends it; clusters (re)sent in CDS get their EDS
@@ -104,6 +106,12 @@ class DeltaStream(StreamCore):
             None if st.wildcard else frozenset(items))
 
     def pending(self, st: TypeState) -> bool:
+        if not st.answered:
+            # The first request of a type is answered even when there is nothing to
+            # send: Envoy's initialization waits for it (a gateway with no listeners yet
+            # would never become LIVE, and so never register the Workload its listeners
+            # come from).
+            return True
         # Skip even the cached diff while neither the desired content (its version) nor
         # the client's state changed since there was last nothing to send.
         version = self.desired(st.type_url)[1]
@@ -123,6 +131,7 @@ class DeltaStream(StreamCore):
         st.known = (desired, diff.held)  # exactly the subscribed resources of ``desired``
         st.client_has = {}
         st.clean_at = version
+        st.answered = True
         if st.type_url == CLUSTER:
             self.client_clusters = self.selected(st)
             eds = self.types[ENDPOINT]

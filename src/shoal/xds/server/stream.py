@@ -99,6 +99,7 @@ class TypeState:
     # ``known[0]``, as that mapping has them; None: ``client_has`` says what it holds
     known: tuple[Mapping[str, Message], frozenset[str] | None] | None = None
     client_has: dict[str, str] = field(default_factory=dict)  # delta: name -> version
+    answered: bool = False  # delta: a response of this type was sent on this stream
     # delta: the desired version for which client_has was last known to match the
     # subscription exactly (nothing to send); None after anything that may change that
     clean_at: str | None = None
