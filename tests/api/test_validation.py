@@ -125,3 +125,36 @@ def test_kinds_resolve_by_alias() -> None:
     assert resolve_kind("svc").name == "Service"
     with pytest.raises(NotFound):
         resolve_kind("gadget")
+
+
+def test_durations_are_parsed_once_and_read_back_as_written() -> None:
+    """A duration field holds its value in seconds, parsed where the document enters
+    the API (generators never parse text again), and dumps back to the user's text."""
+    [vs] = parse_yaml("""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - timeout: 1.5s
+    retries: {attempts: 2, perTryTimeout: 250ms}
+    route: [{destination: {host: reviews}}]
+""")
+    http = vs.spec.http[0]
+    assert http.timeout.seconds == 1.5 and http.retries.per_try_timeout.seconds == 0.25
+    dumped = vs.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert dumped["spec"]["http"][0]["timeout"] == "1.5s"
+    assert dumped["spec"]["http"][0]["retries"]["perTryTimeout"] == "250ms"
+    found = violations("""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [r]
+  http:
+  - {timeout: 0s, route: [{destination: {host: r}}]}
+  - {timeout: 5, route: [{destination: {host: r}}]}
+""")
+    assert [p for p, m in found if "greater than zero" in m] == ["spec.http[0].timeout"], found
+    assert [p for p, m in found if "duration string" in m] == ["spec.http[1].timeout"], found

@@ -17,7 +17,7 @@ from shoal.ca.authority import WORKLOAD_DNS_NAME, CertificateAuthority
 from shoal.ca.csr import make_csr
 from shoal.ca.files import CaFiles
 from shoal.ca.serving import SERVER_NAME
-from shoal.ca.setup import open_ca, parse_duration
+from shoal.ca.setup import open_ca, parse_ttl
 from shoal.ca.tokens import TokenAuthority
 from shoal.errors import CaError, PermissionDenied, Unauthenticated, ValidationError
 
@@ -149,8 +149,8 @@ def test_an_operator_intermediate_signs_with_its_chain(tmp_path: Path) -> None:
 
 
 def test_ttl_and_durations() -> None:
-    assert parse_duration("1h30m", "--x") == 5400 and parse_duration("90", "--x") == 90
+    assert parse_ttl("1h30m", "--x") == 5400 and parse_ttl("90", "--x") == 90
     with pytest.raises(CaError):
-        parse_duration("soon", "--cert-ttl")
+        parse_ttl("soon", "--cert-ttl")
     with pytest.raises(CaError, match="at least"):
         CertificateAuthority.open(CaFiles(Path("/nonexistent")), TD, dt.timedelta(seconds=30))

@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, model_validator
+from pydantic import (
+    AfterValidator,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 
 from shoal.api.meta import Model
 
@@ -21,15 +27,33 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
 
 
-def _duration(v: Any) -> str:
+class DurationValue(str):
+    """A duration as the user wrote it ("1.5s", "250ms"), parsed once where it enters the
+    API: ``seconds`` is its value. A ``str`` so that config reads back as written."""
+
+    __slots__ = ("seconds",)
+    seconds: float
+
+    def __new__(cls, text: str) -> DurationValue:
+        out = super().__new__(cls, text)
+        out.seconds = parse_duration(text)
+        return out
+
+
+def _duration(v: Any) -> DurationValue:
+    if isinstance(v, DurationValue):
+        return v
     if not isinstance(v, str):
         raise ValueError("must be a duration string such as '10s' or '250ms'")
-    if parse_duration(v) <= 0:
+    out = DurationValue(v)
+    if out.seconds <= 0:
         raise ValueError("must be greater than zero")
-    return v
+    return out
 
 
-Duration = Annotated[str, BeforeValidator(_duration)]
+# A duration field: validated and parsed at the API boundary, written back as its text.
+Duration = Annotated[DurationValue, PlainValidator(_duration),
+                     PlainSerializer(str, return_type=str), WithJsonSchema({"type": "string"})]
 
 
 def _not_supported(v: Any) -> Any:

@@ -77,8 +77,9 @@ def export_ca(ca_dir: Path, out: Path) -> dict[str, Path]:
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(text: str, flag: str) -> float:
-    """``90s``, ``1m``, ``24h``, ``7d``, ``1h30m`` or plain seconds -> seconds."""
+def parse_ttl(text: str, flag: str) -> float:
+    """A command-line TTL (``--ttl``, ``--cert-ttl``): ``90s``, ``1m``, ``24h``, ``7d``,
+    ``1h30m`` or plain seconds -> seconds. (Durations in config are ``api.types.Duration``.)"""
     t = text.strip().lower()
     if t.replace(".", "", 1).isdigit():
         return float(t)

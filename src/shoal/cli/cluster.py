@@ -66,7 +66,7 @@ def remote_secret(
 ) -> None:
     """Print a remote secret for THIS control plane's cluster (name, URL, network and a
     read-only discovery token) for `shoal cluster add -f` on the others."""
-    from shoal.ca.setup import parse_duration
+    from shoal.ca.setup import parse_ttl
 
     client: ApiClient = ctx.obj()
     with client:
@@ -76,7 +76,7 @@ def remote_secret(
                        err=True)
             raise typer.Exit(1)
         token = client.create_token(info["rootNamespace"], READER_SERVICE_ACCOUNT,
-                                    parse_duration(ttl, "--ttl"))["token"]
+                                    parse_ttl(ttl, "--ttl"))["token"]
     target = url or info["urls"].get("agentApi") or info["urls"]["api"]
     secret = RemoteSecret(info["cluster"], target, token, info["network"])
     dump(secret.to_json(), Format.YAML if output is Format.YAML else Format.JSON)

@@ -22,7 +22,7 @@ import typer
 from shoal.ca import pki
 from shoal.ca.csr import make_csr
 from shoal.ca.files import write_private
-from shoal.ca.setup import parse_duration
+from shoal.ca.setup import parse_ttl
 from shoal.cli.client import ApiClient
 from shoal.cli.credentials import shoal_home
 from shoal.control.operators import write_private_text
@@ -44,7 +44,7 @@ def mint_operator_token(client: ApiClient, path: Path, ttl: str) -> None:
     """A ``view:*`` token for user ``prometheus`` into PATH (0600)."""
     answer = client.request("POST", "/api/v1/tokens", json={
         "user": "prometheus", "grants": ["view:*"],
-        "ttlSeconds": parse_duration(ttl, "--ttl")})
+        "ttlSeconds": parse_ttl(ttl, "--ttl")})
     write_private_text(path, answer["token"] + "\n")
     typer.echo(f"# token {answer['id']} (view:*) written to {path}", err=True)
 

@@ -13,7 +13,7 @@ import typer
 
 from shoal.api.meshconfig import load_mesh_config
 from shoal.api.meta import DNS_LABEL
-from shoal.ca.setup import parse_duration
+from shoal.ca.setup import parse_ttl
 from shoal.control.config import (
     DEFAULT_AGENT_API_PORT,
     DEFAULT_API_PORT,
@@ -223,7 +223,7 @@ def control_plane(
         etcd_endpoints=endpoints, etcd_security=etcd_security,
         agent_api=None if agent_api == "off" else Address.parse(agent_api),
         secure_xds=None if secure_xds == "off" else Address.parse(secure_xds),
-        cert_ttl=parse_duration(cert_ttl, "--cert-ttl"), require_tokens=require_tokens,
+        cert_ttl=parse_ttl(cert_ttl, "--cert-ttl"), require_tokens=require_tokens,
         ca_cert=ca_cert, ca_key=ca_key, ca_chain=ca_chain, token_key=token_key,
         otlp_export=otlp_export,
         mesh=MeshConfig(ratelimit_address=ratelimit_address,
@@ -234,7 +234,7 @@ def control_plane(
                         istio_root_namespace=istio_root_namespace,
                         cluster=cluster, network=network, extension_providers=providers),
         ratelimit_redis=ratelimit_redis,
-        admin_token_ttl=parse_duration(admin_token_ttl, "--admin-token-ttl"),
+        admin_token_ttl=parse_ttl(admin_token_ttl, "--admin-token-ttl"),
         api_hosts=tuple(api_host or ()),
     )
     with contextlib.suppress(KeyboardInterrupt):

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from shoal.ca.setup import parse_duration
+from shoal.ca.setup import parse_ttl
 from shoal.cli.client import ApiClient
 from shoal.cli.output import Format, dump
 from shoal.errors import ValidationError, Violation
@@ -47,10 +47,10 @@ def create(
             raise ValidationError([Violation("--user", "is for operator tokens; "
                                                        "-n/-a are for workload tokens")])
         body = {"user": user, "grants": list(role or []),
-                "ttlSeconds": parse_duration(ttl or "8h", "--ttl")}
+                "ttlSeconds": parse_ttl(ttl or "8h", "--ttl")}
     elif namespace and service_account:
         body = {"namespace": namespace, "serviceAccount": service_account,
-                "ttlSeconds": parse_duration(ttl or "24h", "--ttl")}
+                "ttlSeconds": parse_ttl(ttl or "24h", "--ttl")}
     else:
         raise ValidationError([Violation("", "give -n NAMESPACE -a SERVICE_ACCOUNT (workload "
                                              "token) or --user NAME --role ROLE:NS "

@@ -38,7 +38,6 @@ from google.protobuf import duration_pb2
 from shoal.api.meshconfig import ExtAuthzGrpc, ExtAuthzHttp, ExtensionProvider
 from shoal.api.meta import Resource
 from shoal.api.security import Action
-from shoal.api.types import parse_duration
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import names, rbac
 from shoal.xds.generate.protocol import duration, pack
@@ -137,7 +136,7 @@ def _list(patterns: Sequence[str]) -> string_pb2.ListStringMatcher:
 
 
 def _timeout(cfg: ExtAuthzHttp | ExtAuthzGrpc) -> duration_pb2.Duration:
-    return duration(parse_duration(cfg.timeout) if cfg.timeout else DEFAULT_TIMEOUT_S)
+    return duration(cfg.timeout.seconds if cfg.timeout else DEFAULT_TIMEOUT_S)
 
 
 def _grpc_service(cfg: ExtAuthzGrpc, res: Resolved) -> grpc_service_pb2.GrpcService:

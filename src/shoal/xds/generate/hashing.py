@@ -6,7 +6,6 @@ from __future__ import annotations
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 
 from shoal.api.traffic_policy import TrafficPolicy
-from shoal.api.types import parse_duration
 from shoal.xds.generate.protocol import duration
 
 HashPolicy = rc_pb2.RouteAction.HashPolicy
@@ -23,7 +22,7 @@ def hash_policies(policy: TrafficPolicy | None) -> list[HashPolicy]:
     if ch.http_cookie is not None:
         cookie = HashPolicy.Cookie(name=ch.http_cookie.name, path=ch.http_cookie.path or "")
         if ch.http_cookie.ttl is not None:  # Envoy sets the cookie when it is missing
-            cookie.ttl.CopyFrom(duration(parse_duration(ch.http_cookie.ttl)))
+            cookie.ttl.CopyFrom(duration(ch.http_cookie.ttl.seconds))
         return [HashPolicy(cookie=cookie)]
     if ch.use_source_ip:
         return [HashPolicy(connection_properties=HashPolicy.ConnectionProperties(

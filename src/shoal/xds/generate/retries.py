@@ -8,7 +8,6 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import previous_prio
 from google.protobuf import wrappers_pb2
 
 from shoal.api.http_route import HTTPRetry
-from shoal.api.types import parse_duration
 from shoal.xds.generate.protocol import duration, pack
 
 RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
@@ -52,7 +51,7 @@ def retry_policy(retry: HTTPRetry | None) -> rc_pb2.RetryPolicy | None:
         del out.retriable_status_codes[:]
         out.retriable_status_codes.extend(codes)
     if retry.per_try_timeout:
-        out.per_try_timeout.CopyFrom(duration(parse_duration(retry.per_try_timeout)))
+        out.per_try_timeout.CopyFrom(duration(retry.per_try_timeout.seconds))
     if not retry.retry_ignore_previous_hosts:
         del out.retry_host_predicate[:]
         out.ClearField("host_selection_retry_max_attempts")

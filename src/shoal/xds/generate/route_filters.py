@@ -20,7 +20,6 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
 from shoal.api.http_route import GRPC_CODES, CorsPolicy, HTTPFaultInjection
-from shoal.api.types import parse_duration
 from shoal.xds.generate.matches import string_matcher
 from shoal.xds.generate.protocol import HcmExtras, duration, pack
 
@@ -52,7 +51,7 @@ def fault_config(fault: HTTPFaultInjection) -> fault_pb2.HTTPFault:
     if fault.delay is not None:
         assert fault.delay.fixed_delay is not None
         out.delay.CopyFrom(common_fault_pb2.FaultDelay(
-            fixed_delay=duration(parse_duration(fault.delay.fixed_delay)),
+            fixed_delay=duration(fault.delay.fixed_delay.seconds),
             percentage=fraction(fault.delay.fraction())))
     if fault.abort is not None:
         abort = fault_pb2.FaultAbort(percentage=fraction(fault.abort.fraction()))
@@ -73,7 +72,7 @@ def cors_config(policy: CorsPolicy) -> cors_pb2.CorsPolicy:
         expose_headers=",".join(policy.expose_headers),
     )
     if policy.max_age is not None:
-        out.max_age = str(round(parse_duration(policy.max_age)))
+        out.max_age = str(round(policy.max_age.seconds))
     if policy.allow_credentials is not None:
         out.allow_credentials.CopyFrom(wrappers_pb2.BoolValue(value=policy.allow_credentials))
     return out

@@ -21,7 +21,6 @@ from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource
 from shoal.api.networking import Destination, HTTPMatchRequest, HTTPRoute
 from shoal.api.selector import selects
-from shoal.api.types import parse_duration
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import hashing, names, route_actions, route_filters, traffic_policy
 from shoal.xds.generate.matches import applies_to_port, route_match
@@ -92,7 +91,7 @@ def _action(
         hash_policy = hash_policy or resolved.hash_policy
     live = [e for e in entries.values() if e.weight.value > 0] or [next(iter(entries.values()))]
     action = rc_pb2.RouteAction(
-        timeout=duration(parse_duration(http.timeout) if http.timeout else 0),
+        timeout=duration(http.timeout.seconds if http.timeout else 0),
         hash_policy=hash_policy,
     )
     retries = retry_policy(http.retries)

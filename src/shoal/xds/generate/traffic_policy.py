@@ -30,7 +30,6 @@ from shoal.api.traffic_policy import (
     TrafficPolicy,
     merge,
 )
-from shoal.api.types import parse_duration
 from shoal.xds.generate import tls
 from shoal.xds.generate.protocol import HTTP_PROTOCOL_OPTIONS, duration, pack
 
@@ -118,20 +117,20 @@ def _connection_pool(c: cluster_pb2.Cluster, pool: ConnectionPoolSettings) -> No
         if tcp.max_connections is not None:
             limits.max_connections.value = tcp.max_connections
         if tcp.connect_timeout is not None:
-            c.connect_timeout.CopyFrom(duration(parse_duration(tcp.connect_timeout)))
+            c.connect_timeout.CopyFrom(duration(tcp.connect_timeout.seconds))
         if tcp.tcp_keepalive is not None:
             ka = tcp.tcp_keepalive
             keep = address_pb2.TcpKeepalive()
             if ka.probes is not None:
                 keep.keepalive_probes.value = ka.probes
             if ka.time is not None:
-                keep.keepalive_time.value = max(1, round(parse_duration(ka.time)))
+                keep.keepalive_time.value = max(1, round(ka.time.seconds))
             if ka.interval is not None:
-                keep.keepalive_interval.value = max(1, round(parse_duration(ka.interval)))
+                keep.keepalive_interval.value = max(1, round(ka.interval.seconds))
             c.upstream_connection_options.tcp_keepalive.CopyFrom(keep)
         if tcp.max_connection_duration is not None:
             common.max_connection_duration.CopyFrom(
-                duration(parse_duration(tcp.max_connection_duration)))
+                duration(tcp.max_connection_duration.seconds))
             touched = True
     if pool.http is not None:
         http = pool.http
@@ -145,7 +144,7 @@ def _connection_pool(c: cluster_pb2.Cluster, pool: ConnectionPoolSettings) -> No
             common.max_requests_per_connection.value = http.max_requests_per_connection
             touched = True
         if http.idle_timeout is not None:
-            common.idle_timeout.CopyFrom(duration(parse_duration(http.idle_timeout)))
+            common.idle_timeout.CopyFrom(duration(http.idle_timeout.seconds))
             touched = True
         if http.h2_upgrade_policy is H2UpgradePolicy.UPGRADE:
             opts.explicit_http_config.http2_protocol_options.CopyFrom(
@@ -169,9 +168,9 @@ def _outlier_detection(c: cluster_pb2.Cluster, od: OutlierDetection) -> None:
         if od.consecutive_local_origin_failures is not None:
             out.consecutive_local_origin_failure.value = od.consecutive_local_origin_failures
     if od.interval is not None:
-        out.interval.CopyFrom(duration(parse_duration(od.interval)))
+        out.interval.CopyFrom(duration(od.interval.seconds))
     if od.base_ejection_time is not None:
-        out.base_ejection_time.CopyFrom(duration(parse_duration(od.base_ejection_time)))
+        out.base_ejection_time.CopyFrom(duration(od.base_ejection_time.seconds))
     if od.max_ejection_percent is not None:
         out.max_ejection_percent.value = od.max_ejection_percent
     c.outlier_detection.CopyFrom(out)
