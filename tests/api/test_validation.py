@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shoal.api import parse_yaml, resolve_kind
+from shoal.api.mesh import split_locality
 from shoal.errors import NotFound, ValidationError
 
 SERVICE = """
@@ -158,3 +159,11 @@ spec:
 """)
     assert [p for p, m in found if "greater than zero" in m] == ["spec.http[0].timeout"], found
     assert [p for p, m in found if "duration string" in m] == ["spec.http[1].timeout"], found
+
+
+@pytest.mark.parametrize(("text", "parts"), [
+    ("", ("", "", "")), ("eu", ("eu", "", "")), ("eu/a", ("eu", "a", "")),
+    ("eu/a/1", ("eu", "a", "1")),
+])
+def test_locality_text_has_one_parser(text: str, parts: tuple[str, str, str]) -> None:
+    assert split_locality(text) == parts

@@ -12,6 +12,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from shoal.api.mesh import split_locality
 from shoal.netaddr import is_ip
 from shoal.telemetry import envoy_stats as es
 from shoal.telemetry.model import LATENCY_BUCKETS_MS
@@ -26,9 +27,8 @@ CONTROL_PLANE_NAME = "shoal-control-plane"  # SNI and SAN of the control plane's
 
 def locality(text: str) -> dict[str, str]:
     """``region/zone/subzone`` (any suffix may be missing) as an Envoy Locality."""
-    parts = [p for p in text.split("/")] if text else []
     keys = ("region", "zone", "sub_zone")
-    return {k: v for k, v in zip(keys, parts, strict=False) if v}
+    return {k: v for k, v in zip(keys, split_locality(text), strict=True) if v}
 
 
 def xds_cluster(host: str, port: int, *, connect_timeout_s: float = 1.0,

@@ -141,3 +141,11 @@ class TokenRevocationSpec(Model):
     subject: str = ""  # whom the token spoke for, as far as the revoker knows
     expires_at: int = Field(default=0, ge=0)  # when the token would have expired anyway
     reason: str = Field(default="", max_length=1024)
+
+
+def split_locality(text: str) -> tuple[str, str, str]:
+    """``region/zone/subzone`` (any suffix may be missing, as a Workload's ``locality``
+    or ``shoal run --locality`` has it) -> (region, zone, subzone), "" for a missing part.
+    The one parser of locality text (agents' bootstraps, endpoints, locality matching)."""
+    region, zone, subzone = ([*text.split("/"), "", ""] if text else ["", "", ""])[:3]
+    return region, zone, subzone

@@ -35,7 +35,7 @@ from shoal.api.gateway import (
 from shoal.multicluster.labels import network_of, same_network
 from shoal.registry import external
 from shoal.registry.snapshot import Endpoint, MeshSnapshot
-from shoal.xds.generate import clusters, names
+from shoal.xds.generate import clusters, endpoints, names
 from shoal.xds.generate.protocol import duration, socket_address
 from shoal.xds.generate.tcp_routes import Weighted
 
@@ -80,9 +80,7 @@ def sni_cluster(name: str, eps: Sequence[Endpoint]) -> cluster_pb2.Cluster:
     for loc in sorted(by_locality):
         group = cla.endpoints.add()
         if loc:
-            region, zone, sub = [*loc.split("/"), "", ""][:3]
-            group.locality.region, group.locality.zone, group.locality.sub_zone = \
-                region, zone, sub
+            group.locality.CopyFrom(endpoints.locality(loc))
         for ep in sorted(by_locality[loc], key=lambda e: (e.address, e.port, e.workload)):
             group.lb_endpoints.append(ec_pb2.LbEndpoint(
                 endpoint=ec_pb2.Endpoint(address=socket_address(ep.address, ep.port)),

@@ -13,6 +13,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import wrappers_pb2
 
+from shoal.api.mesh import split_locality
 from shoal.registry.snapshot import Endpoint
 from shoal.xds.generate.network import GatewayEndpoint
 from shoal.xds.generate.protocol import socket_address
@@ -21,8 +22,8 @@ from shoal.xds.generate.tls import mesh_endpoint_metadata
 
 def locality(text: str) -> base_pb2.Locality:
     """ "region/zone/subzone" (each part optional) -> Locality."""
-    parts = [*text.split("/"), "", "", ""][:3] if text else ["", "", ""]
-    return base_pb2.Locality(region=parts[0], zone=parts[1], sub_zone=parts[2])
+    region, zone, subzone = split_locality(text)
+    return base_pb2.Locality(region=region, zone=zone, sub_zone=subzone)
 
 
 def load_assignment(

@@ -39,6 +39,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 
+from shoal.api.mesh import split_locality
 from shoal.api.traffic_policy import (
     REGION_LABEL,
     SUBZONE_LABEL,
@@ -79,14 +80,9 @@ def apply(cluster: cluster_pb2.Cluster, setting: LocalityLbSetting | None
     return out
 
 
-def parse(text: str) -> tuple[str, str, str]:
-    parts = [*text.split("/"), "", "", ""][:3] if text else ["", "", ""]
-    return parts[0], parts[1], parts[2]
-
-
 def matches(loc: base_pb2.Locality, pattern: str) -> bool:
     """Istio's LocalityMatch: ``*`` or a missing part matches anything."""
-    region, zone, subzone = parse(pattern)
+    region, zone, subzone = split_locality(pattern)
     return (region in ("*", loc.region) and zone in ("*", "", loc.zone)
             and subzone in ("*", "", loc.sub_zone))
 
@@ -110,7 +106,7 @@ def topology_labels(labels: Mapping[str, str] | Iterable[tuple[str, str]], local
     """``labels`` plus the region / zone / subzone labels of ``locality_text`` (which win,
     as in Istio)."""
     out = dict(labels)
-    for key, value in zip((REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL), parse(locality_text),
+    for key, value in zip((REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL), split_locality(locality_text),
                           strict=True):
         if value:
             out[key] = value
@@ -162,7 +158,7 @@ def localize(cla: endpoint_pb2.ClusterLoadAssignment, client_locality: str,
     out = endpoint_pb2.ClusterLoadAssignment()
     out.CopyFrom(cla)
     client = base_pb2.Locality()
-    client.region, client.zone, client.sub_zone = parse(client_locality)
+    client.region, client.zone, client.sub_zone = split_locality(client_locality)
     if setting.distribute:
         rule = next((d for d in setting.distribute if matches(client, d.from_)), None)
         _distribute(out, rule)
@@ -170,13 +166,13 @@ def localize(cla: endpoint_pb2.ClusterLoadAssignment, client_locality: str,
         full = topology_labels(client_labels, client_locality)
         _split_by_labels(out, full, labels_of or {}, setting.priority_labels())
         if setting.failover:
-            _failover(out, parse(client_locality), setting, scale=5)
+            _failover(out, split_locality(client_locality), setting, scale=5)
         else:
             _reorder(out, [g.priority for g in out.endpoints])
     elif not setting.failover_priority or setting.failover:
         # (a client without labels gets no label priorities; Istio then applies only
         # the failover rules, if any)
-        _failover(out, parse(client_locality), setting)
+        _failover(out, split_locality(client_locality), setting)
     return out
 
 
