@@ -112,7 +112,7 @@ class PackCache:
 
 @dataclass(frozen=True, slots=True)
 class Diff:
-    """What a delta response carries: resources to (re)send, names to remove."""
+    """What changed for one client: resources to (re)send, names to remove."""
 
     updated: frozenset[str]
     removed: frozenset[str]
@@ -185,18 +185,17 @@ class ChangeCache:
 
     def __init__(self, packed: Callable[[Message], Packed], max_entries: int = 1024) -> None:
         self._packed = packed
-        self._entries: dict[tuple[int, int, frozenset[str]],
-                            tuple[object, object, frozenset[str]]] = {}
         self._diffs: dict[tuple[int, int, frozenset[str] | None, frozenset[str] | None],
                           tuple[object, object, Diff]] = {}
         self.max_entries = max_entries
 
     def diff(self, old: Mapping[str, Message], has: frozenset[str] | None,
              new: Mapping[str, Message], names: frozenset[str] | None) -> Diff:
-        """A delta client holds ``old``'s resources named ``has`` (None: all of ``old``)
-        and subscribes to ``names`` (None: everything, a wildcard): the names of ``new``
-        it must be sent (subscribed, and missing or different in content) and the names
-        it must drop (held, and no longer subscribed or gone from ``new``)."""
+        """A client holds ``old``'s resources named ``has`` (None: all of ``old``) and
+        subscribes to ``names`` (None: everything, a wildcard): the names of ``new`` it
+        must be sent (subscribed, and missing or different in content) and the names it
+        must drop (held, and no longer subscribed or gone from ``new``). SotW partial
+        responses use the first part, delta responses both."""
         key = (id(old), id(new), has, names)
         entry = self._diffs.get(key)
         if entry is not None and entry[0] is old and entry[1] is new:
@@ -218,30 +217,3 @@ class ChangeCache:
             self._diffs.clear()
         self._diffs[key] = (old, new, out)
         return out
-
-    def changed(self, old: Mapping[str, Message], old_names: frozenset[str],
-                new: Mapping[str, Message], names: frozenset[str]) -> frozenset[str]:
-        """Names of ``names`` present in ``new`` whose resource is not in ``old`` under
-        ``old_names``, or differs from it in content."""
-        key = (id(old), id(new), names)
-        entry = self._entries.get(key)
-        cached = entry is not None and entry[0] is old and entry[1] is new
-        if cached and old_names >= names:
-            return entry[2]  # type: ignore[index]
-        out = []
-        packed = self._packed
-        for n in names:
-            m = new.get(n)
-            if m is None:
-                continue
-            before = old.get(n) if n in old_names else None
-            if before is m:
-                continue
-            if before is None or packed(before).version != packed(m).version:
-                out.append(n)
-        result = frozenset(out)
-        if old_names >= names:  # the common case: subscriptions did not grow
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-            self._entries[key] = (old, new, result)
-        return result

@@ -97,7 +97,7 @@ class DeltaStream(StreamCore):
             held, has = st.known
             return self.ctx.cache.changes.diff(
                 held, has, desired, None if st.wildcard else frozenset(st.names))
-        # a reconnect's initial versions: per stream, once
+        # a reconnect's initial versions: per stream, until its first response of the type
         items = self.selected(st)
         return Diff(
             frozenset(n for n, m in items.items()
@@ -146,9 +146,4 @@ class DeltaStream(StreamCore):
             field = self.ctx.cache.packs.delta_field
             return header + b"".join(field(n, desired[n]) for n in sorted(diff.updated))
 
-        if not version:
-            st.nonce = self.next_nonce()
-            return response(st.nonce)
-        key = (self.flavour, st.type_url, version, diff.updated, diff.removed)
-        st.nonce, out = self.ctx.cache.responses.get(key, response)
-        return out
+        return self.shared_response(st, diff.updated, diff.removed, response)

@@ -103,8 +103,8 @@ class SotwStream(StreamCore):
         if (prev is None or st.type_url in WILDCARD_TYPES or st.nacked
                 or (st.type_url == ENDPOINT and self.eds_after_cds)):
             return names  # complete
-        return self.ctx.cache.changes.changed(prev[0], prev[1], self.desired(st.type_url)[0],
-                                              names)
+        return self.ctx.cache.changes.diff(prev[0], prev[1], self.desired(st.type_url)[0],
+                                           names).updated
 
     def build(self, st: TypeState) -> bytes:
         """The response, serialized: the header fields, then each resource's cached wire
@@ -134,9 +134,4 @@ class SotwStream(StreamCore):
             return header + b"".join(
                 self.packed(items[n]).resource_field for n in sorted(items))
 
-        if not version:  # no content version to key on: a nonce and bytes of its own
-            st.nonce = self.next_nonce()
-            return response(st.nonce)
-        key = (self.flavour, st.type_url, version, send, frozenset())
-        st.nonce, out = self.ctx.cache.responses.get(key, response)
-        return out
+        return self.shared_response(st, send, frozenset(), response)

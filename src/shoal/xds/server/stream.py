@@ -222,6 +222,21 @@ class StreamCore:
     def packed(self, msg: Message) -> Packed:
         return self.ctx.cache.packed(msg)
 
+    def shared_response(self, st: TypeState, names: frozenset[str] | None,
+                        removed: frozenset[str], response: Callable[[str], bytes]) -> bytes:
+        """The serialized response of ``st``'s type at ``st.sent_version`` carrying
+        ``names`` (None: all of the type) and removing ``removed``, built by
+        ``response(nonce)``: once per content for every stream (``ResponseCache``, the
+        nonce derived from the content); without a content version, a nonce and bytes of
+        its own. Sets ``st.nonce``."""
+        version = st.sent_version
+        if not version:
+            st.nonce = self.next_nonce()
+            return response(st.nonce)
+        key = (self.flavour, st.type_url, version, names, removed)
+        st.nonce, out = self.ctx.cache.responses.get(key, response)
+        return out
+
     def next_nonce(self) -> str:
         self._nonce += 1
         return str(self._nonce)
