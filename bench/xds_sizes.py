@@ -10,7 +10,7 @@ from bench import mesh
 from shoal.api.parse import parse_yaml
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.cache import pack
-from shoal.xds.generate import GenerationContext, generate
+from shoal.xds.generate import GenerationContext, generate, outbound_http
 from shoal.xds.generate import names as xds_names
 from shoal.xds.types import (
     CLUSTER,
@@ -41,7 +41,7 @@ def main() -> None:
         items = snap.get(t).items
         size = sum(len(pack(m).resource_field) for m in items.values())
         print(f"{SHORT_NAMES[t]:6} {len(items):9} {size:11,} {size / max(1, len(items)):13,.0f}")
-    table = ctx.outbound_route_config(mesh.NAMESPACE)  # what ALLOW_ANY gets instead
+    table = outbound_http.route_table(ctx, mesh.NAMESPACE)  # what ALLOW_ANY gets instead
     print(f"single {xds_names.OUTBOUND_HTTP} table (ALLOW_ANY): "
           f"{len(pack(table).resource_field):,} bytes")
 

@@ -10,7 +10,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from shoal.api.parse import parse_yaml
 from shoal.registry.snapshot import MeshSnapshot
-from shoal.xds.generate import GenerationContext, generate
+from shoal.xds.generate import GenerationContext, generate, outbound
 from shoal.xds.generate.protocol import HTTP_PROTOCOL_OPTIONS
 from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, Upstream
 
@@ -109,17 +109,17 @@ def test_clashing_local_ports_keep_the_first() -> None:
 
 
 def test_endpoints_grouped_by_locality_with_weights(ctx: GenerationContext) -> None:
-    cla = ctx.load_assignments["outbound|9080||reviews.default.svc.cluster.local"]
+    cla = outbound.table(ctx).load_assignments["outbound|9080||reviews.default.svc.cluster.local"]
     got = [((g.locality.region, g.locality.zone, g.locality.sub_zone),
             [(e.endpoint.address.socket_address.address, e.load_balancing_weight.value)
              for e in g.lb_endpoints]) for g in cla.endpoints]
     assert got == [(("eu-west", "eu-west-1a", ""), [("10.0.0.21", 1)]),
                    (("eu-west", "eu-west-1b", ""), [("10.0.0.22", 2)]),
                    (("eu-west", "eu-west-1b", "rack-7"), [("10.0.0.23", 1)])]
-    v2 = ctx.load_assignments["outbound|9080|v2|reviews.default.svc.cluster.local"]
+    v2 = outbound.table(ctx).load_assignments["outbound|9080|v2|reviews.default.svc.cluster.local"]
     assert [e.endpoint.address.socket_address.port_value
             for g in v2.endpoints for e in g.lb_endpoints] == [15006]
-    web = ctx.load_assignments["outbound|80||catalog.shop.svc.cluster.local"]
+    web = outbound.table(ctx).load_assignments["outbound|80||catalog.shop.svc.cluster.local"]
     assert web.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value == 15080
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 
-from shoal.xds.generate import GenerationContext, generate
+from shoal.xds.generate import GenerationContext, generate, outbound, outbound_http
 from shoal.xds.types import ROUTE, Upstream
 
 from .conftest import load_mesh, proxy
@@ -36,14 +36,14 @@ def vhost(rc, name: str) -> rc_pb2.VirtualHost:
 
 def test_domains_are_unique_across_virtual_hosts(ctx: GenerationContext) -> None:
     for ns in ("default", "shop", "elsewhere"):
-        rc = ctx.outbound_route_config(ns)
+        rc = outbound_http.route_table(ctx, ns)
         counts = Counter(d for v in rc.virtual_hosts for d in v.domains)
         assert [d for d, n in counts.items() if n > 1] == []
 
 
 def test_short_names_only_in_own_namespace(ctx: GenerationContext) -> None:
-    shop = ctx.outbound_route_config("shop")
-    default = ctx.outbound_route_config("default")
+    shop = outbound_http.route_table(ctx, "shop")
+    default = outbound_http.route_table(ctx, "default")
     assert "catalog:50051" in vhost(shop, "catalog.shop.svc.cluster.local:50051").domains
     assert "catalog" in vhost(shop, "catalog.shop.svc.cluster.local:80").domains
     assert "catalog" not in {d for v in default.virtual_hosts for d in v.domains}
@@ -52,7 +52,7 @@ def test_short_names_only_in_own_namespace(ctx: GenerationContext) -> None:
 
 
 def test_port_less_names_go_to_port_80_only(ctx: GenerationContext) -> None:
-    rc = ctx.outbound_route_config("shop")
+    rc = outbound_http.route_table(ctx, "shop")
     grpc = vhost(rc, "catalog.shop.svc.cluster.local:50051").domains
     web = vhost(rc, "catalog.shop.svc.cluster.local:80").domains
     assert all(d.endswith(":50051") for d in grpc)
@@ -61,13 +61,13 @@ def test_port_less_names_go_to_port_80_only(ctx: GenerationContext) -> None:
 
 def test_scopes_name_the_route_configuration_of_their_service_port(
         ctx: GenerationContext) -> None:
-    scopes = ctx.outbound_scopes("default", ctx.scope(None)).items
+    scopes = outbound_http.scopes(ctx, "default", ctx.scope(None)).items
     reviews = scopes["reviews:9080"]
     assert reviews.route_configuration_name == "upstream|reviews.default.svc.cluster.local|9080"
     assert [f.string_key for f in reviews.key.fragments] == ["reviews:9080"]
     # the same host names as the single table of an ALLOW_ANY proxy, whose last virtual
     # host is its catch-all (scoped routes have none: an unknown host has no scope)
-    table = ctx.outbound_route_config("default")
+    table = outbound_http.route_table(ctx, "default")
     assert list(scopes) == [d for v in table.virtual_hosts[:-1] for d in v.domains]
     assert list(table.virtual_hosts[-1].domains) == ["*"]
 
@@ -107,7 +107,7 @@ def test_unknown_subset_is_an_explicit_503() -> None:
     (route,) = details_routes(ctx)
     assert route.direct_response.status == 503
     assert "subset 'v9'" in route.direct_response.body.inline_string
-    cluster_names = set(ctx.clusters)
+    cluster_names = set(outbound.table(ctx).clusters)
     assert not any("|v9|" in c for c in cluster_names)
 
 
@@ -181,5 +181,5 @@ def test_upstream_route_config_has_the_service_routes(ctx: GenerationContext) ->
     rc = generate(ctx, p).get(ROUTE).items["upstream|reviews.default.svc.cluster.local|9080"]
     (vh,) = rc.virtual_hosts
     assert list(vh.domains) == ["*"]
-    out = vhost(ctx.outbound_route_config("default"), "reviews.default.svc.cluster.local:9080")
+    out = vhost(outbound_http.route_table(ctx, "default"), "reviews.default.svc.cluster.local:9080")
     assert list(vh.routes) == list(out.routes)

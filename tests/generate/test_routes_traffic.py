@@ -14,7 +14,15 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from shoal.api.parse import parse_yaml
 from shoal.errors import ValidationError
 from shoal.registry.snapshot import MeshSnapshot
-from shoal.xds.generate import GenerationContext, generate, listeners, route_filters, routes, vhosts
+from shoal.xds.generate import (
+    GenerationContext,
+    generate,
+    listeners,
+    outbound,
+    route_filters,
+    routes,
+    vhosts,
+)
 from shoal.xds.generate.traffic_policy import apply_traffic_policy, policy_for
 from shoal.xds.types import CLUSTER, LISTENER, ROUTE, ProxySnapshot, Resources
 
@@ -145,7 +153,7 @@ def test_traffic_policy_per_subset_and_port(tmesh: MeshSnapshot) -> None:
     ctx = GenerationContext(tmesh)
     dr = tmesh.destination_rule_for(tmesh.service("default", "reviews"))
     name = "outbound|9080|v1|reviews.default.svc.cluster.local"
-    c = ctx.clusters[name]  # the context applies the DestinationRule's policy
+    c = outbound.table(ctx).clusters[name]  # the context applies the DestinationRule's policy
     assert c.lb_policy == cluster_pb2.Cluster.RING_HASH
     t = c.circuit_breakers.thresholds[0]
     assert (t.max_connections.value, t.max_pending_requests.value, t.max_requests.value,
@@ -156,7 +164,7 @@ def test_traffic_policy_per_subset_and_port(tmesh: MeshSnapshot) -> None:
     assert c.outlier_detection.consecutive_gateway_failure.value == 3
     assert not c.outlier_detection.HasField("consecutive_5xx")
     assert c.common_lb_config.healthy_panic_threshold.value == 0
-    v2 = ctx.clusters[name.replace("|v1|", "|v2|")]
+    v2 = outbound.table(ctx).clusters[name.replace("|v1|", "|v2|")]
     assert v2.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
     assert len(v2.transport_socket_matches) == 0  # tls DISABLE
     assert apply_traffic_policy(c, None, 9080) is c

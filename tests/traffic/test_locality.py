@@ -10,7 +10,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from shoal.api.parse import parse_yaml
 from shoal.errors import ValidationError
 from shoal.registry.snapshot import MeshSnapshot
-from shoal.xds.generate import GenerationContext, generate
+from shoal.xds.generate import GenerationContext, generate, outbound
 from shoal.xds.types import CLUSTER, ENDPOINT
 from tests.generate.conftest import proxy
 from tests.generate.envoy_check import envoy_binary, envoy_validate, static_bootstrap
@@ -92,24 +92,27 @@ def test_proxies_of_one_locality_share_their_endpoints() -> None:
     ctx = GenerationContext(_mesh(FAILOVER))
     a, b, c = (generate(ctx, proxy(n)).get(ENDPOINT) for n in ("c11", "c11b", "c12"))
     assert a is b and a is not c
-    assert a.items[API] is c.items[API] is ctx.load_assignments[API]  # no locality LB
+    # no locality LB
+    assert a.items[API] is c.items[API] is outbound.table(ctx).load_assignments[API]
     assert a.version != c.version
     # a client without a locality keeps the mesh-wide set
-    assert generate(ctx, proxy("cnone")).get(ENDPOINT) is ctx.endpoint_resources
+    assert generate(ctx, proxy("cnone")).get(ENDPOINT) is outbound.table(ctx).endpoint_resources
 
 
 @pytest.mark.parametrize("dr", ["", "  trafficPolicy: {loadBalancer: {localityLbSetting: "
                                 "{enabled: false, failover: [{from: r1, to: r2}]}}}\n"])
 def test_without_locality_lb_the_endpoints_stay_shared(dr: str) -> None:
     ctx = GenerationContext(_mesh(dr))
+    table = outbound.table(ctx)
     for client in CLIENTS:
-        assert generate(ctx, proxy(client)).get(ENDPOINT) is ctx.endpoint_resources
-    assert not ctx.clusters[WEB].common_lb_config.HasField("locality_weighted_lb_config")
+        assert generate(ctx, proxy(client)).get(ENDPOINT) is table.endpoint_resources
+    assert not table.clusters[WEB].common_lb_config.HasField("locality_weighted_lb_config")
 
 
 def test_distribute_sets_locality_weights() -> None:
     ctx = GenerationContext(_mesh(DISTRIBUTE))
-    assert ctx.clusters[WEB].common_lb_config.HasField("locality_weighted_lb_config")
+    lb = outbound.table(ctx).clusters[WEB].common_lb_config
+    assert lb.HasField("locality_weighted_lb_config")
     # r1/z1/* matches two groups of one endpoint each: 80 shared; unmatched groups dropped
     assert weights(eds_of(ctx, "c11")[WEB]) == {"w-z1": 40, "w-s1": 40, "w-z2": 20}
     # no rule for r2 clients: every locality by its endpoint weights

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from shoal.registry.snapshot import MeshConfig, MeshSnapshot
-from shoal.xds.generate import GenerationContext, generate
+from shoal.xds.generate import GenerationContext, generate, outbound
 from shoal.xds.generate.egress import DFP_CLUSTER
 from shoal.xds.types import CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE
 from tests.generate.conftest import load_mesh, proxy
@@ -62,7 +62,7 @@ def test_sidecar_scope_is_shared_and_limited(ctx: GenerationContext) -> None:
     assert a.resources[ENDPOINT] is b.resources[ENDPOINT]
     assert a.resources[ROUTE] is b.resources[ROUTE]
     assert a.resources[SCOPED_ROUTE] is b.resources[SCOPED_ROUTE]
-    assert other.resources[ENDPOINT] is ctx.endpoint_resources
+    assert other.resources[ENDPOINT] is outbound.table(ctx).endpoint_resources
     domains = set(a.resources[SCOPED_ROUTE].items)
     assert "ratings" not in domains and "api.example.com" in domains
 

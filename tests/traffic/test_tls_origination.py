@@ -11,7 +11,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from shoal.api.parse import parse_yaml
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds import secret_names
-from shoal.xds.generate import GenerationContext, generate
+from shoal.xds.generate import GenerationContext, generate, outbound
 from shoal.xds.generate.tls import TLS_SOCKET
 from shoal.xds.types import CLUSTER
 from tests.generate.conftest import proxy
@@ -57,7 +57,7 @@ def dr(host: str, policy: str) -> str:
 
 def clusters(*rules: str) -> dict[str, cluster_pb2.Cluster]:
     mesh = MeshSnapshot.build(parse_yaml("\n---\n".join([MESH, *rules])), revision=1)
-    return dict(GenerationContext(mesh).clusters)
+    return dict(outbound.table(GenerationContext(mesh)).clusters)
 
 
 def upstream(c: cluster_pb2.Cluster) -> tls_pb2.UpstreamTlsContext:

@@ -25,6 +25,7 @@ from shoal.errors import NotFound
 from shoal.store.memory import MemoryStore
 from shoal.xds.cache import SnapshotCache
 from shoal.xds.generate import GenerationContext, generate
+from shoal.xds.generate.outbound import OutboundTable
 from shoal.xds.sync import Sync
 from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, Proxy, ProxyMetadata, ProxySnapshot
 
@@ -135,6 +136,29 @@ spec:
     backendRefs: [{name: web, port: 8080}]
 """,
     "httproute-delete": ResourceKey("HTTPRoute", "shop", "web"),
+    # a backend in another namespace: used only while a ReferenceGrant there allows it
+    "httproute-cross": """apiVersion: mesh.shoal.io/v1alpha1
+kind: Service
+metadata: {name: echo, namespace: other}
+spec: {selector: {app: web}, ports: [{name: http, port: 8080}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-cross, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules:
+  - backendRefs: [{name: web, port: 8080, weight: 1},
+                  {name: echo, namespace: other, port: 8080, weight: 1}]
+""",
+    "refgrant": """apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: from-shop, namespace: other}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: shop}]
+  to: [{group: "", kind: Service}]
+""",
+    "refgrant-delete": ResourceKey("ReferenceGrant", "other", "from-shop"),
     "envoyfilter": """apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
 metadata: {name: web, namespace: shop}
@@ -247,6 +271,11 @@ def test_incremental_snapshots_equal_a_full_recomputation(ops: list[str]) -> Non
     asyncio.run(replay(ops))
 
 
+def test_a_reference_grant_changes_the_routes_that_use_it() -> None:
+    """ReferenceGrant is an input of the routes only (no table depends on it)."""
+    asyncio.run(replay(["httproute-cross", "refgrant", "refgrant-delete", "refgrant"]))
+
+
 def test_a_routing_change_keeps_the_inbound_listeners() -> None:
     """Only routing changed: the new context hands out the same inbound objects."""
     async def run() -> None:
@@ -281,14 +310,15 @@ def test_a_workload_change_recomputes_only_its_services_clusters_and_endpoints(
     load assignment are the very objects they were, taken over without being rebuilt
     and compared (ADR 0037); web's has the new endpoint."""
     computed: list[str] = []
-    assign = GenerationContext._network_assignment
+    assign = OutboundTable._network_assignment
 
-    def spy(self: GenerationContext, name: str, net: str, east_west: bool) -> Message:
-        if net == self.mesh.config.network and not east_west:  # (not client-n1's view)
+    def spy(self: OutboundTable, ctx: GenerationContext, name: str, net: str,
+            east_west: bool) -> Message:
+        if net == ctx.mesh.config.network and not east_west:  # (not client-n1's view)
             computed.append(name)
-        return assign(self, name, net, east_west)
+        return assign(self, ctx, name, net, east_west)
 
-    monkeypatch.setattr(GenerationContext, "_network_assignment", spy)
+    monkeypatch.setattr(OutboundTable, "_network_assignment", spy)
 
     async def run() -> None:
         async with mesh_sync(PROXIES) as (store, sync, cache):

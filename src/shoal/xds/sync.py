@@ -21,7 +21,7 @@ from shoal.errors import WatchExpired
 from shoal.registry.snapshot import MeshConfig, MeshSnapshot, services_of_workloads
 from shoal.store.base import EventType, Store
 from shoal.xds.cache import SnapshotCache
-from shoal.xds.generate import GenerationContext, generate
+from shoal.xds.generate import GenerationContext, generate, outbound
 from shoal.xds.types import Proxy, ProxySnapshot
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,8 @@ class Sync:
         if any(k.kind not in NOT_PROXY_CONFIG and k.kind != "Workload" for k in changed):
             return list(self._proxies)
         old = previous.mesh if previous is not None else None
-        if previous is not None and previous.east_west_gateways != new.east_west_gateways:
+        if previous is not None and outbound.table(previous).east_west != outbound.table(
+                new).east_west:
             # an east-west gateway came, went or moved: every proxy on another network
             # reaches every service of the gateway's network through it
             return list(self._proxies)

@@ -19,7 +19,7 @@ inbound TCP (to the app's ports) to ``capture_inbound``; the app's DNS queries g
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -35,7 +35,8 @@ from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource
 from shoal.registry.external import external_host
 from shoal.registry.snapshot import MeshSnapshot
-from shoal.xds.generate import names, telemetry
+from shoal.xds.generate import inbound, names, outbound_http, telemetry, upstreams
+from shoal.xds.generate.base import Generator, Labels, Part, ProxyView
 from shoal.xds.generate.clusters import CONNECT_TIMEOUT_S
 from shoal.xds.generate.inbound import inbound_config, inbound_ports
 from shoal.xds.generate.protocol import (
@@ -46,11 +47,9 @@ from shoal.xds.generate.protocol import (
     tcp_proxy,
 )
 from shoal.xds.generate.scope import Scope
-from shoal.xds.node import CaptureMetadata
-from shoal.xds.types import Proxy
 
 if TYPE_CHECKING:
-    from shoal.xds.generate.context import GenerationContext, Labels
+    from shoal.xds.generate.context import GenerationContext
 
 OUTBOUND_LISTENER = "capture_outbound"
 INBOUND_LISTENER = "capture_inbound"
@@ -63,19 +62,14 @@ DNS_ADDRESS = "127.0.0.1"
 DNS_TTL_S = 30.0
 
 
-def add_capture_config(
-    ctx: GenerationContext,
-    proxy: Proxy,
-    cap: CaptureMetadata,
-    workload: Resource | None,
-    labels: Labels,
-    within: Scope,
-    add: Callable[[listener_pb2.Listener], bool],
-    cds: dict[str, cluster_pb2.Cluster],
-) -> None:
-    """Add the capture listeners of ``proxy`` (and the clusters they use; their routes are
-    the service route configurations, ``GenerationContext.service_route_configs``)."""
-    mesh = ctx.mesh
+def _parts(ctx: GenerationContext, view: ProxyView) -> Iterator[Part]:
+    """The capture listeners of a captured proxy (and the clusters they use; their
+    routes are the service route configurations, outbound_http.service_route_configs)."""
+    cap = view.capture
+    if cap is None:
+        return
+    mesh, proxy, labels, within = ctx.mesh, view.proxy, view.labels, view.within
+    yield Part(service_routes=outbound_http.service_route_configs(ctx, labels, within))
     outbound = ctx.memo(("capture", "outbound", cap.outbound_capture_port, labels, within.key,
                          within.allow_any),
                         lambda: outbound_listener(ctx, cap.outbound_capture_port, labels, within))
@@ -83,22 +77,25 @@ def add_capture_config(
     # which Envoy would reject. Without the listener, captured connections are refused,
     # which is what REGISTRY_ONLY does to them anyway; it is added with the first service.
     if outbound.filter_chains or outbound.HasField("default_filter_chain"):
-        add(outbound)
+        yield Part(outbound)
     if within.allow_any:
-        cds[PASSTHROUGH_CLUSTER] = ctx.memo(("capture", "passthrough"), passthrough_cluster)
-    add(ctx.memo(("capture", "dns", cap.dns_port, proxy.namespace, within.key,
-                  cap.dns_upstreams),
-                 lambda: dns_listener(mesh, cap.dns_port, proxy.namespace, within,
-                                      cap.dns_upstreams)))
-    if workload is None:
+        yield Part(clusters={PASSTHROUGH_CLUSTER: ctx.memo(("capture", "passthrough"),
+                                                           passthrough_cluster)})
+    yield Part(ctx.memo(("capture", "dns", cap.dns_port, proxy.namespace, within.key,
+                         cap.dns_upstreams),
+                        lambda: dns_listener(mesh, cap.dns_port, proxy.namespace, within,
+                                             cap.dns_upstreams)))
+    if view.workload is None:
         return  # not registered yet: nobody can call it
-    ports = inbound_ports(mesh, proxy, ctx.services_of_workload(proxy.namespace,
-                                                                proxy.workload))
-    built = [(ip, *inbound_config(ctx, workload, ip)) for ip in ports]
-    if built and add(inbound_listener(cap.inbound_capture_port,
-                                      [(ip.endpoint_port, lis) for ip, lis, _ in built])):
-        for ip, _, cluster in built:
-            cds[ip.cluster] = cluster
+    ports = inbound_ports(mesh, proxy, view.services)
+    built = [(ip, *inbound_config(ctx, view.workload, ip)) for ip in ports]
+    if built:
+        yield Part(inbound_listener(cap.inbound_capture_port,
+                                    [(ip.endpoint_port, lis) for ip, lis, _ in built]),
+                   clusters={ip.cluster: cluster for ip, _, cluster in built})
+
+
+GENERATOR = Generator("capture", outbound_http.INPUTS | inbound.INPUTS, _parts)
 
 
 # -- outbound -------------------------------------------------------------------------------
@@ -164,7 +161,7 @@ def outbound_listener(ctx: GenerationContext, port: int, labels: Labels, within:
         if not by_port:
             continue
         # the upstream listener of this service port: its chains and listener filters
-        base = ctx.upstream_listener(fqdn, service, sp, port, labels)
+        base = upstreams.listener(ctx, fqdn, service, sp, port, labels)
         for dport, ips in sorted(by_port.items()):
             name = names.outbound_cluster(sp.port, None, fqdn) + (
                 f"|{dport}" if dport != sp.port else "")

@@ -501,6 +501,11 @@ def _copies(items: Mapping[str, Message]) -> dict[str, Any]:
     return out
 
 
+# Kinds the patches of a proxy depend on (which EnvoyFilters select it, by its workload
+# and the ports of its services).
+INPUTS = frozenset({"EnvoyFilter", "Workload", "Service"})
+
+
 def apply(mesh: MeshSnapshot, proxy: Proxy, workload: Resource | None, snap: ProxySnapshot,
           value_of: Callable[[Resource, int], Message | None],
           version_of: Callable[[MutableMapping[str, Message]], str]) -> ProxySnapshot:

@@ -13,7 +13,7 @@ clusters, so mesh mTLS works as from any sidecar."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -54,12 +54,10 @@ from shoal.xds.generate import (
     tls_routes,
 )
 from shoal.xds.generate.authn import tls_inspector
+from shoal.xds.generate.base import Generator, Part, ProxyView
 from shoal.xds.generate.context import GenerationContext
 from shoal.xds.generate.protocol import http_connection_manager, socket_address
 from shoal.xds.generate.tcp_routes import Weighted, tcp_proxy_filter
-from shoal.xds.types import Proxy
-
-Add = Callable[[listener_pb2.Listener], bool]
 
 
 @dataclass(frozen=True)
@@ -279,12 +277,17 @@ def gateway_listener(ctx: GenerationContext, workload: Resource, port: int,
     return lis, route_config(ctx.mesh, name, port, bound)
 
 
-def add_gateway_config(ctx: GenerationContext, proxy: Proxy, add: Add,
-                       rds: dict[str, route_pb2.RouteConfiguration],
-                       cds: dict[str, cluster_pb2.Cluster] | None = None) -> None:
-    """Listeners and routes of a gateway proxy (and, into ``cds``, the per-SNI clusters of
+# Kinds a gateway's listeners and routes depend on: its Gateways, the VirtualServices
+# bound to them, the services they route to, and the policies of its inbound side.
+INPUTS = frozenset({"Gateway", "VirtualService", "DestinationRule", "Service",
+                    "ServiceEntry", "Workload", "PeerAuthentication", "AuthorizationPolicy",
+                    "RequestAuthentication", "RateLimitPolicy", "TokenRevocation"})
+
+
+def _parts(ctx: GenerationContext, view: ProxyView) -> Iterator[Part]:
+    """Listeners and routes of a gateway proxy (and the per-SNI clusters of
     AUTO_PASSTHROUGH servers); nothing for an ordinary sidecar."""
-    workload = ctx.mesh.workload(proxy.namespace, proxy.workload)
+    workload = view.workload
     if workload is None or GATEWAY_ANNOTATION not in workload.metadata.annotations:
         return
     creds = set(filter(None, workload.metadata.annotations.get(
@@ -292,11 +295,10 @@ def add_gateway_config(ctx: GenerationContext, proxy: Proxy, add: Add,
     for port, bound in servers_of(ctx.mesh, workload).items():
         extra: dict[str, cluster_pb2.Cluster] = {}
         lis, rc = gateway_listener(ctx, workload, port, bound, creds, extra)
-        if lis is not None and add(lis):
-            if rc is not None:
-                rds[rc.name] = rc
-            if cds is not None:
-                cds.update(extra)
+        if lis is not None:
+            yield Part(lis, routes={rc.name: rc} if rc is not None else {}, clusters=extra)
 
 
-__all__ = ["add_gateway_config"]
+GENERATOR = Generator("gateway", INPUTS, _parts)
+
+__all__ = ["GENERATOR", "servers_of"]

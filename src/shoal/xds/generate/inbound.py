@@ -1,9 +1,14 @@
 """What a proxy receives: one inbound listener and cluster per port of the services that
-select its workload."""
+select its workload.
+
+The (listener, cluster) of each workload port is kept in a table
+(:meth:`GenerationContext.table`) that the next snapshot takes over when a change touches
+none of :data:`INPUTS` (routing is the caller's concern), and takes over for the other
+workloads when only some Workloads changed (it depends on its own workload only)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,10 +19,20 @@ from shoal.api.mesh import Protocol, WorkloadSpec
 from shoal.api.meta import Resource
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import listeners, names, ratelimit, telemetry, vhosts
+from shoal.xds.generate.base import Generator, Part, ProxyView
 from shoal.xds.types import Proxy
 
 if TYPE_CHECKING:
-    from shoal.xds.generate.context import GenerationContext
+    from shoal.xds.generate.context import Change, GenerationContext
+
+
+# Kinds an inbound listener or cluster depends on. VirtualServices, DestinationRules and
+# the Gateway API routes are the callers' concern; EnvoyFilters patch copies (ADR 0034).
+INPUTS = frozenset({"Service", "ServiceEntry", "Workload", "PeerAuthentication",
+                    "AuthorizationPolicy", "RequestAuthentication", "RateLimitPolicy",
+                    "TokenRevocation", "Gateway", "Sidecar"})
+
+_Table = dict[tuple[str, str, "InboundPort"], tuple[listener_pb2.Listener, cluster_pb2.Cluster]]
 
 
 @dataclass(frozen=True)
@@ -70,12 +85,18 @@ def inbound_config(ctx: GenerationContext, workload: Resource, ip: InboundPort
                    ) -> tuple[listener_pb2.Listener, cluster_pb2.Cluster]:
     """The listener of one inbound port (mTLS mode, authorization, rate limits, telemetry)
     and the cluster to the application behind it. Transparent capture (capture.py) reuses
-    the listener's filter chains on its inbound port. Kept in ``ctx.inbound`` (carried to
-    the next snapshot's context when the change cannot affect it)."""
+    the listener's filter chains on its inbound port. Kept in the inbound table (see the
+    module doc)."""
+    table: _Table = ctx.table("inbound", INPUTS, lambda _: {}, _after_workloads)
     key = (workload.metadata.namespace, workload.metadata.name, ip)
-    if (hit := ctx.inbound.get(key)) is None:
-        hit = ctx.inbound[key] = _build(ctx, workload, ip)
+    if (hit := table.get(key)) is None:
+        hit = table[key] = _build(ctx, workload, ip)
     return hit
+
+
+def _after_workloads(ctx: GenerationContext, previous: _Table, change: Change) -> _Table:
+    workloads = change.workloads or frozenset()
+    return {k: v for k, v in previous.items() if (k[0], k[1]) not in workloads}
 
 
 def _build(ctx: GenerationContext, workload: Resource, ip: InboundPort
@@ -94,3 +115,15 @@ def _build(ctx: GenerationContext, workload: Resource, ip: InboundPort
     )
     return listener, ctx.inbound_cluster(ip.cluster, ip.app_port, ip.protocol.is_http2,
                                          ip.app_socket)
+
+
+def _parts(ctx: GenerationContext, view: ProxyView) -> Iterator[Part]:
+    workload = view.workload
+    if view.capture is not None or workload is None:
+        return  # captured: the capture listener takes the inbound ports (capture.py)
+    for ip in inbound_ports(ctx.mesh, view.proxy, view.services):
+        listener, cluster = inbound_config(ctx, workload, ip)
+        yield Part(listener, clusters={ip.cluster: cluster})
+
+
+GENERATOR = Generator("inbound", INPUTS, _parts)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -42,6 +42,7 @@ from shoal.api.meta import Resource
 from shoal.api.ratelimit import FailureMode, RateLimitPolicySpec
 from shoal.ratelimit.rules import DOMAIN, KIND, MATCH_KEY, RULE_KEY, Rule, policy_rules
 from shoal.xds.generate import matches
+from shoal.xds.generate.base import Generator, Part, ProxyView
 from shoal.xds.generate.protocol import (
     HcmExtras,
     duration,
@@ -101,6 +102,14 @@ def service_cluster(ctx: GenerationContext) -> str:
 
 def _address(ctx: GenerationContext) -> str | None:
     return ctx.mesh.config.ratelimit_address
+
+
+def _parts(ctx: GenerationContext, view: ProxyView) -> Iterator[Part]:
+    yield Part(clusters=clusters(ctx))
+
+
+# the separate rate-limit service's cluster (the listeners' filters come with them)
+GENERATOR = Generator("ratelimit", frozenset({KIND}), _parts)
 
 
 def clusters(ctx: GenerationContext) -> Mapping[str, cluster_pb2.Cluster]:

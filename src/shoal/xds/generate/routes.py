@@ -29,6 +29,15 @@ from shoal.xds.generate.retries import default_retry_policy, retry_policy
 
 Labels = Mapping[str, str]
 
+# Kinds a service port's routes depend on: the routing APIs (HTTPRoutes and GRPCRoutes
+# become VirtualServices, ReferenceGrants decide their backends: registry/gamma.py), the
+# services and subsets they name, the workloads whose labels sourceLabels match, and
+# the policies that add per-route settings.
+INPUTS = frozenset({"VirtualService", "DestinationRule", "HTTPRoute", "GRPCRoute",
+                    "ReferenceGrant", "Service", "ServiceEntry", "Workload", "Sidecar",
+                    "Gateway", "RateLimitPolicy", "AuthorizationPolicy",
+                    "RequestAuthentication"})
+
 
 def direct_response(status: int, body: str) -> rc_pb2.DirectResponseAction:
     return rc_pb2.DirectResponseAction(status=status, body=base_pb2.DataSource(inline_string=body))
