@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from shoal.api import parse_yaml, resolve_kind
-from shoal.api.mesh import split_locality
+from shoal.api.mesh import ServicePort, split_locality
 from shoal.errors import NotFound, ValidationError
+from shoal.registry.snapshot import MeshSnapshot
 
 SERVICE = """
 apiVersion: mesh.shoal.io/v1alpha1
@@ -167,3 +168,27 @@ spec:
 ])
 def test_locality_text_has_one_parser(text: str, parts: tuple[str, str, str]) -> None:
     assert split_locality(text) == parts
+
+
+def test_the_endpoint_port_rule_has_one_home() -> None:
+    """A workload receives a service port on its own port of that name, else the
+    service's targetPort, else the port (Services, ServiceEntries and inbound listeners
+    all read ServicePort.endpoint_port)."""
+    port = ServicePort(name="http", port=80, target_port=8080)
+    assert port.endpoint_port({"http": 18080}) == 18080
+    assert port.endpoint_port({"grpc": 18081}) == 8080
+    assert ServicePort(name="http", port=80).endpoint_port({}) == 80
+    mesh = MeshSnapshot.build(parse_yaml("""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: shop}
+spec:
+  hosts: [db.example.com]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{name: tcp, number: 5432, protocol: TCP, targetPort: 15432}]
+  endpoints: [{address: 10.0.0.1}, {address: 10.0.0.2, ports: {tcp: 25432}}]
+"""), revision=1)
+    (service,) = mesh.services
+    ports = sorted(ep.port for ep in mesh.endpoints(service, service.spec.ports[0]))
+    assert ports == [15432, 25432]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 
 from pydantic import Field, field_validator, model_validator
@@ -54,6 +55,12 @@ class ServicePort(Model):
     # Port the selected workloads receive on, when it differs and the workload does not
     # say (Workload.spec.ports). Defaults to ``port``.
     target_port: int | None = Field(default=None, ge=1, le=65535)
+
+    def endpoint_port(self, workload_ports: Mapping[str, int]) -> int:
+        """Where a selected workload receives this port (the one rule): the workload's
+        own port of this name (``Workload.spec.ports``), else ``target_port``, else
+        ``port``."""
+        return workload_ports.get(self.name) or self.target_port or self.port
 
     @field_validator("name")
     @classmethod

@@ -74,16 +74,15 @@ def _workloads(entry: Resource) -> Iterator[Resource]:
     prefix = f"serviceentry:{entry.metadata.name}"
     by_name = {p.name: p for p in spec.ports}
     for i, ep in enumerate(spec.endpoints):
-        ports = {n.lower(): ep.ports.get(n) or p.target_port or p.number
-                 for n, p in by_name.items()}
+        # the endpoint's own ports; the others by the service port's rule
+        # (ServicePort.endpoint_port: targetPort, else the number)
+        ports = {n.lower(): ep.ports[n] for n in by_name if ep.ports.get(n)}
         yield _workload(entry, f"{prefix}:{i}", ep.address, ep.labels, ports, ep.locality,
                         ep.weight)
     if not spec.endpoints and spec.resolution is not Resolution.STATIC:
         # DNS / NONE without endpoints: each host resolves itself (one workload per host)
         for j, host in enumerate(spec.hosts):
-            ports = {n.lower(): p.target_port or p.number for n, p in by_name.items()}
-            yield _workload(entry, f"{prefix}:host{j}", host, {"shoal.io/host": str(j)},
-                            ports)
+            yield _workload(entry, f"{prefix}:host{j}", host, {"shoal.io/host": str(j)}, {})
 
 
 def synthesize(entries: Iterable[Resource]) -> tuple[list[Resource], list[Resource]]:

@@ -273,7 +273,7 @@ class MeshSnapshot:
                 workload=wl.metadata.name,
                 namespace=wl.metadata.namespace,
                 address=spec.address,
-                port=spec.ports.get(port.name) or port.target_port or port.port,
+                port=port.endpoint_port(spec.ports),
                 labels=tuple(sorted(spec.labels.items())),
                 locality=spec.locality,
                 weight=spec.weight,

@@ -62,7 +62,7 @@ def inbound_ports(
     out: dict[int, InboundPort] = {}
     for service in services:
         for port in service.spec.ports:
-            endpoint_port = spec.ports.get(port.name) or port.target_port or port.port
+            endpoint_port = port.endpoint_port(spec.ports)
             if endpoint_port in out:
                 continue
             app_port = proxy.metadata.app_ports.get(port.name, port.port)
