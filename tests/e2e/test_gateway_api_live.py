@@ -176,3 +176,76 @@ def test_a_backend_in_another_namespace_needs_a_reference_grant(mesh) -> None:
             c.delete("ReferenceGrant", "shop", "routes-from-default")
         wait_for(lambda: http.get("http://web:8080/shop").status_code == 500, 30,
                  "the grant's removal to take the backend away again")
+
+
+GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: http, port: %d, protocol: HTTP, hostname: "*.example.com"}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: edge-web}
+spec:
+  parentRefs: [{name: edge, sectionName: http}]
+  hostnames: [web.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v2}}]
+    backendRefs: [{name: web-v2, port: 8080}]
+  - backendRefs: [{name: web, port: 8080}]
+"""
+
+
+def test_a_gateway_api_gateway_serves_its_routes(mesh, tmp_path) -> None:
+    """Issue 15: a Gateway (Istio's class name, as Istio's task files write it) served by
+    `shoal gateway run --name edge`, an HTTPRoute attached to its listener by hostname,
+    and both statuses as `shoal get gtw edge -o yaml` shows them."""
+    import os
+    import sys
+
+    from shoal.testing.local import _Process, free_port
+
+    cp, _ = mesh
+    port = free_port()
+    gw = _Process("gateway", tmp_path / "gateway.log")
+    gw._spawn([sys.executable, "-m", "shoal", "gateway", "run", "--name", "edge",
+               "--workload", "edge-1", "--port", str(port), "--control-plane", cp.agent_url,
+               "--xds", cp.secure_xds, "--ca-bundle", str(cp.ca_bundle),
+               "--token-file", str(cp.token_file("default", "edge")),
+               "--run-dir", str(tmp_path / "run"), "--drain-seconds", "0.2",
+               "--lease-seconds", "6"],
+              {"SHOAL_LOG_LEVEL": os.environ.get("SHOAL_LOG_LEVEL", "info")})
+    try:
+        with cp.client() as c:
+            c.apply(GATEWAY % port)
+        cp.wait_synced({"edge-1"})
+
+        def get(host: str, path: str) -> httpx.Response:
+            return httpx.get(f"http://127.0.0.1:{port}{path}", headers={"host": host},
+                             timeout=10)
+
+        wait_for(lambda: get("web.example.com", "/v2/x").status_code == 200, 30,
+                 "the route through the gateway")
+        assert {get("web.example.com", "/v2/x").json()["served_by"] for _ in range(5)} \
+            == {"web-v2"}
+        assert get("web.example.com", "/").json()["served_by"].startswith("web-")
+        # a host the route does not name, on the same listener: no route (404)
+        assert get("api.example.com", "/v2/x").status_code == 404
+        with cp.client() as c:
+            gateway = wait_for(lambda: (g := c.get("gtw", "default", "edge")).get(
+                "status", {}).get("conditions", [{}])[-1].get("status") == "True" and g,
+                30, "the Gateway to be Programmed")
+            route = c.get("HTTPRoute", "default", "edge-web")
+        assert gateway["kind"] == "Gateway"
+        assert gateway["apiVersion"] == "gateway.networking.k8s.io/v1"
+        [listener] = gateway["status"]["listeners"]
+        assert listener["attachedRoutes"] == 1
+        [parent] = route["status"]["parents"]
+        assert parent["parentRef"]["kind"] == "Gateway"
+        assert {x["type"]: x["status"] for x in parent["conditions"]} == {
+            "Accepted": "True", "ResolvedRefs": "True"}
+    finally:
+        gw.stop()

@@ -171,11 +171,13 @@ def test_refusals_name_the_field(rules: str, says: str) -> None:
     assert says in str(e.value)
 
 
-def test_gateway_parents_are_refused_by_name() -> None:
-    gw = route("  - backendRefs: []").replace('{group: "", kind: Service, name: reviews, '
-                                              'port: 9080}', "{name: my-gateway}")
-    with pytest.raises(ValidationError, match="Gateway parents are not supported"):
-        parse_yaml(gw)
+def test_other_parents_are_refused_by_name() -> None:
+    """A Gateway parent is a Gateway's route (test_gateway_api_gateways.py); other kinds
+    of parent are refused by name."""
+    other = route("  - backendRefs: []").replace('{group: "", kind: Service, name: reviews, '
+                                                 'port: 9080}', "{kind: Mesh, name: m}")
+    with pytest.raises(ValidationError, match="Mesh parents are not supported"):
+        parse_yaml(other)
 
 
 def test_a_consumer_route_applies_to_its_namespace_only() -> None:

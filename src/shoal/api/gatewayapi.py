@@ -1,10 +1,10 @@
-"""Kubernetes Gateway API kinds (``gateway.networking.k8s.io``), first: HTTPRoute and
-GRPCRoute as mesh routes (GAMMA: the parent is a Service), and ReferenceGrant;
-docs/adr/0035.
+"""Kubernetes Gateway API kinds (``gateway.networking.k8s.io``): HTTPRoute and GRPCRoute
+as mesh routes (GAMMA: the parent is a Service, docs/adr/0035) and, for HTTPRoute, as a
+Gateway's routes; Gateway (HTTP and HTTPS listeners, docs/adr/0039); ReferenceGrant.
 
 The models follow the Gateway API's v1 field names. What is not built yet is refused by
-name, never ignored: Gateway parents, the ExtensionRef and CORS filters, and the few
-fields marked NotSupported.
+name, never ignored: TLS and TCP listeners, GRPCRoutes on Gateways, the ExtensionRef and
+CORS filters, and the few fields marked NotSupported.
 """
 
 from __future__ import annotations
@@ -310,36 +310,66 @@ class Rule(Model):
         return self
 
 
+_HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def check_hostname(v: str) -> str:
+    """A Gateway API hostname: a DNS name, optionally with a ``*.`` wildcard label first;
+    not an IP address."""
+    if not _HOSTNAME.match(v) or len(v) > 253 or re.fullmatch(r"[\d.]+", v):
+        raise ValueError(f"{v!r} is not a hostname (a DNS name, optionally starting "
+                         "with '*.'; not an IP address)")
+    return v
+
+
+Hostname = Annotated[str, AfterValidator(check_hostname)]
+
+
 class ParentRef(Model):
     group: str | None = None
     kind: str | None = None
     namespace: str | None = None
     name: str = Field(min_length=1, max_length=253)
-    section_name: NotSupported = None
+    section_name: str | None = Field(default=None, min_length=1, max_length=253)
     port: int | None = Field(default=None, ge=1, le=65535)
 
+    @property
+    def is_service(self) -> bool:
+        return (self.group or "") in CORE and self.kind == "Service"
+
     @model_validator(mode="after")
-    def _mesh(self) -> ParentRef:
-        if (self.group or "") not in CORE or (self.kind or "Gateway") != "Service":
-            raise ValueError(f"kind: {self.kind or 'Gateway'} parents are not supported by "
-                             "shoal yet (mesh routes: a Service parent, GAMMA)")
+    def _kind(self) -> ParentRef:
+        if not self.is_service and ((self.group if self.group is not None else GROUP)
+                                    != GROUP or (self.kind or "Gateway") != "Gateway"):
+            raise ValueError(f"kind: {self.group or 'core'}/{self.kind} parents are not "
+                             "supported by shoal (a Gateway, or a Service for mesh routes)")
+        if self.is_service and self.section_name is not None:
+            raise ValueError("sectionName: not supported by shoal for a Service parent "
+                             "(use port)")
         if self.namespace is not None and not DNS_LABEL.match(self.namespace):
             raise ValueError("namespace: not a namespace name")
         return self
 
 
 class _RouteSpec(Model):
-    """What HTTPRoute and GRPCRoute share: their parents (Services) and no hostnames."""
+    """What HTTPRoute and GRPCRoute share: their parents and hostnames."""
 
     parent_refs: list[ParentRef] = Field(min_length=1, max_length=32)
-    hostnames: list[str] = Field(default_factory=list, max_length=16)
+    hostnames: list[Hostname] = Field(default_factory=list, max_length=16)
 
-    @field_validator("hostnames")
-    @classmethod
-    def _hostnames(cls, v: list[str]) -> list[str]:
-        if v:
+    @model_validator(mode="after")
+    def _parents(self) -> _RouteSpec:
+        kinds = {p.is_service for p in self.parent_refs}
+        if len(kinds) > 1:
+            raise ValueError("parentRefs: a route's parents are all Services (a mesh "
+                             "route) or all Gateways, not both")
+        if self.hostnames and True in kinds:
             raise ValueError("hostnames are ignored for mesh routes (GAMMA): leave them out")
-        return v
+        return self
+
+    @property
+    def for_gateways(self) -> bool:
+        return not self.parent_refs[0].is_service
 
 
 class HTTPRouteSpec(_RouteSpec):
@@ -403,6 +433,164 @@ class GRPCRule(Model):
 
 class GRPCRouteSpec(_RouteSpec):
     rules: list[GRPCRule] = Field(default_factory=lambda: [GRPCRule()], max_length=MAX_RULES)
+
+    @model_validator(mode="after")
+    def _mesh_only(self) -> GRPCRouteSpec:
+        if self.for_gateways:
+            raise ValueError("parentRefs: GRPCRoutes on a Gateway are not supported by "
+                             "shoal yet (a Service parent is)")
+        return self
+
+
+# -- Gateway -----------------------------------------------------------------------------------
+
+# GatewayClasses shoal serves without a GatewayClass document: its own, and Istio's (so
+# that Istio's task files run unchanged).
+CONTROLLER_NAME = "shoal.io/gateway-controller"
+CLASSES = ("shoal", "istio")
+# The label of the gateway workloads that serve a Gateway (`shoal gateway run --name`
+# sets it; Istio's automated deployments carry the same)
+GATEWAY_NAME_LABEL = f"{GROUP}/gateway-name"
+
+
+class ListenerProtocol(StrEnum):
+    HTTP = "HTTP"
+    HTTPS = "HTTPS"
+    TLS = "TLS"
+    TCP = "TCP"
+    UDP = "UDP"
+
+
+class CertificateRef(Model):
+    group: str = ""
+    kind: str = "Secret"
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = None
+
+    @model_validator(mode="after")
+    def _secret(self) -> CertificateRef:
+        if self.group not in CORE or self.kind != "Secret":
+            raise ValueError(f"kind: {self.group or 'core'}/{self.kind}: certificates are "
+                             "Secrets (the gateway's --credential names)")
+        if self.namespace is not None:
+            raise ValueError("namespace: certificates in another namespace are not "
+                             "supported by shoal yet (a gateway holds its own credentials)")
+        return self
+
+
+class TLSMode(StrEnum):
+    TERMINATE = "Terminate"
+    PASSTHROUGH = "Passthrough"
+
+
+class GatewayTLSConfig(Model):
+    mode: TLSMode = TLSMode.TERMINATE
+    certificate_refs: list[CertificateRef] = Field(default_factory=list, max_length=64)
+    options: NotSupported = None
+    frontend_validation: NotSupported = None
+
+
+class FromNamespaces(StrEnum):
+    ALL = "All"
+    SAME = "Same"
+    SELECTOR = "Selector"
+
+
+class RouteNamespaces(Model):
+    from_: FromNamespaces = Field(default=FromNamespaces.SAME, alias="from")
+    selector: NotSupported = None
+
+    @model_validator(mode="after")
+    def _selector(self) -> RouteNamespaces:
+        if self.from_ is FromNamespaces.SELECTOR:
+            raise ValueError("from: Selector is not supported by shoal yet (namespaces "
+                             "have no labels here; use Same or All)")
+        return self
+
+
+class RouteGroupKind(Model):
+    group: str = GROUP
+    kind: str
+
+    @model_validator(mode="after")
+    def _http(self) -> RouteGroupKind:
+        if self.group != GROUP or self.kind != "HTTPRoute":
+            raise ValueError(f"{self.group}/{self.kind}: shoal's HTTP and HTTPS listeners "
+                             "take HTTPRoutes")
+        return self
+
+
+class AllowedRoutes(Model):
+    namespaces: RouteNamespaces = Field(default_factory=RouteNamespaces)
+    kinds: list[RouteGroupKind] = Field(default_factory=list, max_length=8)
+
+
+class Listener(Model):
+    name: str = Field(min_length=1, max_length=253)
+    hostname: Hostname | None = None
+    port: int = Field(ge=1, le=65535)
+    protocol: ListenerProtocol
+    tls: GatewayTLSConfig | None = None
+    allowed_routes: AllowedRoutes = Field(default_factory=AllowedRoutes)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not DNS_LABEL.match(v):
+            raise ValueError("must be a lowercase DNS-1123 label")
+        return v
+
+    @model_validator(mode="after")
+    def _protocol(self) -> Listener:
+        if self.protocol not in (ListenerProtocol.HTTP, ListenerProtocol.HTTPS):
+            raise ValueError(f"protocol: {self.protocol} listeners are not supported by "
+                             "shoal yet (HTTP and HTTPS are)")
+        if self.protocol is ListenerProtocol.HTTPS:
+            if self.tls is None or not self.tls.certificate_refs:
+                raise ValueError("tls: an HTTPS listener needs tls.certificateRefs")
+            if self.tls.mode is not TLSMode.TERMINATE:
+                raise ValueError("tls.mode: an HTTPS listener terminates TLS (Passthrough "
+                                 "is for TLS listeners)")
+            if len(self.tls.certificate_refs) > 1:
+                raise ValueError("tls.certificateRefs: one certificate per listener in "
+                                 "shoal")
+        elif self.tls is not None:
+            raise ValueError("tls: only for HTTPS listeners")
+        return self
+
+
+class GatewayAddress(Model):
+    type: str = "IPAddress"
+    value: str
+
+
+class GatewaySpec(Model):
+    """A Gateway API Gateway (not Istio's ``Gateway``: see api/gateway.py)."""
+
+    gateway_class_name: str = Field(min_length=1, max_length=253)
+    listeners: list[Listener] = Field(min_length=1, max_length=64)
+    addresses: NotSupported = None
+    infrastructure: NotSupported = None
+    backend_tls: NotSupported = None
+
+    @model_validator(mode="after")
+    def _listeners(self) -> GatewaySpec:
+        names = [lis.name for lis in self.listeners]
+        if len(set(names)) != len(names):
+            raise ValueError("listeners: names must be unique")
+        seen: dict[tuple[int, str], str] = {}
+        protocols: dict[int, ListenerProtocol] = {}
+        for lis in self.listeners:
+            p = protocols.setdefault(lis.port, lis.protocol)
+            if p is not lis.protocol:
+                raise ValueError(f"listeners: port {lis.port} with protocols {p} and "
+                                 f"{lis.protocol}")
+            key = (lis.port, lis.hostname or "")
+            if key in seen:
+                raise ValueError(f"listeners: {seen[key]} and {lis.name} have the same port "
+                                 "and hostname")
+            seen[key] = lis.name
+        return self
 
 
 # -- ReferenceGrant ----------------------------------------------------------------------------

@@ -27,8 +27,21 @@ ISTIO_NETWORKING = ("networking.istio.io/v1", "networking.istio.io/v1beta1",
 ISTIO_SECURITY = ("security.istio.io/v1", "security.istio.io/v1beta1")
 
 
+def document_kind(name: str) -> str:
+    """A kind's name as documents write it (``Gateway.gateway.networking.k8s.io`` ->
+    ``Gateway``)."""
+    return name.split(".", 1)[0]
+
+
 @dataclass(frozen=True)
 class Kind:
+    """One kind. ``name`` is its identity in the store, the REST API and the mesh
+    snapshot: the documents' kind (``VirtualService``), or, where two APIs give their
+    kinds the same name, that name qualified by the API group
+    (``Gateway.gateway.networking.k8s.io``: Istio's ``Gateway`` came first and keeps the
+    plain name). Documents say ``kind: Gateway`` either way; the apiVersion tells them
+    apart (docs/adr/0039)."""
+
     name: str  # "VirtualService"
     api_versions: tuple[str, ...]  # accepted; the first is the one shoal writes
     spec: type[Model]
@@ -39,8 +52,25 @@ class Kind:
     def api_version(self) -> str:
         return self.api_versions[0]
 
+    @property
+    def group(self) -> str:
+        return self.api_version.split("/")[0]
+
+    @property
+    def document_kind(self) -> str:
+        """``kind`` as documents write it."""
+        return document_kind(self.name)
+
+    @property
+    def qualified(self) -> str:
+        """The plural qualified by the API group, as kubectl writes it
+        (``gateways.gateway.networking.k8s.io``)."""
+        return f"{self.plural}.{self.group}"
+
     def names(self) -> set[str]:
-        return {self.name.lower(), self.plural, *self.aliases}
+        """What the CLI and the REST API accept for it (case-insensitive)."""
+        return {self.name.lower(), self.plural, *self.aliases, self.qualified,
+                f"{self.document_kind.lower()}.{self.group}"}
 
 
 KINDS: dict[str, Kind] = {
@@ -72,8 +102,26 @@ KINDS: dict[str, Kind] = {
         Kind("GRPCRoute", gatewayapi.API_VERSIONS, gatewayapi.GRPCRouteSpec, "grpcroutes"),
         Kind("ReferenceGrant", gatewayapi.REFERENCE_GRANT_VERSIONS,
              gatewayapi.ReferenceGrantSpec, "referencegrants", ("refgrant",)),
+        # after Istio's Gateway: "gateway" and "gateways" stay Istio's (docs/adr/0039)
+        Kind(f"Gateway.{gatewayapi.GROUP}", gatewayapi.API_VERSIONS, gatewayapi.GatewaySpec,
+             "gateways", ("gtw",)),
     )
 }
+# The kinds of each document kind (two for ``Gateway``), told apart by apiVersion.
+BY_DOCUMENT_KIND: dict[str, tuple[Kind, ...]] = {}
+for _k in KINDS.values():
+    BY_DOCUMENT_KIND[_k.document_kind] = (*BY_DOCUMENT_KIND.get(_k.document_kind, ()), _k)
+
+
+def kind_of(document_kind_: str, api_version: str) -> Kind | None:
+    """The kind of a document with this ``kind`` and ``apiVersion``: the one that takes
+    the apiVersion, else the only one of that name (its apiVersion is then wrong), else
+    None."""
+    candidates = BY_DOCUMENT_KIND.get(document_kind_, ())
+    for k in candidates:
+        if api_version in k.api_versions:
+            return k
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def resolve_kind(name: str) -> Kind:

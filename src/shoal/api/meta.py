@@ -93,7 +93,8 @@ class Resource(Model):
     def dump(self) -> dict[str, Any]:
         out = {
             "apiVersion": self.api_version,
-            "kind": self.kind,
+            # documents write a group-qualified kind (api/kinds.py) without its group
+            "kind": self.kind.split(".", 1)[0],
             "metadata": self.metadata.dump(),
             "spec": self.spec.dump() if isinstance(self.spec, Model) else self.spec,
         }

@@ -18,7 +18,7 @@ import pydantic
 import yaml
 
 from shoal.api import limits
-from shoal.api.kinds import KINDS
+from shoal.api.kinds import BY_DOCUMENT_KIND, kind_of
 from shoal.api.meta import Metadata, Resource, ResourceKey
 from shoal.errors import ValidationError, Violation
 
@@ -253,13 +253,19 @@ def parse_document(doc: Any, index: int = 0, source: str = "") -> Resource:
     for key in sorted(set(doc) - _ENVELOPE - _READ_ONLY_IGNORED, key=str):
         problems.append(Violation(_short(str(key)), "unknown field", where))
     kind_name = doc.get("kind")
-    kind = KINDS.get(kind_name) if isinstance(kind_name, str) else None
-    if kind is None:
-        known = ", ".join(sorted(KINDS))
+    version = doc.get("apiVersion")
+    kind = kind_of(kind_name, version if isinstance(version, str) else "") \
+        if isinstance(kind_name, str) else None
+    if kind is None and isinstance(kind_name, str) and kind_name in BY_DOCUMENT_KIND:
+        takes = " or ".join(v for k in BY_DOCUMENT_KIND[kind_name] for v in k.api_versions)
+        problems.append(Violation("apiVersion", f"{kind_name} takes apiVersion {takes}", where))
+    elif kind is None:
+        known = ", ".join(sorted(BY_DOCUMENT_KIND))
         problems.append(Violation("kind", f"must be one of: {known}", where))
-    elif doc.get("apiVersion") not in kind.api_versions:
+    elif version not in kind.api_versions:
         problems.append(Violation(
-            "apiVersion", f"{kind.name} takes apiVersion {' or '.join(kind.api_versions)}", where))
+            "apiVersion", f"{kind.document_kind} takes apiVersion "
+            f"{' or '.join(kind.api_versions)}", where))
     metadata: Metadata | None = None
     if "metadata" not in doc:
         problems.append(Violation("metadata", "is required", where))

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from shoal.agent.config import DEFAULT_CONTROL_PLANE, DEFAULT_XDS
+from shoal.api.gatewayapi import GATEWAY_NAME_LABEL
 from shoal.cli.run import (
     METRICS_PORT_HELP,
     METRICS_SCRAPER_HELP,
@@ -24,7 +25,9 @@ app = typer.Typer(help="Ingress gateways.", no_args_is_help=True)
 @app.command("run")
 def run(
     name: Annotated[str, typer.Option(
-        "--name", help="Gateway name (label app=NAME; service account by default).")],
+        "--name", help="Gateway name (labels app=NAME and gateway.networking.k8s.io/"
+        "gateway-name=NAME: it serves the Gateway API Gateway NAME of its namespace; "
+        "service account by default).")],
     port: Annotated[list[int] | None, typer.Option(
         "--port", "-p", help="A port the gateway may listen on (repeatable).")] = None,
     https_port: Annotated[list[int] | None, typer.Option(
@@ -66,7 +69,9 @@ def run(
         metavar="SPIFFE-ID", help=METRICS_SCRAPER_HELP)] = None,
 ) -> None:
     """Run an ingress gateway: listeners from the Gateways whose selector matches its
-    labels, routes from VirtualServices naming those Gateways in `gateways`."""
+    labels, routes from VirtualServices naming those Gateways in `gateways`; and the
+    listeners of the Gateway API Gateway named NAME in its namespace, with the HTTPRoutes
+    attached to it."""
     configure_logging(log_level)
     ports = tuple([*(port or []), *(https_port or [])])
     if (cert is None) != (key is None) or (ca_cert is not None and cert is None):
@@ -78,7 +83,9 @@ def run(
         if cert and key:
             creds += (Credential(credential_name or name, cert, key, ca_cert),)
         return GatewayAgent(GatewayConfig(agent_config(
-            name, ports[0] if ports else 0, ["gateway"], namespace=namespace, labels=label,
+            name, ports[0] if ports else 0, ["gateway"], namespace=namespace,
+            # the Gateway API Gateway of this name (in its namespace) is served here too
+            labels=[*(label or []), f"{GATEWAY_NAME_LABEL}={name}"],
             address=address, name=workload, service_account=service_account,
             control_plane=control_plane, xds=xds, run_dir=run_dir, token=token,
             token_file=token_file, ca_bundle=ca_bundle, drain_seconds=drain_seconds,

@@ -106,7 +106,9 @@ def _row(r: dict[str, Any]) -> list[Any]:
 
 def get(ctx: typer.Context,
         kind: Annotated[str, typer.Argument(
-            help="Kind, plural or short name (svc, wl, vs, dr, pa, ap, ra, slo), or certs.")],
+            help="Kind, plural or short name (svc, wl, vs, dr, pa, ap, ra, slo, gtw), "
+            "group-qualified as kubectl takes it (gateways.gateway.networking.k8s.io), "
+            "or certs.")],
         name: Annotated[str | None, typer.Argument(help="Resource name.")] = None,
         namespace: NamespaceOpt = None, output: OutputOpt = Format.TABLE,
         all_namespaces: Annotated[bool, typer.Option(
@@ -140,7 +142,7 @@ def get(ctx: typer.Context,
         dump(items[0] if name else {"apiVersion": "v1", "kind": "List", "items": items}, output)
         return
     table(["namespace", "name", "details", "revision"], [_row(r) for r in items],
-          title=k.plural)
+          title=k.qualified if "." in k.name else k.plural)
 
 
 def delete(ctx: typer.Context,

@@ -34,7 +34,7 @@ from shoal.multicluster.federation import Federation
 from shoal.multicluster.remote import RemoteClusters, trust_context
 from shoal.multicluster.view import ClusterView
 from shoal.ratelimit.embedded import EmbeddedRateLimit
-from shoal.registry import gamma
+from shoal.registry import gamma, gateways
 from shoal.registry.etcd_leases import EtcdWorkloadRegistry
 from shoal.registry.leases import Registry, WorkloadRegistry
 from shoal.registry.snapshot import MeshSnapshot, is_ready
@@ -167,7 +167,9 @@ class ControlPlane:
                       mesh=config.mesh,
                       admit=Admission(lambda: sync.mesh, lambda: sync.proxies).check,
                       status=lambda r: (gamma.route_status(sync.mesh, r)
-                                        if r.kind in gamma.KINDS_ROUTES else None))
+                                        if r.kind in gamma.KINDS_ROUTES else
+                                        gateways.gateway_status(sync.mesh, r)
+                                        if r.kind == gateways.KIND else None))
         operators = OperatorApi(tokens, store, audit, config.mesh.root_namespace)
         admin = AdminCredential(tokens, config.admin_token_path, config.admin_token_ttl)
         remotes = RemoteClusters(view, config.data_dir, trust_context(ca.files.bundle_path))

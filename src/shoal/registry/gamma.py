@@ -55,7 +55,7 @@ _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
 
 
 @dataclass(frozen=True)
-class _Entry:
+class Entry:
     route: Resource
     rule_index: int
     rule: Rule | GRPCRule
@@ -226,7 +226,7 @@ def permitted(route: Resource, ref: BackendRef, grants: Iterable[Resource]) -> b
     target = ref.namespace or ns
     if target == ns:
         return True
-    if any((p.namespace or ns) == target and p.name == ref.name
+    if any(p.is_service and (p.namespace or ns) == target and p.name == ref.name
            for p in route.spec.parent_refs):
         return True  # a consumer route sending to its parent Service itself
     return any(g.metadata.namespace == target
@@ -238,7 +238,7 @@ def permitted(route: Resource, ref: BackendRef, grants: Iterable[Resource]) -> b
 Permit = Callable[[Resource, BackendRef], bool]  # may this route use this backend?
 
 
-def _http(e: _Entry, services: set[tuple[str, str]], domain: str,
+def http_rule(e: Entry, services: set[tuple[str, str]], domain: str,
           allowed: Permit) -> dict[str, Any]:
     ns = e.route.metadata.namespace
 
@@ -315,20 +315,22 @@ def _http(e: _Entry, services: set[tuple[str, str]], domain: str,
     return out
 
 
-def _entries(routes: Iterable[Resource]) -> Iterator[tuple[tuple[str, str], _Entry]]:
+def _entries(routes: Iterable[Resource]) -> Iterator[tuple[tuple[str, str], Entry]]:
     for r in routes:
         spec: HTTPRouteSpec | GRPCRouteSpec = r.spec
         ns = r.metadata.namespace
         for parent in spec.parent_refs:
+            if not parent.is_service:
+                continue  # a Gateway's route (registry/gateways.py)
             key = (parent.namespace or ns, parent.name)
             for i, rule in enumerate(spec.rules):
                 if isinstance(rule, GRPCRule):
                     for j, g in enumerate(rule.matches or [GRPCRouteMatch()]):
                         m = RouteMatch(path=grpc_path(g.method), headers=g.headers)
-                        yield key, _Entry(r, i, rule, j, m, parent.port, g, key[0])
+                        yield key, Entry(r, i, rule, j, m, parent.port, g, key[0])
                     continue
                 for j, m in enumerate(rule.matches or [RouteMatch()]):
-                    yield key, _Entry(r, i, rule, j, m, parent.port, None, key[0])
+                    yield key, Entry(r, i, rule, j, m, parent.port, None, key[0])
 
 
 def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
@@ -341,7 +343,7 @@ def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
     ports_of = {(s.metadata.namespace, s.metadata.name): [p.port for p in s.spec.ports]
                 for s in services}
     granted = list(grants)
-    by_parent: dict[tuple[str, str], list[_Entry]] = {}
+    by_parent: dict[tuple[str, str], list[Entry]] = {}
     for key, entry in _entries(routes):
         if key in known:
             by_parent.setdefault(key, []).append(entry)
@@ -350,9 +352,9 @@ def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
         host = f"{name}.{ns}.svc.{domain}"
         if host in taken_hosts:
             continue
-        entries.sort(key=_Entry.precedence)
+        entries.sort(key=Entry.precedence)
         try:
-            http = [_http(e, known, domain, lambda r, b: permitted(r, b, granted))
+            http = [http_rule(e, known, domain, lambda r, b: permitted(r, b, granted))
                     for e in entries]
         except (ValueError, TypeError) as e:  # a bug here must not stop the control plane
             log.error("mesh routes of a Service could not be translated", extra={
@@ -430,7 +432,15 @@ def route_status(mesh: Any, route: Resource) -> dict[str, Any] | None:
                 _condition("ResolvedRefs", False, problems[0][0],
                            "; ".join(m for _, m in problems) + ": their share gets 500"))
     parents = []
+    from shoal.registry import gateways  # (it builds on this module)
     for p in route.spec.parent_refs:
+        if not p.is_service:  # a Gateway's route
+            entry = gateways.parent_status(mesh, route, p)
+            entry["conditions"].append(dict(resolved, **(
+                {"observedGeneration": route.metadata.generation}
+                if route.metadata.generation is not None else {})))
+            parents.append(entry)
+            continue
         pns = p.namespace or ns
         host = f"{p.name}.{pns}.svc.{domain}"
         if mesh.service(pns, p.name) is None:
@@ -467,11 +477,14 @@ def check_translation(route: Resource) -> list[str]:
     known = {(r.namespace or ns, r.name) for rule in rules for r in rule.backend_refs}
     known |= {(f.request_mirror.backend_ref.namespace or ns, f.request_mirror.backend_ref.name)
               for rule in rules for f in rule.filters if f.request_mirror is not None}
-    for key, entry in _entries([route]):
+    entries = list(_entries([route])) if not route.spec.for_gateways else [
+        (("", "gateway"), Entry(route, i, rule, j, m, None, None, ns))
+        for i, rule in enumerate(rules) for j, m in enumerate(rule.matches or [RouteMatch()])]
+    for key, entry in entries:
         try:
             VirtualServiceSpec.model_validate({
-                "hosts": [f"{key[1]}.{key[0]}.svc.cluster.local"],
-                "http": [_http(entry, known | {key}, "cluster.local", lambda r, b: True)]})
+                "hosts": [f"{key[1]}.{key[0] or ns}.svc.cluster.local"],
+                "http": [http_rule(entry, known | {key}, "cluster.local", lambda r, b: True)]})
         except (pydantic.ValidationError, ValueError, TypeError) as e:
             problems.append(f"rules[{entry.rule_index}] cannot be honoured: {e}")
     return problems

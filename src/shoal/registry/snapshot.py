@@ -19,8 +19,9 @@ from shoal.api.meshconfig import ExtensionProvider
 from shoal.api.meta import Resource, ResourceKey, oldest_first
 from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec, for_mesh
 from shoal.api.selector import selects
-from shoal.registry import gamma, vip
+from shoal.registry import gamma, gateways, vip
 from shoal.registry.external import external_host, synthesize
+from shoal.registry.readiness import READY_ANNOTATION, is_ready  # noqa: F401 (re-exported)
 
 
 class AccessLogMode(StrEnum):
@@ -94,16 +95,6 @@ class MeshConfig:
 
 REGISTERED_BY = "shoal.io/registered-by"
 TLS_MODE_LABEL = "security.shoal.io/tlsMode"
-# "false": registered, but its sidecar cannot take connections yet (an agent says so until
-# its inbound listener is active): it is nobody's endpoint until then (like a Kubernetes
-# pod that is not Ready). Its own proxy still gets its inbound config.
-READY_ANNOTATION = "shoal.io/ready"
-
-
-def is_ready(workload: Resource) -> bool:
-    return workload.metadata.annotations.get(READY_ANNOTATION) != "false"
-
-
 def mtls_disabled(workload: Resource) -> bool:
     """Labelled ``security.shoal.io/tlsMode: disabled``: e.g. registered by an agent that
     has no identity (no token), so its sidecar can neither accept nor offer mesh mTLS."""
@@ -182,6 +173,12 @@ class MeshSnapshot:
             out["VirtualService"] = out["VirtualService"] + gamma.mesh_routes(
                 routes, out["Service"], taken, self.config.domain,
                 out.get("ReferenceGrant", []))
+        if out.get(gateways.KIND):  # Gateway API Gateways, as synthetic Istio Gateways
+            istio, vss = gateways.translate(out[gateways.KIND], out.get("HTTPRoute", []),
+                                            out["Service"], out.get("ReferenceGrant", []),
+                                            self.config.domain)
+            out["Gateway"] = out["Gateway"] + istio
+            out["VirtualService"] = out["VirtualService"] + vss
         return out
 
     @cached_property

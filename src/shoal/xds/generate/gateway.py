@@ -42,6 +42,8 @@ from shoal.api.meta import Resource, oldest_first
 from shoal.api.networking import L4MatchAttributes
 from shoal.api.selector import selects
 from shoal.multicluster.labels import network_of
+from shoal.registry.gateways import KIND as GATEWAY_API_KIND
+from shoal.registry.gateways import SYNTHETIC
 from shoal.registry.snapshot import MeshSnapshot, mtls_disabled
 from shoal.telemetry.model import Reporter
 from shoal.xds.generate import (
@@ -77,6 +79,9 @@ def servers_of(mesh: MeshSnapshot, workload: Resource) -> dict[int, list[Bound]]
         spec: GatewaySpec = gw.spec
         if not selects(spec.selector, labels):
             continue
+        if SYNTHETIC in gw.metadata.annotations \
+                and gw.metadata.namespace != workload.metadata.namespace:
+            continue  # a Gateway API Gateway: served from its own namespace only
         for server in spec.servers:
             if server.port.number in allowed:
                 out.setdefault(server.port.number, []).append(
@@ -279,9 +284,12 @@ def gateway_listener(ctx: GenerationContext, workload: Resource, port: int,
 
 # Kinds a gateway's listeners and routes depend on: its Gateways, the VirtualServices
 # bound to them, the services they route to, and the policies of its inbound side.
+# Gateway API Gateways and their HTTPRoutes become Gateways and VirtualServices
+# (registry/gateways.py).
 INPUTS = frozenset({"Gateway", "VirtualService", "DestinationRule", "Service",
                     "ServiceEntry", "Workload", "PeerAuthentication", "AuthorizationPolicy",
-                    "RequestAuthentication", "RateLimitPolicy", "TokenRevocation"})
+                    "RequestAuthentication", "RateLimitPolicy", "TokenRevocation",
+                    GATEWAY_API_KIND, "HTTPRoute", "ReferenceGrant"})
 
 
 def _parts(ctx: GenerationContext, view: ProxyView) -> Iterator[Part]:

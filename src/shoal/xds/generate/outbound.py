@@ -25,6 +25,7 @@ from shoal.api.meta import Resource, ResourceKey
 from shoal.api.traffic_policy import LocalityLbSetting
 from shoal.multicluster.labels import CLUSTER_LABEL, NETWORK_LABEL
 from shoal.registry import external
+from shoal.registry.gateways import KIND as GATEWAY_API_KIND
 from shoal.registry.snapshot import Endpoint, mtls_disabled
 from shoal.xds.generate import (
     authn,
@@ -47,12 +48,14 @@ if TYPE_CHECKING:
     from shoal.xds.generate.context import Change, GenerationContext
     from shoal.xds.generate.scope import Scope
 
-# Kinds the outbound clusters and endpoints depend on. Routing (VirtualService, the
+# Kinds the outbound clusters and endpoints depend on (a Gateway API Gateway wherever
+# Istio's Gateway: it becomes Istio Gateways, registry/gateways.py). Routing (VirtualService, the
 # Gateway API routes and their grants) picks among the clusters that services and
 # DestinationRule subsets define and creates none; EnvoyFilters patch copies.
 INPUTS = frozenset({"Service", "ServiceEntry", "Workload", "DestinationRule", "Gateway",
-                    "Sidecar", "PeerAuthentication", "RequestAuthentication",
-                    "AuthorizationPolicy", "RateLimitPolicy", "TokenRevocation"})
+                    GATEWAY_API_KIND, "Sidecar", "PeerAuthentication",
+                    "RequestAuthentication", "AuthorizationPolicy", "RateLimitPolicy",
+                    "TokenRevocation"})
 
 _Variant = tuple[Resources, Resources]  # (the set it was made from, the variant)
 

@@ -1,0 +1,297 @@
+"""Gateway API Gateways and their HTTPRoutes, as the Istio Gateways and VirtualServices
+that mean the same (ADR 0039).
+
+Like mesh routes (:mod:`shoal.registry.gamma`), Gateways are turned into the Istio model
+the gateway generator already honours, once per snapshot:
+
+* each listener of a Gateway of a class shoal serves (``shoal``, or Istio's ``istio``)
+  becomes one Istio Gateway with one server (its port, protocol, hostname; an HTTPS
+  listener's certificate is the gateway's credential of that name), selecting the gateway
+  workloads labelled ``gateway.networking.k8s.io/gateway-name: <name>`` in the Gateway's
+  namespace (``shoal gateway run --name <name>`` sets it);
+* the HTTPRoutes attached to a listener (their ``parentRefs``: ``sectionName`` and
+  ``port`` choose listeners; ``allowedRoutes`` and hostnames must allow the route)
+  become, per (listener, hostname), one VirtualService bound to that listener's Gateway,
+  its rules in the Gateway API's precedence order (the same translation as mesh routes).
+
+A listener's hostnames are what its ``hostname`` and the route's ``hostnames``
+intersect in: a route without hostnames takes the listener's (or any host); a listener
+without one takes the route's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from shoal.api.gateway import CREDENTIALS_ANNOTATION, gateway_ports
+from shoal.api.gateway import GatewaySpec as IstioGatewaySpec
+from shoal.api.gatewayapi import (
+    CLASSES,
+    CONTROLLER_NAME,
+    GATEWAY_NAME_LABEL,
+    GROUP,
+    FromNamespaces,
+    GatewaySpec,
+    Listener,
+    ListenerProtocol,
+    ParentRef,
+    RouteMatch,
+)
+from shoal.api.kinds import KINDS
+from shoal.api.meta import Metadata, Resource, oldest_first
+from shoal.api.networking import VirtualServiceSpec
+from shoal.registry import gamma
+from shoal.registry.readiness import is_ready
+
+log = logging.getLogger(__name__)
+
+KIND = KINDS[f"Gateway.{GROUP}"].name
+ROUTE_KINDS = ("HTTPRoute",)
+SYNTHETIC = "shoal.io/from-gateway"  # annotation of an Istio Gateway: the Gateway it is
+
+
+def serves(gateway: Resource) -> bool:
+    """Is ``gateway`` of a class shoal serves?"""
+    return gateway.spec.gateway_class_name in CLASSES
+
+
+def istio_name(gateway: Resource, listener: Listener) -> str:
+    """The name of the Istio Gateway standing for one listener (in the Gateway's
+    namespace)."""
+    return f"gatewayapi.{gateway.metadata.name}.{listener.name}"
+
+
+def _narrower(a: str, b: str) -> str | None:
+    """The hosts two hostnames (each possibly ``*.``-wildcarded) have in common, as one
+    hostname, or None."""
+    def covers(wild: str, host: str) -> bool:
+        return wild.startswith("*.") and host.endswith(wild[1:]) and host != wild[2:]
+    if a == b:
+        return a
+    if covers(a, b):
+        return b
+    if covers(b, a):
+        return a
+    return None
+
+
+def hostnames(listener: Listener, route_hosts: Iterable[str]) -> list[str]:
+    """The hostnames a route with ``route_hosts`` serves on ``listener`` (``*``: any);
+    empty when they have none in common."""
+    route_hosts = list(route_hosts)
+    if listener.hostname is None:
+        return sorted(set(route_hosts)) or ["*"]
+    if not route_hosts:
+        return [listener.hostname]
+    return sorted({h for r in route_hosts if (h := _narrower(listener.hostname, r))})
+
+
+@dataclass(frozen=True)
+class Attached:
+    gateway: Resource
+    listener: Listener
+    hosts: tuple[str, ...]
+
+
+def _gateway_of(route: Resource, parent: ParentRef, gateways: dict[tuple[str, str], Resource]
+                ) -> Resource | None:
+    gw = gateways.get((parent.namespace or route.metadata.namespace, parent.name))
+    return gw if gw is not None and serves(gw) else None
+
+
+def attach(route: Resource, parent: ParentRef, gateways: dict[tuple[str, str], Resource]
+           ) -> tuple[list[Attached], str, str]:
+    """The listeners ``route`` attaches to through ``parent``, and, when none, the spec's
+    reason and a message saying why."""
+    gw = _gateway_of(route, parent, gateways)
+    ns = route.metadata.namespace
+    if gw is None:
+        return [], "NoMatchingParent", (f"no Gateway {parent.namespace or ns}/{parent.name} "
+                                        f"of a class shoal serves ({', '.join(CLASSES)})")
+    spec: GatewaySpec = gw.spec
+    chosen = [lis for lis in spec.listeners
+              if parent.section_name in (None, lis.name) and parent.port in (None, lis.port)]
+    if not chosen:
+        return [], "NoMatchingParent", "no listener has that sectionName and port"
+    allowed = [lis for lis in chosen if lis.allowed_routes.namespaces.from_ is FromNamespaces.ALL
+               or gw.metadata.namespace == ns]
+    if not allowed:
+        return [], "NotAllowedByListeners", (f"the listeners take routes from namespace "
+                                             f"{gw.metadata.namespace} only")
+    out = [Attached(gw, lis, tuple(hs)) for lis in allowed
+           if (hs := hostnames(lis, route.spec.hostnames))]
+    if not out:
+        return [], "NoMatchingListenerHostname", "no listener hostname matches the route's"
+    return out, "Accepted", f"attached to {len(out)} listener(s)"
+
+
+def _server(listener: Listener) -> dict[str, Any]:
+    server: dict[str, Any] = {
+        "port": {"number": listener.port, "name": listener.name,
+                 "protocol": str(listener.protocol)},
+        "hosts": [listener.hostname or "*"]}
+    if listener.protocol is ListenerProtocol.HTTPS:
+        assert listener.tls is not None
+        server["tls"] = {"mode": "SIMPLE",
+                         "credentialName": listener.tls.certificate_refs[0].name}
+    return server
+
+
+def _synthetic(kind: str, name: str, namespace: str, spec: Any, annotations: dict[str, str],
+               created: str | None) -> Resource:
+    return Resource(api_version=KINDS[kind].api_version, kind=kind, metadata=Metadata(
+        name=name, namespace=namespace, annotations=annotations, creation_timestamp=created),
+        spec=spec)
+
+
+def _entries(route: Resource) -> Iterator[gamma.Entry]:
+    ns = route.metadata.namespace
+    for i, rule in enumerate(route.spec.rules):
+        for j, m in enumerate(rule.matches or [RouteMatch()]):
+            yield gamma.Entry(route, i, rule, j, m, None, None, ns)
+
+
+def translate(gateways: Iterable[Resource], routes: Iterable[Resource],
+              services: Iterable[Resource], grants: Iterable[Resource], domain: str
+              ) -> tuple[list[Resource], list[Resource]]:
+    """(Istio Gateways, VirtualServices) standing for the Gateways shoal serves and the
+    HTTPRoutes attached to them."""
+    by_key = {(g.metadata.namespace, g.metadata.name): g for g in gateways}
+    known = {(s.metadata.namespace, s.metadata.name) for s in services}
+    granted = list(grants)
+    istio: list[Resource] = []
+    for gw in sorted(by_key.values(), key=lambda g: g.key):
+        if not serves(gw):
+            continue
+        note = f"{gw.metadata.namespace}/{gw.metadata.name}"
+        for lis in gw.spec.listeners:
+            spec = IstioGatewaySpec.model_validate({
+                "selector": {GATEWAY_NAME_LABEL: gw.metadata.name}, "servers": [_server(lis)]})
+            istio.append(_synthetic("Gateway", istio_name(gw, lis), gw.metadata.namespace,
+                                    spec, {SYNTHETIC: note}, gw.metadata.creation_timestamp))
+    # (gateway namespace, Istio gateway name, host) -> the routes attached there
+    by_host: dict[tuple[str, str, str], dict[Any, Resource]] = {}
+    for route in routes:
+        if not route.spec.for_gateways:
+            continue
+        for parent in route.spec.parent_refs:
+            for a in attach(route, parent, by_key)[0]:
+                for host in a.hosts:
+                    key = (a.gateway.metadata.namespace, istio_name(a.gateway, a.listener), host)
+                    by_host.setdefault(key, {})[route.key] = route
+    vss: list[Resource] = []
+    for (ns, gw_name, host), attached in sorted(by_host.items()):
+        entries = sorted((e for r in attached.values() for e in _entries(r)),
+                         key=gamma.Entry.precedence)
+        try:
+            http = [gamma.http_rule(e, known, domain,
+                                    lambda r, b: gamma.permitted(r, b, granted))
+                    for e in entries]
+            spec = VirtualServiceSpec.model_validate(
+                {"hosts": [host], "gateways": [f"{ns}/{gw_name}"], "http": http})
+        except (pydantic.ValidationError, ValueError, TypeError) as e:
+            log.error("a Gateway's routes could not be translated", extra={
+                "gateway": f"{ns}/{gw_name}", "host": host, "error": str(e)})
+            continue
+        sources = ",".join(f"{r.metadata.namespace}/{r.metadata.name}"
+                           for r in sorted(attached.values(), key=lambda r: r.key))
+        oldest = min(attached.values(), key=oldest_first)
+        vss.append(_synthetic("VirtualService", f"{gw_name}.{host.replace('*', 'any')}", ns,
+                              spec, {gamma.SYNTHETIC: sources},
+                              oldest.metadata.creation_timestamp))
+    return istio, vss
+
+
+# -- status (read, not stored: computed from the snapshot the proxies were given) -------------
+
+def _condition(type_: str, ok: bool, reason: str, message: str,
+               generation: int | None) -> dict[str, Any]:
+    out = {"type": type_, "status": "True" if ok else "False", "reason": reason,
+           "message": message}
+    if generation is not None:
+        out["observedGeneration"] = generation
+    return out
+
+
+def gateway_status(mesh: Any, gateway: Resource) -> dict[str, Any] | None:
+    """The Gateway API status of ``gateway`` (``Accepted``, ``Programmed``, and per
+    listener the routes attached and its conditions) as ``mesh`` (what the proxies were
+    last given) sees it; None when ``mesh`` does not hold this version yet."""
+    held = next((g for g in mesh.of_kind(KIND) if g.key == gateway.key), None)
+    if held is None or held.revision != gateway.revision:
+        return None
+    gen = gateway.metadata.generation
+    ns, name = gateway.metadata.namespace, gateway.metadata.name
+    if not serves(gateway):
+        why = (f"gatewayClassName {gateway.spec.gateway_class_name!r} is not a class shoal "
+               f"serves ({', '.join(CLASSES)}): no shoal gateway serves this Gateway")
+        return {"conditions": [_condition("Accepted", False, "Pending", why, gen),
+                               _condition("Programmed", False, "Pending", why, gen)]}
+    workloads = [w for w in mesh.workloads if w.metadata.namespace == ns
+                 and w.spec.labels.get(GATEWAY_NAME_LABEL) == name and is_ready(w)]
+    by_key = {(g.metadata.namespace, g.metadata.name): g for g in mesh.of_kind(KIND)}
+    attached: dict[str, int] = {}
+    for route in mesh.of_kind("HTTPRoute"):
+        if route.spec.for_gateways:
+            for parent in route.spec.parent_refs:
+                for a in attach(route, parent, by_key)[0]:
+                    if a.gateway.key == gateway.key:
+                        attached[a.listener.name] = attached.get(a.listener.name, 0) + 1
+    listeners = []
+    for lis in gateway.spec.listeners:
+        bindable = [w for w in workloads if lis.port in gateway_ports(w)]
+        creds = [w for w in bindable if lis.tls is None or lis.tls.certificate_refs[0].name in
+                 w.metadata.annotations.get(CREDENTIALS_ANNOTATION, "").split(",")]
+        if not workloads:
+            programmed = (False, "Pending", "no gateway workload is ready")
+        elif not bindable:
+            programmed = (False, "Invalid", f"no gateway workload may bind port {lis.port} "
+                          "(shoal gateway run --port)")
+        else:
+            programmed = (True, "Programmed", f"served by {len(bindable)} gateway workload(s)")
+        if lis.tls is not None and bindable and not creds:
+            resolved = (False, "InvalidCertificateRef",
+                        f"no gateway workload holds credential "
+                        f"{lis.tls.certificate_refs[0].name!r} (shoal gateway run --credential)")
+        else:
+            resolved = (True, "ResolvedRefs", "every reference resolved")
+        listeners.append({
+            "name": lis.name,
+            "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
+            "attachedRoutes": attached.get(lis.name, 0),
+            "conditions": [_condition("Accepted", True, "Accepted", "listener accepted", gen),
+                           _condition("ResolvedRefs", *resolved, gen),
+                           _condition("Programmed", *programmed, gen)]})
+    all_programmed = all(c["status"] == "True" for lis in listeners for c in lis["conditions"])
+    hint = (f"run `shoal gateway run --name {name} --namespace {ns} --port ...` for its "
+            "listeners' ports" if not workloads else "see the listeners' conditions")
+    return {
+        "conditions": [
+            _condition("Accepted", True, "Accepted", f"class {gateway.spec.gateway_class_name}"
+                       f" ({CONTROLLER_NAME})", gen),
+            _condition("Programmed", all_programmed,
+                       "Programmed" if all_programmed else
+                       ("NoResources" if not workloads else "Invalid"),
+                       "every listener is served" if all_programmed else hint, gen)],
+        "listeners": listeners}
+
+
+def parent_status(mesh: Any, route: Resource, parent: ParentRef) -> dict[str, Any]:
+    """``Accepted`` of ``route`` on the Gateway ``parent`` names (status.parents[])."""
+    by_key = {(g.metadata.namespace, g.metadata.name): g for g in mesh.of_kind(KIND)}
+    attached, reason, message = attach(route, parent, by_key)
+    ref: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                           "name": parent.name,
+                           "namespace": parent.namespace or route.metadata.namespace}
+    if parent.section_name is not None:
+        ref["sectionName"] = parent.section_name
+    if parent.port is not None:
+        ref["port"] = parent.port
+    return {"parentRef": ref, "controllerName": CONTROLLER_NAME,
+            "conditions": [_condition("Accepted", bool(attached), reason, message,
+                                      route.metadata.generation)]}
