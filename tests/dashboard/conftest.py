@@ -27,6 +27,14 @@ from shoal.testing.metrics import FakeMetricsStore, bookinfo_traffic
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 BOOKINFO = Path(demo.__file__).with_name("bookinfo.yaml")
+# a Gateway API Gateway beside Istio's kinds (the Config page tells them apart)
+GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+"""
 SLOS = """
 apiVersion: telemetry.shoal.io/v1alpha1
 kind: ServiceLevelObjective
@@ -142,6 +150,7 @@ def dashboard_cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with served.client() as c:
         c.apply(BOOKINFO.read_text())
         c.apply(SLOS)
+        c.apply(GATEWAY)
     yield served
     assert stop is not None
     loop.call_soon_threadsafe(stop.set)

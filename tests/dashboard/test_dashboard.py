@@ -58,7 +58,8 @@ def test_every_page_renders(dashboard_cp: Served, browser: Browser):
         "slos": ("reviews-availability", "burning", "budget left"),
         "services": ("Requests / s", "Latency p50 / p99", "<polyline"),
         "proxies": ("No sidecars connected.",),
-        "config": ("ServiceLevelObjective", "DestinationRule", "revision"),
+        "config": ("ServiceLevelObjective", "DestinationRule", "revision",
+                   "Gateway.gateway.networking.k8s.io"),
         "traces": ("ingress GET /productpage", "wf-bar err", "ratings"),
     }
     for page, needles in checks.items():
@@ -87,3 +88,21 @@ def test_without_a_token_the_dashboard_asks_for_one(dashboard_cp: Served, browse
     assert "not signed in" in dom and "needs a credential" in dom
     assert 'data-name="productpage"' not in dom
     browser.screenshot(f"{dashboard_cp.url}/ui/", ARTIFACTS / "sign-in.png")
+
+
+def test_the_config_page_shows_gateway_api_status(dashboard_cp: Served):
+    """What the Config page shows of a resource is the API's document, with the status
+    computed when read (issue 15: Gateway API status on the dashboard)."""
+    from shoal.testing.local import wait_for
+
+    def gateway() -> dict | None:
+        listed = dashboard_cp.get("/api/v1/resources").json()["items"]
+        (gw,) = [r for r in listed if r["apiVersion"].startswith("gateway.networking.k8s.io/")]
+        return gw if "status" in gw else None  # (once the proxies' snapshot holds it)
+
+    gw = wait_for(gateway, 30, "the Gateway's status")
+    assert gw["kind"] == "Gateway"
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in gw["status"]["conditions"]}
+    # nothing serves it in this fixture: accepted, and not programmed until a gateway runs
+    assert conditions == {"Accepted": ("True", "Accepted"),
+                          "Programmed": ("False", "NoResources")}

@@ -408,10 +408,12 @@ function yamlish(v, ind = "") {
 async function refreshConfig() {
   const { revision, items } = await api("/api/v1/resources");
   $("#config-rev").textContent = `revision ${revision}`;
-  const key = (r) => `${r.kind}/${r.metadata.namespace}/${r.metadata.name}`;
+  // Gateway API kinds by their group: its Gateway and Istio's share the kind name
+  const kind = (r) => (r.apiVersion.startsWith("gateway.networking.k8s.io/") ? `${r.kind}.gateway.networking.k8s.io` : r.kind);
+  const key = (r) => `${kind(r)}/${r.metadata.namespace}/${r.metadata.name}`;
   items.sort((a, b) => key(a).localeCompare(key(b)));
   table($("#config-table"), [
-    { title: "Kind", cell: (r) => r.kind }, { title: "Namespace", cell: (r) => r.metadata.namespace },
+    { title: "Kind", cell: (r) => kind(r) }, { title: "Namespace", cell: (r) => r.metadata.namespace },
     { title: "Name", cell: (r) => h("b", {}, r.metadata.name) }, { title: "Rev", num: true, cell: (r) => r.metadata.resourceVersion ?? "" },
   ], items, { empty: "Nothing applied.", onClick: (r) => { state.resource = key(r); refreshConfig(); }, selected: (r) => key(r) === state.resource });
   const chosen = items.find((r) => key(r) === state.resource) || items[0];
