@@ -185,6 +185,14 @@ spec:
   gatewayClassName: istio
   listeners:
   - {name: http, port: %d, protocol: HTTP, hostname: "*.example.com"}
+  - {name: raw, port: %d, protocol: TCP}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: edge-raw}
+spec:
+  parentRefs: [{name: edge, sectionName: raw}]
+  rules: [{backendRefs: [{name: web-v2, port: 8080}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -201,18 +209,20 @@ spec:
 
 def test_a_gateway_api_gateway_serves_its_routes(mesh, tmp_path) -> None:
     """Issue 15: a Gateway (Istio's class name, as Istio's task files write it) served by
-    `shoal gateway run --name edge`, an HTTPRoute attached to its listener by hostname,
-    and both statuses as `shoal get gtw edge -o yaml` shows them."""
+    `shoal gateway run --name edge`, an HTTPRoute attached to its HTTP listener by
+    hostname, a TCPRoute on its TCP listener, and the statuses as `shoal get gtw edge -o
+    yaml` shows them."""
     import os
     import sys
 
     from shoal.testing.local import _Process, free_port
 
     cp, _ = mesh
-    port = free_port()
+    port, tcp_port = free_port(), free_port()
     gw = _Process("gateway", tmp_path / "gateway.log")
     gw._spawn([sys.executable, "-m", "shoal", "gateway", "run", "--name", "edge",
-               "--workload", "edge-1", "--port", str(port), "--control-plane", cp.agent_url,
+               "--workload", "edge-1", "--port", str(port), "--port", str(tcp_port),
+               "--control-plane", cp.agent_url,
                "--xds", cp.secure_xds, "--ca-bundle", str(cp.ca_bundle),
                "--token-file", str(cp.token_file("default", "edge")),
                "--run-dir", str(tmp_path / "run"), "--drain-seconds", "0.2",
@@ -220,7 +230,7 @@ def test_a_gateway_api_gateway_serves_its_routes(mesh, tmp_path) -> None:
               {"SHOAL_LOG_LEVEL": os.environ.get("SHOAL_LOG_LEVEL", "info")})
     try:
         with cp.client() as c:
-            c.apply(GATEWAY % port)
+            c.apply(GATEWAY % (port, tcp_port))
         cp.wait_synced({"edge-1"})
 
         def get(host: str, path: str) -> httpx.Response:
@@ -234,6 +244,11 @@ def test_a_gateway_api_gateway_serves_its_routes(mesh, tmp_path) -> None:
         assert get("web.example.com", "/").json()["served_by"].startswith("web-")
         # a host the route does not name, on the same listener: no route (404)
         assert get("api.example.com", "/v2/x").status_code == 404
+        # the TCP listener: connections to web-v2 whatever they carry
+        raw = f"http://127.0.0.1:{tcp_port}/anything"
+        wait_for(lambda: httpx.get(raw, timeout=10).status_code == 200, 30,
+                 "the TCPRoute through the gateway")
+        assert httpx.get(raw, timeout=10).json()["served_by"] == "web-v2"
         with cp.client() as c:
             gateway = wait_for(lambda: (g := c.get("gtw", "default", "edge")).get(
                 "status", {}).get("conditions", [{}])[-1].get("status") == "True" and g,
@@ -241,8 +256,8 @@ def test_a_gateway_api_gateway_serves_its_routes(mesh, tmp_path) -> None:
             route = c.get("HTTPRoute", "default", "edge-web")
         assert gateway["kind"] == "Gateway"
         assert gateway["apiVersion"] == "gateway.networking.k8s.io/v1"
-        [listener] = gateway["status"]["listeners"]
-        assert listener["attachedRoutes"] == 1
+        assert [(lis["name"], lis["attachedRoutes"]) for lis in
+                gateway["status"]["listeners"]] == [("http", 1), ("raw", 1)]
         [parent] = route["status"]["parents"]
         assert parent["parentRef"]["kind"] == "Gateway"
         assert {x["type"]: x["status"] for x in parent["conditions"]} == {

@@ -196,8 +196,11 @@ def test_a_gateway_of_another_class_is_not_served_and_says_so() -> None:
 
 
 @pytest.mark.parametrize(("listener", "message"), [
-    ("{name: tls, port: 9443, protocol: TLS, tls: {mode: Passthrough}}",
-     "TLS listeners are not supported by shoal yet"),
+    ("{name: tls, port: 9443, protocol: TLS, tls: {certificateRefs: [{name: c}]}}",
+     "pass TLS through"),
+    ("{name: u, port: 53, protocol: UDP}", "UDP listeners are not supported"),
+    ("{name: t, port: 5432, protocol: TCP, hostname: db.example.com}",
+     "not used by TCP listeners"),
     ("{name: h, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Selector}}}",
      "Selector is not supported"),
     ("{name: s, port: 443, protocol: HTTPS}", "needs tls.certificateRefs"),
@@ -252,12 +255,13 @@ def test_a_route_is_served_only_for_hosts_both_accept(listener_host: str,
 _LISTENER = st.fixed_dictionaries({
     "name": st.sampled_from(["a", "b", "c"]),
     "port": st.sampled_from([8080, 8443, 9000]),
-    "protocol": st.sampled_from(["HTTP", "HTTPS", "TLS"]),
+    "protocol": st.sampled_from(["HTTP", "HTTPS", "TLS", "TCP"]),
 }, optional={
     "hostname": _HOST,
     "allowedRoutes": st.fixed_dictionaries({"namespaces": st.fixed_dictionaries(
         {"from": st.sampled_from(["All", "Same", "Selector"])})}),
-    "tls": st.just({"certificateRefs": [{"name": "web-cert"}]}),
+    "tls": st.sampled_from([{"certificateRefs": [{"name": "web-cert"}]},
+                            {"mode": "Passthrough"}]),
 })
 _PARENT = st.fixed_dictionaries({"name": st.sampled_from(["edge", "other"])}, optional={
     "sectionName": st.sampled_from(["a", "b", "zz"]),
@@ -266,11 +270,13 @@ _PARENT = st.fixed_dictionaries({"name": st.sampled_from(["edge", "other"])}, op
 })
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(_LISTENER, min_size=1, max_size=3), st.lists(_PARENT, min_size=1, max_size=2),
-       st.lists(_HOST, max_size=2), st.sampled_from(["shop", "front"]))
+       st.lists(_HOST, max_size=2), st.sampled_from(["shop", "front"]),
+       st.sampled_from(["HTTPRoute", "TLSRoute", "TCPRoute"]))
 def test_every_gateway_and_route_the_api_accepts_is_served_or_says_why(
-        listeners: list[dict], parents: list[dict], hosts: list[str], route_ns: str) -> None:
+        listeners: list[dict], parents: list[dict], hosts: list[str], route_ns: str,
+        kind: str) -> None:
     """Random Gateways and routes: each is refused with a ValidationError or accepted;
     accepted ones give the gateway proxy a config (never an exception) and statuses
     whose attached-route counts agree with the routes' own Accepted conditions."""
@@ -279,7 +285,8 @@ def test_every_gateway_and_route_the_api_accepts_is_served_or_says_why(
     docs = [{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
              "metadata": {"name": "edge", "namespace": "shop"},
              "spec": {"gatewayClassName": "shoal", "listeners": listeners}},
-            {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            {"apiVersion": "gateway.networking.k8s.io/" + (
+                "v1" if kind == "HTTPRoute" else "v1alpha2"), "kind": kind,
              "metadata": {"name": "r", "namespace": route_ns},
              "spec": {"parentRefs": parents, "hostnames": hosts,
                       "rules": [{"backendRefs": [{"name": "web", "namespace": "shop",
@@ -292,7 +299,7 @@ def test_every_gateway_and_route_the_api_accepts_is_served_or_says_why(
     m = MeshSnapshot.build(base + extra, 9)
     generate(GenerationContext(m), EDGE)
     (gw,) = m.of_kind(gateways.KIND)
-    (route,) = m.of_kind("HTTPRoute")
+    (route,) = m.of_kind(kind)
     gw_status, route_status = gateways.gateway_status(m, gw), gamma.route_status(m, route)
     assert gw_status is not None and route_status is not None
     accepted = sum(1 for p in route_status["parents"] for c in p["conditions"]
@@ -301,3 +308,68 @@ def test_every_gateway_and_route_the_api_accepts_is_served_or_says_why(
                    and p["parentRef"]["namespace"] == "shop")
     attached = sum(lis["attachedRoutes"] for lis in gw_status["listeners"])
     assert (accepted > 0) is (attached > 0)
+
+
+L4 = """apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  gatewayClassName: shoal
+  listeners:
+  - {name: tls, port: 8443, protocol: TLS, hostname: "*.example.com",
+     tls: {mode: Passthrough}}
+  - {name: tcp, port: 8080, protocol: TCP}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: secure, namespace: shop}
+spec:
+  parentRefs: [{name: edge, sectionName: tls}]
+  hostnames: [web.example.com]
+  rules: [{backendRefs: [{name: web, port: 8080, weight: 3}, {name: web-v2, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: raw, namespace: shop}
+spec:
+  parentRefs: [{name: edge, port: 8080}]
+  rules: [{backendRefs: [{name: web-v2, port: 8080}]}]
+"""
+
+
+def test_tls_passthrough_and_tcp_listeners_take_their_routes(tmp_path: Path) -> None:
+    base = [r for r in parse_yaml(MESH) if r.kind not in (gateways.KIND, "HTTPRoute")]
+    m = MeshSnapshot.build(base + parse_yaml(L4), 6)
+    snap = generate(GenerationContext(m), EDGE)
+    listeners = {lis.address.socket_address.port_value: lis
+                 for lis in snap.get(LISTENER).items.values()}
+    assert sorted(listeners) == [8080, 8443]
+    chains = listeners[8443].filter_chains
+    assert [list(c.filter_chain_match.server_names) for c in chains] == [["web.example.com"]]
+    text = str(listeners[8080])
+    assert "outbound|8080||web-v2.shop.svc.cluster.local" in text
+    (vs,) = [v for v in m.of_kind("VirtualService") if v.spec.tls]
+    assert [d.weight for d in vs.spec.tls[0].route] == [75, 25]
+    for route in m.of_kind("TLSRoute") + m.of_kind("TCPRoute"):
+        status = gamma.route_status(m, route)
+        assert status is not None
+        assert status["parents"][0]["conditions"][0]["status"] == "True", route.metadata.name
+    (gw,) = m.of_kind(gateways.KIND)
+    status = gateways.gateway_status(m, gw)
+    assert status is not None
+    assert [(lis["supportedKinds"][0]["kind"], lis["attachedRoutes"])
+            for lis in status["listeners"]] == [("TLSRoute", 1), ("TCPRoute", 1)]
+    if envoy_binary() is not None:
+        result = envoy_validate(static_bootstrap(snap, "edge-1.shop"), tmp_path / "b.json")
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_listener_takes_only_its_protocols_routes() -> None:
+    wrong = L4.replace("sectionName: tls", "sectionName: tcp")
+    base = [r for r in parse_yaml(MESH) if r.kind not in (gateways.KIND, "HTTPRoute")]
+    m = MeshSnapshot.build(base + parse_yaml(wrong), 6)
+    (route,) = m.of_kind("TLSRoute")
+    status = gamma.route_status(m, route)
+    assert status is not None
+    accepted = status["parents"][0]["conditions"][0]
+    assert (accepted["status"], accepted["reason"]) == ("False", "NotAllowedByListeners")

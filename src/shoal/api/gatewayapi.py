@@ -1,10 +1,11 @@
 """Kubernetes Gateway API kinds (``gateway.networking.k8s.io``): HTTPRoute and GRPCRoute
 as mesh routes (GAMMA: the parent is a Service, docs/adr/0035) and, for HTTPRoute, as a
-Gateway's routes; Gateway (HTTP and HTTPS listeners, docs/adr/0039); ReferenceGrant.
+Gateway's routes; Gateway (HTTP, HTTPS, TLS passthrough and TCP listeners, docs/adr/0039),
+TLSRoute and TCPRoute on them; ReferenceGrant.
 
 The models follow the Gateway API's v1 field names. What is not built yet is refused by
-name, never ignored: TLS and TCP listeners, GRPCRoutes on Gateways, the ExtensionRef and
-CORS filters, and the few fields marked NotSupported.
+name, never ignored: UDP listeners, TLS termination on TLS listeners, GRPCRoutes on
+Gateways, the ExtensionRef and CORS filters, and the few fields marked NotSupported.
 """
 
 from __future__ import annotations
@@ -442,6 +443,52 @@ class GRPCRouteSpec(_RouteSpec):
         return self
 
 
+# -- TLSRoute, TCPRoute (experimental channel) --------------------------------------------------
+
+TLS_ROUTE_VERSIONS = (f"{GROUP}/v1alpha2", f"{GROUP}/v1alpha3")
+TCP_ROUTE_VERSIONS = (f"{GROUP}/v1alpha2",)
+
+
+class L4Rule(Model):
+    """A TLSRoute's or TCPRoute's rule: weighted Service backends."""
+
+    name: str | None = None
+    backend_refs: list[BackendRef] = Field(min_length=1, max_length=16)
+
+    @field_validator("backend_refs")
+    @classmethod
+    def _no_filters(cls, v: list[BackendRef]) -> list[BackendRef]:
+        if any(r.filters for r in v):
+            raise ValueError("filters: not for TLS or TCP backends")
+        return v
+
+
+class _L4RouteSpec(_RouteSpec):
+    rules: list[L4Rule] = Field(min_length=1, max_length=16)
+
+    @model_validator(mode="after")
+    def _gateways_only(self) -> _L4RouteSpec:
+        if not self.for_gateways:
+            raise ValueError("parentRefs: TLSRoutes and TCPRoutes attach to Gateways in "
+                             "shoal (mesh TLS and TCP routing: a VirtualService)")
+        return self
+
+
+class TLSRouteSpec(_L4RouteSpec):
+    pass
+
+
+class TCPRouteSpec(_L4RouteSpec):
+    @model_validator(mode="after")
+    def _one_rule(self) -> TCPRouteSpec:
+        if self.hostnames:
+            raise ValueError("hostnames: a TCPRoute has none (it takes a listener's port)")
+        if len(self.rules) > 1:
+            raise ValueError("rules: one rule per TCPRoute in shoal (nothing tells a "
+                             "connection which rule it is for)")
+        return self
+
+
 # -- Gateway -----------------------------------------------------------------------------------
 
 # GatewayClasses shoal serves without a GatewayClass document: its own, and Istio's (so
@@ -513,11 +560,15 @@ class RouteGroupKind(Model):
     kind: str
 
     @model_validator(mode="after")
-    def _http(self) -> RouteGroupKind:
-        if self.group != GROUP or self.kind != "HTTPRoute":
-            raise ValueError(f"{self.group}/{self.kind}: shoal's HTTP and HTTPS listeners "
-                             "take HTTPRoutes")
+    def _route(self) -> RouteGroupKind:
+        if self.group != GROUP or self.kind not in ("HTTPRoute", "TLSRoute", "TCPRoute"):
+            raise ValueError(f"{self.group}/{self.kind}: shoal's listeners take HTTPRoutes, "
+                             "TLSRoutes and TCPRoutes")
         return self
+
+
+# the route kind each listener protocol takes
+ROUTE_KIND = {"HTTP": "HTTPRoute", "HTTPS": "HTTPRoute", "TLS": "TLSRoute", "TCP": "TCPRoute"}
 
 
 class AllowedRoutes(Model):
@@ -540,11 +591,34 @@ class Listener(Model):
             raise ValueError("must be a lowercase DNS-1123 label")
         return v
 
+    @property
+    def route_kinds(self) -> tuple[str, ...]:
+        """The kinds of route it takes (its protocol's, narrowed by allowedRoutes)."""
+        mine = ROUTE_KIND[str(self.protocol)]
+        wanted = {k.kind for k in self.allowed_routes.kinds}
+        return (mine,) if not wanted or mine in wanted else ()
+
     @model_validator(mode="after")
     def _protocol(self) -> Listener:
-        if self.protocol not in (ListenerProtocol.HTTP, ListenerProtocol.HTTPS):
-            raise ValueError(f"protocol: {self.protocol} listeners are not supported by "
-                             "shoal yet (HTTP and HTTPS are)")
+        if self.protocol is ListenerProtocol.UDP:
+            raise ValueError("protocol: UDP listeners are not supported by shoal")
+        wanted = {k.kind for k in self.allowed_routes.kinds}
+        if wanted and ROUTE_KIND[str(self.protocol)] not in wanted:
+            raise ValueError(f"allowedRoutes.kinds: a {self.protocol} listener takes "
+                             f"{ROUTE_KIND[str(self.protocol)]}s")
+        if self.protocol is ListenerProtocol.TLS:
+            if self.tls is None or self.tls.mode is not TLSMode.PASSTHROUGH:
+                raise ValueError("tls.mode: shoal's TLS listeners pass TLS through "
+                                 "(Passthrough); to terminate TLS use an HTTPS listener")
+            if self.tls.certificate_refs:
+                raise ValueError("tls.certificateRefs: not used by Passthrough")
+            return self
+        if self.protocol is ListenerProtocol.TCP:
+            if self.tls is not None:
+                raise ValueError("tls: not used by TCP listeners")
+            if self.hostname is not None:
+                raise ValueError("hostname: not used by TCP listeners")
+            return self
         if self.protocol is ListenerProtocol.HTTPS:
             if self.tls is None or not self.tls.certificate_refs:
                 raise ValueError("tls: an HTTPS listener needs tls.certificateRefs")
@@ -596,6 +670,7 @@ class GatewaySpec(Model):
 # -- ReferenceGrant ----------------------------------------------------------------------------
 
 REFERENCE_GRANT_VERSIONS = (f"{GROUP}/v1beta1", f"{GROUP}/v1")
+ROUTES = ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute")
 
 
 class GrantFrom(Model):
@@ -605,9 +680,9 @@ class GrantFrom(Model):
 
     @model_validator(mode="after")
     def _route(self) -> GrantFrom:
-        if self.group != GROUP or self.kind not in ("HTTPRoute", "GRPCRoute"):
-            raise ValueError(f"{self.group}/{self.kind}: shoal has only HTTPRoute and "
-                             f"GRPCRoute references to grant ({GROUP})")
+        if self.group != GROUP or self.kind not in ROUTES:
+            raise ValueError(f"{self.group}/{self.kind}: shoal has only route references "
+                             f"to grant ({', '.join(ROUTES)} of {GROUP})")
         if not DNS_LABEL.match(self.namespace):
             raise ValueError("namespace: not a namespace name")
         return self

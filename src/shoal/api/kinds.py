@@ -105,6 +105,8 @@ KINDS: dict[str, Kind] = {
         # after Istio's Gateway: "gateway" and "gateways" stay Istio's (docs/adr/0039)
         Kind(f"Gateway.{gatewayapi.GROUP}", gatewayapi.API_VERSIONS, gatewayapi.GatewaySpec,
              "gateways", ("gtw",)),
+        Kind("TLSRoute", gatewayapi.TLS_ROUTE_VERSIONS, gatewayapi.TLSRouteSpec, "tlsroutes"),
+        Kind("TCPRoute", gatewayapi.TCP_ROUTE_VERSIONS, gatewayapi.TCPRouteSpec, "tcproutes"),
     )
 }
 # The kinds of each document kind (two for ``Gateway``), told apart by apiVersion.

@@ -167,7 +167,8 @@ class ControlPlane:
                       mesh=config.mesh,
                       admit=Admission(lambda: sync.mesh, lambda: sync.proxies).check,
                       status=lambda r: (gamma.route_status(sync.mesh, r)
-                                        if r.kind in gamma.KINDS_ROUTES else
+                                        if r.kind in gamma.KINDS_ROUTES
+                                        or r.kind in gateways.ROUTE_KINDS else
                                         gateways.gateway_status(sync.mesh, r)
                                         if r.kind == gateways.KIND else None))
         operators = OperatorApi(tokens, store, audit, config.mesh.root_namespace)

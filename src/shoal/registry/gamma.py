@@ -181,7 +181,7 @@ def _path_rewrite(mod: PathModifier, match: RouteMatch) -> dict[str, Any]:
     return {"uriRegexRewrite": {"match": f"^{prefix}/?(.*)$", "rewrite": "/\\1"}}
 
 
-def _percentages(weights: list[int]) -> list[int]:
+def percentages(weights: list[int]) -> list[int]:
     """Proportions as whole percentages that sum to 100 (largest remainder)."""
     total = sum(weights)
     exact = [w * 100 / total for w in weights]
@@ -191,7 +191,7 @@ def _percentages(weights: list[int]) -> list[int]:
     return out
 
 
-def _destination(ref: BackendRef, namespace: str, domain: str) -> dict[str, Any]:
+def destination(ref: BackendRef, namespace: str, domain: str) -> dict[str, Any]:
     return {"host": f"{ref.name}.{ref.namespace or namespace}.svc.{domain}",
             "port": {"number": ref.port}}
 
@@ -213,7 +213,7 @@ def _header_ops(filters: Iterable[Filter]) -> dict[str, Any]:
 
 def _backend(ref: BackendRef, namespace: str, domain: str) -> dict[str, Any]:
     """One destination of a rule, with its own header filters."""
-    out: dict[str, Any] = {"destination": _destination(ref, namespace, domain)}
+    out: dict[str, Any] = {"destination": destination(ref, namespace, domain)}
     if headers := _header_ops(ref.filters):
         out["headers"] = headers
     return out
@@ -281,7 +281,7 @@ def http_rule(e: Entry, services: set[tuple[str, str]], domain: str,
                    100 * mirror.fraction.numerator / mirror.fraction.denominator
                    if mirror.fraction is not None else 100)
             out.setdefault("mirrors", []).append({
-                "destination": _destination(mirror.backend_ref, ns, domain),
+                "destination": destination(mirror.backend_ref, ns, domain),
                 "percentage": {"value": min(100.0, float(pct))}})
     if headers:
         out["headers"] = headers
@@ -294,7 +294,7 @@ def http_rule(e: Entry, services: set[tuple[str, str]], domain: str,
         elif len(backends) == 1:
             out["route"] = [_backend(backends[0], ns, domain)]
         else:
-            weights = _percentages([r.weight for r in backends])
+            weights = percentages([r.weight for r in backends])
             out["route"] = [{**_backend(r, ns, domain), "weight": w}
                             for r, w in zip(backends, weights, strict=True)]
     if "route" not in out:  # a redirect or the 500: nothing is sent to a backend
@@ -418,7 +418,8 @@ def route_status(mesh: Any, route: Resource) -> dict[str, Any] | None:
     grants = mesh.of_kind("ReferenceGrant")
     problems: list[tuple[str, str]] = []
     for rule in route.spec.rules:
-        refs = list(rule.backend_refs) + [f.request_mirror.backend_ref for f in rule.filters
+        refs = list(rule.backend_refs) + [f.request_mirror.backend_ref
+                                          for f in getattr(rule, "filters", ())
                                           if f.request_mirror is not None]
         for ref in refs:
             target = f"{ref.namespace or ns}/{ref.name}"

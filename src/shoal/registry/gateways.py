@@ -51,7 +51,7 @@ from shoal.registry.readiness import is_ready
 log = logging.getLogger(__name__)
 
 KIND = KINDS[f"Gateway.{GROUP}"].name
-ROUTE_KINDS = ("HTTPRoute",)
+ROUTE_KINDS = ("HTTPRoute", "TLSRoute", "TCPRoute")  # the routes a Gateway takes
 SYNTHETIC = "shoal.io/from-gateway"  # annotation of an Istio Gateway: the Gateway it is
 
 
@@ -118,13 +118,17 @@ def attach(route: Resource, parent: ParentRef, gateways: dict[tuple[str, str], R
               if parent.section_name in (None, lis.name) and parent.port in (None, lis.port)]
     if not chosen:
         return [], "NoMatchingParent", "no listener has that sectionName and port"
+    chosen = [lis for lis in chosen if route.kind in lis.route_kinds]
+    if not chosen:
+        return [], "NotAllowedByListeners", f"no such listener takes {route.kind}s"
     allowed = [lis for lis in chosen if lis.allowed_routes.namespaces.from_ is FromNamespaces.ALL
                or gw.metadata.namespace == ns]
     if not allowed:
         return [], "NotAllowedByListeners", (f"the listeners take routes from namespace "
                                              f"{gw.metadata.namespace} only")
     out = [Attached(gw, lis, tuple(hs)) for lis in allowed
-           if (hs := hostnames(lis, route.spec.hostnames))]
+           if (hs := hostnames(lis, route.spec.hostnames)
+               if lis.protocol is not ListenerProtocol.TCP else ["*"])]
     if not out:
         return [], "NoMatchingListenerHostname", "no listener hostname matches the route's"
     return out, "Accepted", f"attached to {len(out)} listener(s)"
@@ -139,6 +143,8 @@ def _server(listener: Listener) -> dict[str, Any]:
         assert listener.tls is not None
         server["tls"] = {"mode": "SIMPLE",
                          "credentialName": listener.tls.certificate_refs[0].name}
+    elif listener.protocol is ListenerProtocol.TLS:
+        server["tls"] = {"mode": "PASSTHROUGH"}
     return server
 
 
@@ -186,14 +192,21 @@ def translate(gateways: Iterable[Resource], routes: Iterable[Resource],
                     by_host.setdefault(key, {})[route.key] = route
     vss: list[Resource] = []
     for (ns, gw_name, host), attached in sorted(by_host.items()):
-        entries = sorted((e for r in attached.values() for e in _entries(r)),
-                         key=gamma.Entry.precedence)
+        kind = next(iter(attached.values())).kind  # (a listener takes one kind)
         try:
-            http = [gamma.http_rule(e, known, domain,
+            if kind == "HTTPRoute":
+                entries = sorted((e for r in attached.values() for e in _entries(r)),
+                                 key=gamma.Entry.precedence)
+                rules: dict[str, Any] = {"http": [
+                    gamma.http_rule(e, known, domain,
                                     lambda r, b: gamma.permitted(r, b, granted))
-                    for e in entries]
+                    for e in entries]}
+            else:
+                rules = _l4_rules(kind, host, attached.values(), known, granted, domain)
+                if not rules:
+                    continue  # no usable backend: connections are refused
             spec = VirtualServiceSpec.model_validate(
-                {"hosts": [host], "gateways": [f"{ns}/{gw_name}"], "http": http})
+                {"hosts": [host], "gateways": [f"{ns}/{gw_name}"], **rules})
         except (pydantic.ValidationError, ValueError, TypeError) as e:
             log.error("a Gateway's routes could not be translated", extra={
                 "gateway": f"{ns}/{gw_name}", "host": host, "error": str(e)})
@@ -205,6 +218,30 @@ def translate(gateways: Iterable[Resource], routes: Iterable[Resource],
                               spec, {gamma.SYNTHETIC: sources},
                               oldest.metadata.creation_timestamp))
     return istio, vss
+
+
+def _l4_rules(kind: str, host: str, routes: Iterable[Resource], known: set[tuple[str, str]],
+              grants: list[Resource], domain: str) -> dict[str, Any]:
+    """The ``tls`` (by SNI) or ``tcp`` routes of TLSRoutes or TCPRoutes on one listener
+    and hostname, the oldest route first (a TCP listener: the oldest route only)."""
+    out: list[dict[str, Any]] = []
+    for route in sorted(routes, key=oldest_first):
+        ns = route.metadata.namespace
+        for rule in route.spec.rules:
+            usable = [r for r in rule.backend_refs if r.weight > 0
+                      and ((r.namespace or ns), r.name) in known
+                      and gamma.permitted(route, r, grants)]
+            if not usable:
+                continue
+            weights = gamma.percentages([r.weight for r in usable])
+            dests = [{"destination": gamma.destination(r, ns, domain),
+                      **({"weight": w} if len(usable) > 1 else {})}
+                     for r, w in zip(usable, weights, strict=True)]
+            out.append({"match": [{"sniHosts": [host]}], "route": dests} if kind == "TLSRoute"
+                       else {"route": dests})
+        if kind == "TCPRoute" and out:
+            break
+    return {"tls" if kind == "TLSRoute" else "tcp": out} if out else {}
 
 
 # -- status (read, not stored: computed from the snapshot the proxies were given) -------------
@@ -236,7 +273,7 @@ def gateway_status(mesh: Any, gateway: Resource) -> dict[str, Any] | None:
                  and w.spec.labels.get(GATEWAY_NAME_LABEL) == name and is_ready(w)]
     by_key = {(g.metadata.namespace, g.metadata.name): g for g in mesh.of_kind(KIND)}
     attached: dict[str, int] = {}
-    for route in mesh.of_kind("HTTPRoute"):
+    for route in (r for kind in ROUTE_KINDS for r in mesh.of_kind(kind)):
         if route.spec.for_gateways:
             for parent in route.spec.parent_refs:
                 for a in attach(route, parent, by_key)[0]:
@@ -245,7 +282,9 @@ def gateway_status(mesh: Any, gateway: Resource) -> dict[str, Any] | None:
     listeners = []
     for lis in gateway.spec.listeners:
         bindable = [w for w in workloads if lis.port in gateway_ports(w)]
-        creds = [w for w in bindable if lis.tls is None or lis.tls.certificate_refs[0].name in
+        cert = lis.tls.certificate_refs[0].name if lis.tls and lis.tls.certificate_refs \
+            else None
+        creds = [w for w in bindable if cert is None or cert in
                  w.metadata.annotations.get(CREDENTIALS_ANNOTATION, "").split(",")]
         if not workloads:
             programmed = (False, "Pending", "no gateway workload is ready")
@@ -254,15 +293,15 @@ def gateway_status(mesh: Any, gateway: Resource) -> dict[str, Any] | None:
                           "(shoal gateway run --port)")
         else:
             programmed = (True, "Programmed", f"served by {len(bindable)} gateway workload(s)")
-        if lis.tls is not None and bindable and not creds:
+        if cert is not None and bindable and not creds:
             resolved = (False, "InvalidCertificateRef",
-                        f"no gateway workload holds credential "
-                        f"{lis.tls.certificate_refs[0].name!r} (shoal gateway run --credential)")
+                        f"no gateway workload holds credential {cert!r} "
+                        "(shoal gateway run --credential)")
         else:
             resolved = (True, "ResolvedRefs", "every reference resolved")
         listeners.append({
             "name": lis.name,
-            "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
+            "supportedKinds": [{"group": GROUP, "kind": k} for k in lis.route_kinds],
             "attachedRoutes": attached.get(lis.name, 0),
             "conditions": [_condition("Accepted", True, "Accepted", "listener accepted", gen),
                            _condition("ResolvedRefs", *resolved, gen),

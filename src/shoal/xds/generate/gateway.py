@@ -289,7 +289,8 @@ def gateway_listener(ctx: GenerationContext, workload: Resource, port: int,
 INPUTS = frozenset({"Gateway", "VirtualService", "DestinationRule", "Service",
                     "ServiceEntry", "Workload", "PeerAuthentication", "AuthorizationPolicy",
                     "RequestAuthentication", "RateLimitPolicy", "TokenRevocation",
-                    GATEWAY_API_KIND, "HTTPRoute", "ReferenceGrant"})
+                    GATEWAY_API_KIND, "HTTPRoute", "TLSRoute", "TCPRoute",
+                    "ReferenceGrant"})
 
 
 def _parts(ctx: GenerationContext, view: ProxyView) -> Iterator[Part]:
