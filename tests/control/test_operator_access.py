@@ -279,3 +279,35 @@ spec: {hosts: [web], http: [{route: [{destination: {host: web}}]}]}
     with cp.http() as http:
         r = http.post("/api/v1/tokens", json={"user": "x", "grants": ["edit:a:NoSuchKind"]})
     assert r.status_code == 422 and "NoSuchKind" in r.json()["violations"][0]["message"]
+
+
+GATEWAY_CLASS = """apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: edge-class, namespace: team-a}
+spec: {controllerName: shoal.io/gateway-controller}
+"""
+
+
+def test_cluster_scoped_kinds_live_in_the_root_namespace(cp: ControlPlaneProcess) -> None:
+    """GatewayClass and Namespace are cluster-scoped (Kubernetes): kept in the mesh root
+    namespace whatever namespace the document or -n names, read from any path
+    namespace, written only by who may write the root namespace (ADR 0039)."""
+    with cp.http() as http:
+        root = http.get("/api/v1/meshconfig").json()["rootNamespace"]
+        assert http.post("/api/v1/apply", content=GATEWAY_CLASS, headers=YAML).is_success
+        r = http.post("/api/v1/apply", params={"namespace": "team-b"}, headers=YAML,
+                      content="apiVersion: v1\nkind: Namespace\n"
+                              "metadata: {name: team-b, labels: {team: b}}\n")
+        assert r.is_success and r.json()["results"][0]["namespace"] == root
+        got = http.get("/api/v1/resources/gc/team-a/edge-class").json()
+        assert got["metadata"]["namespace"] == root
+        assert got["status"]["conditions"][0]["reason"] == "Accepted"
+        listed = http.get("/api/v1/resources", params={"kind": "namespaces",
+                                                       "namespace": "team-b"}).json()
+        assert [n["metadata"]["labels"] for n in listed["items"]] == [{"team": "b"}]
+    alice = token(cp, "alice-gc", "edit:team-a")
+    with httpx.Client(base_url=cp.url, timeout=10,
+                      headers={"Authorization": alice["Authorization"]}) as http:
+        r = http.post("/api/v1/apply", content=GATEWAY_CLASS.replace("edge-class", "mine"),
+                      headers=YAML)
+        assert r.status_code == 403 and root in r.json()["error"]

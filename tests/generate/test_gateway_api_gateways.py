@@ -202,7 +202,7 @@ def test_a_gateway_of_another_class_is_not_served_and_says_so() -> None:
     ("{name: t, port: 5432, protocol: TCP, hostname: db.example.com}",
      "not used by TCP listeners"),
     ("{name: h, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Selector}}}",
-     "Selector is not supported"),
+     "selector: goes with from: Selector"),
     ("{name: s, port: 443, protocol: HTTPS}", "needs tls.certificateRefs"),
     ("{name: h, port: 80, protocol: HTTP, hostname: 10.0.0.1}", "not a hostname"),
 ])
@@ -373,3 +373,65 @@ def test_a_listener_takes_only_its_protocols_routes() -> None:
     assert status is not None
     accepted = status["parents"][0]["conditions"][0]
     assert (accepted["status"], accepted["reason"]) == ("False", "NotAllowedByListeners")
+
+
+SELECTED = """apiVersion: v1
+kind: Namespace
+metadata: {name: front, labels: {team: web}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  gatewayClassName: %s
+  listeners:
+  - name: http
+    port: 8080
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector: {matchExpressions: [{key: team, operator: In, values: [web]}]}
+"""
+
+
+def test_listeners_select_route_namespaces_by_their_labels() -> None:
+    """allowedRoutes from: Selector, by the labels of Namespace documents (and
+    kubernetes.io/metadata.name, which every namespace has)."""
+    base = [r for r in parse_yaml(MESH) if r.kind not in (gateways.KIND, "HTTPRoute")]
+    route = ELSEWHERE % ("http", "api.example.com")
+    for labels, reason in (("{team: web}", "Accepted"), ("{team: db}", "NotAllowedByListeners")):
+        docs = (SELECTED % "shoal").replace("{team: web}", labels)
+        m = MeshSnapshot.build(base + parse_yaml(docs + "---\n" + route), 7)
+        (r,) = m.of_kind("HTTPRoute")
+        status = gamma.route_status(m, r)
+        assert status is not None
+        assert status["parents"][0]["conditions"][0]["reason"] == reason, labels
+    by_name = (SELECTED % "shoal").replace(
+        "{key: team, operator: In, values: [web]}",
+        "{key: kubernetes.io/metadata.name, operator: In, values: [front]}")
+    m = MeshSnapshot.build(base + parse_yaml(by_name + "---\n" + route), 7)
+    (r,) = m.of_kind("HTTPRoute")
+    assert gamma.route_status(m, r)["parents"][0]["conditions"][0]["reason"] == "Accepted"
+
+
+def test_a_gateway_class_document_decides_whose_gateways_they_are() -> None:
+    base = [r for r in parse_yaml(MESH) if r.kind not in (gateways.KIND, "HTTPRoute")]
+    mine = """apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: %s}
+spec: {controllerName: %s}
+"""
+    for name, controller, served in (("edge-class", "shoal.io/gateway-controller", True),
+                                     ("edge-class", "example.com/other", False),
+                                     ("istio", "istio.io/gateway-controller", False)):
+        docs = SELECTED % name + "---\n" + mine % (name, controller)
+        m = MeshSnapshot.build(base + parse_yaml(docs), 8)
+        listeners = generate(GenerationContext(m), EDGE).get(LISTENER).items
+        assert bool(listeners) is served, (name, controller)
+        (gc,) = m.of_kind("GatewayClass")
+        assert (gateways.class_status(gc) is not None) is (controller.startswith("shoal"))
+    (gc,) = parse_yaml(mine % ("x", "y"))
+    assert resolve_kind("gc").name == "GatewayClass" and resolve_kind("ns").name == "Namespace"
+    (ns,) = parse_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: front}\n")
+    assert ns.dump()["spec"] == {}  # a Namespace document needs no spec

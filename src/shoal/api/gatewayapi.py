@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from shoal.api.meta import DNS_LABEL, Model
+from shoal.api.selector import MatchSelector
 from shoal.api.types import NotSupported, check_re2
 
 GROUP = "gateway.networking.k8s.io"
@@ -492,7 +493,8 @@ class TCPRouteSpec(_L4RouteSpec):
 # -- Gateway -----------------------------------------------------------------------------------
 
 # GatewayClasses shoal serves without a GatewayClass document: its own, and Istio's (so
-# that Istio's task files run unchanged).
+# that Istio's task files run unchanged). A GatewayClass document of the same name
+# decides instead.
 CONTROLLER_NAME = "shoal.io/gateway-controller"
 CLASSES = ("shoal", "istio")
 # The label of the gateway workloads that serve a Gateway (`shoal gateway run --name`
@@ -545,13 +547,14 @@ class FromNamespaces(StrEnum):
 
 class RouteNamespaces(Model):
     from_: FromNamespaces = Field(default=FromNamespaces.SAME, alias="from")
-    selector: NotSupported = None
+    # the labels of the routes' namespaces (Namespace documents; every namespace has
+    # kubernetes.io/metadata.name: <its name>)
+    selector: MatchSelector | None = None
 
     @model_validator(mode="after")
     def _selector(self) -> RouteNamespaces:
-        if self.from_ is FromNamespaces.SELECTOR:
-            raise ValueError("from: Selector is not supported by shoal yet (namespaces "
-                             "have no labels here; use Same or All)")
+        if (self.from_ is FromNamespaces.SELECTOR) != (self.selector is not None):
+            raise ValueError("selector: goes with from: Selector (and only with it)")
         return self
 
 
@@ -631,6 +634,15 @@ class Listener(Model):
         elif self.tls is not None:
             raise ValueError("tls: only for HTTPS listeners")
         return self
+
+
+class GatewayClassSpec(Model):
+    """A GatewayClass (cluster-scoped): Gateways of this class are shoal's when its
+    ``controllerName`` is :data:`CONTROLLER_NAME`."""
+
+    controller_name: str = Field(min_length=1, max_length=253)
+    description: str | None = Field(default=None, max_length=64)
+    parameters_ref: NotSupported = None
 
 
 class GatewayAddress(Model):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from shoal.api import gatewayapi
 from shoal.api.envoyfilter import EnvoyFilterSpec
 from shoal.api.gateway import GatewaySpec
-from shoal.api.mesh import ServiceSpec, TokenRevocationSpec, WorkloadSpec
+from shoal.api.mesh import NamespaceSpec, ServiceSpec, TokenRevocationSpec, WorkloadSpec
 from shoal.api.meta import Model
 from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec
 from shoal.api.ratelimit import POLICY, RateLimitPolicySpec
@@ -47,6 +47,10 @@ class Kind:
     spec: type[Model]
     plural: str
     aliases: tuple[str, ...] = ()
+    # cluster-scoped in Kubernetes: the REST API keeps it in the mesh root namespace
+    # (a namespace in the document is ignored, as kubectl does; docs/adr/0039)
+    cluster_scoped: bool = False
+    spec_optional: bool = False  # documents may leave spec out (a Namespace)
 
     @property
     def api_version(self) -> str:
@@ -54,7 +58,8 @@ class Kind:
 
     @property
     def group(self) -> str:
-        return self.api_version.split("/")[0]
+        """The API group ("" for Kubernetes' core kinds, apiVersion v1)."""
+        return self.api_version.split("/")[0] if "/" in self.api_version else ""
 
     @property
     def document_kind(self) -> str:
@@ -65,12 +70,13 @@ class Kind:
     def qualified(self) -> str:
         """The plural qualified by the API group, as kubectl writes it
         (``gateways.gateway.networking.k8s.io``)."""
-        return f"{self.plural}.{self.group}"
+        return f"{self.plural}.{self.group}" if self.group else self.plural
 
     def names(self) -> set[str]:
         """What the CLI and the REST API accept for it (case-insensitive)."""
+        group = f".{self.group}" if self.group else ""
         return {self.name.lower(), self.plural, *self.aliases, self.qualified,
-                f"{self.document_kind.lower()}.{self.group}"}
+                f"{self.document_kind.lower()}{group}"}
 
 
 KINDS: dict[str, Kind] = {
@@ -105,6 +111,10 @@ KINDS: dict[str, Kind] = {
         # after Istio's Gateway: "gateway" and "gateways" stay Istio's (docs/adr/0039)
         Kind(f"Gateway.{gatewayapi.GROUP}", gatewayapi.API_VERSIONS, gatewayapi.GatewaySpec,
              "gateways", ("gtw",)),
+        Kind("GatewayClass", gatewayapi.API_VERSIONS, gatewayapi.GatewayClassSpec,
+             "gatewayclasses", ("gc",), cluster_scoped=True),
+        Kind("Namespace", ("v1",), NamespaceSpec, "namespaces", ("ns",), cluster_scoped=True,
+             spec_optional=True),
         Kind("TLSRoute", gatewayapi.TLS_ROUTE_VERSIONS, gatewayapi.TLSRouteSpec, "tlsroutes"),
         Kind("TCPRoute", gatewayapi.TCP_ROUTE_VERSIONS, gatewayapi.TCPRouteSpec, "tcproutes"),
     )

@@ -10,6 +10,7 @@ from enum import StrEnum
 from pydantic import Field, field_validator, model_validator
 
 from shoal.api.meta import DNS_LABEL, Model
+from shoal.api.types import NotSupported
 
 LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
@@ -156,3 +157,15 @@ def split_locality(text: str) -> tuple[str, str, str]:
     The one parser of locality text (agents' bootstraps, endpoints, locality matching)."""
     region, zone, subzone = ([*text.split("/"), "", ""] if text else ["", "", ""])[:3]
     return region, zone, subzone
+
+
+class NamespaceSpec(Model):
+    """A Kubernetes ``Namespace`` (``v1``, cluster-scoped): its labels, which Gateway
+    listeners select routes' namespaces by (``allowedRoutes.namespaces.selector``); it has
+    no fields of its own in shoal (a namespace exists as soon as something is in it)."""
+
+    finalizers: NotSupported = None
+
+
+# the label every namespace has (as on Kubernetes): its name
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"

@@ -283,7 +283,9 @@ def parse_document(doc: Any, index: int = 0, source: str = "") -> Resource:
             problems += pydantic_violations(e, ("metadata",), where)
     spec = None
     if kind is not None:
-        if "spec" not in doc:
+        if "spec" not in doc and kind.spec_optional:
+            spec = kind.spec()
+        elif "spec" not in doc:
             problems.append(Violation("spec", "is required", where))
         elif not isinstance(doc["spec"], dict):
             problems.append(Violation("spec", f"must be a mapping, not {_type(doc['spec'])}",
@@ -327,6 +329,11 @@ def in_namespace(docs: Sequence[Any], namespace: str, source: str = "") -> list[
     out: list[Any] = []
     for i, doc in enumerate(docs):
         meta = doc.get("metadata") if isinstance(doc, dict) else None
+        kind = kind_of(doc.get("kind"), str(doc.get("apiVersion"))) \
+            if isinstance(doc, dict) and isinstance(doc.get("kind"), str) else None
+        if kind is not None and kind.cluster_scoped:
+            out.append(doc)  # no namespace of its own (kubectl ignores -n for it too)
+            continue
         if isinstance(meta, dict):
             given = meta.get("namespace")
             if given is None or given == "":

@@ -1,7 +1,8 @@
-"""Kubernetes label selectors as text (``kubectl get -l``, the API's ``labelSelector``):
+"""Kubernetes label selectors: as text (``kubectl get -l``, the API's ``labelSelector``):
 ``key=value``, ``key==value``, ``key!=value``, ``key`` (has the label), ``!key`` (has
-not), comma-separated, all of them must hold. Set-based forms (``in``, ``notin``) are
-refused by name rather than misread."""
+not), comma-separated, all of them must hold; set-based forms (``in``, ``notin``) are
+refused by name rather than misread. And as a document field (:class:`MatchSelector`:
+``matchLabels`` and ``matchExpressions``, e.g. a Gateway listener's namespaces)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pydantic import Field, field_validator, model_validator
+
+from shoal.api.meta import Model
 from shoal.errors import ValidationError, Violation
 
 MAX_LENGTH = 1024  # a selector longer than this is refused, not parsed
@@ -92,3 +96,54 @@ def _requirement(part: str, field: str) -> Requirement:
     if not _VALUE.match(value):
         raise ValidationError([Violation(field, f"{part!r}: {value!r} is not a label value")])
     return Requirement(key, op, value)
+
+
+class ExpressionOp(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class MatchExpression(Model):
+    key: str
+    operator: ExpressionOp
+    values: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        if not _KEY.match(v):
+            raise ValueError(f"{v!r} is not a label key")
+        return v
+
+    @model_validator(mode="after")
+    def _values(self) -> MatchExpression:
+        needs = self.operator in (ExpressionOp.IN, ExpressionOp.NOT_IN)
+        if needs != bool(self.values):
+            raise ValueError(f"operator {self.operator} " + (
+                "needs values" if needs else "takes no values"))
+        return self
+
+    def holds(self, labels: Mapping[str, str]) -> bool:
+        match self.operator:
+            case ExpressionOp.IN:
+                return labels.get(self.key) in self.values
+            case ExpressionOp.NOT_IN:
+                return labels.get(self.key) not in self.values
+            case ExpressionOp.EXISTS:
+                return self.key in labels
+            case ExpressionOp.DOES_NOT_EXIST:
+                return self.key not in labels
+
+
+class MatchSelector(Model):
+    """Kubernetes' ``LabelSelector`` field: every ``matchLabels`` pair and every
+    expression must hold (an empty selector selects everything)."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    match_expressions: list[MatchExpression] = Field(default_factory=list, max_length=64)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return selects(self.match_labels, labels) and all(
+            e.holds(labels) for e in self.match_expressions)

@@ -170,7 +170,9 @@ class ControlPlane:
                                         if r.kind in gamma.KINDS_ROUTES
                                         or r.kind in gateways.ROUTE_KINDS else
                                         gateways.gateway_status(sync.mesh, r)
-                                        if r.kind == gateways.KIND else None))
+                                        if r.kind == gateways.KIND else
+                                        gateways.class_status(r)
+                                        if r.kind == "GatewayClass" else None))
         operators = OperatorApi(tokens, store, audit, config.mesh.root_namespace)
         admin = AdminCredential(tokens, config.admin_token_path, config.admin_token_ttl)
         remotes = RemoteClusters(view, config.data_dir, trust_context(ca.files.bundle_path))

@@ -35,6 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from shoal.api import (
+    KINDS,
     in_namespace,
     load_documents,
     parse_document,
@@ -124,7 +125,8 @@ class RestApi:
             raise ValidationError([Violation("", "no documents to apply")])
         if namespace := request.query.get("namespace"):  # kubectl's -n
             docs = in_namespace(docs, namespace, request.query.get("source", ""))
-        resources = parse_documents(docs, request.query.get("source", ""))
+        resources = [self._scoped(r) for r in
+                     parse_documents(docs, request.query.get("source", ""))]
         principal = principal_of(request)
         for r in resources:  # every document allowed, or nothing is applied
             principal.require_write(r.kind, r.metadata.namespace, "apply")
@@ -145,6 +147,8 @@ class RestApi:
         kind = request.query.get("kind")
         kind_name = resolve_kind(kind).name if kind else None
         namespace = request.query.get("namespace")
+        if kind_name is not None and KINDS[kind_name].cluster_scoped and namespace:
+            namespace = self._root  # (where cluster-scoped kinds are kept)
         principal = principal_of(request)
         if namespace and not principal.sees(namespace):
             principal.require(Role.VIEW, namespace, f"list config in {namespace}")
@@ -161,9 +165,23 @@ class RestApi:
             doc["status"] = status
         return doc
 
+    def _scoped(self, r: Resource) -> Resource:
+        """A cluster-scoped kind (GatewayClass, Namespace) is kept in the mesh root
+        namespace, whatever namespace its document names (docs/adr/0039)."""
+        if not KINDS[r.kind].cluster_scoped or r.metadata.namespace == self._root:
+            return r
+        return r.model_copy(update={"metadata": r.metadata.model_copy(
+            update={"namespace": self._root})})
+
+    @property
+    def _root(self) -> str:
+        return self._mesh.root_namespace
+
     def _key(self, request: web.Request) -> ResourceKey:
         m = request.match_info
-        return ResourceKey(resolve_kind(m["kind"]).name, m["namespace"], m["name"])
+        kind = resolve_kind(m["kind"])
+        return ResourceKey(kind.name, self._root if kind.cluster_scoped else m["namespace"],
+                           m["name"])
 
     async def get(self, request: web.Request) -> web.Response:
         key = self._key(request)

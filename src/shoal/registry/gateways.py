@@ -22,7 +22,7 @@ without one takes the route's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ from shoal.api.gatewayapi import (
     RouteMatch,
 )
 from shoal.api.kinds import KINDS
+from shoal.api.mesh import NAMESPACE_NAME_LABEL
 from shoal.api.meta import Metadata, Resource, oldest_first
 from shoal.api.networking import VirtualServiceSpec
 from shoal.registry import gamma
@@ -51,13 +52,48 @@ from shoal.registry.readiness import is_ready
 log = logging.getLogger(__name__)
 
 KIND = KINDS[f"Gateway.{GROUP}"].name
+# the kinds that make (synthetic) Istio Gateways: an input wherever Istio's Gateway is
+GATEWAY_KINDS = frozenset({KIND, "GatewayClass"})
 ROUTE_KINDS = ("HTTPRoute", "TLSRoute", "TCPRoute")  # the routes a Gateway takes
 SYNTHETIC = "shoal.io/from-gateway"  # annotation of an Istio Gateway: the Gateway it is
 
 
-def serves(gateway: Resource) -> bool:
-    """Is ``gateway`` of a class shoal serves?"""
-    return gateway.spec.gateway_class_name in CLASSES
+@dataclass(frozen=True)
+class Scene:
+    """What attaching routes to Gateways looks at, once per snapshot: the Gateways, the
+    GatewayClass documents (name -> controllerName) and the namespaces' labels."""
+
+    gateways: Mapping[tuple[str, str], Resource]
+    classes: Mapping[str, str]
+    namespace_labels: Mapping[str, Mapping[str, str]]
+
+    @staticmethod
+    def of(gateways: Iterable[Resource], classes: Iterable[Resource] = (),
+           namespaces: Iterable[Resource] = ()) -> Scene:
+        named: dict[str, str] = {}
+        for c in sorted(classes, key=oldest_first):  # a name twice: the oldest decides
+            named.setdefault(c.metadata.name, c.spec.controller_name)
+        return Scene({(g.metadata.namespace, g.metadata.name): g for g in gateways}, named,
+                     {n.metadata.name: n.metadata.labels for n in namespaces})
+
+    @staticmethod
+    def of_mesh(mesh: Any) -> Scene:
+        return Scene.of(mesh.of_kind(KIND), mesh.of_kind("GatewayClass"),
+                        mesh.of_kind("Namespace"))
+
+    def controller(self, class_name: str) -> str | None:
+        """The controller of a class: its GatewayClass document's, else shoal's for the
+        classes it serves without one."""
+        return self.classes.get(class_name, CONTROLLER_NAME if class_name in CLASSES else None)
+
+    def serves(self, gateway: Resource) -> bool:
+        """Is ``gateway`` of a class shoal serves?"""
+        return self.controller(gateway.spec.gateway_class_name) == CONTROLLER_NAME
+
+    def labels(self, namespace: str) -> dict[str, str]:
+        """A namespace's labels (its Namespace document's), with the one every namespace
+        has: kubernetes.io/metadata.name."""
+        return {**self.namespace_labels.get(namespace, {}), NAMESPACE_NAME_LABEL: namespace}
 
 
 def istio_name(gateway: Resource, listener: Listener) -> str:
@@ -98,21 +134,15 @@ class Attached:
     hosts: tuple[str, ...]
 
 
-def _gateway_of(route: Resource, parent: ParentRef, gateways: dict[tuple[str, str], Resource]
-                ) -> Resource | None:
-    gw = gateways.get((parent.namespace or route.metadata.namespace, parent.name))
-    return gw if gw is not None and serves(gw) else None
-
-
-def attach(route: Resource, parent: ParentRef, gateways: dict[tuple[str, str], Resource]
+def attach(route: Resource, parent: ParentRef, scene: Scene
            ) -> tuple[list[Attached], str, str]:
     """The listeners ``route`` attaches to through ``parent``, and, when none, the spec's
     reason and a message saying why."""
-    gw = _gateway_of(route, parent, gateways)
     ns = route.metadata.namespace
-    if gw is None:
+    gw = scene.gateways.get((parent.namespace or ns, parent.name))
+    if gw is None or not scene.serves(gw):
         return [], "NoMatchingParent", (f"no Gateway {parent.namespace or ns}/{parent.name} "
-                                        f"of a class shoal serves ({', '.join(CLASSES)})")
+                                        "of a class shoal serves")
     spec: GatewaySpec = gw.spec
     chosen = [lis for lis in spec.listeners
               if parent.section_name in (None, lis.name) and parent.port in (None, lis.port)]
@@ -121,17 +151,26 @@ def attach(route: Resource, parent: ParentRef, gateways: dict[tuple[str, str], R
     chosen = [lis for lis in chosen if route.kind in lis.route_kinds]
     if not chosen:
         return [], "NotAllowedByListeners", f"no such listener takes {route.kind}s"
-    allowed = [lis for lis in chosen if lis.allowed_routes.namespaces.from_ is FromNamespaces.ALL
-               or gw.metadata.namespace == ns]
+    allowed = [lis for lis in chosen if _admits(lis, gw.metadata.namespace, ns, scene)]
     if not allowed:
-        return [], "NotAllowedByListeners", (f"the listeners take routes from namespace "
-                                             f"{gw.metadata.namespace} only")
+        return [], "NotAllowedByListeners", (f"the listeners' allowedRoutes do not take "
+                                             f"routes from namespace {ns}")
     out = [Attached(gw, lis, tuple(hs)) for lis in allowed
            if (hs := hostnames(lis, route.spec.hostnames)
                if lis.protocol is not ListenerProtocol.TCP else ["*"])]
     if not out:
         return [], "NoMatchingListenerHostname", "no listener hostname matches the route's"
     return out, "Accepted", f"attached to {len(out)} listener(s)"
+
+
+def _admits(listener: Listener, gateway_ns: str, route_ns: str, scene: Scene) -> bool:
+    namespaces = listener.allowed_routes.namespaces
+    if namespaces.from_ is FromNamespaces.ALL:
+        return True
+    if namespaces.from_ is FromNamespaces.SAME:
+        return route_ns == gateway_ns
+    assert namespaces.selector is not None
+    return namespaces.selector.matches(scene.labels(route_ns))
 
 
 def _server(listener: Listener) -> dict[str, Any]:
@@ -162,17 +201,15 @@ def _entries(route: Resource) -> Iterator[gamma.Entry]:
             yield gamma.Entry(route, i, rule, j, m, None, None, ns)
 
 
-def translate(gateways: Iterable[Resource], routes: Iterable[Resource],
-              services: Iterable[Resource], grants: Iterable[Resource], domain: str
-              ) -> tuple[list[Resource], list[Resource]]:
+def translate(scene: Scene, routes: Iterable[Resource], services: Iterable[Resource],
+              grants: Iterable[Resource], domain: str) -> tuple[list[Resource], list[Resource]]:
     """(Istio Gateways, VirtualServices) standing for the Gateways shoal serves and the
-    HTTPRoutes attached to them."""
-    by_key = {(g.metadata.namespace, g.metadata.name): g for g in gateways}
+    routes attached to them."""
     known = {(s.metadata.namespace, s.metadata.name) for s in services}
     granted = list(grants)
     istio: list[Resource] = []
-    for gw in sorted(by_key.values(), key=lambda g: g.key):
-        if not serves(gw):
+    for gw in sorted(scene.gateways.values(), key=lambda g: g.key):
+        if not scene.serves(gw):
             continue
         note = f"{gw.metadata.namespace}/{gw.metadata.name}"
         for lis in gw.spec.listeners:
@@ -186,7 +223,7 @@ def translate(gateways: Iterable[Resource], routes: Iterable[Resource],
         if not route.spec.for_gateways:
             continue
         for parent in route.spec.parent_refs:
-            for a in attach(route, parent, by_key)[0]:
+            for a in attach(route, parent, scene)[0]:
                 for host in a.hosts:
                     key = (a.gateway.metadata.namespace, istio_name(a.gateway, a.listener), host)
                     by_host.setdefault(key, {})[route.key] = route
@@ -264,19 +301,20 @@ def gateway_status(mesh: Any, gateway: Resource) -> dict[str, Any] | None:
         return None
     gen = gateway.metadata.generation
     ns, name = gateway.metadata.namespace, gateway.metadata.name
-    if not serves(gateway):
+    scene = Scene.of_mesh(mesh)
+    if not scene.serves(gateway):
         why = (f"gatewayClassName {gateway.spec.gateway_class_name!r} is not a class shoal "
-               f"serves ({', '.join(CLASSES)}): no shoal gateway serves this Gateway")
+               f"serves (controller {CONTROLLER_NAME}: {', '.join(CLASSES)} or a "
+               "GatewayClass naming it): no shoal gateway serves this Gateway")
         return {"conditions": [_condition("Accepted", False, "Pending", why, gen),
                                _condition("Programmed", False, "Pending", why, gen)]}
     workloads = [w for w in mesh.workloads if w.metadata.namespace == ns
                  and w.spec.labels.get(GATEWAY_NAME_LABEL) == name and is_ready(w)]
-    by_key = {(g.metadata.namespace, g.metadata.name): g for g in mesh.of_kind(KIND)}
     attached: dict[str, int] = {}
     for route in (r for kind in ROUTE_KINDS for r in mesh.of_kind(kind)):
         if route.spec.for_gateways:
             for parent in route.spec.parent_refs:
-                for a in attach(route, parent, by_key)[0]:
+                for a in attach(route, parent, scene)[0]:
                     if a.gateway.key == gateway.key:
                         attached[a.listener.name] = attached.get(a.listener.name, 0) + 1
     listeners = []
@@ -322,8 +360,7 @@ def gateway_status(mesh: Any, gateway: Resource) -> dict[str, Any] | None:
 
 def parent_status(mesh: Any, route: Resource, parent: ParentRef) -> dict[str, Any]:
     """``Accepted`` of ``route`` on the Gateway ``parent`` names (status.parents[])."""
-    by_key = {(g.metadata.namespace, g.metadata.name): g for g in mesh.of_kind(KIND)}
-    attached, reason, message = attach(route, parent, by_key)
+    attached, reason, message = attach(route, parent, Scene.of_mesh(mesh))
     ref: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway",
                            "name": parent.name,
                            "namespace": parent.namespace or route.metadata.namespace}
@@ -334,3 +371,13 @@ def parent_status(mesh: Any, route: Resource, parent: ParentRef) -> dict[str, An
     return {"parentRef": ref, "controllerName": CONTROLLER_NAME,
             "conditions": [_condition("Accepted", bool(attached), reason, message,
                                       route.metadata.generation)]}
+
+
+def class_status(gateway_class: Resource) -> dict[str, Any] | None:
+    """A GatewayClass's status: ``Accepted`` when it names shoal's controller; none for
+    another controller's class (not shoal's to speak for)."""
+    if gateway_class.spec.controller_name != CONTROLLER_NAME:
+        return None
+    return {"conditions": [_condition("Accepted", True, "Accepted",
+                                      f"shoal ({CONTROLLER_NAME}) serves Gateways of this "
+                                      "class", gateway_class.metadata.generation)]}

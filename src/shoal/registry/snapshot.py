@@ -174,7 +174,9 @@ class MeshSnapshot:
                 routes, out["Service"], taken, self.config.domain,
                 out.get("ReferenceGrant", []))
         if out.get(gateways.KIND):  # Gateway API Gateways, as synthetic Istio Gateways
-            istio, vss = gateways.translate(out[gateways.KIND],
+            scene = gateways.Scene.of(out[gateways.KIND], out["GatewayClass"],
+                                      out["Namespace"])
+            istio, vss = gateways.translate(scene,
                                             [r for k in gateways.ROUTE_KINDS for r in out[k]],
                                             out["Service"], out.get("ReferenceGrant", []),
                                             self.config.domain)

@@ -42,8 +42,7 @@ from shoal.api.meta import Resource, oldest_first
 from shoal.api.networking import L4MatchAttributes
 from shoal.api.selector import selects
 from shoal.multicluster.labels import network_of
-from shoal.registry.gateways import KIND as GATEWAY_API_KIND
-from shoal.registry.gateways import SYNTHETIC
+from shoal.registry.gateways import GATEWAY_KINDS, SYNTHETIC
 from shoal.registry.snapshot import MeshSnapshot, mtls_disabled
 from shoal.telemetry.model import Reporter
 from shoal.xds.generate import (
@@ -289,8 +288,8 @@ def gateway_listener(ctx: GenerationContext, workload: Resource, port: int,
 INPUTS = frozenset({"Gateway", "VirtualService", "DestinationRule", "Service",
                     "ServiceEntry", "Workload", "PeerAuthentication", "AuthorizationPolicy",
                     "RequestAuthentication", "RateLimitPolicy", "TokenRevocation",
-                    GATEWAY_API_KIND, "HTTPRoute", "TLSRoute", "TCPRoute",
-                    "ReferenceGrant"})
+                    "HTTPRoute", "TLSRoute", "TCPRoute", "ReferenceGrant",
+                    "Namespace"}) | GATEWAY_KINDS
 
 
 def _parts(ctx: GenerationContext, view: ProxyView) -> Iterator[Part]:

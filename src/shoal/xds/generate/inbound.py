@@ -17,7 +17,7 @@ from envoy.config.listener.v3 import listener_pb2
 
 from shoal.api.mesh import Protocol, WorkloadSpec
 from shoal.api.meta import Resource
-from shoal.registry.gateways import KIND as GATEWAY_API_KIND
+from shoal.registry.gateways import GATEWAY_KINDS
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import listeners, names, ratelimit, telemetry, vhosts
 from shoal.xds.generate.base import Generator, Part, ProxyView
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 # the Gateway API routes are the callers' concern; EnvoyFilters patch copies (ADR 0034).
 INPUTS = frozenset({"Service", "ServiceEntry", "Workload", "PeerAuthentication",
                     "AuthorizationPolicy", "RequestAuthentication", "RateLimitPolicy",
-                    "TokenRevocation", "Gateway", "Sidecar"} | {GATEWAY_API_KIND})
+                    "TokenRevocation", "Gateway", "Sidecar"} | GATEWAY_KINDS)
 
 _Table = dict[tuple[str, str, "InboundPort"], tuple[listener_pb2.Listener, cluster_pb2.Cluster]]
 

@@ -25,7 +25,7 @@ from shoal.api.meta import Resource, ResourceKey
 from shoal.api.traffic_policy import LocalityLbSetting
 from shoal.multicluster.labels import CLUSTER_LABEL, NETWORK_LABEL
 from shoal.registry import external
-from shoal.registry.gateways import KIND as GATEWAY_API_KIND
+from shoal.registry.gateways import GATEWAY_KINDS
 from shoal.registry.snapshot import Endpoint, mtls_disabled
 from shoal.xds.generate import (
     authn,
@@ -53,9 +53,8 @@ if TYPE_CHECKING:
 # Gateway API routes and their grants) picks among the clusters that services and
 # DestinationRule subsets define and creates none; EnvoyFilters patch copies.
 INPUTS = frozenset({"Service", "ServiceEntry", "Workload", "DestinationRule", "Gateway",
-                    GATEWAY_API_KIND, "Sidecar", "PeerAuthentication",
-                    "RequestAuthentication", "AuthorizationPolicy", "RateLimitPolicy",
-                    "TokenRevocation"})
+                    "Sidecar", "PeerAuthentication", "RequestAuthentication",
+                    "AuthorizationPolicy", "RateLimitPolicy", "TokenRevocation"}) | GATEWAY_KINDS
 
 _Variant = tuple[Resources, Resources]  # (the set it was made from, the variant)
 

@@ -19,7 +19,7 @@ from envoy.config.route.v3 import route_pb2
 from google.protobuf.message import Message
 
 from shoal.api.meta import ResourceKey
-from shoal.registry.gateways import KIND as GATEWAY_API_KIND
+from shoal.registry.gateways import GATEWAY_KINDS
 from shoal.xds.generate import egress, listeners, names, route_filters, routes, telemetry, vhosts
 from shoal.xds.generate.base import Generator, Labels, Part, ProxyView
 from shoal.xds.generate.context import equal_or
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 # Kinds the host names of the services depend on (a scope per service host and port).
 SCOPE_INPUTS = frozenset({"Service", "ServiceEntry", "Sidecar", "Gateway", "RateLimitPolicy",
-                          "TokenRevocation"} | {GATEWAY_API_KIND})
+                          "TokenRevocation"} | GATEWAY_KINDS)
 INPUTS = SCOPE_INPUTS | routes.INPUTS
 
 

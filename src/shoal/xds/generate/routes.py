@@ -21,7 +21,7 @@ from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource
 from shoal.api.networking import Destination, HTTPMatchRequest, HTTPRoute
 from shoal.api.selector import selects
-from shoal.registry.gateways import KIND as GATEWAY_API_KIND
+from shoal.registry.gateways import GATEWAY_KINDS
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import hashing, names, route_actions, route_filters, traffic_policy
 from shoal.xds.generate.matches import applies_to_port, route_match
@@ -37,7 +37,7 @@ Labels = Mapping[str, str]
 INPUTS = frozenset({"VirtualService", "DestinationRule", "HTTPRoute", "GRPCRoute",
                     "ReferenceGrant", "Service", "ServiceEntry", "Workload", "Sidecar",
                     "Gateway", "RateLimitPolicy", "AuthorizationPolicy",
-                    "RequestAuthentication"} | {GATEWAY_API_KIND})
+                    "RequestAuthentication"} | GATEWAY_KINDS)
 
 
 def direct_response(status: int, body: str) -> rc_pb2.DirectResponseAction:
