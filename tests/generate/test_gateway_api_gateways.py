@@ -435,3 +435,23 @@ spec: {controllerName: %s}
     assert resolve_kind("gc").name == "GatewayClass" and resolve_kind("ns").name == "Namespace"
     (ns,) = parse_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: front}\n")
     assert ns.dump()["spec"] == {}  # a Namespace document needs no spec
+
+
+def test_a_certificate_in_another_namespace_is_refused_in_status() -> None:
+    """certificateRefs may name the Gateway's own namespace (the conformance manifests
+    do); another namespace's secret is not served, and the listener's status says so."""
+    base = [r for r in parse_yaml(MESH) if r.kind not in (gateways.KIND, "HTTPRoute")]
+    for namespace, served in (("shop", True), ("other", False)):
+        gw = MESH[MESH.index("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway"):]
+        gw = gw[:gw.index("---")].replace("[{name: web-cert}]",
+                                          f"[{{name: web-cert, namespace: {namespace}}}]")
+        m = MeshSnapshot.build(base + parse_yaml(gw), 10)
+        ports = {lis.address.socket_address.port_value
+                 for lis in generate(GenerationContext(m), EDGE).get(LISTENER).items.values()}
+        assert (8443 in ports) is served
+        (g,) = m.of_kind(gateways.KIND)
+        status = gateways.gateway_status(m, g)
+        assert status is not None
+        https = next(lis for lis in status["listeners"] if lis["name"] == "https")
+        resolved = next(c for c in https["conditions"] if c["type"] == "ResolvedRefs")
+        assert (resolved["status"] == "True") is served, resolved

@@ -521,9 +521,8 @@ class CertificateRef(Model):
         if self.group not in CORE or self.kind != "Secret":
             raise ValueError(f"kind: {self.group or 'core'}/{self.kind}: certificates are "
                              "Secrets (the gateway's --credential names)")
-        if self.namespace is not None:
-            raise ValueError("namespace: certificates in another namespace are not "
-                             "supported by shoal yet (a gateway holds its own credentials)")
+        if self.namespace is not None and not DNS_LABEL.match(self.namespace):
+            raise ValueError("namespace: not a namespace name")
         return self
 
 

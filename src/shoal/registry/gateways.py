@@ -145,7 +145,8 @@ def attach(route: Resource, parent: ParentRef, scene: Scene
                                         "of a class shoal serves")
     spec: GatewaySpec = gw.spec
     chosen = [lis for lis in spec.listeners
-              if parent.section_name in (None, lis.name) and parent.port in (None, lis.port)]
+              if parent.section_name in (None, lis.name) and parent.port in (None, lis.port)
+              and foreign_certificate(gw, lis) is None]
     if not chosen:
         return [], "NoMatchingParent", "no listener has that sectionName and port"
     chosen = [lis for lis in chosen if route.kind in lis.route_kinds]
@@ -171,6 +172,16 @@ def _admits(listener: Listener, gateway_ns: str, route_ns: str, scene: Scene) ->
         return route_ns == gateway_ns
     assert namespaces.selector is not None
     return namespaces.selector.matches(scene.labels(route_ns))
+
+
+def foreign_certificate(gateway: Resource, listener: Listener) -> str | None:
+    """The namespace of a certificate ``listener`` names in another namespace than its
+    Gateway's (shoal's gateways hold their own credentials: such a listener is not
+    served), else None."""
+    for ref in listener.tls.certificate_refs if listener.tls is not None else ():
+        if ref.namespace not in (None, gateway.metadata.namespace):
+            return ref.namespace
+    return None
 
 
 def _server(listener: Listener) -> dict[str, Any]:
@@ -213,6 +224,8 @@ def translate(scene: Scene, routes: Iterable[Resource], services: Iterable[Resou
             continue
         note = f"{gw.metadata.namespace}/{gw.metadata.name}"
         for lis in gw.spec.listeners:
+            if foreign_certificate(gw, lis) is not None:
+                continue  # (its status says why)
             spec = IstioGatewaySpec.model_validate({
                 "selector": {GATEWAY_NAME_LABEL: gw.metadata.name}, "servers": [_server(lis)]})
             istio.append(_synthetic("Gateway", istio_name(gw, lis), gw.metadata.namespace,
@@ -331,7 +344,12 @@ def gateway_status(mesh: Any, gateway: Resource) -> dict[str, Any] | None:
                           "(shoal gateway run --port)")
         else:
             programmed = (True, "Programmed", f"served by {len(bindable)} gateway workload(s)")
-        if cert is not None and bindable and not creds:
+        if (other := foreign_certificate(gateway, lis)) is not None:
+            resolved = (False, "RefNotPermitted",
+                        f"certificate in namespace {other}: a shoal gateway holds its own "
+                        "credentials (--credential); the listener is not served")
+            programmed = (False, "Invalid", "its certificate cannot be used")
+        elif cert is not None and bindable and not creds:
             resolved = (False, "InvalidCertificateRef",
                         f"no gateway workload holds credential {cert!r} "
                         "(shoal gateway run --credential)")
