@@ -62,7 +62,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(out)
 
-    do_GET = do_POST = do_PUT = do_DELETE = _reply
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _reply
 
     def log_message(self, format: str, *args: object) -> None:
         pass

@@ -1,0 +1,273 @@
+"""The Gateway API's own Gateway conformance manifests (../shared/gateway-api-conformance,
+unchanged but for the suite's ``{GATEWAY_CLASS_NAME}`` placeholder) against shoal,
+through real gateway Envoys (docs/gateway-api.md has the results).
+
+The suite's base objects are mapped onto shoal as for the mesh files: its Namespaces
+(with their labels) and Gateways are applied as they are, each Service becomes a shoal
+Service, each Deployment an echo process registered as a Workload with the pods' labels.
+The Gateways the cases use are served by ``shoal gateway run --name <gateway>`` on a
+loopback address of their own, on the manifests' port 80 (root only: elsewhere the
+module is skipped). Each case applies the suite's file as it is and checks what the spec
+says the calls must see (written here in our words, not copied from the suite's Go
+tests), then deletes what it applied.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from shoal.testing.local import ControlPlaneProcess, _Process, free_port
+from tests.e2e.conformance import SHARED, SUITE, k8s, run_case
+
+pytestmark = [pytest.mark.envoy, pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0, reason="the gateways bind port 80")]
+
+INFRA = "gateway-conformance-infra"
+# the suite's Gateways the cases use, each on a loopback address of its own
+GATEWAYS = {"same-namespace": "127.0.80.1", "backend-namespaces": "127.0.80.2"}
+BACKENDS = ("infra-backend-v1", "infra-backend-v2", "infra-backend-v3", "web-backend")
+
+
+def _base() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The base manifests shoal takes as they are (Namespaces, the Gateways served here)
+    and the Services and Deployments of the backends, by name."""
+    docs = k8s(SUITE / "base" / "manifests.yaml")
+    kept = [d for d in docs if d["kind"] == "Namespace"
+            or (d["kind"] == "Gateway" and d["metadata"]["name"] in GATEWAYS)]
+    for d in kept:
+        if d["kind"] == "Gateway":
+            d["spec"]["gatewayClassName"] = "shoal"  # the suite's placeholder
+    backends = {f"{d['kind']}/{d['metadata']['name']}": d for d in docs
+                if d["metadata"]["name"] in BACKENDS}
+    return kept, backends
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlaneProcess]:
+    work = tmp_path_factory.mktemp("gw-conformance")
+    kept, backends = _base()
+    with ControlPlaneProcess(work, lease_ttl=6.0) as cp:
+        procs: list[_Process] = []
+        try:
+            shoal_docs = []
+            for name in BACKENDS:
+                svc, dep = backends[f"Service/{name}"], backends[f"Deployment/{name}"]
+                ns, port = svc["metadata"]["namespace"], free_port()
+                app = _Process(name, work / "logs" / f"{name}.log")
+                app._spawn([sys.executable, "-m", "shoal.testing.apps", "http"],
+                           {"PORT": str(port), "NAME": f"{name}-0"})
+                procs.append(app)
+                shoal_docs += [
+                    {"apiVersion": "mesh.shoal.io/v1alpha1", "kind": "Service",
+                     "metadata": {"name": name, "namespace": ns},
+                     "spec": {"selector": svc["spec"]["selector"],
+                              "ports": [{"name": "http", "port": 8080}]}},
+                    {"apiVersion": "mesh.shoal.io/v1alpha1", "kind": "Workload",
+                     "metadata": {"name": f"{name}-0", "namespace": ns},
+                     "spec": {"address": "127.0.0.1",
+                              "labels": dep["spec"]["template"]["metadata"]["labels"],
+                              "ports": {"http": port}}}]
+            with cp.client() as c:
+                c.apply(yaml.safe_dump_all([*kept, *shoal_docs]))
+            for name, address in GATEWAYS.items():
+                gw = _Process(f"gateway-{name}", work / "logs" / f"gateway-{name}.log")
+                gw._spawn([sys.executable, "-m", "shoal", "gateway", "run", "--name", name,
+                           "--namespace", INFRA, "--workload", f"{name}-gw", "--port", "80",
+                           "--address", address, "--control-plane", cp.agent_url,
+                           "--xds", cp.secure_xds, "--ca-bundle", str(cp.ca_bundle),
+                           "--token-file", str(cp.token_file(INFRA, name)),
+                           "--run-dir", str(work / "run" / name), "--drain-seconds", "0.2",
+                           "--lease-seconds", "6"],
+                          {"SHOAL_LOG_LEVEL": os.environ.get("SHOAL_LOG_LEVEL", "info")})
+                procs.append(gw)
+            cp.wait_synced({f"{name}-gw" for name in GATEWAYS})
+            yield cp
+        finally:
+            for p in procs:
+                p.stop()
+
+
+def call(path: str, *, host: str = "example.com", method: str = "GET",
+         headers: dict[str, str] | None = None, gateway: str = "same-namespace"
+         ) -> tuple[httpx.Response, dict[str, Any]]:
+    r = httpx.request(method, f"http://{GATEWAYS[gateway]}{path}",
+                      headers={"host": host, **(headers or {})}, timeout=10)
+    body = r.json() if r.headers.get("content-type") == "application/json" else {}
+    return r, body
+
+
+def backend(path: str = "/", **kw: Any) -> str:
+    r, body = call(path, **kw)
+    return str(body.get("served_by", r.status_code)).rsplit("-", 1)[0]
+
+
+def status_of(cp: ControlPlaneProcess, name: str, namespace: str = INFRA) -> dict[str, Any]:
+    with cp.client() as c:
+        [parent] = c.get("HTTPRoute", namespace, name)["status"]["parents"]
+    return {x["type"]: (x["status"], x["reason"]) for x in parent["conditions"]}
+
+
+# -- the cases: what each of the suite's files must do --------------------------------------
+
+V1, V2, V3 = "infra-backend-v1", "infra-backend-v2", "infra-backend-v3"
+
+
+
+
+def _exact(cp: ControlPlaneProcess) -> None:
+    assert (backend("/one"), backend("/two")) == (V1, V2)
+    assert backend("/one/example") == "404" and backend("/") == "404"
+
+
+
+
+def _across_routes(cp: ControlPlaneProcess) -> None:
+    """Two routes' rules for one hostname are ordered together; the second route's
+    rules do not reach a hostname it does not name."""
+    assert backend("/v2/example", host="example.com") == V2
+    assert backend("/", host="example.com", headers={"version": "two"}) == V2
+    assert backend("/", host="example.com") == V1
+    assert backend("/v2", host="example.net") == V1
+    assert backend("/", host="example.net", headers={"version": "two"}) == V1
+    assert backend("/", host="example.org") == "404"
+
+
+def _methods(cp: ControlPlaneProcess) -> None:
+    assert backend(method="POST") == V1 and backend(method="GET") == V2
+    assert backend("/path1", method="GET") == V1  # a path beats a method
+    assert backend(method="PUT", headers={"version": "one"}) == V2
+    assert backend("/path2", method="POST", headers={"version": "two"}) == V3
+    assert backend("/path3", method="PATCH") == V1
+    assert backend("/path4", method="DELETE", headers={"version": "three"}) == V1
+    assert backend("/path5", method="GET") == V1
+    assert backend(method="PATCH") == V2
+    assert backend(method="DELETE", headers={"version": "four"}) == V3
+
+
+def _path_order(cp: ControlPlaneProcess) -> None:
+    assert backend("/match") == V1 and backend("/match/exact") == V2
+    assert backend("/match/exact/one") == V3
+    assert backend("/match/prefix/one/any") == V2  # the longest prefix
+    assert backend("/match/prefix/any") == V1 and backend("/match/any") == V3
+    assert backend("/match/exact/another") == V3
+
+
+def _headers(cp: ControlPlaneProcess) -> None:
+    assert backend(headers={"version": "one"}) == V1
+    assert backend(headers={"version": "two"}) == V2
+    assert backend(headers={"version": "two", "color": "orange"}) == V1  # more headers
+    assert backend(headers={"color": "blue"}) == V1 and backend(headers={"color": "green"}) == V1
+    assert backend(headers={"color": "red"}) == V2 and backend(headers={"color": "yellow"}) == V2
+    assert backend() == "404"
+
+
+
+
+
+
+def _rewrite_host(cp: ControlPlaneProcess) -> None:
+    _, body = call("/one", host="rewrite.example")
+    assert body["served_by"].startswith(V1) and body["headers"]["host"] == "one.example.org"
+    _, body = call("/", host="rewrite.example")
+    assert body["served_by"].startswith(V2) and body["headers"]["host"] == "example.org"
+
+
+def _response_headers(cp: ControlPlaneProcess) -> None:
+    assert call("/set")[0].headers["x-header-set"] == "set-overwrites-values"
+    assert call("/add")[0].headers["x-header-add"] == "add-appends-values"
+    multi = call("/multiple")[0].headers
+    assert multi["x-header-set-1"] == "header-set-1" and multi["x-header-add-3"] == \
+        "header-add-3"
+
+
+def _cross_namespace(cp: ControlPlaneProcess) -> None:
+    """A route in a namespace the listener selects by label attaches to it."""
+    assert backend(gateway="backend-namespaces") == "web-backend"
+    assert status_of(cp, "cross-namespace", "gateway-conformance-web-backend")[
+        "Accepted"] == ("True", "Accepted")
+
+
+def _reference_grant(cp: ControlPlaneProcess) -> None:
+    assert backend() == "web-backend"
+
+
+def _not_granted(cp: ControlPlaneProcess) -> None:
+    assert call("/")[0].status_code == 500
+    assert status_of(cp, "invalid-cross-namespace-backend-ref")["ResolvedRefs"] == (
+        "False", "RefNotPermitted")
+
+
+def _nonexistent(cp: ControlPlaneProcess) -> None:
+    assert call("/")[0].status_code == 500
+    assert status_of(cp, "invalid-nonexistent-backend-ref")["ResolvedRefs"] == (
+        "False", "BackendNotFound")
+
+
+def _unattached(route: str) -> Callable[[ControlPlaneProcess], None]:
+    def check(cp: ControlPlaneProcess) -> None:
+        assert status_of(cp, route)["Accepted"] == ("False", "NoMatchingParent")
+        assert call("/")[0].status_code == 404
+    return check
+
+
+def _other_namespace_not_allowed(cp: ControlPlaneProcess) -> None:
+    """A route from a namespace the listener does not take (from: Same) is not attached."""
+    assert status_of(cp, "invalid-cross-namespace-parent-ref",
+                     "gateway-conformance-web-backend")["Accepted"] == (
+        "False", "NotAllowedByListeners")
+    assert call("/")[0].status_code == 404
+
+
+def _omitted_backends(cp: ControlPlaneProcess) -> None:
+    assert call("/omitted-no-forward")[0].status_code == 500
+    assert call("/empty-no-forward")[0].status_code == 500
+    assert backend("/other") == V1
+
+
+def _see_other(cp: ControlPlaneProcess) -> None:
+    r, _ = call("/see-other")
+    assert r.status_code == 303 and r.headers["location"].endswith("/see-other")
+
+
+PASSING: dict[str, Callable[[ControlPlaneProcess], None]] = {
+    "httproute-exact-path-matching.yaml": _exact,
+    "httproute-matching-across-routes.yaml": _across_routes,
+    "httproute-method-matching.yaml": _methods,
+    "httproute-path-match-order.yaml": _path_order,
+    "httproute-header-matching.yaml": _headers,
+    "httproute-303-redirect.yaml": _see_other,
+    "httproute-rewrite-host.yaml": _rewrite_host,
+    "httproute-response-header-modifier.yaml": _response_headers,
+    "httproute-cross-namespace.yaml": _cross_namespace,
+    "httproute-reference-grant.yaml": _reference_grant,
+    "httproute-invalid-cross-namespace-backend-ref.yaml": _not_granted,
+    "httproute-invalid-nonexistent-backendref.yaml": _nonexistent,
+    "httproute-invalid-cross-namespace-parent-ref.yaml": _other_namespace_not_allowed,
+    "httproute-omitted-backendrefs.yaml": _omitted_backends,
+    "httproute-invalid-parentref-not-matching-listener-port.yaml":
+        _unattached("httproute-listener-not-matching-route-port"),
+    "httproute-invalid-parentref-not-matching-section-name.yaml":
+        _unattached("httproute-listener-not-matching-section-name"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PASSING))
+def test_case_passes(suite: ControlPlaneProcess, name: str) -> None:
+    run_case(suite, SUITE / "tests" / name, lambda: PASSING[name](suite),
+             (AssertionError, KeyError, ValueError, httpx.HTTPError))
+
+
+@pytest.mark.parametrize("name", sorted(SHARED))
+def test_case_the_mesh_suite_has_too_passes(suite: ControlPlaneProcess, name: str) -> None:
+    """The files both suites have, on the same-namespace Gateway: the same checks as on
+    a Service, the gateway being the client's proxy (absolute-form requests)."""
+    with httpx.Client(proxy=f"http://{GATEWAYS['same-namespace']}:80", timeout=10) as http:
+        run_case(suite, SUITE / "tests" / name, lambda: SHARED[name](http),
+                 (AssertionError, KeyError, ValueError, httpx.HTTPError))
