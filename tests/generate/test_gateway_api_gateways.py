@@ -455,3 +455,22 @@ def test_a_certificate_in_another_namespace_is_refused_in_status() -> None:
         https = next(lis for lis in status["listeners"] if lis["name"] == "https")
         resolved = next(c for c in https["conditions"] if c["type"] == "ResolvedRefs")
         assert (resolved["status"] == "True") is served, resolved
+
+
+def test_analyze_says_why_a_gateway_or_route_is_not_used() -> None:
+    from shoal.analyze import analyze
+
+    base = [r for r in parse_yaml(MESH) if r.kind not in (gateways.KIND, "HTTPRoute")]
+    gw = MESH[MESH.index("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway"):]
+    gw = gw[:gw.index("---")]
+    route = ELSEWHERE % ("https", "web.example.com")  # from another namespace: not taken
+    codes = {f.code: f for f in analyze(base + parse_yaml(gw + "---\n" + route))}
+    assert "parent-not-found" not in codes  # a Gateway parent is not a Service
+    assert "NotAllowedByListeners" in codes["route-not-attached"].message
+    other = gw.replace("gatewayClassName: shoal", "gatewayClassName: nginx").replace(
+        "[{name: web-cert}]", "[{name: web-cert, namespace: other}]")
+    codes = {f.code for f in analyze(base + parse_yaml(other))}
+    assert "gateway-not-served" in codes
+    codes = {f.code for f in analyze(base + parse_yaml(gw.replace(
+        "[{name: web-cert}]", "[{name: web-cert, namespace: other}]")))}
+    assert "certificate-not-permitted" in codes

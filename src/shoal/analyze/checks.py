@@ -15,7 +15,7 @@ from shoal.api.gateway import gateway_ref
 from shoal.api.meta import Resource, ResourceKey, oldest_first
 from shoal.api.networking import Destination, VirtualServiceSpec, for_mesh
 from shoal.api.selector import selects
-from shoal.registry import gamma
+from shoal.registry import gamma, gateways
 from shoal.registry.snapshot import MeshConfig, MeshSnapshot
 from shoal.xds.generate import ext_authz
 
@@ -154,12 +154,21 @@ def _custom_providers(mesh: MeshSnapshot) -> Iterator[Finding]:
 
 
 def _http_routes(mesh: MeshSnapshot) -> Iterator[Finding]:
-    """Gateway API mesh routes that cannot work as written (ADR 0035): a parent or backend
-    Service that does not exist, or a VirtualService for the same host, which wins."""
+    """Gateway API routes that cannot work as written (ADR 0035, 0039): a parent Service
+    or backend that does not exist, a VirtualService for the same host, which wins, a
+    Gateway parent the route cannot attach to (and why)."""
     real = gamma.routed_hosts(mesh.of_kind("VirtualService"), mesh.config.domain)
-    for route in (r for k in gamma.KINDS_ROUTES for r in mesh.of_kind(k)):
+    scene = gateways.Scene.of_mesh(mesh)
+    kinds = dict.fromkeys((*gamma.KINDS_ROUTES, *gateways.ROUTE_KINDS))
+    for route in (r for k in kinds for r in mesh.of_kind(k)):
         ns = route.metadata.namespace
         for i, parent in enumerate(route.spec.parent_refs):
+            if not parent.is_service:
+                attached, reason, message = gateways.attach(route, parent, scene)
+                if not attached:
+                    yield Finding("route-not-attached", str(route.key), f"spec.parentRefs[{i}]",
+                                  f"{reason}: {message}; the route is not used there")
+                continue
             pns = parent.namespace or ns
             host = f"{parent.name}.{pns}.svc.{mesh.config.domain}"
             if mesh.service(pns, parent.name) is None:
@@ -185,8 +194,26 @@ def _http_routes(mesh: MeshSnapshot) -> Iterator[Finding]:
                                   "of the requests gets 500")
 
 
+def _gateways(mesh: MeshSnapshot) -> Iterator[Finding]:
+    """Gateway API Gateways shoal will not serve as written (ADR 0039)."""
+    scene = gateways.Scene.of_mesh(mesh)
+    for gw in mesh.of_kind(gateways.KIND):
+        if not scene.serves(gw):
+            yield Finding("gateway-not-served", str(gw.key), "spec.gatewayClassName",
+                          f"class {gw.spec.gateway_class_name!r} is not shoal's (shoal, "
+                          "istio, or a GatewayClass naming shoal.io/gateway-controller): "
+                          "no shoal gateway serves it")
+            continue
+        for j, lis in enumerate(gw.spec.listeners):
+            if (other := gateways.foreign_certificate(gw, lis)) is not None:
+                yield Finding("certificate-not-permitted", str(gw.key),
+                              f"spec.listeners[{j}].tls.certificateRefs",
+                              f"a certificate in namespace {other}: a shoal gateway holds "
+                              "its own credentials; the listener is not served")
+
+
 CHECKS = (_virtual_services, _destination_rules, _selectors, _policy_selectors,
-          _custom_providers, _http_routes, destination_rule_policies)
+          _custom_providers, _http_routes, _gateways, destination_rule_policies)
 
 
 def analyze(resources: Iterable[Resource], sources: Mapping[ResourceKey, str] | None = None,
