@@ -157,6 +157,23 @@ def simple(http: httpx.Client) -> None:
     assert {backend(http, "/") for _ in range(10)} == {"v1"}
 
 
+def redirect_path(http: httpx.Client) -> None:
+    """ReplacePrefixMatch replaces the matched prefix and keeps the rest of the path;
+    ReplaceFullPath replaces the whole path; with a hostname or a status code too."""
+    def location(path: str, status: int = 302) -> str:
+        r, _ = call(http, path)
+        assert r.status_code == status, (path, r.status_code)
+        return r.headers["location"]
+
+    assert location("/original-prefix/lemon").endswith("/replacement-prefix/lemon")
+    assert location("/original-prefix").endswith("/replacement-prefix")
+    assert location("/full/path/original").endswith("/full-path-replacement")
+    assert location("/path-and-host/x") == "http://example.org/replacement-prefix/x"
+    assert location("/path-and-status/x", 301).endswith("/replacement-prefix/x")
+    assert location("/full-path-and-host/x") == "http://example.org/replacement-full"
+    assert location("/full-path-and-status/x", 301).endswith("/replacement-full")
+
+
 # file name -> its check, for the files both suites have
 SHARED: dict[str, Callable[[httpx.Client], None]] = {
     "httproute-simple-same-namespace.yaml": simple,
@@ -171,4 +188,5 @@ SHARED: dict[str, Callable[[httpx.Client], None]] = {
     "httproute-named-rule.yaml": named,
     "httproute-redirect-scheme.yaml": redirect_scheme,
     "httproute-redirect-host-and-status.yaml": redirect_host,
+    "httproute-redirect-path.yaml": redirect_path,
 }

@@ -6,8 +6,7 @@ namespace becomes a shoal Service (its HTTP and gRPC ports), each ``Deployment``
 process registered as a Workload with the Deployment's pod labels; a client workload with
 a sidecar in the same namespace makes the calls. Each case applies the suite's route file
 as it is and checks what the spec says the calls must see (written here in our words, not
-copied from the suite's Go tests). Files shoal refuses by name are checked to be refused,
-so the report stays true.
+copied from the suite's Go tests). Every mesh file passes.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import httpx
 import pytest
 import yaml
 
-from shoal.errors import ValidationError
 from shoal.testing.apps import GRPC_METHOD, METADATA_REQUEST
 from shoal.testing.local import AgentProcess, ControlPlaneProcess, _Process, free_port, wait_for
 from tests.e2e.conformance import SHARED, SUITE, backend, call, k8s, redirect, run_case
@@ -221,22 +219,8 @@ PASSING: dict[str, Callable[[httpx.Client], None]] = {
     "mesh-ports.yaml": _ports,
     "mesh-frontend.yaml": _frontend,
 }
-# files shoal refuses by name today, and why (docs/gateway-api.md)
-REFUSED = {
-    "httproute-redirect-path.yaml": "ReplacePrefixMatch in a redirect",
-}
-
-
 @pytest.mark.parametrize("name", sorted(PASSING))
 def test_case_passes(suite, name: str) -> None:
     cp, http = suite
     run_case(cp, SUITE / "tests" / "mesh" / name, lambda: PASSING[name](http),
              (AssertionError, KeyError, ValueError, httpx.HTTPError, grpc.RpcError))
-
-
-@pytest.mark.parametrize("name", sorted(REFUSED))
-def test_case_refused_by_name(suite, name: str) -> None:
-    cp, _ = suite
-    with cp.client() as c, pytest.raises(ValidationError) as e:
-        c.apply((SUITE / "tests" / "mesh" / name).read_text())
-    assert "not supported by shoal yet" in str(e.value), str(e.value)

@@ -157,19 +157,28 @@ class RequestRedirect(Model):
             raise ValueError("must be http or https")
         return v
 
-    @model_validator(mode="after")
-    def _path(self) -> RequestRedirect:
-        if self.path is not None and self.path.type is PathModifierType.REPLACE_PREFIX_MATCH:
-            raise ValueError("path: ReplacePrefixMatch in a redirect is not supported by "
-                             "shoal yet (ReplaceFullPath is)")
-        return self
-
     @field_validator("status_code")
     @classmethod
     def _code(cls, v: int) -> int:
         if v not in (301, 302, 303, 307, 308):
             raise ValueError("must be 301, 302, 303, 307 or 308")
         return v
+
+
+# what follows a PathPrefix's value in its regex: the rest of the path, whole segments only
+SEGMENTS = "(/.*)?"
+
+
+def replace_prefix(prefix_regex: str, replacement: str) -> tuple[str, str]:
+    """``ReplacePrefixMatch`` as a regex rewrite (pattern, substitution) of the path:
+    ``prefix_regex`` (the matched prefix, already a regex, without a trailing ``/``) is
+    replaced by ``replacement`` and the rest of the path kept, whole segments only; an
+    empty replacement leaves ``/`` and the rest. The one home of the rule (URLRewrite and
+    RequestRedirect both use it)."""
+    replacement = replacement.rstrip("/")
+    if replacement:
+        return f"^{prefix_regex}{SEGMENTS}$", replacement + "\\1"
+    return f"^{prefix_regex}/?(.*)$", "/\\1"
 
 
 class URLRewrite(Model):

@@ -35,6 +35,12 @@ class Percent(Model):
     value: float = Field(ge=0, le=100)
 
 
+# Istio's marker for a Gateway API redirect's ReplacePrefixMatch: a translated route's
+# redirect ``uri`` of "%PREFIX()%/new" replaces the matched prefix with /new (only in
+# routes translated from the Gateway API, as in Istio; elsewhere the text is a path)
+PREFIX_MARKER = "%PREFIX()%"
+
+
 class HTTPRedirect(Model):
     uri: str | None = None
     authority: str | None = None

@@ -26,6 +26,7 @@ from typing import Any
 import pydantic
 
 from shoal.api.gatewayapi import (
+    SEGMENTS,
     BackendRef,
     Filter,
     FilterType,
@@ -41,7 +42,9 @@ from shoal.api.gatewayapi import (
     RouteMatch,
     Rule,
     ValueType,
+    replace_prefix,
 )
+from shoal.api.http_route import PREFIX_MARKER
 from shoal.api.kinds import KINDS
 from shoal.api.meta import Metadata, Resource, oldest_first
 from shoal.api.networking import VirtualServiceSpec, for_mesh
@@ -143,7 +146,7 @@ def _duration(text: str) -> str | None:
 
 
 def _prefix_regex(value: str) -> str:
-    return re.escape(value.rstrip("/")) + "(/.*)?"
+    return re.escape(value.rstrip("/")) + SEGMENTS
 
 
 def _match(m: RouteMatch, port: int | None, consumer: str | None = None) -> dict[str, Any]:
@@ -173,12 +176,9 @@ def _path_rewrite(mod: PathModifier, match: RouteMatch) -> dict[str, Any]:
     if mod.type is PathModifierType.REPLACE_FULL_PATH:
         return {"uriRegexRewrite": {"match": "^.*$", "rewrite": mod.replace_full_path}}
     assert mod.replace_prefix_match is not None and match.path is not None
-    prefix = re.escape(match.path.value.rstrip("/"))
-    replacement = mod.replace_prefix_match.rstrip("/")
-    if replacement:
-        return {"uriRegexRewrite": {"match": f"^{prefix}(/.*)?$",
-                                    "rewrite": replacement + "\\1"}}
-    return {"uriRegexRewrite": {"match": f"^{prefix}/?(.*)$", "rewrite": "/\\1"}}
+    pattern, substitution = replace_prefix(re.escape(match.path.value.rstrip("/")),
+                                           mod.replace_prefix_match)
+    return {"uriRegexRewrite": {"match": pattern, "rewrite": substitution}}
 
 
 def percentages(weights: list[int]) -> list[int]:
@@ -260,8 +260,10 @@ def http_rule(e: Entry, services: set[tuple[str, str]], domain: str,
                 redirect["authority"] = rd.hostname
             if rd.port:
                 redirect["port"] = rd.port
-            if rd.path is not None:
-                redirect["uri"] = rd.path.replace_full_path
+            if rd.path is not None:  # ReplacePrefixMatch: Istio's marker (route_actions)
+                redirect["uri"] = rd.path.replace_full_path \
+                    if rd.path.type is PathModifierType.REPLACE_FULL_PATH \
+                    else PREFIX_MARKER + str(rd.path.replace_prefix_match)
             out["redirect"] = redirect
         elif f.type is FilterType.URL_REWRITE:
             rw = f.url_rewrite

@@ -42,6 +42,7 @@ from shoal.api.meta import Resource, oldest_first
 from shoal.api.networking import L4MatchAttributes
 from shoal.api.selector import selects
 from shoal.multicluster.labels import network_of
+from shoal.registry import gamma
 from shoal.registry.gateways import GATEWAY_KINDS, SYNTHETIC
 from shoal.registry.snapshot import MeshSnapshot, mtls_disabled
 from shoal.telemetry.model import Reporter
@@ -120,7 +121,9 @@ def route_config(mesh: MeshSnapshot, name: str, port: int, bound: Sequence[Bound
             where = f"VirtualService {ns}/{vs_name} http[{i}]"
             for m in matches or [None]:
                 out.append(routes.http_route(mesh, http, ns, port, where,
-                                             http.name or f"{ns}/{vs_name}.http[{i}]", m))
+                                             http.name or f"{ns}/{vs_name}.http[{i}]", m,
+                                             gateway_api=gamma.SYNTHETIC in
+                                             vs.metadata.annotations))
         domains = [d for h in hosts for d in ((h,) if h == "*" else (h, f"{h}:{port}"))
                    if d not in taken]
         if out and domains:

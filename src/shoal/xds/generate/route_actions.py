@@ -4,12 +4,15 @@ rewrite, header operations and mirrors (VirtualService HTTP rule -> Envoy)."""
 from __future__ import annotations
 
 import base64
+import re
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.type.matcher.v3 import regex_pb2
 
+from shoal.api.gatewayapi import SEGMENTS, replace_prefix
 from shoal.api.http_route import (
+    PREFIX_MARKER,
     HeaderOperations,
     Headers,
     HTTPDirectResponse,
@@ -30,9 +33,17 @@ _SET = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _ADD = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 
-def redirect_action(r: HTTPRedirect) -> rc_pb2.RedirectAction:
+def redirect_action(r: HTTPRedirect, m: HTTPMatchRequest | None = None,
+                    gateway_api: bool = False) -> rc_pb2.RedirectAction:
+    """``gateway_api``: the route was translated from the Gateway API, where a ``uri`` of
+    ``%PREFIX()%/new`` replaces the prefix ``m`` matched (``PREFIX_MARKER``)."""
     out = rc_pb2.RedirectAction(response_code=_REDIRECT_CODES[r.redirect_code])
-    if r.uri is not None:
+    if r.uri is not None and gateway_api and r.uri.startswith(PREFIX_MARKER):
+        pattern, substitution = replace_prefix(_matched_prefix(m),
+                                               r.uri.removeprefix(PREFIX_MARKER))
+        out.regex_rewrite.pattern.regex = pattern
+        out.regex_rewrite.substitution = substitution
+    elif r.uri is not None:
         out.path_redirect = r.uri
     if r.authority is not None:
         out.host_redirect = r.authority
@@ -41,6 +52,17 @@ def redirect_action(r: HTTPRedirect) -> rc_pb2.RedirectAction:
     if r.scheme is not None:
         out.scheme_redirect = r.scheme
     return out
+
+
+def _matched_prefix(m: HTTPMatchRequest | None) -> str:
+    """The prefix a translated route's match stands for, as a regex: its segment-wise
+    prefix regex (registry/gamma.py), or a ``prefix`` match's text."""
+    uri = m.uri if m is not None else None
+    if uri is not None and uri.regex is not None and uri.regex.endswith(SEGMENTS):
+        return uri.regex.removesuffix(SEGMENTS)
+    if uri is not None and uri.prefix is not None:
+        return re.escape(uri.prefix.rstrip("/"))
+    return ""
 
 
 def direct_response_action(d: HTTPDirectResponse) -> rc_pb2.DirectResponseAction:

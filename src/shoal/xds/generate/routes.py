@@ -21,6 +21,7 @@ from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource
 from shoal.api.networking import Destination, HTTPMatchRequest, HTTPRoute
 from shoal.api.selector import selects
+from shoal.registry import gamma
 from shoal.registry.gateways import GATEWAY_KINDS
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import hashing, names, route_actions, route_filters, traffic_policy
@@ -140,14 +141,16 @@ def http_route(
     mesh: MeshSnapshot, http: HTTPRoute, namespace: str, port: int, where: str,
     name: str, m: HTTPMatchRequest | None,
     action: rc_pb2.RouteAction | rc_pb2.DirectResponseAction | None = None,
+    gateway_api: bool = False,
 ) -> rc_pb2.Route:
-    """One Envoy route for one match of a rule (``action``: the rule's, when computed)."""
+    """One Envoy route for one match of a rule (``action``: the rule's, when computed;
+    ``gateway_api``: the rule was translated from the Gateway API)."""
     route = rc_pb2.Route(name=name, match=route_match(m))
     if http.direct_response is not None:
         route.direct_response.CopyFrom(route_actions.direct_response_action(
             http.direct_response))
     elif http.redirect is not None:
-        route.redirect.CopyFrom(route_actions.redirect_action(http.redirect))
+        route.redirect.CopyFrom(route_actions.redirect_action(http.redirect, m, gateway_api))
     else:
         action = action or _action(mesh, http, namespace, port, where)
         if isinstance(action, rc_pb2.DirectResponseAction):
@@ -232,6 +235,7 @@ def service_routes(mesh: MeshSnapshot, service: Resource, port: ServicePort,
     if vss:
         vs = vss[0]
         ns, vs_name = vs.metadata.namespace, vs.metadata.name
+        translated = gamma.SYNTHETIC in vs.metadata.annotations  # from the Gateway API
         for i, http in enumerate(vs.spec.http):
             matches = [m for m in http.match
                        if applies_to_port(m, port.port) and applies_to_source(m, labels)]
@@ -241,7 +245,8 @@ def service_routes(mesh: MeshSnapshot, service: Resource, port: ServicePort,
             name = http.name or f"{ns}/{vs_name}.http[{i}]"
             action = _action(mesh, http, ns, port.port, where) if http.route else None
             for m in matches or [None]:
-                out.append(http_route(mesh, http, ns, port.port, where, name, m, action))
+                out.append(http_route(mesh, http, ns, port.port, where, name, m, action,
+                                      translated))
     if not out:
         fqdn = mesh.fqdn(service)
         policy = traffic_policy.policy_for(mesh.destination_rule_for(service), None, port.port)
