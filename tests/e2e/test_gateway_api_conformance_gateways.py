@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,8 +31,13 @@ pytestmark = [pytest.mark.envoy, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="the gateways bind port 80")]
 
 INFRA = "gateway-conformance-infra"
-# the suite's Gateways the cases use, each on a loopback address of its own
-GATEWAYS = {"same-namespace": "127.0.80.1", "backend-namespaces": "127.0.80.2"}
+# the suite's Gateways the cases use, each on a loopback address of its own: the base
+# manifests' (served for the whole module) and those some files bring (for their case)
+BASE_GATEWAYS = ("same-namespace", "backend-namespaces")
+GATEWAYS = {"same-namespace": "127.0.80.1", "backend-namespaces": "127.0.80.2",
+            "httproute-hostname-intersection": "127.0.80.3",
+            "httproute-hostname-intersection-all": "127.0.80.4",
+            "httproute-listener-hostname-matching": "127.0.80.5"}
 BACKENDS = ("infra-backend-v1", "infra-backend-v2", "infra-backend-v3", "web-backend")
 
 
@@ -40,7 +46,7 @@ def _base() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     and the Services and Deployments of the backends, by name."""
     docs = k8s(SUITE / "base" / "manifests.yaml")
     kept = [d for d in docs if d["kind"] == "Namespace"
-            or (d["kind"] == "Gateway" and d["metadata"]["name"] in GATEWAYS)]
+            or (d["kind"] == "Gateway" and d["metadata"]["name"] in BASE_GATEWAYS)]
     for d in kept:
         if d["kind"] == "Gateway":
             d["spec"]["gatewayClassName"] = "shoal"  # the suite's placeholder
@@ -76,22 +82,27 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlaneProc
                               "ports": {"http": port}}}]
             with cp.client() as c:
                 c.apply(yaml.safe_dump_all([*kept, *shoal_docs]))
-            for name, address in GATEWAYS.items():
-                gw = _Process(f"gateway-{name}", work / "logs" / f"gateway-{name}.log")
-                gw._spawn([sys.executable, "-m", "shoal", "gateway", "run", "--name", name,
-                           "--namespace", INFRA, "--workload", f"{name}-gw", "--port", "80",
-                           "--address", address, "--control-plane", cp.agent_url,
-                           "--xds", cp.secure_xds, "--ca-bundle", str(cp.ca_bundle),
-                           "--token-file", str(cp.token_file(INFRA, name)),
-                           "--run-dir", str(work / "run" / name), "--drain-seconds", "0.2",
-                           "--lease-seconds", "6"],
-                          {"SHOAL_LOG_LEVEL": os.environ.get("SHOAL_LOG_LEVEL", "info")})
-                procs.append(gw)
-            cp.wait_synced({f"{name}-gw" for name in GATEWAYS})
+            procs += [serve(cp, work, name) for name in BASE_GATEWAYS]
+            cp.wait_synced({f"{name}-gw" for name in BASE_GATEWAYS})
             yield cp
         finally:
             for p in procs:
                 p.stop()
+
+
+def serve(cp: ControlPlaneProcess, work: Path, name: str) -> _Process:
+    """``shoal gateway run`` for the suite's Gateway ``name``, on port 80 of its own
+    loopback address (GATEWAYS)."""
+    gw = _Process(f"gateway-{name}", work / "logs" / f"gateway-{name}.log")
+    gw._spawn([sys.executable, "-m", "shoal", "gateway", "run", "--name", name,
+               "--namespace", INFRA, "--workload", f"{name}-gw", "--port", "80",
+               "--address", GATEWAYS[name], "--control-plane", cp.agent_url,
+               "--xds", cp.secure_xds, "--ca-bundle", str(cp.ca_bundle),
+               "--token-file", str(cp.token_file(INFRA, name)),
+               "--run-dir", str(work / "run" / name), "--drain-seconds", "0.2",
+               "--lease-seconds", "6"],
+              {"SHOAL_LOG_LEVEL": os.environ.get("SHOAL_LOG_LEVEL", "info")})
+    return gw
 
 
 def call(path: str, *, host: str = "example.com", method: str = "GET",
@@ -262,6 +273,62 @@ PASSING: dict[str, Callable[[ControlPlaneProcess], None]] = {
 def test_case_passes(suite: ControlPlaneProcess, name: str) -> None:
     run_case(suite, SUITE / "tests" / name, lambda: PASSING[name](suite),
              (AssertionError, KeyError, ValueError, httpx.HTTPError))
+
+
+def _listener_hostnames(cp: ControlPlaneProcess) -> None:
+    """Each route on one listener: a request goes to the listener whose hostname is the
+    most specific one matching its host."""
+    gw = "httproute-listener-hostname-matching"
+    assert backend(host="bar.com", gateway=gw) == V1
+    assert backend(host="foo.bar.com", gateway=gw) == V2
+    for host in ("baz.bar.com", "multiple.prefixes.bar.com", "hi.foo.com"):
+        assert backend(host=host, gateway=gw) in (V3, V1), host
+    for host in ("foo.com", "no.matching.host"):
+        assert backend(host=host, gateway=gw) == "404", host
+
+
+def _hostname_intersection(cp: ControlPlaneProcess) -> None:
+    gw = "httproute-hostname-intersection"
+    assert backend("/s1", host="very.specific.com", gateway=gw) == V1
+    assert backend("/s1", host="non.matching.com", gateway=gw) == "404"
+    for host in ("foo.wildcard.io", "bar.wildcard.io", "foo.bar.wildcard.io"):
+        assert backend("/s2", host=host, gateway=gw) == V2, host
+    assert backend("/s2", host="wildcard.io", gateway=gw) == "404"
+    assert backend("/s3", host="very.specific.com", gateway=gw) == V3
+    assert backend("/s4", host="foo.anotherwildcard.io", gateway=gw) == V1
+    assert backend("/s5", host="specific.but.wrong.com", gateway=gw) == "404"
+    assert status_of(cp, "no-intersecting-hosts")["Accepted"] == (
+        "False", "NoMatchingListenerHostname")
+    every = "httproute-hostname-intersection-all"
+    for host in ("first.com", "sub.first.com", "second.com", "sub.second.com"):
+        assert backend(host=host, gateway=every) == V2, host
+    assert backend(host="third.com", gateway=every) == "404"
+
+
+# files that bring Gateways of their own: served for their case only
+OWN: dict[str, tuple[Callable[[ControlPlaneProcess], None], tuple[str, ...]]] = {
+    "httproute-listener-hostname-matching.yaml": (
+        _listener_hostnames, ("httproute-listener-hostname-matching",)),
+    "httproute-hostname-intersection.yaml": (
+        _hostname_intersection, ("httproute-hostname-intersection",
+                                 "httproute-hostname-intersection-all")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OWN))
+def test_case_with_its_own_gateways_passes(suite: ControlPlaneProcess, name: str,
+                                           tmp_path: Path) -> None:
+    check, gateways = OWN[name]
+    text = (SUITE / "tests" / name).read_text().replace("{GATEWAY_CLASS_NAME}", "shoal")
+    (tmp_path / name).write_text(text)  # (the suite's placeholder filled in)
+    procs = [serve(suite, tmp_path, gw) for gw in gateways]
+    try:
+        suite.wait_synced({f"{gw}-gw" for gw in gateways})
+        run_case(suite, tmp_path / name, lambda: check(suite),
+                 (AssertionError, KeyError, ValueError, httpx.HTTPError))
+    finally:
+        for p in procs:
+            p.stop()
 
 
 @pytest.mark.parametrize("name", sorted(SHARED))
