@@ -187,6 +187,16 @@ spec:
   - {name: http, port: %d, protocol: HTTP, hostname: "*.example.com"}
   - {name: raw, port: %d, protocol: TCP}
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: edge-grpc}
+spec:
+  parentRefs: [{name: edge, sectionName: http}]
+  hostnames: [grpc.example.com]
+  rules:
+  - matches: [{method: {service: shoal.test.Echo}}]
+    backendRefs: [{name: echo-v2, port: 50051}]
+---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute
 metadata: {name: edge-raw}
@@ -209,9 +219,9 @@ spec:
 
 def test_a_gateway_api_gateway_serves_its_routes(mesh, tmp_path) -> None:
     """Issue 15: a Gateway (Istio's class name, as Istio's task files write it) served by
-    `shoal gateway run --name edge`, an HTTPRoute attached to its HTTP listener by
-    hostname, a TCPRoute on its TCP listener, and the statuses as `shoal get gtw edge -o
-    yaml` shows them."""
+    `shoal gateway run --name edge`, an HTTPRoute and a GRPCRoute (a real gRPC client)
+    attached to its HTTP listener by hostname, a TCPRoute on its TCP listener, and the
+    statuses as `shoal get gtw edge -o yaml` shows them."""
     import os
     import sys
 
@@ -244,6 +254,15 @@ def test_a_gateway_api_gateway_serves_its_routes(mesh, tmp_path) -> None:
         assert get("web.example.com", "/").json()["served_by"].startswith("web-")
         # a host the route does not name, on the same listener: no route (404)
         assert get("api.example.com", "/v2/x").status_code == 404
+        # a GRPCRoute on the same listener, by hostname: a real gRPC client
+        def grpc_via_gateway() -> str:
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=[
+                    ("grpc.default_authority", "grpc.example.com")]) as channel:
+                reply = channel.unary_unary(GRPC_METHOD)(b"hi", timeout=10)
+            return reply.decode().split(":", 1)[0]
+
+        wait_for(lambda: grpc_via_gateway() == "echo-v2", 30, "the GRPCRoute")
+        assert {grpc_via_gateway() for _ in range(5)} == {"echo-v2"}
         # the TCP listener: connections to web-v2 whatever they carry
         raw = f"http://127.0.0.1:{tcp_port}/anything"
         wait_for(lambda: httpx.get(raw, timeout=10).status_code == 200, 30,
@@ -257,7 +276,7 @@ def test_a_gateway_api_gateway_serves_its_routes(mesh, tmp_path) -> None:
         assert gateway["kind"] == "Gateway"
         assert gateway["apiVersion"] == "gateway.networking.k8s.io/v1"
         assert [(lis["name"], lis["attachedRoutes"]) for lis in
-                gateway["status"]["listeners"]] == [("http", 1), ("raw", 1)]
+                gateway["status"]["listeners"]] == [("http", 2), ("raw", 1)]
         [parent] = route["status"]["parents"]
         assert parent["parentRef"]["kind"] == "Gateway"
         assert {x["type"]: x["status"] for x in parent["conditions"]} == {

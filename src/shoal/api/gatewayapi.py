@@ -1,11 +1,11 @@
 """Kubernetes Gateway API kinds (``gateway.networking.k8s.io``): HTTPRoute and GRPCRoute
-as mesh routes (GAMMA: the parent is a Service, docs/adr/0035) and, for HTTPRoute, as a
-Gateway's routes; Gateway (HTTP, HTTPS, TLS passthrough and TCP listeners, docs/adr/0039),
-TLSRoute and TCPRoute on them; ReferenceGrant.
+as mesh routes (GAMMA: the parent is a Service, docs/adr/0035) and as a Gateway's
+routes; Gateway (HTTP, HTTPS, TLS passthrough and TCP listeners, docs/adr/0039),
+GatewayClass, TLSRoute and TCPRoute; ReferenceGrant.
 
 The models follow the Gateway API's v1 field names. What is not built yet is refused by
-name, never ignored: UDP listeners, TLS termination on TLS listeners, GRPCRoutes on
-Gateways, the ExtensionRef and CORS filters, and the few fields marked NotSupported.
+name, never ignored: UDP listeners, TLS termination on TLS listeners, the ExtensionRef
+and CORS filters, and the few fields marked NotSupported.
 """
 
 from __future__ import annotations
@@ -445,12 +445,6 @@ class GRPCRule(Model):
 class GRPCRouteSpec(_RouteSpec):
     rules: list[GRPCRule] = Field(default_factory=lambda: [GRPCRule()], max_length=MAX_RULES)
 
-    @model_validator(mode="after")
-    def _mesh_only(self) -> GRPCRouteSpec:
-        if self.for_gateways:
-            raise ValueError("parentRefs: GRPCRoutes on a Gateway are not supported by "
-                             "shoal yet (a Service parent is)")
-        return self
 
 
 # -- TLSRoute, TCPRoute (experimental channel) --------------------------------------------------
@@ -572,14 +566,16 @@ class RouteGroupKind(Model):
 
     @model_validator(mode="after")
     def _route(self) -> RouteGroupKind:
-        if self.group != GROUP or self.kind not in ("HTTPRoute", "TLSRoute", "TCPRoute"):
+        if self.group != GROUP or self.kind not in ("HTTPRoute", "GRPCRoute", "TLSRoute",
+                                                    "TCPRoute"):
             raise ValueError(f"{self.group}/{self.kind}: shoal's listeners take HTTPRoutes, "
-                             "TLSRoutes and TCPRoutes")
+                             "GRPCRoutes, TLSRoutes and TCPRoutes")
         return self
 
 
-# the route kind each listener protocol takes
-ROUTE_KIND = {"HTTP": "HTTPRoute", "HTTPS": "HTTPRoute", "TLS": "TLSRoute", "TCP": "TCPRoute"}
+# the route kinds each listener protocol takes
+ROUTE_KINDS = {"HTTP": ("HTTPRoute", "GRPCRoute"), "HTTPS": ("HTTPRoute", "GRPCRoute"),
+               "TLS": ("TLSRoute",), "TCP": ("TCPRoute",)}
 
 
 class AllowedRoutes(Model):
@@ -605,18 +601,17 @@ class Listener(Model):
     @property
     def route_kinds(self) -> tuple[str, ...]:
         """The kinds of route it takes (its protocol's, narrowed by allowedRoutes)."""
-        mine = ROUTE_KIND[str(self.protocol)]
         wanted = {k.kind for k in self.allowed_routes.kinds}
-        return (mine,) if not wanted or mine in wanted else ()
+        return tuple(k for k in ROUTE_KINDS[str(self.protocol)] if not wanted or k in wanted)
 
     @model_validator(mode="after")
     def _protocol(self) -> Listener:
         if self.protocol is ListenerProtocol.UDP:
             raise ValueError("protocol: UDP listeners are not supported by shoal")
         wanted = {k.kind for k in self.allowed_routes.kinds}
-        if wanted and ROUTE_KIND[str(self.protocol)] not in wanted:
+        if wanted - set(ROUTE_KINDS[str(self.protocol)]):
             raise ValueError(f"allowedRoutes.kinds: a {self.protocol} listener takes "
-                             f"{ROUTE_KIND[str(self.protocol)]}s")
+                             f"{' and '.join(ROUTE_KINDS[str(self.protocol)])}s")
         if self.protocol is ListenerProtocol.TLS:
             if self.tls is None or self.tls.mode is not TLSMode.PASSTHROUGH:
                 raise ValueError("tls.mode: shoal's TLS listeners pass TLS through "

@@ -317,6 +317,20 @@ def http_rule(e: Entry, services: set[tuple[str, str]], domain: str,
     return out
 
 
+def rule_entries(route: Resource, parent_namespace: str, port: int | None
+                 ) -> Iterator[Entry]:
+    """One entry per (rule, match) of an HTTPRoute or GRPCRoute (a GRPCRoute's match as
+    the HTTP/2 request it means), for one parent."""
+    for i, rule in enumerate(route.spec.rules):
+        if isinstance(rule, GRPCRule):
+            for j, g in enumerate(rule.matches or [GRPCRouteMatch()]):
+                m = RouteMatch(path=grpc_path(g.method), headers=g.headers)
+                yield Entry(route, i, rule, j, m, port, g, parent_namespace)
+            continue
+        for j, m in enumerate(rule.matches or [RouteMatch()]):
+            yield Entry(route, i, rule, j, m, port, None, parent_namespace)
+
+
 def _entries(routes: Iterable[Resource]) -> Iterator[tuple[tuple[str, str], Entry]]:
     for r in routes:
         spec: HTTPRouteSpec | GRPCRouteSpec = r.spec
@@ -325,14 +339,7 @@ def _entries(routes: Iterable[Resource]) -> Iterator[tuple[tuple[str, str], Entr
             if not parent.is_service:
                 continue  # a Gateway's route (registry/gateways.py)
             key = (parent.namespace or ns, parent.name)
-            for i, rule in enumerate(spec.rules):
-                if isinstance(rule, GRPCRule):
-                    for j, g in enumerate(rule.matches or [GRPCRouteMatch()]):
-                        m = RouteMatch(path=grpc_path(g.method), headers=g.headers)
-                        yield key, Entry(r, i, rule, j, m, parent.port, g, key[0])
-                    continue
-                for j, m in enumerate(rule.matches or [RouteMatch()]):
-                    yield key, Entry(r, i, rule, j, m, parent.port, None, key[0])
+            yield from ((key, e) for e in rule_entries(r, key[0], parent.port))
 
 
 def mesh_routes(routes: Iterable[Resource], services: Iterable[Resource],
@@ -481,8 +488,7 @@ def check_translation(route: Resource) -> list[str]:
     known |= {(f.request_mirror.backend_ref.namespace or ns, f.request_mirror.backend_ref.name)
               for rule in rules for f in rule.filters if f.request_mirror is not None}
     entries = list(_entries([route])) if not route.spec.for_gateways else [
-        (("", "gateway"), Entry(route, i, rule, j, m, None, None, ns))
-        for i, rule in enumerate(rules) for j, m in enumerate(rule.matches or [RouteMatch()])]
+        (("", "gateway"), e) for e in rule_entries(route, ns, None)]
     for key, entry in entries:
         try:
             VirtualServiceSpec.model_validate({

@@ -22,7 +22,7 @@ without one takes the route's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,6 @@ from shoal.api.gatewayapi import (
     Listener,
     ListenerProtocol,
     ParentRef,
-    RouteMatch,
 )
 from shoal.api.kinds import KINDS
 from shoal.api.mesh import NAMESPACE_NAME_LABEL
@@ -54,7 +53,7 @@ log = logging.getLogger(__name__)
 KIND = KINDS[f"Gateway.{GROUP}"].name
 # the kinds that make (synthetic) Istio Gateways: an input wherever Istio's Gateway is
 GATEWAY_KINDS = frozenset({KIND, "GatewayClass"})
-ROUTE_KINDS = ("HTTPRoute", "TLSRoute", "TCPRoute")  # the routes a Gateway takes
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute")  # the routes a Gateway takes
 SYNTHETIC = "shoal.io/from-gateway"  # annotation of an Istio Gateway: the Gateway it is
 
 
@@ -205,13 +204,6 @@ def _synthetic(kind: str, name: str, namespace: str, spec: Any, annotations: dic
         spec=spec)
 
 
-def _entries(route: Resource) -> Iterator[gamma.Entry]:
-    ns = route.metadata.namespace
-    for i, rule in enumerate(route.spec.rules):
-        for j, m in enumerate(rule.matches or [RouteMatch()]):
-            yield gamma.Entry(route, i, rule, j, m, None, None, ns)
-
-
 def translate(scene: Scene, routes: Iterable[Resource], services: Iterable[Resource],
               grants: Iterable[Resource], domain: str) -> tuple[list[Resource], list[Resource]]:
     """(Istio Gateways, VirtualServices) standing for the Gateways shoal serves and the
@@ -242,10 +234,11 @@ def translate(scene: Scene, routes: Iterable[Resource], services: Iterable[Resou
                     by_host.setdefault(key, {})[route.key] = route
     vss: list[Resource] = []
     for (ns, gw_name, host), attached in sorted(by_host.items()):
-        kind = next(iter(attached.values())).kind  # (a listener takes one kind)
+        kind = next(iter(attached.values())).kind  # (one protocol per listener)
         try:
-            if kind == "HTTPRoute":
-                entries = sorted((e for r in attached.values() for e in _entries(r)),
+            if kind in ("HTTPRoute", "GRPCRoute"):
+                entries = sorted((e for r in attached.values()
+                                  for e in gamma.rule_entries(r, r.metadata.namespace, None)),
                                  key=gamma.Entry.precedence)
                 rules: dict[str, Any] = {"http": [
                     gamma.http_rule(e, known, domain,

@@ -291,7 +291,7 @@ def gateway_listener(ctx: GenerationContext, workload: Resource, port: int,
 INPUTS = frozenset({"Gateway", "VirtualService", "DestinationRule", "Service",
                     "ServiceEntry", "Workload", "PeerAuthentication", "AuthorizationPolicy",
                     "RequestAuthentication", "RateLimitPolicy", "TokenRevocation",
-                    "HTTPRoute", "TLSRoute", "TCPRoute", "ReferenceGrant",
+                    "HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "ReferenceGrant",
                     "Namespace"}) | GATEWAY_KINDS
 
 
