@@ -348,3 +348,35 @@ def test_istios_rate_limit_sample_limits_requests_at_the_gateway(gateway) -> Non
                 c.delete("EnvoyFilter", "istio-system", name)
     wait_for(lambda: all(httpx.get(page, timeout=10).status_code == 200 for _ in range(3)),
              60, "no limit once the EnvoyFilters are gone")
+
+
+def test_the_gateway_api_sample_serves_the_product_page(gateway, tmp_path: Path) -> None:
+    """samples/gateway-api/bookinfo-gateway.yaml (a Gateway API Gateway and HTTPRoute for
+    the demo) served by `shoal gateway run --name bookinfo-gateway`, as its comment says
+    (on a free port here instead of 8080)."""
+    *_, cp = gateway
+    port = free_port()
+    sample = (Path(__file__).resolve().parents[2] / "samples" / "gateway-api"
+              / "bookinfo-gateway.yaml").read_text().replace("port: 8080", f"port: {port}")
+    gw = _Process("gateway-api", tmp_path / "gateway-api.log")
+    gw._spawn([sys.executable, "-m", "shoal", "gateway", "run", "--name", "bookinfo-gateway",
+               "--workload", "bookinfo-gw-1", "--port", str(port),
+               "--control-plane", cp.agent_url, "--xds", cp.secure_xds,
+               "--ca-bundle", str(cp.ca_bundle),
+               "--token-file", str(cp.token_file("default", "bookinfo-gateway")),
+               "--run-dir", str(tmp_path / "run"), "--drain-seconds", "0.2",
+               "--lease-seconds", "6"],
+              {"SHOAL_LOG_LEVEL": os.environ.get("SHOAL_LOG_LEVEL", "info")})
+    try:
+        with cp.client() as c:
+            c.apply(sample)
+        url = f"http://127.0.0.1:{port}/productpage"
+        r = wait_for(lambda: (r := httpx.get(url, timeout=10)).status_code == 200 and r, 60,
+                     "the product page through the Gateway API gateway")
+        assert "<html" in r.text.lower()
+        assert httpx.get(f"http://127.0.0.1:{port}/nope", timeout=10).status_code == 404
+    finally:
+        gw.stop()
+        with cp.client() as c:
+            for kind, name in (("gtw", "bookinfo-gateway"), ("HTTPRoute", "bookinfo")):
+                c.delete(kind, "default", name)
