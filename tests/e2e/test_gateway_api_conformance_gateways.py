@@ -14,9 +14,11 @@ tests), then deletes what it applied.
 
 from __future__ import annotations
 
+import datetime
 import os
+import ssl
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,8 @@ BASE_GATEWAYS = ("same-namespace", "backend-namespaces")
 GATEWAYS = {"same-namespace": "127.0.80.1", "backend-namespaces": "127.0.80.2",
             "httproute-hostname-intersection": "127.0.80.3",
             "httproute-hostname-intersection-all": "127.0.80.4",
-            "httproute-listener-hostname-matching": "127.0.80.5"}
+            "httproute-listener-hostname-matching": "127.0.80.5",
+            "same-namespace-with-https-listener": "127.0.80.6"}
 BACKENDS = ("infra-backend-v1", "infra-backend-v2", "infra-backend-v3", "web-backend")
 
 
@@ -90,12 +93,13 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlaneProc
                 p.stop()
 
 
-def serve(cp: ControlPlaneProcess, work: Path, name: str) -> _Process:
-    """``shoal gateway run`` for the suite's Gateway ``name``, on port 80 of its own
-    loopback address (GATEWAYS)."""
+def serve(cp: ControlPlaneProcess, work: Path, name: str, port: int = 80,
+          extra: Sequence[str] = ()) -> _Process:
+    """``shoal gateway run`` for the suite's Gateway ``name``, on ``port`` of its own
+    loopback address (GATEWAYS); ``extra``: more options (credentials)."""
     gw = _Process(f"gateway-{name}", work / "logs" / f"gateway-{name}.log")
-    gw._spawn([sys.executable, "-m", "shoal", "gateway", "run", "--name", name,
-               "--namespace", INFRA, "--workload", f"{name}-gw", "--port", "80",
+    gw._spawn([sys.executable, "-m", "shoal", "gateway", "run", "--name", name, *extra,
+               "--namespace", INFRA, "--workload", f"{name}-gw", "--port", str(port),
                "--address", GATEWAYS[name], "--control-plane", cp.agent_url,
                "--xds", cp.secure_xds, "--ca-bundle", str(cp.ca_bundle),
                "--token-file", str(cp.token_file(INFRA, name)),
@@ -338,3 +342,73 @@ def test_case_the_mesh_suite_has_too_passes(suite: ControlPlaneProcess, name: st
     with httpx.Client(proxy=f"http://{GATEWAYS['same-namespace']}:80", timeout=10) as http:
         run_case(suite, SUITE / "tests" / name, lambda: SHARED[name](http),
                  (AssertionError, KeyError, ValueError, httpx.HTTPError))
+
+
+# -- HTTPS: the base manifests' HTTPS Gateway, with a certificate of our own ------------------
+
+HTTPS_GATEWAY = "same-namespace-with-https-listener"
+HTTPS_NAMES = ("example.org", "second-example.org", "*.wildcard.org")
+
+
+def https_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the names the suite's HTTPS cases call, standing for
+    its Secret (a shoal gateway holds its credentials as files: --credential)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HTTPS_NAMES[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName(n) for n in HTTPS_NAMES]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "https.crt", directory / "https.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def _https(cert: Path) -> Callable[[], None]:
+    def served(host: str) -> str:
+        verify = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(verify=verify, timeout=10) as http:
+            r = http.get(f"https://{GATEWAYS[HTTPS_GATEWAY]}:443/", headers={"host": host},
+                         extensions={"sni_hostname": host})
+        return str(r.json()["served_by"]).rsplit("-", 1)[0]
+
+    def check() -> None:
+        # the route naming example.org on the listener without a hostname; the one
+        # without hostnames on the listener for second-example.org
+        assert served("example.org") == V1
+        assert served("second-example.org") == V2
+    return check
+
+
+def test_https_listener_passes(suite: ControlPlaneProcess, tmp_path: Path) -> None:
+    """httproute-https-listener.yaml on the base manifests' HTTPS Gateway: TLS terminated
+    with the gateway's credential (the Secret's name), routes chosen by listener and
+    hostname."""
+    [gateway] = [d for d in k8s(SUITE / "base" / "manifests.yaml")
+                 if d["kind"] == "Gateway" and d["metadata"]["name"] == HTTPS_GATEWAY]
+    gateway["spec"]["gatewayClassName"] = "shoal"  # the suite's placeholder
+    cert, key = https_certificate(tmp_path)
+    secret = gateway["spec"]["listeners"][0]["tls"]["certificateRefs"][0]["name"]
+    with suite.client() as c:
+        c.apply(yaml.safe_dump(gateway))
+    gw = serve(suite, tmp_path, HTTPS_GATEWAY, 443, ("--credential", f"{secret}={cert},{key}"))
+    try:
+        suite.wait_synced({f"{HTTPS_GATEWAY}-gw"})
+        run_case(suite, SUITE / "tests" / "httproute-https-listener.yaml", _https(cert),
+                 (AssertionError, KeyError, ValueError, httpx.HTTPError))
+    finally:
+        gw.stop()
+        with suite.client() as c:
+            c.delete("gtw", INFRA, HTTPS_GATEWAY)
