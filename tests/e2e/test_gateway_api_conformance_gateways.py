@@ -40,7 +40,8 @@ GATEWAYS = {"same-namespace": "127.0.80.1", "backend-namespaces": "127.0.80.2",
             "httproute-hostname-intersection": "127.0.80.3",
             "httproute-hostname-intersection-all": "127.0.80.4",
             "httproute-listener-hostname-matching": "127.0.80.5",
-            "same-namespace-with-https-listener": "127.0.80.6"}
+            "same-namespace-with-https-listener": "127.0.80.6",
+            "all-namespaces": "127.0.80.7"}
 BACKENDS = ("infra-backend-v1", "infra-backend-v2", "infra-backend-v3", "web-backend")
 
 
@@ -392,23 +393,44 @@ def _https(cert: Path) -> Callable[[], None]:
     return check
 
 
-def test_https_listener_passes(suite: ControlPlaneProcess, tmp_path: Path) -> None:
-    """httproute-https-listener.yaml on the base manifests' HTTPS Gateway: TLS terminated
-    with the gateway's credential (the Secret's name), routes chosen by listener and
-    hostname."""
-    [gateway] = [d for d in k8s(SUITE / "base" / "manifests.yaml")
-                 if d["kind"] == "Gateway" and d["metadata"]["name"] == HTTPS_GATEWAY]
-    gateway["spec"]["gatewayClassName"] = "shoal"  # the suite's placeholder
-    cert, key = https_certificate(tmp_path)
-    secret = gateway["spec"]["listeners"][0]["tls"]["certificateRefs"][0]["name"]
+def _on_base_gateway(suite: ControlPlaneProcess, work: Path, gateway: str, file: str,
+                     check: Callable[[], None], port: int = 80,
+                     extra: Sequence[str] = ()) -> None:
+    """A case on one of the base manifests' Gateways not served for the whole module:
+    applied and served for this case, then removed."""
+    [doc] = [d for d in k8s(SUITE / "base" / "manifests.yaml")
+             if d["kind"] == "Gateway" and d["metadata"]["name"] == gateway]
+    doc["spec"]["gatewayClassName"] = "shoal"  # the suite's placeholder
     with suite.client() as c:
-        c.apply(yaml.safe_dump(gateway))
-    gw = serve(suite, tmp_path, HTTPS_GATEWAY, 443, ("--credential", f"{secret}={cert},{key}"))
+        c.apply(yaml.safe_dump(doc))
+    gw = serve(suite, work, gateway, port, extra)
     try:
-        suite.wait_synced({f"{HTTPS_GATEWAY}-gw"})
-        run_case(suite, SUITE / "tests" / "httproute-https-listener.yaml", _https(cert),
+        suite.wait_synced({f"{gateway}-gw"})
+        run_case(suite, SUITE / "tests" / file, check,
                  (AssertionError, KeyError, ValueError, httpx.HTTPError))
     finally:
         gw.stop()
         with suite.client() as c:
-            c.delete("gtw", INFRA, HTTPS_GATEWAY)
+            c.delete("gtw", INFRA, gateway)
+
+
+def test_https_listener_passes(suite: ControlPlaneProcess, tmp_path: Path) -> None:
+    """httproute-https-listener.yaml on the base manifests' HTTPS Gateway: TLS terminated
+    with the gateway's credential (the Secret's name), routes chosen by listener and
+    hostname."""
+    cert, key = https_certificate(tmp_path)
+    secret = "tls-validity-checks-certificate"  # (what the Gateway's certificateRefs name)
+    _on_base_gateway(suite, tmp_path, HTTPS_GATEWAY, "httproute-https-listener.yaml",
+                     _https(cert), 443, ("--credential", f"{secret}={cert},{key}"))
+
+
+def test_multiple_gateways_passes(suite: ControlPlaneProcess, tmp_path: Path) -> None:
+    """httproute-multiple-gateways.yaml: one route shared by two Gateways, each with a
+    dedicated route of its own besides."""
+    def check() -> None:
+        for gateway, own in (("same-namespace", V2), ("all-namespaces", V3)):
+            assert backend("/shared", gateway=gateway) == V1
+            assert backend("/", gateway=gateway) == own
+
+    _on_base_gateway(suite, tmp_path, "all-namespaces", "httproute-multiple-gateways.yaml",
+                     check)
