@@ -14,7 +14,6 @@ tests), then deletes what it applied.
 
 from __future__ import annotations
 
-import datetime
 import os
 import ssl
 import sys
@@ -26,7 +25,8 @@ import httpx
 import pytest
 import yaml
 
-from shoal.testing.local import ControlPlaneProcess, _Process, free_port
+from shoal.testing.local import ControlPlaneProcess, _Process, free_port, gateway_process
+from shoal.testing.pki import TestCA
 from tests.e2e.conformance import SHARED, SUITE, k8s, run_case
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow,
@@ -98,16 +98,8 @@ def serve(cp: ControlPlaneProcess, work: Path, name: str, port: int = 80,
           extra: Sequence[str] = ()) -> _Process:
     """``shoal gateway run`` for the suite's Gateway ``name``, on ``port`` of its own
     loopback address (GATEWAYS); ``extra``: more options (credentials)."""
-    gw = _Process(f"gateway-{name}", work / "logs" / f"gateway-{name}.log")
-    gw._spawn([sys.executable, "-m", "shoal", "gateway", "run", "--name", name, *extra,
-               "--namespace", INFRA, "--workload", f"{name}-gw", "--port", str(port),
-               "--address", GATEWAYS[name], "--control-plane", cp.agent_url,
-               "--xds", cp.secure_xds, "--ca-bundle", str(cp.ca_bundle),
-               "--token-file", str(cp.token_file(INFRA, name)),
-               "--run-dir", str(work / "run" / name), "--drain-seconds", "0.2",
-               "--lease-seconds", "6"],
-              {"SHOAL_LOG_LEVEL": os.environ.get("SHOAL_LOG_LEVEL", "info")})
-    return gw
+    return gateway_process(cp, work, name, f"{name}-gw", [port], namespace=INFRA,
+                           extra=["--address", GATEWAYS[name], *extra])
 
 
 def call(path: str, *, host: str = "example.com", method: str = "GET",
@@ -351,35 +343,9 @@ HTTPS_GATEWAY = "same-namespace-with-https-listener"
 HTTPS_NAMES = ("example.org", "second-example.org", "*.wildcard.org")
 
 
-def https_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for the names the suite's HTTPS cases call, standing for
-    its Secret (a shoal gateway holds its credentials as files: --credential)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HTTPS_NAMES[0])])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName(n) for n in HTTPS_NAMES]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "https.crt", directory / "https.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
-def _https(cert: Path) -> Callable[[], None]:
+def _https(ca: Path) -> Callable[[], None]:
     def served(host: str) -> str:
-        verify = ssl.create_default_context(cafile=str(cert))
+        verify = ssl.create_default_context(cafile=str(ca))
         with httpx.Client(verify=verify, timeout=10) as http:
             r = http.get(f"https://{GATEWAYS[HTTPS_GATEWAY]}:443/", headers={"host": host},
                          extensions={"sni_hostname": host})
@@ -418,10 +384,12 @@ def test_https_listener_passes(suite: ControlPlaneProcess, tmp_path: Path) -> No
     """httproute-https-listener.yaml on the base manifests' HTTPS Gateway: TLS terminated
     with the gateway's credential (the Secret's name), routes chosen by listener and
     hostname."""
-    cert, key = https_certificate(tmp_path)
+    ca = TestCA("conformance CA")  # a certificate for the names the cases call
+    cert, key = ca.leaf(HTTPS_NAMES[0], dns=HTTPS_NAMES, client=False).write(tmp_path, "https")
     secret = "tls-validity-checks-certificate"  # (what the Gateway's certificateRefs name)
     _on_base_gateway(suite, tmp_path, HTTPS_GATEWAY, "httproute-https-listener.yaml",
-                     _https(cert), 443, ("--credential", f"{secret}={cert},{key}"))
+                     _https(ca.write(tmp_path / "ca.pem")), 443,
+                     ("--credential", f"{secret}={cert},{key}"))
 
 
 def test_multiple_gateways_passes(suite: ControlPlaneProcess, tmp_path: Path) -> None:

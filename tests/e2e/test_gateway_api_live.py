@@ -222,22 +222,11 @@ def test_a_gateway_api_gateway_serves_its_routes(mesh, tmp_path) -> None:
     `shoal gateway run --name edge`, an HTTPRoute and a GRPCRoute (a real gRPC client)
     attached to its HTTP listener by hostname, a TCPRoute on its TCP listener, and the
     statuses as `shoal get gtw edge -o yaml` shows them."""
-    import os
-    import sys
-
-    from shoal.testing.local import _Process, free_port
+    from shoal.testing.local import free_port, gateway_process
 
     cp, _ = mesh
     port, tcp_port = free_port(), free_port()
-    gw = _Process("gateway", tmp_path / "gateway.log")
-    gw._spawn([sys.executable, "-m", "shoal", "gateway", "run", "--name", "edge",
-               "--workload", "edge-1", "--port", str(port), "--port", str(tcp_port),
-               "--control-plane", cp.agent_url,
-               "--xds", cp.secure_xds, "--ca-bundle", str(cp.ca_bundle),
-               "--token-file", str(cp.token_file("default", "edge")),
-               "--run-dir", str(tmp_path / "run"), "--drain-seconds", "0.2",
-               "--lease-seconds", "6"],
-              {"SHOAL_LOG_LEVEL": os.environ.get("SHOAL_LOG_LEVEL", "info")})
+    gw = gateway_process(cp, tmp_path, "edge", "edge-1", [port, tcp_port])
     try:
         with cp.client() as c:
             c.apply(GATEWAY % (port, tcp_port))

@@ -30,6 +30,7 @@ from shoal.testing.local import (
     ControlPlaneProcess,
     _Process,
     free_port,
+    gateway_process,
     wait_for,
 )
 
@@ -138,28 +139,24 @@ def gateway(tmp_path_factory: pytest.TempPathFactory
         agents.append(AgentProcess(cp, service="ext-authz", port=8000, name="ext-authz",
                                    command=[sys.executable, "-m", "shoal.demo.ext_authz",
                                             "http"]))
-        gw = _Process("gateway", workdir / "logs" / "gateway.log")
-        token = cp.token_file("default", "ingress")
+        gw = None
         try:
             for a in agents:
                 a.start()
-            gw._spawn([*resolving_ratelimit(workdir),
-                       sys.executable, "-m", "shoal", "gateway", "run", "--name", "ingress",
-                       "--workload", "ingress-1", "--label", "istio=ingressgateway",
-                       "--port", str(http_port), "--https-port", str(https_port),
+            gw = gateway_process(
+                cp, workdir, "ingress", "ingress-1", [http_port],
+                extra=["--label", "istio=ingressgateway", "--https-port", str(https_port),
                        "--cert", str(cert), "--key", str(key),
-                       "--credential-name", "bookinfo-cert", "--control-plane", cp.agent_url,
-                       "--xds", cp.secure_xds, "--ca-bundle", str(cp.ca_bundle),
-                       "--token-file", str(token), "--run-dir", str(workdir / "run" / "gw"),
-                       "--drain-seconds", "0.2", "--lease-seconds", "6"],
-                      {"SHOAL_LOG_LEVEL": os.environ.get("SHOAL_LOG_LEVEL", "info")})
+                       "--credential-name", "bookinfo-cert"],
+                prefix=resolving_ratelimit(workdir))
             with cp.client() as c:
                 c.apply(bookinfo)
                 c.apply(config(http_port, https_port))
             cp.wait_synced({*DEMO, "ext-authz", "ingress-1"})
             yield http_port, https_port, cert, cp
         finally:
-            gw.stop()
+            if gw is not None:
+                gw.stop()
             for a in agents:
                 a.stop()
 
@@ -358,15 +355,7 @@ def test_the_gateway_api_sample_serves_the_product_page(gateway, tmp_path: Path)
     port = free_port()
     sample = (Path(__file__).resolve().parents[2] / "samples" / "gateway-api"
               / "bookinfo-gateway.yaml").read_text().replace("port: 8080", f"port: {port}")
-    gw = _Process("gateway-api", tmp_path / "gateway-api.log")
-    gw._spawn([sys.executable, "-m", "shoal", "gateway", "run", "--name", "bookinfo-gateway",
-               "--workload", "bookinfo-gw-1", "--port", str(port),
-               "--control-plane", cp.agent_url, "--xds", cp.secure_xds,
-               "--ca-bundle", str(cp.ca_bundle),
-               "--token-file", str(cp.token_file("default", "bookinfo-gateway")),
-               "--run-dir", str(tmp_path / "run"), "--drain-seconds", "0.2",
-               "--lease-seconds", "6"],
-              {"SHOAL_LOG_LEVEL": os.environ.get("SHOAL_LOG_LEVEL", "info")})
+    gw = gateway_process(cp, tmp_path, "bookinfo-gateway", "bookinfo-gw-1", [port])
     try:
         with cp.client() as c:
             c.apply(sample)

@@ -329,6 +329,25 @@ class ControlPlaneProcess(_Process):
         self.stop()
 
 
+def gateway_process(cp: ControlPlaneProcess, work: Path, name: str, workload: str,
+                    ports: Sequence[int], *, namespace: str = "default",
+                    extra: Sequence[str] = (), prefix: Sequence[str] = ()) -> _Process:
+    """``shoal gateway run --name NAME`` against ``cp``, started (``stop()`` it): may bind
+    ``ports``; its token is for service account NAME; ``extra``: more options (labels,
+    credentials, ``--address``); ``prefix``: a command to run it under."""
+    gw = _Process(f"gateway-{workload}", work / "logs" / f"gateway-{workload}.log")
+    gw._spawn([*prefix, sys.executable, "-m", "shoal", "gateway", "run", "--name", name,
+               "--namespace", namespace, "--workload", workload,
+               *(a for p in ports for a in ("--port", str(p))), *extra,
+               "--control-plane", cp.agent_url, "--xds", cp.secure_xds,
+               "--ca-bundle", str(cp.ca_bundle),
+               "--token-file", str(cp.token_file(namespace, name)),
+               "--run-dir", str(work / "run" / workload), "--drain-seconds", "0.2",
+               "--lease-seconds", "6"],
+              {"SHOAL_LOG_LEVEL": os.environ.get("SHOAL_LOG_LEVEL", "info")})
+    return gw
+
+
 class AgentProcess(_Process):
     """`shoal run` for one workload (the agent starts Envoy and the command)."""
 
