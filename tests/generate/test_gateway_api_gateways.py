@@ -111,8 +111,12 @@ def test_a_gateway_proxy_gets_its_listeners_and_the_routes_attached() -> None:
     # the route's hostname within the listener's wildcard; its rules in order
     assert http["web.example.com"] == ["shop.web.0.0", "shop.web.1.0"]
     assert "*.example.com" not in http  # nothing else is routed there
-    assert domains(routes["gateway|8443"])["web.example.com"] == ["shop.web.0.0",
-                                                                  "shop.web.1.0"]
+    # HTTPS: the listener's own table (its SNI); any other Host over it is misdirected
+    https = domains(routes["gateway|8443|web.example.com"])
+    assert https["web.example.com"] == ["shop.web.0.0", "shop.web.1.0"]
+    [misdirected] = [v for v in routes["gateway|8443|web.example.com"].virtual_hosts
+                     if "*" in v.domains]
+    assert misdirected.routes[0].direct_response.status == 421
 
 
 @pytest.mark.skipif(envoy_binary() is None, reason="needs the envoy binary")

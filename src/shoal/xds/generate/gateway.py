@@ -58,7 +58,7 @@ from shoal.xds.generate import (
 from shoal.xds.generate.authn import tls_inspector
 from shoal.xds.generate.base import Generator, Part, ProxyView
 from shoal.xds.generate.context import GenerationContext
-from shoal.xds.generate.protocol import http_connection_manager, socket_address
+from shoal.xds.generate.protocol import HcmExtras, http_connection_manager, socket_address
 from shoal.xds.generate.tcp_routes import Weighted, tcp_proxy_filter
 
 
@@ -223,29 +223,62 @@ def _tls_server_chains(ctx: GenerationContext, workload: Resource, port: int,
     return tls_routes.sni_filter_chains(tls_routes.first_claims(candidates), None, prefix)
 
 
-def _https_chains(bound: Sequence[Bound], hcm: lc_pb2.Filter, credentials: set[str],
-                  has_identity: bool) -> list[lc_pb2.FilterChain]:
-    """HTTPS: one chain per server (SNI = its hosts), terminated as its tls mode says."""
-    chains: list[lc_pb2.FilterChain] = []
+MISDIRECTED = 421  # RFC 9110: this connection is not for that Host
+
+
+def _https_chains(mesh: MeshSnapshot, port: int, bound: Sequence[Bound], prefix: str,
+                  extras: HcmExtras, credentials: set[str], has_identity: bool
+                  ) -> tuple[list[lc_pb2.FilterChain], list[route_pb2.RouteConfiguration]]:
+    """HTTPS: one chain per set of server hosts (its SNI), terminated as the first such
+    server's tls says, each with a route table of its own: the routes of its servers, and
+    421 for a Host that another chain on the port is for (or, when its servers name their
+    hosts, any other Host) — no request reaches a server's routes over a connection made
+    for another (its certificate, its client-certificate checks)."""
+    groups: dict[tuple[str, ...], list[Bound]] = {}
+    contexts: dict[tuple[str, ...], tls_pb2.DownstreamTlsContext] = {}
     for b in bound:
         if b.server.tls is None:
             continue
         context = downstream_context(b.server.tls, credentials, has_identity)
         if context is None:
             continue
-        sni = [h for h in b.server.hosts if h != "*"]
-        if any(list(c.filter_chain_match.server_names) == sni for c in chains):
-            continue
+        sni = tuple(h for h in b.server.hosts if h != "*")
+        groups.setdefault(sni, []).append(b)
+        contexts.setdefault(sni, context)
+    chains, tables = [], []
+    for sni, group in groups.items():
+        name = f"gateway|{port}" + (f"|{','.join(sni)}" if sni else "")
+        rc = route_config(mesh, name, port, group)
+        others = {h for other in groups if other != sni for h in other} - set(sni)
+        _misdirected(rc, port, others, any_other=bool(sni))
         chains.append(lc_pb2.FilterChain(
             filter_chain_match=lc_pb2.FilterChainMatch(server_names=sni),
-            filters=[hcm], transport_socket=tls.tls_socket(context)))
-    return chains
+            filters=[http_connection_manager(prefix, rds=name, extras=extras)],
+            transport_socket=tls.tls_socket(contexts[sni])))
+        tables.append(rc)
+    return chains, tables
+
+
+def _misdirected(rc: route_pb2.RouteConfiguration, port: int, hosts: set[str],
+                 any_other: bool) -> None:
+    """Answer 421 for ``hosts`` (and, with ``any_other``, every Host) where ``rc`` has no
+    route of its own."""
+    taken = {d for v in rc.virtual_hosts for d in v.domains}
+    domains = [d for h in sorted(hosts) for d in (h, f"{h}:{port}") if d not in taken]
+    if any_other and "*" not in taken:
+        domains.append("*")
+    if domains:
+        rc.virtual_hosts.append(rc_pb2.VirtualHost(name="misdirected", domains=domains, routes=[
+            rc_pb2.Route(match=rc_pb2.RouteMatch(prefix="/"),
+                         direct_response=routes.direct_response(
+                             MISDIRECTED, "misdirected request: this connection's TLS "
+                             "server name is for other hosts\n"))]))
 
 
 def gateway_listener(ctx: GenerationContext, workload: Resource, port: int,
                      bound: Sequence[Bound], credentials: set[str],
                      cds: dict[str, cluster_pb2.Cluster]
-                     ) -> tuple[listener_pb2.Listener | None, route_pb2.RouteConfiguration | None]:
+                     ) -> tuple[listener_pb2.Listener | None, list[route_pb2.RouteConfiguration]]:
     name = f"gateway|{port}"
     prefix = f"gateway_{port}"
     protocol = bound[0].server.port.protocol
@@ -254,17 +287,17 @@ def gateway_listener(ctx: GenerationContext, workload: Resource, port: int,
     if protocol is ServerProtocol.TCP:
         found = _first_tcp_route(ctx.mesh, port, bound)
         if found is None:
-            return None, None
+            return None, []
         # AuthorizationPolicies selecting the gateway, as on a sidecar's inbound port
         rbac = ctx.inbound_security(workload, port, is_http=False).network_filters
         lis.filter_chains.append(lc_pb2.FilterChain(
             filters=[*rbac, tcp_proxy_filter(prefix, found)]))
-        return lis, None
+        return lis, []
     if protocol is ServerProtocol.TLS:
         lis.filter_chains.extend(_tls_server_chains(ctx, workload, port, bound, prefix, cds))
         if tls_routes.needs_inspector(lis.filter_chains):
             lis.listener_filters.append(tls_inspector())
-        return (lis if lis.filter_chains else None), None
+        return (lis if lis.filter_chains else None), []
     # RequestAuthentication and AuthorizationPolicy (ALLOW / DENY / AUDIT) selecting the
     # gateway, enforced exactly as on a sidecar's inbound port, before anything else.
     # TLS passthrough servers (above) forward encrypted traffic: the destination's sidecar
@@ -272,16 +305,17 @@ def gateway_listener(ctx: GenerationContext, workload: Resource, port: int,
     security = ctx.inbound_security(workload, port, is_http=True).http
     extras = security + route_filters.TRAFFIC_EXTRAS + telemetry.http_extras(
         ctx, telemetry.Direction.INBOUND, Reporter.SOURCE)
-    hcm = http_connection_manager(prefix, rds=name, extras=extras)
     if protocol is ServerProtocol.HTTP:
-        lis.filter_chains.append(lc_pb2.FilterChain(filters=[hcm]))
-    else:
-        lis.filter_chains.extend(_https_chains(bound, hcm, credentials,
-                                               not mtls_disabled(workload)))
-        if not lis.filter_chains:
-            return None, None
-        lis.listener_filters.append(tls_inspector())
-    return lis, route_config(ctx.mesh, name, port, bound)
+        lis.filter_chains.append(lc_pb2.FilterChain(
+            filters=[http_connection_manager(prefix, rds=name, extras=extras)]))
+        return lis, [route_config(ctx.mesh, name, port, bound)]
+    chains, tables = _https_chains(ctx.mesh, port, bound, prefix, extras, credentials,
+                                   not mtls_disabled(workload))
+    if not chains:
+        return None, []
+    lis.filter_chains.extend(chains)
+    lis.listener_filters.append(tls_inspector())
+    return lis, tables
 
 
 # Kinds a gateway's listeners and routes depend on: its Gateways, the VirtualServices
@@ -305,9 +339,9 @@ def _parts(ctx: GenerationContext, view: ProxyView) -> Iterator[Part]:
         CREDENTIALS_ANNOTATION, "").split(",")))
     for port, bound in servers_of(ctx.mesh, workload).items():
         extra: dict[str, cluster_pb2.Cluster] = {}
-        lis, rc = gateway_listener(ctx, workload, port, bound, creds, extra)
+        lis, tables = gateway_listener(ctx, workload, port, bound, creds, extra)
         if lis is not None:
-            yield Part(lis, routes={rc.name: rc} if rc is not None else {}, clusters=extra)
+            yield Part(lis, routes={rc.name: rc for rc in tables}, clusters=extra)
 
 
 GENERATOR = Generator("gateway", INPUTS, _parts)
