@@ -178,6 +178,40 @@ def test_a_backend_in_another_namespace_needs_a_reference_grant(mesh) -> None:
                  "the grant's removal to take the backend away again")
 
 
+SPLIT_WITH_A_MISSING_BACKEND = """apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 8080}]
+  rules:
+  - backendRefs:
+    - {name: web-v2, port: 8080, weight: 1}
+    - {name: no-such-service, port: 8080, weight: 1}
+"""
+
+
+def test_the_share_of_a_missing_backend_answers_500(mesh) -> None:
+    """A 50/50 split whose second backend does not exist: half the calls get 500 (the
+    spec's answer for that share), the other half web-v2 — not all of them."""
+    cp, info = mesh
+    with cp.client() as c:
+        c.apply(SPLIT_WITH_A_MISSING_BACKEND)
+    proxy = f"http://127.0.0.1:{info['outboundPort']}"
+    with httpx.Client(proxy=proxy, timeout=10) as http:
+        def outcome() -> str:
+            r = http.get("http://web:8080/")
+            return r.json()["served_by"] if r.status_code == 200 else str(r.status_code)
+
+        wait_for(lambda: "500" in {outcome() for _ in range(20)}, 30, "the missing share")
+        seen = Counter(outcome() for _ in range(200))
+    assert set(seen) == {"web-v2", "500"}, seen
+    assert abs(seen["500"] - 100) <= 36, seen  # 50 %: 5 standard deviations
+    with cp.client() as c:
+        [parent] = c.get("HTTPRoute", "default", "web")["status"]["parents"]
+    resolved = next(x for x in parent["conditions"] if x["type"] == "ResolvedRefs")
+    assert (resolved["status"], resolved["reason"]) == ("False", "BackendNotFound")
+
+
 GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: edge}

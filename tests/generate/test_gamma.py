@@ -14,11 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.analyze import analyze
+from shoal.api.gatewayapi import RequestRedirect
 from shoal.api.parse import parse_yaml
 from shoal.errors import ValidationError
-from shoal.registry.gamma import milliseconds, percentages
+from shoal.registry.gamma import milliseconds, percentages, redirect_port
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import GenerationContext, generate
+from shoal.xds.types import CLUSTER
 
 from .conftest import GOLDEN_PROXIES, load_mesh
 from .envoy_check import envoy_binary, envoy_validate, static_bootstrap
@@ -121,6 +123,22 @@ def test_no_usable_backend_answers_500() -> None:
     assert r.direct_response.status == 500
 
 
+def test_the_share_of_a_backend_that_cannot_be_used_answers_500() -> None:
+    """Weighted backends, one missing: its share gets 500 (Envoy's answer for a weighted
+    cluster it has not, set to 500), the others keep theirs."""
+    m = without_fixture_vs(mesh(route("""  - backendRefs:
+    - {name: reviews-v1, port: 9080, weight: 3}
+    - {name: no-such-service, port: 9080, weight: 1}""")))
+    [r] = reviews_vhost(m).routes
+    shares = {c.name: c.weight.value for c in r.route.weighted_clusters.clusters}
+    assert shares == {"outbound|9080||reviews-v1.default.svc.cluster.local": 75,
+                      "unusable-backend": 25}
+    assert r.route.cluster_not_found_response_code == rc_pb2.RouteAction.INTERNAL_SERVER_ERROR
+    clusters = generate(GenerationContext(m), GOLDEN_PROXIES["productpage-v1.default"]
+                        ).get(CLUSTER).items
+    assert "unusable-backend" not in clusters  # (no cluster: that is the point)
+
+
 def test_filters_become_header_operations_rewrites_and_mirrors() -> None:
     m = without_fixture_vs(mesh(route("""  - matches: [{path: {type: PathPrefix, value: /old}}]
     filters:
@@ -143,6 +161,46 @@ def test_filters_become_header_operations_rewrites_and_mirrors() -> None:
     assert r.route.timeout.seconds == 90
     assert r.route.request_mirror_policies[0].cluster.endswith("reviews-v2.default.svc."
                                                                "cluster.local")
+
+
+def test_retries_and_timeouts_follow_gep_1731() -> None:
+    """``retry`` retries its codes and connection failures, resets and per-try timeouts
+    (``backendRequest``); ``attempts: 0`` disables retries; ``request`` bounds them all;
+    ``0s`` is no timeout."""
+    m = without_fixture_vs(mesh(route("""  - matches: [{path: {type: PathPrefix, value: /a}}]
+    backendRefs: [{name: reviews-v1, port: 9080}]
+    retry: {codes: [500, 502], attempts: 3}
+    timeouts: {request: 400ms, backendRequest: 200ms}
+  - matches: [{path: {type: PathPrefix, value: /b}}]
+    backendRefs: [{name: reviews-v1, port: 9080}]
+    retry: {attempts: 0}
+    timeouts: {request: 0s}""")))
+    a, b = reviews_vhost(m).routes
+    policy = a.route.retry_policy
+    assert set(policy.retry_on.split(",")) >= {"connect-failure", "refused-stream", "reset",
+                                               "retriable-status-codes"}
+    assert list(policy.retriable_status_codes) == [500, 502]
+    assert policy.num_retries.value == 3
+    assert policy.per_try_timeout.ToMilliseconds() == 200
+    assert a.route.timeout.ToMilliseconds() == 400
+    assert not b.route.HasField("retry_policy") and b.route.timeout.ToMilliseconds() == 0
+
+
+@pytest.mark.parametrize(("scheme", "port", "listener", "expected"), [
+    (None, None, ("http", 8080), 8080),   # the listener's port
+    (None, None, ("http", 80), None),     # ... left out when it is the scheme's own
+    (None, 80, ("https", 443), 80),       # https on 80: said
+    ("https", None, ("http", 8080), None),  # a scheme: its well-known port
+    ("https", 8443, ("http", 80), 8443),
+    ("http", 80, ("https", 443), None),
+    (None, 8083, None, 8083),             # on a Service: as written
+    (None, None, None, None),
+])
+def test_a_redirect_port_follows_the_spec(scheme: str | None, port: int | None,
+                                          listener: tuple[str, int] | None,
+                                          expected: int | None) -> None:
+    rd = RequestRedirect.model_validate({"scheme": scheme, "port": port})
+    assert redirect_port(rd, listener) == expected
 
 
 def test_a_redirect_replaces_the_matched_prefix_only() -> None:
@@ -181,7 +239,7 @@ def test_a_virtual_service_for_the_same_host_wins_and_analyze_says_so() -> None:
 
 @pytest.mark.parametrize(("rules", "says"), [
     ("  - backendRefs: [{name: x}]", "port: is required"),
-    ("  - backendRefs: [{kind: ServiceImport, name: x, port: 1}]", "Services only"),
+    ("  - backendRefs: [{kind: 'Not A Kind', name: x, port: 1}]", "is not a kind"),
     ("  - filters: [{type: CORS, cors: {}}]", "filters[0].cors: is not supported"),
     ("  - filters: [{type: CORS}]", "type: CORS is not supported by shoal yet"),
     ("  - filters: [{type: URLRewrite}]", "needs exactly its own field"),
@@ -327,11 +385,16 @@ def test_a_backend_in_another_namespace_needs_a_reference_grant() -> None:
     assert reviews_vhost(m).routes[0].direct_response.status == 500
 
 
-def test_reference_grant_refusals() -> None:
-    with pytest.raises(ValidationError, match="only route references to grant"):
-        parse_yaml(GRANT.replace("kind: HTTPRoute", "kind: Gateway"))
-    with pytest.raises(ValidationError, match="routes only to Services"):
-        parse_yaml(GRANT.replace('kind: Service, name: catalog', 'kind: Secret'))
+def test_reference_grants_for_other_kinds_are_stored_and_grant_nothing() -> None:
+    """docs/adr/0040: a grant from Gateways or to Secrets is stored (not refused); it lets
+    no route use the Service. Malformed kinds are still refused."""
+    cross = route("  - backendRefs: [{name: catalog, namespace: shop, port: 80}]")
+    for other in (GRANT.replace("kind: HTTPRoute", "kind: Gateway"),
+                  GRANT.replace("kind: Service, name: catalog", "kind: Secret, name: catalog")):
+        m = without_fixture_vs(mesh(cross, other))
+        assert reviews_vhost(m).routes[0].direct_response.status == 500
+    with pytest.raises(ValidationError, match="is not a kind"):
+        parse_yaml(GRANT.replace("kind: HTTPRoute", "kind: 'HTTP Route'"))
 
 
 def test_route_status_conditions_with_the_specs_reasons() -> None:

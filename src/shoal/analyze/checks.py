@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 from shoal.analyze.traffic_policy import destination_rule_policies
 from shoal.api.gateway import gateway_ref
+from shoal.api.gatewayapi import BackendRef, backend_refs
 from shoal.api.meta import Resource, ResourceKey, oldest_first
 from shoal.api.networking import Destination, VirtualServiceSpec, for_mesh
 from shoal.api.selector import selects
@@ -154,12 +155,21 @@ def _custom_providers(mesh: MeshSnapshot) -> Iterator[Finding]:
 
 
 def _http_routes(mesh: MeshSnapshot) -> Iterator[Finding]:
-    """Gateway API routes that cannot work as written (ADR 0035, 0039): a parent Service
-    or backend that does not exist, a VirtualService for the same host, which wins, a
-    Gateway parent the route cannot attach to (and why)."""
+    """Gateway API routes that cannot work as written (ADR 0035, 0039, 0040): a parent
+    Service that does not exist, a VirtualService for the same host, which wins, a Gateway
+    parent the route cannot attach to (and why), a backend it cannot use (of another kind
+    than Service, not granted, or not there: the route status's own resolution)."""
     real = gamma.routed_hosts(mesh.of_kind("VirtualService"), mesh.config.domain)
     scene = gateways.Scene.of_mesh(mesh)
     kinds = dict.fromkeys((*gamma.KINDS_ROUTES, *gateways.ROUTE_KINDS))
+    grants = mesh.of_kind("ReferenceGrant")
+
+    def exists(namespace: str, name: str) -> bool:
+        return mesh.service(namespace, name) is not None
+
+    def permit(route: Resource, ref: BackendRef) -> bool:
+        return gamma.permitted(route, ref, grants)
+
     for route in (r for k in kinds for r in mesh.of_kind(k)):
         ns = route.metadata.namespace
         for i, parent in enumerate(route.spec.parent_refs):
@@ -179,19 +189,20 @@ def _http_routes(mesh: MeshSnapshot) -> Iterator[Finding]:
                 yield Finding("httproute-shadowed", str(route.key), f"spec.parentRefs[{i}]",
                               f"VirtualService {vs.metadata.namespace}/{vs.metadata.name} "
                               f"routes {host} too; it wins and this route is not used")
-        grants = mesh.of_kind("ReferenceGrant")
-        for j, rule in enumerate(route.spec.rules):
-            for k, ref in enumerate(rule.backend_refs):
-                where = f"spec.rules[{j}].backendRefs[{k}]"
-                if mesh.service(ref.namespace or ns, ref.name) is None:
-                    yield Finding("backend-not-found", str(route.key), where,
-                                  f"no Service {ref.namespace or ns}/{ref.name}: its share "
-                                  "of the requests gets 500")
-                elif not gamma.permitted(route, ref, grants):
-                    yield Finding("backend-not-permitted", str(route.key), where,
-                                  f"no ReferenceGrant in namespace {ref.namespace} lets "
-                                  f"{route.kind}s of {ns} use Service {ref.name}: its share "
-                                  "of the requests gets 500")
+        for where, ref in backend_refs(route.spec.rules):
+            problem = gamma.backend_problem(route, ref, exists, permit)
+            if problem is not None:
+                reason, message = problem
+                yield Finding(_BACKEND_CODES[reason], str(route.key), where, (
+                    f"{reason}: {message}: "
+                    + ("nothing is mirrored to it" if where.endswith("requestMirror.backendRef")
+                       else "no requests go to it (a rule left without a usable backend "
+                            "answers 500)")))
+
+
+# the findings for a backend the route cannot use, by its status reason
+_BACKEND_CODES = {"InvalidKind": "backend-invalid-kind", "BackendNotFound": "backend-not-found",
+                  "RefNotPermitted": "backend-not-permitted"}
 
 
 def _gateways(mesh: MeshSnapshot) -> Iterator[Finding]:
@@ -205,11 +216,12 @@ def _gateways(mesh: MeshSnapshot) -> Iterator[Finding]:
                           "no shoal gateway serves it")
             continue
         for j, lis in enumerate(gw.spec.listeners):
-            if (other := gateways.foreign_certificate(gw, lis)) is not None:
+            if (other := gateways.foreign_certificate(gw, lis, scene.grants)) is not None:
                 yield Finding("certificate-not-permitted", str(gw.key),
                               f"spec.listeners[{j}].tls.certificateRefs",
-                              f"a certificate in namespace {other}: a shoal gateway holds "
-                              "its own credentials; the listener is not served")
+                              f"a certificate in namespace {other}, and no ReferenceGrant "
+                              f"there lets Gateways of {gw.metadata.namespace} use it: the "
+                              "listener is not served")
 
 
 CHECKS = (_virtual_services, _destination_rules, _selectors, _policy_selectors,

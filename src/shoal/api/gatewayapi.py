@@ -5,18 +5,23 @@ GatewayClass, TLSRoute and TCPRoute; ReferenceGrant.
 
 The models follow the Gateway API's v1 field names. What is not built yet is refused by
 name, never ignored: UDP listeners, TLS termination on TLS listeners, the ExtensionRef
-and CORS filters, and the few fields marked NotSupported.
+and CORS filters, and the few fields marked NotSupported. A *reference* to a kind shoal
+cannot use is not refused: the spec has it stored and reported in status (docs/adr/0040):
+a backend of another kind than Service (``ResolvedRefs: InvalidKind``, its requests
+answered 500), ReferenceGrant entries for other kinds (they grant nothing shoal uses).
+Its group and kind are still checked for their shape.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from shoal.api.meta import DNS_LABEL, Model
+from shoal.api.meta import DNS_LABEL, DNS_SUBDOMAIN, Model
 from shoal.api.selector import MatchSelector
 from shoal.api.types import NotSupported, check_re2
 
@@ -35,6 +40,27 @@ def _header_name(v: str) -> str:
 
 
 HeaderName = Annotated[str, AfterValidator(_header_name)]
+
+_KIND = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+
+
+def _group(v: str) -> str:
+    if v and (len(v) > 253 or not DNS_SUBDOMAIN.match(v)):
+        raise ValueError(f"{v!r} is not an API group (a DNS subdomain; '' for core)")
+    return v
+
+
+def _kind(v: str) -> str:
+    if len(v) > 63 or not _KIND.match(v):
+        raise ValueError(f"{v!r} is not a kind (a letter, then letters, digits or '-'; "
+                         "at most 63)")
+    return v
+
+
+# the shapes of a reference's group and kind (the spec's Group and Kind): checked even
+# where the kind named is one shoal does not use (then only the status says so)
+Group = Annotated[str, AfterValidator(_group)]
+Kind = Annotated[str, AfterValidator(_kind)]
 
 
 class PathType(StrEnum):
@@ -192,20 +218,32 @@ class Fraction(Model):
 
 
 class BackendRef(Model):
-    group: str = ""
-    kind: str = "Service"
+    """A route's backend. shoal routes to Services only; a reference to another kind is
+    stored all the same (the spec's choice): the route's status says ``InvalidKind`` and
+    the requests for it are answered 500 (``registry.gamma.backend_problem``)."""
+
+    group: Group = ""
+    kind: Kind = "Service"
     name: str = Field(min_length=1, max_length=253)
     namespace: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     weight: int = Field(default=1, ge=0, le=1_000_000)
     filters: list[Filter] = Field(default_factory=list, max_length=16)
 
+    @property
+    def is_service(self) -> bool:
+        """Does it name a Service (core group), the one kind of backend shoal has?"""
+        return self.group in CORE and self.kind == "Service"
+
+    @property
+    def group_kind(self) -> str:
+        return f"{self.group or 'core'}/{self.kind}"
+
     @model_validator(mode="after")
     def _service(self) -> BackendRef:
-        if self.group not in CORE or self.kind != "Service":
-            raise ValueError(f"kind: {self.group or 'core'}/{self.kind} backends are not "
-                             "supported by shoal (Services only)")
-        if self.port is None:
+        if self.namespace is not None and not DNS_LABEL.match(self.namespace):
+            raise ValueError("namespace: not a namespace name")
+        if self.is_service and self.port is None:
             raise ValueError("port: is required for a Service backend")
         bad = [str(f.type) for f in self.filters if f.type not in (
             FilterType.REQUEST_HEADER_MODIFIER, FilterType.RESPONSE_HEADER_MODIFIER)]
@@ -493,6 +531,18 @@ class TCPRouteSpec(_L4RouteSpec):
         return self
 
 
+def backend_refs(rules: Iterable[Rule | GRPCRule | L4Rule]) -> Iterator[tuple[str, BackendRef]]:
+    """Every backend a route's ``rules`` refer to, with its field path: the rules'
+    ``backendRefs`` and their ``RequestMirror`` filters' ``backendRef``."""
+    for i, rule in enumerate(rules):
+        for j, ref in enumerate(rule.backend_refs):
+            yield f"spec.rules[{i}].backendRefs[{j}]", ref
+        for k, f in enumerate(getattr(rule, "filters", ())):
+            if f.request_mirror is not None:
+                yield f"spec.rules[{i}].filters[{k}].requestMirror.backendRef", \
+                    f.request_mirror.backend_ref
+
+
 # -- Gateway -----------------------------------------------------------------------------------
 
 # GatewayClasses shoal serves without a GatewayClass document: its own, and Istio's (so
@@ -685,37 +735,43 @@ class GatewaySpec(Model):
 # -- ReferenceGrant ----------------------------------------------------------------------------
 
 REFERENCE_GRANT_VERSIONS = (f"{GROUP}/v1beta1", f"{GROUP}/v1")
-ROUTES = ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute")
 
 
 class GrantFrom(Model):
-    group: str
-    kind: str
+    """Who may refer: any group and kind is stored; shoal resolves references of routes
+    (to Services) and of Gateways (to Secrets), so other entries grant nothing it uses."""
+
+    group: Group
+    kind: Kind
     namespace: str
 
-    @model_validator(mode="after")
-    def _route(self) -> GrantFrom:
-        if self.group != GROUP or self.kind not in ROUTES:
-            raise ValueError(f"{self.group}/{self.kind}: shoal has only route references "
-                             f"to grant ({', '.join(ROUTES)} of {GROUP})")
-        if not DNS_LABEL.match(self.namespace):
-            raise ValueError("namespace: not a namespace name")
-        return self
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        if not DNS_LABEL.match(v) or len(v) > 63:
+            raise ValueError("not a namespace name")
+        return v
 
 
 class GrantTo(Model):
-    group: str = ""
-    kind: str
-    name: str | None = None
+    """What may be referred to (in the grant's namespace): any group and kind is stored;
+    shoal uses Services and Secrets."""
 
-    @model_validator(mode="after")
-    def _service(self) -> GrantTo:
-        if self.group not in CORE or self.kind != "Service":
-            raise ValueError(f"{self.group or 'core'}/{self.kind}: shoal routes only to "
-                             "Services")
-        return self
+    group: Group = ""
+    kind: Kind
+    name: str | None = Field(default=None, min_length=1, max_length=253)
 
 
 class ReferenceGrantSpec(Model):
     from_: list[GrantFrom] = Field(alias="from", min_length=1, max_length=16)
     to: list[GrantTo] = Field(min_length=1, max_length=16)
+
+    def allows(self, from_kind: str, from_namespace: str, to_kind: str, to_name: str) -> bool:
+        """Does this grant (held in the namespace of what is referred to) let a
+        ``from_kind`` of this API group in ``from_namespace`` refer to the core
+        ``to_kind`` named ``to_name``? The one home of the matching rule: entries naming
+        other groups, kinds or names allow nothing here."""
+        return (any(f.group == GROUP and f.kind == from_kind and f.namespace == from_namespace
+                    for f in self.from_)
+                and any(t.group in CORE and t.kind == to_kind and t.name in (None, to_name)
+                        for t in self.to))

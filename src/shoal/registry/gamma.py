@@ -39,9 +39,11 @@ from shoal.api.gatewayapi import (
     PathModifier,
     PathModifierType,
     PathType,
+    RequestRedirect,
     RouteMatch,
     Rule,
     ValueType,
+    backend_refs,
     replace_prefix,
 )
 from shoal.api.http_route import PREFIX_MARKER
@@ -140,6 +142,13 @@ def milliseconds(text: str) -> int:
     return sum(int(n) * _UNIT_MS[u] for n, u in re.findall(r"(\d+)(ms|h|m|s)", text))
 
 
+# what a rule's ``retry`` retries besides its codes (GEP-1731): a connection that could not
+# be made, a request the backend refused unprocessed, and — as the conformance suite's
+# connection-error feature asks — a connection reset or a backendRequest timeout before
+# the answer (Envoy's ``reset``; unsafe for non-idempotent requests: docs/gateway-api.md)
+RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,reset"
+
+
 def _duration(text: str) -> str | None:
     ms = milliseconds(text)
     return None if ms == 0 else (f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms")
@@ -221,7 +230,8 @@ def _backend(ref: BackendRef, namespace: str, domain: str) -> dict[str, Any]:
 
 def permitted(route: Resource, ref: BackendRef, grants: Iterable[Resource]) -> bool:
     """May ``route`` send to the Service ``ref`` names? Its own namespace's, or another's
-    whose ReferenceGrant lets routes of this kind and namespace refer to it."""
+    whose ReferenceGrant lets routes of this kind and namespace refer to it (grant
+    entries for other groups or kinds allow nothing: ``ReferenceGrantSpec.allows``)."""
     ns = route.metadata.namespace
     target = ref.namespace or ns
     if target == ns:
@@ -230,20 +240,60 @@ def permitted(route: Resource, ref: BackendRef, grants: Iterable[Resource]) -> b
            for p in route.spec.parent_refs):
         return True  # a consumer route sending to its parent Service itself
     return any(g.metadata.namespace == target
-               and any(f.kind == route.kind and f.namespace == ns for f in g.spec.from_)
-               and any(t.name in (None, ref.name) for t in g.spec.to)
-               for g in grants)
+               and g.spec.allows(route.kind, ns, "Service", ref.name) for g in grants)
 
 
 Permit = Callable[[Resource, BackendRef], bool]  # may this route use this backend?
 
 
+def backend_problem(route: Resource, ref: BackendRef, exists: Callable[[str, str], bool],
+                    allowed: Permit) -> tuple[str, str] | None:
+    """Why ``route`` cannot send to ``ref``: the spec's ``ResolvedRefs`` reason and a
+    message naming the backend; None when it can. The one home of "is this backend
+    usable" (the rules' translation, the routes' status, ``shoal analyze``; docs/adr/0040).
+    ``exists(namespace, name)``: is there such a Service; ``allowed``: is the reference
+    permitted (:func:`permitted`). A reference to another namespace that no grant permits
+    says so whether that Service exists or not (it is that namespace's business)."""
+    ns = route.metadata.namespace
+    target = f"{ref.namespace or ns}/{ref.name}"
+    if not ref.is_service:
+        name = ref.name if ref.namespace in (None, ns) else target
+        return "InvalidKind", f"backend {ref.group_kind} {name} is not a Service"
+    if not allowed(route, ref):
+        return "RefNotPermitted", (f"no ReferenceGrant in namespace {ref.namespace} lets "
+                                   f"{route.kind}s of {ns} use Service {target}")
+    if not exists(ref.namespace or ns, ref.name):
+        return "BackendNotFound", f"no Service {target}"
+    return None
+
+
+# the destination of a share no backend can take (a Service that does not exist, is not
+# granted, a kind shoal has not): answered 500, as the spec says (xds routes.py); a
+# reserved name (RFC 2606 .invalid), honoured in translated rules only
+UNUSABLE_HOST = "unusable-backend.gateway-api.invalid"
+
+WELL_KNOWN_PORTS = {"http": 80, "https": 443}
+
+
+def redirect_port(rd: RequestRedirect, listener: tuple[str, int] | None) -> int | None:
+    """The port a redirect sends to (the spec's rules): its own, else the well-known port
+    of the scheme it sets, else the listener's (``listener``: the scheme and port the
+    request came in on, when known); ``None`` where Location leaves the port out (80 for
+    http, 443 for https) or nothing says."""
+    scheme = rd.scheme or (listener[0] if listener else None)
+    port = rd.port or (WELL_KNOWN_PORTS[rd.scheme] if rd.scheme
+                       else listener[1] if listener else None)
+    return None if scheme is not None and WELL_KNOWN_PORTS.get(scheme) == port else port
+
+
 def http_rule(e: Entry, services: set[tuple[str, str]], domain: str,
-          allowed: Permit) -> dict[str, Any]:
+              allowed: Permit, listener: tuple[str, int] | None = None) -> dict[str, Any]:
+    """One Istio HTTP route of a rule's match; ``listener``: the scheme and port of the
+    Gateway listener it serves (None on a Service)."""
     ns = e.route.metadata.namespace
 
     def usable(ref: BackendRef) -> bool:
-        return ((ref.namespace or ns), ref.name) in services and allowed(e.route, ref)
+        return backend_problem(e.route, ref, lambda n, s: (n, s) in services, allowed) is None
 
     out: dict[str, Any] = {"name": f"{ns}.{e.route.metadata.name}.{e.rule_index}."
                                    f"{e.match_index}",
@@ -258,8 +308,8 @@ def http_rule(e: Entry, services: set[tuple[str, str]], domain: str,
                 redirect["scheme"] = rd.scheme
             if rd.hostname:
                 redirect["authority"] = rd.hostname
-            if rd.port:
-                redirect["port"] = rd.port
+            if port := redirect_port(rd, listener):
+                redirect["port"] = port
             if rd.path is not None:  # ReplacePrefixMatch: Istio's marker (route_actions)
                 redirect["uri"] = rd.path.replace_full_path \
                     if rd.path.type is PathModifierType.REPLACE_FULL_PATH \
@@ -288,17 +338,19 @@ def http_rule(e: Entry, services: set[tuple[str, str]], domain: str,
     if headers:
         out["headers"] = headers
     if "redirect" not in out:
-        backends = [r for r in e.rule.backend_refs if r.weight > 0 and usable(r)]
+        weighted = [r for r in e.rule.backend_refs if r.weight > 0]
+        backends = [r for r in weighted if usable(r)]
         if not backends:  # none, all weight 0, none exists or is granted: the spec's 500
             out.pop("rewrite", None)
             out.pop("mirrors", None)
             out["directResponse"] = {"status": 500}
-        elif len(backends) == 1:
+        elif len(weighted) == 1:
             out["route"] = [_backend(backends[0], ns, domain)]
-        else:
-            weights = percentages([r.weight for r in backends])
-            out["route"] = [{**_backend(r, ns, domain), "weight": w}
-                            for r, w in zip(backends, weights, strict=True)]
+        else:  # the shares of backends that cannot be used are answered 500
+            weights = percentages([r.weight for r in weighted])
+            out["route"] = [{**_backend(r, ns, domain), "weight": w} if r in backends
+                            else {"destination": {"host": UNUSABLE_HOST}, "weight": w}
+                            for r, w in zip(weighted, weights, strict=True)]
     if "route" not in out:  # a redirect or the 500: nothing is sent to a backend
         return out
     t = getattr(e.rule, "timeouts", None)
@@ -308,8 +360,7 @@ def http_rule(e: Entry, services: set[tuple[str, str]], domain: str,
     if (retry := getattr(e.rule, "retry", None)) is not None:
         if retry.attempts is not None:
             retries["attempts"] = retry.attempts
-        if retry.codes:
-            retries["retryOn"] = ",".join(str(c) for c in retry.codes)
+        retries["retryOn"] = ",".join([RETRY_ON, *(str(c) for c in retry.codes)])
     if t is not None and t.backend_request and (d := _duration(t.backend_request)):
         retries["perTryTimeout"] = d
     if retries:
@@ -425,22 +476,18 @@ def route_status(mesh: Any, route: Resource) -> dict[str, Any] | None:
     domain = mesh.config.domain
     real = routed_hosts(mesh.of_kind("VirtualService"), domain)
     grants = mesh.of_kind("ReferenceGrant")
-    problems: list[tuple[str, str]] = []
-    for rule in route.spec.rules:
-        refs = list(rule.backend_refs) + [f.request_mirror.backend_ref
-                                          for f in getattr(rule, "filters", ())
-                                          if f.request_mirror is not None]
-        for ref in refs:
-            target = f"{ref.namespace or ns}/{ref.name}"
-            if mesh.service(ref.namespace or ns, ref.name) is None:
-                problems.append(("BackendNotFound", f"no Service {target}"))
-            elif not permitted(route, ref, grants):
-                problems.append(("RefNotPermitted", f"no ReferenceGrant lets {route.kind}s "
-                                 f"of {ns} use Service {target}"))
+    problems = [problem for _, ref in backend_refs(route.spec.rules)
+                if (problem := backend_problem(route, ref,
+                                               lambda n, s: mesh.service(n, s) is not None,
+                                               lambda r, b: permitted(r, b, grants)))
+                is not None]
+    # the first problem's reason (the spec has one per condition); the message names each
     resolved = (_condition("ResolvedRefs", True, "ResolvedRefs", "every backend resolved")
                 if not problems else
                 _condition("ResolvedRefs", False, problems[0][0],
-                           "; ".join(m for _, m in problems) + ": their share gets 500"))
+                           "; ".join(f"{reason}: {m}" for reason, m in problems)
+                           + f": no requests go to {'it' if len(problems) == 1 else 'them'}"
+                             " (a rule left without a usable backend answers 500)"))
     parents = []
     from shoal.registry import gateways  # (it builds on this module)
     for p in route.spec.parent_refs:

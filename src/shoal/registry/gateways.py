@@ -21,6 +21,7 @@ without one takes the route's.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 
 KIND = KINDS[f"Gateway.{GROUP}"].name
 # the kinds that make (synthetic) Istio Gateways: an input wherever Istio's Gateway is
+# (ReferenceGrants, which may let a listener use another namespace's certificate, are
+# the gateway generator's and the routes' inputs: only a gateway proxy's listeners and
+# the routes depend on them, docs/adr/0038)
 GATEWAY_KINDS = frozenset({KIND, "GatewayClass"})
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute")  # the routes a Gateway takes
 SYNTHETIC = "shoal.io/from-gateway"  # annotation of an Istio Gateway: the Gateway it is
@@ -60,25 +64,27 @@ SYNTHETIC = "shoal.io/from-gateway"  # annotation of an Istio Gateway: the Gatew
 @dataclass(frozen=True)
 class Scene:
     """What attaching routes to Gateways looks at, once per snapshot: the Gateways, the
-    GatewayClass documents (name -> controllerName) and the namespaces' labels."""
+    GatewayClass documents (name -> controllerName), the namespaces' labels and the
+    ReferenceGrants (which may let a listener use another namespace's certificate)."""
 
     gateways: Mapping[tuple[str, str], Resource]
     classes: Mapping[str, str]
     namespace_labels: Mapping[str, Mapping[str, str]]
+    grants: tuple[Resource, ...] = ()
 
     @staticmethod
     def of(gateways: Iterable[Resource], classes: Iterable[Resource] = (),
-           namespaces: Iterable[Resource] = ()) -> Scene:
+           namespaces: Iterable[Resource] = (), grants: Iterable[Resource] = ()) -> Scene:
         named: dict[str, str] = {}
         for c in sorted(classes, key=oldest_first):  # a name twice: the oldest decides
             named.setdefault(c.metadata.name, c.spec.controller_name)
         return Scene({(g.metadata.namespace, g.metadata.name): g for g in gateways}, named,
-                     {n.metadata.name: n.metadata.labels for n in namespaces})
+                     {n.metadata.name: n.metadata.labels for n in namespaces}, tuple(grants))
 
     @staticmethod
     def of_mesh(mesh: Any) -> Scene:
         return Scene.of(mesh.of_kind(KIND), mesh.of_kind("GatewayClass"),
-                        mesh.of_kind("Namespace"))
+                        mesh.of_kind("Namespace"), mesh.of_kind("ReferenceGrant"))
 
     def controller(self, class_name: str) -> str | None:
         """The controller of a class: its GatewayClass document's, else shoal's for the
@@ -145,7 +151,7 @@ def attach(route: Resource, parent: ParentRef, scene: Scene
     spec: GatewaySpec = gw.spec
     chosen = [lis for lis in spec.listeners
               if parent.section_name in (None, lis.name) and parent.port in (None, lis.port)
-              and foreign_certificate(gw, lis) is None]
+              and foreign_certificate(gw, lis, scene.grants) is None]
     if not chosen:
         return [], "NoMatchingParent", "no listener has that sectionName and port"
     chosen = [lis for lis in chosen if route.kind in lis.route_kinds]
@@ -173,12 +179,18 @@ def _admits(listener: Listener, gateway_ns: str, route_ns: str, scene: Scene) ->
     return namespaces.selector.matches(scene.labels(route_ns))
 
 
-def foreign_certificate(gateway: Resource, listener: Listener) -> str | None:
+def foreign_certificate(gateway: Resource, listener: Listener,
+                        grants: Iterable[Resource] = ()) -> str | None:
     """The namespace of a certificate ``listener`` names in another namespace than its
-    Gateway's (shoal's gateways hold their own credentials: such a listener is not
-    served), else None."""
+    Gateway's that no ReferenceGrant there lets the Gateway use (such a listener is not
+    served), else None. A granted one names the gateway's credential of that name, as a
+    certificate of its own namespace does (shoal's gateways hold their own credentials:
+    the grant is the permission the spec asks for, docs/adr/0040)."""
+    ns = gateway.metadata.namespace
     for ref in listener.tls.certificate_refs if listener.tls is not None else ():
-        if ref.namespace not in (None, gateway.metadata.namespace):
+        if ref.namespace not in (None, ns) and not any(
+                g.metadata.namespace == ref.namespace
+                and g.spec.allows("Gateway", ns, "Secret", ref.name) for g in grants):
             return ref.namespace
     return None
 
@@ -210,13 +222,14 @@ def translate(scene: Scene, routes: Iterable[Resource], services: Iterable[Resou
     routes attached to them."""
     known = {(s.metadata.namespace, s.metadata.name) for s in services}
     granted = list(grants)
+    scene = dataclasses.replace(scene, grants=tuple(granted))  # (certificates' grants)
     istio: list[Resource] = []
     for gw in sorted(scene.gateways.values(), key=lambda g: g.key):
         if not scene.serves(gw):
             continue
         note = f"{gw.metadata.namespace}/{gw.metadata.name}"
         for lis in gw.spec.listeners:
-            if foreign_certificate(gw, lis) is not None:
+            if foreign_certificate(gw, lis, scene.grants) is not None:
                 continue  # (its status says why)
             spec = IstioGatewaySpec.model_validate({
                 "selector": {GATEWAY_NAME_LABEL: gw.metadata.name}, "servers": [_server(lis)]})
@@ -224,13 +237,17 @@ def translate(scene: Scene, routes: Iterable[Resource], services: Iterable[Resou
                                     spec, {SYNTHETIC: note}, gw.metadata.creation_timestamp))
     # (gateway namespace, Istio gateway name, host) -> the routes attached there
     by_host: dict[tuple[str, str, str], dict[Any, Resource]] = {}
+    entry: dict[str, tuple[str, int]] = {}  # Istio gateway name -> its scheme and port
     for route in routes:
         if not route.spec.for_gateways:
             continue
         for parent in route.spec.parent_refs:
             for a in attach(route, parent, scene)[0]:
+                name = istio_name(a.gateway, a.listener)
+                entry[name] = ("https" if a.listener.protocol is ListenerProtocol.HTTPS
+                               else "http", a.listener.port)
                 for host in a.hosts:
-                    key = (a.gateway.metadata.namespace, istio_name(a.gateway, a.listener), host)
+                    key = (a.gateway.metadata.namespace, name, host)
                     by_host.setdefault(key, {})[route.key] = route
     vss: list[Resource] = []
     for (ns, gw_name, host), attached in sorted(by_host.items()):
@@ -242,7 +259,8 @@ def translate(scene: Scene, routes: Iterable[Resource], services: Iterable[Resou
                                  key=gamma.Entry.precedence)
                 rules: dict[str, Any] = {"http": [
                     gamma.http_rule(e, known, domain,
-                                    lambda r, b: gamma.permitted(r, b, granted))
+                                    lambda r, b: gamma.permitted(r, b, granted),
+                                    entry[gw_name])
                     for e in entries]}
             else:
                 rules = _l4_rules(kind, host, attached.values(), known, granted, domain)
@@ -272,8 +290,9 @@ def _l4_rules(kind: str, host: str, routes: Iterable[Resource], known: set[tuple
         ns = route.metadata.namespace
         for rule in route.spec.rules:
             usable = [r for r in rule.backend_refs if r.weight > 0
-                      and ((r.namespace or ns), r.name) in known
-                      and gamma.permitted(route, r, grants)]
+                      and gamma.backend_problem(route, r, lambda n, s: (n, s) in known,
+                                                lambda a, b: gamma.permitted(a, b, grants))
+                      is None]
             if not usable:
                 continue
             weights = gamma.percentages([r.weight for r in usable])
@@ -337,10 +356,10 @@ def gateway_status(mesh: Any, gateway: Resource) -> dict[str, Any] | None:
                           "(shoal gateway run --port)")
         else:
             programmed = (True, "Programmed", f"served by {len(bindable)} gateway workload(s)")
-        if (other := foreign_certificate(gateway, lis)) is not None:
+        if (other := foreign_certificate(gateway, lis, scene.grants)) is not None:
             resolved = (False, "RefNotPermitted",
-                        f"certificate in namespace {other}: a shoal gateway holds its own "
-                        "credentials (--credential); the listener is not served")
+                        f"certificate in namespace {other}, and no ReferenceGrant there "
+                        f"lets Gateways of {ns} use it; the listener is not served")
             programmed = (False, "Invalid", "its certificate cannot be used")
         elif cert is not None and bindable and not creds:
             resolved = (False, "InvalidCertificateRef",

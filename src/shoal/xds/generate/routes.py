@@ -84,14 +84,27 @@ def resolve_destination(
                     hash_policy=tuple(hashing.hash_policies(policy)))
 
 
+# a weighted share with no cluster: Envoy answers it with the route's
+# cluster_not_found_response_code (500, the Gateway API's answer for a backend it cannot
+# use; gamma.UNUSABLE_HOST marks it in translated rules only)
+UNUSABLE_CLUSTER = "unusable-backend"
+
+
 def _action(
-    mesh: MeshSnapshot, http: HTTPRoute, namespace: str, port: int, where: str
+    mesh: MeshSnapshot, http: HTTPRoute, namespace: str, port: int, where: str,
+    gateway_api: bool = False,
 ) -> rc_pb2.RouteAction | rc_pb2.DirectResponseAction:
     """Destinations (weights, per-destination headers, hash key), timeout, retries and
-    mirrors of a rule; a 503 naming the problem when a destination cannot be resolved."""
+    mirrors of a rule; a 503 naming the problem when a destination cannot be resolved
+    (``gateway_api``: the translated rule's unusable backends' shares answer 500)."""
     entries: dict[str, rc_pb2.WeightedCluster.ClusterWeight] = {}
     hash_policy: tuple[rc_pb2.RouteAction.HashPolicy, ...] = ()
     for i, rd in enumerate(http.route):
+        if gateway_api and rd.destination.host == gamma.UNUSABLE_HOST:
+            entries.setdefault(UNUSABLE_CLUSTER, rc_pb2.WeightedCluster.ClusterWeight(
+                name=UNUSABLE_CLUSTER, weight=wrappers_pb2.UInt32Value(value=0))
+            ).weight.value += 1 if rd.weight is None else rd.weight
+            continue
         resolved = resolve_destination(mesh, rd.destination, namespace, port)
         if resolved.problem:
             return direct_response(503, f"shoal: {where} route[{i}]: {resolved.problem}\n")
@@ -112,6 +125,9 @@ def _action(
         action.cluster = live[0].name
     else:
         action.weighted_clusters.clusters.extend(live)
+    if UNUSABLE_CLUSTER in entries:
+        action.cluster_not_found_response_code = \
+            rc_pb2.RouteAction.INTERNAL_SERVER_ERROR
     for i, (dest, percent) in enumerate(_mirrors(http)):
         resolved = resolve_destination(mesh, dest, namespace, port)
         if resolved.problem:
@@ -152,7 +168,7 @@ def http_route(
     elif http.redirect is not None:
         route.redirect.CopyFrom(route_actions.redirect_action(http.redirect, m, gateway_api))
     else:
-        action = action or _action(mesh, http, namespace, port, where)
+        action = action or _action(mesh, http, namespace, port, where, gateway_api)
         if isinstance(action, rc_pb2.DirectResponseAction):
             route.direct_response.CopyFrom(action)
             return route
@@ -243,7 +259,8 @@ def service_routes(mesh: MeshSnapshot, service: Resource, port: ServicePort,
                 continue  # every match names another port or other source labels
             where = f"VirtualService {ns}/{vs_name} http[{i}]"
             name = http.name or f"{ns}/{vs_name}.http[{i}]"
-            action = _action(mesh, http, ns, port.port, where) if http.route else None
+            action = _action(mesh, http, ns, port.port, where, translated) \
+                if http.route else None
             for m in matches or [None]:
                 out.append(http_route(mesh, http, ns, port.port, where, name, m, action,
                                       translated))
