@@ -6,8 +6,13 @@
 
 The workload name comes from $SHOAL_WORKLOAD (set by the agent) or $NAME.
 HTTP knobs: header ``x-echo-status`` (reply status), ``x-echo-delay-ms`` (sleep first);
-env ``FAIL_EVERY=N`` answers every Nth request with 500 (1: always); env
-``FAIL_IF_EXISTS=PATH`` answers 503 while the file PATH exists.
+with ``x-echo-fail-first: N`` and ``x-echo-id: ID`` only the first N requests carrying
+that ID fail so (status 500 unless ``x-echo-status`` says otherwise; ``x-echo-reset: 1``
+closes the connection without an answer instead), later ones answer 200 at once — how
+tests tell retries apart; env ``FAIL_EVERY=N`` answers every Nth request with 500 (1:
+always); env ``FAIL_IF_EXISTS=PATH`` answers 503 while the file PATH exists; env
+``REQUEST_LOG=PATH`` appends each request (method, path, headers) to PATH as a JSON line.
+The gRPC echo answers every method of every service, and says which method it got.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
+import struct
 import sys
 import threading
 import time
+from collections import OrderedDict
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,6 +33,8 @@ GRPC_METHOD = "/shoal.test.Echo/Echo"
 METADATA_REQUEST = b"?metadata"  # the gRPC echo answers this with the metadata it got
 _COUNT = [0]
 _COUNT_LOCK = threading.Lock()
+_SEEN: OrderedDict[str, int] = OrderedDict()  # x-echo-id -> requests seen (bounded)
+_SEEN_MAX = 10_000
 
 
 def _name() -> str:
@@ -39,11 +49,42 @@ class _EchoHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
+    def _failing(self) -> bool:
+        """Does this request get the knobs' failure? Always, unless x-echo-fail-first
+        limits it to the first N requests of its x-echo-id."""
+        first = self.headers.get("x-echo-fail-first")
+        if first is None:
+            return True
+        key = self.headers.get("x-echo-id", "")
+        with _COUNT_LOCK:
+            seen = _SEEN.pop(key, 0) + 1
+            _SEEN[key] = seen
+            while len(_SEEN) > _SEEN_MAX:
+                _SEEN.popitem(last=False)
+        return seen <= int(first)
+
+    def _log(self) -> None:
+        if path := os.environ.get("REQUEST_LOG"):
+            line = json.dumps({"method": self.command, "path": self.path,
+                               "headers": dict(self.headers.items())})
+            with _COUNT_LOCK, open(path, "a") as f:
+                f.write(line + "\n")
+
     def _reply(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        status = int(self.headers.get("x-echo-status", "200"))
-        time.sleep(int(self.headers.get("x-echo-delay-ms", "0")) / 1000)
+        self._log()
+        failing = self._failing()
+        limited = "x-echo-fail-first" in self.headers
+        status = int(self.headers.get("x-echo-status", "500" if limited else "200")) \
+            if failing else 200
+        if failing:
+            time.sleep(int(self.headers.get("x-echo-delay-ms", "0")) / 1000)
+        if failing and self.headers.get("x-echo-reset") == "1":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))  # an RST, no answer
+            self.close_connection = True
+            return
         every = int(os.environ.get("FAIL_EVERY", "0"))
         with _COUNT_LOCK:
             _COUNT[0] += 1
@@ -76,17 +117,20 @@ def serve_http() -> None:
 def serve_grpc() -> None:
     import grpc
 
-    def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
-        if request == METADATA_REQUEST:  # who answered, and the metadata it received
-            return json.dumps({"served_by": _name(), "metadata": [
-                [k, v] for k, v in context.invocation_metadata()]}).encode()
-        return _name().encode() + b":" + request
+    class AnyMethod(grpc.GenericRpcHandler):
+        """Every method of every service: the conformance suites name their own."""
 
-    handler = grpc.method_handlers_generic_handler("shoal.test.Echo", {
-        "Echo": grpc.unary_unary_rpc_method_handler(echo),
-    })
+        def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+            def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+                if request == METADATA_REQUEST:  # who answered, what it received
+                    return json.dumps({"served_by": _name(), "method": details.method,
+                                       "metadata": [[k, v] for k, v in
+                                                    context.invocation_metadata()]}).encode()
+                return _name().encode() + b":" + request
+            return grpc.unary_unary_rpc_method_handler(echo)
+
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((handler,))
+    server.add_generic_rpc_handlers((AnyMethod(),))
     server.add_insecure_port(f"127.0.0.1:{_port()}")
     server.start()
     server.wait_for_termination()
