@@ -28,10 +28,10 @@ def k8s(path: Path) -> list[dict[str, Any]]:
 
 
 def run_case(cp: ControlPlaneProcess, path: Path, check: Callable[[], None],
-             errors: tuple[type[BaseException], ...]) -> None:
-    """Apply ``path``; ``check`` must pass five times in a row (a default route cannot
-    pass by chance that often) within a minute; ``errors`` are what a failing check
-    raises. What was applied is deleted afterwards."""
+             errors: tuple[type[BaseException], ...], times: int = 5) -> None:
+    """Apply ``path``; ``check`` must pass ``times`` times in a row (a default route
+    cannot pass by chance that often) within a minute; ``errors`` are what a failing
+    check raises. What was applied is deleted afterwards."""
     text = path.read_text()
     with cp.client() as c:
         c.apply(text)
@@ -44,7 +44,8 @@ def run_case(cp: ControlPlaneProcess, path: Path, check: Callable[[], None],
         return True
 
     try:
-        wait_for(lambda: all(passes() for _ in range(5)), 60, f"{path.name} to take effect")
+        wait_for(lambda: all(passes() for _ in range(times)), 60,
+                 f"{path.name} to take effect")
     finally:
         with cp.client() as c:
             for r in parse_yaml(text):

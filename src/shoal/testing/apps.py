@@ -12,12 +12,15 @@ closes the connection without an answer instead), later ones answer 200 at once 
 tests tell retries apart; env ``FAIL_EVERY=N`` answers every Nth request with 500 (1:
 always); env ``FAIL_IF_EXISTS=PATH`` answers 503 while the file PATH exists; env
 ``REQUEST_LOG=PATH`` appends each request (method, path, headers) to PATH as a JSON line.
+A WebSocket upgrade is accepted and each message echoed.
 The gRPC echo answers every method of every service, and says which method it got.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import socket
@@ -35,6 +38,7 @@ _COUNT = [0]
 _COUNT_LOCK = threading.Lock()
 _SEEN: OrderedDict[str, int] = OrderedDict()  # x-echo-id -> requests seen (bounded)
 _SEEN_MAX = 10_000
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455's, for Sec-WebSocket-Accept
 
 
 def _name() -> str:
@@ -70,7 +74,43 @@ class _EchoHandler(BaseHTTPRequestHandler):
             with _COUNT_LOCK, open(path, "a") as f:
                 f.write(line + "\n")
 
+    def _websocket(self) -> None:
+        """RFC 6455, the server's side: accept, then echo each text and binary message
+        (frames of at most 1 MiB, unfragmented) until the client closes."""
+        accept = base64.b64encode(hashlib.sha1(
+            (self.headers.get("Sec-WebSocket-Key", "") + _WS_GUID).encode()).digest())
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept.decode())
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        while len(head := self.rfile.read(2)) == 2:
+            opcode, size = head[0] & 0x0F, head[1] & 0x7F
+            if size >= 126:
+                size = int.from_bytes(self.rfile.read(2 if size == 126 else 8), "big")
+            if size > 1 << 20:
+                return
+            mask = self.rfile.read(4) if head[1] & 0x80 else bytes(4)
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(size)))
+            if opcode == 8:  # close: answer it and stop
+                self._frame(8, data[:2])
+                return
+            if opcode in (1, 2, 9):  # text, binary: echoed; ping: pong
+                self._frame(10 if opcode == 9 else opcode, data)
+
+    def _frame(self, opcode: int, data: bytes) -> None:
+        size = len(data)
+        head = bytes([0x80 | opcode]) + (
+            bytes([size]) if size < 126 else bytes([126]) + size.to_bytes(2, "big")
+            if size < 1 << 16 else bytes([127]) + size.to_bytes(8, "big"))
+        self.wfile.write(head + data)
+        self.wfile.flush()
+
     def _reply(self) -> None:
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            return self._websocket()
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         self._log()

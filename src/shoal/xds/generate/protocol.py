@@ -102,6 +102,10 @@ def http_connection_manager(
             allow_absolute_url=wrappers_pb2.BoolValue(value=True)
         ),
         access_log=list(extras.access_log),
+        # WebSocket over HTTP/1.1 passes through, as in Istio (without it Envoy refuses
+        # the Upgrade with 403)
+        upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(
+            upgrade_type="websocket")],
     )
     if extras.tracing is not None:
         hcm.tracing.CopyFrom(extras.tracing)
