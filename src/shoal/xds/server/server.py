@@ -24,6 +24,7 @@ from shoal.errors import (
 )
 from shoal.xds.cache import SnapshotCache
 from shoal.xds.node import parse_node
+from shoal.xds.server.budget import WriteBudget
 from shoal.xds.server.delta import DeltaStream
 from shoal.xds.server.hooks import ConnectionHooks
 from shoal.xds.server.peer import Claim, NodeClaims, NodeGuard, peer_of
@@ -60,7 +61,9 @@ class XdsServer:
     ``max_queue`` bounds the responses waiting to be written per stream; ``send_timeout``
     is how long one write may wait for a client that does not read; ``ack_timeout`` how
     long a response may stay unanswered. Each limit cuts the stream with
-    RESOURCE_EXHAUSTED (see :mod:`shoal.xds.server.stream`).
+    RESOURCE_EXHAUSTED (see :mod:`shoal.xds.server.stream`). ``budget`` bounds the bytes
+    of responses being written at once across all streams (:mod:`.budget`: the connect
+    storm's memory), 128 MiB unless given.
 
     Before a stream is served, its node is checked against the peer (``guard``, given per
     port in :meth:`add_to`) and must not belong to another identity's live streams
@@ -77,6 +80,7 @@ class XdsServer:
         max_queue: int = 16,
         send_timeout: float = 30.0,
         ack_timeout: float = 60.0,
+        budget: WriteBudget | None = None,
     ) -> None:
         self.cache = cache
         self.hooks = hooks
@@ -84,6 +88,7 @@ class XdsServer:
         self.max_queue = max_queue
         self.send_timeout = send_timeout
         self.ack_timeout = ack_timeout
+        self.budget = budget if budget is not None else WriteBudget()
         self._ids = itertools.count(1)
         self._streams: Counter[str] = Counter()  # live streams per node id
         self.claims = NodeClaims()
@@ -147,6 +152,7 @@ class XdsServer:
                 self.max_queue,
                 self.send_timeout,
                 self.ack_timeout,
+                self.budget,
             )
             core = flavour(ctx)
             core.on_request(first)

@@ -39,6 +39,7 @@ from google.protobuf.message import Message
 
 from shoal.errors import ShoalError
 from shoal.xds.cache import Packed, SnapshotCache
+from shoal.xds.server.budget import WriteBudget
 from shoal.xds.server.status import StatusTracker
 from shoal.xds.types import (
     CLUSTER,
@@ -116,6 +117,8 @@ class StreamContext:
     max_queue: int = 16
     send_timeout: float = 30.0
     ack_timeout: float = 60.0
+    # the server's, shared by its streams (a stream of its own gets one of its own)
+    budget: WriteBudget = field(default_factory=WriteBudget)
 
 
 class StreamCore:
@@ -331,9 +334,14 @@ class StreamCore:
         loop = asyncio.get_running_loop()
         while True:
             response = await self.outbox.get()
-            self._writing_since = loop.time()
-            await write(response)
-            self._writing_since = None
+            size = len(response) if isinstance(response, bytes) else response.ByteSize()
+            lease = await self.ctx.budget.acquire(size)  # (the connect storm's memory)
+            try:
+                self._writing_since = loop.time()
+                await write(response)
+                self._writing_since = None
+            finally:
+                self.ctx.budget.release(lease)
             # not kept while waiting for the next one: a full CDS response of a large
             # mesh is hundreds of kB, held per stream for as long as the mesh is quiet
             del response
