@@ -1,6 +1,7 @@
 """Tiny servers for testing the mesh with each protocol, listening on 127.0.0.1:$PORT.
 
     python -m shoal.testing.apps http   # JSON echo of the request, names who served it
+    python -m shoal.testing.apps h2c    # the same over cleartext HTTP/2 only
     python -m shoal.testing.apps grpc   # unary /shoal.test.Echo/Echo, no .proto needed
     python -m shoal.testing.apps tcp    # echoes bytes, prefixed with the workload name
 
@@ -154,6 +155,57 @@ def serve_http() -> None:
     ThreadingHTTPServer(("127.0.0.1", _port()), _EchoHandler).serve_forever()
 
 
+def serve_h2c() -> None:
+    """The JSON echo of ``http`` over cleartext HTTP/2 only (prior knowledge, as a
+    ``kubernetes.io/h2c`` port speaks); its answers say ``"protocol": "HTTP/2"``. Small
+    requests and answers (a test app: no flow-control waits)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        requests: dict[int, tuple[dict[str, str], bytearray]] = {}
+        try:
+            while data := await reader.read(65536):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        requests[event.stream_id] = (dict(event.headers), bytearray())
+                    elif isinstance(event, h2.events.DataReceived):
+                        if len(requests[event.stream_id][1]) < 1 << 20:
+                            requests[event.stream_id][1].extend(event.data)
+                        conn.acknowledge_received_data(event.flow_controlled_length,
+                                                       event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        headers, body = requests.pop(event.stream_id)
+                        out = json.dumps({
+                            "served_by": _name(), "method": headers[":method"],
+                            "path": headers[":path"], "protocol": "HTTP/2",
+                            "headers": {k: v for k, v in headers.items()
+                                        if not k.startswith(":")},
+                            "body": body.decode(errors="replace")}).encode()
+                        conn.send_headers(event.stream_id, [
+                            (":status", "200"), ("content-type", "application/json"),
+                            ("content-length", str(len(out))), ("x-served-by", _name())])
+                        conn.send_data(event.stream_id, out, end_stream=True)
+                    elif isinstance(event, h2.events.ConnectionTerminated):
+                        return
+                writer.write(conn.data_to_send())
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", _port())
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
 def serve_grpc() -> None:
     import grpc
 
@@ -202,7 +254,7 @@ def grpc_echo(target: str, message: bytes, *, authority: str | None = None,
         return call(message, timeout=timeout)
 
 
-SERVERS = {"http": serve_http, "grpc": serve_grpc, "tcp": serve_tcp}
+SERVERS = {"http": serve_http, "h2c": serve_h2c, "grpc": serve_grpc, "tcp": serve_tcp}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in SERVERS:
