@@ -137,6 +137,9 @@ def test_the_share_of_a_backend_that_cannot_be_used_answers_500() -> None:
     clusters = generate(GenerationContext(m), GOLDEN_PROXIES["productpage-v1.default"]
                         ).get(CLUSTER).items
     assert "unusable-backend" not in clusters  # (no cluster: that is the point)
+    # analyze names the route's backend, not the translation's stand-in for its share
+    assert {(f.code, f.resource) for f in analyze(m.resources)} == {
+        ("backend-not-found", "HTTPRoute default/reviews")}
 
 
 def test_filters_become_header_operations_rewrites_and_mirrors() -> None:

@@ -86,7 +86,10 @@ def _virtual_services(mesh: MeshSnapshot) -> Iterator[Finding]:
                                   f"{fqdn} is also a host of {claimed[fqdn].key}; only "
                                   "the oldest VirtualService for a host is used")
                 claimed.setdefault(fqdn, vs)
+        translated = gamma.SYNTHETIC in vs.metadata.annotations  # (from the Gateway API)
         for path, dest in _destinations(spec):
+            if translated and dest.host == gamma.UNUSABLE_HOST:
+                continue  # a backend the route cannot use: its own finding says which
             target = mesh.resolve_host(dest.host, ns)
             if target is None:
                 yield Finding("host-not-found", who, f"{path}.host",
@@ -196,8 +199,7 @@ def _http_routes(mesh: MeshSnapshot) -> Iterator[Finding]:
                 yield Finding(_BACKEND_CODES[reason], str(route.key), where, (
                     f"{reason}: {message}: "
                     + ("nothing is mirrored to it" if where.endswith("requestMirror.backendRef")
-                       else "no requests go to it (a rule left without a usable backend "
-                            "answers 500)")))
+                       else "its share of the rule's requests answers 500")))
 
 
 # the findings for a backend the route cannot use, by its status reason

@@ -486,8 +486,8 @@ def route_status(mesh: Any, route: Resource) -> dict[str, Any] | None:
                 if not problems else
                 _condition("ResolvedRefs", False, problems[0][0],
                            "; ".join(f"{reason}: {m}" for reason, m in problems)
-                           + f": no requests go to {'it' if len(problems) == 1 else 'them'}"
-                             " (a rule left without a usable backend answers 500)"))
+                           + f": {'its share' if len(problems) == 1 else 'their shares'}"
+                             " of the requests answer 500"))
     parents = []
     from shoal.registry import gateways  # (it builds on this module)
     for p in route.spec.parent_refs:
