@@ -478,3 +478,26 @@ def test_analyze_says_why_a_gateway_or_route_is_not_used() -> None:
     codes = {f.code for f in analyze(base + parse_yaml(gw.replace(
         "[{name: web-cert}]", "[{name: web-cert, namespace: other}]")))}
     assert "certificate-not-permitted" in codes
+
+
+def test_a_redirect_takes_the_port_of_its_own_gateways_listener() -> None:
+    """Two Gateways of one name in two namespaces, on ports 8080 and 80: a redirect that
+    names no port keeps each listener's own (80 left out of Location)."""
+    docs = "\n---\n".join(f"""apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: {ns}}}
+spec:
+  gatewayClassName: shoal
+  listeners: [{{name: http, port: {port}, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: moved, namespace: {ns}}}
+spec:
+  parentRefs: [{{name: edge}}]
+  rules: [{{filters: [{{type: RequestRedirect, requestRedirect: {{hostname: example.org}}}}]}}]
+""" for ns, port in (("a", 8080), ("b", 80)))
+    m = MeshSnapshot.build(parse_yaml(docs), 1)
+    ports = {vs.metadata.namespace: vs.spec.http[0].redirect.port
+             for vs in m.of_kind("VirtualService")}
+    assert ports == {"a": 8080, "b": None}

@@ -237,17 +237,18 @@ def translate(scene: Scene, routes: Iterable[Resource], services: Iterable[Resou
                                     spec, {SYNTHETIC: note}, gw.metadata.creation_timestamp))
     # (gateway namespace, Istio gateway name, host) -> the routes attached there
     by_host: dict[tuple[str, str, str], dict[Any, Resource]] = {}
-    entry: dict[str, tuple[str, int]] = {}  # Istio gateway name -> its scheme and port
+    # (gateway namespace, Istio gateway name) -> the scheme and port requests come in on
+    entry: dict[tuple[str, str], tuple[str, int]] = {}
     for route in routes:
         if not route.spec.for_gateways:
             continue
         for parent in route.spec.parent_refs:
             for a in attach(route, parent, scene)[0]:
-                name = istio_name(a.gateway, a.listener)
-                entry[name] = ("https" if a.listener.protocol is ListenerProtocol.HTTPS
-                               else "http", a.listener.port)
+                ns, name = a.gateway.metadata.namespace, istio_name(a.gateway, a.listener)
+                entry[ns, name] = ("https" if a.listener.protocol is ListenerProtocol.HTTPS
+                                   else "http", a.listener.port)
                 for host in a.hosts:
-                    key = (a.gateway.metadata.namespace, name, host)
+                    key = (ns, name, host)
                     by_host.setdefault(key, {})[route.key] = route
     vss: list[Resource] = []
     for (ns, gw_name, host), attached in sorted(by_host.items()):
@@ -260,7 +261,7 @@ def translate(scene: Scene, routes: Iterable[Resource], services: Iterable[Resou
                 rules: dict[str, Any] = {"http": [
                     gamma.http_rule(e, known, domain,
                                     lambda r, b: gamma.permitted(r, b, granted),
-                                    entry[gw_name])
+                                    entry[ns, gw_name])
                     for e in entries]}
             else:
                 rules = _l4_rules(kind, host, attached.values(), known, granted, domain)
