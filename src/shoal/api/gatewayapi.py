@@ -57,6 +57,12 @@ def _kind(v: str) -> str:
     return v
 
 
+def _check_namespace(v: str | None) -> None:
+    """A reference's namespace, when it names one: a namespace name."""
+    if v is not None and not DNS_LABEL.match(v):
+        raise ValueError("namespace: not a namespace name")
+
+
 # the shapes of a reference's group and kind (the spec's Group and Kind): checked even
 # where the kind named is one shoal does not use (then only the status says so)
 Group = Annotated[str, AfterValidator(_group)]
@@ -241,8 +247,7 @@ class BackendRef(Model):
 
     @model_validator(mode="after")
     def _service(self) -> BackendRef:
-        if self.namespace is not None and not DNS_LABEL.match(self.namespace):
-            raise ValueError("namespace: not a namespace name")
+        _check_namespace(self.namespace)
         if self.is_service and self.port is None:
             raise ValueError("port: is required for a Service backend")
         bad = [str(f.type) for f in self.filters if f.type not in (
@@ -395,8 +400,7 @@ class ParentRef(Model):
         if self.is_service and self.section_name is not None:
             raise ValueError("sectionName: not supported by shoal for a Service parent "
                              "(use port)")
-        if self.namespace is not None and not DNS_LABEL.match(self.namespace):
-            raise ValueError("namespace: not a namespace name")
+        _check_namespace(self.namespace)
         return self
 
 
@@ -574,8 +578,7 @@ class CertificateRef(Model):
         if self.group not in CORE or self.kind != "Secret":
             raise ValueError(f"kind: {self.group or 'core'}/{self.kind}: certificates are "
                              "Secrets (the gateway's --credential names)")
-        if self.namespace is not None and not DNS_LABEL.match(self.namespace):
-            raise ValueError("namespace: not a namespace name")
+        _check_namespace(self.namespace)
         return self
 
 

@@ -486,8 +486,8 @@ def route_status(mesh: Any, route: Resource) -> dict[str, Any] | None:
                 if not problems else
                 _condition("ResolvedRefs", False, problems[0][0],
                            "; ".join(f"{reason}: {m}" for reason, m in problems)
-                           + f": {'its share' if len(problems) == 1 else 'their shares'}"
-                             " of the requests answer 500"))
+                           + f": the requests for {'it' if len(problems) == 1 else 'them'}"
+                             " answer 500"))
     parents = []
     from shoal.registry import gateways  # (it builds on this module)
     for p in route.spec.parent_refs:

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -48,6 +49,25 @@ def _name() -> str:
 
 def _port() -> int:
     return int(os.environ["PORT"])
+
+
+def _echo(method: str, path: str, headers: dict[str, str], body: bytes,
+          **more: str) -> bytes:
+    """The HTTP echoes' answer: who served it and what it got."""
+    return json.dumps({"served_by": _name(), "method": method, "path": path,
+                       "headers": headers, "body": body.decode(errors="replace"),
+                       **more}).encode()
+
+
+def _serve_streams(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                    Awaitable[None]]) -> None:
+    """Serve connections on 127.0.0.1:$PORT with ``handle`` until killed."""
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", _port())
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
 
 
 class _EchoHandler(BaseHTTPRequestHandler):
@@ -134,9 +154,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
         flag = os.environ.get("FAIL_IF_EXISTS")
         if flag and os.path.exists(flag):
             status = 503
-        out = json.dumps({"served_by": _name(), "method": self.command, "path": self.path,
-                          "headers": dict(self.headers.items()),
-                          "body": body.decode(errors="replace")}).encode()
+        out = _echo(self.command, self.path, dict(self.headers.items()), body)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
@@ -181,12 +199,10 @@ def serve_h2c() -> None:
                                                        event.stream_id)
                     elif isinstance(event, h2.events.StreamEnded):
                         headers, body = requests.pop(event.stream_id)
-                        out = json.dumps({
-                            "served_by": _name(), "method": headers[":method"],
-                            "path": headers[":path"], "protocol": "HTTP/2",
-                            "headers": {k: v for k, v in headers.items()
-                                        if not k.startswith(":")},
-                            "body": body.decode(errors="replace")}).encode()
+                        out = _echo(headers[":method"], headers[":path"],
+                                    {k: v for k, v in headers.items()
+                                     if not k.startswith(":")}, bytes(body),
+                                    protocol="HTTP/2")
                         conn.send_headers(event.stream_id, [
                             (":status", "200"), ("content-type", "application/json"),
                             ("content-length", str(len(out))), ("x-served-by", _name())])
@@ -198,12 +214,7 @@ def serve_h2c() -> None:
         finally:
             writer.close()
 
-    async def main() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", _port())
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
+    _serve_streams(handle)
 
 
 def serve_grpc() -> None:
@@ -235,12 +246,7 @@ def serve_tcp() -> None:
             await writer.drain()
         writer.close()
 
-    async def main() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", _port())
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
+    _serve_streams(handle)
 
 
 def grpc_echo(target: str, message: bytes, *, authority: str | None = None,

@@ -101,11 +101,9 @@ def _action(
     hash_policy: tuple[rc_pb2.RouteAction.HashPolicy, ...] = ()
     for i, rd in enumerate(http.route):
         if gateway_api and rd.destination.host == gamma.UNUSABLE_HOST:
-            entries.setdefault(UNUSABLE_CLUSTER, rc_pb2.WeightedCluster.ClusterWeight(
-                name=UNUSABLE_CLUSTER, weight=wrappers_pb2.UInt32Value(value=0))
-            ).weight.value += 1 if rd.weight is None else rd.weight
-            continue
-        resolved = resolve_destination(mesh, rd.destination, namespace, port)
+            resolved = Resolved(cluster=UNUSABLE_CLUSTER)
+        else:
+            resolved = resolve_destination(mesh, rd.destination, namespace, port)
         if resolved.problem:
             return direct_response(503, f"shoal: {where} route[{i}]: {resolved.problem}\n")
         entry = entries.setdefault(resolved.cluster, rc_pb2.WeightedCluster.ClusterWeight(
