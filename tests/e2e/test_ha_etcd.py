@@ -8,9 +8,9 @@ import shutil
 import httpx
 import pytest
 
+from shoal.testing.etcd import EtcdServer
 from shoal.testing.local import AgentProcess, ControlPlaneProcess, wait_for
 from tests.e2e.conftest import agent_info, app_command
-from tests.store.etcd_server import EtcdServer
 
 pytestmark = [
     pytest.mark.envoy, pytest.mark.slow,
@@ -43,6 +43,13 @@ spec:
 """
 
 
+BULK = """apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: bulk-{i}}}
+spec: {{hosts: [bulk-{i}.example.com], ports: [{{number: 80, name: http, protocol: HTTP}}]}}
+"""
+
+
 def test_config_applied_through_one_instance_is_served_by_the_other(tmp_path) -> None:
     etcd = EtcdServer(tmp_path / "etcd")
     etcd.start()
@@ -62,6 +69,14 @@ def test_config_applied_through_one_instance_is_served_by_the_other(tmp_path) ->
             try:
                 with a.client() as c:
                     c.apply(ECHO)
+                    # more than one etcd txn holds: refused whole with a 422, nothing stored
+                    many = "\n---\n".join(BULK.format(i=i) for i in range(130))
+                    with a.http() as http:
+                        r = http.post("/api/v1/apply", content=many.encode(),
+                                      headers={"content-type": "application/yaml"})
+                    assert r.status_code == 422, r.text
+                    assert "at most 128 at once" in r.text
+                    assert not c.list("ServiceEntry")["items"]
                 for agent in agents:
                     agent.start()
                 b.wait_synced({"echo-v1", "echo-v2", "client"})

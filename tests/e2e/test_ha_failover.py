@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from shoal.ca.setup import open_ca
+from shoal.testing.etcd import EtcdServer
 from shoal.testing.local import AgentProcess, ControlPlaneProcess, wait_for
 from tests.e2e.conftest import agent_info, app_command
-from tests.store.etcd_server import EtcdServer
 
 pytestmark = [
     pytest.mark.envoy, pytest.mark.slow,

@@ -15,8 +15,7 @@ from shoal.errors import Conflict, StoreError, WatchExpired
 from shoal.store import Event, EventType
 from shoal.store.etcd import EtcdStore
 from shoal.store.etcd_client import EtcdClient, b64
-
-from .etcd_server import ETCD, SKIP_REASON, EtcdServer
+from shoal.testing.etcd import ETCD, SKIP_REASON, EtcdServer
 
 pytestmark = pytest.mark.skipif(ETCD is None, reason=SKIP_REASON)
 

@@ -14,8 +14,7 @@ from shoal.registry.etcd_leases import EtcdWorkloadRegistry
 from shoal.registry.leases import REGISTERED_BY
 from shoal.store import EventType
 from shoal.store.etcd import EtcdStore
-
-from .etcd_server import ETCD, SKIP_REASON, EtcdServer
+from shoal.testing.etcd import ETCD, SKIP_REASON, EtcdServer
 
 pytestmark = pytest.mark.skipif(ETCD is None, reason=SKIP_REASON)
 

@@ -21,10 +21,9 @@ from shoal.store import EventType
 from shoal.store.etcd import EtcdStore
 from shoal.store.etcd_client import EtcdAuthFailed, EtcdClient, EtcdUnavailable, b64
 from shoal.store.etcd_security import PASSWORD_ENV, EtcdSecurity
+from shoal.testing.etcd import ETCD, SKIP_REASON, EtcdServer, ServerTls
 from shoal.testing.pki import TestCA
 from tests.store.test_store import take
-
-from .etcd_server import ETCD, SKIP_REASON, EtcdServer, ServerTls
 
 needs_etcd = pytest.mark.skipif(ETCD is None, reason=SKIP_REASON)
 

@@ -15,8 +15,7 @@ from shoal.errors import Conflict, NotFound, StoreError, ValidationError, WatchE
 from shoal.store import Event, EventType, MemoryStore, SqliteStore, Store
 from shoal.store import base as store_base
 from shoal.store.etcd import EtcdStore
-
-from .etcd_server import ETCD, SKIP_REASON, EtcdServer
+from shoal.testing.etcd import ETCD, SKIP_REASON, EtcdServer
 
 
 class FakeClock:

@@ -25,7 +25,14 @@ from contextlib import suppress
 from typing import Any
 
 from shoal.api.meta import Resource, ResourceKey
-from shoal.errors import Conflict, NotFound, StoreError, WatchExpired
+from shoal.errors import (
+    Conflict,
+    NotFound,
+    StoreError,
+    ValidationError,
+    Violation,
+    WatchExpired,
+)
 from shoal.store.base import (
     DEFAULT_HISTORY,
     ApplyResult,
@@ -286,10 +293,12 @@ class EtcdStore:
     ) -> int | None:
         """One txn of ``ops`` if no key in ``found`` changed; the new revision, or None."""
         if len(ops) > MAX_TXN_OPS or len(found) > MAX_TXN_OPS:
-            raise StoreError(
-                f"a batch of {max(len(ops), len(found))} keys exceeds etcd's --max-txn-ops"
-                f" default ({MAX_TXN_OPS}); split it"
-            )
+            # one txn is what makes a batch all-or-nothing: a larger one is refused (422),
+            # never split behind the caller's back
+            raise ValidationError([Violation("", (
+                f"{max(len(ops), len(found))} resources in one request: the etcd store "
+                f"writes at most {MAX_TXN_OPS} at once, all or none (etcd's --max-txn-ops); "
+                "apply them in parts"))])
         try:
             body = await self._client.txn(self._compares(found), ops)
         except EtcdError as e:

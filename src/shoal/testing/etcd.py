@@ -1,10 +1,10 @@
-"""A throwaway single-member etcd for tests: a child process on free ports, temp data;
-optionally serving clients over TLS (and requiring client certificates)."""
+"""A throwaway single-member etcd for tests and benchmarks: a child process on free
+ports, temp data; optionally serving clients over TLS (and requiring client
+certificates)."""
 
 from __future__ import annotations
 
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -14,14 +14,10 @@ from pathlib import Path
 
 import httpx
 
+from shoal.envoy import free_port
+
 ETCD = shutil.which("etcd")
 SKIP_REASON = "etcd-server is not installed (apt-get install etcd-server)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
