@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from shoal.cli.credentials import token_for
-from shoal.control.config import DEFAULT_API_PORT
+from shoal.control.ports import DEFAULT_API_PORT
 from shoal.errors import (
     Conflict,
     NotFound,

@@ -1,4 +1,5 @@
-"""`shoal`: the command line. Each verb lives in its own module; this one wires them."""
+"""`shoal`: the command line. Each verb lives in its own module; this one wires them,
+and a verb's module is imported only when that verb runs (shoal.cli.lazy)."""
 
 from __future__ import annotations
 
@@ -8,33 +9,47 @@ from typing import Annotated
 import typer
 
 from shoal import __version__
-from shoal.cli import (
-    analyze,
-    audit,
-    authz,
-    ca,
-    certs,
-    cluster,
-    dashboard,
-    gateway,
-    logs,
-    prometheus,
-    proxies,
-    quota,
-    ratelimit,
-    resources,
-    serve,
-    slo,
-    tokens,
-    traces,
-    up,
-)
 from shoal.cli.client import ApiClient, default_url
-from shoal.cli.run import RUN_CONTEXT_SETTINGS, run
+from shoal.cli.lazy import LazyGroup, Verb
 from shoal.errors import ShoalError, ValidationError
+
+# Every verb but `version`, in the order (and panels) `shoal --help` lists them.
+VERBS = (
+    Verb("up", "shoal.cli.up:up", "Local mesh"),
+    Verb("down", "shoal.cli.up:down", "Local mesh"),
+    Verb("status", "shoal.cli.up:status", "Local mesh"),
+    Verb("apply", "shoal.cli.resources:apply", "Config"),
+    Verb("get", "shoal.cli.resources:get", "Config"),
+    Verb("delete", "shoal.cli.resources:delete", "Config"),
+    Verb("analyze", "shoal.cli.analyze:analyze", "Config"),
+    Verb("proxy-status", "shoal.cli.proxies:proxy_status", "Proxies"),
+    Verb("proxy-config", "shoal.cli.proxies:proxy_config", "Proxies"),
+    Verb("run", "shoal.cli.run:run", "Workloads", context_settings="RUN_CONTEXT_SETTINGS"),
+    Verb("gateway", "shoal.cli.gateway:app", "Workloads"),
+    Verb("control-plane", "shoal.cli.serve:control_plane", "Processes"),
+    Verb("certs", "shoal.cli.certs:certs", "Identity"),
+    Verb("audit", "shoal.cli.audit:audit", "Identity"),
+    Verb("token", "shoal.cli.tokens:app", "Identity"),
+    Verb("authz", "shoal.cli.authz:authz", "Identity"),
+    Verb("ca", "shoal.cli.ca:app", "Identity"),
+    Verb("dashboard", "shoal.cli.dashboard:dashboard", "Observability"),
+    Verb("logs", "shoal.cli.logs:logs", "Observability"),
+    Verb("traces", "shoal.cli.traces:traces", "Observability"),
+    Verb("slo", "shoal.cli.slo:app", "Observability"),
+    Verb("prometheus", "shoal.cli.prometheus:app", "Observability"),
+    Verb("ratelimit", "shoal.cli.ratelimit:app", "Traffic"),
+    Verb("quota", "shoal.cli.quota:app", "Traffic"),
+    Verb("cluster", "shoal.cli.cluster:app", "Multi-cluster"),
+)
+
+
+class _Shoal(LazyGroup):
+    verbs = VERBS
+
 
 app = typer.Typer(
     name="shoal",
+    cls=_Shoal,
     help="shoal: a service mesh. Envoy sidecars programmed by a Python control plane.",
     no_args_is_help=True,
     add_completion=False,
@@ -57,33 +72,6 @@ def _root(
 def version() -> None:
     """Print the shoal version."""
     typer.echo(f"shoal {__version__}")
-
-
-app.command("up", rich_help_panel="Local mesh")(up.up)
-app.command("down", rich_help_panel="Local mesh")(up.down)
-app.command("status", rich_help_panel="Local mesh")(up.status)
-app.command("apply", rich_help_panel="Config")(resources.apply)
-app.command("get", rich_help_panel="Config")(resources.get)
-app.command("delete", rich_help_panel="Config")(resources.delete)
-app.command("analyze", rich_help_panel="Config")(analyze.analyze)
-app.command("proxy-status", rich_help_panel="Proxies")(proxies.proxy_status)
-app.command("proxy-config", rich_help_panel="Proxies")(proxies.proxy_config)
-app.command("run", context_settings=RUN_CONTEXT_SETTINGS, rich_help_panel="Workloads")(run)
-app.add_typer(gateway.app, name="gateway", rich_help_panel="Workloads")
-app.command("control-plane", rich_help_panel="Processes")(serve.control_plane)
-app.add_typer(tokens.app, name="token", rich_help_panel="Identity")
-app.add_typer(authz.authz, name="authz", rich_help_panel="Identity")
-app.add_typer(ca.app, name="ca", rich_help_panel="Identity")
-app.command("certs", rich_help_panel="Identity")(certs.certs)
-app.command("audit", rich_help_panel="Identity")(audit.audit)
-app.add_typer(slo.app, name="slo", rich_help_panel="Observability")
-app.command("dashboard", rich_help_panel="Observability")(dashboard.dashboard)
-app.command("logs", rich_help_panel="Observability")(logs.logs)
-app.command("traces", rich_help_panel="Observability")(traces.traces)
-app.add_typer(prometheus.app, name="prometheus", rich_help_panel="Observability")
-app.add_typer(ratelimit.app, name="ratelimit", rich_help_panel="Traffic")
-app.add_typer(quota.app, name="quota", rich_help_panel="Traffic")
-app.add_typer(cluster.app, name="cluster", rich_help_panel="Multi-cluster")
 
 
 def main() -> None:

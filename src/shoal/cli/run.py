@@ -1,6 +1,7 @@
 """``shoal run``: start an application with its sidecar (the per-workload agent).
 
-The lead registers :func:`run` on the main Typer app with::
+The main app (shoal.cli.main) lists :func:`run` as a lazily imported verb whose context
+settings are RUN_CONTEXT_SETTINGS; on first use that amounts to::
 
     app.command("run", context_settings=RUN_CONTEXT_SETTINGS)(run)
 

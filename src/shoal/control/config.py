@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.control.ports import (
+    DEFAULT_AGENT_API_PORT,
+    DEFAULT_API_PORT,
+    DEFAULT_SECURE_XDS_PORT,
+    DEFAULT_XDS_PORT,
+)
 from shoal.registry.snapshot import MeshConfig
 from shoal.store.etcd_security import EtcdSecurity
-
-DEFAULT_API_PORT = 15080
-DEFAULT_XDS_PORT = 15010
-DEFAULT_AGENT_API_PORT = 15443  # TLS REST listener for agents
-DEFAULT_SECURE_XDS_PORT = 15012  # xDS over TLS
 
 
 @dataclass(frozen=True)
