@@ -1,8 +1,10 @@
 """Control-plane benchmark: N fake sidecars (ADS clients) converge on config changes.
 
-A real control plane (sqlite store) holds a synthetic mesh (``bench.mesh``). N
-FakeAdsClients run in worker processes (not in the control plane's), each with its own
-gRPC connection and node ``bench-<i>.default`` fronting one of the mesh's Workloads. Each
+A real control plane (sqlite store) holds a synthetic mesh (``bench.mesh``); or
+several instances sharing one etcd (``instances``, the HA layout of docs/operations.md),
+each serving the clients of every ``instances``-th worker. N FakeAdsClients run in
+worker processes (not in the control plane's), each with its own gRPC connection and
+node ``bench-<i>.default`` fronting one of the mesh's Workloads. Each
 round applies a VirtualService weight change for one service and measures, per client,
 the time from just before the apply HTTP call until that client has received (and
 ACKed) the route configuration with the new split. Then as many endpoint rounds: a
@@ -24,9 +26,10 @@ from pathlib import Path
 
 from bench import mesh
 from bench.ads_worker import worker
-from bench.machine import ProcStat, proc_stat
+from bench.machine import ProcStat, procs_stat
 from bench.profile import Profiler, py_spy, summarize
 from bench.stats import percentile
+from shoal.testing.etcd import EtcdServer
 from shoal.testing.local import ControlPlaneProcess
 
 
@@ -37,6 +40,8 @@ class Options:
     rounds: int = 10
     workers: int = 2
     delta: bool = True  # the agents' default (ADR 0037)
+    instances: int = 1  # control-plane processes; more than one share an etcd store
+    store: str = "sqlite"  # "etcd" with one instance: etcd's own cost, for comparison
     pause: float = 1.0  # quiet seconds between rounds
     # py-spy raw output of the control plane during the rounds (and during the initial
     # sync: the same name with ".sync" before its suffix)
@@ -55,7 +60,8 @@ class Result:
     rss_synced_mb: float = 0.0  # steady: after the initial sync
     rss_after_mb: float = 0.0  # steady: after the change rounds
     rss_peak_rounds_mb: float = 0.0  # highest VmRSS sampled during the rounds
-    hwm_mb: float = 0.0  # VmHWM at the end (peak over the whole run)
+    hwm_mb: float = 0.0  # VmHWM at the end (peak over the whole run; summed over instances)
+    hwm_per_instance_mb: list[float] = field(default_factory=list)
     cpu_rounds_s: float = 0.0  # utime+stime during the change rounds
     cpu_sync_s: float = 0.0  # utime+stime during the initial sync
     # py-spy: (samples, top inclusive, top self) during the rounds, if profiled
@@ -69,16 +75,17 @@ class Result:
 
 
 class _Sampler(threading.Thread):
-    """Samples VmRSS of ``pid`` every ``interval`` seconds; ``peak`` is the highest."""
+    """Samples the VmRSS of ``pids`` (summed) every ``interval`` seconds; ``peak`` is the
+    highest."""
 
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
+    def __init__(self, pids: list[int], interval: float = 0.1) -> None:
         super().__init__(daemon=True)
-        self.pid, self.interval, self.peak = pid, interval, 0.0
+        self.pids, self.interval, self.peak = pids, interval, 0.0
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
-            self.peak = max(self.peak, proc_stat(self.pid).rss_mb)
+            self.peak = max(self.peak, procs_stat(self.pids).rss_mb)
 
     def stop(self) -> float:
         self._stop_event.set()
@@ -100,16 +107,30 @@ def _recv(conn: Connection, kind: str, timeout: float = 300.0) -> object:
 def run(opts: Options, log: Callable[[str], None] = print) -> Result:
     if opts.profile and py_spy() is None:
         raise RuntimeError("--profile needs py-spy (pip install py-spy, or set $PY_SPY)")
-    with tempfile.TemporaryDirectory(prefix="shoal-bench-cp-") as tmp:
-        cp = ControlPlaneProcess(Path(tmp), store="sqlite").start()
+    store = "etcd" if opts.instances > 1 else opts.store
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-cp-") as tmp, \
+            contextlib.ExitStack() as stack:
+        cps = []
+        if store == "etcd":
+            etcd = EtcdServer(Path(tmp) / "etcd")
+            etcd.start()
+            stack.callback(etcd.stop)
+        for k in range(opts.instances):
+            cps.append(ControlPlaneProcess(
+                Path(tmp) / f"cp-{k}", store=store,
+                extra=["--etcd-endpoints", etcd.url] if store == "etcd" else []))
+            stack.callback(cps[-1].stop)
+            cps[-1].start()
+        cp, pids = cps[0], [c.pid for c in cps]
         procs: list[mp.process.BaseProcess] = []
         conns: list[Connection] = []
         try:
             t = time.monotonic()
             docs = mesh.mesh_yaml(opts.services).split("\n---\n")
-            with cp.client() as c:  # in parts: one apply is bounded (api/limits.py)
-                for k in range(0, len(docs), 1000):
-                    c.apply("\n---\n".join(docs[k:k + 1000]), source="bench")
+            part = 100 if store == "etcd" else 1000  # one apply is bounded (api/limits.py;
+            with cp.client() as c:  # etcd: one txn, at most 128 resources)
+                for k in range(0, len(docs), part):
+                    c.apply("\n---\n".join(docs[k:k + part]), source="bench")
             apply_s = time.monotonic() - t
             log(f"mesh applied: {opts.services} services x 2 workloads, DR+VS each "
                 f"({apply_s:.2f} s)")
@@ -122,12 +143,12 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
             profiler = Profiler(cp.pid, sync_profile) if sync_profile else None
             if profiler:
                 time.sleep(1.0)  # py-spy attaches
-            before_sync = proc_stat(cp.pid)
+            before_sync = procs_stat(pids)
             t0 = time.monotonic()
             for w in range(opts.workers):
                 parent, child = ctx.Pipe()
                 p = ctx.Process(target=worker, daemon=True,
-                                args=(child, cp.xds, nodes[w::opts.workers],
+                                args=(child, cps[w % len(cps)].xds, nodes[w::opts.workers],
                                       mesh.vhost_name(0), opts.delta))
                 p.start()
                 procs.append(p)
@@ -138,15 +159,16 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
                 profiler.stop()
                 log(f"py-spy profile of the initial sync: {sync_profile}")
             time.sleep(2.0)
-            after_sync = proc_stat(cp.pid)
+            after_sync = procs_stat(pids)
             result.cpu_sync_s = after_sync.cpu_s - before_sync.cpu_s
             result.rss_synced_mb = after_sync.rss_mb
             log(f"{opts.clients} clients synced in {result.initial_sync_s:.2f} s "
                 f"(worker start-up included); control plane RSS {after_sync.rss_mb:.0f} MB")
-            _rounds(cp, conns, opts, result, log)
+            _rounds(cp, pids, conns, opts, result, log)
             time.sleep(2.0)
-            end: ProcStat = proc_stat(cp.pid)
+            end: ProcStat = procs_stat(pids)
             result.rss_after_mb, result.hwm_mb = end.rss_mb, end.hwm_mb
+            result.hwm_per_instance_mb = [procs_stat([pid]).hwm_mb for pid in pids]
             return result
         except Exception:
             lines = cp.log.read_text(errors="replace").splitlines() if cp.log.exists() else []
@@ -162,17 +184,17 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
                 p.join(30)
                 if p.is_alive():
                     p.terminate()
-            cp.stop()
 
 
-def _rounds(cp: ControlPlaneProcess, conns: list[Connection], opts: Options, result: Result,
-            log: Callable[[str], None]) -> None:
-    sampler = _Sampler(cp.pid)
+def _rounds(cp: ControlPlaneProcess, pids: list[int], conns: list[Connection], opts: Options,
+            result: Result, log: Callable[[str], None]) -> None:
+    """Changes are applied through ``cp``; ``pids`` are every instance's."""
+    sampler = _Sampler(pids)
     sampler.start()
     profiler = Profiler(cp.pid, opts.profile) if opts.profile else None
     if profiler:
         time.sleep(1.0)  # py-spy attaches
-    before = proc_stat(cp.pid)
+    before = procs_stat(pids)
     with cp.client() as c:
         for k in range(opts.rounds):
             v1 = 20 if k % 2 == 0 else 80  # the mesh starts at 80/20
@@ -182,7 +204,7 @@ def _rounds(cp: ControlPlaneProcess, conns: list[Connection], opts: Options, res
             result.per_round.append(stats)
             log(f"round {k + 1}: {v1}/{100 - v1} split -> {_ms(stats)}")
             time.sleep(opts.pause)
-        result.cpu_rounds_s = proc_stat(cp.pid).cpu_s - before.cpu_s
+        result.cpu_rounds_s = procs_stat(pids).cpu_s - before.cpu_s
         cluster = mesh.cluster_name(0)
         for k in range(opts.rounds):
             joins = k % 2 == 0

@@ -50,3 +50,11 @@ def proc_stat(pid: int) -> ProcStat:
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(after[11]) + int(after[12])) / ticks  # utime, stime (fields 14, 15)
     return ProcStat(fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0), cpu)
+
+
+def procs_stat(pids: list[int]) -> ProcStat:
+    """Summed over ``pids`` (several control-plane instances): RSS, CPU, and VmHWM as the
+    sum of each one's peak (an upper bound of their peak together)."""
+    stats = [proc_stat(pid) for pid in pids]
+    return ProcStat(sum(s.rss_mb for s in stats), sum(s.hwm_mb for s in stats),
+                    sum(s.cpu_s for s in stats))

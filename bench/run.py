@@ -44,6 +44,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     c.add_argument("--workers", type=int, default=2, help="client processes (%(default)s)")
     c.add_argument("--delta", action=argparse.BooleanOptionalAction, default=True,
                    help="delta xDS, the agents' default (--no-delta: state-of-the-world)")
+    c.add_argument("--instances", type=int, default=1,
+                   help="control-plane instances sharing one etcd, the clients spread over "
+                        "them by worker (%(default)s)")
+    c.add_argument("--store", choices=["sqlite", "etcd"], default="sqlite",
+                   help="with one instance (several always share etcd) (%(default)s)")
     c.add_argument("--profile", type=Path, metavar="FILE",
                    help="py-spy the control plane during the rounds (needs py-spy)")
     return p.parse_args(argv)
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         copts = controlplane.Options(
             clients=_pick(a.clients, 1000, 200, a.quick), services=a.services,
             rounds=_pick(a.changes, 10, 2, a.quick), workers=a.workers, delta=a.delta,
-            profile=a.profile)
+            instances=a.instances, store=a.store, profile=a.profile)
         print(f"== control plane: {copts}", flush=True)
         cpr = controlplane.run(copts, log=lambda s: print(s, flush=True))
         _emit(a, "controlplane", render.controlplane_md(cpr, machine.now(), info, command))
