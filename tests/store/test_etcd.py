@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shoal.api.meta import Metadata, Resource, ResourceKey
-from shoal.errors import Conflict, StoreError, WatchExpired
+from shoal.errors import Conflict, StoreError, ValidationError, WatchExpired
 from shoal.store import Event, EventType
 from shoal.store.etcd import EtcdStore
 from shoal.store.etcd_client import EtcdClient, b64
@@ -215,3 +215,35 @@ def test_the_test_etcd_moves_to_new_ports_when_its_port_was_taken(tmp_path: Path
             assert asyncio.run(EtcdStore([s.url]).list())[0] == []
         finally:
             s.stop()
+
+
+async def test_a_write_larger_than_one_etcd_request_is_refused_whole(
+    pair: tuple[EtcdStore, EtcdStore],
+) -> None:
+    """One apply is one etcd txn (all or nothing): more resources than etcd's
+    --max-txn-ops, or more bytes than its --max-request-bytes, are refused with a
+    ValidationError (the API's 422) naming the limit, and nothing is stored."""
+    a, _ = pair
+    with pytest.raises(ValidationError, match="at most 128 at once"):
+        await a.apply([res(f"n{i}") for i in range(129)])
+    big = "x" * 100_000
+    with pytest.raises(ValidationError, match="--max-request-bytes"):
+        await a.apply([res(f"b{i}", blob=big) for i in range(20)])  # ~2 MB
+    assert (await a.list())[0] == []
+    await a.apply([res(f"n{i}") for i in range(128)])  # at the limit: taken
+    assert len((await a.list())[0]) == 128
+
+
+async def test_an_etcd_with_a_lower_request_limit_refuses_with_a_validation_error(
+    tmp_path: Path,
+) -> None:
+    server = EtcdServer(tmp_path / "etcd", args=["--max-request-bytes=65536"])
+    server.start()
+    store = EtcdStore(server.url)
+    try:
+        with pytest.raises(ValidationError, match="etcd refused the write as too large"):
+            await store.apply([res("big", blob="x" * 100_000)])
+        assert (await store.list())[0] == []
+    finally:
+        await store.close()
+        server.stop()

@@ -65,6 +65,12 @@ from shoal.store.etcd_watch import Closing, EtcdWatcher
 OFFSET = 1
 #: etcd's default --max-txn-ops: the most operations one txn may carry.
 MAX_TXN_OPS = 128
+#: etcd's default --max-request-bytes (1.5 MiB): the largest request it accepts, keys and
+#: values as stored (not base64); a write is held to it, less room for the request's framing.
+MAX_REQUEST_BYTES = 1536 * 1024
+REQUEST_FRAMING = 16 * 1024
+#: etcd's answer to a request over its --max-request-bytes
+TOO_LARGE = "request is too large"
 #: How many times a write is retried when a concurrent writer changed a key it read.
 MAX_ATTEMPTS = 20
 LIST_PAGE = 1000
@@ -299,9 +305,19 @@ class EtcdStore:
                 f"{max(len(ops), len(found))} resources in one request: the etcd store "
                 f"writes at most {MAX_TXN_OPS} at once, all or none (etcd's --max-txn-ops); "
                 "apply them in parts"))])
+        size = _request_bytes(ops)
+        if size > MAX_REQUEST_BYTES - REQUEST_FRAMING:
+            raise ValidationError([Violation("", (
+                f"{size / 2**20:.1f} MiB of resources in one request: the etcd store writes "
+                f"at most {(MAX_REQUEST_BYTES - REQUEST_FRAMING) / 2**20:.2f} MiB at once "
+                "(etcd's --max-request-bytes); apply them in parts"))])
         try:
             body = await self._client.txn(self._compares(found), ops)
         except EtcdError as e:
+            if TOO_LARGE in str(e):  # an etcd whose --max-request-bytes is lower
+                raise ValidationError([Violation("", (
+                    f"etcd refused the write as too large ({e}): apply the resources in "
+                    "parts"))]) from e
             if e.code != LEASE_NOT_FOUND or explicit_lease:
                 raise
             return None  # a kept lease expired meanwhile (and took its key): read again
@@ -377,3 +393,9 @@ def _stored(data: str) -> bytes:
     doc = json.loads(data)
     doc.get("metadata", {}).pop("resourceVersion", None)
     return encode(doc).encode()
+
+
+def _request_bytes(ops: Ops) -> int:
+    """The bytes of keys and values ``ops`` carry as etcd counts them (decoded)."""
+    return sum(len(text) * 3 // 4 for op in ops for part in op.values()
+               for field, text in part.items() if field in ("key", "value"))
