@@ -78,3 +78,34 @@ def test_both_roots_and_the_flag_says_which() -> None:
     assert MeshConfig().policy_roots == ("shoal-system", "istio-system")
     assert MeshConfig(istio_root_namespace="").policy_roots == ("shoal-system",)
     assert MeshConfig(root_namespace="istio-system").policy_roots == ("istio-system",)
+
+
+def test_a_peer_authentication_with_a_selector_in_a_root_namespace_is_ignored() -> None:
+    """As in Istio ("PeerAuthentication policies with workload selectors are ignored when
+    deployed in the root namespace"); ``shoal analyze`` says so instead of counting the
+    workloads it would select (the generators' own rule, authz.policies.applies_to)."""
+    from shoal.analyze import analyze
+
+    selected = STRICT.replace("spec: {mtls", "spec: {selector: {matchLabels: {app: web}}, mtls")
+    m = mesh(selected)
+    assert mtls_mode(m, web(m), 8080) is MtlsMode.PERMISSIVE
+    found = [(f.code, f.resource) for f in analyze(parse_yaml("---\n".join((WORKLOAD,
+                                                                          selected))))]
+    assert found == [("selector-ignored", "PeerAuthentication istio-system/default")]
+    # in the workload's namespace the same policy is the workload's own
+    local = selected.replace("istio-system", "shop")
+    m = mesh(local)
+    assert mtls_mode(m, web(m), 8080) is MtlsMode.STRICT
+    assert analyze(parse_yaml("---\n".join((WORKLOAD, local)))) == []
+
+
+def test_a_selector_with_no_labels_selects_like_none() -> None:
+    """``selector: {}`` (no matchLabels): a namespace-wide (or mesh-wide) policy, as
+    Istio reads it, instead of one that applied to nothing."""
+    ns_wide = STRICT.replace("istio-system", "shop").replace("spec: {mtls",
+                                                             "spec: {selector: {}, mtls")
+    m = mesh(ns_wide)
+    assert mtls_mode(m, web(m), 8080) is MtlsMode.STRICT
+    mesh_wide = STRICT.replace("spec: {mtls", "spec: {selector: {}, mtls")
+    m = mesh(mesh_wide)
+    assert mtls_mode(m, web(m), 8080) is MtlsMode.STRICT

@@ -16,6 +16,7 @@ from shoal.api.gatewayapi import BackendRef, backend_refs
 from shoal.api.meta import Resource, ResourceKey, oldest_first
 from shoal.api.networking import Destination, VirtualServiceSpec, for_mesh
 from shoal.api.selector import selects
+from shoal.authz.policies import applies_to, has_selector, root_selector_ignored
 from shoal.registry import gamma, gateways
 from shoal.registry.snapshot import MeshConfig, MeshSnapshot
 from shoal.xds.generate import ext_authz
@@ -129,21 +130,27 @@ def _selectors(mesh: MeshSnapshot) -> Iterator[Finding]:
 
 def _policy_selectors(mesh: MeshSnapshot) -> Iterator[Finding]:
     """Security policies whose selector matches no workload (a sidecar's or a gateway's):
-    usually a typo in a label, and then nothing is protected."""
+    usually a typo in a label, and then nothing is protected. Which workloads a policy
+    applies to is the generators' own rule (``authz.policies.applies_to``)."""
     roots = mesh.config.policy_roots
     for kind in ("AuthorizationPolicy", "RequestAuthentication", "PeerAuthentication"):
         for policy in mesh.of_kind(kind):
-            sel = policy.spec.selector
-            if sel is None or not sel.match_labels:
+            if not has_selector(policy):
                 continue
-            ns = policy.metadata.namespace
-            where = "any namespace" if ns in roots else f"namespace {ns}"
-            if not any((ns in roots or w.metadata.namespace == ns)
-                       and selects(sel.match_labels, w.spec.labels)
-                       for w in mesh.workloads):
+            labels = dict(policy.spec.selector.match_labels)
+            if root_selector_ignored(mesh, policy):
+                yield Finding("selector-ignored", str(policy.key), "spec.selector",
+                              f"a PeerAuthentication with a selector in the root namespace "
+                              f"{policy.metadata.namespace} is ignored (as in Istio): put it "
+                              "in the workloads' namespace, or drop the selector to make it "
+                              "mesh-wide")
+                continue
+            if not any(applies_to(mesh, policy, w) for w in mesh.workloads):
+                ns = policy.metadata.namespace
+                where = "any namespace" if ns in roots else f"namespace {ns}"
                 yield Finding("selects-nothing", str(policy.key), "spec.selector.matchLabels",
                               f"no workload (sidecar or gateway) in {where} has labels "
-                              f"{dict(sel.match_labels)}: the policy applies to nothing")
+                              f"{labels}: the policy applies to nothing")
 
 
 def _custom_providers(mesh: MeshSnapshot) -> Iterator[Finding]:

@@ -7,7 +7,8 @@ same policies. Istio's scoping rules:
   ``istio-system``) without a selector is mesh-wide; in another namespace without a
   selector it is namespace-wide; with a selector it applies to the matching workloads of
   its namespace (AuthorizationPolicy and RequestAuthentication in a root namespace with
-  a selector: matching workloads in every namespace);
+  a selector: matching workloads in every namespace; a PeerAuthentication there is
+  ignored, as in Istio); a selector with no labels selects like none;
 * PeerAuthentication: the most specific one wins (workload > namespace > mesh; oldest
   first among equals), ``UNSET`` inherits from the next level, ``portLevelMtls`` (workload
   policies only) overrides per port; nothing set means PERMISSIVE.
@@ -27,38 +28,51 @@ def _selects(selector: WorkloadSelector | None, labels: dict[str, str]) -> bool:
     return selects(selector.match_labels, labels)
 
 
+def has_selector(policy: Resource) -> bool:
+    """A workload policy: a selector with labels (an empty one selects like none)."""
+    selector: WorkloadSelector | None = policy.spec.selector
+    return selector is not None and bool(selector.match_labels)
+
+
+def root_selector_ignored(mesh: MeshSnapshot, policy: Resource) -> bool:
+    """A PeerAuthentication with a selector in a root namespace: ignored, as in Istio."""
+    return (policy.kind == "PeerAuthentication" and has_selector(policy)
+            and policy.metadata.namespace in mesh.config.policy_roots)
+
+
+def applies_to(mesh: MeshSnapshot, policy: Resource, workload: Resource) -> bool:
+    """Does ``policy`` (AuthorizationPolicy, RequestAuthentication, PeerAuthentication)
+    apply to ``workload``? The scoping rules of the module doc, in one place: the
+    generators, ``shoal authz check`` and ``shoal analyze`` all ask here."""
+    pns = policy.metadata.namespace
+    if pns != workload.metadata.namespace and pns not in mesh.config.policy_roots:
+        return False
+    if root_selector_ignored(mesh, policy):
+        return False
+    return _selects(policy.spec.selector, workload.spec.labels)
+
+
 def applicable(mesh: MeshSnapshot, kind: str, workload: Resource) -> list[Resource]:
     """Policies of ``kind`` (AuthorizationPolicy, RequestAuthentication) that apply to
     ``workload``, in (namespace, name) order."""
-    ns = workload.metadata.namespace
-    labels = workload.spec.labels
-    roots = mesh.config.policy_roots
-    out = []
-    for r in mesh.of_kind(kind):
-        pns = r.metadata.namespace
-        if (pns == ns or pns in roots) and _selects(r.spec.selector, labels):
-            out.append(r)
-    return out
+    return [r for r in mesh.of_kind(kind) if applies_to(mesh, r, workload)]
 
 
 def _peer_levels(mesh: MeshSnapshot, workload: Resource) -> list[PeerAuthenticationSpec]:
     """Workload-, namespace- and mesh-level PeerAuthentications, most specific first."""
-    ns = workload.metadata.namespace
-    labels = workload.spec.labels
     roots = mesh.config.policy_roots
     wl: list[Resource] = []
     nsl: list[Resource] = []
     meshl: list[Resource] = []
     for r in mesh.of_kind("PeerAuthentication"):
-        spec: PeerAuthenticationSpec = r.spec
-        pns = r.metadata.namespace
-        if pns == ns and spec.selector is not None and spec.selector.match_labels:
-            if _selects(spec.selector, labels):
-                wl.append(r)
-        elif pns == ns and pns not in roots and spec.selector is None:
-            nsl.append(r)
-        elif pns in roots and spec.selector is None:
+        if not applies_to(mesh, r, workload):
+            continue
+        if has_selector(r):
+            wl.append(r)
+        elif r.metadata.namespace in roots:
             meshl.append(r)
+        else:
+            nsl.append(r)
     return [sorted(level, key=oldest_first)[0].spec for level in (wl, nsl, meshl) if level]
 
 
