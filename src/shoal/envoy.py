@@ -138,6 +138,9 @@ def _bindable(host: str, port: int) -> bool:
 _cursor = _PortCursor()
 
 
+FILE_FLUSH_MS = 1000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago, outside the ephemeral range when possible;
     never the same port twice in a row of picks from one process (see :class:`_PortCursor`)."""
@@ -197,6 +200,9 @@ class EnvoyProcess:
             "--drain-time-s", str(drain),
             "--parent-shutdown-time-s", str(drain + 1),
             "--admin-address-path", str(self.admin_address_path),
+            # access-log lines reach envoy.log (shoal logs, the agent's /logs) within a
+            # second; Envoy's default is every 10 s or 64 kB
+            "--file-flush-interval-msec", str(FILE_FLUSH_MS),
             *self.extra_args,
         ]
 
