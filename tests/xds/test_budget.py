@@ -140,3 +140,21 @@ async def test_a_client_that_stops_reading_does_not_stop_another(make_harness: A
             await asyncio.wait_for(other.wait_for(snap), 60)
         stuck.cancel()
     assert harness.xds.budget.waited > 0  # the budget did make writes wait
+
+
+async def test_waiting_for_the_budget_does_not_count_against_the_clients_ack_time(
+        make_harness: Any, build: Any) -> None:
+    """The ACK clock starts when the client has taken a response, not when the response
+    is queued: one that waits for the write budget (the server's own pacing) longer than
+    ``ack_timeout`` is written and answered, and its stream is not cut."""
+    harness = await make_harness(ack_timeout=3.0, send_timeout=60.0)
+    budget = harness.xds.budget = WriteBudget(limit=1 << 20, hold=60)
+    snap = build.snapshot({"cluster-0": 8000}, {"/": "cluster-0"})
+    harness.cache.set(build.node, snap)
+    held = await budget.acquire(budget.limit)  # everything, for 2.5x the ACK timeout
+    async with harness.client() as client:
+        await asyncio.sleep(7.5)
+        assert budget.waited > 0  # its first response waited all along
+        budget.release(held)
+        await asyncio.wait_for(client.wait_for(snap), 60)  # (raises if the stream was cut)
+    assert harness.hooks.disconnected in ([], [build.node])  # (the client's own close)

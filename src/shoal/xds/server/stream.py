@@ -21,7 +21,8 @@ Rules implemented here:
   (latest wins) and one response per type is in flight, so a slow client only lags.
   Responses wait for the writer in a queue of ``max_queue`` items; overflow, a write that
   cannot complete within ``send_timeout`` (gRPC buffers are full), or a response left
-  unanswered for ``ack_timeout`` cuts the stream (the edge maps :class:`SlowClient` to
+  unanswered for ``ack_timeout`` once written (time waiting for the write budget is the
+  server's, not the client's) cuts the stream (the edge maps :class:`SlowClient` to
   RESOURCE_EXHAUSTED).
 """
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -91,7 +93,9 @@ class TypeState:
     nonce: str = ""  # nonce of the latest response sent
     in_flight: bool = False  # latest response not yet ACKed/NACKed
     in_flight_version: str = ""
-    sent_at: float = 0.0  # loop time of the latest response
+    # loop time the client took the latest response (inf while it waits to be written:
+    # the ACK clock does not count the server's own pacing, the write budget)
+    sent_at: float = 0.0
     sent_version: str = ""
     acked_version: str = ""
     nacked: bool = False  # the latest answered response was a NACK
@@ -132,7 +136,8 @@ class StreamCore:
         self.retained: dict[str, dict[str, Message]] = {}
         # clusters the client was last sent (SotW: the snapshot's mapping; delta: its own)
         self.client_clusters: Mapping[str, Message] = {}
-        self.outbox: asyncio.Queue[Message | bytes] = asyncio.Queue(ctx.max_queue)
+        # (type URL, response) waiting for the writer
+        self.outbox: asyncio.Queue[tuple[str, Message | bytes]] = asyncio.Queue(ctx.max_queue)
         self._nonce = 0
         self._writing_since: float | None = None  # loop time the current write began
         self.cds_processed = True
@@ -312,11 +317,11 @@ class StreamCore:
             self.cds_processed = False
         st.in_flight = True
         st.in_flight_version = st.sent_version
-        st.sent_at = asyncio.get_running_loop().time()
+        st.sent_at = math.inf  # until written (write_loop)
         c = self.ctx
         c.status.sent(c.node_id, c.stream_id, st.type_url, st.sent_version)
         try:
-            self.outbox.put_nowait(response)
+            self.outbox.put_nowait((st.type_url, response))
         except asyncio.QueueFull:
             raise SlowClient(f"{c.node_id}: more than {c.max_queue} responses queued") from None
 
@@ -333,13 +338,16 @@ class StreamCore:
         thousands of streams per push, their allocation showed in profiles)."""
         loop = asyncio.get_running_loop()
         while True:
-            response = await self.outbox.get()
+            type_url, response = await self.outbox.get()
             size = len(response) if isinstance(response, bytes) else response.ByteSize()
             lease = await self.ctx.budget.acquire(size)  # (the connect storm's memory)
             try:
                 self._writing_since = loop.time()
                 await write(response)
                 self._writing_since = None
+                st = self.types.get(type_url)
+                if st is not None and st.in_flight:
+                    st.sent_at = loop.time()  # the client has it: now it owes an answer
             finally:
                 self.ctx.budget.release(lease)
             # not kept while waiting for the next one: a full CDS response of a large
