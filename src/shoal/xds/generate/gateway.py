@@ -45,13 +45,11 @@ from shoal.multicluster.labels import network_of
 from shoal.registry import gamma
 from shoal.registry.gateways import GATEWAY_KINDS, SYNTHETIC
 from shoal.registry.snapshot import MeshSnapshot, mtls_disabled
-from shoal.telemetry.model import Reporter
 from shoal.xds.generate import (
     auto_passthrough,
-    route_filters,
+    http_filters,
     routes,
     tcp_routes,
-    telemetry,
     tls,
     tls_routes,
 )
@@ -302,9 +300,7 @@ def gateway_listener(ctx: GenerationContext, workload: Resource, port: int,
     # gateway, enforced exactly as on a sidecar's inbound port, before anything else.
     # TLS passthrough servers (above) forward encrypted traffic: the destination's sidecar
     # enforces its own policy there.
-    security = ctx.inbound_security(workload, port, is_http=True).http
-    extras = security + route_filters.TRAFFIC_EXTRAS + telemetry.http_extras(
-        ctx, telemetry.Direction.INBOUND, Reporter.SOURCE)
+    extras = http_filters.gateway(ctx, workload, port)
     if protocol is ServerProtocol.HTTP:
         lis.filter_chains.append(lc_pb2.FilterChain(
             filters=[http_connection_manager(prefix, rds=name, extras=extras)]))

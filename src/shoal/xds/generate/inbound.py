@@ -19,7 +19,7 @@ from shoal.api.mesh import Protocol, WorkloadSpec
 from shoal.api.meta import Resource
 from shoal.registry.gateways import GATEWAY_KINDS
 from shoal.registry.snapshot import MeshSnapshot
-from shoal.xds.generate import listeners, names, ratelimit, telemetry, vhosts
+from shoal.xds.generate import http_filters, listeners, names, telemetry, vhosts
 from shoal.xds.generate.base import Generator, Part, ProxyView
 from shoal.xds.types import Proxy
 
@@ -109,8 +109,7 @@ def _build(ctx: GenerationContext, workload: Resource, ip: InboundPort
     )
     listener = listeners.inbound_listener(
         ip.listener, ip.address, ip.endpoint_port, ip.cluster, route_config,
-        extras=ratelimit.inbound_extras(ctx, workload)
-        + telemetry.http_extras(ctx, telemetry.Direction.INBOUND),
+        extras=http_filters.inbound(ctx, workload),
         tcp_access_log=telemetry.tcp_access_log(ctx, telemetry.Direction.INBOUND),
         security=ctx.inbound_security(workload, ip.endpoint_port, ip.protocol.is_http),
     )

@@ -20,7 +20,13 @@ from google.protobuf.message import Message
 
 from shoal.api.meta import ResourceKey
 from shoal.registry.gateways import GATEWAY_KINDS
-from shoal.xds.generate import egress, listeners, names, route_filters, routes, telemetry, vhosts
+from shoal.xds.generate import (
+    http_filters,
+    listeners,
+    names,
+    routes,
+    vhosts,
+)
 from shoal.xds.generate.base import Generator, Labels, Part, ProxyView
 from shoal.xds.generate.context import equal_or
 from shoal.xds.generate.scope import Scope
@@ -48,11 +54,8 @@ def listener(ctx: GenerationContext, port: int, allow_any: bool = False
              ) -> listener_pb2.Listener:
     """The ``outbound_http`` listener on ``port`` (shared)."""
     def build() -> listener_pb2.Listener:
-        extras = route_filters.TRAFFIC_EXTRAS + telemetry.http_extras(
-            ctx, telemetry.Direction.OUTBOUND)
-        if allow_any:  # unknown hosts go to the dynamic forward proxy
-            extras = egress.forward_proxy_extras() + extras
-        return listeners.outbound_http_listener(port, extras, scoped=not allow_any)
+        return listeners.outbound_http_listener(
+            port, http_filters.outbound(ctx, allow_any=allow_any), scoped=not allow_any)
     return ctx.memo(("outbound_http", "listener", port, allow_any), build)  # type: ignore[no-any-return]
 
 

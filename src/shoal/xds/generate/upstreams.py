@@ -12,9 +12,9 @@ from envoy.config.listener.v3 import listener_pb2
 from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource
 from shoal.xds.generate import (
+    http_filters,
     listeners,
     names,
-    route_filters,
     routes,
     tcp_routes,
     telemetry,
@@ -38,9 +38,8 @@ def listener(ctx: GenerationContext, host: str, service: Resource, port: Service
     def build() -> listener_pb2.Listener:
         if port.protocol.is_http:
             rds = names.upstream_route(fqdn, port.port)
-            extras = route_filters.TRAFFIC_EXTRAS + telemetry.http_extras(
-                ctx, telemetry.Direction.OUTBOUND)
-            return listeners.upstream_http_listener(host, port.port, local_port, rds, extras)
+            return listeners.upstream_http_listener(host, port.port, local_port, rds,
+                                                    http_filters.outbound(ctx))
         log = telemetry.tcp_access_log(ctx, telemetry.Direction.OUTBOUND)
         if port.protocol.is_tls:  # VirtualService tls routes by SNI, then tcp
             chains = tls_routes.sidecar_tls_chains(
