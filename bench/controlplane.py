@@ -26,9 +26,10 @@ from pathlib import Path
 
 from bench import mesh
 from bench.ads_worker import worker
-from bench.machine import ProcStat, procs_stat
+from bench.machine import ProcStat, proc_stat, procs_stat
 from bench.profile import Profiler, py_spy, summarize
 from bench.stats import percentile
+from shoal.store.etcd import MAX_TXN_OPS
 from shoal.testing.etcd import EtcdServer
 from shoal.testing.local import ControlPlaneProcess
 
@@ -46,6 +47,11 @@ class Options:
     # py-spy raw output of the control plane during the rounds (and during the initial
     # sync: the same name with ".sync" before its suffix)
     profile: Path | None = None
+
+    @property
+    def store_used(self) -> str:
+        """The store the run uses: several instances always share etcd."""
+        return "etcd" if self.instances > 1 else self.store
 
 
 @dataclass
@@ -107,7 +113,7 @@ def _recv(conn: Connection, kind: str, timeout: float = 300.0) -> object:
 def run(opts: Options, log: Callable[[str], None] = print) -> Result:
     if opts.profile and py_spy() is None:
         raise RuntimeError("--profile needs py-spy (pip install py-spy, or set $PY_SPY)")
-    store = "etcd" if opts.instances > 1 else opts.store
+    store = opts.store_used
     with tempfile.TemporaryDirectory(prefix="shoal-bench-cp-") as tmp, \
             contextlib.ExitStack() as stack:
         cps = []
@@ -127,8 +133,9 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
         try:
             t = time.monotonic()
             docs = mesh.mesh_yaml(opts.services).split("\n---\n")
-            part = 100 if store == "etcd" else 1000  # one apply is bounded (api/limits.py;
-            with cp.client() as c:  # etcd: one txn, at most 128 resources)
+            # one apply is bounded (api/limits.py; etcd: one txn of at most MAX_TXN_OPS)
+            part = MAX_TXN_OPS if store == "etcd" else 1000
+            with cp.client() as c:
                 for k in range(0, len(docs), part):
                     c.apply("\n---\n".join(docs[k:k + part]), source="bench")
             apply_s = time.monotonic() - t
@@ -168,7 +175,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
             time.sleep(2.0)
             end: ProcStat = procs_stat(pids)
             result.rss_after_mb, result.hwm_mb = end.rss_mb, end.hwm_mb
-            result.hwm_per_instance_mb = [procs_stat([pid]).hwm_mb for pid in pids]
+            result.hwm_per_instance_mb = [proc_stat(pid).hwm_mb for pid in pids]
             return result
         except Exception:
             lines = cp.log.read_text(errors="replace").splitlines() if cp.log.exists() else []

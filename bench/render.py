@@ -209,7 +209,7 @@ def controlplane_md(r: controlplane.Result, date: str, machine: str, command: st
          f"{o.clients} in {o.workers} worker process(es), "
          f"{'delta' if o.delta else 'state-of-the-world'}, one gRPC connection each"],
         ["mesh", f"{o.services} Services x 2 Workloads, a DestinationRule (2 subsets) and a "
-                 f"VirtualService each; store {'etcd' if o.instances > 1 else o.store}"],
+                 f"VirtualService each; store {o.store_used}"],
         ["control-plane instances", f"{o.instances}" + (
             f" (VmHWM each: {', '.join(f'{m:.0f}' for m in r.hwm_per_instance_mb)} MB; "
             "RSS and CPU below summed)" if o.instances > 1 else "")],

@@ -138,9 +138,6 @@ def _bindable(host: str, port: int) -> bool:
 _cursor = _PortCursor()
 
 
-FILE_FLUSH_MS = 1000
-
-
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago, outside the ephemeral range when possible;
     never the same port twice in a row of picks from one process (see :class:`_PortCursor`)."""
@@ -155,6 +152,11 @@ def validate_bootstrap(path: Path, *, timeout: float = 60.0) -> None:
     if res.returncode != 0:
         reason = (res.stderr.strip() or res.stdout.strip()).splitlines()
         raise EnvoyError(f"invalid Envoy bootstrap {path}: {' | '.join(reason[-5:])}")
+
+
+#: how often Envoy writes its buffered access-log lines to envoy.log (Envoy's default:
+#: every 10 s, or 64 kB)
+FILE_FLUSH_MS = 1000
 
 
 class EnvoyProcess:
@@ -201,7 +203,7 @@ class EnvoyProcess:
             "--parent-shutdown-time-s", str(drain + 1),
             "--admin-address-path", str(self.admin_address_path),
             # access-log lines reach envoy.log (shoal logs, the agent's /logs) within a
-            # second; Envoy's default is every 10 s or 64 kB
+            # second
             "--file-flush-interval-msec", str(FILE_FLUSH_MS),
             *self.extra_args,
         ]

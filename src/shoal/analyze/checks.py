@@ -137,7 +137,6 @@ def _policy_selectors(mesh: MeshSnapshot) -> Iterator[Finding]:
         for policy in mesh.of_kind(kind):
             if not has_selector(policy):
                 continue
-            labels = dict(policy.spec.selector.match_labels)
             if root_selector_ignored(mesh, policy):
                 yield Finding("selector-ignored", str(policy.key), "spec.selector",
                               f"a PeerAuthentication with a selector in the root namespace "
@@ -150,7 +149,8 @@ def _policy_selectors(mesh: MeshSnapshot) -> Iterator[Finding]:
                 where = "any namespace" if ns in roots else f"namespace {ns}"
                 yield Finding("selects-nothing", str(policy.key), "spec.selector.matchLabels",
                               f"no workload (sidecar or gateway) in {where} has labels "
-                              f"{labels}: the policy applies to nothing")
+                              f"{dict(policy.spec.selector.match_labels)}: the policy "
+                              "applies to nothing")
 
 
 def _custom_providers(mesh: MeshSnapshot) -> Iterator[Finding]:
