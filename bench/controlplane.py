@@ -132,12 +132,9 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
         conns: list[Connection] = []
         try:
             t = time.monotonic()
-            docs = mesh.mesh_yaml(opts.services).split("\n---\n")
-            # one apply is bounded (api/limits.py; etcd: one txn of at most MAX_TXN_OPS)
-            part = MAX_TXN_OPS if store == "etcd" else 1000
             with cp.client() as c:
-                for k in range(0, len(docs), part):
-                    c.apply("\n---\n".join(docs[k:k + part]), source="bench")
+                mesh.apply_mesh(c, opts.services,
+                                part=MAX_TXN_OPS if store == "etcd" else 1000)
             apply_s = time.monotonic() - t
             log(f"mesh applied: {opts.services} services x 2 workloads, DR+VS each "
                 f"({apply_s:.2f} s)")

@@ -26,13 +26,15 @@ from shoal.xds.node import node_metadata
 from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, ProxyMetadata
 
 
-async def _connect(cp: ControlPlaneProcess, proxies: int, services: int) -> float:
+async def _connect(cp: ControlPlaneProcess, proxies: int, services: int,
+                   delta: bool) -> float:
     """Connect, wait until every client has all four types; the CP's RSS growth (MB)."""
     channel = grpc.aio.insecure_channel(cp.xds)
     clients = [
         FakeAdsClient(cp.xds, f"bench-{i}.default", node_metadata(ProxyMetadata(
             workload=mesh.workload_name(i % services, (i // services) % 2),
-            outbound_port=15001, app_ports={"http": 8080}), "default"), channel=channel)
+            outbound_port=15001, app_ports={"http": 8080}), "default"), channel=channel,
+            delta=delta)
         for i in range(proxies)]
     before = proc_stat(cp.pid).rss_mb
     try:
@@ -52,12 +54,14 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--proxies", type=int, default=1000)
     p.add_argument("--services", type=int, default=200)
+    p.add_argument("--delta", action=argparse.BooleanOptionalAction, default=True,
+                   help="delta xDS, the agents' default (--no-delta: state-of-the-world)")
     a = p.parse_args(argv)
     with (tempfile.TemporaryDirectory(prefix="shoal-bench-mem-") as tmp,
           ControlPlaneProcess(Path(tmp), store="sqlite") as cp):
         with cp.client() as c:
-            c.apply(mesh.mesh_yaml(a.services), source="bench")
-        grown = asyncio.run(_connect(cp, a.proxies, a.services))
+            mesh.apply_mesh(c, a.services)
+        grown = asyncio.run(_connect(cp, a.proxies, a.services, a.delta))
     print(f"{a.proxies} proxies, {a.services} services: control plane RSS +{grown:.0f} MB, "
           f"{grown * 1024 / a.proxies:.0f} KB per connected proxy")
     return 0

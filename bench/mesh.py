@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shoal.cli.client import ApiClient
+
 NAMESPACE = "default"
 PORT = 8080
 
@@ -70,6 +75,14 @@ spec:
 {subsets}""")
         docs.append(virtual_service(i, 80))
     return "\n---\n".join(docs) + "\n"
+
+
+def apply_mesh(client: ApiClient, services: int, part: int = 1000) -> None:
+    """Apply ``mesh_yaml(services)`` in parts of ``part`` documents: one apply is bounded
+    (api/limits.py; the etcd store: one transaction of at most MAX_TXN_OPS)."""
+    docs = mesh_yaml(services).split("\n---\n")
+    for k in range(0, len(docs), part):
+        client.apply("\n---\n".join(docs[k:k + part]), source="bench")
 
 
 def virtual_service(i: int, v1_weight: int) -> str:

@@ -7,10 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shoal.xds.cache import PackCache, SnapshotCache
-from shoal.xds.cache.packing import ResponseCache, ResponseKey, content_nonce
-from shoal.xds.types import CLUSTER, ProxySnapshot, Resources
+from shoal.xds.cache.packing import ChangeCache, ResponseCache, ResponseKey, content_nonce
+from shoal.xds.types import CLUSTER, Overlay, ProxySnapshot, Resources, names_within
 
 
 def snap(*names: str, shared: dict[str, Any] | None = None) -> ProxySnapshot:
@@ -144,3 +146,57 @@ def test_responses_are_shared_by_content_and_bounded_by_bytes() -> None:
     assert len(responses) == 1 and responses.bytes == 30
     assert responses.get(key_of("big"), build("x" * 11))[1] == b"x" * 110
     assert len(responses) == 0 and responses.bytes == 0  # never kept
+
+
+# -- overlays: one proxy's own items on a shared mapping, compared by parts -----------------
+_NAMES = [f"c{i}" for i in range(8)]
+_VERSIONS = [cluster_pb2.Cluster(name="x", connect_timeout={"seconds": s}) for s in range(3)]
+_mapping = st.dictionaries(st.sampled_from(_NAMES), st.sampled_from(range(3)), max_size=8)
+
+
+def _messages(spec: dict[str, int], pool: dict[tuple[str, int], Any]) -> dict[str, Any]:
+    """Names to messages; equal (name, version) pairs are one object, as in snapshots,
+    and a fresh object of equal content is made by asking with another pool."""
+    return {n: pool.setdefault((n, v), cluster_pb2.Cluster(
+        name=n, connect_timeout=_VERSIONS[v].connect_timeout)) for n, v in spec.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(old_base=_mapping, old_own=_mapping, new_base=_mapping, new_own=_mapping,
+       has=st.none() | st.frozensets(st.sampled_from(_NAMES)),
+       names=st.none() | st.frozensets(st.sampled_from(_NAMES)),
+       fresh=st.booleans())
+def test_overlay_diff_equals_the_diff_of_the_merged_mappings(
+        old_base: dict[str, int], old_own: dict[str, int], new_base: dict[str, int],
+        new_own: dict[str, int], has: frozenset[str] | None, names: frozenset[str] | None,
+        fresh: bool) -> None:
+    pool: dict[tuple[str, int], Any] = {}
+    old = Overlay(_messages(old_base, pool), _messages(old_own, pool))
+    # fresh: the new own items are other objects of equal content (compared by version)
+    new = Overlay(_messages(new_base, pool), _messages(new_own, {} if fresh else pool))
+    if has is not None:
+        has = has & frozenset(old)  # a client holds only what it was sent
+    packs = PackCache()
+    by_parts = ChangeCache(packs.get).diff(old, has, new, names)
+    merged = ChangeCache(packs.get).diff(dict(old.items()), has, dict(new.items()), names)
+    assert by_parts == merged
+    # the mapping itself reads as the merged dict, in its order
+    flat = {**old.base, **old.own}
+    assert list(old) == list(flat) and len(old) == len(flat)
+    assert all(old[n] is flat[n] and old.get(n) is flat[n] and n in old for n in flat)
+    assert old.get("nope") is None and "nope" not in old
+    assert names_within(old, new) == (old.keys() <= new.keys())
+
+
+def test_overlay_diff_shares_the_shared_diff_when_own_items_take_no_part() -> None:
+    pool: dict[tuple[str, int], Any] = {}
+    old_base = _messages({"a": 0, "b": 0}, pool)
+    new_base = _messages({"a": 1, "b": 0}, pool)
+    own = _messages({"inbound": 0}, pool)
+    changes = ChangeCache(PackCache().get)
+    first = changes.diff(Overlay(old_base, own), None, Overlay(new_base, own), None)
+    second = changes.diff(Overlay(old_base, dict(own)), None, Overlay(new_base, dict(own)), None)
+    assert first.updated == {"a"} and first is second  # one object for every proxy
+    moved = changes.diff(Overlay(old_base, own), None,
+                         Overlay(new_base, _messages({"inbound": 1}, pool)), None)
+    assert moved.updated == {"a", "inbound"} and moved is not first

@@ -8,7 +8,7 @@ gRPC.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
@@ -78,6 +78,63 @@ def resource_hash(resources: Mapping[str, Message]) -> str:
     return h.hexdigest()[:16]
 
 
+class Overlay(Mapping[str, Message]):
+    """A mapping shared by many proxies with a few items of one proxy on top (``own``
+    wins), read in place: a proxy's thousand shared clusters are not copied into a
+    dict of its own (that copy was ~100 kB per proxy at 1,000 services). Iterates in
+    the order of ``{**base, **own}``. Read-only, like every mapping in a snapshot."""
+
+    __slots__ = ("_len", "base", "own")
+
+    def __init__(self, base: Mapping[str, Message], own: Mapping[str, Message]) -> None:
+        if isinstance(base, Overlay):  # flatten: one level of sharing
+            base, own = base.base, {**base.own, **own}
+        self.base = base
+        self.own = own
+        self._len = len(base) + sum(1 for n in own if n not in base)
+
+    def __getitem__(self, name: str) -> Message:
+        own = self.own
+        return own[name] if name in own else self.base[name]
+
+    def get(self, name: str, default: Message | None = None) -> Message | None:  # type: ignore[override]
+        own = self.own
+        return own[name] if name in own else self.base.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.own or name in self.base
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.base
+        base = self.base
+        yield from (n for n in self.own if n not in base)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __repr__(self) -> str:
+        return f"Overlay({len(self.base)} shared, own={sorted(self.own)})"
+
+
+def split(items: Mapping[str, Message]) -> tuple[Mapping[str, Message], Mapping[str, Message]]:
+    """(the shared mapping, the own items on top): an Overlay's parts, or ``items``
+    with nothing on top."""
+    if isinstance(items, Overlay):
+        return items.base, items.own
+    return items, {}
+
+
+def names_within(old: Mapping[str, Message], new: Mapping[str, Message]) -> bool:
+    """Is every name of ``old`` in ``new``? The shared parts of overlays compared as key
+    views (in C), so the common case -- nothing removed -- costs no Python loop over a
+    thousand names per proxy and push."""
+    old_base, old_own = split(old)
+    new_base, _ = split(new)
+    if not all(n in new for n in old_own):
+        return False
+    return old_base.keys() <= new_base.keys() or all(n in new for n in old_base)
+
+
 @dataclass(frozen=True)
 class Resources:
     """All resources of one type for one proxy, with a content version."""
@@ -97,7 +154,8 @@ class Resources:
     def over(base: Resources, own: Mapping[str, Message], own_version: str) -> Resources:
         """``base`` (shared by many proxies) with one proxy's ``own`` items on top;
         ``own_version``: the version of ``own`` hashed on top of ``base.version``."""
-        return Resources(items={**base.items, **own}, version=own_version, base=base, own=own)
+        return Resources(items=Overlay(base.items, own), version=own_version, base=base,
+                         own=own)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from shoal.xds.types import split
+
 _PREFIX = "type.googleapis.com/"
 
 
@@ -195,7 +197,45 @@ class ChangeCache:
         subscribes to ``names`` (None: everything, a wildcard): the names of ``new`` it
         must be sent (subscribed, and missing or different in content) and the names it
         must drop (held, and no longer subscribed or gone from ``new``). SotW partial
-        responses use the first part, delta responses both."""
+        responses use the first part, delta responses both.
+
+        Overlays (a shared mapping with one proxy's own items on top) are compared by
+        parts: the shared parts once for every proxy (cached), then the few names that
+        are anyone's own; a proxy whose own items take no part in the change gets the
+        shared Diff object itself, and nothing per proxy is cached."""
+        old_base, old_own = split(old)
+        new_base, new_own = split(new)
+        if not (old_own or new_own):
+            return self._diff(old_base, has, new_base, names)
+        shared = self._diff(old_base, has, new_base, names)
+        own = old_own.keys() | new_own.keys()
+        held = old.keys() if has is None else has
+        updated, removed, after = set(), set(), set()
+        packed = self._packed
+        for n in own:
+            wanted = n in new and (names is None or n in names)
+            if wanted:
+                after.add(n)
+                before = old.get(n) if n in held else None
+                m = new[n]
+                if before is not m and (
+                        before is None or packed(before).version != packed(m).version):
+                    updated.add(n)
+            elif n in held:
+                removed.add(n)
+        shared_after = shared.held
+        if (shared.updated & own == updated and shared.removed & own == removed
+                and (shared_after is None or shared_after & own == after)):
+            return shared
+        if shared_after is not None:
+            shared_after = (shared_after - own) | after
+            if shared_after == names:
+                shared_after = names
+        return Diff(frozenset((shared.updated - own) | updated),
+                    frozenset((shared.removed - own) | removed), shared_after)
+
+    def _diff(self, old: Mapping[str, Message], has: frozenset[str] | None,
+              new: Mapping[str, Message], names: frozenset[str] | None) -> Diff:
         key = (id(old), id(new), has, names)
         entry = self._diffs.get(key)
         if entry is not None and entry[0] is old and entry[1] is new:
