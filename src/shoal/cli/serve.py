@@ -14,6 +14,7 @@ import typer
 from shoal.api.meshconfig import load_mesh_config
 from shoal.api.meta import DNS_LABEL
 from shoal.ca.setup import parse_ttl
+from shoal.control.collector import FullCollections
 from shoal.control.config import (
     DEFAULT_AGENT_API_PORT,
     DEFAULT_API_PORT,
@@ -45,8 +46,12 @@ async def serve(config: ControlPlaneConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with plane.serving():
+    # full garbage collections when the plane is quiet, not in the middle of a push
+    collections = FullCollections(lambda: plane.sync.stats.proxies_computed)
+    async with plane.serving(), asyncio.TaskGroup() as tg:
+        collecting = tg.create_task(collections.run(), name="full-collections")
         await stop.wait()
+        collecting.cancel()
 
 
 def control_plane(

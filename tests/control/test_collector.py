@@ -1,0 +1,59 @@
+"""Full garbage collections off the push path (shoal.control.collector, ADR 0043)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+from shoal.control.collector import NEVER, YOUNG, FullCollections
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_full_collections_wait_for_quiet_and_are_forced_at_the_longest_interval() -> None:
+    clock, work, runs = Clock(), [0], []
+    fc = FullCollections(lambda: work[0], quiet=5, min_interval=60, max_interval=300,
+                         clock=clock, collect=lambda: runs.append(clock.now) or 0)
+    clock.now += 30  # quiet, but the last collection is too recent
+    assert not fc.due()
+    clock.now += 30  # 60 s old and quiet since the start
+    assert fc.due()
+    fc.collect()
+    assert runs == [1060.0] and fc.full_collections == 1
+    for _ in range(100):  # busy: a proxy computed every 2 s
+        clock.now += 2
+        work[0] += 1
+        if fc.due():
+            fc.collect()
+    assert runs == [1060.0]  # 200 s busy: none yet
+    for _ in range(50):
+        clock.now += 2
+        work[0] += 1
+        if fc.due():
+            fc.collect()
+    assert runs == [1060.0, 1360.0]  # forced when 300 s old, busy or not
+    clock.now += 59
+    assert not fc.due()  # quiet, but the last collection is 59 s old
+    work[0] += 1
+    clock.now += 1
+    assert not fc.due()  # 60 s old, but busy a moment ago
+    clock.now += 5
+    assert fc.due()  # quiet for 5 s
+
+async def test_run_installs_the_thresholds_and_restores_them() -> None:
+    before = gc.get_threshold()
+    fc = FullCollections(lambda: 0, quiet=0.02, min_interval=0.05, max_interval=10)
+    task = asyncio.create_task(fc.run())
+    await asyncio.sleep(0)
+    assert gc.get_threshold() == (YOUNG, before[1], NEVER)
+    while fc.full_collections == 0:  # a real collection when quiet
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert gc.get_threshold() == before
