@@ -46,8 +46,10 @@ async def serve(config: ControlPlaneConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # full garbage collections when the plane is quiet, not in the middle of a push
-    collections = FullCollections(lambda: plane.sync.stats.proxies_computed)
+    # full garbage collections when the plane is quiet (no proxy computed, no response
+    # written), not in the middle of a push or a connect storm
+    collections = FullCollections(
+        lambda: plane.sync.stats.proxies_computed + plane.xds.budget.granted)
     async with plane.serving(), asyncio.TaskGroup() as tg:
         collecting = tg.create_task(collections.run(), name="full-collections")
         await stop.wait()

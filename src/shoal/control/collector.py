@@ -7,8 +7,8 @@ every push (each proxy's new snapshot), so that rule fired about once per push, 
 full collection walks every tracked object: ~330 ms at 2,000 proxies over 1,000
 services, finding nothing (the mesh's data is freed by reference counting), while every
 stream of the push waited. Here the young collections run as before, less often (a
-larger first threshold); full collections run when no proxy has been computed for
-``quiet`` seconds, at most every ``min_interval``, and at the latest every
+larger first threshold); full collections run when no proxy has been computed and no
+response written for ``quiet`` seconds, at most every ``min_interval``, and at the latest every
 ``max_interval`` whatever the load, so cyclic garbage stays bounded.
 
 Process-wide (the collector is): installed by ``shoal control-plane`` around its serving

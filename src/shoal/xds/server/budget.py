@@ -17,7 +17,6 @@ budget not exhausted) costs no timer per write.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections import deque
 from dataclasses import dataclass
 
@@ -34,11 +33,12 @@ class WriteBudget:
         self.hold = hold
         self.used = 0
         self._leases: dict[int, tuple[int, float]] = {}  # token -> (size, since): oldest first
-        self._tokens = itertools.count()
         self._waiting: deque[_Waiter] = deque()
-        # (stats) the most bytes leased at once, and how many leases had to wait
+        # (stats) the most bytes leased at once, how many leases had to wait, how many
+        # were granted (also the next lease's token)
         self.peak = 0
         self.waited = 0
+        self.granted = 0
 
     async def acquire(self, size: int) -> int:
         """Lease ``size`` bytes (at most ``limit``), waiting in turn; the token is for
@@ -49,7 +49,8 @@ class WriteBudget:
             await self._wait(size, loop)
         else:
             self._take(size)
-        token = next(self._tokens)
+        token = self.granted
+        self.granted += 1
         self._leases[token] = (size, loop.time())
         return token
 
