@@ -12,7 +12,16 @@ from shoal.api.parse import parse_yaml
 from shoal.registry.snapshot import MeshSnapshot
 from shoal.xds.generate import GenerationContext, generate, outbound
 from shoal.xds.generate.protocol import HTTP_PROTOCOL_OPTIONS
-from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, Upstream
+from shoal.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SCOPED_ROUTE,
+    Proxy,
+    ProxyMetadata,
+    Upstream,
+)
 
 from .conftest import GOLDEN_PROXIES, HERE, load_mesh, proxy
 
@@ -33,6 +42,20 @@ def test_unregistered_proxy_gets_outbound_only(ctx: GenerationContext) -> None:
     assert all(n.startswith("upstream|") for n in snap.get(ROUTE).items)
     assert not any(n.startswith("inbound|") for n in snap.get(CLUSTER).items)
     assert snap.mesh_revision == 7
+
+
+def test_replicas_share_one_snapshot(ctx: GenerationContext) -> None:
+    """Proxies that differ only in node id (replicas of a workload) are computed once
+    per mesh snapshot; any difference in what they declare gives each its own."""
+    one = proxy("reviews-v1", app_ports={"http": 9080})
+    replica = Proxy(node_id="reviews-v1-7f9c.default", namespace=one.namespace,
+                    metadata=ProxyMetadata(workload="reviews-v1", outbound_port=15001,
+                                           app_ports={"http": 9080}))
+    snap = generate(ctx, one)
+    assert generate(ctx, replica) is snap
+    other = proxy("reviews-v1", app_ports={"http": 9081})
+    assert generate(ctx, other) is not snap
+    assert generate(ctx, other).get(CLUSTER).items.keys() != snap.get(CLUSTER).items.keys()
 
 
 def test_outbound_listener(ctx: GenerationContext) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from google.protobuf.message import Message
 
@@ -53,6 +53,11 @@ class ProxyMetadata:
     # absolute path) instead of 127.0.0.1:<app port> (docs/adr/0026-app-unix-socket.md)
     app_socket: str = ""
 
+    def key(self) -> tuple[object, ...]:
+        """Every field, hashable (mappings as sorted items): equal keys, equal metadata."""
+        return tuple(tuple(sorted(v.items())) if isinstance(v, Mapping) else v
+                     for v in (getattr(self, f.name) for f in fields(self)))
+
 
 @dataclass(frozen=True)
 class Proxy:
@@ -65,6 +70,11 @@ class Proxy:
     @property
     def workload(self) -> str:
         return self.metadata.workload
+
+    def config_key(self) -> tuple[object, ...]:
+        """What a proxy's configuration depends on besides the mesh: its namespace and
+        metadata, not its node id (replicas of a workload share one snapshot)."""
+        return (self.namespace, *self.metadata.key())
 
 
 def resource_hash(resources: Mapping[str, Message]) -> str:

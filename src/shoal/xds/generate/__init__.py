@@ -75,7 +75,14 @@ def proxy_view(ctx: GenerationContext, proxy: Proxy) -> ProxyView:
 
 def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
     """Every resource type for one proxy, at the context's mesh revision: the parts of
-    every generator, in precedence order, put together."""
+    every generator, in precedence order, put together. Computed once per context for
+    the proxies that differ only in node id (replicas of a workload): they share one
+    snapshot."""
+    key = proxy.config_key()
+    return ctx.memo(("proxy", key), lambda: _generate(ctx, proxy, key))  # type: ignore[no-any-return]
+
+
+def _generate(ctx: GenerationContext, proxy: Proxy, key: tuple[object, ...]) -> ProxySnapshot:
     view = proxy_view(ctx, proxy)
     lds: dict[str, listener_pb2.Listener] = {}
     rds: dict[str, route_pb2.RouteConfiguration] = {}
@@ -99,7 +106,7 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
     assert clusters is not None and endpoints is not None  # (outbound.GENERATOR)
     snap = ProxySnapshot(
         resources={
-            CLUSTER: ctx.proxy_clusters(proxy.node_id, clusters, own_cds),
+            CLUSTER: ctx.proxy_clusters(key, clusters, own_cds),
             ENDPOINT: endpoints,
             LISTENER: Resources(items=lds, version=ctx.version_of(lds)),
             SCOPED_ROUTE: scopes or Resources(items={}, version=ctx.version_of({})),

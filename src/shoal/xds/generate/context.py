@@ -77,8 +77,9 @@ class GenerationContext:
         self._security: dict[tuple[object, ...], security.InboundSecurity] = {}
         self._scopes: dict[ResourceKey | None, scope.Scope] = {}
         self._memo: dict[tuple[object, ...], Any] = {}  # see memo()
-        # proxy -> (shared clusters, its own, its CDS): see proxy_clusters
-        self._proxy_cds: dict[str, tuple[Resources, Mapping[str, Message], Resources]] = {}
+        # proxy (Proxy.config_key) -> (shared clusters, its own, its CDS): see proxy_clusters
+        self._proxy_cds: dict[tuple[object, ...],
+                              tuple[Resources, Mapping[str, Message], Resources]] = {}
         # Route configurations, scopes, outbound clusters and load assignments and their
         # shared sets equal in content to the previous context's are that context's
         # objects. A change then leaves what it did not touch the same objects, which
@@ -119,25 +120,25 @@ class GenerationContext:
         for table in self._tables.values():
             if hasattr(table, "reusable"):
                 out.update(table.reusable())
-        out.update((("proxy_cds", node), entry) for node, entry in self._proxy_cds.items())
+        out.update((("proxy_cds", key), entry) for key, entry in self._proxy_cds.items())
         return out
 
-    def proxy_clusters(self, node_id: str, shared: Resources,
+    def proxy_clusters(self, proxy: tuple[object, ...], shared: Resources,
                        own: Mapping[str, cluster_pb2.Cluster]) -> Resources:
         """CDS of one proxy: the shared clusters plus its own (inbound, gateway, rate
         limit). The previous context's object when neither part changed, so an unchanged
         proxy's thousands of clusters are not merged into a fresh dict on every change
         (memory, and the stream then sees the very mapping it sent)."""
-        old = self._before.get(("proxy_cds", node_id))
+        old = self._before.get(("proxy_cds", proxy))
         if old is not None:
             before_own = old[1]
             own = {n: equal_or(before_own, n, c) for n, c in own.items()}
             if (old[0] is shared and before_own.keys() == own.keys()
                     and all(before_own[n] is c for n, c in own.items())):
-                self._proxy_cds[node_id] = old
+                self._proxy_cds[proxy] = old
                 return old[2]  # type: ignore[no-any-return]
         res = Resources.over(shared, own, self.version_of(own, base=shared.version))
-        self._proxy_cds[node_id] = (shared, own, res)
+        self._proxy_cds[proxy] = (shared, own, res)
         return res
 
     def before(self, key: tuple[object, ...]) -> Any:
