@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 
 from google.protobuf.message import Message
 
@@ -71,6 +72,7 @@ class Proxy:
     def workload(self) -> str:
         return self.metadata.workload
 
+    @cached_property
     def config_key(self) -> tuple[object, ...]:
         """What a proxy's configuration depends on besides the mesh: its namespace and
         metadata, not its node id (replicas of a workload share one snapshot)."""

@@ -78,7 +78,7 @@ def generate(ctx: GenerationContext, proxy: Proxy) -> ProxySnapshot:
     every generator, in precedence order, put together. Computed once per context for
     the proxies that differ only in node id (replicas of a workload): they share one
     snapshot."""
-    key = proxy.config_key()
+    key = proxy.config_key
     return ctx.memo(("proxy", key), lambda: _generate(ctx, proxy, key))  # type: ignore[no-any-return]
 
 
