@@ -31,6 +31,11 @@ from shoal.xds.types import Resources
 
 T = TypeVar("T")
 
+# Kinds a change of which leaves every service's routes as they were, except for the
+# services whose VirtualServices changed: a route reads the VirtualService naming its
+# service, and otherwise only services, service entries and destination rules.
+ROUTE_ONLY_KINDS = frozenset({"VirtualService"})
+
 
 @dataclass(frozen=True)
 class Change:
@@ -69,7 +74,9 @@ class GenerationContext:
             ) if workloads else frozenset()
             self._change = Change(changed, workloads, services, dict(previous._tables))
         self._tables: dict[str, Any] = {}
-        self._routes: dict[tuple[str, str, int, Labels], list[rc_pb2.Route]] = {}
+        # (service port, labels) -> (the VirtualServices naming the service, its routes)
+        self._routes: dict[tuple[str, str, int, Labels],
+                           tuple[tuple[Resource, ...], list[rc_pb2.Route]]] = {}
         self._upstream_rc: dict[tuple[str, str, int, Labels], route_pb2.RouteConfiguration] = {}
         self._inbound_clusters: dict[tuple[str, int, bool, str], cluster_pb2.Cluster] = {}
         self._digests: dict[int, tuple[Message, bytes]] = {}
@@ -88,6 +95,9 @@ class GenerationContext:
             previous._reusable() if previous is not None else {})
         # content hashes of the previous context's messages, for those carried over
         self._prev_digests = previous._digests if previous is not None else {}
+        # only VirtualServices changed: a service's routes (and route configuration) are
+        # the previous ones unless the VirtualServices naming it did (see routes())
+        self._routes_only = self._change is not None and self._change.kinds <= ROUTE_ONLY_KINDS
 
     def table(self, name: str, inputs: frozenset[str], build: Callable[[GenerationContext], T],
               after_workloads: Callable[[GenerationContext, T, Change], T] | None = None
@@ -116,6 +126,7 @@ class GenerationContext:
         """What the next context may reuse when equal in content: route configurations,
         scopes, outbound clusters and load assignments, and their shared sets."""
         out: dict[tuple[object, ...], Any] = {("rc", *k): v for k, v in self._upstream_rc.items()}
+        out.update((("routes", *k), v) for k, v in self._routes.items())
         out.update((k, v) for k, v in self._memo.items() if k[0] == "service_routes")
         for table in self._tables.values():
             if hasattr(table, "reusable"):
@@ -189,9 +200,17 @@ class GenerationContext:
         """Routes of one service port as seen by proxies whose workload has ``labels``
         (only the labels some VirtualService's sourceLabels mention: see route_labels)."""
         key = (service.metadata.namespace, service.metadata.name, port.port, labels)
-        if key not in self._routes:
-            self._routes[key] = routes.service_routes(self.mesh, service, port, dict(labels))
-        return self._routes[key]
+        got = self._routes.get(key)
+        if got is None:
+            vss = tuple(self.mesh.virtual_services_for(service))
+            old = self._before.get(("routes", *key)) if self._routes_only else None
+            if old is not None and len(old[0]) == len(vss) \
+                    and all(a is b for a, b in zip(old[0], vss, strict=True)):
+                got = old  # its VirtualServices are the very same resources
+            else:
+                got = (vss, routes.service_routes(self.mesh, service, port, dict(labels)))
+            self._routes[key] = got
+        return got[1]
 
     # -- Sidecar scopes (one set of shared resources per Sidecar) ----------------------
 
@@ -214,8 +233,13 @@ class GenerationContext:
     ) -> route_pb2.RouteConfiguration:
         key = (service.metadata.namespace, service.metadata.name, port.port, labels)
         if key not in self._upstream_rc:
-            self._upstream_rc[key] = self.same(("rc", *key), vhosts.upstream_route_config(
-                self.mesh, service, port, lambda s, p: self.routes(s, p, labels)))
+            self.routes(service, port, labels)
+            old = self._before.get(("rc", *key))
+            if old is not None and self._before.get(("routes", *key)) is self._routes[key]:
+                self._upstream_rc[key] = old  # built from the very routes reused above
+            else:
+                self._upstream_rc[key] = self.same(("rc", *key), vhosts.upstream_route_config(
+                    self.mesh, service, port, lambda s, p: self.routes(s, p, labels)))
         return self._upstream_rc[key]
 
     # -- per proxy, but often equal across proxies (memoized by their arguments) --------
