@@ -153,4 +153,7 @@ class StatusTracker:
         st = self._current(node_id, stream_id)
         if st is None:
             return None
-        return st.types.setdefault(type_url, TypeStatus(type_url=type_url))
+        t = st.types.get(type_url)
+        if t is None:  # (not setdefault: that would build a TypeStatus on every call)
+            t = st.types[type_url] = TypeStatus(type_url=type_url)
+        return t
