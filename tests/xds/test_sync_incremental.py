@@ -85,8 +85,8 @@ spec:
 """,
     "vs-delete": ResourceKey("VirtualService", "shop", "web"),
     # a second VirtualService for web: the older of the two wins (a change of
-    # VirtualServices only reuses the routes of services whose VirtualServices are the
-    # same resources: context.ROUTE_ONLY_KINDS)
+    # VirtualServices or Workloads reuses the routes of services whose VirtualServices
+    # are the same resources: routes.KEYED_INPUTS)
     "vs-web-second": """apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: web-second, namespace: shop}
@@ -329,9 +329,10 @@ def test_a_routing_change_keeps_the_inbound_listeners() -> None:
 
 
 def test_a_virtual_service_change_rebuilds_only_its_services_routes() -> None:
-    """A change of VirtualServices only: the route configurations of services whose
-    VirtualServices are the same resources are the previous objects, not rebuilt (at
-    1,000 services, rebuilding all of them was a third of a change's generation)."""
+    """A change of VirtualServices (or Workloads) only: the routes and route
+    configurations of services whose VirtualServices are the same resources are the
+    previous objects, not rebuilt (at 1,000 services, rebuilding all of them was a third
+    of a change's generation)."""
     async def run() -> None:
         async with mesh_sync(PROXIES[:1]) as (store, sync, cache):
             await change(store, sync, "api-service")  # a second HTTP service
@@ -354,6 +355,9 @@ def test_a_virtual_service_change_rebuilds_only_its_services_routes() -> None:
             assert api and web
             assert all(new[n] is old[n] for n in api)
             assert all(new[n] is not old[n] for n in web)
+            web_routes = routes_of("web")
+            await change(store, sync, "web-2")  # a Workload: every service's routes kept
+            assert routes_of("api") is api_routes and routes_of("web") is web_routes
 
     asyncio.run(run())
 

@@ -31,11 +31,6 @@ from shoal.xds.types import Resources
 
 T = TypeVar("T")
 
-# Kinds a change of which leaves every service's routes as they were, except for the
-# services whose VirtualServices changed: a route reads the VirtualService naming its
-# service, and otherwise only services, service entries and destination rules.
-ROUTE_ONLY_KINDS = frozenset({"VirtualService"})
-
 
 @dataclass(frozen=True)
 class Change:
@@ -95,9 +90,11 @@ class GenerationContext:
             previous._reusable() if previous is not None else {})
         # content hashes of the previous context's messages, for those carried over
         self._prev_digests = previous._digests if previous is not None else {}
-        # only VirtualServices changed: a service's routes (and route configuration) are
-        # the previous ones unless the VirtualServices naming it did (see routes())
-        self._routes_only = self._change is not None and self._change.kinds <= ROUTE_ONLY_KINDS
+        # no input of the routes changed but those reaching them through their key
+        # (routes.KEYED_INPUTS): a service's routes (and route configuration) are the
+        # previous ones unless the VirtualServices naming it changed (see routes())
+        self._routes_kept = self._change is not None and not (
+            (self._change.kinds & routes.INPUTS) - routes.KEYED_INPUTS)
 
     def table(self, name: str, inputs: frozenset[str], build: Callable[[GenerationContext], T],
               after_workloads: Callable[[GenerationContext, T, Change], T] | None = None
@@ -203,7 +200,7 @@ class GenerationContext:
         got = self._routes.get(key)
         if got is None:
             vss = tuple(self.mesh.virtual_services_for(service))
-            old = self._before.get(("routes", *key)) if self._routes_only else None
+            old = self._before.get(("routes", *key)) if self._routes_kept else None
             if old is not None and len(old[0]) == len(vss) \
                     and all(a is b for a, b in zip(old[0], vss, strict=True)):
                 got = old  # its VirtualServices are the very same resources

@@ -40,6 +40,12 @@ INPUTS = frozenset({"VirtualService", "DestinationRule", "HTTPRoute", "GRPCRoute
                     "Gateway", "RateLimitPolicy", "AuthorizationPolicy",
                     "RequestAuthentication"} | GATEWAY_KINDS)
 
+# Of INPUTS, the kinds that reach a service port's routes only through what they are
+# computed for: the VirtualServices naming the service (GenerationContext.routes compares
+# them resource by resource) and the caller's workload labels (part of the key,
+# route_labels). A change of no other input keeps every other service's routes.
+KEYED_INPUTS = frozenset({"VirtualService", "Workload"})
+
 
 def direct_response(status: int, body: str) -> rc_pb2.DirectResponseAction:
     return rc_pb2.DirectResponseAction(status=status, body=base_pb2.DataSource(inline_string=body))
