@@ -205,9 +205,9 @@ class ChangeCache:
         shared Diff object itself, and nothing per proxy is cached."""
         old_base, old_own = split(old)
         new_base, new_own = split(new)
-        if not (old_own or new_own):
-            return self._diff(old_base, has, new_base, names)
         shared = self._diff(old_base, has, new_base, names)
+        if not (old_own or new_own):
+            return shared
         own = old_own.keys() | new_own.keys()
         held = old.keys() if has is None else has
         updated, removed, after = set(), set(), set()
