@@ -9,7 +9,7 @@ import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -153,6 +153,84 @@ def test_a_kill_loses_no_counts_the_agents_send_again(tmp_path, clock, stores):
     assert requests(second, HOUR + 1, T0 + HOUR) == 150.0
     assert second.good_total(SVC, HOUR - 60) == (50.0, 50.0)  # since the last flushed
     assert second.good_total(SVC, 60) == (50.0, 50.0)  # all of it shows up now
+
+
+SLO = """
+apiVersion: telemetry.shoal.io/v1alpha1
+kind: ServiceLevelObjective
+metadata: {name: echo}
+spec: {service: echo, sli: {availability: {}}, target: 99, window: 30d}
+"""
+
+
+def slo_total(store: DurableMetricsStore, now: float) -> float:
+    (status,) = SloEvaluator(store, started=now).evaluate(parse_yaml(SLO), now=now)
+    return status.total
+
+
+def test_an_slo_counts_what_the_first_sample_holds(tmp_path, clock, stores):
+    """The history starts at its oldest sample, and that sample holds what the proxy
+    counted before it: the SLO counts it (it used to be taken as the baseline)."""
+    store = open_store(tmp_path, clock, stores)
+    store.add([sample(T0, 41)])
+    assert slo_total(store, T0) == 41.0
+    clock.now = T0 + 5
+    store.add([sample(T0 + 5, 50)])
+    assert slo_total(store, T0 + 5) == 50.0
+
+
+def test_a_kill_before_a_series_was_ever_written_loses_nothing(tmp_path, clock, stores):
+    first = open_store(tmp_path, clock, stores)
+    since = T0 - 5  # the agent started 5 s before its first report
+    first.add([replace(sample(T0, 41), since=since), replace(sample(T0 + 4, 90), since=since)])
+    kill(first, stores)  # within the first flush interval: nothing of it on disk
+
+    clock.now = T0 + 30
+    second = open_store(tmp_path, clock, stores)
+    second.add([replace(sample(clock.now, 795), since=since)])
+    assert slo_total(second, clock.now) == 795.0
+    assert second.oldest_sample_at() == since
+    assert requests(second, 300, clock.now) == 795.0  # all of it inside the window
+    second.close()
+    third = open_store(tmp_path, clock, stores)  # the origin was persisted
+    assert third.oldest_sample_at() == since
+    assert slo_total(third, clock.now) == 795.0
+
+
+def test_history_lost_is_not_a_burst(tmp_path, clock, stores):
+    """A new metrics file (the old one lost) beside agents that ran for hours: their
+    first reports are not this minute's traffic, and stay not after a restart."""
+    store = open_store(tmp_path, clock, stores)
+    since = T0 - 3 * HOUR
+    store.add([replace(sample(T0, 10_000, 30), since=since)])
+    assert requests(store, 300, T0) == 0.0
+    clock.now = T0 + 60
+    store.add([replace(sample(clock.now, 10_050, 31), since=since)])
+    assert requests(store, 300, clock.now) == 51.0
+    assert slo_total(store, clock.now) == 10_081.0
+    store.close()
+    clock.now = T0 + 2 * HOUR
+    again = open_store(tmp_path, clock, stores)
+    again.add([replace(sample(clock.now, 10_100, 31), since=since)])
+    assert requests(again, 300, clock.now) == 50.0
+    assert requests(again, 90 * MINUTE, clock.now) == 50.0  # baseline: a row on disk
+    assert requests(again, 3 * HOUR, clock.now) == 101.0  # from the first row on disk
+    assert slo_total(again, clock.now) == 10_131.0
+
+
+def test_a_version_1_file_is_upgraded_in_place(tmp_path, clock, stores):
+    first = open_store(tmp_path, clock, stores)
+    first.add([sample(T0, 0), sample(T0 + 60, 100)])
+    first.close()
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as conn, conn:  # as version 1 left it
+        conn.execute("ALTER TABLE series DROP COLUMN origin")
+        conn.execute("UPDATE meta SET value = 1 WHERE key = 'schema'")
+    clock.now = T0 + HOUR
+    second = open_store(tmp_path, clock, stores)
+    assert second.oldest_sample_at() == T0  # unknown origins: the first sample's time
+    assert second.good_total(SVC, 2 * HOUR) == (100.0, 100.0)
+    assert sql(second.path, "SELECT value FROM meta WHERE key = 'schema'") == [(2,)]
+    assert not list(tmp_path.glob(f"{DB_NAME}.corrupt-*"))
 
 
 def test_an_agent_restart_during_the_outage_starts_a_new_run(tmp_path, clock, stores):

@@ -133,7 +133,8 @@ ROW = st.dictionaries(ROW_KEYS, JSON | st.sampled_from(["source", "destination",
 REPORT = st.fixed_dictionaries(
     {"node": st.sampled_from(["attacker.default", "client.default", "", "x" * 300]) | JSON,
      "incarnation": st.sampled_from(["i1", "", "../x"]) | JSON},
-    optional={"service": JSON, "full": JSON, "http": st.lists(ROW, max_size=4) | JSON,
+    optional={"service": JSON, "full": JSON, "uptime": JSON | st.floats(),
+              "http": st.lists(ROW, max_size=4) | JSON,
               "tcp": st.lists(ROW, max_size=4) | JSON, "other": JSON})
 
 

@@ -98,3 +98,49 @@ def test_memory_is_bounded() -> None:
     store.add([sample(t, t) for t in range(0, 3600, 1)])
     series = store._series[(EDGE, "")]
     assert len(series.fine) <= 14 and len(series.coarse) <= 11
+
+
+# -- a series' first sample (docs/adr/0044) ------------------------------------------------
+def test_a_first_sample_counts_when_its_counters_started_in_the_window() -> None:
+    store = RingMetricsStore()
+    # a proxy whose agent started at 995 made 41 requests before its first report at 1000
+    store.add([replace(sample(1000, 41), since=995.0), replace(sample(1010, 50), since=995.0)])
+    assert store.good_total("echo", 15, now=1010) == (50.0, 50.0)  # window from 995
+    assert store.good_total("echo", 30 * 86400, now=1010) == (50.0, 50.0)
+    # a window starting at the first report holds only what came after it
+    assert store.good_total("echo", 10, now=1010) == (9.0, 9.0)
+    # without `since` (an older agent) the counts are placed at the first sample
+    plain = RingMetricsStore()
+    plain.add([sample(1000, 41), sample(1010, 50)])
+    assert plain.good_total("echo", 10.001, now=1010) == (50.0, 50.0)
+
+
+def test_a_proxy_first_heard_of_after_hours_is_not_a_burst() -> None:
+    """A control plane restarted without history: a proxy's first report holds three
+    hours of counts. They are not this minute's traffic; the SLO window holds them."""
+    store = RingMetricsStore()
+    started = 1000.0 - 3 * 3600
+    store.add([replace(sample(1000, 10_000, 30), since=started)])
+    assert store.good_total("echo", 300, now=1000) == (0.0, 0.0)
+    assert store.rates(300, now=1000)[0].requests == 0
+    store.add([replace(sample(1005, 10_050, 31), since=started)])
+    (r,) = store.rates(300, now=1005)
+    assert (r.requests, r.errors) == (51.0, 1.0)
+    assert store.good_total("echo", 30 * 86400, now=1005) == (10_050.0, 10_081.0)
+
+
+def test_reports_place_the_counters_start_on_the_control_planes_clock() -> None:
+    from shoal.telemetry.ingest import ProxyCounters
+    from shoal.telemetry.report import StatsReport
+
+    counters = ProxyCounters(clock=lambda: 5000.0)
+    row = {"reporter": "source", "cluster": "outbound|80||echo.default.svc.cluster.local",
+           "code": 200, "requests": 7,
+           "durationBuckets": [7] * (len(LATENCY_BUCKETS_MS) + 1)}
+    report = {"node": "client.default", "incarnation": "a1", "uptime": 120.5, "http": [row]}
+    (s,), _ = counters.apply(StatsReport.model_validate(report))
+    assert s.since == 5000.0 - 120.5
+    old_agent = {**report, "node": "web.default"}
+    del old_agent["uptime"]
+    (s,), _ = counters.apply(StatsReport.model_validate(old_agent))
+    assert s.since is None

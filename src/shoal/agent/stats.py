@@ -79,6 +79,7 @@ class StatsReporter:
         self._generation = generation
         self._interval = interval
         self.incarnation = secrets.token_hex(8)
+        self._started = time.monotonic()  # this incarnation's counters start here
         self.totals = es.Totals()
         self._sent: dict[Any, dict[str, Any]] = {}  # row key -> the row last accepted
         self._full = True  # the next report carries every row
@@ -150,8 +151,10 @@ class StatsReporter:
 
     def _document(self, http: list[tuple[Any, dict[str, Any]]],
                   tcp: list[tuple[Any, dict[str, Any]]], *, full: bool) -> dict[str, Any]:
-        return {"node": self._node, "incarnation": self.incarnation, "service": self._service,
-                "full": full, "http": [r for _, r in http], "tcp": [r for _, r in tcp]}
+        return {"node": self._node, "incarnation": self.incarnation,
+                "uptime": round(time.monotonic() - self._started, 3),
+                "service": self._service, "full": full, "http": [r for _, r in http],
+                "tcp": [r for _, r in tcp]}
 
     def latest(self) -> StatsReport:
         """Every row of the latest reading as one full report: what the control plane

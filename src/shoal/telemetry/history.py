@@ -4,7 +4,9 @@ The in-memory :class:`~shoal.telemetry.store.RingMetricsStore` answers for the r
 window (5 s resolution for 1 h, 60 s for 6 h, since this process started). Beside it, one
 SQLite file (``<directory>/metrics.db``, WAL, 0600) keeps, per series (edge, node):
 
-* ``series``: the edge, the node, when it was first seen, and its reset state: the last
+* ``series``: the edge, the node, when it was first seen, its origin (where its zero
+  baseline lies: when the reporting agent started counting, docs/adr/0044), and its reset
+  state: the last
   raw sample (counters, time, agent incarnation) and the sum of its earlier runs. After a
   restart the agents' next cumulative samples continue from there, so increments made
   while the control plane was down are counted once (100 persisted, down, 150 reported:
@@ -20,15 +22,18 @@ transaction (``synchronous=NORMAL``: a process kill loses nothing committed, a p
 may lose the last transactions, never consistency); :meth:`~DurableMetricsStore.run`
 flushes every ``flush_interval`` (10 s) on a thread and once more when cancelled.
 A kill -9 loses at most the rows and state of the last interval: the next cumulative
-sample of each proxy carries the counts again. Only increments a proxy made after the
-last flush and before *its own* restart inside that interval are lost (never counted
-twice).
+sample of each proxy carries the counts again (a series never written starts again with
+its origin, so its first sample's counts are placed where they belong). Only increments a
+proxy made after the last flush and before *its own* restart inside that interval are
+lost (never counted twice).
 
 Queries: for each series, if the ring holds it from before the window's start (or since
 its very first sample), the ring answers (so windows the ring covers give the ring's
 results); otherwise the baseline comes from the rollups (and the unflushed ones still in
 memory) and the last point from the ring, memory or rollups, whichever is newest. Such a
-series counts only if it has data inside the window. Resolution is the tier's: a rollup
+series counts only if it has data inside the window. Without a point at or before the
+window's start, the rule is :func:`~shoal.telemetry.store.baseline`'s: zero if the
+series' origin is inside the window, else its oldest point. Resolution is the tier's: a rollup
 baseline lies up to 60 s (minute tier) or 1 h (hour tier) before the window's start, and
 increments made while nobody collected (control plane down) land in the first window
 after them. Windows are clamped to the retention (36 days).
@@ -79,6 +84,7 @@ from shoal.telemetry.store import (
     SeriesKey,
     edge_rates,
     good_and_total,
+    origin_of,
     series_key,
     sum_by_edge,
     zero,
@@ -95,13 +101,14 @@ RETENTION = TIERS[-1][1]
 MAX_SERIES = 10_000
 FLUSH_INTERVAL = 10.0
 PRUNE_INTERVAL = 300.0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: series.origin
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY, edge TEXT NOT NULL, node TEXT NOT NULL, first_at REAL NOT NULL,
-    last_at REAL NOT NULL, incarnation TEXT NOT NULL, last_raw BLOB NOT NULL, earlier BLOB
+    last_at REAL NOT NULL, incarnation TEXT NOT NULL, last_raw BLOB NOT NULL, earlier BLOB,
+    origin REAL
 );
 CREATE TABLE IF NOT EXISTS rollup (
     series INTEGER NOT NULL, tier INTEGER NOT NULL, slot INTEGER NOT NULL,
@@ -110,8 +117,9 @@ CREATE TABLE IF NOT EXISTS rollup (
 ) WITHOUT ROWID;
 """
 UPSERT_SERIES = """
-INSERT INTO series (id, edge, node, first_at, last_at, incarnation, last_raw, earlier)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO series (id, edge, node, first_at, last_at, incarnation, last_raw, earlier,
+    origin)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET last_at = excluded.last_at,
     incarnation = excluded.incarnation, last_raw = excluded.last_raw,
     earlier = excluded.earlier
@@ -224,6 +232,7 @@ class _Tracked:
     key: SeriesKey
     id: int | None  # None: beyond the cap, in the ring only
     first_at: float
+    origin: float  # where its zero baseline lies (store.origin_of its first sample)
     edge_json: str
     resets: Resets = field(default_factory=Resets)
     slots: dict[int, int] = field(default_factory=dict)  # tier -> newest slot with a row
@@ -336,6 +345,10 @@ class DurableMetricsStore:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if row is None:
                 conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            elif row[0] == 1:  # series.origin: unknown for the series it has
+                conn.execute("ALTER TABLE series ADD COLUMN origin REAL")
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'",
+                             (SCHEMA_VERSION,))
             elif row[0] != SCHEMA_VERSION:
                 raise ValueError(f"schema {row[0]}, this shoal knows {SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -348,10 +361,11 @@ class DurableMetricsStore:
     def _load(conn: sqlite3.Connection) -> list[_Tracked]:
         out = []
         rows = conn.execute("SELECT id, edge, node, first_at, last_at, incarnation, last_raw,"
-                            " earlier FROM series ORDER BY id")
-        for sid, edge_json, node, first_at, last_at, incarnation, raw, earlier in rows:
+                            " earlier, origin FROM series ORDER BY id")
+        for sid, edge_json, node, first_at, last_at, incarnation, raw, earlier, origin in rows:
             edge = decode_edge(edge_json)
-            t = _Tracked((edge, node), int(sid), float(first_at), edge_json)
+            t = _Tracked((edge, node), int(sid), float(first_at),
+                         float(first_at if origin is None else origin), edge_json)
             t.resets.last_raw = decode_counters(raw, edge, node, float(last_at), incarnation)
             if earlier is not None:
                 t.resets.offset = decode_counters(earlier, edge, node, float(last_at))
@@ -382,11 +396,11 @@ class DurableMetricsStore:
         with self._mem:
             for raw in samples:
                 key = series_key(raw)
-                t = self._tracked.get(key) or self._track(key, raw.at)
+                t = self._tracked.get(key) or self._track(key, raw)
                 adjusted = t.resets.adjust(raw)
                 if adjusted is None:
                     continue  # out of order
-                self._ring.add_adjusted([adjusted])
+                self._ring.add_adjusted([adjusted], origin=t.origin)
                 if t.id is None:
                     continue
                 t.dirty = True
@@ -396,7 +410,7 @@ class DurableMetricsStore:
                         t.pending[(tier, slot)] = adjusted
                         t.slots[tier] = slot
 
-    def _track(self, key: SeriesKey, at: float) -> _Tracked:
+    def _track(self, key: SeriesKey, first: EdgeSample) -> _Tracked:
         sid = None
         if self._persisted < self._max_series:
             sid, self._next_id, self._persisted = self._next_id, self._next_id + 1, \
@@ -406,7 +420,7 @@ class DurableMetricsStore:
                 log.warning("metrics history is full: new series are kept in memory only",
                             extra={"max_series": self._max_series})
             self.unpersisted_series += 1
-        t = _Tracked(key, sid, at, encode_edge(key[0]))
+        t = _Tracked(key, sid, first.at, origin_of(first), encode_edge(key[0]))
         self._tracked[key] = t
         return t
 
@@ -431,7 +445,8 @@ class DurableMetricsStore:
                 assert raw is not None
                 states.append((t.id, t.edge_json, t.key[1], t.first_at, raw.at,
                                raw.incarnation, encode_counters(raw),
-                               None if offset is None else encode_counters(offset)))
+                               None if offset is None else encode_counters(offset),
+                               t.origin))
                 rows += [(t.id, tier, slot, s.at, encode_counters(s))
                          for (tier, slot), s in written
                          if s.at >= now - SPANS[tier] - tier]  # (after long write failures)
@@ -534,9 +549,10 @@ class DurableMetricsStore:
             return sum_by_edge(t.current for t in self._tracked.values())
 
     def oldest_sample_at(self) -> float | None:
-        """Since when there is history (persisted across restarts), within the retention."""
+        """Since when there is history (persisted across restarts), within the retention:
+        the earliest series' origin (its first sample's counts were made after it)."""
         with self._mem:
-            first = min((t.first_at for t in self._tracked.values()), default=None)
+            first = min((t.origin for t in self._tracked.values()), default=None)
         return None if first is None else max(first, self._clock() - RETENTION)
 
     def rates(self, window_seconds: float, *, now: float | None = None) -> list[EdgeRates]:
@@ -605,9 +621,9 @@ class DurableMetricsStore:
                 for lk in lookups:
                     if lk.base_from_db:
                         lk.base = self._point(lk.tracked, start)
-                        if lk.base is None and lk.tracked.first_at <= start:
-                            # the history before the window is gone (pruned, or the file
-                            # was replaced): count from the oldest point there is
+                        if lk.base is None and lk.tracked.origin < start:
+                            # counts made before the window (pruned, the file replaced, or
+                            # before the first point): count from the oldest point there is
                             lk.base = _oldest([lk.oldest, self._oldest_point(lk.tracked)])
                             if lk.base is None:
                                 lk.last = None

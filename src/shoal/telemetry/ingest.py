@@ -90,6 +90,7 @@ class Node:
     identity: Identity
     incarnation: str
     seen: float
+    since: float | None = None  # when its counters started (our clock), None unknown
     principal: str = ""  # the SPIFFE ID it authenticated with ("" unknown)
     http: dict[tuple[object, ...], HttpRow] = field(default_factory=dict)
     tcp: dict[tuple[object, ...], TcpRow] = field(default_factory=dict)
@@ -139,7 +140,7 @@ class _Sum:
             response_bytes=self.response_bytes, tcp_connections_opened=self.connections,
             tcp_connections_closed=self.connections, tcp_sent_bytes=self.sent,
             tcp_received_bytes=self.received, node=node.identity.node_id,
-            incarnation=node.incarnation)
+            incarnation=node.incarnation, since=node.since)
 
 
 class ProxyCounters:
@@ -231,7 +232,8 @@ class ProxyCounters:
         if node is None or node.incarnation != report.incarnation:
             self._forget(report.node)
             node = Node(Identity.from_node(report.node, report.service),
-                        report.incarnation, now)
+                        report.incarnation, now,
+                        None if report.uptime is None else now - report.uptime)
             self.nodes[report.node] = node
             resync = not report.full
         node.seen = now

@@ -94,6 +94,9 @@ class EdgeSample:
     tcp_received_bytes: int = 0
     node: str = ""  # node id of the proxy that reported it
     incarnation: str = ""  # which run of that proxy's agent (counters restart with it)
+    # when that run's counters started (unix seconds, the control plane's clock: the time
+    # of the report minus the agent's uptime); None: unknown (an older agent)
+    since: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """What an agent tells the control plane about its proxy's traffic: the per-edge counters
 its Envoy keeps (:mod:`shoal.telemetry.envoy_stats`), as **cumulative** values since the
-agent started (``incarnation``), carried across restarts of its Envoy.
+agent started (``incarnation``), carried across restarts of its Envoy, and how long ago
+that was (``uptime``, seconds: the control plane places the counters' start on its own
+clock, so the counts a proxy made before the control plane first heard of it are counted
+in the windows they belong to, docs/adr/0044).
 
 ``POST /api/v1/telemetry/stats`` (the agents' listener with the workload certificate, or
 the workload's token), about once a second while traffic flows: only the rows that
@@ -27,6 +30,7 @@ from shoal.telemetry.model import LATENCY_BUCKETS_MS, Reporter
 STATS_PATH = "/api/v1/telemetry/stats"
 MAX_ROWS = 1_000
 MAX_REPORT_BYTES = 2 * 1024 * 1024
+MAX_UPTIME = 100 * 365 * 86400.0
 Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Text = Annotated[str, StringConstraints(max_length=256)]
 Flags = Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z,\-]*$")]
@@ -68,6 +72,9 @@ class TcpRow(Model):
 class StatsReport(Model):
     node: NodeId  # <workload>.<namespace>: the caller must be that workload's identity
     incarnation: Token  # a new value each time the agent starts (counters restart)
+    # seconds since this incarnation started counting (the control plane places its
+    # counters' start on its own clock: no clock skew between hosts); None: not sent
+    uptime: float | None = Field(default=None, ge=0.0, le=MAX_UPTIME, allow_inf_nan=False)
     service: Label = ""  # the proxy's service (canonical name), "" for none
     full: bool = False  # every row, not only the changed ones
     http: Annotated[list[HttpRow], Field(max_length=MAX_ROWS)] = []

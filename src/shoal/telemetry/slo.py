@@ -170,7 +170,10 @@ def evaluate(resource: Resource, metrics: MetricsStore, *, now: float,
     threshold = spec.sli.latency.threshold_ms if spec.sli.latency is not None else None
     budget = 1.0 - spec.target / 100.0
     observed = min(spec.window_seconds, observable_seconds)
-    good, total = metrics.good_total(fqdn, observed, latency_threshold_ms=threshold, now=now)
+    # the whole window, not only the observed part: a proxy's first report holds the
+    # counts it made before it (the store places them, docs/adr/0044)
+    good, total = metrics.good_total(fqdn, spec.window_seconds,
+                                     latency_threshold_ms=threshold, now=now)
     burns = tuple(
         BurnRateStatus(
             b.long_window, b.short_window, b.factor, b.severity,

@@ -13,6 +13,12 @@ replaces it; a sample older than the newest one of its series is ignored. Resets
 handled like Prometheus' ``rate()``: a counter that goes down, or a new ``incarnation``
 of the reporting agent, starts a new run whose values are added on top of the old ones,
 so stored counters never decrease (:class:`Resets`).
+
+A window's count is its last sample minus its baseline (:func:`baseline`). A series' first
+sample already holds what the proxy counted before anyone heard of it: those counts are
+in a window when the proxy's counters started inside it (the agent says since when:
+``EdgeSample.since``), and otherwise not counted at all — a control plane that restarts
+without history does not show hours of a proxy's traffic as a burst (docs/adr/0044).
 """
 
 from __future__ import annotations
@@ -106,8 +112,34 @@ class Resets:
         return plus(self.offset, self.last_raw)
 
 
+def zero(edge: Edge, at: float) -> EdgeSample:
+    return EdgeSample(edge=edge, at=at)
+
+
+def origin_of(first: EdgeSample) -> float:
+    """Where a new series' zero baseline lies, from its first sample: when the reporting
+    agent's counters started (``since``), else the sample's own time."""
+    return first.at if first.since is None else min(first.since, first.at)
+
+
+def baseline(history: Sequence[EdgeSample], origin: float, start: float
+             ) -> EdgeSample | None:
+    """A series' baseline for a window starting at ``start``, from its points (oldest
+    first, none after the window's end): the newest at or before ``start``; without one,
+    zero when its counters started at or after ``start`` (every count it holds was made in
+    the window), else its oldest point (the counts before it were made before the window,
+    or when nobody kept them: not counted rather than shown as a burst). None: no point."""
+    i = bisect.bisect_right(history, start, key=lambda x: x.at)
+    if i:
+        return history[i - 1]
+    if not history:
+        return None
+    return zero(history[0].edge, start) if origin >= start else history[0]
+
+
 @dataclass
 class _Series:
+    origin: float  # where its zero baseline lies (origin_of its first sample)
     fine: deque[EdgeSample] = field(default_factory=deque)
     coarse: deque[EdgeSample] = field(default_factory=deque)
     resets: Resets = field(default_factory=Resets)
@@ -120,10 +152,6 @@ class _Series:
         if self.coarse:
             return self.coarse[0]
         return self.fine[0] if self.fine else None
-
-
-def zero(edge: Edge, at: float) -> EdgeSample:
-    return EdgeSample(edge=edge, at=at)
 
 
 def quantile(q: float, bounds: Sequence[float], cumulative: Sequence[float]) -> float | None:
@@ -158,19 +186,29 @@ class RingMetricsStore:
     def add(self, samples: Sequence[EdgeSample]) -> None:
         """Raw samples, as the proxies report them (resets handled here)."""
         for raw in samples:
-            s = self._series.setdefault(series_key(raw), _Series())
+            s = self._series_of(raw)
             adjusted = s.resets.adjust(raw)
             if adjusted is not None:
                 self._record(s, adjusted)
 
-    def add_adjusted(self, samples: Sequence[EdgeSample]) -> None:
+    def add_adjusted(self, samples: Sequence[EdgeSample], *, origin: float | None = None
+                     ) -> None:
         """Samples whose counters are already reset-adjusted (never decrease), by a store
-        that keeps the reset state itself; out-of-order ones are ignored."""
+        that keeps the reset state (and a new series' ``origin``) itself; out-of-order
+        ones are ignored."""
         for adjusted in samples:
-            s = self._series.setdefault(series_key(adjusted), _Series())
+            s = self._series_of(adjusted, origin)
             if s.fine and adjusted.at < s.fine[-1].at:
                 continue
             self._record(s, adjusted)
+
+    def _series_of(self, sample: EdgeSample, origin: float | None = None) -> _Series:
+        key = series_key(sample)
+        s = self._series.get(key)
+        if s is None:
+            s = self._series[key] = _Series(
+                origin_of(sample) if origin is None else origin)
+        return s
 
     def forget(self, key: SeriesKey) -> None:
         self._series.pop(key, None)
@@ -210,18 +248,14 @@ class RingMetricsStore:
         return sum_by_edge(s.fine[-1] for s in self._series.values() if s.fine)
 
     def window(self, key: SeriesKey, start: float, end: float) -> Pair | None:
-        """A series' (baseline, last) over (start, end]: the newest samples at or before
-        each (a zero baseline when the series started later); None: no sample by end."""
+        """A series' (baseline, last) over (start, end]: the newest sample at or before
+        the end, and the :func:`baseline`; None: no sample by the end."""
         s = self._series.get(key)
         if s is None:
             return None
         history = [x for x in s.history() if x.at <= end]
-        if not history:
-            return None
-        last = history[-1]
-        before = [x for x in history if x.at <= start]
-        first = before[-1] if before else zero(last.edge, start)
-        return first, last
+        first = baseline(history, s.origin, start)
+        return None if first is None else (first, history[-1])
 
     def pairs(self, start: float, end: float) -> list[Pair]:
         return [p for key in self._series if (p := self.window(key, start, end)) is not None]
