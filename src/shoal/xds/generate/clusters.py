@@ -52,14 +52,13 @@ def _base(name: str, http2: bool) -> cluster_pb2.Cluster:
 def outbound_cluster(
     name: str, http2: bool, tls: Sequence[cluster_pb2.Cluster.TransportSocketMatch] = ()
 ) -> cluster_pb2.Cluster:
-    """An EDS cluster fed over ADS; the EDS service name is the cluster name. ``tls``:
-    transport socket matches choosing mTLS or plaintext per endpoint (see ``tls``)."""
+    """An EDS cluster fed over ADS; the EDS service name is the cluster name (left out:
+    Envoy asks for the cluster's name when none is given). ``tls``: transport socket
+    matches choosing mTLS or plaintext per endpoint (see ``tls``)."""
     c = _base(name, http2)
     c.transport_socket_matches.extend(tls)
     c.type = cluster_pb2.Cluster.EDS
-    c.eds_cluster_config.CopyFrom(
-        cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads(), service_name=name)
-    )
+    c.eds_cluster_config.CopyFrom(cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads()))
     return c
 
 
