@@ -70,6 +70,7 @@ class Result:
     hwm_per_instance_mb: list[float] = field(default_factory=list)
     cpu_rounds_s: float = 0.0  # utime+stime during the change rounds
     cpu_sync_s: float = 0.0  # utime+stime during the initial sync
+    cpu_clients_sync_s: float = 0.0  # the client processes' (from their start to synced)
     # py-spy: (samples, top inclusive, top self) during the rounds, if profiled
     profile: tuple[int, list[tuple[str, int]], list[tuple[str, int]]] | None = None
 
@@ -158,6 +159,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
                 procs.append(p)
                 conns.append(parent)
             synced_at = [t for conn in conns for t in _recv(conn, "synced")]  # type: ignore[union-attr]
+            clients_cpu = procs_stat([p.pid for p in procs if p.pid is not None]).cpu_s
             result = Result(opts, apply_s, max(synced_at) - t0)
             if profiler:
                 profiler.stop()
@@ -165,6 +167,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
             time.sleep(2.0)
             after_sync = procs_stat(pids)
             result.cpu_sync_s = after_sync.cpu_s - before_sync.cpu_s
+            result.cpu_clients_sync_s = clients_cpu
             result.rss_synced_mb = after_sync.rss_mb
             log(f"{opts.clients} clients synced in {result.initial_sync_s:.2f} s "
                 f"(worker start-up included); control plane RSS {after_sync.rss_mb:.0f} MB")

@@ -214,7 +214,8 @@ def controlplane_md(r: controlplane.Result, date: str, machine: str, command: st
             f" (VmHWM each: {', '.join(f'{m:.0f}' for m in r.hwm_per_instance_mb)} MB; "
             "RSS and CPU below summed)" if o.instances > 1 else "")],
         ["initial sync of all clients", f"{r.initial_sync_s:.2f} s "
-                                        f"(control plane CPU {r.cpu_sync_s:.1f} s)"],
+                                        f"(control plane CPU {r.cpu_sync_s:.1f} s, "
+                                        f"clients {r.cpu_clients_sync_s:.1f} s)"],
         [f"change → ACK, p50 ({len(r.change_latencies)} samples)", f"{r.pct(50) * 1000:.0f} ms"],
         ["change → ACK, p99", f"**{p99 * 1000:.0f} ms**"],
         ["change → ACK, max", f"{max(r.change_latencies) * 1000:.0f} ms"],

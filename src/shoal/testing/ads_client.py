@@ -132,8 +132,8 @@ class _Head:
         return _Head(fields[4], fields[5], fields.get(1, ""), tuple(removed))
 
 
-def _serialize(msg: Message) -> bytes:
-    return msg.SerializeToString()
+def _serialize(msg: Message | bytes) -> bytes:
+    return msg if isinstance(msg, bytes) else msg.SerializeToString()
 
 
 def _varint(raw: bytes, pos: int) -> tuple[int, int]:
@@ -210,6 +210,25 @@ def _shared_scope_targets(decoded: Mapping[str, Message]) -> frozenset[str]:
             _TARGETS.clear()
         got = _TARGETS[id(decoded)] = (decoded, scope_targets(decoded))
     return got[1]
+
+
+# id(decoded CDS response) -> (it, the EDS names of its clusters): as _TARGETS
+_EDS: dict[int, tuple[Mapping[str, Message], frozenset[str]]] = {}
+
+
+def _shared_eds_names(decoded: Mapping[str, Message]) -> frozenset[str]:
+    got = _EDS.get(id(decoded))
+    if got is None or got[0] is not decoded:
+        if len(_EDS) > 64:
+            _EDS.clear()
+        got = _EDS[id(decoded)] = (decoded, frozenset(eds_names(decoded)))
+    return got[1]
+
+
+# (type, nonce, names subscribed, names unsubscribed) -> a delta request, serialized:
+# clients with shared_responses that make the same move send the same bytes
+_REQUESTS: dict[tuple[str, str, frozenset[str], frozenset[str]], bytes] = {}
+_REQUESTS_MAX = 256
 
 
 def uses_srds(listeners: Mapping[str, Message]) -> bool:
@@ -389,7 +408,12 @@ class FakeAdsClient:
         # Like Envoy: subscriptions that follow from new clusters/listeners go out before
         # the ACK of the response that caused them.
         if t == CLUSTER:
-            await self._follow(ENDPOINT, eds_names(self.resources[CLUSTER]))
+            clusters = self.resources[CLUSTER]
+            # (shared responses: a client holding exactly one response's clusters, as
+            # after its first, reads their EDS names computed once for every client)
+            await self._follow(ENDPOINT, set(
+                _shared_eds_names(decoded) if self.shared_responses
+                and len(decoded) == len(clusters) else eds_names(clusters)))
         elif t in (LISTENER, SCOPED_ROUTE):
             if (t == LISTENER and SCOPED_ROUTE not in self._wildcards
                     and uses_srds(self.resources[LISTENER])):
@@ -476,8 +500,19 @@ class FakeAdsClient:
         node = self.node if self._first else None
         self._first = False
         status = status_pb2.Status(code=3, message=error) if error is not None else None
-        req: Message
-        if self.delta:
+        req: Message | bytes
+        if self.delta and self.shared_responses and node is None and status is None:
+            key = (type_url, nonce, frozenset(subscribe or ()), frozenset(unsubscribe or ()))
+            raw = _REQUESTS.get(key)
+            if raw is None:
+                if len(_REQUESTS) >= _REQUESTS_MAX:
+                    _REQUESTS.clear()
+                raw = _REQUESTS[key] = discovery_pb2.DeltaDiscoveryRequest(
+                    type_url=type_url, response_nonce=nonce,
+                    resource_names_subscribe=sorted(key[2]),
+                    resource_names_unsubscribe=sorted(key[3])).SerializeToString()
+            req = raw
+        elif self.delta:
             req = discovery_pb2.DeltaDiscoveryRequest(
                 node=node,
                 type_url=type_url,
