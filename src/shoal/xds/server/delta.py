@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
@@ -12,6 +13,54 @@ from shoal.xds.server.stream import StreamCore, TypeState, eds_name, shared_name
 from shoal.xds.types import CLUSTER, ENDPOINT, WILDCARD_TYPES
 
 _NOTHING: Mapping[str, Message] = {}  # what a client that has nothing is known to have
+# A request naming at least this many resources has its names read once for every stream
+# it reaches as the same object (the server parses equal requests once: RequestCache).
+_MANY = 256
+_NAMES_OF: dict[int, tuple[discovery_pb2.DeltaDiscoveryRequest, frozenset[str],
+                           frozenset[str]]] = {}
+_NAMES_OF_MAX = 64
+
+
+def names_of(req: discovery_pb2.DeltaDiscoveryRequest) -> tuple[frozenset[str], frozenset[str]]:
+    """(subscribed, unsubscribed) names of a request, as shared frozensets. Envoy's first
+    EDS request at 1,000 services names 3,000 clusters, the same for every proxy of a
+    scope: turning them into strings and sets once per proxy was a tenth of the connect
+    storm's CPU."""
+    sub, unsub = req.resource_names_subscribe, req.resource_names_unsubscribe
+    if len(sub) + len(unsub) < _MANY:
+        return frozenset(sub), frozenset(unsub)
+    got = _NAMES_OF.get(id(req))
+    if got is None or got[0] is not req:
+        if len(_NAMES_OF) >= _NAMES_OF_MAX:
+            _NAMES_OF.clear()
+        got = _NAMES_OF[id(req)] = (req, shared_names(sub), shared_names(unsub))
+    return got[1], got[2]
+
+
+class RequestCache:
+    """Equal large delta requests parsed once, as one read-only message: every proxy of a
+    scope subscribes to the same thousands of names with the same bytes (no node after
+    the stream's first request, no nonce in a subscription). Bounded: requests of at
+    least ``min_size`` bytes, at most ``max_bytes`` of them held (then it starts over)."""
+
+    def __init__(self, min_size: int = 4096, max_bytes: int = 16 << 20) -> None:
+        self._min_size, self._max_bytes = min_size, max_bytes
+        self._parsed: dict[bytes, discovery_pb2.DeltaDiscoveryRequest] = {}
+        self._bytes = 0
+
+    def parse(self, raw: bytes) -> discovery_pb2.DeltaDiscoveryRequest:
+        if len(raw) < self._min_size:
+            return discovery_pb2.DeltaDiscoveryRequest.FromString(raw)
+        got = self._parsed.get(raw)
+        if got is None:
+            got = discovery_pb2.DeltaDiscoveryRequest.FromString(raw)  # (may raise: kept out)
+            if self._bytes + len(raw) > self._max_bytes:
+                self._parsed.clear()
+                self._bytes = 0
+            if len(raw) <= self._max_bytes:
+                self._parsed[raw] = got
+                self._bytes += len(raw)
+        return got
 
 
 class DeltaStream(StreamCore):
@@ -46,8 +95,7 @@ class DeltaStream(StreamCore):
         if req.response_nonce and req.response_nonce == st.nonce:
             error = req.error_detail.message if req.HasField("error_detail") else None
             self.answer(st, req.response_nonce, error)
-        subscribe = set(req.resource_names_subscribe)
-        unsubscribe = set(req.resource_names_unsubscribe)
+        subscribe, unsubscribe = names_of(req)
         if not st.requested:
             st.requested = True
             st.wildcard = req.type_url in WILDCARD_TYPES and not subscribe
@@ -67,11 +115,15 @@ class DeltaStream(StreamCore):
         if "*" in unsubscribe:
             st.wildcard = False
         self._forget(st, unsubscribe)
+        if not st.names and not unsubscribe and "*" not in subscribe:
+            st.names = shared_names(subscribe)  # (itself when names_of shared it)
+            self.pump()
+            return
         names = (frozenset(st.names) | subscribe) - unsubscribe - {"*"}
         st.names = shared_names(names)
         self.pump()
 
-    def _forget(self, st: TypeState, names: set[str]) -> None:
+    def _forget(self, st: TypeState, names: AbstractSet[str]) -> None:
         """The client does not have ``names`` (any more)."""
         st.clean_at = None
         if st.known is None:

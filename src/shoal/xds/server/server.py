@@ -25,7 +25,7 @@ from shoal.errors import (
 from shoal.xds.cache import SnapshotCache
 from shoal.xds.node import parse_node
 from shoal.xds.server.budget import WriteBudget
-from shoal.xds.server.delta import DeltaStream
+from shoal.xds.server.delta import DeltaStream, RequestCache
 from shoal.xds.server.hooks import ConnectionHooks
 from shoal.xds.server.peer import Claim, NodeClaims, NodeGuard, peer_of
 from shoal.xds.server.sotw import SotwStream
@@ -92,6 +92,7 @@ class XdsServer:
         self._ids = itertools.count(1)
         self._streams: Counter[str] = Counter()  # live streams per node id
         self.claims = NodeClaims()
+        self.requests = RequestCache()  # equal large delta requests parsed once
 
     def add_to(self, server: grpc.aio.Server, guard: NodeGuard | None = None) -> None:
         """Serve ADS on ``server``; ``guard`` decides which peer may be which node (default:
@@ -104,7 +105,7 @@ class XdsServer:
                 response_serializer=_wire),
             "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
                 servicer.DeltaAggregatedResources,
-                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                request_deserializer=self.requests.parse,
                 response_serializer=_wire),
         }),))
 

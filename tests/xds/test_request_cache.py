@@ -1,0 +1,54 @@
+"""Equal large delta requests are parsed once and their names held once (issue 13: the
+connect storm's EDS subscriptions, 3,000 names per proxy at 1,000 services)."""
+
+from __future__ import annotations
+
+import pytest
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import DecodeError
+
+from shoal.xds.server.delta import RequestCache, names_of
+from shoal.xds.types import ENDPOINT
+
+NAMES = [f"outbound|8080||svc-{i}.default.svc.cluster.local" for i in range(3000)]
+
+
+def request(names: list[str], nonce: str = "") -> bytes:
+    return discovery_pb2.DeltaDiscoveryRequest(
+        type_url=ENDPOINT, response_nonce=nonce, resource_names_subscribe=names
+    ).SerializeToString()
+
+
+def test_equal_large_requests_are_one_message_with_one_set_of_names() -> None:
+    cache = RequestCache()
+    a, b = cache.parse(request(NAMES)), cache.parse(bytes(bytearray(request(NAMES))))
+    assert a is b
+    sub, unsub = names_of(a)
+    assert sub == frozenset(NAMES) and not unsub
+    assert names_of(b)[0] is sub
+    other = cache.parse(request(NAMES[:-1]))
+    assert other is not a and names_of(other)[0] == frozenset(NAMES[:-1])
+
+
+def test_small_requests_are_parsed_each_time() -> None:
+    cache = RequestCache()
+    small = request(NAMES[:3], nonce="n1")
+    assert cache.parse(small) is not cache.parse(small)
+    assert names_of(cache.parse(small)) == (frozenset(NAMES[:3]), frozenset())
+
+
+def test_the_cache_is_bounded_by_bytes() -> None:
+    raw = request(NAMES)
+    cache = RequestCache(max_bytes=2 * len(raw) + 10)
+    first = cache.parse(raw)
+    for i in range(5):
+        cache.parse(request(NAMES, nonce=str(i)))
+    assert cache._bytes <= 2 * len(raw) + 10
+    assert cache.parse(raw) is not first  # (started over)
+
+
+def test_a_malformed_request_is_refused_and_not_kept() -> None:
+    cache = RequestCache(min_size=1)
+    with pytest.raises(DecodeError):
+        cache.parse(b"\xff" * 5000)
+    assert cache._bytes == 0
