@@ -180,8 +180,9 @@ class ProxySnapshot:
     def get(self, type_url: str) -> Resources:
         return self.resources.get(type_url) or Resources(items={}, version=resource_hash({}))
 
-    @property
+    @cached_property
     def version(self) -> str:
+        """(read by every stream the snapshot reaches, on every change: computed once)"""
         return "-".join(self.get(t).version[:6] for t in PUSH_ORDER)
 
 
