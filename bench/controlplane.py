@@ -69,6 +69,7 @@ class Result:
     hwm_mb: float = 0.0  # VmHWM at the end (peak over the whole run; summed over instances)
     hwm_per_instance_mb: list[float] = field(default_factory=list)
     cpu_rounds_s: float = 0.0  # utime+stime during the change rounds
+    cpu_clients_rounds_s: float = 0.0  # the client processes' during the VS change rounds
     cpu_sync_s: float = 0.0  # utime+stime during the initial sync
     cpu_clients_sync_s: float = 0.0  # the client processes' (from their start to synced)
     # py-spy: (samples, top inclusive, top self) during the rounds, if profiled
@@ -171,7 +172,8 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
             result.rss_synced_mb = after_sync.rss_mb
             log(f"{opts.clients} clients synced in {result.initial_sync_s:.2f} s "
                 f"(worker start-up included); control plane RSS {after_sync.rss_mb:.0f} MB")
-            _rounds(cp, pids, conns, opts, result, log)
+            _rounds(cp, pids, conns, opts, result, log,
+                    [p.pid for p in procs if p.pid is not None])
             time.sleep(2.0)
             end: ProcStat = procs_stat(pids)
             result.rss_after_mb, result.hwm_mb = end.rss_mb, end.hwm_mb
@@ -194,14 +196,14 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
 
 
 def _rounds(cp: ControlPlaneProcess, pids: list[int], conns: list[Connection], opts: Options,
-            result: Result, log: Callable[[str], None]) -> None:
+            result: Result, log: Callable[[str], None], clients: list[int]) -> None:
     """Changes are applied through ``cp``; ``pids`` are every instance's."""
     sampler = _Sampler(pids)
     sampler.start()
     profiler = Profiler(cp.pid, opts.profile) if opts.profile else None
     if profiler:
         time.sleep(1.0)  # py-spy attaches
-    before = procs_stat(pids)
+    before, clients_before = procs_stat(pids), procs_stat(clients)
     with cp.client() as c:
         for k in range(opts.rounds):
             v1 = 20 if k % 2 == 0 else 80  # the mesh starts at 80/20
@@ -212,6 +214,7 @@ def _rounds(cp: ControlPlaneProcess, pids: list[int], conns: list[Connection], o
             log(f"round {k + 1}: {v1}/{100 - v1} split -> {_ms(stats)}")
             time.sleep(opts.pause)
         result.cpu_rounds_s = procs_stat(pids).cpu_s - before.cpu_s
+        result.cpu_clients_rounds_s = procs_stat(clients).cpu_s - clients_before.cpu_s
         cluster = mesh.cluster_name(0)
         for k in range(opts.rounds):
             joins = k % 2 == 0

@@ -226,7 +226,9 @@ def controlplane_md(r: controlplane.Result, date: str, machine: str, command: st
         ["control plane RSS peak during rounds (sampled 10/s)", f"{r.rss_peak_rounds_mb:.0f} MB"],
         ["control plane VmHWM (peak over the run)", f"**{r.hwm_mb:.0f} MB**"],
         ["control plane CPU during the rounds", f"{r.cpu_rounds_s:.2f} s "
-                                               f"({r.cpu_rounds_s / o.rounds:.2f} s per change)"],
+                                               f"({r.cpu_rounds_s / o.rounds:.2f} s per change; "
+                                               f"the clients "
+                                               f"{r.cpu_clients_rounds_s / o.rounds:.2f} s)"],
     ]
     ep99 = r.endpoint_pct(99)
     ok_ep = ep99 < ENDPOINT_P99_TARGET_S

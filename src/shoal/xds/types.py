@@ -151,12 +151,8 @@ def names_within(old: Mapping[str, Message], new: Mapping[str, Message]) -> bool
 class Resources:
     """All resources of one type for one proxy, with a content version."""
 
-    items: Mapping[str, Message]
+    items: Mapping[str, Message]  # an Overlay when shared with a few own items on top
     version: str = ""
-    # when ``items`` is a shared set plus a few of this proxy's own: that shared set and
-    # the own items (lets a walk over every proxy's resources visit the shared set once)
-    base: Resources | None = None
-    own: Mapping[str, Message] | None = None
 
     @staticmethod
     def of(items: Mapping[str, Message]) -> Resources:
@@ -166,8 +162,7 @@ class Resources:
     def over(base: Resources, own: Mapping[str, Message], own_version: str) -> Resources:
         """``base`` (shared by many proxies) with one proxy's ``own`` items on top;
         ``own_version``: the version of ``own`` hashed on top of ``base.version``."""
-        return Resources(items=Overlay(base.items, own), version=own_version, base=base,
-                         own=own)
+        return Resources(items=Overlay(base.items, own), version=own_version)
 
 
 @dataclass(frozen=True)

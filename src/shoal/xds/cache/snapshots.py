@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import Message
 
 from shoal.xds.cache.packing import ChangeCache, PackCache, Packed, ResponseCache
-from shoal.xds.types import ProxySnapshot
+from shoal.xds.types import ProxySnapshot, split
 
 # Sweep the pack cache when it holds this many more entries than after the last sweep,
 # or (maybe_sweep, after each push) this many more bytes than the live half of it.
@@ -106,15 +106,15 @@ class SnapshotCache:
         event.set()
 
     def _live_messages(self) -> Iterator[Message]:
-        """Every message of every snapshot; a Resources object that many snapshots share
-        (the generators' shared sets) is walked once, not once per proxy."""
+        """Every message of every snapshot; a mapping that many snapshots share (the
+        generators' shared sets, an Overlay's shared part) is walked once, not once per
+        proxy."""
         seen: set[int] = set()
         for slot in self._slots.values():
             if slot.snapshot is not None:
                 for res in slot.snapshot.resources.values():
-                    if res.base is not None and res.own is not None:
-                        yield from res.own.values()
-                        res = res.base
-                    if id(res) not in seen:
-                        seen.add(id(res))
-                        yield from res.items.values()
+                    shared, own = split(res.items)
+                    yield from own.values()
+                    if id(shared) not in seen:
+                        seen.add(id(shared))
+                        yield from shared.values()
