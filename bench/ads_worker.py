@@ -29,6 +29,19 @@ def route_weights(client: FakeAdsClient, vhost: str) -> tuple[int, ...]:
     rc = routes.get(names.upstream_route(fqdn, int(port))) or routes.get(names.OUTBOUND_HTTP)
     if rc is None:
         return ()
+    # the decoded route configuration is shared by every client sent it: read it once
+    got = _WEIGHTS.get((id(rc), vhost))
+    if got is None or got[0] is not rc:
+        if len(_WEIGHTS) > 64:
+            _WEIGHTS.clear()
+        got = _WEIGHTS[(id(rc), vhost)] = (rc, _weights(rc, vhost))
+    return got[1]
+
+
+_WEIGHTS: dict[tuple[int, str], tuple[object, tuple[int, ...]]] = {}
+
+
+def _weights(rc: object, vhost: str) -> tuple[int, ...]:
     for vh in rc.virtual_hosts:  # type: ignore[attr-defined]
         if vh.name == vhost:
             for r in vh.routes:
