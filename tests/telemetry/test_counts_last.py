@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -157,6 +158,33 @@ def test_a_control_plane_killed_under_traffic_loses_no_count(mesh: Mesh) -> None
                    if s["name"] == "echo-availability")
     # every request, in whichever order the tests ran: the counts a proxy's first report
     # holds too, written to disk or not before the kill (docs/adr/0044)
+    assert slo["total"] == mesh.sent, slo
+
+
+def test_a_control_plane_restarted_without_history_shows_no_burst(mesh: Mesh) -> None:
+    """Its metrics file lost: the proxies' next reports hold everything they counted
+    before. A window that began after their agents started must not show that as its own
+    traffic (it used to: every request since the agent started, in the last seconds),
+    and the SLO must still count all of it (docs/adr/0044)."""
+    mesh.send(30)
+    settled(mesh)
+    mesh.cp.kill()
+    restarted = time.time()
+    for path in (mesh.cp.workdir / "data").glob("metrics.db*"):
+        path.unlink()
+    mesh.cp.start()
+    mesh.send(1)  # (an agent reports what changed: this makes it report)
+    settled(mesh)  # every row again, cumulative
+    mesh.send(7)
+    settled(mesh)
+    with mesh.cp.http() as http:
+        topo = http.get("/api/v1/topology",
+                        params={"window": max(time.time() - restarted, 1.0)}).json()
+        slo = next(s for s in http.get("/api/v1/slos").json()["slos"]
+                   if s["name"] == "echo-availability")
+    link = next(e for e in topo["edges"]
+                if e["source"].startswith("client.") and e["target"] == ECHO)
+    assert link["requests"] == 7, link  # what was sent since the first report after it
     assert slo["total"] == mesh.sent, slo
 
 

@@ -111,7 +111,11 @@ def test_idle_nodes_are_forgotten_and_a_new_incarnation_asks_for_every_row() -> 
     now[0] = ingest.NODE_IDLE_SECONDS + 1
     counters.apply(StatsReport.model_validate(report("x.default", [row("a")])))
     assert set(counters.nodes) == {"x.default"} and counters.series == 1
-    # a partial report from an incarnation the control plane does not know
-    _, resync = counters.apply(StatsReport.model_validate(
+    # a partial report from an incarnation the control plane does not know: nothing of
+    # it is kept (it may hold only some of an edge's rows), every row is asked for
+    out, resync = counters.apply(StatsReport.model_validate(
         report("w.default", [row("a")], full=False)))
-    assert resync
+    assert resync and out == [] and "w.default" not in counters.nodes
+    out, resync = counters.apply(StatsReport.model_validate(
+        report("w.default", [row("a"), row("a", code=503)], full=True)))
+    assert not resync and [s.requests_by_code for s in out] == [{200: 1, 503: 1}]

@@ -137,7 +137,8 @@ def test_reports_place_the_counters_start_on_the_control_planes_clock() -> None:
     row = {"reporter": "source", "cluster": "outbound|80||echo.default.svc.cluster.local",
            "code": 200, "requests": 7,
            "durationBuckets": [7] * (len(LATENCY_BUCKETS_MS) + 1)}
-    report = {"node": "client.default", "incarnation": "a1", "uptime": 120.5, "http": [row]}
+    report = {"node": "client.default", "incarnation": "a1", "uptime": 120.5, "full": True,
+              "http": [row]}
     (s,), _ = counters.apply(StatsReport.model_validate(report))
     assert s.since == 5000.0 - 120.5
     old_agent = {**report, "node": "web.default"}

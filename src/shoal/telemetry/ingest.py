@@ -228,14 +228,19 @@ class ProxyCounters:
         now = self._clock()
         self.expire()
         node = self.nodes.get(report.node)
-        resync = False
         if node is None or node.incarnation != report.incarnation:
             self._forget(report.node)
+            if not report.full:
+                # an incarnation this control plane does not know (it restarted): the
+                # report has only the rows that changed, maybe some of an edge's, and a
+                # sample of that edge would jump when the rest arrive. Keep nothing, ask
+                # for every row: the next report carries them, cumulative.
+                self.reports += 1
+                return [], True
             node = Node(Identity.from_node(report.node, report.service),
                         report.incarnation, now,
                         None if report.uptime is None else now - report.uptime)
             self.nodes[report.node] = node
-            resync = not report.full
         node.seen = now
         node.principal = principal
         self.reports += 1
@@ -256,7 +261,7 @@ class ProxyCounters:
                 node.edges[tkey] = self.edge(node, trow)
             node.tcp[tkey] = trow
             touched.add(node.edges[tkey])
-        return self.samples(node, touched, now), resync
+        return self.samples(node, touched, now), False
 
     def samples(self, node: Node, edges: set[Edge], at: float) -> list[EdgeSample]:
         """The node's rows of each of ``edges``, summed per edge (several rows map to one

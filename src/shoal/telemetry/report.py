@@ -9,7 +9,8 @@ in the windows they belong to, docs/adr/0044).
 the workload's token), about once a second while traffic flows: only the rows that
 changed since the last accepted report, or every row (``full``) when the control plane
 asks for them (``{"resync": true}``: it does not know this incarnation yet, e.g. after
-it restarted). Cumulative values make a lost report harmless: the next one carries its
+it restarted; a partial report it answers so is not taken, the full one carries its
+counts). Cumulative values make a lost report harmless: the next one carries its
 counts. O(edges) per report, never O(requests).
 
 Bounded: at most :data:`MAX_ROWS` rows of each kind per report (a proxy's series are
