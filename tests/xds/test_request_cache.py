@@ -52,3 +52,25 @@ def test_a_malformed_request_is_refused_and_not_kept() -> None:
     with pytest.raises(DecodeError):
         cache.parse(b"\xff" * 5000)
     assert cache._bytes == 0
+
+
+def test_names_read_once_are_bounded() -> None:
+    from shoal.xds.server import delta
+
+    parsed = [discovery_pb2.DeltaDiscoveryRequest.FromString(request(NAMES, nonce=str(i)))
+              for i in range(60)]  # 180,000 names in all
+    for req in parsed:
+        assert names_of(req)[0] == frozenset(NAMES)
+    assert delta._names_held <= delta._NAMES_OF_MAX_NAMES
+    assert len(delta._NAMES_OF) <= delta._NAMES_OF_MAX
+
+
+def test_interned_name_sets_are_bounded_by_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoal.xds.server import stream
+
+    monkeypatch.setattr(stream, "_NAMES_MAX_NAMES", 10_000)
+    for i in range(10):  # 30,000 names in distinct sets
+        shared = stream.shared_names([f"{i}-{n}" for n in NAMES])
+        assert len(shared) == len(NAMES)
+        assert stream.shared_names(shared) is shared  # equal sets: one object
+    assert stream._names_held <= 10_000

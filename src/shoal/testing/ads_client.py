@@ -198,31 +198,30 @@ def scope_targets(scopes: Mapping[str, Message]) -> frozenset[str]:
     return frozenset(str(getattr(s, "route_configuration_name", "")) for s in scopes.values())
 
 
-# id(decoded SRDS response) -> (it, its targets): clients with shared_responses hold the
-# same decoded mapping of one response (never mutated, unlike a client's own store)
-_TARGETS: dict[int, tuple[Mapping[str, Message], frozenset[str]]] = {}
+# What clients with shared_responses compute from one decoded response (the same mapping
+# for every client sent it, never mutated, unlike a client's own store), by kind:
+# id(decoded) -> (it, the result). Each kind holds at most 64 responses' results.
+_PER_RESPONSE: dict[str, dict[int, tuple[Mapping[str, Message], frozenset[str]]]] = {}
+
+
+def _once_per_response(kind: str, decoded: Mapping[str, Message],
+                       compute: Callable[[Mapping[str, Message]], frozenset[str]]
+                       ) -> frozenset[str]:
+    memo = _PER_RESPONSE.setdefault(kind, {})
+    got = memo.get(id(decoded))
+    if got is None or got[0] is not decoded:
+        if len(memo) > 64:
+            memo.clear()
+        got = memo[id(decoded)] = (decoded, compute(decoded))
+    return got[1]
 
 
 def _shared_scope_targets(decoded: Mapping[str, Message]) -> frozenset[str]:
-    got = _TARGETS.get(id(decoded))
-    if got is None or got[0] is not decoded:
-        if len(_TARGETS) > 64:
-            _TARGETS.clear()
-        got = _TARGETS[id(decoded)] = (decoded, scope_targets(decoded))
-    return got[1]
-
-
-# id(decoded CDS response) -> (it, the EDS names of its clusters): as _TARGETS
-_EDS: dict[int, tuple[Mapping[str, Message], frozenset[str]]] = {}
+    return _once_per_response("scope targets", decoded, scope_targets)
 
 
 def _shared_eds_names(decoded: Mapping[str, Message]) -> frozenset[str]:
-    got = _EDS.get(id(decoded))
-    if got is None or got[0] is not decoded:
-        if len(_EDS) > 64:
-            _EDS.clear()
-        got = _EDS[id(decoded)] = (decoded, frozenset(eds_names(decoded)))
-    return got[1]
+    return _once_per_response("eds names", decoded, lambda d: frozenset(eds_names(d)))
 
 
 # (type, nonce, names subscribed, names unsubscribed) -> a delta request, serialized:

@@ -18,7 +18,9 @@ _NOTHING: Mapping[str, Message] = {}  # what a client that has nothing is known 
 _MANY = 256
 _NAMES_OF: dict[int, tuple[discovery_pb2.DeltaDiscoveryRequest, frozenset[str],
                            frozenset[str]]] = {}
-_NAMES_OF_MAX = 64
+_NAMES_OF_MAX = 64  # requests, and names in them all (bounds what they hold alive)
+_NAMES_OF_MAX_NAMES = 100_000
+_names_held = 0
 
 
 def names_of(req: discovery_pb2.DeltaDiscoveryRequest) -> tuple[frozenset[str], frozenset[str]]:
@@ -26,14 +28,20 @@ def names_of(req: discovery_pb2.DeltaDiscoveryRequest) -> tuple[frozenset[str], 
     EDS request at 1,000 services names 3,000 clusters, the same for every proxy of a
     scope: turning them into strings and sets once per proxy was a tenth of the connect
     storm's CPU."""
+    global _names_held
     sub, unsub = req.resource_names_subscribe, req.resource_names_unsubscribe
-    if len(sub) + len(unsub) < _MANY:
+    count = len(sub) + len(unsub)
+    if count < _MANY:
         return frozenset(sub), frozenset(unsub)
     got = _NAMES_OF.get(id(req))
     if got is None or got[0] is not req:
-        if len(_NAMES_OF) >= _NAMES_OF_MAX:
+        if len(_NAMES_OF) >= _NAMES_OF_MAX or _names_held + count > _NAMES_OF_MAX_NAMES:
             _NAMES_OF.clear()
-        got = _NAMES_OF[id(req)] = (req, shared_names(sub), shared_names(unsub))
+            _names_held = 0
+        got = (req, shared_names(sub), shared_names(unsub))
+        if count <= _NAMES_OF_MAX_NAMES:
+            _NAMES_OF[id(req)] = got
+            _names_held += count
     return got[1], got[2]
 
 

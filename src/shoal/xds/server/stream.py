@@ -57,18 +57,24 @@ from shoal.xds.types import (
 # Subscriptions are mostly the same across proxies (every proxy of a scope asks for the
 # same clusters' endpoints): equal name sets are one shared frozenset of interned names,
 # not a set of fresh strings per stream (~65 KB per proxy with 400 clusters). Bounded:
-# cleared when it holds this many distinct sets.
+# cleared when it would hold more than this many distinct sets, or names in them all (a
+# client sending ever new large subscriptions cannot grow it).
 _NAMES: dict[frozenset[str], frozenset[str]] = {}
 _NAMES_MAX = 4096
+_NAMES_MAX_NAMES = 2_000_000
+_names_held = 0
 
 
 def shared_names(names: Iterable[str]) -> frozenset[str]:
+    global _names_held
     key = frozenset(names)
     got = _NAMES.get(key)
     if got is None:
-        if len(_NAMES) >= _NAMES_MAX:
+        if len(_NAMES) >= _NAMES_MAX or _names_held + len(key) > _NAMES_MAX_NAMES:
             _NAMES.clear()
+            _names_held = 0
         got = _NAMES[key] = frozenset(sys.intern(n) for n in key)
+        _names_held += len(key)
     return got
 
 
