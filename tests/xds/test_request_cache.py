@@ -7,6 +7,7 @@ import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
+from shoal.xds.cache.bounded import Bounded
 from shoal.xds.server.delta import RequestCache, names_of
 from shoal.xds.types import ENDPOINT
 
@@ -43,7 +44,7 @@ def test_the_cache_is_bounded_by_bytes() -> None:
     first = cache.parse(raw)
     for i in range(5):
         cache.parse(request(NAMES, nonce=str(i)))
-    assert cache._bytes <= 2 * len(raw) + 10
+    assert cache.bytes <= 2 * len(raw) + 10
     assert cache.parse(raw) is not first  # (started over)
 
 
@@ -51,7 +52,7 @@ def test_a_malformed_request_is_refused_and_not_kept() -> None:
     cache = RequestCache(min_size=1)
     with pytest.raises(DecodeError):
         cache.parse(b"\xff" * 5000)
-    assert cache._bytes == 0
+    assert cache.bytes == 0
 
 
 def test_names_read_once_are_bounded() -> None:
@@ -61,16 +62,17 @@ def test_names_read_once_are_bounded() -> None:
               for i in range(60)]  # 180,000 names in all
     for req in parsed:
         assert names_of(req)[0] == frozenset(NAMES)
-    assert delta._names_held <= delta._NAMES_OF_MAX_NAMES
-    assert len(delta._NAMES_OF) <= delta._NAMES_OF_MAX
+    assert delta._NAMES_OF.max_weight is not None and delta._NAMES_OF.max_entries is not None
+    assert delta._NAMES_OF.weight <= delta._NAMES_OF.max_weight
+    assert len(delta._NAMES_OF) <= delta._NAMES_OF.max_entries
 
 
 def test_interned_name_sets_are_bounded_by_names(monkeypatch: pytest.MonkeyPatch) -> None:
     from shoal.xds.server import stream
 
-    monkeypatch.setattr(stream, "_NAMES_MAX_NAMES", 10_000)
+    monkeypatch.setattr(stream, "_NAMES", Bounded(max_entries=4096, max_weight=10_000))
     for i in range(10):  # 30,000 names in distinct sets
         shared = stream.shared_names([f"{i}-{n}" for n in NAMES])
         assert len(shared) == len(NAMES)
         assert stream.shared_names(shared) is shared  # equal sets: one object
-    assert stream._names_held <= 10_000
+    assert stream._NAMES.weight <= 10_000

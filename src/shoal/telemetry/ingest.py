@@ -227,6 +227,7 @@ class ProxyCounters:
         control plane wants every row next time (it did not know this incarnation)."""
         now = self._clock()
         self.expire()
+        self.reports += 1
         node = self.nodes.get(report.node)
         if node is None or node.incarnation != report.incarnation:
             self._forget(report.node)
@@ -235,7 +236,6 @@ class ProxyCounters:
                 # report has only the rows that changed, maybe some of an edge's, and a
                 # sample of that edge would jump when the rest arrive. Keep nothing, ask
                 # for every row: the next report carries them, cumulative.
-                self.reports += 1
                 return [], True
             node = Node(Identity.from_node(report.node, report.service),
                         report.incarnation, now,
@@ -243,7 +243,6 @@ class ProxyCounters:
             self.nodes[report.node] = node
         node.seen = now
         node.principal = principal
-        self.reports += 1
         touched: set[Edge] = set()
         for row in report.http:
             key = _http_key(row)

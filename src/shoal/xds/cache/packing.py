@@ -18,6 +18,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from shoal.xds.cache.bounded import Bounded
 from shoal.xds.types import split
 
 _PREFIX = "type.googleapis.com/"
@@ -154,26 +155,22 @@ class ResponseCache:
     push)."""
 
     def __init__(self, max_bytes: int = _RESPONSE_BYTES) -> None:
-        self._entries: dict[ResponseKey, tuple[str, bytes]] = {}
-        self.max_bytes = max_bytes
-        self.bytes = 0
+        self._entries: Bounded[ResponseKey, tuple[str, bytes]] = Bounded(max_weight=max_bytes)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._entries.weight
 
     def get(self, key: ResponseKey, build: Callable[[str], bytes]) -> tuple[str, bytes]:
         """(nonce, response): cached, or ``build(nonce)`` and kept if it fits."""
         entry = self._entries.get(key)
         if entry is None:
             nonce = content_nonce(key)
-            entry = (nonce, build(nonce))
-            size = len(entry[1])
-            if self.bytes + size > self.max_bytes:
-                self._entries.clear()
-                self.bytes = 0
-            if size <= self.max_bytes:
-                self._entries[key] = entry
-                self.bytes += size
+            response = build(nonce)
+            entry = self._entries.put(key, (nonce, response), len(response))
         return entry
 
 
@@ -187,9 +184,8 @@ class ChangeCache:
 
     def __init__(self, packed: Callable[[Message], Packed], max_entries: int = 1024) -> None:
         self._packed = packed
-        self._diffs: dict[tuple[int, int, frozenset[str] | None, frozenset[str] | None],
-                          tuple[object, object, Diff]] = {}
-        self.max_entries = max_entries
+        self._diffs: Bounded[tuple[int, int, frozenset[str] | None, frozenset[str] | None],
+                             tuple[object, object, Diff]] = Bounded(max_entries=max_entries)
 
     def diff(self, old: Mapping[str, Message], has: frozenset[str] | None,
              new: Mapping[str, Message], names: frozenset[str] | None) -> Diff:
@@ -253,7 +249,5 @@ class ChangeCache:
                 updated.append(n)
         after = None if names is None else names if len(want) == len(names) else frozenset(want)
         out = Diff(frozenset(updated), frozenset(held - want), after)
-        if len(self._diffs) >= self.max_entries:
-            self._diffs.clear()
-        self._diffs[key] = (old, new, out)
+        self._diffs.put(key, (old, new, out))
         return out

@@ -8,6 +8,7 @@ from collections.abc import Set as AbstractSet
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
+from shoal.xds.cache.bounded import Bounded
 from shoal.xds.cache.packing import Diff
 from shoal.xds.server.stream import StreamCore, TypeState, eds_name, shared_names
 from shoal.xds.types import CLUSTER, ENDPOINT, WILDCARD_TYPES
@@ -16,11 +17,10 @@ _NOTHING: Mapping[str, Message] = {}  # what a client that has nothing is known 
 # A request naming at least this many resources has its names read once for every stream
 # it reaches as the same object (the server parses equal requests once: RequestCache).
 _MANY = 256
-_NAMES_OF: dict[int, tuple[discovery_pb2.DeltaDiscoveryRequest, frozenset[str],
-                           frozenset[str]]] = {}
-_NAMES_OF_MAX = 64  # requests, and names in them all (bounds what they hold alive)
-_NAMES_OF_MAX_NAMES = 100_000
-_names_held = 0
+# id(request) -> (it, its names): at most 64 requests and 100,000 names in them all
+# (bounds what they hold alive)
+_NAMES_OF: Bounded[int, tuple[discovery_pb2.DeltaDiscoveryRequest, frozenset[str],
+                              frozenset[str]]] = Bounded(max_entries=64, max_weight=100_000)
 
 
 def names_of(req: discovery_pb2.DeltaDiscoveryRequest) -> tuple[frozenset[str], frozenset[str]]:
@@ -28,20 +28,13 @@ def names_of(req: discovery_pb2.DeltaDiscoveryRequest) -> tuple[frozenset[str], 
     EDS request at 1,000 services names 3,000 clusters, the same for every proxy of a
     scope: turning them into strings and sets once per proxy was a tenth of the connect
     storm's CPU."""
-    global _names_held
     sub, unsub = req.resource_names_subscribe, req.resource_names_unsubscribe
     count = len(sub) + len(unsub)
     if count < _MANY:
         return frozenset(sub), frozenset(unsub)
     got = _NAMES_OF.get(id(req))
     if got is None or got[0] is not req:
-        if len(_NAMES_OF) >= _NAMES_OF_MAX or _names_held + count > _NAMES_OF_MAX_NAMES:
-            _NAMES_OF.clear()
-            _names_held = 0
-        got = (req, shared_names(sub), shared_names(unsub))
-        if count <= _NAMES_OF_MAX_NAMES:
-            _NAMES_OF[id(req)] = got
-            _names_held += count
+        got = _NAMES_OF.put(id(req), (req, shared_names(sub), shared_names(unsub)), count)
     return got[1], got[2]
 
 
@@ -52,22 +45,21 @@ class RequestCache:
     least ``min_size`` bytes, at most ``max_bytes`` of them held (then it starts over)."""
 
     def __init__(self, min_size: int = 4096, max_bytes: int = 16 << 20) -> None:
-        self._min_size, self._max_bytes = min_size, max_bytes
-        self._parsed: dict[bytes, discovery_pb2.DeltaDiscoveryRequest] = {}
-        self._bytes = 0
+        self._min_size = min_size
+        self._parsed: Bounded[bytes, discovery_pb2.DeltaDiscoveryRequest] = Bounded(
+            max_weight=max_bytes)
+
+    @property
+    def bytes(self) -> int:
+        return self._parsed.weight
 
     def parse(self, raw: bytes) -> discovery_pb2.DeltaDiscoveryRequest:
         if len(raw) < self._min_size:
             return discovery_pb2.DeltaDiscoveryRequest.FromString(raw)
         got = self._parsed.get(raw)
-        if got is None:
-            got = discovery_pb2.DeltaDiscoveryRequest.FromString(raw)  # (may raise: kept out)
-            if self._bytes + len(raw) > self._max_bytes:
-                self._parsed.clear()
-                self._bytes = 0
-            if len(raw) <= self._max_bytes:
-                self._parsed[raw] = got
-                self._bytes += len(raw)
+        if got is None:  # (FromString may raise: nothing kept)
+            got = self._parsed.put(raw, discovery_pb2.DeltaDiscoveryRequest.FromString(raw),
+                                   len(raw))
         return got
 
 
@@ -123,11 +115,10 @@ class DeltaStream(StreamCore):
         if "*" in unsubscribe:
             st.wildcard = False
         self._forget(st, unsubscribe)
-        if not st.names and not unsubscribe and "*" not in subscribe:
-            st.names = shared_names(subscribe)  # (itself when names_of shared it)
-            self.pump()
-            return
-        names = (frozenset(st.names) | subscribe) - unsubscribe - {"*"}
+        # (a first subscription stays the shared set names_of gave, not a copy of it)
+        names = frozenset(st.names) | subscribe if st.names else subscribe
+        if unsubscribe or "*" in names:
+            names = names - unsubscribe - {"*"}
         st.names = shared_names(names)
         self.pump()
 

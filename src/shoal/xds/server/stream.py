@@ -41,6 +41,7 @@ from google.protobuf.message import Message
 
 from shoal.errors import ShoalError
 from shoal.xds.cache import Packed, SnapshotCache
+from shoal.xds.cache.bounded import Bounded
 from shoal.xds.server.budget import WriteBudget
 from shoal.xds.server.status import StatusTracker
 from shoal.xds.types import (
@@ -57,24 +58,17 @@ from shoal.xds.types import (
 # Subscriptions are mostly the same across proxies (every proxy of a scope asks for the
 # same clusters' endpoints): equal name sets are one shared frozenset of interned names,
 # not a set of fresh strings per stream (~65 KB per proxy with 400 clusters). Bounded:
-# cleared when it would hold more than this many distinct sets, or names in them all (a
-# client sending ever new large subscriptions cannot grow it).
-_NAMES: dict[frozenset[str], frozenset[str]] = {}
-_NAMES_MAX = 4096
-_NAMES_MAX_NAMES = 2_000_000
-_names_held = 0
+# at most 4,096 distinct sets and 2,000,000 names in them all (a client sending ever new
+# large subscriptions cannot grow it).
+_NAMES: Bounded[frozenset[str], frozenset[str]] = Bounded(max_entries=4096,
+                                                         max_weight=2_000_000)
 
 
 def shared_names(names: Iterable[str]) -> frozenset[str]:
-    global _names_held
     key = frozenset(names)
     got = _NAMES.get(key)
     if got is None:
-        if len(_NAMES) >= _NAMES_MAX or _names_held + len(key) > _NAMES_MAX_NAMES:
-            _NAMES.clear()
-            _names_held = 0
-        got = _NAMES[key] = frozenset(sys.intern(n) for n in key)
-        _names_held += len(key)
+        got = _NAMES.put(key, frozenset(sys.intern(n) for n in key), len(key))
     return got
 
 
