@@ -33,6 +33,10 @@ from shoal.store.etcd import MAX_TXN_OPS
 from shoal.testing.etcd import EtcdServer
 from shoal.testing.local import ControlPlaneProcess
 
+# Seconds before a steady RSS is read: the control plane gives freed native memory back
+# to the OS once it has been quiet for 5 s (shoal.control.collector)
+SETTLE_S = 8.0
+
 
 @dataclass(frozen=True)
 class Options:
@@ -165,7 +169,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
             if profiler:
                 profiler.stop()
                 log(f"py-spy profile of the initial sync: {sync_profile}")
-            time.sleep(2.0)
+            time.sleep(SETTLE_S)
             after_sync = procs_stat(pids)
             result.cpu_sync_s = after_sync.cpu_s - before_sync.cpu_s
             result.cpu_clients_sync_s = clients_cpu
@@ -174,7 +178,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> Result:
                 f"(worker start-up included); control plane RSS {after_sync.rss_mb:.0f} MB")
             _rounds(cp, pids, conns, opts, result, log,
                     [p.pid for p in procs if p.pid is not None])
-            time.sleep(2.0)
+            time.sleep(SETTLE_S)
             end: ProcStat = procs_stat(pids)
             result.rss_after_mb, result.hwm_mb = end.rss_mb, end.hwm_mb
             result.hwm_per_instance_mb = [proc_stat(pid).hwm_mb for pid in pids]

@@ -19,7 +19,8 @@ class Clock:
 def test_full_collections_wait_for_quiet_and_are_forced_at_the_longest_interval() -> None:
     clock, work, runs = Clock(), [0], []
     fc = FullCollections(lambda: work[0], quiet=5, min_interval=60, max_interval=300,
-                         clock=clock, collect=lambda: runs.append(clock.now) or 0)
+                         clock=clock, collect=lambda: runs.append(clock.now) or 0,
+                         release=lambda: None)
     clock.now += 30  # quiet, but the last collection is too recent
     assert not fc.due()
     clock.now += 30  # 60 s old and quiet since the start
@@ -45,6 +46,35 @@ def test_full_collections_wait_for_quiet_and_are_forced_at_the_longest_interval(
     assert not fc.due()  # 60 s old, but busy a moment ago
     clock.now += 5
     assert fc.due()  # quiet for 5 s
+
+def test_native_memory_is_released_once_per_quiet_period_and_after_full_collections(
+) -> None:
+    """Freed native memory (a push's transient buffers) goes back to the OS when the
+    plane has been still for ``quiet`` seconds after some work, once, not again and
+    again while idle; and after every full collection."""
+    clock, work, released = Clock(), [0], []
+    fc = FullCollections(lambda: work[0], quiet=5, min_interval=60, max_interval=300,
+                         clock=clock, collect=lambda: 0,
+                         release=lambda: released.append(clock.now))
+    clock.now += 10
+    assert not fc.release_due()  # nothing done since the start
+    for _ in range(3):  # a push
+        work[0] += 1
+        clock.now += 1
+        assert not fc.due() and not fc.release_due()
+    clock.now += 4
+    assert not fc.release_due()  # still for 4 s
+    clock.now += 1
+    assert fc.release_due()
+    fc.release()
+    assert released == [1018.0]
+    clock.now += 30
+    assert not fc.release_due()  # idle since: nothing new to give back
+    clock.now += 30
+    assert fc.due()
+    fc.collect()
+    assert released == [1018.0, 1078.0] and fc.releases == 2
+
 
 async def test_run_installs_the_thresholds_and_restores_them() -> None:
     before = gc.get_threshold()

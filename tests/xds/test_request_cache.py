@@ -1,5 +1,6 @@
-"""Equal large delta requests are parsed once and their names held once (issue 13: the
-connect storm's EDS subscriptions, 3,000 names per proxy at 1,000 services)."""
+"""Equal large requests are parsed once and their names held once (issue 13: the
+connect storm's EDS subscriptions, 3,000 names per proxy at 1,000 services, and every
+state-of-the-world ACK repeating them)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
 from shoal.xds.cache.bounded import Bounded
-from shoal.xds.server.delta import RequestCache, names_of
+from shoal.xds.server import requests
+from shoal.xds.server.requests import RequestCache, names_of
 from shoal.xds.types import ENDPOINT
 
 NAMES = [f"outbound|8080||svc-{i}.default.svc.cluster.local" for i in range(3000)]
@@ -21,7 +23,7 @@ def request(names: list[str], nonce: str = "") -> bytes:
 
 
 def test_equal_large_requests_are_one_message_with_one_set_of_names() -> None:
-    cache = RequestCache()
+    cache = RequestCache(discovery_pb2.DeltaDiscoveryRequest)
     a, b = cache.parse(request(NAMES)), cache.parse(bytes(bytearray(request(NAMES))))
     assert a is b
     sub, unsub = names_of(a)
@@ -32,7 +34,7 @@ def test_equal_large_requests_are_one_message_with_one_set_of_names() -> None:
 
 
 def test_small_requests_are_parsed_each_time() -> None:
-    cache = RequestCache()
+    cache = RequestCache(discovery_pb2.DeltaDiscoveryRequest)
     small = request(NAMES[:3], nonce="n1")
     assert cache.parse(small) is not cache.parse(small)
     assert names_of(cache.parse(small)) == (frozenset(NAMES[:3]), frozenset())
@@ -40,7 +42,7 @@ def test_small_requests_are_parsed_each_time() -> None:
 
 def test_the_cache_is_bounded_by_bytes() -> None:
     raw = request(NAMES)
-    cache = RequestCache(max_bytes=2 * len(raw) + 10)
+    cache = RequestCache(discovery_pb2.DeltaDiscoveryRequest, max_bytes=2 * len(raw) + 10)
     first = cache.parse(raw)
     for i in range(5):
         cache.parse(request(NAMES, nonce=str(i)))
@@ -49,30 +51,40 @@ def test_the_cache_is_bounded_by_bytes() -> None:
 
 
 def test_a_malformed_request_is_refused_and_not_kept() -> None:
-    cache = RequestCache(min_size=1)
+    cache = RequestCache(discovery_pb2.DeltaDiscoveryRequest, min_size=1)
     with pytest.raises(DecodeError):
         cache.parse(b"\xff" * 5000)
     assert cache.bytes == 0
 
 
 def test_names_read_once_are_bounded() -> None:
-    from shoal.xds.server import delta
-
     parsed = [discovery_pb2.DeltaDiscoveryRequest.FromString(request(NAMES, nonce=str(i)))
               for i in range(60)]  # 180,000 names in all
     for req in parsed:
         assert names_of(req)[0] == frozenset(NAMES)
-    assert delta._NAMES_OF.max_weight is not None and delta._NAMES_OF.max_entries is not None
-    assert delta._NAMES_OF.weight <= delta._NAMES_OF.max_weight
-    assert len(delta._NAMES_OF) <= delta._NAMES_OF.max_entries
+    assert requests._NAMES_OF.max_weight is not None and requests._NAMES_OF.max_entries is not None
+    assert requests._NAMES_OF.weight <= requests._NAMES_OF.max_weight
+    assert len(requests._NAMES_OF) <= requests._NAMES_OF.max_entries
 
 
 def test_interned_name_sets_are_bounded_by_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shoal.xds.server import stream
-
-    monkeypatch.setattr(stream, "_NAMES", Bounded(max_entries=4096, max_weight=10_000))
+    monkeypatch.setattr(requests, "_NAMES", Bounded(max_entries=4096, max_weight=10_000))
     for i in range(10):  # 30,000 names in distinct sets
-        shared = stream.shared_names([f"{i}-{n}" for n in NAMES])
+        shared = requests.shared_names([f"{i}-{n}" for n in NAMES])
         assert len(shared) == len(NAMES)
-        assert stream.shared_names(shared) is shared  # equal sets: one object
-    assert stream._NAMES.weight <= 10_000
+        assert requests.shared_names(shared) is shared  # equal sets: one object
+    assert requests._NAMES.weight <= 10_000
+
+
+def test_equal_state_of_the_world_acks_are_one_message_read_without_change() -> None:
+    """Every SotW ACK repeats the whole subscription; with content nonces it is the same
+    bytes from every proxy of a scope: one message, one set, left as it came (it is
+    shared by the streams reading it)."""
+    cache = RequestCache(discovery_pb2.DiscoveryRequest)
+    ack = discovery_pb2.DiscoveryRequest(
+        type_url=ENDPOINT, version_info="v1", response_nonce="n1", resource_names=NAMES)
+    a, b = cache.parse(ack.SerializeToString()), cache.parse(ack.SerializeToString())
+    assert a is b and cache.bytes == ack.ByteSize()
+    (names,) = names_of(a)
+    assert names == frozenset(NAMES) and names_of(b) == (names,)
+    assert a == ack  # nothing read from it was cleared

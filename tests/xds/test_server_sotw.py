@@ -267,3 +267,27 @@ async def test_endpoints_and_routes_send_only_what_changed(harness: Harness, bui
         await c.wait_for(snap4)
         eds = [set(r.names) for r in c.received[n:] if r.type_url == ENDPOINT]
         assert eds == [set(backends)]
+
+
+async def test_proxies_with_the_same_large_subscription_share_their_parsed_acks(
+        harness: Harness, build: Any) -> None:
+    """Each SotW ACK repeats the client's whole EDS subscription (thousands of names at a
+    thousand services): the server parses equal ones once and every stream reads that one
+    message. Both proxies still converge through changes, so nothing a stream reads is
+    taken out of the shared request."""
+    backends = {f"outbound|8080||svc-{i}.default.svc.cluster.local": 8000 + i
+                for i in range(200)}
+    snap = build.snapshot(backends, {"/": next(iter(backends))})
+    harness.hooks.initial = snap
+    async with harness.client("one.default") as one, harness.client("two.default") as two:
+        for c in (one, two):
+            await c.wait_for(snap)
+        assert harness.xds.sotw_requests.bytes > 200 * 45  # the EDS ACK, held once
+        for port in (9001, 9002):
+            changed = build.snapshot({**backends, next(iter(backends)): port},
+                                     {"/": next(iter(backends))})
+            for c in (one, two):
+                harness.cache.set(c.node.id, changed)
+            for c in (one, two):
+                await c.wait_for(changed)
+                assert c.resources[ENDPOINT] == dict(changed.get(ENDPOINT).items)

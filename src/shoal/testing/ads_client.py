@@ -224,10 +224,25 @@ def _shared_eds_names(decoded: Mapping[str, Message]) -> frozenset[str]:
     return _once_per_response("eds names", decoded, lambda d: frozenset(eds_names(d)))
 
 
-# (type, nonce, names subscribed, names unsubscribed) -> a delta request, serialized:
-# clients with shared_responses that make the same move send the same bytes
-_REQUESTS: dict[tuple[str, str, frozenset[str], frozenset[str]], bytes] = {}
+# A request, serialized, by what it says: clients with shared_responses that make the same
+# move send the same bytes. Delta: (type, nonce, names subscribed, names unsubscribed);
+# SotW: (type, version, nonce, names subscribed).
+_REQUESTS: dict[tuple[str, str, frozenset[str], frozenset[str]] | tuple[str, str, str,
+                frozenset[str]], bytes] = {}
 _REQUESTS_MAX = 256
+# SotW subscriptions of clients with shared_responses: equal sets are one object (a
+# request's key is found by identity, not by comparing thousands of names)
+_SUBSCRIPTIONS: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _serialized(key: tuple[str, str, Any, frozenset[str]], build: Callable[[], Message]
+                ) -> bytes:
+    raw = _REQUESTS.get(key)
+    if raw is None:
+        if len(_REQUESTS) >= _REQUESTS_MAX:
+            _REQUESTS.clear()
+        raw = _REQUESTS[key] = build().SerializeToString()
+    return raw
 
 
 def uses_srds(listeners: Mapping[str, Message]) -> bool:
@@ -258,6 +273,7 @@ class FakeAdsClient:
         self.versions: dict[str, str] = {}  # type -> last accepted version
         self.received: list[Received] = []
         self.subscribed: dict[str, set[str]] = {}  # non-wildcard type -> names
+        self._subscription: dict[str, frozenset[str]] = {}  # the same, shared (SotW, bench)
         self.error: grpc.aio.AioRpcError | None = None
         self._nacks: dict[str, str] = {}
         self._nonces: dict[str, str] = {}
@@ -477,6 +493,11 @@ class FakeAdsClient:
         if old == names or (old is None and not names):
             return
         self.subscribed[type_url] = set(names)
+        if self.shared_responses and not self.delta:
+            key = frozenset(names)
+            if len(_SUBSCRIPTIONS) >= _REQUESTS_MAX:
+                _SUBSCRIPTIONS.clear()
+            self._subscription[type_url] = _SUBSCRIPTIONS.setdefault(key, key)
         store = self.resources.setdefault(type_url, {})
         for gone in (old or set()) - names:
             store.pop(gone, None)
@@ -500,17 +521,20 @@ class FakeAdsClient:
         self._first = False
         status = status_pb2.Status(code=3, message=error) if error is not None else None
         req: Message | bytes
-        if self.delta and self.shared_responses and node is None and status is None:
-            key = (type_url, nonce, frozenset(subscribe or ()), frozenset(unsubscribe or ()))
-            raw = _REQUESTS.get(key)
-            if raw is None:
-                if len(_REQUESTS) >= _REQUESTS_MAX:
-                    _REQUESTS.clear()
-                raw = _REQUESTS[key] = discovery_pb2.DeltaDiscoveryRequest(
+        if self.shared_responses and node is None and status is None and self.delta:
+            sub, unsub = frozenset(subscribe or ()), frozenset(unsubscribe or ())
+            req = _serialized((type_url, nonce, sub, unsub), lambda: (
+                discovery_pb2.DeltaDiscoveryRequest(
                     type_url=type_url, response_nonce=nonce,
-                    resource_names_subscribe=sorted(key[2]),
-                    resource_names_unsubscribe=sorted(key[3])).SerializeToString()
-            req = raw
+                    resource_names_subscribe=sorted(sub),
+                    resource_names_unsubscribe=sorted(unsub))))
+        elif self.shared_responses and node is None and status is None:
+            version = self.versions.get(type_url, "")
+            names = self._subscription.get(type_url, frozenset())
+            req = _serialized((type_url, version, nonce, names), lambda: (
+                discovery_pb2.DiscoveryRequest(
+                    type_url=type_url, version_info=version, response_nonce=nonce,
+                    resource_names=sorted(names))))
         elif self.delta:
             req = discovery_pb2.DeltaDiscoveryRequest(
                 node=node,

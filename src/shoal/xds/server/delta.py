@@ -8,59 +8,12 @@ from collections.abc import Set as AbstractSet
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
-from shoal.xds.cache.bounded import Bounded
 from shoal.xds.cache.packing import Diff
-from shoal.xds.server.stream import StreamCore, TypeState, eds_name, shared_names
+from shoal.xds.server.requests import names_of, shared_names
+from shoal.xds.server.stream import StreamCore, TypeState, eds_name
 from shoal.xds.types import CLUSTER, ENDPOINT, WILDCARD_TYPES
 
 _NOTHING: Mapping[str, Message] = {}  # what a client that has nothing is known to have
-# A request naming at least this many resources has its names read once for every stream
-# it reaches as the same object (the server parses equal requests once: RequestCache).
-_MANY = 256
-# id(request) -> (it, its names): at most 64 requests and 100,000 names in them all
-# (bounds what they hold alive)
-_NAMES_OF: Bounded[int, tuple[discovery_pb2.DeltaDiscoveryRequest, frozenset[str],
-                              frozenset[str]]] = Bounded(max_entries=64, max_weight=100_000)
-
-
-def names_of(req: discovery_pb2.DeltaDiscoveryRequest) -> tuple[frozenset[str], frozenset[str]]:
-    """(subscribed, unsubscribed) names of a request, as shared frozensets. Envoy's first
-    EDS request at 1,000 services names 3,000 clusters, the same for every proxy of a
-    scope: turning them into strings and sets once per proxy was a tenth of the connect
-    storm's CPU."""
-    sub, unsub = req.resource_names_subscribe, req.resource_names_unsubscribe
-    count = len(sub) + len(unsub)
-    if count < _MANY:
-        return frozenset(sub), frozenset(unsub)
-    got = _NAMES_OF.get(id(req))
-    if got is None or got[0] is not req:
-        got = _NAMES_OF.put(id(req), (req, shared_names(sub), shared_names(unsub)), count)
-    return got[1], got[2]
-
-
-class RequestCache:
-    """Equal large delta requests parsed once, as one read-only message: every proxy of a
-    scope subscribes to the same thousands of names with the same bytes (no node after
-    the stream's first request, no nonce in a subscription). Bounded: requests of at
-    least ``min_size`` bytes, at most ``max_bytes`` of them held (then it starts over)."""
-
-    def __init__(self, min_size: int = 4096, max_bytes: int = 16 << 20) -> None:
-        self._min_size = min_size
-        self._parsed: Bounded[bytes, discovery_pb2.DeltaDiscoveryRequest] = Bounded(
-            max_weight=max_bytes)
-
-    @property
-    def bytes(self) -> int:
-        return self._parsed.weight
-
-    def parse(self, raw: bytes) -> discovery_pb2.DeltaDiscoveryRequest:
-        if len(raw) < self._min_size:
-            return discovery_pb2.DeltaDiscoveryRequest.FromString(raw)
-        got = self._parsed.get(raw)
-        if got is None:  # (FromString may raise: nothing kept)
-            got = self._parsed.put(raw, discovery_pb2.DeltaDiscoveryRequest.FromString(raw),
-                                   len(raw))
-        return got
 
 
 class DeltaStream(StreamCore):

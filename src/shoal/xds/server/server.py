@@ -25,9 +25,10 @@ from shoal.errors import (
 from shoal.xds.cache import SnapshotCache
 from shoal.xds.node import parse_node
 from shoal.xds.server.budget import WriteBudget
-from shoal.xds.server.delta import DeltaStream, RequestCache
+from shoal.xds.server.delta import DeltaStream
 from shoal.xds.server.hooks import ConnectionHooks
 from shoal.xds.server.peer import Claim, NodeClaims, NodeGuard, peer_of
+from shoal.xds.server.requests import RequestCache
 from shoal.xds.server.sotw import SotwStream
 from shoal.xds.server.status import ProxyStatus, StatusTracker
 from shoal.xds.server.stream import SlowClient, StreamContext, StreamCore
@@ -92,7 +93,9 @@ class XdsServer:
         self._ids = itertools.count(1)
         self._streams: Counter[str] = Counter()  # live streams per node id
         self.claims = NodeClaims()
-        self.requests = RequestCache()  # equal large delta requests parsed once
+        # equal large requests parsed once (the same subscription from every proxy)
+        self.sotw_requests = RequestCache(discovery_pb2.DiscoveryRequest)
+        self.delta_requests = RequestCache(discovery_pb2.DeltaDiscoveryRequest)
 
     def add_to(self, server: grpc.aio.Server, guard: NodeGuard | None = None) -> None:
         """Serve ADS on ``server``; ``guard`` decides which peer may be which node (default:
@@ -101,11 +104,11 @@ class XdsServer:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                 servicer.StreamAggregatedResources,
-                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                request_deserializer=self.sotw_requests.parse,
                 response_serializer=_wire),
             "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
                 servicer.DeltaAggregatedResources,
-                request_deserializer=self.requests.parse,
+                request_deserializer=self.delta_requests.parse,
                 response_serializer=_wire),
         }),))
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
-from shoal.xds.server.stream import StreamContext, StreamCore, TypeState, shared_names
+from shoal.xds.server.requests import names_of, shared_names
+from shoal.xds.server.stream import StreamContext, StreamCore, TypeState
 from shoal.xds.types import CLUSTER, ENDPOINT, WILDCARD_TYPES
 
 
@@ -40,8 +40,6 @@ class SotwStream(StreamCore):
         self.eds_after_cds = False
         # non-wildcard type -> (the desired mapping last sent, the names it was sent for)
         self._sent: dict[str, tuple[Mapping[str, Message], frozenset[str]]] = {}
-        # type -> (digest of the last request's names, its names, wildcard)
-        self._subscriptions: dict[str, tuple[bytes, frozenset[str], bool]] = {}
 
     def on_request(self, req: discovery_pb2.DiscoveryRequest) -> None:
         self.seen_request(req.type_url)
@@ -53,7 +51,7 @@ class SotwStream(StreamCore):
             self.answer(st, req.response_nonce, error)
         reconnect = bool(req.version_info) and not req.response_nonce
         version = req.version_info
-        names, wildcard = self._subscription(req)  # (clears the fields read above)
+        names, wildcard = self._subscription(req)
         if not st.requested:
             st.requested = True
             st.dirty = True
@@ -61,30 +59,23 @@ class SotwStream(StreamCore):
                 # Reconnect: the client says what it has; no push if that is current.
                 st.sent_version = version  # counted as applied by pump()
                 st.dirty = False
-        elif names != st.names or wildcard != st.wildcard:
+        elif wildcard != st.wildcard or (names is not st.names and names != st.names):
             st.dirty = True
         st.names, st.wildcard = names, wildcard
         if req.type_url == ENDPOINT and self.eds_after_cds:
             st.dirty = True
         self.pump()
 
-    def _subscription(self, req: discovery_pb2.DiscoveryRequest) -> tuple[frozenset[str], bool]:
+    @staticmethod
+    def _subscription(req: discovery_pb2.DiscoveryRequest) -> tuple[frozenset[str], bool]:
         """(names, wildcard) of a request. Envoy repeats its whole subscription in every
-        request (thousands of EDS names at a thousand services), almost always unchanged:
-        a digest of the request's names (its serialized form without the fields that
-        change from request to request) finds the unchanged case without building a set
-        of thousands of fresh strings (that was a fifth of a push's CPU at 2,000 proxies).
-        The request is ours; the fields read above are cleared."""
-        for f in ("version_info", "response_nonce", "error_detail", "node"):
-            req.ClearField(f)
-        key = hashlib.sha1(req.SerializeToString(), usedforsecurity=False).digest()
-        prev = self._subscriptions.get(req.type_url)
-        if prev is not None and prev[0] == key:
-            return prev[1], prev[2]
-        names = shared_names(req.resource_names)
+        request (thousands of EDS names at a thousand services), almost always unchanged
+        and the same for every proxy of a scope: the server parses such equal requests
+        once and :func:`names_of` reads their names once, into one shared set."""
+        (names,) = names_of(req)
         wildcard = req.type_url in WILDCARD_TYPES and (not names or "*" in names)
-        names = names - {"*"} if "*" in names else names
-        self._subscriptions[req.type_url] = (key, names, wildcard)
+        if "*" in names:
+            names = shared_names(names - {"*"})
         return names, wildcard
 
     def pending(self, st: TypeState) -> bool:

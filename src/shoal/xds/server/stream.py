@@ -31,8 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -41,7 +40,6 @@ from google.protobuf.message import Message
 
 from shoal.errors import ShoalError
 from shoal.xds.cache import Packed, SnapshotCache
-from shoal.xds.cache.bounded import Bounded
 from shoal.xds.server.budget import WriteBudget
 from shoal.xds.server.status import StatusTracker
 from shoal.xds.types import (
@@ -54,22 +52,6 @@ from shoal.xds.types import (
     ProxySnapshot,
     names_within,
 )
-
-# Subscriptions are mostly the same across proxies (every proxy of a scope asks for the
-# same clusters' endpoints): equal name sets are one shared frozenset of interned names,
-# not a set of fresh strings per stream (~65 KB per proxy with 400 clusters). Bounded:
-# at most 4,096 distinct sets and 2,000,000 names in them all (a client sending ever new
-# large subscriptions cannot grow it).
-_NAMES: Bounded[frozenset[str], frozenset[str]] = Bounded(max_entries=4096,
-                                                         max_weight=2_000_000)
-
-
-def shared_names(names: Iterable[str]) -> frozenset[str]:
-    key = frozenset(names)
-    got = _NAMES.get(key)
-    if got is None:
-        got = _NAMES.put(key, frozenset(sys.intern(n) for n in key), len(key))
-    return got
 
 
 def eds_name(msg: Message) -> str | None:
