@@ -152,6 +152,10 @@ def test_responses_are_shared_by_content_and_bounded_by_bytes() -> None:
 _NAMES = [f"c{i}" for i in range(8)]
 _VERSIONS = [cluster_pb2.Cluster(name="x", connect_timeout={"seconds": s}) for s in range(3)]
 _mapping = st.dictionaries(st.sampled_from(_NAMES), st.sampled_from(range(3)), max_size=8)
+# one cache for every example too: what it kept from earlier moves must not leak into
+# later answers (its keys are object identities and own names)
+_PACKS = PackCache()
+_LONG_LIVED = ChangeCache(_PACKS.get, max_entries=64, max_own_names=100)
 
 
 def _messages(spec: dict[str, int], pool: dict[tuple[str, int], Any]) -> dict[str, Any]:
@@ -180,6 +184,7 @@ def test_overlay_diff_equals_the_diff_of_the_merged_mappings(
     by_parts = ChangeCache(packs.get).diff(old, has, new, names)
     merged = ChangeCache(packs.get).diff(dict(old.items()), has, dict(new.items()), names)
     assert by_parts == merged
+    assert _LONG_LIVED.diff(old, has, new, names) == merged
     # the mapping itself reads as the merged dict, in its order
     flat = {**old.base, **old.own}
     assert list(old) == list(flat) and len(old) == len(flat)
@@ -200,3 +205,8 @@ def test_overlay_diff_shares_the_shared_diff_when_own_items_take_no_part() -> No
     moved = changes.diff(Overlay(old_base, own), None,
                          Overlay(new_base, _messages({"inbound": 1}, pool)), None)
     assert moved.updated == {"a", "inbound"} and moved is not first
+    # another proxy whose own item moved the same way gets that same Diff object (the
+    # response cache then matches its names by identity)
+    again = changes.diff(Overlay(old_base, dict(own)), None,
+                         Overlay(new_base, _messages({"inbound": 1}, {})), None)
+    assert again is moved

@@ -36,7 +36,7 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 NEVER = 2**31 - 1  # a generation-2 threshold no count reaches
-YOUNG = 10_000  # allocations between young collections (CPython's default: 700)
+YOUNG = 100_000  # allocations between young collections (CPython's default: 700)
 
 
 def _malloc_trim() -> Callable[[], object]:

@@ -180,12 +180,24 @@ class ChangeCache:
     names) and shared by every stream that moves between the same two snapshots -- the
     mappings are the shared objects of the generators, so a thousand proxies of one scope
     ask the same question. Keyed by identity; an entry holds both mappings, so their ids
-    cannot be reused while it lives. Bounded: emptied when it holds ``max_entries``."""
+    cannot be reused while it lives. Bounded: emptied when it holds ``max_entries``.
 
-    def __init__(self, packed: Callable[[Message], Packed], max_entries: int = 1024) -> None:
+    A proxy's own items (its inbound clusters) make its Diff differ from the shared one,
+    but mostly in the same way as the other proxies' (every sidecar's inbound cluster of
+    port 8080 has the same name and content): such Diffs are one object too, found by
+    the shared Diff and the own names, so the response cache keyed by the names to send
+    matches them by identity instead of comparing thousands of names per stream. Bounded
+    by the names they hold as well (``max_own_names``)."""
+
+    def __init__(self, packed: Callable[[Message], Packed], max_entries: int = 1024,
+                 max_own_names: int = 500_000) -> None:
         self._packed = packed
         self._diffs: Bounded[tuple[int, int, frozenset[str] | None, frozenset[str] | None],
                              tuple[object, object, Diff]] = Bounded(max_entries=max_entries)
+        # (id(shared Diff), own names, own updated, own removed, own held) -> (it, Diff)
+        self._own: Bounded[tuple[int, frozenset[str], frozenset[str], frozenset[str],
+                                 frozenset[str] | None], tuple[Diff, Diff]] = Bounded(
+            max_entries=max_entries, max_weight=max_own_names)
 
     def diff(self, old: Mapping[str, Message], has: frozenset[str] | None,
              new: Mapping[str, Message], names: frozenset[str] | None) -> Diff:
@@ -223,12 +235,20 @@ class ChangeCache:
         if (shared.updated & own == updated and shared.removed & own == removed
                 and (shared_after is None or shared_after & own == after)):
             return shared
+        key = (id(shared), frozenset(own), frozenset(updated), frozenset(removed),
+               None if shared_after is None else frozenset(after))
+        got = self._own.get(key)
+        if got is not None and got[0] is shared:
+            return got[1]
         if shared_after is not None:
             shared_after = (shared_after - own) | after
             if shared_after == names:
                 shared_after = names
-        return Diff(frozenset((shared.updated - own) | updated),
-                    frozenset((shared.removed - own) | removed), shared_after)
+        out = Diff(frozenset((shared.updated - own) | updated),
+                   frozenset((shared.removed - own) | removed), shared_after)
+        weight = len(out.updated) + len(out.removed) + len(out.held or ())
+        self._own.put(key, (shared, out), weight)
+        return out
 
     def _diff(self, old: Mapping[str, Message], has: frozenset[str] | None,
               new: Mapping[str, Message], names: frozenset[str] | None) -> Diff:
