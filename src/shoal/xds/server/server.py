@@ -32,6 +32,7 @@ from shoal.xds.server.requests import RequestCache
 from shoal.xds.server.sotw import SotwStream
 from shoal.xds.server.status import ProxyStatus, StatusTracker
 from shoal.xds.server.stream import SlowClient, StreamContext, StreamCore
+from shoal.xds.server.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class XdsServer:
         self._ids = itertools.count(1)
         self._streams: Counter[str] = Counter()  # live streams per node id
         self.claims = NodeClaims()
+        self.watchdog = Watchdog(min(send_timeout, ack_timeout) / 4)
         # equal large requests parsed once (the same subscription from every proxy)
         self.sotw_requests = RequestCache(discovery_pb2.DiscoveryRequest)
         self.delta_requests = RequestCache(discovery_pb2.DeltaDiscoveryRequest)
@@ -160,17 +162,24 @@ class XdsServer:
             )
             core = flavour(ctx)
             core.on_request(first)
+            cut: list[SlowClient] = []
+
+            def overdue(reason: SlowClient) -> None:
+                cut.append(reason)
+                claim.revoked.set()  # (the one event that ends the stream: _ended)
+
+            self.watchdog.watch(stream_id, core, overdue)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._read(core, requests))
                 tg.create_task(self._watch(core))
                 tg.create_task(core.write_loop(context.write))
-                tg.create_task(core.watchdog())
-                tg.create_task(self._revoked(claim))
+                tg.create_task(self._ended(claim, cut))
         except* _StreamEnded:
             pass
         except* ShoalError as group:
             failure = group.exceptions[0]  # type: ignore[assignment]
         finally:
+            self.watchdog.forget(stream_id)
             await asyncio.shield(self._closed(node_id, stream_id))
         if failure is not None:
             log.warning("xds stream cut", extra={"node": node_id, "reason": str(failure)})
@@ -181,8 +190,13 @@ class XdsServer:
             core.on_request(req)
         raise _StreamEnded
 
-    async def _revoked(self, claim: Claim) -> None:
+    async def _ended(self, claim: Claim, cut: list[SlowClient]) -> None:
+        """End the stream when its node is claimed by another identity (PERMISSION_DENIED)
+        or the watchdog finds its client too slow (RESOURCE_EXHAUSTED): one task and one
+        event per stream for both."""
         await claim.revoked.wait()
+        if cut:
+            raise cut[0]
         raise PermissionDenied(claim.reason)
 
     async def _watch(self, core: StreamCore) -> None:

@@ -315,8 +315,8 @@ class StreamCore:
     # -- the writer ----------------------------------------------------------------------------
     async def write_loop(self, write: Callable[[Message | bytes], Awaitable[None]]) -> None:
         """Send the queued responses in order. A write that the client does not take
-        within ``send_timeout`` is cut by :meth:`watchdog` (no timer per write: with
-        thousands of streams per push, their allocation showed in profiles)."""
+        within ``send_timeout`` is cut by the server's watchdog (:meth:`overdue`; no timer per
+        write: with thousands of streams per push, their allocation showed in profiles)."""
         loop = asyncio.get_running_loop()
         while True:
             type_url, response = await self.outbox.get()
@@ -335,21 +335,17 @@ class StreamCore:
             # mesh is hundreds of kB, held per stream for as long as the mesh is quiet
             del response
 
-    async def watchdog(self) -> None:
-        """Cut the stream when a response is not taken for ``send_timeout`` or stays
-        unanswered for ``ack_timeout`` (checked four times per the shorter of the two)."""
-        loop = asyncio.get_running_loop()
+    def overdue(self, now: float) -> SlowClient | None:
+        """Why the stream must be cut at loop time ``now``, if it must: a response not
+        taken for ``send_timeout`` or unanswered for ``ack_timeout`` (the server's
+        :class:`~shoal.xds.server.watchdog.Watchdog` asks every stream)."""
+        since = self._writing_since
+        if since is not None and now - since > self.ctx.send_timeout:
+            return SlowClient(f"{self.ctx.node_id}: a response was not taken within "
+                              f"{self.ctx.send_timeout:g}s")
         limit = self.ctx.ack_timeout
-        while True:
-            await asyncio.sleep(min(limit, self.ctx.send_timeout) / 4)
-            now = loop.time()
-            since = self._writing_since
-            if since is not None and now - since > self.ctx.send_timeout:
-                raise SlowClient(f"{self.ctx.node_id}: a response was not taken within "
-                                 f"{self.ctx.send_timeout:g}s")
-            for st in self.types.values():
-                if st.in_flight and now - st.sent_at > limit:
-                    raise SlowClient(
-                        f"{self.ctx.node_id}: {st.type_url} response not acknowledged "
-                        f"within {limit:g}s"
-                    )
+        for st in self.types.values():
+            if st.in_flight and now - st.sent_at > limit:
+                return SlowClient(f"{self.ctx.node_id}: {st.type_url} response not "
+                                  f"acknowledged within {limit:g}s")
+        return None
