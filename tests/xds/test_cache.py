@@ -155,7 +155,7 @@ _mapping = st.dictionaries(st.sampled_from(_NAMES), st.sampled_from(range(3)), m
 # one cache for every example too: what it kept from earlier moves must not leak into
 # later answers (its keys are object identities and own names)
 _PACKS = PackCache()
-_LONG_LIVED = ChangeCache(_PACKS.get, max_entries=64, max_own_names=100)
+_LONG_LIVED = ChangeCache(_PACKS.get, max_entries=64, max_own_names=100, min_cached=0)
 
 
 def _messages(spec: dict[str, int], pool: dict[tuple[str, int], Any]) -> dict[str, Any]:
@@ -198,7 +198,7 @@ def test_overlay_diff_shares_the_shared_diff_when_own_items_take_no_part() -> No
     old_base = _messages({"a": 0, "b": 0}, pool)
     new_base = _messages({"a": 1, "b": 0}, pool)
     own = _messages({"inbound": 0}, pool)
-    changes = ChangeCache(PackCache().get)
+    changes = ChangeCache(PackCache().get, min_cached=0)
     first = changes.diff(Overlay(old_base, own), None, Overlay(new_base, own), None)
     second = changes.diff(Overlay(old_base, dict(own)), None, Overlay(new_base, dict(own)), None)
     assert first.updated == {"a"} and first is second  # one object for every proxy
@@ -210,3 +210,19 @@ def test_overlay_diff_shares_the_shared_diff_when_own_items_take_no_part() -> No
     again = changes.diff(Overlay(old_base, dict(own)), None,
                          Overlay(new_base, _messages({"inbound": 1}, {})), None)
     assert again is moved
+
+
+def test_diffs_of_small_mappings_are_not_kept() -> None:
+    """Each proxy configuration's own listeners (two resources) would fill the diff cache
+    in a connect storm and push out the large shared diffs, which then came back as new,
+    equal name sets that every stream's response lookup compared name by name."""
+    pool: dict[tuple[str, int], Any] = {}
+    changes = ChangeCache(PackCache().get, min_cached=4)
+    small_old, small_new = _messages({"a": 0}, pool), _messages({"a": 1}, pool)
+    assert changes.diff(small_old, None, small_new, None).updated == {"a"}
+    assert len(changes._diffs) == 0
+    big_old = _messages({n: 0 for n in _NAMES[:4]}, pool)
+    big_new = _messages({n: 1 for n in _NAMES[:4]}, pool)
+    first = changes.diff(big_old, None, big_new, None)
+    assert changes.diff(big_old, None, big_new, None) is first and len(changes._diffs) == 1
+

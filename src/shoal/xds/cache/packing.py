@@ -180,7 +180,8 @@ class ChangeCache:
     names) and shared by every stream that moves between the same two snapshots -- the
     mappings are the shared objects of the generators, so a thousand proxies of one scope
     ask the same question. Keyed by identity; an entry holds both mappings, so their ids
-    cannot be reused while it lives. Bounded: emptied when it holds ``max_entries``.
+    cannot be reused while it lives. Bounded: emptied when it holds ``max_entries``;
+    diffs of mappings with fewer than ``min_cached`` resources between them are not kept.
 
     A proxy's own items (its inbound clusters) make its Diff differ from the shared one,
     but mostly in the same way as the other proxies' (every sidecar's inbound cluster of
@@ -190,8 +191,9 @@ class ChangeCache:
     by the names they hold as well (``max_own_names``)."""
 
     def __init__(self, packed: Callable[[Message], Packed], max_entries: int = 1024,
-                 max_own_names: int = 500_000) -> None:
+                 max_own_names: int = 500_000, min_cached: int = 32) -> None:
         self._packed = packed
+        self._min_cached = min_cached  # fewer resources in both mappings: not kept
         self._diffs: Bounded[tuple[int, int, frozenset[str] | None, frozenset[str] | None],
                              tuple[object, object, Diff]] = Bounded(max_entries=max_entries)
         # (id(shared Diff), own names, own updated, own removed, own held) -> (it, Diff)
@@ -252,8 +254,13 @@ class ChangeCache:
 
     def _diff(self, old: Mapping[str, Message], has: frozenset[str] | None,
               new: Mapping[str, Message], names: frozenset[str] | None) -> Diff:
+        # Small mappings (a proxy's own listeners: one per configuration) are compared
+        # again rather than kept: thousands of them emptied the cache during the connect
+        # storm, the large shared diffs were computed again as new but equal name sets,
+        # and every stream's response lookup then compared thousands of names.
+        small = len(old) + len(new) < self._min_cached
         key = (id(old), id(new), has, names)
-        entry = self._diffs.get(key)
+        entry = None if small else self._diffs.get(key)
         if entry is not None and entry[0] is old and entry[1] is new:
             return entry[2]
         want = new.keys() if names is None else names & new.keys()
@@ -269,5 +276,6 @@ class ChangeCache:
                 updated.append(n)
         after = None if names is None else names if len(want) == len(names) else frozenset(want)
         out = Diff(frozenset(updated), frozenset(held - want), after)
-        self._diffs.put(key, (old, new, out))
+        if not small:
+            self._diffs.put(key, (old, new, out))
         return out
