@@ -20,7 +20,7 @@ def test_full_collections_wait_for_quiet_and_are_forced_at_the_longest_interval(
     clock, work, runs = Clock(), [0], []
     fc = FullCollections(lambda: work[0], quiet=5, min_interval=60, max_interval=300,
                          clock=clock, collect=lambda: runs.append(clock.now) or 0,
-                         release=lambda: None)
+                         release=lambda: None, freeze=lambda: None, unfreeze=lambda: None)
     clock.now += 30  # quiet, but the last collection is too recent
     assert not fc.due()
     clock.now += 30  # 60 s old and quiet since the start
@@ -55,7 +55,8 @@ def test_native_memory_is_released_once_per_quiet_period_and_after_full_collecti
     clock, work, released = Clock(), [0], []
     fc = FullCollections(lambda: work[0], quiet=5, min_interval=60, max_interval=300,
                          clock=clock, collect=lambda: 0,
-                         release=lambda: released.append(clock.now))
+                         release=lambda: released.append(clock.now),
+                         freeze=lambda: None, unfreeze=lambda: None)
     clock.now += 10
     assert not fc.release_due()  # nothing done since the start
     for _ in range(3):  # a push
@@ -74,6 +75,39 @@ def test_native_memory_is_released_once_per_quiet_period_and_after_full_collecti
     assert fc.due()
     fc.collect()
     assert released == [1018.0, 1078.0] and fc.releases == 2
+
+
+def test_survivors_are_frozen_and_thawed_for_a_complete_collection_when_quiet() -> None:
+    """What a full collection leaves is frozen, so the next walks only newer objects;
+    every ``thaw_interval`` a collection first thaws everything (cycles among frozen
+    objects are found then), when quiet, or regardless at twice the interval."""
+    clock, work, calls = Clock(), [0], []
+    fc = FullCollections(lambda: work[0], quiet=5, min_interval=60, max_interval=300,
+                         thaw_interval=900, clock=clock,
+                         collect=lambda: calls.append("collect") or 0,
+                         release=lambda: None, freeze=lambda: calls.append("freeze"),
+                         unfreeze=lambda: calls.append("unfreeze"))
+    clock.now += 60
+    assert fc.due()
+    fc.collect()
+    assert calls == ["collect", "freeze"]  # not yet a complete one
+    clock.now += 900  # quiet all along: the thaw is due
+    calls.clear()
+    fc.collect()
+    assert calls == ["unfreeze", "collect", "freeze"] and fc.complete_collections == 1
+    calls.clear()
+    for _ in range(450):  # 900 s of constant churn: forced collections, partial ones
+        clock.now += 2
+        work[0] += 1
+        if fc.due():
+            fc.collect()
+    assert "unfreeze" not in calls and calls.count("collect") == 3
+    for _ in range(500):  # still busy, the last complete one 1,800 s old: complete anyway
+        clock.now += 2
+        work[0] += 1
+        if fc.due():
+            fc.collect()
+    assert calls.count("unfreeze") == 1 and fc.complete_collections == 2
 
 
 async def test_run_installs_the_thresholds_and_restores_them() -> None:

@@ -11,6 +11,14 @@ larger first threshold); full collections run when no proxy has been computed an
 response written for ``quiet`` seconds, at most every ``min_interval``, and at the latest every
 ``max_interval`` whatever the load, so cyclic garbage stays bounded.
 
+What a full collection finds alive is frozen (``gc.freeze``: not scanned again), so the
+next one walks only what was made since: in process at 5,000 proxies over 1,000
+services, a full collection after a change took 90 ms, 9 ms with the rest frozen (the
+serving control plane's took 0.6 to 1.3 s, its streams' objects included). Cycles among
+frozen objects (a stream's tasks once it closes) wait for the next complete collection:
+every ``thaw_interval`` the frozen objects are thawed first, when the plane is quiet (or
+regardless once twice that long has passed).
+
 Once per quiet period (and after each full collection) the freed native memory goes
 back to the operating system (``release``: glibc's ``malloc_trim``). A push's transient
 buffers -- state-of-the-world ACKs repeat a proxy's whole subscription, 158 kB each at
@@ -69,6 +77,9 @@ class FullCollections:
         clock: Callable[[], float] = time.monotonic,
         collect: Callable[[], int] = gc.collect,
         release: Callable[[], object] = release_native_memory,
+        thaw_interval: float = 900.0,
+        freeze: Callable[[], None] = gc.freeze,
+        unfreeze: Callable[[], None] = gc.unfreeze,
     ) -> None:
         self._activity = activity
         self._quiet = quiet
@@ -77,11 +88,15 @@ class FullCollections:
         self._clock = clock
         self._collect = collect
         self._release = release
+        self._thaw = thaw_interval
+        self._freeze, self._unfreeze = freeze, unfreeze
         self._last_full = clock()
+        self._last_thaw = self._last_full
         self._seen = activity()
         self._still_since = self._last_full
         self._released = self._seen  # the activity when native memory was last released
         self.full_collections = 0
+        self.complete_collections = 0  # of them, those that thawed the frozen objects first
         self.releases = 0
 
     def _note(self) -> float:
@@ -104,12 +119,24 @@ class FullCollections:
         return self._released != self._seen and now - self._still_since >= self._quiet
 
     def collect(self) -> None:
+        """A full collection; of everything (thawing the frozen objects first) when the
+        last complete one is ``thaw_interval`` old and the plane is quiet, or twice that
+        old; then what survived is frozen."""
         started = self._clock()
+        since_thaw = started - self._last_thaw
+        quiet = started - self._still_since >= self._quiet
+        complete = since_thaw >= self._thaw and (quiet or since_thaw >= 2 * self._thaw)
+        if complete:
+            self._unfreeze()
+            self._last_thaw = started
+            self.complete_collections += 1
         found = self._collect()
+        self._freeze()
         self._last_full = self._clock()
         self.full_collections += 1
         log.debug("full garbage collection", extra={
-            "ms": round((self._last_full - started) * 1000), "collected": found})
+            "ms": round((self._last_full - started) * 1000), "collected": found,
+            "complete": complete})
         self.release()
 
     def release(self) -> None:
@@ -133,3 +160,4 @@ class FullCollections:
                     self.release()
         finally:
             gc.set_threshold(*before)
+            self._unfreeze()  # (what outlives the collector is the process's to collect)
