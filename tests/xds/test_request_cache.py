@@ -10,7 +10,7 @@ from google.protobuf.message import DecodeError
 
 from shoal.xds.cache.bounded import Bounded
 from shoal.xds.server import requests
-from shoal.xds.server.requests import RequestCache, names_of
+from shoal.xds.server.requests import RequestCache, names_of, shared_names, subscribed_after
 from shoal.xds.types import ENDPOINT
 
 NAMES = [f"outbound|8080||svc-{i}.default.svc.cluster.local" for i in range(3000)]
@@ -88,3 +88,28 @@ def test_equal_state_of_the_world_acks_are_one_message_read_without_change() -> 
     (names,) = names_of(a)
     assert names == frozenset(NAMES) and names_of(b) == (names,)
     assert a == ack  # nothing read from it was cleared
+
+
+def test_a_large_subscription_move_is_worked_out_once() -> None:
+    """Thousands of streams holding the same shared set and sending the same request end
+    up holding one shared set, worked out once; the result is the set arithmetic."""
+    held = shared_names(["inbound|8080||"])
+    (more,) = names_of(discovery_pb2.DeltaDiscoveryRequest.FromString(request(NAMES)))[:1]
+    first = subscribed_after(held, more, frozenset())
+    assert first == held | frozenset(NAMES)
+    assert subscribed_after(held, more, frozenset()) is first
+    gone = shared_names(NAMES[:10])
+    after = subscribed_after(first, frozenset(), gone)
+    assert after == (held | frozenset(NAMES)) - gone
+    assert subscribed_after(held, frozenset({"*", "x"}), frozenset()) == held | {"x"}
+    assert requests._AFTER.max_weight is not None and requests._AFTER.max_entries is not None
+
+
+def test_a_shared_set_is_kept_under_itself() -> None:
+    """Asked again for a shared set (most calls), the lookup must meet that very object
+    first, not an equal one it would compare name by name."""
+    shared = shared_names(list(NAMES[:500]))
+    assert shared_names(set(NAMES[:500])) is shared and shared_names(shared) is shared
+    assert [k for k in requests._NAMES._entries if k == shared] == [shared]
+    assert next(k for k in requests._NAMES._entries if k == shared) is shared
+

@@ -9,7 +9,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
 from shoal.xds.cache.packing import Diff
-from shoal.xds.server.requests import names_of, shared_names
+from shoal.xds.server.requests import names_of, shared_names, subscribed_after
 from shoal.xds.server.stream import StreamCore, TypeState, eds_name
 from shoal.xds.types import CLUSTER, ENDPOINT, WILDCARD_TYPES
 
@@ -68,11 +68,7 @@ class DeltaStream(StreamCore):
         if "*" in unsubscribe:
             st.wildcard = False
         self._forget(st, unsubscribe)
-        # (a first subscription stays the shared set names_of gave, not a copy of it)
-        names = frozenset(st.names) | subscribe if st.names else subscribe
-        if unsubscribe or "*" in names:
-            names = names - unsubscribe - {"*"}
-        st.names = shared_names(names)
+        st.names = subscribed_after(frozenset(st.names), subscribe, unsubscribe)
         self.pump()
 
     def _forget(self, st: TypeState, names: AbstractSet[str]) -> None:
