@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shoal.api.compat import fields, render
-from shoal.api.security import AuthorizationPolicySpec
+from shoal.security.model import AuthorizationPolicySpec
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "istio-compatibility.md"
 

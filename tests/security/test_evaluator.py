@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shoal.authz.check import check
-from shoal.authz.evaluate import Request, evaluate
 from shoal.registry.snapshot import MeshSnapshot
+from shoal.security.check import check
+from shoal.security.evaluate import Request, evaluate
 
 from .scenario import ISSUER, alice, bob, scenario_mesh
 
@@ -85,7 +85,7 @@ def test_gateway_requests_from_outside() -> None:
     """`shoal authz check --gateway`: a request from outside the mesh to a gateway, under
     the policies that select the gateway (Istio's ingress JWT task)."""
     from shoal.api.parse import parse_yaml
-    from shoal.authz.check import check_gateway
+    from shoal.security.check import check_gateway
 
     mesh = MeshSnapshot.build(parse_yaml("""apiVersion: mesh.shoal.io/v1alpha1
 kind: Workload

@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from shoal.api.parse import parse_yaml
-from shoal.api.security import MtlsMode
-from shoal.authz.evaluate import Request, evaluate
-from shoal.authz.policies import mtls_mode
 from shoal.registry.snapshot import MeshConfig, MeshSnapshot
+from shoal.security.evaluate import Request, evaluate
+from shoal.security.model import MtlsMode
+from shoal.security.scoping import mtls_mode
 from shoal.xds.generate.scope import sidecar_for
 
 WORKLOAD = """apiVersion: mesh.shoal.io/v1alpha1
@@ -83,7 +83,7 @@ def test_both_roots_and_the_flag_says_which() -> None:
 def test_a_peer_authentication_with_a_selector_in_a_root_namespace_is_ignored() -> None:
     """As in Istio ("PeerAuthentication policies with workload selectors are ignored when
     deployed in the root namespace"); ``shoal analyze`` says so instead of counting the
-    workloads it would select (the generators' own rule, authz.policies.applies_to)."""
+    workloads it would select (the generators' own rule, security.scoping.applies_to)."""
     from shoal.analyze import analyze
 
     selected = STRICT.replace("spec: {mtls", "spec: {selector: {matchLabels: {app: web}}, mtls")

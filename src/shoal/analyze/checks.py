@@ -8,34 +8,17 @@ the same rules as the generators (ServiceEntry hosts included).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
 
+from shoal.analyze.finding import Finding
 from shoal.analyze.traffic_policy import destination_rule_policies
 from shoal.api.gateway import gateway_ref
 from shoal.api.gatewayapi import BackendRef, backend_refs
 from shoal.api.meta import Resource, ResourceKey, oldest_first
 from shoal.api.networking import Destination, VirtualServiceSpec, for_mesh
 from shoal.api.selector import selects
-from shoal.authz.policies import applies_to, has_selector, root_selector_ignored
 from shoal.registry import gamma, gateways
 from shoal.registry.snapshot import MeshConfig, MeshSnapshot
-from shoal.xds.generate import ext_authz
-
-
-@dataclass(frozen=True)
-class Finding:
-    code: str  # e.g. "subset-not-found"
-    resource: str  # "VirtualService default/reviews"
-    path: str  # "spec.http[0].route[1].destination.subset"
-    message: str
-    source: str = ""  # file it came from (-f), empty for stored config
-
-    def __str__(self) -> str:
-        at = f"{self.source}: " if self.source else ""
-        return f"{at}{self.resource}: {self.path}: {self.message} [{self.code}]"
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+from shoal.security import analyze as security
 
 
 def _destinations(spec: VirtualServiceSpec) -> Iterator[tuple[str, Destination]]:
@@ -128,42 +111,6 @@ def _selectors(mesh: MeshSnapshot) -> Iterator[Finding]:
                           f"{sel.labels}")
 
 
-def _policy_selectors(mesh: MeshSnapshot) -> Iterator[Finding]:
-    """Security policies whose selector matches no workload (a sidecar's or a gateway's):
-    usually a typo in a label, and then nothing is protected. Which workloads a policy
-    applies to is the generators' own rule (``authz.policies.applies_to``)."""
-    roots = mesh.config.policy_roots
-    for kind in ("AuthorizationPolicy", "RequestAuthentication", "PeerAuthentication"):
-        for policy in mesh.of_kind(kind):
-            if not has_selector(policy):
-                continue
-            if root_selector_ignored(mesh, policy):
-                yield Finding("selector-ignored", str(policy.key), "spec.selector",
-                              f"a PeerAuthentication with a selector in the root namespace "
-                              f"{policy.metadata.namespace} is ignored (as in Istio): put it "
-                              "in the workloads' namespace, or drop the selector to make it "
-                              "mesh-wide")
-                continue
-            if not any(applies_to(mesh, policy, w) for w in mesh.workloads):
-                ns = policy.metadata.namespace
-                where = "any namespace" if ns in roots else f"namespace {ns}"
-                yield Finding("selects-nothing", str(policy.key), "spec.selector.matchLabels",
-                              f"no workload (sidecar or gateway) in {where} has labels "
-                              f"{dict(policy.spec.selector.match_labels)}: the policy "
-                              "applies to nothing")
-
-
-def _custom_providers(mesh: MeshSnapshot) -> Iterator[Finding]:
-    """CUSTOM policies whose provider cannot be used (the generator's own resolution):
-    the requests they select are denied."""
-    for policy in ext_authz.custom(mesh.of_kind("AuthorizationPolicy")):
-        res = ext_authz.resolve_provider(mesh, policy.spec.provider.name)
-        if res.provider is None:
-            yield Finding("provider-unavailable", str(policy.key), "spec.provider.name",
-                          f"{res.error}: the requests this policy selects are denied "
-                          "(fail closed)")
-
-
 def _http_routes(mesh: MeshSnapshot) -> Iterator[Finding]:
     """Gateway API routes that cannot work as written (ADR 0035, 0039, 0040): a parent
     Service that does not exist, a VirtualService for the same host, which wins, a Gateway
@@ -233,8 +180,8 @@ def _gateways(mesh: MeshSnapshot) -> Iterator[Finding]:
                               "listener is not served")
 
 
-CHECKS = (_virtual_services, _destination_rules, _selectors, _policy_selectors,
-          _custom_providers, _http_routes, _gateways, destination_rule_policies)
+CHECKS = (_virtual_services, _destination_rules, _selectors, security.policy_selectors,
+          security.custom_providers, _http_routes, _gateways, destination_rule_policies)
 
 
 def analyze(resources: Iterable[Resource], sources: Mapping[ResourceKey, str] | None = None,

@@ -23,7 +23,7 @@ from shoal.registry.external import external_host
 from shoal.registry.snapshot import MeshSnapshot
 
 if TYPE_CHECKING:
-    from shoal.analyze.checks import Finding
+    from shoal.analyze.finding import Finding
 
 _TLS_PROTOCOLS = (EntryProtocol.TLS, EntryProtocol.HTTPS)
 
@@ -56,7 +56,7 @@ def _entry_protocols(mesh: MeshSnapshot, host: str) -> dict[int, EntryProtocol]:
 
 
 def destination_rule_policies(mesh: MeshSnapshot) -> Iterator[Finding]:
-    from shoal.analyze.checks import Finding
+    from shoal.analyze.finding import Finding
 
     for dr in mesh.of_kind("DestinationRule"):
         service = mesh.resolve_host(dr.spec.host, dr.metadata.namespace)

@@ -11,15 +11,15 @@ from shoal.api.mesh import NamespaceSpec, ServiceSpec, TokenRevocationSpec, Work
 from shoal.api.meta import Model
 from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec
 from shoal.api.ratelimit import POLICY, RateLimitPolicySpec
-from shoal.api.security import (
-    AuthorizationPolicySpec,
-    PeerAuthenticationSpec,
-    RequestAuthenticationSpec,
-)
 from shoal.api.serviceentry import ServiceEntrySpec
 from shoal.api.sidecar import SidecarSpec
 from shoal.api.telemetry import TELEMETRY, ServiceLevelObjectiveSpec
 from shoal.errors import NotFound
+from shoal.security.model import (
+    AuthorizationPolicySpec,
+    PeerAuthenticationSpec,
+    RequestAuthenticationSpec,
+)
 
 SHOAL_MESH = "mesh.shoal.io/v1alpha1"
 ISTIO_NETWORKING = ("networking.istio.io/v1", "networking.istio.io/v1beta1",

@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 
 from shoal.api.parse import load_resource
-from shoal.authz.check import check, check_gateway
 from shoal.cli.client import ApiClient
 from shoal.cli.output import Format, dump, table
 from shoal.errors import ValidationError, Violation
 from shoal.registry.snapshot import MeshSnapshot
+from shoal.security.check import check, check_gateway
 
 EXIT_DENIED = 3  # 1 is every other error, 2 a usage error
 

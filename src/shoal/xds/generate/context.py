@@ -25,7 +25,9 @@ from google.protobuf.message import Message
 from shoal.api.mesh import ServicePort
 from shoal.api.meta import Resource, ResourceKey
 from shoal.registry.snapshot import Endpoint, MeshSnapshot, services_of_workloads
-from shoal.xds.generate import authn, clusters, routes, scope, security, vhosts
+from shoal.security import authn
+from shoal.security import plugin as security
+from shoal.xds.generate import clusters, routes, scope, vhosts
 from shoal.xds.generate.base import Labels
 from shoal.xds.types import Resources
 

@@ -45,6 +45,7 @@ from shoal.multicluster.labels import network_of
 from shoal.registry import gamma
 from shoal.registry.gateways import GATEWAY_KINDS, SYNTHETIC
 from shoal.registry.snapshot import MeshSnapshot, mtls_disabled
+from shoal.security import authn
 from shoal.xds.generate import (
     auto_passthrough,
     http_filters,
@@ -53,7 +54,6 @@ from shoal.xds.generate import (
     tls,
     tls_routes,
 )
-from shoal.xds.generate.authn import tls_inspector
 from shoal.xds.generate.base import Generator, Part, ProxyView
 from shoal.xds.generate.context import GenerationContext
 from shoal.xds.generate.protocol import HcmExtras, http_connection_manager, socket_address
@@ -294,7 +294,7 @@ def gateway_listener(ctx: GenerationContext, workload: Resource, port: int,
     if protocol is ServerProtocol.TLS:
         lis.filter_chains.extend(_tls_server_chains(ctx, workload, port, bound, prefix, cds))
         if tls_routes.needs_inspector(lis.filter_chains):
-            lis.listener_filters.append(tls_inspector())
+            lis.listener_filters.append(authn.tls_inspector())
         return (lis if lis.filter_chains else None), []
     # RequestAuthentication and AuthorizationPolicy (ALLOW / DENY / AUDIT) selecting the
     # gateway, enforced exactly as on a sidecar's inbound port, before anything else.
@@ -310,7 +310,7 @@ def gateway_listener(ctx: GenerationContext, workload: Resource, port: int,
     if not chains:
         return None, []
     lis.filter_chains.extend(chains)
-    lis.listener_filters.append(tls_inspector())
+    lis.listener_filters.append(authn.tls_inspector())
     return lis, tables
 
 

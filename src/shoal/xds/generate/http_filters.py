@@ -5,7 +5,7 @@
   dynamic forward proxy (``ALLOW_ANY`` only), CORS, fault; telemetry outbound, the
   source reporting.
 * **inbound** — a workload port (and a captured pod's): JWT, ext_authz, RBAC (the port's
-  security, :mod:`.security`), then rate limits; telemetry inbound, the destination
+  security, :mod:`shoal.security.plugin`), then rate limits; telemetry inbound, the destination
   reporting.
 * **gateway** — an Istio or Gateway API HTTP(S) server: JWT, ext_authz, RBAC of the
   gateway workload, CORS, fault; telemetry inbound, the gateway reporting as the source

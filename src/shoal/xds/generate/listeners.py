@@ -13,9 +13,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
-from shoal.api.security import MtlsMode
+from shoal.security import authn, plugin
+from shoal.security.model import MtlsMode
 from shoal.xds.generate import names
-from shoal.xds.generate.authn import filter_chains, tls_inspector
 from shoal.xds.generate.protocol import (
     NO_EXTRAS,
     HcmExtras,
@@ -23,7 +23,6 @@ from shoal.xds.generate.protocol import (
     socket_address,
     tcp_proxy,
 )
-from shoal.xds.generate.security import InboundSecurity
 from shoal.xds.generate.tcp_routes import Weighted, tcp_proxy_filter
 from shoal.xds.generate.tls_routes import needs_inspector
 
@@ -91,7 +90,7 @@ def upstream_tls_listener(
         name=names.upstream_listener(host, port), address=socket_address(LOCALHOST, local_port),
         traffic_direction=base_pb2.OUTBOUND, filter_chains=list(chains))
     if needs_inspector(chains):
-        lis.listener_filters.append(tls_inspector())
+        lis.listener_filters.append(authn.tls_inspector())
     return lis
 
 
@@ -114,12 +113,12 @@ def inbound_listener(
     route_config: route_pb2.RouteConfiguration | None,
     extras: HcmExtras = NO_EXTRAS,
     tcp_access_log: Sequence[accesslog_pb2.AccessLog] = (),
-    security: InboundSecurity | None = None,
+    security: plugin.InboundSecurity | None = None,
 ) -> listener_pb2.Listener:
     """HTTP (inline route table) when ``route_config`` is given, else a TCP proxy; filter
     chains per the port's mTLS mode, with the security plugin's filters first."""
     prefix = names.inbound_stat_prefix(port)
-    sec = security or InboundSecurity(MtlsMode.DISABLE, NO_EXTRAS, ())
+    sec = security or plugin.InboundSecurity(MtlsMode.DISABLE, NO_EXTRAS, ())
 
     def filters(mtls: bool) -> list[listener_components_pb2.Filter]:
         if route_config is not None:
@@ -128,7 +127,7 @@ def inbound_listener(
                                             extras=hcm_extras)]
         return [*sec.network_filters, tcp_proxy(prefix, cluster, access_log=tcp_access_log)]
 
-    chains, listener_filters = filter_chains(sec.mode, route_config is not None, filters)
+    chains, listener_filters = authn.filter_chains(sec.mode, route_config is not None, filters)
     return listener_pb2.Listener(
         name=name,
         address=socket_address(address, port),

@@ -27,13 +27,11 @@ from shoal.multicluster.labels import CLUSTER_LABEL, NETWORK_LABEL
 from shoal.registry import external
 from shoal.registry.gateways import GATEWAY_KINDS
 from shoal.registry.snapshot import Endpoint, mtls_disabled
+from shoal.security import authn, ext_authz, jwt
 from shoal.xds.generate import (
-    authn,
     clusters,
     egress,
     endpoints,
-    ext_authz,
-    jwt,
     locality,
     names,
     network,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shoal.api.meta import Resource
-from shoal.api.security import (
+from shoal.security.model import (
     Action,
     Condition,
     MtlsMode,
@@ -25,7 +25,7 @@ from shoal.api.security import (
     Source,
     parse_condition_key,
 )
-from shoal.authz.policies import applicable, mtls_mode
+from shoal.security.scoping import applicable, mtls_mode
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,12 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from google.protobuf import empty_pb2
 
 from shoal.api.meta import Resource
-from shoal.api.security import JwtRule, RequestAuthenticationSpec
 from shoal.netaddr import is_ip
 from shoal.registry.snapshot import MeshSnapshot
+from shoal.security.model import JwtRule, RequestAuthenticationSpec
+from shoal.security.rbac_match import JWT_FILTER, JWT_PAYLOAD_KEY
 from shoal.xds.generate import names
 from shoal.xds.generate.protocol import duration, pack, socket_address
-from shoal.xds.generate.rbac_match import JWT_FILTER, JWT_PAYLOAD_KEY
 from shoal.xds.generate.tls import tls_socket
 
 JWKS_TIMEOUT_S = 5.0

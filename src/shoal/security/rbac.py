@@ -23,7 +23,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as net_rbac_pb2
 
 from shoal.api.meta import Resource
-from shoal.api.security import (
+from shoal.security import rbac_match as m
+from shoal.security.model import (
     Action,
     AuthorizationPolicySpec,
     Condition,
@@ -32,7 +33,6 @@ from shoal.api.security import (
     Source,
     parse_condition_key,
 )
-from shoal.xds.generate import rbac_match as m
 from shoal.xds.generate.protocol import pack
 
 HTTP_RBAC = "envoy.filters.http.rbac"

@@ -3,7 +3,7 @@
 Istio's value syntax everywhere: exact, prefix ``abc*``, suffix ``*abc``, presence ``*``.
 Principals are the peer's URI SAN (``spiffe://`` + the Istio principal); namespaces are a
 regex on it; request principals (``iss/sub``) and claims are read from the JWT payload
-that ``jwt_authn`` leaves in dynamic metadata (see :mod:`shoal.xds.generate.jwt`).
+that ``jwt_authn`` leaves in dynamic metadata (see :mod:`shoal.security.jwt`).
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from shoal.api.meta import Resource
-from shoal.api.security import MtlsMode
-from shoal.authz.evaluate import Decision, Request, evaluate
-from shoal.authz.policies import mtls_mode
 from shoal.errors import NotFound
 from shoal.registry.snapshot import MeshSnapshot, has_sidecar
+from shoal.security.evaluate import Decision, Request, evaluate
+from shoal.security.model import MtlsMode
+from shoal.security.scoping import mtls_mode
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ RequestAuthentication.
 
 Shapes follow Istio so existing files apply unchanged. Fields shoal does not implement
 are ``NotSupported`` (an error naming the field). What each kind means for traffic is in
-docs/security.md; the Envoy side is in :mod:`shoal.xds.generate.authn`, ``rbac`` and ``jwt``.
+docs/security.md; the Envoy side is in :mod:`shoal.security.authn`, ``rbac`` and ``jwt``.
 """
 
 from __future__ import annotations

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
 
 from shoal.api.meta import Resource
-from shoal.api.security import MtlsMode
-from shoal.authz.policies import applicable, mtls_mode
 from shoal.registry.snapshot import MeshSnapshot
-from shoal.xds.generate import ext_authz, jwt, names, rbac
+from shoal.security import ext_authz, jwt, rbac
+from shoal.security.model import MtlsMode
+from shoal.security.scoping import applicable, mtls_mode
+from shoal.xds.generate import names
 from shoal.xds.generate.protocol import HcmExtras
 
 

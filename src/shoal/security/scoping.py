@@ -17,9 +17,9 @@ same policies. Istio's scoping rules:
 from __future__ import annotations
 
 from shoal.api.meta import Resource, oldest_first
-from shoal.api.security import MtlsMode, PeerAuthenticationSpec, WorkloadSelector
 from shoal.api.selector import selects
 from shoal.registry.snapshot import MeshSnapshot, mtls_disabled
+from shoal.security.model import MtlsMode, PeerAuthenticationSpec, WorkloadSelector
 
 
 def _selects(selector: WorkloadSelector | None, labels: dict[str, str]) -> bool:

@@ -37,9 +37,10 @@ from google.protobuf import duration_pb2
 
 from shoal.api.meshconfig import ExtAuthzGrpc, ExtAuthzHttp, ExtensionProvider
 from shoal.api.meta import Resource
-from shoal.api.security import Action
 from shoal.registry.snapshot import MeshSnapshot
-from shoal.xds.generate import names, rbac
+from shoal.security import rbac
+from shoal.security.model import Action
+from shoal.xds.generate import names
 from shoal.xds.generate.protocol import duration, pack
 
 HTTP_EXT_AUTHZ = "envoy.filters.http.ext_authz"

@@ -17,9 +17,9 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 
 from shoal.api.mesh import Protocol
 from shoal.api.meta import Resource
-from shoal.api.security import MtlsMode
-from shoal.authz.policies import mtls_mode
 from shoal.registry.snapshot import Endpoint, MeshSnapshot, spiffe_id
+from shoal.security.model import MtlsMode
+from shoal.security.scoping import mtls_mode
 from shoal.xds.generate import tls
 from shoal.xds.generate.protocol import pack
 

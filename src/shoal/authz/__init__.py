@@ -1,1 +1,0 @@
-"""Authorization: which policies apply, and a pure evaluator behind `shoal authz check`."""
