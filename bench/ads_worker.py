@@ -17,6 +17,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from shoal.testing import FakeAdsClient
+from shoal.xds.cache.bounded import ByIdentity
 from shoal.xds.generate import names
 from shoal.xds.node import node_metadata
 from shoal.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, ProxyMetadata
@@ -31,15 +32,13 @@ def route_weights(client: FakeAdsClient, vhost: str) -> tuple[int, ...]:
     if rc is None:
         return ()
     # the decoded route configuration is shared by every client sent it: read it once
-    got = _WEIGHTS.get((id(rc), vhost))
-    if got is None or got[0] is not rc:
-        if len(_WEIGHTS) > 64:
-            _WEIGHTS.clear()
-        got = _WEIGHTS[(id(rc), vhost)] = (rc, _weights(rc, vhost))
-    return got[1]
+    got = _WEIGHTS.get((rc,), vhost)
+    if got is None:
+        got = _WEIGHTS.put((rc,), _weights(rc, vhost), extra=vhost)
+    return got
 
 
-_WEIGHTS: dict[tuple[int, str], tuple[object, tuple[int, ...]]] = {}
+_WEIGHTS: ByIdentity[tuple[int, ...]] = ByIdentity(max_entries=64)
 
 
 def _weights(rc: object, vhost: str) -> tuple[int, ...]:

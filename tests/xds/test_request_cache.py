@@ -8,7 +8,7 @@ import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
-from shoal.xds.cache.bounded import Bounded
+from shoal.xds.cache.bounded import Bounded, ByIdentity
 from shoal.xds.server import requests
 from shoal.xds.server.requests import RequestCache, names_of, shared_names, subscribed_after
 from shoal.xds.types import ENDPOINT
@@ -113,3 +113,20 @@ def test_a_shared_set_is_kept_under_itself() -> None:
     assert [k for k in requests._NAMES._entries if k == shared] == [shared]
     assert next(k for k in requests._NAMES._entries if k == shared) is shared
 
+
+
+def test_values_by_identity_are_found_only_for_the_very_objects() -> None:
+    """The memo behind the shared diffs, name sets and moves: equal but distinct objects,
+    another ``extra`` or a dropped entry are misses; it holds what it was given."""
+    memo: ByIdentity[str] = ByIdentity(max_entries=2, max_weight=10)
+    a, b = frozenset({"x"}), frozenset({"y"})
+    memo.put((a, b), "ab", extra="e")
+    assert memo.get((a, b), "e") == "ab"
+    assert memo.get((a, b)) is None  # another extra
+    assert memo.get((frozenset({"x"}), b), "e") is None  # equal, not the same object
+    assert memo.get((b, a), "e") is None
+    memo.put((a,), "a")
+    memo.put((b,), "b")  # a third entry: it starts over
+    assert len(memo) == 1 and memo.get((a, b), "e") is None and memo.get((b,)) == "b"
+    memo.put((a,), "heavy", weight=11)  # heavier than the whole bound: not kept
+    assert memo.get((a,)) is None and memo.weight <= 10

@@ -38,6 +38,7 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from shoal.errors import Unavailable
+from shoal.xds.cache.bounded import ByIdentity
 from shoal.xds.server.server import ADS_SERVICE
 from shoal.xds.types import (
     CLUSTER,
@@ -200,20 +201,18 @@ def scope_targets(scopes: Mapping[str, Message]) -> frozenset[str]:
 
 # What clients with shared_responses compute from one decoded response (the same mapping
 # for every client sent it, never mutated, unlike a client's own store), by kind:
-# id(decoded) -> (it, the result). Each kind holds at most 64 responses' results.
-_PER_RESPONSE: dict[str, dict[int, tuple[Mapping[str, Message], frozenset[str]]]] = {}
+# the decoded mapping -> the result. Each kind holds at most 64 responses' results.
+_PER_RESPONSE: dict[str, ByIdentity[frozenset[str]]] = {}
 
 
 def _once_per_response(kind: str, decoded: Mapping[str, Message],
                        compute: Callable[[Mapping[str, Message]], frozenset[str]]
                        ) -> frozenset[str]:
-    memo = _PER_RESPONSE.setdefault(kind, {})
-    got = memo.get(id(decoded))
-    if got is None or got[0] is not decoded:
-        if len(memo) > 64:
-            memo.clear()
-        got = memo[id(decoded)] = (decoded, compute(decoded))
-    return got[1]
+    memo = _PER_RESPONSE.setdefault(kind, ByIdentity(max_entries=64))
+    got = memo.get((decoded,))
+    if got is None:
+        got = memo.put((decoded,), compute(decoded))
+    return got
 
 
 def _shared_scope_targets(decoded: Mapping[str, Message]) -> frozenset[str]:

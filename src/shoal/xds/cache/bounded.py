@@ -40,3 +40,47 @@ class Bounded(Generic[K, V]):
             self._entries[key] = value
             self.weight += weight
         return value
+
+
+class ByIdentity(Generic[V]):
+    """Values worked out from particular objects (a shared mapping, a name set, a parsed
+    request), found again only for those very objects: thousands of streams handed the
+    same objects ask once, and nobody compares their contents. Keyed by the objects'
+    ``id()`` s and any hashable ``extra``; an entry holds the objects, so they stay alive
+    while it is kept and a recycled id never matches. Bounded as :class:`Bounded`."""
+
+    def __init__(self, *, max_entries: int | None = None, max_weight: int | None = None
+                 ) -> None:
+        self._kept: Bounded[tuple[Hashable, ...], tuple[tuple[object, ...], V]] = Bounded(
+            max_entries=max_entries, max_weight=max_weight)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    @property
+    def weight(self) -> int:
+        return self._kept.weight
+
+    @property
+    def max_entries(self) -> int | None:
+        return self._kept.max_entries
+
+    @property
+    def max_weight(self) -> int | None:
+        return self._kept.max_weight
+
+    def get(self, objs: tuple[object, ...], extra: Hashable = None) -> V | None:
+        got = self._kept.get((*map(id, objs), extra))
+        if got is None:
+            return None
+        kept, value = got
+        for a, b in zip(kept, objs, strict=True):
+            if a is not b:
+                return None
+        return value
+
+    def put(self, objs: tuple[object, ...], value: V, weight: int = 1,
+            extra: Hashable = None) -> V:
+        """Keep ``value`` for ``objs`` (and ``extra``); returns ``value``."""
+        self._kept.put((*map(id, objs), extra), (objs, value), weight)
+        return value

@@ -18,7 +18,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from shoal.xds.cache.bounded import Bounded
+from shoal.xds.cache.bounded import Bounded, ByIdentity
 from shoal.xds.types import split
 
 _PREFIX = "type.googleapis.com/"
@@ -194,12 +194,11 @@ class ChangeCache:
                  max_own_names: int = 500_000, min_cached: int = 32) -> None:
         self._packed = packed
         self._min_cached = min_cached  # fewer resources in both mappings: not kept
-        self._diffs: Bounded[tuple[int, int, frozenset[str] | None, frozenset[str] | None],
-                             tuple[object, object, Diff]] = Bounded(max_entries=max_entries)
-        # (id(shared Diff), own names, own updated, own removed, own held) -> (it, Diff)
-        self._own: Bounded[tuple[int, frozenset[str], frozenset[str], frozenset[str],
-                                 frozenset[str] | None], tuple[Diff, Diff]] = Bounded(
-            max_entries=max_entries, max_weight=max_own_names)
+        # (old, new; has, names) -> Diff
+        self._diffs: ByIdentity[Diff] = ByIdentity(max_entries=max_entries)
+        # (shared Diff; own names, own updated, own removed, own held) -> Diff
+        self._own: ByIdentity[Diff] = ByIdentity(max_entries=max_entries,
+                                                 max_weight=max_own_names)
 
     def diff(self, old: Mapping[str, Message], has: frozenset[str] | None,
              new: Mapping[str, Message], names: frozenset[str] | None) -> Diff:
@@ -237,11 +236,11 @@ class ChangeCache:
         if (shared.updated & own == updated and shared.removed & own == removed
                 and (shared_after is None or shared_after & own == after)):
             return shared
-        key = (id(shared), frozenset(own), frozenset(updated), frozenset(removed),
+        key = (frozenset(own), frozenset(updated), frozenset(removed),
                None if shared_after is None else frozenset(after))
-        got = self._own.get(key)
-        if got is not None and got[0] is shared:
-            return got[1]
+        got = self._own.get((shared,), key)
+        if got is not None:
+            return got
         if shared_after is not None:
             shared_after = (shared_after - own) | after
             if shared_after == names:
@@ -249,7 +248,7 @@ class ChangeCache:
         out = Diff(frozenset((shared.updated - own) | updated),
                    frozenset((shared.removed - own) | removed), shared_after)
         weight = len(out.updated) + len(out.removed) + len(out.held or ())
-        self._own.put(key, (shared, out), weight)
+        self._own.put((shared,), out, weight, key)
         return out
 
     def _diff(self, old: Mapping[str, Message], has: frozenset[str] | None,
@@ -259,10 +258,9 @@ class ChangeCache:
         # storm, the large shared diffs were computed again as new but equal name sets,
         # and every stream's response lookup then compared thousands of names.
         small = len(old) + len(new) < self._min_cached
-        key = (id(old), id(new), has, names)
-        entry = None if small else self._diffs.get(key)
-        if entry is not None and entry[0] is old and entry[1] is new:
-            return entry[2]
+        entry = None if small else self._diffs.get((old, new), (has, names))
+        if entry is not None:
+            return entry
         want = new.keys() if names is None else names & new.keys()
         held = old.keys() if has is None else has
         packed = self._packed
@@ -277,5 +275,5 @@ class ChangeCache:
         after = None if names is None else names if len(want) == len(names) else frozenset(want)
         out = Diff(frozenset(updated), frozenset(held - want), after)
         if not small:
-            self._diffs.put(key, (old, new, out))
+            self._diffs.put((old, new), out, extra=(has, names))
         return out

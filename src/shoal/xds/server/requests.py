@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from shoal.xds.cache.bounded import Bounded
+from shoal.xds.cache.bounded import Bounded, ByIdentity
 
 Request = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
 R = TypeVar("R", discovery_pb2.DiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest)
@@ -37,10 +37,10 @@ _NAMES: Bounded[frozenset[str], frozenset[str]] = Bounded(max_entries=4096,
 # A request naming at least this many resources has its names read once for every stream
 # it reaches as the same object.
 _MANY = 256
-# id(request) -> (it, its name sets): at most 64 requests and 100,000 names in them all
-# (bounds what they hold alive).
-_NAMES_OF: Bounded[int, tuple[Request, tuple[frozenset[str], ...]]] = Bounded(
-    max_entries=64, max_weight=100_000)
+# a request -> its name sets: at most 64 requests and 100,000 names in them all (bounds
+# what they hold alive)
+_NAMES_OF: ByIdentity[tuple[frozenset[str], ...]] = ByIdentity(max_entries=64,
+                                                               max_weight=100_000)
 
 
 def shared_names(names: Iterable[str]) -> frozenset[str]:
@@ -55,12 +55,10 @@ def shared_names(names: Iterable[str]) -> frozenset[str]:
     return got
 
 
-# (id(held), id(subscribed), id(unsubscribed)) -> (the three, the names after): what
-# thousands of streams holding the same shared set and sending the same request end up
-# subscribed to, worked out once. At most 1,024 moves and 1,000,000 names.
-_AFTER: Bounded[tuple[int, int, int], tuple[frozenset[str], frozenset[str], frozenset[str],
-                                            frozenset[str]]] = Bounded(
-    max_entries=1024, max_weight=1_000_000)
+# (held, subscribed, unsubscribed) -> the names after: what thousands of streams holding
+# the same shared set and sending the same request end up subscribed to, worked out
+# once. At most 1,024 moves and 1,000,000 names.
+_AFTER: ByIdentity[frozenset[str]] = ByIdentity(max_entries=1024, max_weight=1_000_000)
 
 
 def subscribed_after(held: frozenset[str], subscribe: frozenset[str],
@@ -71,18 +69,15 @@ def subscribed_after(held: frozenset[str], subscribe: frozenset[str],
     route subscription grows by a thousand names when its scopes arrive, the same
     thousand for every proxy of a scope."""
     large = bool(held) and len(held) + len(subscribe) >= _MANY
-    key = (id(held), id(subscribe), id(unsubscribe))
-    if large:
-        got = _AFTER.get(key)
-        if (got is not None and got[0] is held and got[1] is subscribe
-                and got[2] is unsubscribe):
-            return got[3]
+    move = (held, subscribe, unsubscribe)
+    if large and (got := _AFTER.get(move)) is not None:
+        return got
     names = held | subscribe if held else subscribe
     if unsubscribe or "*" in names:
         names = names - unsubscribe - {"*"}
     out = shared_names(names)
     if large:
-        _AFTER.put(key, (held, subscribe, unsubscribe, out), len(out))
+        _AFTER.put(move, out, len(out))
     return out
 
 
@@ -97,10 +92,10 @@ def names_of(req: Request) -> tuple[frozenset[str], ...]:
     count = sum(len(names) for names in lists)
     if count < _MANY:
         return tuple(frozenset(names) for names in lists)
-    got = _NAMES_OF.get(id(req))
-    if got is None or got[0] is not req:
-        got = _NAMES_OF.put(id(req), (req, tuple(shared_names(n) for n in lists)), count)
-    return got[1]
+    got = _NAMES_OF.get((req,))
+    if got is None:
+        got = _NAMES_OF.put((req,), tuple(shared_names(n) for n in lists), count)
+    return got
 
 
 class RequestCache(Generic[R]):
