@@ -62,11 +62,16 @@ class OutboundTable:
     doc). Built through :func:`table`; messages given out are never mutated."""
 
     def __init__(self, ctx: GenerationContext, previous: OutboundTable | None = None,
-                 touched: frozenset[tuple[str, str]] = frozenset()):
+                 touched: frozenset[tuple[str, str]] = frozenset(),
+                 east_west: network.Gateways | None = None):
         """``previous``/``touched``: take over the previous table's clusters of every
-        service not in ``touched`` (namespace, name) instead of building them."""
-        self.east_west: network.Gateways = network.east_west_gateways(ctx.mesh)
+        service not in ``touched`` (namespace, name) instead of building them;
+        ``east_west``: the mesh's east-west gateways, if the caller has them already."""
+        self.east_west: network.Gateways = (
+            east_west if east_west is not None else network.east_west_gateways(ctx.mesh))
         self.clusters: dict[str, cluster_pb2.Cluster] = {}
+        # (namespace, name) of each service -> its outbound cluster names
+        self.cluster_names: dict[tuple[str, str], tuple[str, ...]] = {}
         self.load_assignments: dict[str, endpoint_pb2.ClusterLoadAssignment] = {}
         # clusters with locality load balancing, and their setting
         self.locality: dict[str, LocalityLbSetting] = {}
@@ -95,9 +100,10 @@ class OutboundTable:
         (before or after) keep the previous table's clusters and endpoints, as long as
         no east-west gateway moved (they stand in for every service's endpoints on other
         networks)."""
-        if network.east_west_gateways(ctx.mesh) != previous.east_west:
-            return cls(ctx)
-        return cls(ctx, previous, change.services)
+        east_west = network.east_west_gateways(ctx.mesh)
+        if east_west != previous.east_west:
+            return cls(ctx, east_west=east_west)
+        return cls(ctx, previous, change.services, east_west)
 
     def _build(self, ctx: GenerationContext, previous: OutboundTable | None,
                touched: frozenset[tuple[str, str]]) -> None:
@@ -107,9 +113,12 @@ class OutboundTable:
         kept: set[str] = set()  # the previous table's, as they were (no comparison)
         fqdn = mesh.fqdn
         for service in mesh.services:
-            if previous is not None and (service.metadata.namespace,
-                                         service.metadata.name) not in touched:
-                for name, _, _ in clusters.outbound_cluster_names(mesh, service):
+            key = (service.metadata.namespace, service.metadata.name)
+            if previous is not None and key not in touched:
+                # its Service and DestinationRule did not change (only workloads did):
+                # the same cluster names, not worked out again
+                self.cluster_names[key] = names_ = previous.cluster_names[key]
+                for name in names_:
                     cds[name] = previous.clusters[name]
                     for have, had in ((eds, previous.load_assignments),
                                       (self.locality, previous.locality),
@@ -120,7 +129,9 @@ class OutboundTable:
                 continue
             dr = mesh.destination_rule_for(service)
             sans = authn.service_identities(mesh, service)
-            for name, port_number, subset in clusters.outbound_cluster_names(mesh, service):
+            made = list(clusters.outbound_cluster_names(mesh, service))
+            self.cluster_names[key] = tuple(name for name, _, _ in made)
+            for name, port_number, subset in made:
                 port = service.spec.port(port_number)
                 matches = tls.transport_socket_matches(
                     names.sni(port.port, subset, fqdn(service)), sans,
