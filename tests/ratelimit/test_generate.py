@@ -15,10 +15,10 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from shoal.api.parse import parse_yaml
 from shoal.errors import ValidationError
+from shoal.ratelimit import plugin as rl
 from shoal.ratelimit.identity import service_identity
 from shoal.registry.snapshot import MeshConfig, MeshSnapshot
 from shoal.xds.generate import GenerationContext, generate
-from shoal.xds.generate import ratelimit as rl
 from shoal.xds.types import CLUSTER
 from tests.generate.conftest import GOLDEN_PROXIES, http_connection_managers, load_mesh
 from tests.generate.envoy_check import envoy_binary, envoy_validate, static_bootstrap

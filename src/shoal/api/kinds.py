@@ -10,11 +10,11 @@ from shoal.api.gateway import GatewaySpec
 from shoal.api.mesh import NamespaceSpec, ServiceSpec, TokenRevocationSpec, WorkloadSpec
 from shoal.api.meta import Model
 from shoal.api.networking import DestinationRuleSpec, VirtualServiceSpec
-from shoal.api.ratelimit import POLICY, RateLimitPolicySpec
 from shoal.api.serviceentry import ServiceEntrySpec
 from shoal.api.sidecar import SidecarSpec
 from shoal.api.telemetry import TELEMETRY, ServiceLevelObjectiveSpec
 from shoal.errors import NotFound
+from shoal.ratelimit.model import POLICY, RateLimitPolicySpec
 from shoal.security.model import (
     AuthorizationPolicySpec,
     PeerAuthenticationSpec,

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from shoal.api.meta import Resource
-from shoal.api.ratelimit import Limit, Mode, Quota, RateLimitPolicySpec, RequestMatch
+from shoal.ratelimit.model import Limit, Mode, Quota, RateLimitPolicySpec, RequestMatch
 
 KIND = "RateLimitPolicy"
 DOMAIN = "shoal"

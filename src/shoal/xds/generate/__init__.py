@@ -3,7 +3,7 @@
     ctx = GenerationContext(mesh)          # one per MeshSnapshot
     snapshot = generate(ctx, proxy)        # for each proxy
 
-One generator per concern (:mod:`shoal.xds.generate.base`), in :data:`GENERATORS`;
+One generator per concern (:mod:`shoal.xds.generate.base`), in :func:`generators`;
 everything proxy-independent is built once in the context and shared by reference (see
 :mod:`shoal.xds.generate.context`). Where each concern lives: docs/architecture.md.
 """
@@ -14,6 +14,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 
+from shoal.ratelimit import plugin as ratelimit
 from shoal.xds.generate import (
     capture,
     envoyfilter,
@@ -21,7 +22,6 @@ from shoal.xds.generate import (
     inbound,
     outbound,
     outbound_http,
-    ratelimit,
     routes,
     upstreams,
 )
@@ -39,20 +39,35 @@ from shoal.xds.types import (
     Resources,
 )
 
-__all__ = ["GENERATORS", "GenerationContext", "generate", "proxy_view"]
+__all__ = ["GENERATORS", "GenerationContext", "generate", "generators", "proxy_view"]
 
-# In precedence order: a listener that would bind an address (or take a name) an earlier
-# one holds is left out (outbound_http, then a gateway's, capture's, inbound ports, the
-# application's upstream ports).
-GENERATORS: tuple[Generator, ...] = (
-    outbound_http.GENERATOR,
-    gateway.GENERATOR,
-    capture.GENERATOR,
-    inbound.GENERATOR,
-    upstreams.GENERATOR,
-    ratelimit.GENERATOR,
-    outbound.GENERATOR,
-)
+_GENERATORS: tuple[Generator, ...] = ()
+
+
+def generators() -> tuple[Generator, ...]:
+    """Every generator, in precedence order: a listener that would bind an address (or
+    take a name) an earlier one holds is left out (outbound_http, then a gateway's,
+    capture's, inbound ports, the application's upstream ports). Put together on first
+    use, not at import: a policy slice's plugin (:mod:`shoal.ratelimit.plugin`) uses this
+    package's helpers, so it may be imported before it and be half-imported here."""
+    global _GENERATORS
+    if not _GENERATORS:
+        _GENERATORS = (
+            outbound_http.GENERATOR,
+            gateway.GENERATOR,
+            capture.GENERATOR,
+            inbound.GENERATOR,
+            upstreams.GENERATOR,
+            ratelimit.GENERATOR,
+            outbound.GENERATOR,
+        )
+    return _GENERATORS
+
+
+def __getattr__(name: str) -> object:
+    if name == "GENERATORS":  # (see generators)
+        return generators()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 # EnvoyFilter patches apply last, to copies of the generated resources (ADR 0034).
 PATCH_INPUTS = envoyfilter.INPUTS
 
@@ -89,7 +104,7 @@ def _generate(ctx: GenerationContext, proxy: Proxy, key: tuple[object, ...]) -> 
     own_cds: dict[str, cluster_pb2.Cluster] = {}
     bound: set[tuple[str, int]] = set()
     scopes = service_routes = clusters = endpoints = None
-    for generator in GENERATORS:
+    for generator in generators():
         for part in generator.parts(ctx, view):
             if (lis := part.listener) is not None:
                 sa = lis.address.socket_address

@@ -23,8 +23,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shoal.api.meta import Resource
+from shoal.ratelimit import plugin as ratelimit
 from shoal.telemetry.model import Reporter
-from shoal.xds.generate import egress, ratelimit, route_filters, telemetry
+from shoal.xds.generate import egress, route_filters, telemetry
 from shoal.xds.generate.protocol import HcmExtras
 
 if TYPE_CHECKING:

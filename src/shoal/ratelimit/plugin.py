@@ -39,7 +39,7 @@ from envoy.type.v3 import percent_pb2, token_bucket_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 
 from shoal.api.meta import Resource
-from shoal.api.ratelimit import FailureMode, RateLimitPolicySpec
+from shoal.ratelimit.model import FailureMode, RateLimitPolicySpec
 from shoal.ratelimit.rules import DOMAIN, KIND, MATCH_KEY, RULE_KEY, Rule, policy_rules
 from shoal.xds.generate import matches
 from shoal.xds.generate.base import Generator, Part, ProxyView
