@@ -189,14 +189,12 @@ def main() -> None:
     print(f"machine: {describe()}")
     print(f"{a.streams} streams, {a.workers} client processes, grpcio {grpc.__version__}, "
           f"{a.loop}")
-    rows = []
     for r in range(a.rounds):
         before_s, before_c = procs_stat([server.pid]), procs_stat([w.pid for w in workers])
         sconn.send(("push", a.streams, r + 1))
         times = sconn.recv()
         cpu_s = procs_stat([server.pid]).cpu_s - before_s.cpu_s
         cpu_c = procs_stat([w.pid for w in workers]).cpu_s - before_c.cpu_s
-        rows.append((min(times), percentile(times, 50), percentile(times, 99), cpu_s, cpu_c))
         print(f"round {r + 1}: first {min(times) * 1e3:.0f} ms, p50 "
               f"{percentile(times, 50) * 1e3:.0f} ms, p99 {percentile(times, 99) * 1e3:.0f} ms;"
               f" CPU server {cpu_s:.2f} s ({cpu_s / a.streams * 1e6:.0f} us a stream), "

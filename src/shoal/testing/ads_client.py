@@ -208,7 +208,9 @@ _PER_RESPONSE: dict[str, ByIdentity[frozenset[str]]] = {}
 def _once_per_response(kind: str, decoded: Mapping[str, Message],
                        compute: Callable[[Mapping[str, Message]], frozenset[str]]
                        ) -> frozenset[str]:
-    memo = _PER_RESPONSE.setdefault(kind, ByIdentity(max_entries=64))
+    memo = _PER_RESPONSE.get(kind)
+    if memo is None:
+        memo = _PER_RESPONSE[kind] = ByIdentity(max_entries=64)
     got = memo.get((decoded,))
     if got is None:
         got = memo.put((decoded,), compute(decoded))

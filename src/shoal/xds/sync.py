@@ -195,7 +195,7 @@ class Sync:
         # were scoped away from it (issue 4: Sidecar keeps push cost flat).
         if not new.mesh.of_kind("Sidecar"):
             # nobody is scoped: every proxy sees them (and this runs before the first
-            # proxy is computed: a scope per proxy was ~50 ms at 5,000 proxies)
+            # proxy is computed: a scope per proxy was 13 ms at 5,000 proxies, in process)
             return list(self._proxies)
         affected = set(own)
         sees: dict[tuple[str, str], bool] = {}  # per workload: proxies of one share a scope

@@ -10,6 +10,8 @@ everything proxy-independent is built once in the context and shared by referenc
 
 from __future__ import annotations
 
+import functools
+
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
@@ -41,27 +43,22 @@ from shoal.xds.types import (
 
 __all__ = ["GENERATORS", "GenerationContext", "generate", "generators", "proxy_view"]
 
-_GENERATORS: tuple[Generator, ...] = ()
-
-
+@functools.cache
 def generators() -> tuple[Generator, ...]:
     """Every generator, in precedence order: a listener that would bind an address (or
     take a name) an earlier one holds is left out (outbound_http, then a gateway's,
     capture's, inbound ports, the application's upstream ports). Put together on first
     use, not at import: a policy slice's plugin (:mod:`shoal.ratelimit.plugin`) uses this
     package's helpers, so it may be imported before it and be half-imported here."""
-    global _GENERATORS
-    if not _GENERATORS:
-        _GENERATORS = (
-            outbound_http.GENERATOR,
-            gateway.GENERATOR,
-            capture.GENERATOR,
-            inbound.GENERATOR,
-            upstreams.GENERATOR,
-            ratelimit.GENERATOR,
-            outbound.GENERATOR,
-        )
-    return _GENERATORS
+    return (
+        outbound_http.GENERATOR,
+        gateway.GENERATOR,
+        capture.GENERATOR,
+        inbound.GENERATOR,
+        upstreams.GENERATOR,
+        ratelimit.GENERATOR,
+        outbound.GENERATOR,
+    )
 
 
 def __getattr__(name: str) -> object:
